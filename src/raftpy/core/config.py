@@ -1,0 +1,55 @@
+"""RaftConfig: the core's tunables, validated."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class RaftConfig:
+    """Settings for one node's consensus core.
+
+    - ``election_ticks``: a follower that hears nothing for a random number of ticks in
+      ``[election_ticks, 2 * election_ticks)`` starts an election (Raft §5.2).
+    - ``heartbeat_ticks``: the leader's heartbeat interval; must be well below
+      ``election_ticks`` (Raft §5.6: broadcastTime << electionTimeout).
+    - ``pre_vote`` (Thesis §9.6) and ``check_quorum`` (Thesis §6.2): on by default.
+    - ``max_msg_bytes``: entry bytes per AppendEntries.
+    - ``max_inflight_msgs`` / ``max_inflight_bytes``: the per-follower window of unacknowledged
+      appends in replicate state.
+    - ``max_uncommitted_bytes``: the leader refuses proposals beyond this many bytes appended
+      but not committed (back-pressure; ``None`` disables it).
+    - ``max_apply_bytes``: committed entry bytes handed out per Ready.
+    - ``max_entry_bytes``: the largest single command accepted.
+    """
+
+    id: int
+    election_ticks: int = 10
+    heartbeat_ticks: int = 1
+    pre_vote: bool = True
+    check_quorum: bool = True
+    max_msg_bytes: int = 1 << 20
+    max_inflight_msgs: int = 256
+    max_inflight_bytes: int | None = None
+    max_uncommitted_bytes: int | None = 64 << 20
+    max_apply_bytes: int = 64 << 20
+    max_entry_bytes: int = 16 << 20
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first bad setting."""
+        if self.id < 0:
+            raise ValueError(f"id must be >= 0, got {self.id}")
+        if self.heartbeat_ticks < 1:
+            raise ValueError(f"heartbeat_ticks must be >= 1, got {self.heartbeat_ticks}")
+        if self.election_ticks <= self.heartbeat_ticks:
+            raise ValueError(
+                f"election_ticks ({self.election_ticks}) must exceed heartbeat_ticks "
+                f"({self.heartbeat_ticks})"
+            )
+        for name in ("max_msg_bytes", "max_inflight_msgs", "max_apply_bytes", "max_entry_bytes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("max_inflight_bytes", "max_uncommitted_bytes"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1 or None, got {value}")

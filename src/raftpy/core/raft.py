@@ -1,0 +1,807 @@
+"""Raft: the consensus rules of the paper as a deterministic, sans-I/O state machine.
+
+Inputs: :meth:`Raft.tick`, :meth:`Raft.step`, :meth:`Raft.propose`, :meth:`Raft.read_index`,
+:meth:`Raft.transfer_leadership`, :meth:`Raft.campaign`. Output: :meth:`Raft.ready`, which the
+driver carries out and acknowledges with :meth:`Raft.advance` (see :mod:`raftpy.core.ready`).
+
+``step`` works in two phases (etcd raft's design): first it settles terms (Raft §5.1: a higher
+term makes us a follower, a lower one is ignored or answered), then it hands the message to the
+current role's step function. Only the ``_become_*`` methods swap that function.
+
+The core never reads a clock or a global random generator: time is ``tick()``, randomness a
+``random.Random`` passed in. The same inputs in the same order give the same outputs.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import assert_never
+
+from raftpy.core.config import RaftConfig
+from raftpy.core.log import RaftLog
+from raftpy.core.messages import (
+    AppendEntries,
+    AppendEntriesResponse,
+    ConfState,
+    Entry,
+    EntryKind,
+    Heartbeat,
+    HeartbeatResponse,
+    InstallSnapshot,
+    InstallSnapshotResponse,
+    Message,
+    RequestVote,
+    RequestVoteResponse,
+    TimeoutNow,
+    entry_size,
+)
+from raftpy.core.progress import Progress, ProgressState
+from raftpy.core.quorum import JointConfig, VoteResult
+from raftpy.core.read_only import ReadOnly
+from raftpy.core.ready import ReadState, Ready, Role, SoftState
+from raftpy.core.storage import HardState, LogStorage
+from raftpy.errors import InvariantViolation, LocalProtocolError, NotLeaderError, ProposalDropped
+
+logger = logging.getLogger("raftpy.core")
+
+# Messages a leader sends that do not promise anything about the sender's own durable state
+# beyond its term, which was persisted before it could win (Thesis §10.2.1).
+_SEND_NOW = (AppendEntries, Heartbeat, InstallSnapshot, TimeoutNow)
+
+
+@dataclass(frozen=True, slots=True)
+class PeerStatus:
+    """The leader's view of one peer's replication."""
+
+    match: int
+    next: int
+    state: str
+    recent_active: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """A snapshot of a node's consensus state, for operators and tests."""
+
+    id: int
+    role: Role
+    term: int
+    vote: int | None
+    leader_id: int | None
+    commit: int
+    applied: int
+    last_index: int
+    voters: tuple[int, ...]
+    peers: dict[int, PeerStatus]
+
+
+class Raft:
+    """One node's consensus state machine.
+
+    ``storage`` is read for the persisted state at start and for stable entries afterwards;
+    the driver writes to it. ``applied`` is the index the state machine already reflects
+    (defaults to the snapshot index: entries after it are applied again).
+    """
+
+    def __init__(
+        self,
+        config: RaftConfig,
+        storage: LogStorage,
+        rng: random.Random,
+        applied: int | None = None,
+    ) -> None:
+        config.validate()
+        self.config = config
+        self.id = config.id
+        self._rng = rng
+        self.log = RaftLog(storage, applied)
+        hard_state, conf = storage.initial_state()
+        self.term = hard_state.term
+        self.vote: int | None = hard_state.vote
+        self.lead: int | None = None
+        self.role = Role.FOLLOWER
+        self.conf = conf
+        self._joint = JointConfig(frozenset(conf.voters), frozenset(conf.voters_outgoing))
+        self.prs: dict[int, Progress] = {}
+        self.election_elapsed = 0
+        self.heartbeat_elapsed = 0
+        self.randomized_election_timeout = config.election_ticks
+        self.votes: dict[int, bool] = {}
+        self.lead_transferee: int | None = None
+        self._uncommitted: deque[tuple[int, int]] = deque()
+        self._uncommitted_bytes = 0
+        self._read_only = ReadOnly()
+        self._pending_reads: list[bytes] = []
+        self._dropped_reads: list[bytes] = []
+        self._msgs: list[Message] = []
+        self._msgs_after_persist: list[Message] = []
+        self._read_states: list[ReadState] = []
+        self._step: Callable[[Message], None] = self._step_follower
+        self._tick: Callable[[], None] = self._tick_election
+        self._prev_hard = HardState(self.term, self.vote, self.log.committed)
+        self._prev_soft = SoftState(self.role, self.lead)
+        self._outstanding: Ready | None = None
+        self._become_follower(self.term, None)
+
+    # ------------------------------------------------------------------------------------------
+    # Membership helpers
+    # ------------------------------------------------------------------------------------------
+
+    def voters(self) -> frozenset[int]:
+        return self._joint.voters()
+
+    def _promotable(self) -> bool:
+        """Only a voter may campaign (Thesis §4.2.2: learners and removed servers never do)."""
+        return self.id in self._joint.voters()
+
+    def _peers(self) -> list[int]:
+        """Every other member we replicate to, in id order (determinism)."""
+        members = set(self._joint.voters()) | set(self.conf.learners)
+        members.discard(self.id)
+        return sorted(members)
+
+    def _reset_progress(self) -> None:
+        last = self.log.last_index()
+        cfg = self.config
+        self.prs = {}
+        for node in sorted(set(self._joint.voters()) | set(self.conf.learners)):
+            pr = Progress(last + 1, cfg.max_inflight_msgs, cfg.max_inflight_bytes)
+            pr.is_learner = node in self.conf.learners
+            if node == self.id:
+                # Thesis §10.2.1: our own entries count only once durable.
+                pr.match = self.log.stable_last_index()
+                pr.next = max(last + 1, pr.match + 1)
+            self.prs[node] = pr
+
+    # ------------------------------------------------------------------------------------------
+    # Role transitions: the only places that assign the step and tick functions
+    # ------------------------------------------------------------------------------------------
+
+    def _reset(self, term: int) -> None:
+        if term != self.term:
+            self.term = term
+            self.vote = None
+        self.lead = None
+        self.election_elapsed = 0
+        self.heartbeat_elapsed = 0
+        self._reset_randomized_election_timeout()
+        self.lead_transferee = None
+        self.votes = {}
+        self._reset_progress()
+        self._uncommitted.clear()
+        self._uncommitted_bytes = 0
+        self._dropped_reads.extend(self._read_only.reset())
+        self._dropped_reads.extend(self._pending_reads)
+        self._pending_reads = []
+
+    def _reset_randomized_election_timeout(self) -> None:
+        # Raft §5.2: randomized timeouts in [T, 2T) make split votes rare.
+        et = self.config.election_ticks
+        self.randomized_election_timeout = self._rng.randrange(et, 2 * et)
+
+    def _become_follower(self, term: int, lead: int | None) -> None:
+        self._step = self._step_follower
+        self._tick = self._tick_election
+        self._reset(term)
+        self.lead = lead
+        self.role = Role.FOLLOWER
+        logger.debug("%d became follower at term %d (leader %s)", self.id, term, lead)
+
+    def _become_pre_candidate(self) -> None:
+        if self.role is Role.LEADER:
+            raise InvariantViolation("a leader cannot become a pre-candidate")
+        # Thesis §9.6: a pre-candidate changes neither its term nor its vote.
+        self._step = self._step_candidate
+        self._tick = self._tick_election
+        self.votes = {}
+        self.lead = None
+        self.role = Role.PRE_CANDIDATE
+        logger.debug("%d became pre-candidate at term %d", self.id, self.term)
+
+    def _become_candidate(self) -> None:
+        if self.role is Role.LEADER:
+            raise InvariantViolation("a leader cannot become a candidate")
+        self._step = self._step_candidate
+        self._tick = self._tick_election
+        # Raft §5.2: increment currentTerm, vote for self.
+        self._reset(self.term + 1)
+        self.vote = self.id
+        self.role = Role.CANDIDATE
+        logger.debug("%d became candidate at term %d", self.id, self.term)
+
+    def _become_leader(self) -> None:
+        if self.role is Role.FOLLOWER:
+            raise InvariantViolation("a follower cannot become leader without an election")
+        self._step = self._step_leader
+        self._tick = self._tick_heartbeat
+        self._reset(self.term)
+        self.lead = self.id
+        self.role = Role.LEADER
+        self.prs[self.id].become_replicate()
+        # Raft §8 / Thesis §6.4: a new leader commits a no-op entry of its own term, which
+        # commits every earlier entry and lets it serve reads.
+        self.log.append([Entry(self.term, self.log.last_index() + 1, EntryKind.NOOP, b"")])
+        logger.info("%d became leader at term %d", self.id, self.term)
+
+    # ------------------------------------------------------------------------------------------
+    # Inputs
+    # ------------------------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        """Advance logical time by one tick."""
+        self._tick()
+
+    def _tick_election(self) -> None:
+        self.election_elapsed += 1
+        if self._promotable() and self.election_elapsed >= self.randomized_election_timeout:
+            self.election_elapsed = 0
+            self._campaign(transfer=False)
+
+    def _tick_heartbeat(self) -> None:
+        self.heartbeat_elapsed += 1
+        self.election_elapsed += 1
+        if self.election_elapsed >= self.config.election_ticks:
+            self.election_elapsed = 0
+            if self.config.check_quorum and not self._quorum_active():
+                # Thesis §6.2: a leader that cannot reach a majority for an election timeout
+                # steps down, so clients look for the real leader elsewhere.
+                logger.info("%d steps down at term %d: quorum not active", self.id, self.term)
+                self._become_follower(self.term, None)
+                return
+            if self.lead_transferee is not None:
+                # Thesis §3.10: abort a transfer that did not finish within an election timeout.
+                self.lead_transferee = None
+        if self.heartbeat_elapsed >= self.config.heartbeat_ticks:
+            self.heartbeat_elapsed = 0
+            self._bcast_heartbeat(self._read_only.last_context())
+
+    def campaign(self) -> None:
+        """Start an election now (tests and operators); ignored on the leader or a learner."""
+        if self.role is not Role.LEADER:
+            self._campaign(transfer=False)
+
+    def propose(self, data: bytes) -> int:
+        """Append a command to the leader's log; return its index.
+
+        Raises :class:`NotLeaderError` on a non-leader and :class:`ProposalDropped` when the
+        leader refuses (back-pressure, transfer in progress, entry too large). Either way
+        nothing was appended.
+        """
+        return self.propose_batch([data])
+
+    def propose_batch(self, commands: Sequence[bytes]) -> int:
+        """Append several commands at once (one AppendEntries per follower); return the index
+        of the first. Their indexes are consecutive. All or none are appended."""
+        if self.role is not Role.LEADER:
+            raise NotLeaderError(self.lead)
+        if self.lead_transferee is not None:
+            raise ProposalDropped(
+                f"leadership transfer to {self.lead_transferee} in progress; retry there"
+            )
+        size = 0
+        for data in commands:
+            if len(data) > self.config.max_entry_bytes:
+                raise ProposalDropped(
+                    f"command of {len(data)} bytes exceeds max_entry_bytes "
+                    f"({self.config.max_entry_bytes})"
+                )
+            size += len(data)
+        limit = self.config.max_uncommitted_bytes
+        # Always admit a batch when nothing is pending, so one large batch cannot wedge us.
+        if limit is not None and self._uncommitted_bytes and self._uncommitted_bytes + size > limit:
+            raise ProposalDropped(
+                f"too many uncommitted bytes ({self._uncommitted_bytes} + {size} > {limit}); "
+                "retry after a short wait"
+            )
+        first = self.log.last_index() + 1
+        term = self.term
+        entries = [
+            Entry(term, first + k, EntryKind.COMMAND, data) for k, data in enumerate(commands)
+        ]
+        if not entries:
+            return first
+        self.log.append(entries)
+        self._uncommitted.append((entries[-1].index, size))
+        self._uncommitted_bytes += size
+        self._bcast_append()
+        return first
+
+    def read_index(self, context: bytes) -> None:
+        """Ask for a linearizable read point (Thesis §6.4); the answer comes as a
+        :class:`ReadState` with the same ``context`` in a later Ready. ``context`` must be
+        unique among pending reads. Raises :class:`NotLeaderError` on a non-leader.
+
+        If leadership is lost first, the read is dropped: see :meth:`take_dropped_reads`.
+        """
+        if self.role is not Role.LEADER:
+            raise NotLeaderError(self.lead)
+        if not self._committed_in_current_term():
+            # Thesis §6.4 step 1: the leader's commit index is only known to be current once
+            # an entry of its own term has committed; hold the read until then.
+            if context in self._pending_reads:
+                raise LocalProtocolError(f"read context {context!r} is already pending")
+            self._pending_reads.append(context)
+            return
+        self._start_read(context)
+
+    def _start_read(self, context: bytes) -> None:
+        if self._joint.voters() == {self.id}:
+            self._read_states.append(ReadState(self.log.committed, context))
+            return
+        self._read_only.add_request(self.log.committed, context, self.id)
+        self._bcast_heartbeat(context)
+
+    def take_dropped_reads(self) -> list[bytes]:
+        """Contexts of reads dropped because leadership was lost before they were confirmed;
+        the driver fails them (the caller may retry at the new leader)."""
+        dropped, self._dropped_reads = self._dropped_reads, []
+        return dropped
+
+    def transfer_leadership(self, to: int) -> None:
+        """Hand leadership to voter ``to`` (Thesis §3.10): stop taking proposals, bring ``to``
+        up to date, then tell it to campaign at once."""
+        if self.role is not Role.LEADER:
+            raise NotLeaderError(self.lead)
+        if to == self.id:
+            return
+        if to not in self._joint.voters():
+            raise LocalProtocolError(f"cannot transfer leadership to non-voter {to}")
+        if self.lead_transferee == to:
+            return
+        self.lead_transferee = to
+        # The transfer must finish within one election timeout or it is aborted.
+        self.election_elapsed = 0
+        if self.prs[to].match == self.log.last_index():
+            self._send(TimeoutNow(self.term, self.id, to))
+        else:
+            self._maybe_send_append(to)
+
+    # ------------------------------------------------------------------------------------------
+    # step: phase 1, settle terms
+    # ------------------------------------------------------------------------------------------
+
+    def step(self, m: Message) -> None:
+        """Handle one message from a peer."""
+        if m.dst != self.id:
+            logger.warning("%d dropped %s addressed to %d", self.id, type(m).__name__, m.dst)
+            return
+        if m.term > self.term:
+            if isinstance(m, RequestVote):
+                in_lease = (
+                    self.config.check_quorum
+                    and self.lead is not None
+                    and self.election_elapsed < self.config.election_ticks
+                )
+                if in_lease and not m.transfer:
+                    # Thesis §4.2.3: while we hear from a live leader, ignore (pre-)votes from
+                    # a server that may have been removed or partitioned; do not adopt its term.
+                    return
+                if m.pre_vote:
+                    # Thesis §9.6: a pre-vote never changes our term.
+                    self._handle_request_vote(m)
+                    return
+            if isinstance(m, RequestVoteResponse) and m.pre_vote and m.granted:
+                # A granted pre-vote carries the term we would campaign at; not a newer term.
+                pass
+            else:
+                # Raft §5.1: a higher term makes us a follower of that term.
+                lead = m.src if isinstance(m, AppendEntries | Heartbeat | InstallSnapshot) else None
+                self._become_follower(m.term, lead)
+        elif m.term < self.term:
+            self._answer_stale(m)
+            return
+        if isinstance(m, RequestVote):
+            self._handle_request_vote(m)
+            return
+        self._step(m)
+
+    def _answer_stale(self, m: Message) -> None:
+        """Raft §5.1: a stale-term request is rejected; answering lets a deposed leader or a
+        pre-candidate learn the current term (Thesis §9.6 needs this when PreVote or
+        CheckQuorum hold terms back)."""
+        cfg = self.config
+        if (cfg.check_quorum or cfg.pre_vote) and isinstance(m, AppendEntries | Heartbeat):
+            self._send(AppendEntriesResponse(self.term, self.id, m.src, False, 0))
+        elif isinstance(m, RequestVote) and m.pre_vote:
+            self._send(RequestVoteResponse(self.term, self.id, m.src, False, True))
+        # Anything else from an older term is dropped.
+
+    def _handle_request_vote(self, m: RequestVote) -> None:
+        # Raft §5.2: at most one vote per term (first come, first served); never while we
+        # know a leader of this term. A pre-vote for a later term is hypothetical.
+        can_vote = (
+            self.vote == m.src
+            or (self.vote is None and self.lead is None)
+            or (m.pre_vote and m.term > self.term)
+        )
+        # Raft §5.4.1: only for a candidate whose log is at least as up to date as ours.
+        if can_vote and self.log.is_up_to_date(m.last_log_index, m.last_log_term):
+            self._send(RequestVoteResponse(m.term, self.id, m.src, True, m.pre_vote))
+            if not m.pre_vote:
+                self.election_elapsed = 0
+                self.vote = m.src
+        else:
+            self._send(RequestVoteResponse(self.term, self.id, m.src, False, m.pre_vote))
+
+    # ------------------------------------------------------------------------------------------
+    # step: phase 2, one function per role
+    # ------------------------------------------------------------------------------------------
+
+    def _step_follower(self, m: Message) -> None:
+        if isinstance(m, AppendEntries):
+            self.election_elapsed = 0
+            self.lead = m.src
+            self._handle_append_entries(m)
+        elif isinstance(m, Heartbeat):
+            self.election_elapsed = 0
+            self.lead = m.src
+            self._handle_heartbeat(m)
+        elif isinstance(m, InstallSnapshot):
+            self.election_elapsed = 0
+            self.lead = m.src
+            self._handle_install_snapshot(m)
+        elif isinstance(m, TimeoutNow):
+            # Thesis §3.10: the leader asks us to take over; skip PreVote, it knows.
+            logger.info("%d campaigns on TimeoutNow from %d", self.id, m.src)
+            self._campaign(transfer=True)
+        # Responses and stray messages of this term are ignored.
+
+    def _step_candidate(self, m: Message) -> None:
+        if isinstance(m, AppendEntries | Heartbeat | InstallSnapshot):
+            # Raft §5.2: a leader of our term exists; concede.
+            self._become_follower(m.term, m.src)
+            self._step_follower(m)
+        elif isinstance(m, RequestVoteResponse):
+            self._handle_vote_response(m)
+        # TimeoutNow and responses to a past role are ignored.
+
+    def _step_leader(self, m: Message) -> None:
+        if isinstance(m, AppendEntriesResponse):
+            self._handle_append_response(m)
+        elif isinstance(m, HeartbeatResponse):
+            self._handle_heartbeat_response(m)
+        elif isinstance(m, InstallSnapshotResponse):
+            self._handle_snapshot_response(m)
+        elif isinstance(m, AppendEntries | Heartbeat | InstallSnapshot):
+            # Raft §5.2 guarantees one leader per term: another one is a safety violation.
+            raise InvariantViolation(
+                f"node {self.id} is leader of term {self.term} but {m.src} sent "
+                f"{type(m).__name__} for the same term"
+            )
+
+    # -- candidate ----------------------------------------------------------------------------
+
+    def _campaign(self, transfer: bool) -> None:
+        if not self._promotable():
+            return
+        if self.config.pre_vote and not transfer:
+            # Thesis §9.6: first ask whether we could win, without disturbing anyone's term.
+            self._become_pre_candidate()
+            self._reset_randomized_election_timeout()
+            self._request_votes(self.term + 1, pre_vote=True, transfer=False)
+        else:
+            self._become_candidate()
+            self._request_votes(self.term, pre_vote=False, transfer=transfer)
+
+    def _request_votes(self, term: int, pre_vote: bool, transfer: bool) -> None:
+        if self._poll(self.id, True) is VoteResult.WON:
+            self._on_election_won()  # a single-voter cluster wins at once
+            return
+        last_index = self.log.last_index()
+        last_term = self.log.last_term()
+        for peer in sorted(self._joint.voters()):
+            if peer != self.id:
+                self._send(
+                    RequestVote(term, self.id, peer, last_index, last_term, pre_vote, transfer)
+                )
+
+    def _poll(self, node: int, granted: bool) -> VoteResult:
+        self.votes.setdefault(node, granted)
+        return self._joint.vote_result(self.votes)
+
+    def _handle_vote_response(self, m: RequestVoteResponse) -> None:
+        if m.pre_vote != (self.role is Role.PRE_CANDIDATE):
+            return  # an answer to an earlier phase of this election
+        result = self._poll(m.src, m.granted)
+        if result is VoteResult.WON:
+            self._on_election_won()
+        elif result is VoteResult.LOST:
+            # Raft §5.2: a lost election returns to follower (at our current term).
+            self._become_follower(self.term, None)
+
+    def _on_election_won(self) -> None:
+        if self.role is Role.PRE_CANDIDATE:
+            self._become_candidate()
+            self._request_votes(self.term, pre_vote=False, transfer=False)
+        else:
+            self._become_leader()
+            self._bcast_append()
+
+    # -- follower -----------------------------------------------------------------------------
+
+    def _handle_append_entries(self, m: AppendEntries) -> None:
+        if m.prev_index < self.log.committed:
+            # Already committed here: a delayed or duplicated message. Tell the leader what we
+            # hold so it moves on.
+            self._send(AppendEntriesResponse(self.term, self.id, m.src, True, self.log.committed))
+            return
+        last_new = self.log.maybe_append(m.prev_index, m.prev_term, m.commit, m.entries)
+        if last_new is not None:
+            self._send(AppendEntriesResponse(self.term, self.id, m.src, True, last_new))
+            return
+        # Raft §5.3: reject, with a hint so the leader can skip a whole term.
+        hint_index, hint_term = self.log.find_conflict_by_term(
+            min(m.prev_index, self.log.last_index()), m.prev_term
+        )
+        self._send(
+            AppendEntriesResponse(
+                self.term, self.id, m.src, False, m.prev_index, hint_index, hint_term
+            )
+        )
+
+    def _handle_heartbeat(self, m: Heartbeat) -> None:
+        # The leader sends commit = min(our match, its commit), never past our log.
+        self.log.commit_to(min(m.commit, self.log.last_index()))
+        self._send(HeartbeatResponse(self.term, self.id, m.src, m.context))
+
+    def _handle_install_snapshot(self, m: InstallSnapshot) -> None:
+        # Streamed snapshots arrive with the snapshot issue; until then refuse cleanly so the
+        # leader keeps probing (it never sends one while it holds the whole log).
+        self._send(InstallSnapshotResponse(self.term, self.id, m.src, m.meta.index, 0, False, True))
+
+    # -- leader -------------------------------------------------------------------------------
+
+    def _handle_append_response(self, m: AppendEntriesResponse) -> None:
+        pr = self.prs.get(m.src)
+        if pr is None:
+            return
+        pr.recent_active = True
+        if not m.success:
+            match_hint = m.index
+            if m.hint_index is not None:
+                match_hint = m.hint_index
+                if m.hint_term:
+                    match_hint, _ = self.log.find_conflict_by_term(m.hint_index, m.hint_term)
+            if pr.maybe_decr_to(m.index, match_hint):
+                if pr.state is ProgressState.REPLICATE:
+                    pr.become_probe()
+                self._maybe_send_append(m.src)
+            return
+        was_paused = pr.is_paused()
+        if not pr.maybe_update(m.index):
+            return
+        if pr.state is ProgressState.PROBE:
+            pr.become_replicate()
+        elif pr.state is ProgressState.REPLICATE:
+            pr.inflights.free_le(m.index)
+        if self._maybe_commit():
+            self._bcast_append()
+        elif was_paused:
+            self._maybe_send_append(m.src)
+        # Stream whatever else the follower lacks, up to the inflight window.
+        while self._maybe_send_append(m.src, send_if_empty=False):
+            pass
+        if m.src == self.lead_transferee and pr.match == self.log.last_index():
+            self._send(TimeoutNow(self.term, self.id, m.src))
+
+    def _handle_heartbeat_response(self, m: HeartbeatResponse) -> None:
+        pr = self.prs.get(m.src)
+        if pr is None:
+            return
+        pr.recent_active = True
+        pr.probe_sent = False
+        if pr.match < self.log.last_index():
+            self._maybe_send_append(m.src)
+        if m.context is not None:
+            for rs in self._read_only.recv_ack(m.src, m.context, self._joint.has_quorum):
+                self._read_states.append(rs)
+
+    def _handle_snapshot_response(self, m: InstallSnapshotResponse) -> None:
+        pr = self.prs.get(m.src)
+        if pr is None:
+            return
+        pr.recent_active = True
+        if pr.state is ProgressState.SNAPSHOT and (m.rejected or m.done):
+            pr.become_probe()
+
+    def _quorum_active(self) -> bool:
+        active = [node for node, pr in self.prs.items() if node == self.id or pr.recent_active]
+        for node, pr in self.prs.items():
+            if node != self.id:
+                pr.recent_active = False
+        return self._joint.has_quorum(active)
+
+    def _committed_in_current_term(self) -> bool:
+        return self.log.term(self.log.committed) == self.term
+
+    def _maybe_commit(self) -> bool:
+        match = {node: pr.match for node, pr in self.prs.items()}
+        index = self._joint.committed_index(match)
+        # Raft §5.4.2: only current-term entries commit by counting replicas.
+        if not self.log.maybe_commit(index, self.term):
+            return False
+        committed = self.log.committed
+        while self._uncommitted and self._uncommitted[0][0] <= committed:
+            self._uncommitted_bytes -= self._uncommitted.popleft()[1]
+        if self._pending_reads and self._committed_in_current_term():
+            pending, self._pending_reads = self._pending_reads, []
+            for context in pending:
+                self._start_read(context)
+        return True
+
+    # -- sending ------------------------------------------------------------------------------
+
+    def _send(self, m: Message) -> None:
+        if isinstance(m, _SEND_NOW):
+            self._msgs.append(m)
+        else:
+            # Votes and acknowledgements promise durable state: they wait for the sync.
+            self._msgs_after_persist.append(m)
+
+    def _maybe_send_append(self, to: int, send_if_empty: bool = True) -> bool:
+        """Send ``to`` the entries it lacks (or an empty probe). Returns whether a message
+        was sent."""
+        pr = self.prs[to]
+        if pr.is_paused():
+            return False
+        prev_index = pr.next - 1
+        prev_term = self.log.term(prev_index)
+        last = self.log.last_index()
+        if prev_term is None:
+            # The entry before what the follower needs was compacted: it needs a snapshot,
+            # which arrives with the snapshot issue. Nothing compacts yet, so this cannot
+            # happen; fail loudly rather than send garbage.
+            raise InvariantViolation(
+                f"entry {prev_index} for follower {to} is compacted; snapshots are not supported"
+            )
+        entries = self.log.entries(pr.next, last + 1, self.config.max_msg_bytes)
+        if not entries and not send_if_empty:
+            return False
+        self._send(
+            AppendEntries(
+                self.term, self.id, to, prev_index, prev_term, tuple(entries), self.log.committed
+            )
+        )
+        pr.sent_entries(len(entries), sum(entry_size(e) for e in entries) if entries else 0)
+        return True
+
+    def _bcast_append(self) -> None:
+        for peer in self._peers():
+            self._maybe_send_append(peer)
+
+    def _bcast_heartbeat(self, context: bytes | None) -> None:
+        committed = self.log.committed
+        for peer in self._peers():
+            pr = self.prs[peer]
+            # Never tell a follower to commit past what it is known to hold.
+            self._send(Heartbeat(self.term, self.id, peer, min(pr.match, committed), context))
+
+    # ------------------------------------------------------------------------------------------
+    # Ready / advance
+    # ------------------------------------------------------------------------------------------
+
+    def _hard_state(self) -> HardState:
+        return HardState(self.term, self.vote, self.log.committed)
+
+    def has_ready(self) -> bool:
+        """Whether :meth:`ready` would return anything."""
+        return bool(
+            self._msgs
+            or self._msgs_after_persist
+            or self._read_states
+            or self.log.has_unstable()
+            or self.log.has_next_committed_entries()
+            or self._hard_state() != self._prev_hard
+            or SoftState(self.role, self.lead) != self._prev_soft
+        )
+
+    def ready(self) -> Ready:
+        """Collect what the driver must do now. Call :meth:`advance` with it before calling
+        ``ready()`` again."""
+        if self._outstanding is not None:
+            raise LocalProtocolError("ready() called again before advance()")
+        hard = self._hard_state()
+        soft = SoftState(self.role, self.lead)
+        entries = tuple(self.log.unstable_entries())
+        committed = tuple(self.log.next_committed_entries(self.config.max_apply_bytes))
+        changed_hard = hard if hard != self._prev_hard else None
+        must_sync = bool(entries) or (
+            changed_hard is not None
+            and (hard.term != self._prev_hard.term or hard.vote != self._prev_hard.vote)
+        )
+        rd = Ready(
+            soft_state=soft if soft != self._prev_soft else None,
+            hard_state=changed_hard,
+            snapshot=self.log.unstable_snapshot(),
+            entries=entries,
+            must_sync=must_sync,
+            messages=tuple(self._msgs),
+            persisted_messages=tuple(self._msgs_after_persist),
+            committed_entries=committed,
+            read_states=tuple(self._read_states),
+        )
+        self._msgs = []
+        self._msgs_after_persist = []
+        self._read_states = []
+        if committed:
+            self.log.applying_to(committed[-1].index)
+        self._prev_hard = hard
+        self._prev_soft = soft
+        self._outstanding = rd
+        return rd
+
+    def advance(self, rd: Ready) -> None:
+        """The driver persisted, sent and applied everything in ``rd``."""
+        if rd is not self._outstanding:
+            raise LocalProtocolError("advance() must be given the Ready returned by ready()")
+        self._outstanding = None
+        if rd.snapshot is not None:
+            self.log.stable_snapshot_to(rd.snapshot.index)
+        if rd.entries:
+            last = rd.entries[-1]
+            self.log.stable_to(last.index, last.term)
+            if self.role is Role.LEADER:
+                # Thesis §10.2.1: the leader's own copy counts once it is durable.
+                own = self.prs[self.id]
+                if own.maybe_update(self.log.stable_last_index()) and self._maybe_commit():
+                    self._bcast_append()
+        if rd.committed_entries:
+            self.log.applied_to(rd.committed_entries[-1].index)
+
+    # ------------------------------------------------------------------------------------------
+    # Inspection
+    # ------------------------------------------------------------------------------------------
+
+    def status(self) -> Status:
+        peers: dict[int, PeerStatus] = {}
+        if self.role is Role.LEADER:
+            peers = {
+                node: PeerStatus(pr.match, pr.next, pr.state.value, pr.recent_active)
+                for node, pr in self.prs.items()
+            }
+        return Status(
+            id=self.id,
+            role=self.role,
+            term=self.term,
+            vote=self.vote,
+            leader_id=self.lead,
+            commit=self.log.committed,
+            applied=self.log.applied,
+            last_index=self.log.last_index(),
+            voters=tuple(sorted(self._joint.voters())),
+            peers=peers,
+        )
+
+    def check_invariants(self) -> None:
+        """Raise :class:`InvariantViolation` if this node's own state is inconsistent."""
+        log = self.log
+        if not log.applied <= log.applying <= log.committed <= log.last_index():
+            raise InvariantViolation(
+                f"node {self.id}: applied {log.applied} <= applying {log.applying} <= commit "
+                f"{log.committed} <= last {log.last_index()} does not hold"
+            )
+        match self.role:
+            case Role.LEADER:
+                if self.lead != self.id:
+                    raise InvariantViolation(f"leader {self.id} names {self.lead} as leader")
+                for node, pr in self.prs.items():
+                    if not 0 <= pr.match < pr.next:
+                        raise InvariantViolation(f"leader {self.id}: progress of {node}: {pr}")
+                    if pr.match > log.last_index():
+                        raise InvariantViolation(
+                            f"leader {self.id}: {node} matched {pr.match} past our last index"
+                        )
+            case Role.CANDIDATE:
+                if self.vote != self.id:
+                    raise InvariantViolation(f"candidate {self.id} voted for {self.vote}")
+            case Role.FOLLOWER | Role.PRE_CANDIDATE:
+                pass
+            case _:
+                assert_never(self.role)
+
+    def conf_state(self) -> ConfState:
+        return self.conf

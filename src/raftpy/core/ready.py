@@ -1,0 +1,89 @@
+"""Ready: everything the driver must do after feeding the core, in order.
+
+The driver's loop (etcd raft's RawNode contract, DESIGN §3)::
+
+    while core.has_ready():
+        rd = core.ready()
+        send(rd.messages)                 # may go at once: the leader's appends and heartbeats
+        persist(rd.hard_state, rd.snapshot, rd.entries); fsync   # before anything below
+        send(rd.persisted_messages)       # votes and acknowledgements: they promise durability
+        apply(rd.committed_entries)       # in order
+        core.advance(rd)                  # call before the next ready()
+
+Sending ``messages`` after persisting is always correct too; only ``persisted_messages`` must
+wait for the sync (Thesis §10.2.1: the leader may write its log in parallel with replication).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from raftpy.core.messages import Entry, Message, SnapshotMeta
+from raftpy.core.storage import HardState
+
+
+class Role(enum.Enum):
+    """A node's role (Raft §5.1; PRE_CANDIDATE is Thesis §9.6)."""
+
+    FOLLOWER = "follower"
+    PRE_CANDIDATE = "pre-candidate"
+    CANDIDATE = "candidate"
+    LEADER = "leader"
+
+
+@dataclass(frozen=True, slots=True)
+class SoftState:
+    """Volatile state the driver may want to observe: the role and the known leader."""
+
+    role: Role
+    leader_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReadState:
+    """A linearizable read is ready (Thesis §6.4): once the local state machine has applied
+    ``index``, a query tagged ``context`` may be answered from it."""
+
+    index: int
+    context: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    """What to persist, send and apply; hand it back with ``advance()`` when done.
+
+    - ``hard_state``: persist when not ``None`` (term, vote, commit: one atomic record).
+    - ``snapshot``: a snapshot received from the leader, to persist and restore.
+    - ``entries``: append to stable storage, replacing any stored suffix from
+      ``entries[0].index`` on.
+    - ``must_sync``: whether the writes above need an fsync before ``persisted_messages`` go
+      (term, vote or entries changed; a commit-only change does not).
+    - ``messages``: send now (they do not depend on the writes above).
+    - ``persisted_messages``: send only after the writes above are durable.
+    - ``committed_entries``: apply in order.
+    - ``read_states``: linearizable reads now servable once their index is applied.
+    - ``soft_state``: role or leader changed when not ``None``.
+    """
+
+    soft_state: SoftState | None
+    hard_state: HardState | None
+    snapshot: SnapshotMeta | None
+    entries: tuple[Entry, ...]
+    must_sync: bool
+    messages: tuple[Message, ...]
+    persisted_messages: tuple[Message, ...]
+    committed_entries: tuple[Entry, ...]
+    read_states: tuple[ReadState, ...]
+
+    def is_empty(self) -> bool:
+        return not (
+            self.soft_state
+            or self.hard_state
+            or self.snapshot
+            or self.entries
+            or self.messages
+            or self.persisted_messages
+            or self.committed_entries
+            or self.read_states
+        )

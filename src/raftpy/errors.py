@@ -1,0 +1,78 @@
+"""Every exception raftpy raises, typed by who is at fault.
+
+- :class:`RaftError` is the base of all of them.
+- *Definite* failures (:class:`NotLeaderError`, :class:`ProposalDropped`) mean the command was
+  not appended: retrying elsewhere or later is safe.
+- *Indeterminate* failures (:class:`IndeterminateError`) mean the command may or may not take
+  effect: retrying may apply it twice unless the client uses sessions.
+- :class:`LocalProtocolError` is misuse of the API by the calling code (a bug to fix, not to
+  retry); :class:`RemoteProtocolError` is bad input from a peer (log it, drop it, carry on).
+- :class:`InvariantViolation` is a broken safety property caught by a checker (a raftpy bug).
+"""
+
+from __future__ import annotations
+
+
+class RaftError(Exception):
+    """Base class of every raftpy error."""
+
+
+class NotLeaderError(RaftError):
+    """Raised by ``propose``/``read_index`` on a node that is not the leader.
+
+    Definite: nothing was appended. Retrying at ``leader_id`` (when known) can help.
+    ``leader_address`` is filled in by the runtime, which knows peers' addresses; the core
+    only knows ids and leaves it ``None``.
+    """
+
+    def __init__(
+        self, leader_id: int | None, leader_address: str | None = None, message: str = ""
+    ) -> None:
+        self.leader_id = leader_id
+        self.leader_address = leader_address
+        hint = "unknown" if leader_id is None else str(leader_id)
+        if leader_address is not None:
+            hint += f" at {leader_address}"
+        super().__init__(message or f"not the leader (leader: {hint})")
+
+
+class ProposalDropped(RaftError):
+    """Raised by the leader when it refuses a proposal before appending it.
+
+    Definite: nothing was appended. Reasons: too many uncommitted bytes (back-pressure; retry
+    after a short wait), a leadership transfer in progress (retry at the new leader), or an
+    entry larger than the configured maximum (retrying cannot help).
+    """
+
+
+class IndeterminateError(RaftError):
+    """The outcome of a command is unknown: it may have been appended and may still commit.
+
+    Raised by the runtime, for example when a deadline passes after the command was sent or
+    when leadership is lost after the command was appended. A blind retry may apply the
+    command twice.
+    """
+
+
+class LocalProtocolError(RaftError):
+    """The calling code used the API wrongly (for example ``ready()`` twice without
+    ``advance()``). A bug in the caller: retrying cannot help."""
+
+
+class RemoteProtocolError(RaftError):
+    """A peer sent bytes or a message that break the protocol.
+
+    Raised by decoders and the handshake; the runtime logs it, closes that connection and keeps
+    serving. Never fatal to the node.
+    """
+
+
+class MessageDecodeError(RemoteProtocolError):
+    """Raised by :func:`raftpy.core.messages.decode_message` for malformed input: bad
+    msgpack, an unknown message tag, or fields of the wrong type or range."""
+
+
+class InvariantViolation(RaftError):
+    """A Raft safety invariant was broken (one leader per term, log matching, leader
+    completeness, state machine safety, monotonic commit). Raised by checkers such as the
+    simulator's; always a bug in raftpy (or in a user's non-deterministic state machine)."""
