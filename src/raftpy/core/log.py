@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from raftpy.core.messages import Entry, SnapshotMeta, entry_size
+from raftpy.core.messages import Entry, SnapshotMeta, limit_size
 from raftpy.core.storage import CompactedError, LogStorage
 from raftpy.errors import InvariantViolation
 
@@ -185,13 +185,7 @@ class RaftLog:
                 return out  # hit the byte limit inside storage
         if hi > offset:
             out.extend(self._unstable[max(lo, offset) - offset : hi - offset])
-        if max_bytes is not None and len(out) > 1:
-            total = 0
-            for k, entry in enumerate(out):
-                total += entry_size(entry)
-                if total > max_bytes and k > 0:
-                    return out[:k]
-        return out
+        return limit_size(out, max_bytes)
 
     def unstable_entries(self) -> list[Entry]:
         return list(self._unstable)

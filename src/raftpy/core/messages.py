@@ -12,6 +12,7 @@ kind means adding a new tag, never renumbering one.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from typing import Annotated, Final
 
 import msgspec
@@ -232,6 +233,27 @@ def decode_message(data: bytes | bytearray | memoryview) -> Message:
         raise MessageDecodeError(f"malformed message: {exc}") from None
 
 
+ENTRY_OVERHEAD: Final = 16
+"""Bytes an entry counts for in size limits beyond its payload (index, term, kind, framing)."""
+
+
 def entry_size(entry: Entry) -> int:
     """The bytes an entry counts for in size limits: its payload plus a small fixed overhead."""
-    return len(entry.data) + 16
+    return len(entry.data) + ENTRY_OVERHEAD
+
+
+def entries_size(entries: Sequence[Entry]) -> int:
+    """The total :func:`entry_size` of ``entries``."""
+    return sum([len(e.data) for e in entries]) + ENTRY_OVERHEAD * len(entries)
+
+
+def limit_size(entries: list[Entry], max_bytes: int | None) -> list[Entry]:
+    """The longest prefix of ``entries`` within ``max_bytes`` (always at least one entry)."""
+    if max_bytes is None or len(entries) <= 1 or entries_size(entries) <= max_bytes:
+        return entries
+    total = 0
+    for k, entry in enumerate(entries):
+        total += len(entry.data) + ENTRY_OVERHEAD
+        if total > max_bytes and k > 0:
+            return entries[:k]
+    return entries

@@ -37,7 +37,7 @@ from raftpy.core.messages import (
     RequestVote,
     RequestVoteResponse,
     TimeoutNow,
-    entry_size,
+    entries_size,
 )
 from raftpy.core.progress import Progress, ProgressState
 from raftpy.core.quorum import JointConfig, VoteResult
@@ -666,7 +666,7 @@ class Raft:
                 self.term, self.id, to, prev_index, prev_term, tuple(entries), self.log.committed
             )
         )
-        pr.sent_entries(len(entries), sum(entry_size(e) for e in entries) if entries else 0)
+        pr.sent_entries(len(entries), entries_size(entries) if entries else 0)
         return True
 
     def _bcast_append(self) -> None:

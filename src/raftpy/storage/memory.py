@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import msgspec
 
-from raftpy.core.messages import ConfState, Entry, EntryKind, SnapshotMeta, entry_size
+from raftpy.core.messages import ConfState, Entry, EntryKind, SnapshotMeta, limit_size
 from raftpy.core.storage import CompactedError, HardState
 from raftpy.errors import LocalProtocolError
 
@@ -58,15 +58,7 @@ class MemoryStorage:
             raise CompactedError(f"index {lo} is compacted (snapshot at {offset})")
         if hi > self.last_index() + 1:
             raise IndexError(f"range [{lo}, {hi}) runs past the last index {self.last_index()}")
-        out = self._entries[lo - offset - 1 : hi - offset - 1]
-        if max_bytes is None or len(out) <= 1:
-            return out
-        total = 0
-        for k, entry in enumerate(out):
-            total += entry_size(entry)
-            if total > max_bytes and k > 0:
-                return out[:k]
-        return out
+        return limit_size(self._entries[lo - offset - 1 : hi - offset - 1], max_bytes)
 
     def snapshot_meta(self) -> SnapshotMeta:
         return self._snapshot
@@ -103,10 +95,10 @@ class MemoryStorage:
             )
         keep = first - offset - 1
         if keep < len(self._entries):
-            self._bytes -= sum(len(e.data) for e in self._entries[keep:])
+            self._bytes -= sum([len(e.data) for e in self._entries[keep:]])
             del self._entries[keep:]
         self._entries.extend(entries)
-        self._bytes += sum(len(e.data) for e in entries)
+        self._bytes += sum([len(e.data) for e in entries])
 
     def apply_snapshot(self, meta: SnapshotMeta, data: bytes = b"") -> None:
         """Replace the log with a snapshot received from the leader (Raft §7): entries after
@@ -143,7 +135,7 @@ class MemoryStorage:
 
     def _compact_to(self, index: int) -> None:
         drop = index - self._snapshot.index
-        self._bytes -= sum(len(e.data) for e in self._entries[:drop])
+        self._bytes -= sum([len(e.data) for e in self._entries[:drop]])
         del self._entries[:drop]
 
     def _latest_conf(self) -> ConfState:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import heapq
 import random
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
@@ -157,9 +157,9 @@ class SimCluster:
         self._bytes = 0
         # Checker state.
         self._leaders: dict[int, int] = {}  # term -> leader id (one leader per term)
-        self._entry_at: dict[tuple[int, int], tuple[int, bytes]] = {}  # (index, term) -> entry
-        self._committed: dict[int, Entry] = {}  # index -> the entry applied there (anywhere)
-        self._max_committed = 0
+        self._entry_at: dict[tuple[int, int], Entry] = {}  # (index, term) -> entry stored there
+        # _committed[index]: the entry some node applied at index (None: not applied yet).
+        self._committed: list[Entry | None] = [None]
         self._hard: list[tuple[int, int]] = [(0, 0)] * n  # last persisted (term, commit)
         for node in self._nodes:
             self._boot(node)
@@ -537,45 +537,48 @@ class SimCluster:
         if rd.committed_entries:
             self._apply(node, rd.committed_entries)
 
-    def _apply(self, node: _Node, entries: Iterable[Entry]) -> None:
+    def _apply(self, node: _Node, entries: Sequence[Entry]) -> None:
         sm = node.sm
         assert sm is not None
+        sm_apply = sm.apply
         committed = self._committed
+        applied = node.applied
+        results = node.results
+        last = node.last_applied
+        command = EntryKind.COMMAND
         for entry in entries:
             index = entry.index
             # Apply checker: in order, and the same entry at each index on every node.
-            if index != node.last_applied + 1:
+            if index != last + 1:
                 raise InvariantViolation(
-                    self._tag(
-                        f"node {node.id} applied index {index} after {node.last_applied} "
-                        "(out of order)"
-                    )
+                    self._tag(f"node {node.id} applied index {index} after {last} (out of order)")
                 )
-            node.last_applied = index
-            seen = committed.get(index)
-            if seen is None:
-                committed[index] = entry
-                if index > self._max_committed:
-                    self._max_committed = index
-            elif seen != entry:
-                raise InvariantViolation(
-                    self._tag(
-                        f"node {node.id} applied {entry} at index {index}, but another node "
-                        f"applied {seen} there (state machine safety)"
+            last = index
+            if index < len(committed):
+                seen = committed[index]
+                if seen is None:
+                    committed[index] = entry
+                elif seen != entry:
+                    raise InvariantViolation(
+                        self._tag(
+                            f"node {node.id} applied {entry} at index {index}, but another node "
+                            f"applied {seen} there (state machine safety)"
+                        )
                     )
-                )
-            if entry.kind is EntryKind.COMMAND:
-                node.results[index] = sm.apply(entry.data)
-                node.applied.append((index, entry.data))
+            else:
+                committed.extend([None] * (index - len(committed)))
+                committed.append(entry)
+            if entry.kind is command:
+                results[index] = sm_apply(entry.data)
+                applied.append((index, entry.data))
+        node.last_applied = last
 
     def _check_log_matching(self, node_id: int, entries: Sequence[Entry]) -> None:
         # Raft §5.3 Log Matching: two entries with the same index and term hold the same command.
         seen = self._entry_at
         for e in entries:
-            key = (e.index, e.term)
-            value = (e.kind, e.data)
-            old = seen.setdefault(key, value)
-            if old != value:
+            old = seen.setdefault((e.index, e.term), e)
+            if old is not e and old != e:
                 raise InvariantViolation(
                     self._tag(
                         f"node {node_id} stored a different entry at index {e.index} term "
@@ -593,8 +596,9 @@ class SimCluster:
         # Raft §5.4 Leader Completeness: the new leader holds every committed entry.
         log = raft.log
         first = log.first_index()
-        for index, entry in self._committed.items():
-            if index >= first and log.term(index) != entry.term:
+        for index in range(first, len(self._committed)):
+            entry = self._committed[index]
+            if entry is not None and log.term(index) != entry.term:
                 raise InvariantViolation(
                     self._tag(
                         f"leader {node.id} of term {term} lacks committed entry {index} "
