@@ -1,0 +1,515 @@
+"""A tiny file-system layer for the write-ahead log: the :class:`FileSystem` protocol, the real
+:class:`OsFileSystem`, and :class:`FaultyFileSystem`, an in-memory twin for tests that loses
+what a real crash could lose.
+
+The WAL needs only a handful of operations: positional reads and writes, ``fdatasync``,
+truncation, preallocation, and directory operations (list, rename, unlink, fsync the directory)
+plus an exclusive lock file. Keeping them behind a protocol lets the tests crash the "disk" at
+any point and check what survives, the idea of LazyFS (Ramos et al., "When amnesia strikes",
+VLDB 2024): writes that were never synced may be dropped, torn at any byte, or partly kept.
+
+Errors are plain ``OSError`` with the usual ``errno`` (``ENOSPC``, ``EIO``, ``ENOENT``,
+``EWOULDBLOCK`` for a held lock), exactly as the operating system reports them; the WAL turns
+them into typed storage errors.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import random
+import sys
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+__all__ = [
+    "CrashMode",
+    "FaultyFileSystem",
+    "File",
+    "FileSystem",
+    "Lock",
+    "OsFileSystem",
+    "SimulatedCrash",
+]
+
+
+class File(Protocol):
+    """An open file, read and written at explicit offsets."""
+
+    def size(self) -> int:
+        """The file's current size in bytes."""
+        ...
+
+    def read_at(self, offset: int, size: int) -> bytes:
+        """Up to ``size`` bytes from ``offset`` (fewer at the end of the file)."""
+        ...
+
+    def write_at(self, offset: int, data: bytes | bytearray | memoryview) -> None:
+        """Write all of ``data`` at ``offset``; raises ``OSError`` (``ENOSPC``...) when it cannot,
+        possibly after writing a prefix."""
+        ...
+
+    def truncate(self, size: int) -> None:
+        """Cut (or extend with zeros) the file to ``size`` bytes."""
+        ...
+
+    def preallocate(self, size: int) -> None:
+        """Reserve space so the file is at least ``size`` bytes of zeros past its data (later
+        writes inside it need no size change, so ``fdatasync`` stays cheap)."""
+        ...
+
+    def datasync(self) -> None:
+        """``fdatasync``: make this file's data (and its size) durable."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class Lock(Protocol):
+    """An exclusive lock held until :meth:`release` (or the process ends)."""
+
+    def release(self) -> None: ...
+
+
+class FileSystem(Protocol):
+    """The operations the WAL performs on a data directory. Paths are strings."""
+
+    def open(self, path: str, create: bool = False) -> File:
+        """Open ``path`` for reading and writing; create it (empty) when ``create`` is set and
+        it does not exist. The new directory entry is durable only after :meth:`sync_dir`."""
+        ...
+
+    def exists(self, path: str) -> bool: ...
+
+    def makedirs(self, path: str) -> None:
+        """Create ``path`` and its parents if missing."""
+        ...
+
+    def listdir(self, path: str) -> list[str]: ...
+
+    def rename(self, src: str, dst: str) -> None:
+        """Atomically rename ``src`` to ``dst`` (replacing it); durable after :meth:`sync_dir`."""
+        ...
+
+    def unlink(self, path: str) -> None:
+        """Remove ``path``; durable after :meth:`sync_dir`."""
+        ...
+
+    def sync_dir(self, path: str) -> None:
+        """fsync the directory ``path``, making its entries (creations, renames, removals)
+        durable."""
+        ...
+
+    def lock(self, path: str) -> Lock:
+        """Take an exclusive lock on the file ``path`` (created if missing) without waiting;
+        raises ``BlockingIOError`` when another holder has it."""
+        ...
+
+
+# -- the real thing -------------------------------------------------------------------------
+
+
+class _OsFile:
+    __slots__ = ("_fd", "path")
+
+    def __init__(self, path: str, fd: int) -> None:
+        self.path = path
+        self._fd = fd
+
+    def size(self) -> int:
+        return os.fstat(self._fd).st_size
+
+    def read_at(self, offset: int, size: int) -> bytes:
+        return os.pread(self._fd, size, offset)
+
+    def write_at(self, offset: int, data: bytes | bytearray | memoryview) -> None:
+        view = memoryview(data)
+        while view:
+            # pwrite may write less than asked (a signal, a nearly full disk): loop until done or
+            # an OSError says why not.
+            n = os.pwrite(self._fd, view, offset)
+            view = view[n:]
+            offset += n
+
+    def truncate(self, size: int) -> None:
+        os.ftruncate(self._fd, size)
+
+    def preallocate(self, size: int) -> None:
+        if hasattr(os, "posix_fallocate"):
+            os.posix_fallocate(self._fd, 0, size)
+        elif self.size() < size:  # pragma: no cover - macOS has no posix_fallocate
+            os.ftruncate(self._fd, size)
+
+    def datasync(self) -> None:
+        if sys.platform == "darwin":  # pragma: no cover - fdatasync is not a durability barrier
+            import fcntl
+
+            fcntl.fcntl(self._fd, fcntl.F_FULLFSYNC)
+        else:
+            os.fdatasync(self._fd)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+class _OsLock:
+    __slots__ = ("_fd",)
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            # Closing the descriptor drops the flock.
+            os.close(self._fd)
+            self._fd = -1
+
+
+class OsFileSystem:
+    """The real file system: ``os`` calls, ``os.fdatasync``, ``os.posix_fallocate`` when
+    available and an ``fcntl.flock`` lock file (released by the kernel when the process dies,
+    so a crashed node never leaves a stale lock behind)."""
+
+    def open(self, path: str, create: bool = False) -> File:
+        flags = os.O_RDWR | (os.O_CREAT if create else 0) | getattr(os, "O_CLOEXEC", 0)
+        return _OsFile(path, os.open(path, flags, 0o644))
+
+    def exists(self, path: str) -> bool:
+        return os.path.exists(path)
+
+    def makedirs(self, path: str) -> None:
+        os.makedirs(path, exist_ok=True)
+
+    def listdir(self, path: str) -> list[str]:
+        return os.listdir(path)
+
+    def rename(self, src: str, dst: str) -> None:
+        os.replace(src, dst)
+
+    def unlink(self, path: str) -> None:
+        os.unlink(path)
+
+    def sync_dir(self, path: str) -> None:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def lock(self, path: str) -> Lock:
+        import fcntl
+
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise
+        return _OsLock(fd)
+
+
+# -- the fault-injecting twin (for tests) ---------------------------------------------------
+
+CrashMode = Literal["drop", "torn", "partial", "keep"]
+"""What a simulated crash does to writes that were never synced:
+
+- ``"drop"``: all of them are lost (the disk holds exactly what was synced);
+- ``"torn"``: they survive in order up to a random byte, where one write is cut off;
+- ``"partial"``: each 512-byte sector of each write (and each truncation) survives or not at
+  random, independently, as when the kernel writes pages back in any order;
+- ``"keep"``: all of them survive (as if written back just before the crash).
+"""
+
+_SECTOR = 512
+
+
+class SimulatedCrash(Exception):
+    """Raised by :class:`FaultyFileSystem` where a crash armed with
+    :meth:`FaultyFileSystem.crash_on_next_sync` happened: the "process" is dead, and the data
+    directory must be opened again."""
+
+
+@dataclass
+class _Inode:
+    data: bytearray = field(default_factory=bytearray)
+    synced: bytes = b""
+    # Operations since the last datasync, in order: ("w", offset, bytes) or ("t", size, b"").
+    pending: list[tuple[str, int, bytes]] = field(default_factory=list)
+
+
+def _apply_write(buf: bytearray, offset: int, data: bytes) -> None:
+    end = offset + len(data)
+    if len(buf) < end:
+        buf.extend(bytes(end - len(buf)))
+    buf[offset:end] = data
+
+
+def _apply_truncate(buf: bytearray, size: int) -> None:
+    if size < len(buf):
+        del buf[size:]
+    else:
+        buf.extend(bytes(size - len(buf)))
+
+
+class _FaultyFile:
+    def __init__(self, fs: FaultyFileSystem, inode: _Inode, epoch: int, path: str) -> None:
+        self._fs = fs
+        self._inode = inode
+        self._epoch = epoch
+        self.path = path
+        self._closed = False
+
+    def _live(self) -> _Inode:
+        if self._closed or self._epoch != self._fs.epoch:
+            raise OSError(errno.EBADF, "file handle closed or lost in a crash", self.path)
+        return self._inode
+
+    def size(self) -> int:
+        return len(self._live().data)
+
+    def read_at(self, offset: int, size: int) -> bytes:
+        return bytes(self._live().data[offset : offset + size])
+
+    def write_at(self, offset: int, data: bytes | bytearray | memoryview) -> None:
+        inode = self._live()
+        data = bytes(data)
+        grow = offset + len(data) - len(inode.data)
+        room = self._fs.free_bytes()
+        if grow > room:
+            # Like a real nearly-full disk: write what fits, then fail with ENOSPC.
+            fits = max(0, len(inode.data) + room - offset)
+            if fits > 0:
+                self._write(inode, offset, data[:fits])
+            raise OSError(errno.ENOSPC, "No space left on device (simulated)", self.path)
+        self._write(inode, offset, data)
+
+    def _write(self, inode: _Inode, offset: int, data: bytes) -> None:
+        _apply_write(inode.data, offset, data)
+        inode.pending.append(("w", offset, data))
+
+    def truncate(self, size: int) -> None:
+        inode = self._live()
+        if size > len(inode.data) and size - len(inode.data) > self._fs.free_bytes():
+            raise OSError(errno.ENOSPC, "No space left on device (simulated)", self.path)
+        _apply_truncate(inode.data, size)
+        inode.pending.append(("t", size, b""))
+
+    def preallocate(self, size: int) -> None:
+        inode = self._live()
+        if size > len(inode.data):
+            self.truncate(size)
+
+    def datasync(self) -> None:
+        inode = self._live()
+        self._fs.count_sync()
+        self._fs.maybe_crash()
+        if self._fs.take_fsync_failure():
+            # Linux may drop the dirty pages after a failed writeback and clear the error:
+            # model the worst case, where the unsynced writes are simply gone after a crash but
+            # still visible until then.
+            raise OSError(errno.EIO, "Input/output error (simulated fsync failure)", self.path)
+        inode.synced = bytes(inode.data)
+        inode.pending.clear()
+
+    def close(self) -> None:
+        self._closed = True
+
+
+class _FaultyLock:
+    def __init__(self, fs: FaultyFileSystem, path: str, epoch: int) -> None:
+        self._fs = fs
+        self._path = path
+        self._epoch = epoch
+
+    def release(self) -> None:
+        if self._epoch == self._fs.epoch:
+            self._fs.locks.discard(self._path)
+
+
+class FaultyFileSystem:
+    """An in-memory file system for tests that forgets what a crash would forget (LazyFS-style).
+
+    It tracks, per file, the synced content and the writes since; and per directory, the
+    entries as of the last :meth:`sync_dir`. :meth:`crash` turns the disk into what a power
+    loss could leave (see :data:`CrashMode`), invalidates every open handle and releases every
+    lock: open the data directory again to "restart". Directory entries created, renamed or
+    removed come back to their state at the last ``sync_dir`` of their directory. Directories
+    themselves (``makedirs``) are durable at once.
+
+    Faults to inject: :meth:`fail_next_fsync` (the next ``datasync``/``sync_dir`` raises
+    ``EIO``) and :meth:`set_capacity` (writes that would grow the files past it raise
+    ``ENOSPC``). Randomness comes only from ``random.Random(seed)``.
+    """
+
+    def __init__(self, seed: int = 0) -> None:
+        self.rng = random.Random(seed)
+        self.epoch = 0  # bumped by every crash: older handles stop working
+        self.dirs: dict[str, dict[str, _Inode]] = {}
+        self.durable_dirs: dict[str, dict[str, _Inode]] = {}
+        self.locks: set[str] = set()
+        self.capacity: int | None = None
+        self.syncs = 0  # datasync calls, for tests of group commit
+        self.dir_syncs = 0
+        self._fsync_failures = 0
+        self._armed: CrashMode | None = None
+
+    # -- fault injection ----------------------------------------------------------------------
+
+    def fail_next_fsync(self, count: int = 1) -> None:
+        """Make the next ``count`` fsyncs (file or directory) fail with ``EIO``."""
+        self._fsync_failures += count
+
+    def crash_on_next_sync(self, mode: CrashMode = "torn") -> None:
+        """Make the next file ``datasync`` crash the disk (as :meth:`crash` with ``mode``)
+        before anything is synced, and raise :class:`SimulatedCrash`: a power loss in the
+        middle of a sync."""
+        self._armed = mode
+
+    def maybe_crash(self) -> None:
+        if self._armed is not None:
+            mode, self._armed = self._armed, None
+            self.crash(mode)
+            raise SimulatedCrash(f"simulated crash ({mode}) during fdatasync")
+
+    def set_capacity(self, capacity: int | None) -> None:
+        """Limit the total size of all files to ``capacity`` bytes (``None``: unlimited)."""
+        self.capacity = capacity
+
+    def used_bytes(self) -> int:
+        inodes = {id(i): i for d in self.dirs.values() for i in d.values()}
+        return sum(len(i.data) for i in inodes.values())
+
+    def free_bytes(self) -> int:
+        if self.capacity is None:
+            return 1 << 62
+        return max(0, self.capacity - self.used_bytes())
+
+    def take_fsync_failure(self) -> bool:
+        if self._fsync_failures > 0:
+            self._fsync_failures -= 1
+            return True
+        return False
+
+    def count_sync(self) -> None:
+        self.syncs += 1
+
+    def crash(self, mode: CrashMode = "drop") -> None:
+        """Simulate a power loss: unsynced writes are handled as ``mode`` says, directory
+        entries return to their last synced state, open handles and locks are lost."""
+        survivors = {id(i): i for d in self.durable_dirs.values() for i in d.values()}
+        for inode in survivors.values():
+            inode.data = self._after_crash(inode, mode)
+            inode.synced = bytes(inode.data)
+            inode.pending = []
+        self.dirs = {path: dict(entries) for path, entries in self.durable_dirs.items()}
+        self.locks.clear()
+        self.epoch += 1
+
+    def _after_crash(self, inode: _Inode, mode: CrashMode) -> bytearray:
+        buf = bytearray(inode.synced)
+        ops = inode.pending
+        if mode == "drop" or not ops:
+            return buf
+        if mode == "keep":
+            return bytearray(inode.data)
+        if mode == "torn":
+            total = sum(max(1, len(d)) for _, _, d in ops)
+            cut = self.rng.randrange(total + 1)
+            for kind, arg, data in ops:
+                if cut <= 0:
+                    break
+                if kind == "t":
+                    _apply_truncate(buf, arg)
+                    cut -= 1
+                else:
+                    _apply_write(buf, arg, data[:cut])
+                    cut -= len(data)
+            return buf
+        # "partial": every sector of every write independently kept or lost.
+        for kind, arg, data in ops:
+            if kind == "t":
+                if self.rng.random() < 0.5:
+                    _apply_truncate(buf, arg)
+                continue
+            for k in range(0, len(data), _SECTOR):
+                if self.rng.random() < 0.5:
+                    _apply_write(buf, arg + k, data[k : k + _SECTOR])
+        return buf
+
+    # -- FileSystem -----------------------------------------------------------------------------
+
+    @staticmethod
+    def _split(path: str) -> tuple[str, str]:
+        head, tail = os.path.split(os.path.normpath(path))
+        return head, tail
+
+    def _dir(self, path: str) -> dict[str, _Inode]:
+        try:
+            return self.dirs[os.path.normpath(path)]
+        except KeyError:
+            raise FileNotFoundError(errno.ENOENT, "No such directory", path) from None
+
+    def open(self, path: str, create: bool = False) -> File:
+        head, name = self._split(path)
+        entries = self._dir(head)
+        inode = entries.get(name)
+        if inode is None:
+            if not create:
+                raise FileNotFoundError(errno.ENOENT, "No such file", path)
+            inode = entries[name] = _Inode()
+        return _FaultyFile(self, inode, self.epoch, path)
+
+    def exists(self, path: str) -> bool:
+        norm = os.path.normpath(path)
+        if norm in self.dirs:
+            return True
+        head, name = self._split(path)
+        return name in self.dirs.get(head, {})
+
+    def makedirs(self, path: str) -> None:
+        norm = os.path.normpath(path)
+        while norm not in self.dirs:
+            self.dirs[norm] = {}
+            self.durable_dirs[norm] = {}
+            parent = os.path.dirname(norm)
+            if parent == norm:
+                break
+            norm = parent
+
+    def listdir(self, path: str) -> list[str]:
+        return sorted(self._dir(path))
+
+    def rename(self, src: str, dst: str) -> None:
+        shead, sname = self._split(src)
+        dhead, dname = self._split(dst)
+        sdir = self._dir(shead)
+        if sname not in sdir:
+            raise FileNotFoundError(errno.ENOENT, "No such file", src)
+        self._dir(dhead)[dname] = sdir.pop(sname)
+
+    def unlink(self, path: str) -> None:
+        head, name = self._split(path)
+        entries = self._dir(head)
+        if name not in entries:
+            raise FileNotFoundError(errno.ENOENT, "No such file", path)
+        del entries[name]
+
+    def sync_dir(self, path: str) -> None:
+        norm = os.path.normpath(path)
+        entries = self._dir(norm)
+        self.dir_syncs += 1
+        if self.take_fsync_failure():
+            raise OSError(errno.EIO, "Input/output error (simulated fsync failure)", path)
+        self.durable_dirs[norm] = dict(entries)
+
+    def lock(self, path: str) -> Lock:
+        norm = os.path.normpath(path)
+        if norm in self.locks:
+            raise BlockingIOError(errno.EWOULDBLOCK, "Resource temporarily unavailable", path)
+        # The lock file itself, like the real one, is created if missing.
+        head, name = self._split(norm)
+        self._dir(head).setdefault(name, _Inode())
+        self.locks.add(norm)
+        return _FaultyLock(self, norm, self.epoch)

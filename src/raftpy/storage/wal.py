@@ -1,0 +1,878 @@
+"""FileStorage: Raft's persistent state in a segmented write-ahead log (issue 3).
+
+Layout of a data directory::
+
+    LOCK                      flock'ed while a FileStorage has the directory open
+    0000000000000001.wal      segments, numbered 1, 2, ... without gaps (a compacted prefix
+    0000000000000002.wal      of them may be gone)
+
+A segment starts with a 24-byte header: the magic ``b"RAFTWAL\\0"``, the format version (u32),
+the segment's number (u64) and a CRC-32 of those 20 bytes. Records follow, back to back; the
+rest of the file is preallocated zeros (so a write inside it changes no metadata and
+``fdatasync`` stays cheap). A record is a 15-byte header and a msgspec msgpack payload::
+
+    marker  2s   b"\\xa5\\x5a": lets recovery find record starts quickly
+    type    u8   ENTRIES, HARD_STATE, TRUNCATE, SNAPSHOT; the 0x80 bit marks a batch's last record
+    length  u32  payload bytes
+    back    u32  bytes from the start of this record's batch to this record
+    crc     u32  zlib.crc32 (plain CRC-32, stdlib) of (segment number, file offset, type,
+                 length, back, payload): a record copied or left over at another place fails it
+
+Record payloads: ``ENTRIES`` a list of contiguous :class:`Entry`; ``HARD_STATE`` a
+:class:`HardState`; ``TRUNCATE`` an index ``n``: "entries after ``n`` are gone"; ``SNAPSHOT``
+the snapshot's :class:`SnapshotMeta` and whether the entries after it were kept (compaction)
+or dropped (a snapshot from the leader that replaced a conflicting log).
+
+**Group commit.** ``append``, ``set_hard_state`` and the snapshot calls only buffer records;
+``sync()`` writes the whole buffer as one *batch* with one ``pwrite`` and makes it durable with
+one ``fdatasync``: one per Ready, never one per entry. A batch is all-or-nothing on recovery:
+its records are applied only when its last record (the one with the 0x80 bit) is intact, so a
+crash during a sync leaves either the state before it or the state after it (a truncation
+marker and the entries replacing the old suffix live in one batch: a crash in the middle of a
+truncation never leaves a half-truncated log). A batch never spans two segments; every
+segment's first batch starts with the current snapshot marker and hard state, so deleting the
+segments before it loses nothing.
+
+**Recovery** (on open) reads the segments in order, checks every checksum and rebuilds the
+index. The only damage it repairs is a torn last batch: a bad record in the *last* segment
+after which no record of a *later* batch can be found (such a batch was being written when the
+process died, and was never reported durable). That batch is cut off, with a warning. Any other
+bad checksum, impossible length, undecodable payload, missing segment or contradiction raises
+:class:`CorruptLogError` naming the file and byte offset: never a silent skip.
+
+**Memory.** The index keeps one term per entry in an ``array('q')`` (8 bytes) plus, per
+record, its first index, segment, offset and length (4 x 8 bytes, shared by all entries of a
+batch; 32 bytes per entry only when every sync carries a single entry). Entries themselves are
+read from the segments on demand, through an LRU cache of decoded records bounded by
+``cache_bytes``, where a cached entry counts as ``len(data) + 120`` bytes (a msgspec ``Entry``
+with its ``bytes`` object and list slot). Nothing else grows with the log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import itertools
+import logging
+import os
+import re
+import struct
+import zlib
+from array import array
+from bisect import bisect_right
+from collections import OrderedDict
+from collections.abc import Sequence
+from types import TracebackType
+
+import msgspec
+
+from raftpy.core.messages import ConfState, Entry, EntryKind, SnapshotMeta, limit_size
+from raftpy.core.storage import CompactedError, HardState
+from raftpy.errors import LocalProtocolError
+from raftpy.storage.errors import (
+    CorruptLogError,
+    DataDirLockedError,
+    FatalStorageError,
+    StorageFullError,
+    UnsupportedFormatError,
+)
+from raftpy.storage.fs import File, FileSystem, Lock, OsFileSystem
+
+__all__ = ["DEFAULT_SEGMENT_SIZE", "FORMAT_VERSION", "MAGIC", "FileStorage"]
+
+log = logging.getLogger("raftpy.storage.wal")
+
+MAGIC = b"RAFTWAL\x00"
+FORMAT_VERSION = 1
+DEFAULT_SEGMENT_SIZE = 64 << 20
+DEFAULT_CACHE_BYTES = 32 << 20
+ENTRY_CACHE_OVERHEAD = 120
+"""Bytes a cached entry costs beyond its payload (Entry struct, bytes header, list slot)."""
+
+_SEG_HEADER = struct.Struct("<8sIQI")  # magic, version, segment number, crc of the first 20
+_REC = struct.Struct("<2sBIII")  # marker, type, length, back, crc
+_POS = struct.Struct("<QQBII")  # what the crc covers besides the payload
+_MARKER = b"\xa5\x5a"
+_HDR = _SEG_HEADER.size
+_RH = _REC.size
+
+ENTRIES = 1
+HARD_STATE = 2
+TRUNCATE = 3
+SNAPSHOT = 4
+_END = 0x80
+_TYPES = frozenset({ENTRIES, HARD_STATE, TRUNCATE, SNAPSHOT})
+_NAME = re.compile(r"^([0-9a-f]{16})\.wal$")
+
+
+class _SnapshotRecord(msgspec.Struct, frozen=True, array_like=True):
+    """Payload of a SNAPSHOT record: the snapshot, and whether the log after it was kept."""
+
+    meta: SnapshotMeta
+    keep: bool
+
+
+_enc = msgspec.msgpack.Encoder()
+_dec_entries = msgspec.msgpack.Decoder(list[Entry])
+_dec_hard = msgspec.msgpack.Decoder(HardState)
+_dec_trunc = msgspec.msgpack.Decoder(int)
+_dec_snap = msgspec.msgpack.Decoder(_SnapshotRecord)
+_dec_conf = msgspec.msgpack.Decoder(ConfState)
+
+
+def _seg_name(seq: int) -> str:
+    return f"{seq:016x}.wal"
+
+
+def _crc(seq: int, off: int, typ: int, payload: bytes | memoryview, back: int) -> int:
+    return zlib.crc32(payload, zlib.crc32(_POS.pack(seq, off, typ, len(payload), back)))
+
+
+def _cost(entries: Sequence[Entry]) -> int:
+    return sum([len(e.data) for e in entries]) + ENTRY_CACHE_OVERHEAD * len(entries)
+
+
+class _Replay:
+    """What recovery found in one segment: where its data ends and the batches to apply."""
+
+    def __init__(self) -> None:
+        self.end = _HDR
+        self.cut: int | None = None  # offset where a torn last batch was cut off
+
+
+class FileStorage:
+    """Durable Raft storage in a segmented write-ahead log (see the module docstring).
+
+    Offers the core's :class:`~raftpy.core.storage.LogStorage` read protocol and the same write
+    methods as :class:`~raftpy.storage.memory.MemoryStorage`, plus :meth:`sync`. Writes are
+    buffered until :meth:`sync`, which makes them durable with one ``fdatasync``; the driver
+    calls it once per Ready (when ``must_sync``) before sending ``persisted_messages``. Reads
+    see buffered writes at once. ``create_snapshot`` and ``apply_snapshot`` sync by themselves
+    (segments are deleted only once the snapshot marker is durable).
+
+    ``voters`` is the initial membership of a new data directory (ignored when it already
+    holds a log). ``fs`` is the file layer (default: the real one; tests pass a
+    :class:`~raftpy.storage.fs.FaultyFileSystem`). Opening recovers as described above and may
+    raise :class:`CorruptLogError`, :class:`UnsupportedFormatError` or
+    :class:`DataDirLockedError`. Not thread-safe: one driver owns it.
+
+    Snapshot *data* is not stored durably yet (issue 5): ``data`` passed to the snapshot
+    methods is kept in memory only, and :attr:`snapshot_data` is empty after a restart.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str],
+        voters: Sequence[int] = (),
+        *,
+        fs: FileSystem | None = None,
+        segment_size: int = DEFAULT_SEGMENT_SIZE,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+    ) -> None:
+        if segment_size < 4096:
+            raise ValueError(f"segment_size {segment_size} is below the minimum of 4096 bytes")
+        self._fs: FileSystem = fs if fs is not None else OsFileSystem()
+        self._dir = os.fspath(data_dir)
+        self._segment_size = segment_size
+        self._cache_limit = cache_bytes
+        self._fatal: str | None = None
+        self._closed = False
+
+        # Segments: number -> open file; where each one's data ends; its highest entry index.
+        self._files: dict[int, File] = {}
+        self._seg_end: dict[int, int] = {}
+        self._seg_max: dict[int, int] = {}
+        self._seq = 0  # the segment being written (0: none yet)
+        self._dirty = False  # written to the current segment but not fdatasync'ed
+
+        # The index. Invariant (outside recovery): self._first == self._snap.index + 1, and the
+        # entry at index i has term self._terms[i - self._first]. Spans: record j holds entries
+        # from _sp_first[j]; its live range is [_sp_first[j], _sp_first[j + 1]) (the last one's
+        # ends at last_index() + 1). _sp_seg[j] == -1 marks a record not yet written, whose
+        # entries are self._pending_entries[_sp_off[j]].
+        self._snap = SnapshotMeta(0, 0, ConfState(voters=tuple(sorted(voters))))
+        self._hard = HardState()
+        self._first = 1
+        self._terms = array("q")
+        self._sp_first = array("q")
+        self._sp_seg = array("q")
+        self._sp_off = array("q")
+        self._sp_len = array("q")
+        self._confs: list[tuple[int, ConfState]] = []  # CONFIG entries after the snapshot
+        self._snapshot_data = b""
+
+        # The write buffer: (type, payload, index into _pending_entries or -1).
+        self._ops: list[tuple[int, bytes, int]] = []
+        self._pending_entries: list[list[Entry]] = []
+        self._pending_hs: int | None = None  # position of the buffered HARD_STATE op
+        # State as of the last batch written: what a new segment's first batch restates.
+        self._written_snap = self._snap
+        self._written_hard = self._hard
+
+        self._cache: OrderedDict[tuple[int, int], list[Entry]] = OrderedDict()
+        self._cache_used = 0
+
+        self._fs.makedirs(self._dir)
+        lock_path = os.path.join(self._dir, "LOCK")
+        try:
+            self._lock: Lock | None = self._fs.lock(lock_path)
+        except BlockingIOError:
+            raise DataDirLockedError(
+                f"data dir {self._dir} is in use by another process (lock file {lock_path})"
+            ) from None
+        try:
+            self._recover()
+        except BaseException:
+            self.close()
+            raise
+
+    # -- LogStorage -----------------------------------------------------------------------------
+
+    def initial_state(self) -> tuple[HardState, ConfState]:
+        return self._hard, (self._confs[-1][1] if self._confs else self._snap.conf)
+
+    def first_index(self) -> int:
+        return self._snap.index + 1
+
+    def last_index(self) -> int:
+        return self._first + len(self._terms) - 1
+
+    def term(self, index: int) -> int:
+        offset = self._snap.index
+        if index < offset:
+            raise CompactedError(f"index {index} is compacted (snapshot at {offset})")
+        if index == offset:
+            return self._snap.term
+        if index > self.last_index():
+            raise IndexError(f"index {index} is past the last index {self.last_index()}")
+        return self._terms[index - self._first]
+
+    def entries(self, lo: int, hi: int, max_bytes: int | None = None) -> list[Entry]:
+        offset = self._snap.index
+        if lo <= offset:
+            raise CompactedError(f"index {lo} is compacted (snapshot at {offset})")
+        last = self.last_index()
+        if hi > last + 1:
+            raise IndexError(f"range [{lo}, {hi}) runs past the last index {last}")
+        out: list[Entry] = []
+        if lo >= hi:
+            return out
+        j = bisect_right(self._sp_first, lo) - 1
+        nspans = len(self._sp_first)
+        size = 0
+        while lo < hi:
+            start = self._sp_first[j]
+            end = self._sp_first[j + 1] if j + 1 < nspans else last + 1
+            stop = min(hi, end)
+            part = self._record(j)[lo - start : stop - start]
+            out.extend(part)
+            lo = stop
+            j += 1
+            if max_bytes is not None:
+                size += _cost(part)
+                if size > max_bytes:
+                    break  # no need to read further: limit_size cuts the list below
+        return limit_size(out, max_bytes)
+
+    def snapshot_meta(self) -> SnapshotMeta:
+        return self._snap
+
+    # -- writes ----------------------------------------------------------------------------------
+
+    @property
+    def hard_state(self) -> HardState:
+        return self._hard
+
+    @property
+    def snapshot_data(self) -> bytes:
+        """The data of the latest snapshot taken or received in this process (not durable)."""
+        return self._snapshot_data
+
+    def set_hard_state(self, hard_state: HardState) -> None:
+        """Buffer the hard state (term, vote, commit) as one record; durable at :meth:`sync`."""
+        self._check_usable()
+        if hard_state == self._hard:
+            return
+        self._hard = hard_state
+        payload = _enc.encode(hard_state)
+        # Only the latest hard state of a batch matters (the batch is applied as a whole).
+        if self._pending_hs is not None:
+            self._ops[self._pending_hs] = (HARD_STATE, payload, -1)
+        else:
+            self._pending_hs = len(self._ops)
+            self._ops.append((HARD_STATE, payload, -1))
+
+    def append(self, entries: Sequence[Entry]) -> None:
+        """Buffer entries, first truncating any stored suffix from ``entries[0].index`` on.
+
+        Like :meth:`MemoryStorage.append`: the caller guarantees only an uncommitted,
+        conflicting suffix is replaced; entries must be contiguous and start at most one past
+        the last index. Durable at :meth:`sync`.
+        """
+        self._check_usable()
+        if not entries:
+            return
+        batch = list(entries)
+        first = batch[0].index
+        offset = self._snap.index
+        if first <= offset:
+            batch = batch[offset + 1 - first :]  # already covered by the snapshot
+            if not batch:
+                return
+            first = batch[0].index
+        last = self.last_index()
+        if first > last + 1:
+            raise LocalProtocolError(f"append at {first} leaves a gap after last index {last}")
+        if batch[-1].index != first + len(batch) - 1:
+            raise LocalProtocolError(f"entries from {first} are not contiguous")
+        if first <= last:
+            # A durable truncation: the marker and the new entries go into the same batch.
+            self._ops.append((TRUNCATE, _enc.encode(first - 1), -1))
+            self._truncate_index(first - 1)
+        k = len(self._pending_entries)
+        self._pending_entries.append(batch)
+        self._ops.append((ENTRIES, _enc.encode(batch), k))
+        self._add_span(first, -1, k, 0)
+        self._terms.extend([e.term for e in batch])
+        self._note_confs(batch)
+
+    def create_snapshot(self, meta: SnapshotMeta, data: bytes = b"") -> None:
+        """Record a snapshot the local state machine took at ``meta.index``, compact the log up
+        to it (durably: this syncs) and delete the segments wholly below it."""
+        self._check_usable()
+        if meta.index <= self._snap.index:
+            return
+        if meta.index > self.last_index():
+            raise LocalProtocolError(f"snapshot at {meta.index} is past {self.last_index()}")
+        self._ops.append((SNAPSHOT, _enc.encode(_SnapshotRecord(meta, True)), -1))
+        self._compact_index(meta)
+        self._snapshot_data = data
+        self.sync()
+        self._delete_old_segments()
+
+    def apply_snapshot(self, meta: SnapshotMeta, data: bytes = b"") -> None:
+        """Replace the log with a snapshot received from the leader (Raft §7): entries after
+        the snapshot are kept only if the log holds the snapshot's last entry. Syncs."""
+        self._check_usable()
+        if meta.index <= self._snap.index:
+            return
+        keep = self.last_index() >= meta.index and self.term(meta.index) == meta.term
+        self._ops.append((SNAPSHOT, _enc.encode(_SnapshotRecord(meta, keep)), -1))
+        if keep:
+            self._compact_index(meta)
+        else:
+            self._clear_index(meta)
+        self._snapshot_data = data
+        self.sync()
+        self._delete_old_segments()
+
+    def sync(self) -> None:
+        """Write the buffered records as one batch and ``fdatasync`` them: after it returns,
+        everything appended and set so far survives a crash.
+
+        Raises :class:`StorageFullError` when the disk is full (nothing was written, the buffer
+        is kept: call again once space is free) and :class:`FatalStorageError` when an fsync or
+        a write fails otherwise (the process must exit).
+        """
+        self._check_usable()
+        if self._ops:
+            self._write_batch()
+        if self._dirty:
+            try:
+                self._files[self._seq].datasync()
+            except OSError as exc:
+                raise self._die(f"fdatasync of {self._seg_path(self._seq)} failed: {exc}") from exc
+            self._dirty = False
+
+    def persisted_bytes(self) -> int:
+        """Bytes of the log records held on disk (segment headers and records, not the
+        preallocated space), including buffered records not yet written."""
+        return sum(self._seg_end.values()) + sum(len(p) + _RH for _, p, _ in self._ops)
+
+    def index_bytes(self) -> int:
+        """Bytes used by the in-memory index (for the benchmark's memory-per-entry figure)."""
+        arrays = (self._terms, self._sp_first, self._sp_seg, self._sp_off, self._sp_len)
+        return sum(a.buffer_info()[1] * a.itemsize for a in arrays)
+
+    def close(self) -> None:
+        """Close the files and release the lock. Buffered writes not yet synced are dropped."""
+        if self._closed:
+            return
+        self._closed = True
+        for f in self._files.values():
+            with contextlib.suppress(OSError):
+                f.close()
+        self._files.clear()
+        self._cache.clear()
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def __enter__(self) -> FileStorage:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- the in-memory index ----------------------------------------------------------------------
+
+    def _add_span(self, first: int, seq: int, off: int, length: int) -> None:
+        self._sp_first.append(first)
+        self._sp_seg.append(seq)
+        self._sp_off.append(off)
+        self._sp_len.append(length)
+
+    def _del_spans(self, lo: int, hi: int | None = None) -> None:
+        for a in (self._sp_first, self._sp_seg, self._sp_off, self._sp_len):
+            del a[lo:hi]
+
+    def _note_confs(self, batch: Sequence[Entry]) -> None:
+        for e in batch:
+            if e.kind is EntryKind.CONFIG:
+                self._confs.append((e.index, _dec_conf.decode(e.data)))
+
+    def _truncate_index(self, n: int) -> None:
+        """Forget the entries after index ``n``."""
+        if n < self._first:
+            self._terms = array("q")
+            self._first = n + 1
+            self._del_spans(0)
+        else:
+            del self._terms[n - self._first + 1 :]
+            self._del_spans(bisect_right(self._sp_first, n))
+        while self._confs and self._confs[-1][0] > n:
+            self._confs.pop()
+
+    def _compact_index(self, meta: SnapshotMeta) -> None:
+        """Forget the entries up to ``meta.index`` (kept by the snapshot)."""
+        index = meta.index
+        drop = index - self._first + 1
+        if drop > 0:
+            del self._terms[:drop]
+            self._first = index + 1
+            j = bisect_right(self._sp_first, index + 1) - 1
+            if j > 0:
+                self._del_spans(0, j)
+        self._confs = [(i, c) for i, c in self._confs if i > index]
+        self._snap = meta
+
+    def _clear_index(self, meta: SnapshotMeta) -> None:
+        self._terms = array("q")
+        self._first = meta.index + 1
+        self._del_spans(0)
+        self._confs = []
+        self._snap = meta
+
+    # -- reading records --------------------------------------------------------------------------
+
+    def _record(self, j: int) -> list[Entry]:
+        seq = self._sp_seg[j]
+        off = self._sp_off[j]
+        if seq == -1:
+            return self._pending_entries[off]
+        key = (seq, off)
+        cached = self._cache.get(key)
+        if cached is not None:
+            self._cache.move_to_end(key)
+            return cached
+        raw = self._files[seq].read_at(off, self._sp_len[j])
+        path = self._seg_path(seq)
+        bad = _check_record(raw, 0, seq, off, len(raw))
+        if bad is not None:
+            raise CorruptLogError(path, off, bad)
+        entries = _decode_entries(raw[_RH:], path, off)
+        self._cache_put(key, entries)
+        return entries
+
+    def _cache_put(self, key: tuple[int, int], entries: list[Entry]) -> None:
+        self._cache[key] = entries
+        self._cache_used += _cost(entries)
+        while self._cache_used > self._cache_limit and len(self._cache) > 1:
+            _, old = self._cache.popitem(last=False)
+            self._cache_used -= _cost(old)
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    def _check_usable(self) -> None:
+        if self._fatal is not None:
+            raise FatalStorageError(f"storage in {self._dir} is unusable: {self._fatal}")
+        if self._closed:
+            raise LocalProtocolError(f"storage in {self._dir} is closed")
+
+    def _die(self, reason: str) -> FatalStorageError:
+        self._fatal = reason
+        log.critical("fatal storage error, the process must exit: %s", reason)
+        return FatalStorageError(
+            f"{reason}; the process must exit (the kernel may have dropped the unwritten "
+            "pages, so the write is never retried)"
+        )
+
+    def _seg_path(self, seq: int) -> str:
+        return os.path.join(self._dir, _seg_name(seq))
+
+    def _write_batch(self) -> None:
+        ops = self._ops
+        size = sum(len(p) + _RH for _, p, _ in ops)
+        if self._seq == 0 or (
+            self._seg_end[self._seq] > _HDR and self._seg_end[self._seq] + size > self._segment_size
+        ):
+            self._roll_over()
+        if self._seg_end[self._seq] == _HDR:
+            # A segment's first batch restates the snapshot and hard state, so every segment
+            # before it can be deleted without losing them.
+            head = [
+                (SNAPSHOT, _enc.encode(_SnapshotRecord(self._written_snap, True)), -1),
+                (HARD_STATE, _enc.encode(self._written_hard), -1),
+            ]
+            ops = head + ops
+        seq = self._seq
+        start = self._seg_end[seq]
+        buf = bytearray()
+        offsets: dict[int, tuple[int, int]] = {}
+        last = len(ops) - 1
+        for i, (typ, payload, k) in enumerate(ops):
+            off = start + len(buf)
+            t = typ | (_END if i == last else 0)
+            back = off - start
+            buf += _REC.pack(_MARKER, t, len(payload), back, _crc(seq, off, t, payload, back))
+            buf += payload
+            if k >= 0:
+                offsets[k] = (off, _RH + len(payload))
+        f = self._files[seq]
+        try:
+            f.write_at(start, buf)
+        except OSError as exc:
+            self._undo_write(f, start, exc)
+        self._dirty = True
+        self._seg_end[seq] = start + len(buf)
+        # The records now have a place: point the pending spans at it and cache their entries.
+        j = len(self._sp_seg) - 1
+        while j >= 0 and self._sp_seg[j] == -1:
+            k = self._sp_off[j]
+            off, length = offsets[k]
+            self._sp_seg[j] = seq
+            self._sp_off[j] = off
+            self._sp_len[j] = length
+            self._cache_put((seq, off), self._pending_entries[k])
+            j -= 1
+        top = max((b[-1].index for b in self._pending_entries), default=0)
+        self._seg_max[seq] = max(self._seg_max.get(seq, 0), top)
+        self._ops = []
+        self._pending_entries = []
+        self._pending_hs = None
+        self._written_snap = self._snap
+        self._written_hard = self._hard
+
+    def _undo_write(self, f: File, start: int, exc: OSError) -> None:
+        """A write failed: cut off whatever part of it landed, so no half batch stays behind,
+        and raise the right error. The buffer is kept for the next sync."""
+        path = self._seg_path(self._seq)
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise self._die(f"write to {path} at offset {start} failed: {exc}") from exc
+        try:
+            f.truncate(start)
+            # Still full: then later writes extend the file instead.
+            with contextlib.suppress(OSError):
+                f.preallocate(self._segment_size)
+            f.datasync()
+        except OSError as exc2:
+            raise self._die(f"could not undo a partial write to {path}: {exc2}") from exc2
+        raise StorageFullError(
+            f"disk full writing {path} at offset {start}: {exc}; nothing was written, "
+            "sync again once space is free"
+        ) from exc
+
+    def _roll_over(self) -> None:
+        """Start a new segment: create it under a temporary name with its header and
+        preallocated space, sync it, rename it into place and sync the directory."""
+        old = self._seq
+        if old and self._dirty:
+            # The old segment must be fully durable before a later one exists: recovery
+            # treats damage in any segment but the last as corruption.
+            try:
+                self._files[old].datasync()
+            except OSError as exc:
+                raise self._die(f"fdatasync of {self._seg_path(old)} failed: {exc}") from exc
+            self._dirty = False
+        seq = old + 1
+        final = self._seg_path(seq)
+        tmp = final + ".tmp"
+        f = self._fs.open(tmp, create=True)
+        header = _SEG_HEADER.pack(MAGIC, FORMAT_VERSION, seq, 0)
+        header = header[:-4] + struct.pack("<I", zlib.crc32(header[:-4]))
+        try:
+            f.write_at(0, header)
+            f.preallocate(self._segment_size)
+        except OSError as exc:
+            f.close()
+            self._fs.unlink(tmp)
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StorageFullError(f"disk full creating segment {final}: {exc}") from exc
+            raise self._die(f"could not create segment {final}: {exc}") from exc
+        try:
+            f.datasync()
+            self._fs.rename(tmp, final)
+            self._fs.sync_dir(self._dir)
+        except OSError as exc:
+            raise self._die(f"could not create segment {final}: {exc}") from exc
+        if old:
+            # Give back the old segment's unused preallocated space. Not synced on purpose:
+            # zeros or nothing after its last record read the same on recovery.
+            try:
+                self._files[old].truncate(self._seg_end[old])
+            except OSError as exc:
+                log.warning("could not trim segment %s: %s", self._seg_path(old), exc)
+        self._files[seq] = f
+        self._seg_end[seq] = _HDR
+        self._seg_max[seq] = 0
+        self._seq = seq
+
+    def _delete_old_segments(self) -> None:
+        """Delete the oldest segments whose entries all lie at or below the snapshot index
+        (never the segment being written; only a prefix, so numbers stay contiguous)."""
+        doomed = []
+        for seq in sorted(self._files):
+            if seq == self._seq or self._seg_max[seq] > self._snap.index:
+                break
+            doomed.append(seq)
+        if not doomed:
+            return
+        for seq in doomed:
+            self._files.pop(seq).close()
+            del self._seg_end[seq], self._seg_max[seq]
+            for key in [k for k in self._cache if k[0] == seq]:
+                self._cache_used -= _cost(self._cache.pop(key))
+            try:
+                self._fs.unlink(self._seg_path(seq))
+            except OSError as exc:
+                raise self._die(f"could not delete {self._seg_path(seq)}: {exc}") from exc
+        try:
+            self._fs.sync_dir(self._dir)
+        except OSError as exc:
+            raise self._die(f"fsync of directory {self._dir} failed: {exc}") from exc
+
+    # -- recovery ----------------------------------------------------------------------------------
+
+    def _recover(self) -> None:
+        names = self._fs.listdir(self._dir)
+        stale = [n for n in names if n.endswith(".wal.tmp")]
+        for name in stale:
+            # A segment whose creation never finished: it holds no record.
+            self._fs.unlink(os.path.join(self._dir, name))
+        if stale:
+            self._fs.sync_dir(self._dir)
+        seqs = sorted(int(m.group(1), 16) for n in names if (m := _NAME.match(n)))
+        if not seqs:
+            # A new data directory: make the initial membership durable.
+            self._write_batch()
+            self.sync()
+            return
+        for prev, seq in itertools.pairwise(seqs):
+            if seq != prev + 1:
+                raise CorruptLogError(
+                    self._seg_path(seq), 0, f"segments {prev + 1}..{seq - 1} are missing"
+                )
+        seen_snapshot = False
+        for seq in seqs:
+            last = seq == seqs[-1]
+            path = self._seg_path(seq)
+            f = self._fs.open(path)
+            self._files[seq] = f
+            self._seg_max[seq] = 0
+            data = f.read_at(0, f.size())
+            self._check_header(data, seq, path)
+            for typ, payload, off in self._scan(data, seq, path, last):
+                seen_snapshot |= typ == SNAPSHOT
+                self._replay(typ, payload, seq, off, path)
+        self._seq = seqs[-1]
+        last_path = self._seg_path(self._seq)
+        if not seen_snapshot:
+            raise CorruptLogError(last_path, 0, "no snapshot record in any segment")
+        if self._terms and self._first > self._snap.index + 1:
+            raise CorruptLogError(
+                last_path,
+                0,
+                f"entries {self._snap.index + 1}..{self._first - 1} are missing "
+                f"(the log resumes at {self._first}, the snapshot ends at {self._snap.index})",
+            )
+        self._compact_index(self._snap)
+        if not self._terms:
+            self._first = self._snap.index + 1
+        self._written_snap = self._snap
+        self._written_hard = self._hard
+        try:
+            # The last segment may have been trimmed when it was closed: reserve its space
+            # again, so that appending to it keeps fdatasync cheap.
+            f = self._files[self._seq]
+            if f.size() < self._segment_size:
+                f.preallocate(self._segment_size)
+                f.datasync()
+        except OSError as exc:
+            log.warning("could not preallocate %s: %s", last_path, exc)
+
+    @staticmethod
+    def _check_header(data: bytes, seq: int, path: str) -> None:
+        if len(data) < _HDR:
+            raise CorruptLogError(path, 0, f"segment header truncated ({len(data)} bytes)")
+        magic, version, hseq, hcrc = _SEG_HEADER.unpack_from(data)
+        if magic != MAGIC:
+            raise UnsupportedFormatError(
+                f"{path} is not a raftpy write-ahead log segment: magic number {magic!r}, "
+                f"expected {MAGIC!r}"
+            )
+        if version != FORMAT_VERSION:
+            raise UnsupportedFormatError(
+                f"{path} has write-ahead log format version {version}; this raftpy reads "
+                f"version {FORMAT_VERSION} only (written by a newer raftpy?)"
+            )
+        if zlib.crc32(data[: _HDR - 4]) != hcrc:
+            raise CorruptLogError(path, 0, "segment header checksum mismatch")
+        if hseq != seq:
+            raise CorruptLogError(path, 12, f"segment header says number {hseq}, name says {seq}")
+
+    def _scan(
+        self, data: bytes, seq: int, path: str, last: bool
+    ) -> list[tuple[int, memoryview, int]]:
+        """The records of the complete batches of one segment, in order: (type, payload,
+        offset). Cuts a torn last batch of the last segment; raises on any other damage."""
+        out: list[tuple[int, memoryview, int]] = []
+        view = memoryview(data)
+        size = len(data)
+        off = _HDR
+        batch_start = _HDR
+        batch: list[tuple[int, memoryview, int]] = []
+        while True:
+            reason = _check_record(data, off, seq, off, size)
+            if reason is None:
+                _, t, length, back, _ = _REC.unpack_from(data, off)
+                if back != off - batch_start:
+                    reason = f"record claims its batch starts at {off - back}, not {batch_start}"
+            if reason is not None:
+                if reason == "end" and not batch:
+                    break  # clean end of data
+                if reason == "end":
+                    reason = "batch has no final record"
+                if not last:
+                    raise CorruptLogError(path, off, reason)
+                later = _later_batch(data, seq, off)
+                if later is not None:
+                    raise CorruptLogError(
+                        path, off, f"{reason} (a later batch follows at offset {later})"
+                    )
+                log.warning(
+                    "cutting a torn write off the end of %s at offset %d (%s at offset %d): "
+                    "a crash interrupted it before it was synced",
+                    path,
+                    batch_start,
+                    reason,
+                    off,
+                )
+                self._cut(seq, path, batch_start)
+                off = batch_start
+                break
+            batch.append((t & 0x7F, view[off + _RH : off + _RH + length], off))
+            off += _RH + length
+            if t & _END:
+                out.extend(batch)
+                batch = []
+                batch_start = off
+        self._seg_end[seq] = off
+        return out
+
+    def _cut(self, seq: int, path: str, offset: int) -> None:
+        f = self._files[seq]
+        try:
+            # Truncate then preallocate again, so the cut bytes read as zeros: a later, shorter
+            # batch can never be followed by stale records of the torn one.
+            f.truncate(offset)
+            f.preallocate(self._segment_size)
+            f.datasync()
+        except OSError as exc:
+            raise self._die(f"could not cut the torn end of {path}: {exc}") from exc
+
+    def _replay(self, typ: int, payload: memoryview, seq: int, off: int, path: str) -> None:
+        try:
+            if typ == ENTRIES:
+                self._replay_entries(_dec_entries.decode(payload), len(payload), seq, off, path)
+            elif typ == HARD_STATE:
+                self._hard = _dec_hard.decode(payload)
+            elif typ == TRUNCATE:
+                self._truncate_index(_dec_trunc.decode(payload))
+            else:
+                rec = _dec_snap.decode(payload)
+                if rec.keep:
+                    self._compact_index(rec.meta)
+                else:
+                    self._clear_index(rec.meta)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise CorruptLogError(path, off, f"undecodable payload: {exc}") from exc
+
+    def _replay_entries(
+        self, batch: list[Entry], length: int, seq: int, off: int, path: str
+    ) -> None:
+        if not batch:
+            raise CorruptLogError(path, off, "empty entries record")
+        first = batch[0].index
+        if batch[-1].index != first + len(batch) - 1:
+            raise CorruptLogError(path, off, f"entries from {first} are not contiguous")
+        if self._terms:
+            last = self.last_index()
+            if first != last + 1:
+                raise CorruptLogError(
+                    path, off, f"entries start at {first} but the log ends at {last}"
+                )
+        else:
+            # Either the log starts here, or the segments holding the entries before were
+            # deleted after a snapshot (checked once every segment is read).
+            self._first = first
+        self._add_span(first, seq, off, _RH + length)
+        self._terms.extend([e.term for e in batch])
+        self._note_confs(batch)
+        self._seg_max[seq] = max(self._seg_max[seq], batch[-1].index)
+
+
+def _check_record(data: bytes, pos: int, seq: int, off: int, size: int) -> str | None:
+    """Why the record at ``data[pos:]`` (file offset ``off``) is bad, ``"end"`` for clean
+    zeros to the end of ``data``, or ``None`` when it is intact."""
+    if pos + _RH > size:
+        return "end" if not data[pos:size].strip(b"\0") else "truncated record header"
+    marker, t, length, back, crc = _REC.unpack_from(data, pos)
+    if marker != _MARKER:
+        if not data[pos:size].strip(b"\0"):
+            return "end"
+        return f"bad record marker {bytes(marker)!r}"
+    if t & 0x7F not in _TYPES:
+        return f"unknown record type {t}"
+    if length > size - pos - _RH:
+        return f"impossible length {length} (only {size - pos - _RH} bytes follow)"
+    if back > off - _HDR:
+        return f"impossible batch offset {back}"
+    payload = memoryview(data)[pos + _RH : pos + _RH + length]
+    if _crc(seq, off, t, payload, back) != crc:
+        return "checksum mismatch"
+    return None
+
+
+def _later_batch(data: bytes, seq: int, bad: int) -> int | None:
+    """The offset of an intact record after ``bad`` that belongs to a batch starting after it
+    (proof that the damaged batch had been synced), or ``None``."""
+    pos = data.find(_MARKER, bad + 1)
+    while pos != -1:
+        if _check_record(data, pos, seq, pos, len(data)) is None:
+            back = _REC.unpack_from(data, pos)[3]
+            if pos - back > bad:
+                return pos
+        pos = data.find(_MARKER, pos + 1)
+    return None
+
+
+def _decode_entries(payload: bytes | memoryview, path: str, off: int) -> list[Entry]:
+    try:
+        return _dec_entries.decode(payload)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise CorruptLogError(path, off, f"undecodable entries payload: {exc}") from exc
