@@ -397,7 +397,8 @@ class FaultyFileSystem:
 
     def crash(self, mode: CrashMode = "drop") -> None:
         """Simulate a power loss: unsynced writes are handled as ``mode`` says, directory
-        entries return to their last synced state, open handles and locks are lost."""
+        entries return to their last synced state, open handles and locks are lost, armed
+        faults are disarmed."""
         survivors = {id(i): i for d in self.durable_dirs.values() for i in d.values()}
         for inode in survivors.values():
             inode.data = self._after_crash(inode, mode)
@@ -406,6 +407,9 @@ class FaultyFileSystem:
         self.dirs = {path: dict(entries) for path, entries in self.durable_dirs.items()}
         self.locks.clear()
         self.epoch += 1
+        # Armed faults belonged to the dead "process".
+        self._armed = None
+        self._fsync_failures = 0
 
     def _after_crash(self, inode: _Inode, mode: CrashMode) -> bytearray:
         buf = bytearray(inode.synced)
