@@ -35,6 +35,8 @@ def ents(first: int, n: int, term: int = 1, size: int = 20) -> list[Entry]:
 
 
 def open_fs(fs: FaultyFileSystem, **kw: int) -> FileStorage:
+    # Small segments keep the in-memory disk cheap; the real-disk tests use the default size.
+    kw.setdefault("segment_size", 1 << 16)
     return FileStorage(D, voters=[1, 2, 3], fs=fs, **kw)
 
 

@@ -163,7 +163,7 @@ class WalMachine(RuleBasedStateMachine):
 
 
 WalMachine.TestCase.settings = settings(
-    max_examples=200,
+    max_examples=500,
     stateful_step_count=40,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],

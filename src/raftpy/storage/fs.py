@@ -234,7 +234,7 @@ class SimulatedCrash(Exception):
 @dataclass
 class _Inode:
     data: bytearray = field(default_factory=bytearray)
-    synced: bytes = b""
+    synced: bytearray = field(default_factory=bytearray)
     # Operations since the last datasync, in order: ("w", offset, bytes) or ("t", size, b"").
     pending: list[tuple[str, int, bytes]] = field(default_factory=list)
 
@@ -310,7 +310,13 @@ class _FaultyFile:
             # model the worst case, where the unsynced writes are simply gone after a crash but
             # still visible until then.
             raise OSError(errno.EIO, "Input/output error (simulated fsync failure)", self.path)
-        inode.synced = bytes(inode.data)
+        # Replay the pending operations onto the synced image: cost in proportion to what was
+        # written, not to the file size (segments are large and preallocated).
+        for kind, arg, data in inode.pending:
+            if kind == "t":
+                _apply_truncate(inode.synced, arg)
+            else:
+                _apply_write(inode.synced, arg, data)
         inode.pending.clear()
 
     def close(self) -> None:
@@ -402,7 +408,7 @@ class FaultyFileSystem:
         survivors = {id(i): i for d in self.durable_dirs.values() for i in d.values()}
         for inode in survivors.values():
             inode.data = self._after_crash(inode, mode)
-            inode.synced = bytes(inode.data)
+            inode.synced = bytearray(inode.data)
             inode.pending = []
         self.dirs = {path: dict(entries) for path, entries in self.durable_dirs.items()}
         self.locks.clear()
