@@ -86,6 +86,21 @@ def test_new_dir_has_initial_membership_durably() -> None:
     assert (s.first_index(), s.last_index()) == (1, 0)
 
 
+@pytest.mark.parametrize("mode", ["torn", "partial", "drop"])
+def test_crash_during_the_first_sync_of_a_new_dir(mode: str) -> None:
+    fs = FaultyFileSystem(3)
+    fs.crash_on_next_sync(mode, after=1)  # type: ignore[arg-type]  # the first batch's sync
+    with pytest.raises(SimulatedCrash):
+        open_fs(fs)
+    s = open_fs(fs)
+    assert s.initial_state() == (HardState(), ConfState(voters=(1, 2, 3)))
+    fs.crash_on_next_sync(mode)  # type: ignore[arg-type]
+    s.append(ents(1, 2))
+    with pytest.raises(SimulatedCrash):
+        s.sync()
+    assert open_fs(fs).initial_state()[1] == ConfState(voters=(1, 2, 3))
+
+
 def test_reads_match_memory_storage_before_and_after_reopen(tmp_path: Path) -> None:
     s = FileStorage(tmp_path, voters=[1], segment_size=4096)
     m = MemoryStorage([1])

@@ -360,6 +360,7 @@ class FaultyFileSystem:
         self.dir_syncs = 0
         self._fsync_failures = 0
         self._armed: CrashMode | None = None
+        self._armed_after = 0
 
     # -- fault injection ----------------------------------------------------------------------
 
@@ -367,14 +368,17 @@ class FaultyFileSystem:
         """Make the next ``count`` fsyncs (file or directory) fail with ``EIO``."""
         self._fsync_failures += count
 
-    def crash_on_next_sync(self, mode: CrashMode = "torn") -> None:
-        """Make the next file ``datasync`` crash the disk (as :meth:`crash` with ``mode``)
-        before anything is synced, and raise :class:`SimulatedCrash`: a power loss in the
-        middle of a sync."""
+    def crash_on_next_sync(self, mode: CrashMode = "torn", after: int = 0) -> None:
+        """Make the next file ``datasync`` (after letting ``after`` of them succeed) crash the
+        disk (as :meth:`crash` with ``mode``) before anything is synced, and raise
+        :class:`SimulatedCrash`: a power loss in the middle of a sync."""
         self._armed = mode
+        self._armed_after = after
 
     def maybe_crash(self) -> None:
-        if self._armed is not None:
+        if self._armed is not None and self._armed_after > 0:
+            self._armed_after -= 1
+        elif self._armed is not None:
             mode, self._armed = self._armed, None
             self.crash(mode)
             raise SimulatedCrash(f"simulated crash ({mode}) during fdatasync")

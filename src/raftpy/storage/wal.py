@@ -66,7 +66,14 @@ from types import TracebackType
 
 import msgspec
 
-from raftpy.core.messages import ConfState, Entry, EntryKind, SnapshotMeta, limit_size
+from raftpy.core.messages import (
+    ConfState,
+    Entry,
+    EntryKind,
+    SnapshotMeta,
+    entries_size,
+    limit_size,
+)
 from raftpy.core.storage import CompactedError, HardState
 from raftpy.errors import LocalProtocolError
 from raftpy.storage.errors import (
@@ -269,7 +276,7 @@ class FileStorage:
             lo = stop
             j += 1
             if max_bytes is not None:
-                size += _cost(part)
+                size += entries_size(part)
                 if size > max_bytes:
                     break  # no need to read further: limit_size cuts the list below
         return limit_size(out, max_bytes)
@@ -677,7 +684,7 @@ class FileStorage:
                 raise CorruptLogError(
                     self._seg_path(seq), 0, f"segments {prev + 1}..{seq - 1} are missing"
                 )
-        seen_snapshot = False
+        seen_snapshot = replayed = False
         for seq in seqs:
             last = seq == seqs[-1]
             path = self._seg_path(seq)
@@ -688,9 +695,16 @@ class FileStorage:
             self._check_header(data, seq, path)
             for typ, payload, off in self._scan(data, seq, path, last):
                 seen_snapshot |= typ == SNAPSHOT
+                replayed = True
                 self._replay(typ, payload, seq, off, path)
         self._seq = seqs[-1]
         last_path = self._seg_path(self._seq)
+        if not replayed and len(seqs) == 1:
+            # The very first batch of a new directory was torn off: it is still new.
+            self._written_snap = self._snap
+            self._write_batch()
+            self.sync()
+            return
         if not seen_snapshot:
             raise CorruptLogError(last_path, 0, "no snapshot record in any segment")
         if self._terms and self._first > self._snap.index + 1:
