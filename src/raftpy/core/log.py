@@ -177,14 +177,15 @@ class RaftLog:
             return []
         if lo < self.first_index():
             raise CompactedError(f"index {lo} is compacted")
-        out: list[Entry] = []
         offset = self._unstable_offset
-        if lo < offset:
-            out = self.storage.entries(lo, min(hi, offset), max_bytes)
-            if len(out) < min(hi, offset) - lo:
-                return out  # hit the byte limit inside storage
-        if hi > offset:
-            out.extend(self._unstable[max(lo, offset) - offset : hi - offset])
+        if hi <= offset:
+            return self.storage.entries(lo, hi, max_bytes)  # storage applies the limit
+        if lo >= offset:
+            return limit_size(self._unstable[lo - offset : hi - offset], max_bytes)
+        out = self.storage.entries(lo, offset, max_bytes)
+        if len(out) < offset - lo:
+            return out  # hit the byte limit inside storage
+        out.extend(self._unstable[: hi - offset])
         return limit_size(out, max_bytes)
 
     def unstable_entries(self) -> list[Entry]:

@@ -46,6 +46,11 @@ class Inflights:
         while q and q[0][0] <= index:
             self._bytes -= q.popleft()[1]
 
+    def free_first_one(self) -> None:
+        """Forget the oldest message (assume it lost), freeing one slot of a full window."""
+        if self._queue:
+            self._bytes -= self._queue.popleft()[1]
+
     def full(self) -> bool:
         return len(self._queue) >= self.max_count or (
             self.max_bytes is not None and self._bytes >= self.max_bytes

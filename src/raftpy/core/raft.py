@@ -594,6 +594,11 @@ class Raft:
             return
         pr.recent_active = True
         pr.probe_sent = False
+        if pr.state is ProgressState.REPLICATE and pr.inflights.full():
+            # The follower is alive but acknowledged none of a full window: those appends were
+            # probably lost. Free a slot so an append goes out; if the follower lacks what it
+            # precedes, it rejects and we fall back to probing.
+            pr.inflights.free_first_one()
         if pr.match < self.log.last_index():
             self._maybe_send_append(m.src)
         if m.context is not None:
@@ -666,7 +671,10 @@ class Raft:
                 self.term, self.id, to, prev_index, prev_term, tuple(entries), self.log.committed
             )
         )
-        pr.sent_entries(len(entries), entries_size(entries) if entries else 0)
+        # Byte accounting costs a pass over the entries: only pay for it when a byte window
+        # is configured.
+        size = entries_size(entries) if entries and self.config.max_inflight_bytes else 0
+        pr.sent_entries(len(entries), size)
         return True
 
     def _bcast_append(self) -> None:

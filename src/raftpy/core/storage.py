@@ -17,7 +17,7 @@ from raftpy.core.messages import ConfState, Entry, NodeId, NonNeg, SnapshotMeta
 from raftpy.errors import RaftError
 
 
-class HardState(msgspec.Struct, frozen=True, array_like=True):
+class HardState(msgspec.Struct, frozen=True, array_like=True, gc=False):
     """The state Raft must persist before answering anyone (Raft Figure 2, 'Persistent state').
 
     ``term`` is the latest term seen, ``vote`` whom we voted for in it (``None``: nobody),

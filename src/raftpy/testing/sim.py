@@ -90,7 +90,6 @@ class _Node:
     incarnation: int = 0
     applied: list[tuple[int, bytes]] = field(default_factory=list)
     last_applied: int = 0
-    results: dict[int, bytes] = field(default_factory=dict)
 
 
 class SimCluster:
@@ -157,7 +156,8 @@ class SimCluster:
         self._bytes = 0
         # Checker state.
         self._leaders: dict[int, int] = {}  # term -> leader id (one leader per term)
-        self._entry_at: dict[tuple[int, int], Entry] = {}  # (index, term) -> entry stored there
+        self._stored: list[Entry | None] = [None]  # see _check_log_matching
+        self._stored_other: dict[tuple[int, int], Entry] = {}
         # _committed[index]: the entry some node applied at index (None: not applied yet).
         self._committed: list[Entry | None] = [None]
         self._hard: list[tuple[int, int]] = [(0, 0)] * n  # last persisted (term, commit)
@@ -217,7 +217,6 @@ class SimCluster:
         node.sm = None
         node.incarnation += 1
         node.applied = []
-        node.results = {}
 
     def restart(self, i: int) -> None:
         """Start node ``i`` again from its storage (crashing it first if it is up)."""
@@ -297,10 +296,6 @@ class SimCluster:
         """``[(index, command)]`` node ``i`` applied since it last started, in apply order
         (after a restart it applies the log again from the start)."""
         return list(self._nodes[i].applied)
-
-    def result(self, i: int, index: int) -> bytes | None:
-        """The state machine's result for the command at ``index`` on node ``i``, if applied."""
-        return self._nodes[i].results.get(index)
 
     def state_machine(self, i: int) -> StateMachine:
         sm = self._nodes[i].sm
@@ -450,7 +445,6 @@ class SimCluster:
         )
         node.sm = self._factory()
         node.applied = []
-        node.results = {}
         node.last_applied = node.storage.first_index() - 1
         hs = node.storage.hard_state
         prev_term, prev_commit = self._hard[node.id]
@@ -538,50 +532,67 @@ class SimCluster:
             self._apply(node, rd.committed_entries)
 
     def _apply(self, node: _Node, entries: Sequence[Entry]) -> None:
-        sm = node.sm
-        assert sm is not None
-        sm_apply = sm.apply
-        committed = self._committed
-        applied = node.applied
-        results = node.results
-        last = node.last_applied
-        command = EntryKind.COMMAND
-        for entry in entries:
-            index = entry.index
-            # Apply checker: in order, and the same entry at each index on every node.
-            if index != last + 1:
-                raise InvariantViolation(
-                    self._tag(f"node {node.id} applied index {index} after {last} (out of order)")
+        # Apply checker: each node applies in order, and every node applies the same entry at
+        # each index (state machine safety). Whole batches are compared at once (in C).
+        lo = entries[0].index
+        hi = lo + len(entries)
+        if lo != node.last_applied + 1 or [e.index for e in entries] != list(range(lo, hi)):
+            raise InvariantViolation(
+                self._tag(
+                    f"node {node.id} applied indexes {[e.index for e in entries][:10]}... after "
+                    f"{node.last_applied} (out of order)"
                 )
-            last = index
-            if index < len(committed):
-                seen = committed[index]
-                if seen is None:
-                    committed[index] = entry
-                elif seen != entry:
+            )
+        committed = self._committed
+        known = committed[lo:hi]
+        if known != entries[: len(known)]:
+            for entry, seen in zip(entries, known, strict=False):
+                if seen is not None and seen != entry:
                     raise InvariantViolation(
                         self._tag(
-                            f"node {node.id} applied {entry} at index {index}, but another node "
-                            f"applied {seen} there (state machine safety)"
+                            f"node {node.id} applied {entry} at index {entry.index}, but another "
+                            f"node applied {seen} there (state machine safety)"
                         )
                     )
-            else:
-                committed.extend([None] * (index - len(committed)))
-                committed.append(entry)
+                if seen is None:
+                    committed[entry.index] = entry
+        if len(committed) < lo:
+            committed.extend([None] * (lo - len(committed)))
+        committed.extend(entries[len(committed) - lo :])
+        node.last_applied = hi - 1
+        sm_apply = node.sm.apply if node.sm is not None else None
+        assert sm_apply is not None
+        applied = node.applied
+        command = EntryKind.COMMAND
+        for entry in entries:
             if entry.kind is command:
-                results[index] = sm_apply(entry.data)
-                applied.append((index, entry.data))
-        node.last_applied = last
+                data = entry.data
+                sm_apply(data)
+                applied.append((entry.index, data))
 
     def _check_log_matching(self, node_id: int, entries: Sequence[Entry]) -> None:
-        # Raft §5.3 Log Matching: two entries with the same index and term hold the same command.
-        seen = self._entry_at
+        # Raft §5.3 Log Matching: two entries with the same index and term are identical.
+        # _stored[index] is the first entry stored at index by any node; entries of other
+        # terms at that index (rare: conflicting leaders) go to _stored_other.
+        stored = self._stored
+        lo = entries[0].index
+        if stored[lo : lo + len(entries)] == list(entries):
+            return
         for e in entries:
-            old = seen.setdefault((e.index, e.term), e)
-            if old is not e and old != e:
+            index = e.index
+            if index >= len(stored):
+                stored.extend([None] * (index + 1 - len(stored)))
+            first = stored[index]
+            if first is None:
+                stored[index] = e
+                continue
+            other = (
+                first if first.term == e.term else self._stored_other.setdefault((index, e.term), e)
+            )
+            if other != e:
                 raise InvariantViolation(
                     self._tag(
-                        f"node {node_id} stored a different entry at index {e.index} term "
+                        f"node {node_id} stored a different entry at index {index} term "
                         f"{e.term} (log matching)"
                     )
                 )
