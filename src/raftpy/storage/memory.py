@@ -124,6 +124,10 @@ class MemoryStorage:
         self._snapshot = meta
         self._snapshot_data = data
 
+    def sync(self) -> None:
+        """Nothing to do: every write above is already "durable" (it survives a simulated
+        crash). Present so drivers treat both storages alike."""
+
     @property
     def snapshot_data(self) -> bytes:
         return self._snapshot_data

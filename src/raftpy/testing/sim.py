@@ -25,7 +25,7 @@ import heapq
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import BinaryIO, Literal
 
 import msgspec
 
@@ -46,7 +46,9 @@ from raftpy.core.raft import Raft
 from raftpy.core.ready import Ready, Role
 from raftpy.errors import InvariantViolation, NotLeaderError, ProposalDropped
 from raftpy.statemachine import StateMachine
+from raftpy.storage.fs import CrashMode, FaultyFileSystem
 from raftpy.storage.memory import MemoryStorage
+from raftpy.storage.wal import FileStorage
 
 __all__ = ["RecordingStateMachine", "SimCluster"]
 
@@ -79,12 +81,17 @@ class RecordingStateMachine:
         self.commands = msgspec.msgpack.decode(inp.read(), type=list[bytes])
 
 
+_CRASH_MODES: tuple[CrashMode, ...] = ("drop", "torn", "partial", "keep")
+
+
 @dataclass
 class _Node:
-    """One simulated server: its durable storage, and (while up) its core and state machine."""
+    """One simulated server: its durable storage, and (while up) its core and state machine.
+    In file mode ``fs`` is the node's simulated disk, which outlives crashes."""
 
     id: int
-    storage: MemoryStorage
+    storage: MemoryStorage | FileStorage
+    fs: FaultyFileSystem | None = None
     raft: Raft | None = None
     sm: StateMachine | None = None
     incarnation: int = 0
@@ -97,7 +104,11 @@ class SimCluster:
 
     Time only moves inside :meth:`run_for` (and the helpers that call it). Each node ticks every
     ``tick_seconds`` of virtual time. ``pre_vote`` and ``check_quorum`` are on by default, as in
-    the core. ``snapshot_every`` is reserved for snapshots (a later issue) and must be ``None``.
+    the core. ``storage="file"`` runs each node on the real write-ahead log
+    (:class:`~raftpy.storage.wal.FileStorage`) over a fault-injecting in-memory disk
+    (:class:`~raftpy.storage.fs.FaultyFileSystem`): a crash then loses or tears whatever was
+    not synced, exactly as a power loss could, and a restart runs the real recovery code.
+    ``snapshot_every`` is reserved for snapshots (a later issue) and must be ``None``.
     """
 
     def __init__(
@@ -114,6 +125,8 @@ class SimCluster:
         check_quorum: bool = True,
         max_inflight_msgs: int = 256,
         max_msg_bytes: int = 1 << 20,
+        storage: Literal["memory", "file"] = "memory",
+        segment_size: int = 64 << 10,
     ) -> None:
         if n < 1:
             raise ValueError(f"a cluster needs at least one node, got n={n}")
@@ -144,7 +157,11 @@ class SimCluster:
         # Events: (time_us, seq, kind, dst, dst incarnation, src, payload); seq keeps it FIFO.
         self._queue: list[tuple[int, int, int, int, int, int, bytes]] = []
         self._seq = 0
-        self._nodes = [_Node(i, MemoryStorage(range(n))) for i in range(n)]
+        if storage not in ("memory", "file"):
+            raise ValueError(f"storage must be 'memory' or 'file', got {storage!r}")
+        self._storage_kind = storage
+        self._segment_size = segment_size
+        self._nodes = [self._new_node(i) for i in range(n)]
         # Network state.
         self._connected = [True] * n
         self._group = [0] * n
@@ -160,7 +177,8 @@ class SimCluster:
         self._stored_other: dict[tuple[int, int], Entry] = {}
         # _committed[index]: the entry some node applied at index (None: not applied yet).
         self._committed: list[Entry | None] = [None]
-        self._hard: list[tuple[int, int]] = [(0, 0)] * n  # last persisted (term, commit)
+        self._hard: list[tuple[int, int]] = [(0, 0)] * n  # last written (term, commit)
+        self._synced: list[tuple[int, int]] = [(0, 0)] * n  # last synced (term, commit)
         for node in self._nodes:
             self._boot(node)
 
@@ -217,6 +235,13 @@ class SimCluster:
         node.sm = None
         node.incarnation += 1
         node.applied = []
+        if node.fs is not None:
+            # Power loss: unsynced writes are dropped, torn or partly kept; then the data dir
+            # is opened again by the real recovery code.
+            node.fs.crash(self.rng.choice(_CRASH_MODES))
+            node.storage = FileStorage(
+                f"/node{i}", range(self.n), fs=node.fs, segment_size=self._segment_size
+            )
 
     def restart(self, i: int) -> None:
         """Start node ``i`` again from its storage (crashing it first if it is up)."""
@@ -438,6 +463,13 @@ class SimCluster:
     def _tag(self, text: str) -> str:
         return f"[seed={self.seed} t={self.now:.3f}s] {text}"
 
+    def _new_node(self, i: int) -> _Node:
+        if self._storage_kind == "memory":
+            return _Node(i, MemoryStorage(range(self.n)))
+        fs = FaultyFileSystem(self.rng.getrandbits(32))
+        storage = FileStorage(f"/node{i}", range(self.n), fs=fs, segment_size=self._segment_size)
+        return _Node(i, storage, fs)
+
     def _boot(self, node: _Node) -> None:
         node.incarnation += 1
         node.raft = Raft(
@@ -447,14 +479,16 @@ class SimCluster:
         node.applied = []
         node.last_applied = node.storage.first_index() - 1
         hs = node.storage.hard_state
-        prev_term, prev_commit = self._hard[node.id]
+        prev_term, prev_commit = self._synced[node.id]
         if hs.term < prev_term or hs.commit < prev_commit:
             raise InvariantViolation(
                 self._tag(
                     f"node {node.id} restarted with term {hs.term} commit {hs.commit}, below "
-                    f"the persisted term {prev_term} commit {prev_commit}"
+                    f"the synced term {prev_term} commit {prev_commit}"
                 )
             )
+        # Writes that were not synced may be gone: monotonicity restarts from what survived.
+        self._hard[node.id] = (hs.term, hs.commit)
         # Spread the nodes' tick phases so they do not tick in lockstep.
         phase = self.rng.randrange(self._tick_us)
         self._push(self.now_us + phase + 1, _TICK, node.id, node.incarnation)
@@ -509,7 +543,7 @@ class SimCluster:
         # Messages that do not depend on durability may leave first (Thesis §10.2.1).
         for m in rd.messages:
             self._send(node.id, m)
-        # Persist and "fsync": what is written here survives a crash.
+        # Persist, then sync when the Ready says so: only synced writes survive a crash.
         storage = node.storage
         if rd.entries:
             self._check_log_matching(node.id, rd.entries)
@@ -526,6 +560,9 @@ class SimCluster:
                 )
             self._hard[node.id] = (hs.term, hs.commit)
             storage.set_hard_state(hs)
+        if rd.must_sync or node.fs is None:
+            storage.sync()
+            self._synced[node.id] = self._hard[node.id]
         for m in rd.persisted_messages:
             self._send(node.id, m)
         if rd.committed_entries:
