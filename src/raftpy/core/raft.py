@@ -372,13 +372,16 @@ class Raft:
         if m.term > self.term:
             if isinstance(m, RequestVote):
                 in_lease = (
-                    self.config.check_quorum
+                    (self.config.check_quorum or m.pre_vote)
                     and self.lead is not None
                     and self.election_elapsed < self.config.election_ticks
                 )
                 if in_lease and not m.transfer:
-                    # Thesis §4.2.3: while we hear from a live leader, ignore (pre-)votes from
-                    # a server that may have been removed or partitioned; do not adopt its term.
+                    # Thesis §4.2.3: while we hear from a live leader, ignore votes from a
+                    # server that may have been removed or partitioned, and do not adopt its
+                    # term. A pre-vote is refused the same way even without CheckQuorum
+                    # (Thesis §9.6): otherwise a half-partitioned server could still win one
+                    # and depose a healthy leader.
                     return
                 if m.pre_vote:
                     # Thesis §9.6: a pre-vote never changes our term.
@@ -506,6 +509,8 @@ class Raft:
     def _handle_vote_response(self, m: RequestVoteResponse) -> None:
         if m.pre_vote != (self.role is Role.PRE_CANDIDATE):
             return  # an answer to an earlier phase of this election
+        if m.pre_vote and m.granted and m.term != self.term + 1:
+            return  # a grant from an earlier pre-vote round (it asked for another term)
         result = self._poll(m.src, m.granted)
         if result is VoteResult.WON:
             self._on_election_won()
