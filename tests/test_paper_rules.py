@@ -1188,11 +1188,6 @@ def test_prevote_rejected_when_log_behind() -> None:
     assert net[1].term == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: a granted pre-vote from an earlier round (term == ours) is counted "
-    "towards the current pre-vote round",
-)
 def test_prevote_grant_from_earlier_round_is_not_counted() -> None:
     """A granted pre-vote answers one round: it carries the term that round asked about
     (the pre-candidate's term + 1). A delayed grant from an earlier round, whose term is now
@@ -1210,21 +1205,7 @@ def test_prevote_grant_from_earlier_round_is_not_counted() -> None:
     assert (r.role, r.term) == (Role.PRE_CANDIDATE, 1)
 
 
-@pytest.mark.parametrize(
-    "check_quorum",
-    [
-        True,
-        pytest.param(
-            False,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="core bug: with check_quorum off, PreVote is granted by a follower "
-                "that hears from a live leader, so a half-partitioned node deposes it",
-            ),
-        ),
-    ],
-    ids=["check-quorum", "pre-vote-only"],
-)
+@pytest.mark.parametrize("check_quorum", [True, False], ids=["check-quorum", "pre-vote-only"])
 def test_prevote_refused_while_leader_alive(check_quorum: bool) -> None:
     """A voter that heard from a live leader within the election timeout refuses pre-votes,
     so a node that cannot hear the leader (but reaches other voters) never disrupts it. The
