@@ -702,14 +702,19 @@ class Raft:
 
     def has_ready(self) -> bool:
         """Whether :meth:`ready` would return anything."""
+        hard = self._prev_hard
+        soft = self._prev_soft
         return bool(
             self._msgs
             or self._msgs_after_persist
             or self._read_states
             or self.log.has_unstable()
             or self.log.has_next_committed_entries()
-            or self._hard_state() != self._prev_hard
-            or SoftState(self.role, self.lead) != self._prev_soft
+            or self.term != hard.term
+            or self.vote != hard.vote
+            or self.log.committed != hard.commit
+            or self.role is not soft.role
+            or self.lead != soft.leader_id
         )
 
     def ready(self) -> Ready:

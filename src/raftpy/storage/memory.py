@@ -8,11 +8,12 @@ else.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import msgspec
 
-from raftpy.core.messages import ConfState, Entry, EntryKind, SnapshotMeta, limit_size
+from raftpy.core.messages import ENTRY_OVERHEAD, ConfState, Entry, EntryKind, SnapshotMeta
 from raftpy.core.storage import CompactedError, HardState
 from raftpy.errors import LocalProtocolError
 
@@ -21,7 +22,9 @@ class MemoryStorage:
     """An in-memory log, hard state and snapshot metadata (for tests).
 
     ``voters`` is the initial membership used until a snapshot or a CONFIG entry replaces it.
-    Invariant: ``self._entries[k].index == self._snapshot.index + 1 + k``.
+    Invariants: ``self._entries[k].index == self._snapshot.index + 1 + k``; ``self._cum`` holds
+    running payload totals, ``self._cum[k + 1] - self._cum[k] == len(self._entries[k].data)``, so
+    the size of any range is one subtraction instead of a pass over its entries.
     """
 
     def __init__(self, voters: Sequence[int] = ()) -> None:
@@ -29,7 +32,7 @@ class MemoryStorage:
         self._snapshot = SnapshotMeta(0, 0, ConfState(voters=tuple(sorted(voters))))
         self._snapshot_data = b""
         self._entries: list[Entry] = []
-        self._bytes = 0
+        self._cum: list[int] = [0]
 
     # -- LogStorage ---------------------------------------------------------------------------
 
@@ -58,7 +61,17 @@ class MemoryStorage:
             raise CompactedError(f"index {lo} is compacted (snapshot at {offset})")
         if hi > self.last_index() + 1:
             raise IndexError(f"range [{lo}, {hi}) runs past the last index {self.last_index()}")
-        return limit_size(self._entries[lo - offset - 1 : hi - offset - 1], max_bytes)
+        a = lo - offset - 1
+        b = hi - offset - 1
+        if max_bytes is None or b - a <= 1:
+            return self._entries[a:b]
+        cum = self._cum
+        if cum[b] - cum[a] + ENTRY_OVERHEAD * (b - a) <= max_bytes:
+            return self._entries[a:b]
+        end = a + 1  # always at least one entry
+        while end < b and cum[end + 1] - cum[a] + ENTRY_OVERHEAD * (end + 1 - a) <= max_bytes:
+            end += 1
+        return self._entries[a:end]
 
     def snapshot_meta(self) -> SnapshotMeta:
         return self._snapshot
@@ -95,10 +108,14 @@ class MemoryStorage:
             )
         keep = first - offset - 1
         if keep < len(self._entries):
-            self._bytes -= sum([len(e.data) for e in self._entries[keep:]])
             del self._entries[keep:]
+            del self._cum[keep + 1 :]
         self._entries.extend(entries)
-        self._bytes += sum([len(e.data) for e in entries])
+        self._cum.extend(
+            itertools.islice(
+                itertools.accumulate((len(e.data) for e in entries), initial=self._cum[-1]), 1, None
+            )
+        )
 
     def apply_snapshot(self, meta: SnapshotMeta, data: bytes = b"") -> None:
         """Replace the log with a snapshot received from the leader (Raft §7): entries after
@@ -109,7 +126,7 @@ class MemoryStorage:
             self._compact_to(meta.index)
         else:
             self._entries = []
-            self._bytes = 0
+            self._cum = [0]
         self._snapshot = meta
         self._snapshot_data = data
 
@@ -135,12 +152,12 @@ class MemoryStorage:
     def persisted_bytes(self) -> int:
         """Bytes of raft state held: entry payloads plus a fixed cost per entry and for the
         hard state (what a compact binary encoding would need), not the snapshot."""
-        return self._bytes + 16 * len(self._entries) + 24
+        return self._cum[-1] - self._cum[0] + 16 * len(self._entries) + 24
 
     def _compact_to(self, index: int) -> None:
         drop = index - self._snapshot.index
-        self._bytes -= sum([len(e.data) for e in self._entries[:drop]])
         del self._entries[:drop]
+        del self._cum[:drop]
 
     def _latest_conf(self) -> ConfState:
         for entry in reversed(self._entries):
