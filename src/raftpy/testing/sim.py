@@ -44,6 +44,7 @@ from raftpy.core.messages import (
 )
 from raftpy.core.raft import Raft
 from raftpy.core.ready import Ready, Role
+from raftpy.core.storage import HardState
 from raftpy.errors import InvariantViolation, NotLeaderError, ProposalDropped
 from raftpy.statemachine import StateMachine
 from raftpy.storage.fs import CrashMode, FaultyFileSystem
@@ -463,6 +464,19 @@ class SimCluster:
     def _tag(self, text: str) -> str:
         return f"[seed={self.seed} t={self.now:.3f}s] {text}"
 
+    def _check_not_backwards(
+        self, node_id: int, hs: HardState, before: tuple[int, int], what: str
+    ) -> None:
+        """Term and commit index never go backwards, also across restarts (compared with
+        what was synced before the crash)."""
+        if hs.term < before[0] or hs.commit < before[1]:
+            raise InvariantViolation(
+                self._tag(
+                    f"node {node_id} {what} term {hs.term} commit {hs.commit}, below term "
+                    f"{before[0]} commit {before[1]}"
+                )
+            )
+
     def _new_node(self, i: int) -> _Node:
         if self._storage_kind == "memory":
             return _Node(i, MemoryStorage(range(self.n)))
@@ -479,14 +493,7 @@ class SimCluster:
         node.applied = []
         node.last_applied = node.storage.first_index() - 1
         hs = node.storage.hard_state
-        prev_term, prev_commit = self._synced[node.id]
-        if hs.term < prev_term or hs.commit < prev_commit:
-            raise InvariantViolation(
-                self._tag(
-                    f"node {node.id} restarted with term {hs.term} commit {hs.commit}, below "
-                    f"the synced term {prev_term} commit {prev_commit}"
-                )
-            )
+        self._check_not_backwards(node.id, hs, self._synced[node.id], "restarted with")
         # Writes that were not synced may be gone: monotonicity restarts from what survived.
         self._hard[node.id] = (hs.term, hs.commit)
         # Spread the nodes' tick phases so they do not tick in lockstep.
@@ -550,14 +557,7 @@ class SimCluster:
             storage.append(rd.entries)
         if rd.hard_state is not None:
             hs = rd.hard_state
-            prev_term, prev_commit = self._hard[node.id]
-            if hs.term < prev_term or hs.commit < prev_commit:
-                raise InvariantViolation(
-                    self._tag(
-                        f"node {node.id} persisted term {hs.term} commit {hs.commit} after "
-                        f"term {prev_term} commit {prev_commit}"
-                    )
-                )
+            self._check_not_backwards(node.id, hs, self._hard[node.id], "persisted")
             self._hard[node.id] = (hs.term, hs.commit)
             storage.set_hard_state(hs)
         if rd.must_sync or node.fs is None:
