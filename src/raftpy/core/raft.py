@@ -761,6 +761,13 @@ class Raft:
             self.log.stable_snapshot_to(rd.snapshot.index)
         if rd.entries:
             last = rd.entries[-1]
+            stored = self.log.storage.last_index()
+            if stored < last.index:
+                # Marking entries stable that storage does not hold would lose them silently.
+                raise LocalProtocolError(
+                    f"advance() before the Ready's entries were persisted: storage ends at "
+                    f"{stored}, the entries at {last.index}"
+                )
             self.log.stable_to(last.index, last.term)
             if self.role is Role.LEADER:
                 # Thesis §10.2.1: the leader's own copy counts once it is durable.
