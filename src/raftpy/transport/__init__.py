@@ -1,0 +1,1 @@
+"""Networking: framing, the handshake and client protocol, and the asyncio TCP transport."""

@@ -1,0 +1,130 @@
+"""The frames that travel on a raftpy TCP connection besides peer messages: the handshake and
+the client protocol. One port serves peers and clients; the handshake says which.
+
+Framing (see ``raftpy.transport.codec``): every frame is a 4-byte big-endian length followed by
+that many bytes of msgpack. The first frame a dialer sends is :class:`Hello`; the acceptor
+answers :class:`HelloReply` and, when it refuses, closes the connection. After that:
+
+- a *peer* connection carries :data:`raftpy.core.messages.Message` frames one way (each node
+  dials every other node for its outbound messages);
+- a *client* connection carries :class:`ClientRequest` frames to the node and
+  :class:`ClientResponse` frames back. Requests are pipelined: many may be outstanding, and
+  responses may come back in any order, matched by ``id``.
+
+Versioning: ``Hello.version`` must equal :data:`raftpy.core.messages.PROTOCOL_VERSION`;
+otherwise the acceptor refuses with a reason. New fields are only ever added with defaults.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Annotated
+
+import msgspec
+
+from raftpy.core.messages import NodeId, NonNeg
+
+
+class ConnectionRole(enum.Enum):
+    """What the dialer of a connection is."""
+
+    PEER = "peer"
+    CLIENT = "client"
+
+
+class Hello(msgspec.Struct, frozen=True, tag="hello"):
+    """The dialer's first frame.
+
+    ``cluster_id`` must match the acceptor's (``None`` from a client means "any cluster").
+    ``node_id`` is the dialing peer's id (``None`` for clients). ``target_id`` is the node the
+    dialer believes it reached (``None``: any), so a peer that dialed the wrong address is
+    refused instead of delivering messages to the wrong node.
+    """
+
+    version: NonNeg
+    role: ConnectionRole
+    cluster_id: str | None = None
+    node_id: NodeId | None = None
+    target_id: NodeId | None = None
+
+
+class HelloReply(msgspec.Struct, frozen=True, tag="hello-reply"):
+    """The acceptor's answer. ``ok`` false comes with a ``reason`` and the connection closes."""
+
+    ok: bool
+    node_id: NodeId
+    reason: str | None = None
+
+
+class ClientOp(enum.Enum):
+    """What a client asks for."""
+
+    PROPOSE = "propose"
+    """Replicate ``data`` as a command; the result is what ``StateMachine.apply`` returned."""
+    QUERY = "query"
+    """Answer ``data`` with ``StateMachine.query`` at the requested consistency."""
+    STATUS = "status"
+    """The node's status, as a msgpack-encoded map (no ``data`` needed; never fails)."""
+
+
+class Consistency(enum.Enum):
+    """How fresh a query's answer must be (DESIGN §4)."""
+
+    LINEARIZABLE = "linearizable"
+    """ReadIndex: the leader confirms it still leads with a heartbeat quorum (Thesis §6.4)."""
+    LEASE = "lease"
+    """Served by the leader while its lease holds (an opt-in; until lease reads are built it
+    is served exactly like LINEARIZABLE, which is always safe)."""
+    STALE = "stale"
+    """The local state machine as it is: may lag behind; any node answers."""
+
+
+class ClientRequest(msgspec.Struct, frozen=True, array_like=True, tag="request"):
+    """One client request. ``id`` is chosen by the client, unique per connection.
+    ``timeout`` (seconds) bounds how long the node works on it before answering TIMEOUT."""
+
+    id: NonNeg
+    op: ClientOp
+    data: bytes = b""
+    consistency: Consistency = Consistency.LINEARIZABLE
+    timeout: Annotated[float, msgspec.Meta(gt=0)] | None = None
+
+
+class ResponseStatus(enum.Enum):
+    """The outcome of a request, split by whether the command definitely did not happen."""
+
+    OK = "ok"
+    NOT_LEADER = "not-leader"
+    """Definite: this node is not the leader; ``leader_id``/``leader_address`` hint where."""
+    DROPPED = "dropped"
+    """Definite: the leader refused before appending (back-pressure, transfer, disk full)."""
+    INDETERMINATE = "indeterminate"
+    """The command was appended but its fate is unknown (leadership lost, deadline passed)."""
+    TIMEOUT = "timeout"
+    """A query or status ran out of time; nothing changed (queries never change state)."""
+    ERROR = "error"
+    """The request was malformed or the node failed; ``message`` says why."""
+
+
+class ClientResponse(msgspec.Struct, frozen=True, array_like=True, tag="response"):
+    """The node's answer to the request with the same ``id``."""
+
+    id: NonNeg
+    status: ResponseStatus
+    result: bytes | None = None
+    leader_id: NodeId | None = None
+    leader_address: str | None = None
+    message: str | None = None
+
+
+HandshakeFrame = Hello | HelloReply
+ClientFrame = ClientRequest | ClientResponse
+
+_encoder = msgspec.msgpack.Encoder()
+hello_decoder: msgspec.msgpack.Decoder[HandshakeFrame] = msgspec.msgpack.Decoder(HandshakeFrame)
+client_decoder: msgspec.msgpack.Decoder[ClientFrame] = msgspec.msgpack.Decoder(ClientFrame)
+
+
+def encode_frame_payload(frame: HandshakeFrame | ClientFrame) -> bytes:
+    """Encode a handshake or client frame's payload (without the length prefix)."""
+    return _encoder.encode(frame)
