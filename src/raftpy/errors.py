@@ -54,6 +54,14 @@ class IndeterminateError(RaftError):
     """
 
 
+class ClusterUnavailableError(RaftError):
+    """Raised by clients when no leader could be reached before the deadline and the command
+    was never handed to a leader.
+
+    Definite: the command did not happen. Retrying later can help.
+    """
+
+
 class LocalProtocolError(RaftError):
     """The calling code used the API wrongly (for example ``ready()`` twice without
     ``advance()``). A bug in the caller: retrying cannot help."""

@@ -1,0 +1,71 @@
+"""NodeConfig: the runtime settings of a RaftNode, validated."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from raftpy.core.config import RaftConfig
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    """Settings for a :class:`~raftpy.node.RaftNode`.
+
+    Time: the node ticks every ``tick_seconds``; a follower starts an election after a random
+    ``[election_ticks, 2 * election_ticks)`` ticks without hearing from a leader; the leader
+    sends heartbeats every ``heartbeat_ticks``. The defaults (50 ms ticks, elections after
+    0.5-1 s, heartbeats every 50 ms) suit a LAN or loopback.
+
+    - ``cluster_id``: peers and clients from another cluster are refused at the handshake.
+    - ``max_frame_bytes``: the largest frame accepted on any connection.
+    - ``peer_queue_bytes``: bytes queued per peer before further messages to it are dropped
+      (Raft retries them; memory never grows without bound).
+    - ``request_timeout``: how long the node works on a client request that gave no timeout.
+    - ``max_batch``: proposals folded into one append (one sync, one AppendEntries per peer).
+    - ``fsync``: ``False`` turns syncing off (unsafe; for benchmarks of other layers only).
+    - ``exit_on_fatal``: end the process on a fatal storage error (an fsync failure), as it
+      must in production: the kernel may have dropped the dirty pages. Tests turn it off.
+    """
+
+    cluster_id: str = "raftpy"
+    tick_seconds: float = 0.05
+    election_ticks: int = 10
+    heartbeat_ticks: int = 1
+    pre_vote: bool = True
+    check_quorum: bool = True
+    max_frame_bytes: int = 64 << 20
+    peer_queue_bytes: int = 64 << 20
+    max_msg_bytes: int = 1 << 20
+    max_inflight_msgs: int = 256
+    max_uncommitted_bytes: int = 64 << 20
+    request_timeout: float = 5.0
+    max_batch: int = 4096
+    segment_size: int = 64 << 20
+    fsync: bool = True
+    exit_on_fatal: bool = True
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first bad setting."""
+        if not self.cluster_id:
+            raise ValueError("cluster_id must not be empty")
+        if self.tick_seconds <= 0:
+            raise ValueError(f"tick_seconds must be > 0, got {self.tick_seconds}")
+        if self.request_timeout <= 0:
+            raise ValueError(f"request_timeout must be > 0, got {self.request_timeout}")
+        for name in ("max_frame_bytes", "peer_queue_bytes", "max_batch", "segment_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        self.raft_config(0).validate()
+
+    def raft_config(self, node_id: int) -> RaftConfig:
+        """The core's settings for node ``node_id``."""
+        return RaftConfig(
+            id=node_id,
+            election_ticks=self.election_ticks,
+            heartbeat_ticks=self.heartbeat_ticks,
+            pre_vote=self.pre_vote,
+            check_quorum=self.check_quorum,
+            max_msg_bytes=self.max_msg_bytes,
+            max_inflight_msgs=self.max_inflight_msgs,
+            max_uncommitted_bytes=self.max_uncommitted_bytes,
+        )
