@@ -1,0 +1,164 @@
+"""A replicated hash map from string keys to JSON values (DESIGN §5).
+
+    python -m raftpy.examples.hashmap server 1 1 127.0.0.1:8080 2 127.0.0.1:8081 3 127.0.0.1:8082
+    python -m raftpy.examples.hashmap put color blue 127.0.0.1:8080   # prints null
+    python -m raftpy.examples.hashmap get color 127.0.0.1:8081        # prints "blue"
+    python -m raftpy.examples.hashmap cas color blue red 127.0.0.1:8082  # prints true
+
+Command-line values are JSON strings (``blue`` is stored as ``"blue"``). ``get`` prints JSON
+(``null`` when absent); ``put`` prints the previous value as JSON; ``cas`` prints ``true`` or
+``false`` (a missing key gives ``false``). Reads are linearizable. From Python:
+:class:`HashMapClient` (blocking) and :class:`AsyncHashMapClient`, whose values are any JSON
+values.
+
+A write whose outcome is unknown (exit status 3) may or may not have happened; the client does
+not retry it by itself, because until client sessions exist a retried write could apply twice.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any, BinaryIO
+
+import msgspec
+
+from raftpy.client import Client, SyncClient
+from raftpy.examples.service import ClientCommand
+from raftpy.examples.service import main as service_main
+
+
+class HashMapStateMachine:
+    """Keys to JSON-encoded values (kept as their canonical JSON text, so any JSON value
+    round-trips). Commands are msgpack arrays: ``["put", key, json]`` returns the previous
+    JSON (``null`` when absent); ``["cas", key, expected_json, new_json]`` returns ``true`` or
+    ``false``. A query is the key; it returns the JSON value or ``null``."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, str] = {}
+
+    def apply(self, command: bytes) -> bytes:
+        try:
+            op = msgspec.msgpack.decode(command, type=tuple[str, ...])
+        except msgspec.DecodeError:
+            raise ValueError("malformed hashmap command") from None
+        if op[0] == "put" and len(op) == 3:
+            previous = self.data.get(op[1], "null")
+            self.data[op[1]] = op[2]
+            return previous.encode()
+        if op[0] == "cas" and len(op) == 4:
+            current = self.data.get(op[1])
+            # A missing key never matches: cas on a missing key answers false.
+            if current is not None and current == op[2]:
+                self.data[op[1]] = op[3]
+                return b"true"
+            return b"false"
+        raise ValueError(f"unknown hashmap command {op[0]!r}")
+
+    def query(self, query: bytes) -> bytes:
+        return self.data.get(query.decode(), "null").encode()
+
+    def snapshot(self, out: BinaryIO) -> None:
+        out.write(msgspec.msgpack.encode(self.data))
+
+    def restore(self, inp: BinaryIO) -> None:
+        self.data = msgspec.msgpack.decode(inp.read(), type=dict[str, str])
+
+
+def _canonical(value: Any) -> str:
+    """One JSON text per value, so equal values compare equal in cas."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+class AsyncHashMapClient:
+    """The hash map's client for asyncio code. Values are JSON values (str, int, list, ...)."""
+
+    def __init__(self, addresses: Sequence[str], *, timeout: float = 10.0) -> None:
+        self._client = Client(list(addresses), timeout=timeout)
+
+    async def get(self, key: str) -> Any:
+        """The value at ``key``, or ``None`` when absent."""
+        return json.loads(await self._client.query(key.encode()))
+
+    async def put(self, key: str, value: Any) -> Any:
+        """Set ``key``; return the previous value (``None`` when absent)."""
+        cmd = msgspec.msgpack.encode(("put", key, _canonical(value)))
+        return json.loads(await self._client.propose(cmd))
+
+    async def cas(self, key: str, expected: Any, new: Any) -> bool:
+        """Set ``key`` to ``new`` if it holds ``expected``; a missing key never matches."""
+        cmd = msgspec.msgpack.encode(("cas", key, _canonical(expected), _canonical(new)))
+        return bool(json.loads(await self._client.propose(cmd)))
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def __aenter__(self) -> AsyncHashMapClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+class HashMapClient:
+    """The hash map's blocking client, for code without an event loop."""
+
+    def __init__(self, addresses: Sequence[str], *, timeout: float = 10.0) -> None:
+        self._client = SyncClient(list(addresses), timeout=timeout)
+
+    def get(self, key: str) -> Any:
+        return json.loads(self._client.query(key.encode()))
+
+    def put(self, key: str, value: Any) -> Any:
+        return json.loads(
+            self._client.propose(msgspec.msgpack.encode(("put", key, _canonical(value))))
+        )
+
+    def cas(self, key: str, expected: Any, new: Any) -> bool:
+        cmd = msgspec.msgpack.encode(("cas", key, _canonical(expected), _canonical(new)))
+        return bool(json.loads(self._client.propose(cmd)))
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> HashMapClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+async def _get(args: list[str], addresses: list[str], timeout: float) -> str:
+    async with AsyncHashMapClient(addresses, timeout=timeout) as client:
+        return _canonical(await client.get(args[0]))
+
+
+async def _put(args: list[str], addresses: list[str], timeout: float) -> str:
+    async with AsyncHashMapClient(addresses, timeout=timeout) as client:
+        return _canonical(await client.put(args[0], args[1]))
+
+
+async def _cas(args: list[str], addresses: list[str], timeout: float) -> str:
+    async with AsyncHashMapClient(addresses, timeout=timeout) as client:
+        return "true" if await client.cas(args[0], args[1], args[2]) else "false"
+
+
+COMMANDS = (
+    ClientCommand("get", ("key",), "print the value as JSON (null when absent)", _get),
+    ClientCommand("put", ("key", "new-value"), "set; print the previous value as JSON", _put),
+    ClientCommand(
+        "cas",
+        ("key", "expected-value", "new-value"),
+        "swap if equal; print true or false",
+        _cas,
+    ),
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return service_main("raftpy.examples.hashmap", "hashmap", argv, HashMapStateMachine, COMMANDS)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,147 @@
+"""A replicated register: one string, initially empty (DESIGN §5).
+
+    python -m raftpy.examples.register server 1 1 127.0.0.1:8080 2 127.0.0.1:8081 3 127.0.0.1:8082
+    python -m raftpy.examples.register put hello 127.0.0.1:8080    # prints the previous value
+    python -m raftpy.examples.register get 127.0.0.1:8081          # prints hello
+    python -m raftpy.examples.register cas hello world 127.0.0.1:8082
+
+``put`` and ``cas`` print the previous value; ``cas`` swaps only if the current value equals the
+expected one. Reads are linearizable. From Python: :class:`RegisterClient` (blocking) and
+:class:`AsyncRegisterClient`.
+
+A write whose outcome is unknown (exit status 3) may or may not have happened; the client does
+not retry it by itself, because until client sessions exist a retried write could apply twice.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import BinaryIO
+
+import msgspec
+
+from raftpy.client import Client, SyncClient
+from raftpy.examples.service import ClientCommand
+from raftpy.examples.service import main as service_main
+
+_QUERY_GET = b"get"
+
+
+class RegisterStateMachine:
+    """Holds one string. Commands are msgpack arrays: ``["put", new]`` or
+    ``["cas", expected, new]``; both return the previous value (UTF-8)."""
+
+    def __init__(self) -> None:
+        self.value = ""
+
+    def apply(self, command: bytes) -> bytes:
+        try:
+            op = msgspec.msgpack.decode(command, type=tuple[str, ...])
+        except msgspec.DecodeError:
+            raise ValueError("malformed register command") from None
+        previous = self.value
+        if op[0] == "put" and len(op) == 2:
+            self.value = op[1]
+        elif op[0] == "cas" and len(op) == 3:
+            if self.value == op[1]:
+                self.value = op[2]
+        else:
+            raise ValueError(f"unknown register command {op[0]!r}")
+        return previous.encode()
+
+    def query(self, query: bytes) -> bytes:
+        return self.value.encode()
+
+    def snapshot(self, out: BinaryIO) -> None:
+        out.write(self.value.encode())
+
+    def restore(self, inp: BinaryIO) -> None:
+        self.value = inp.read().decode()
+
+
+class AsyncRegisterClient:
+    """The register's client for asyncio code. Errors are raftpy's typed errors (DESIGN §4)."""
+
+    def __init__(self, addresses: Sequence[str], *, timeout: float = 10.0) -> None:
+        self._client = Client(list(addresses), timeout=timeout)
+
+    async def get(self) -> str:
+        return (await self._client.query(_QUERY_GET)).decode()
+
+    async def put(self, value: str) -> str:
+        """Set the value; return the previous one."""
+        return (await self._client.propose(msgspec.msgpack.encode(("put", value)))).decode()
+
+    async def cas(self, expected: str, new: str) -> str:
+        """Set ``new`` if the value is ``expected``; return the previous value either way."""
+        cmd = msgspec.msgpack.encode(("cas", expected, new))
+        return (await self._client.propose(cmd)).decode()
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def __aenter__(self) -> AsyncRegisterClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+class RegisterClient:
+    """The register's blocking client, for code without an event loop."""
+
+    def __init__(self, addresses: Sequence[str], *, timeout: float = 10.0) -> None:
+        self._client = SyncClient(list(addresses), timeout=timeout)
+
+    def get(self) -> str:
+        return self._client.query(_QUERY_GET).decode()
+
+    def put(self, value: str) -> str:
+        return self._client.propose(msgspec.msgpack.encode(("put", value))).decode()
+
+    def cas(self, expected: str, new: str) -> str:
+        return self._client.propose(msgspec.msgpack.encode(("cas", expected, new))).decode()
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> RegisterClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+async def _get(args: list[str], addresses: list[str], timeout: float) -> str:
+    async with AsyncRegisterClient(addresses, timeout=timeout) as client:
+        return await client.get()
+
+
+async def _put(args: list[str], addresses: list[str], timeout: float) -> str:
+    async with AsyncRegisterClient(addresses, timeout=timeout) as client:
+        return await client.put(args[0])
+
+
+async def _cas(args: list[str], addresses: list[str], timeout: float) -> str:
+    async with AsyncRegisterClient(addresses, timeout=timeout) as client:
+        return await client.cas(args[0], args[1])
+
+
+COMMANDS = (
+    ClientCommand("get", (), "print the value", _get),
+    ClientCommand("put", ("new-value",), "set the value; print the previous one", _put),
+    ClientCommand(
+        "cas", ("expected-value", "new-value"), "swap if equal; print the previous value", _cas
+    ),
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return service_main(
+        "raftpy.examples.register", "register", argv, RegisterStateMachine, COMMANDS
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

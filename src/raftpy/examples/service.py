@@ -1,0 +1,233 @@
+"""What the example services share: the command line (DESIGN §5), the server runner, and the
+mapping from client errors to exit codes.
+
+Exit status: 0 done; 1 definitely not done (no leader reachable before the command was sent,
+or refused); 2 usage error; 3 outcome unknown (the command was sent and its fate is unknown).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import NoReturn
+
+from raftpy.config import NodeConfig
+from raftpy.errors import (
+    ClusterUnavailableError,
+    IndeterminateError,
+    NotLeaderError,
+    ProposalDropped,
+    RaftError,
+)
+from raftpy.logconfig import configure_logging
+from raftpy.node import RaftNode
+from raftpy.statemachine import StateMachine
+
+EXIT_OK = 0
+EXIT_NOT_DONE = 1
+EXIT_USAGE = 2
+EXIT_UNKNOWN = 3
+
+ClientAction = Callable[[list[str], list[str], float], Awaitable[str]]
+"""(command arguments, node addresses, timeout in seconds) -> the line to print."""
+
+
+@dataclass(frozen=True)
+class ClientCommand:
+    """One client subcommand: its argument names and what it does."""
+
+    name: str
+    args: tuple[str, ...]
+    help: str
+    action: ClientAction
+
+
+class UsageError(Exception):
+    """Wrong command-line arguments: print usage and exit 2."""
+
+
+def usage(prog: str, commands: Sequence[ClientCommand]) -> str:
+    lines = [f"usage: python -m {prog} server <id> [<node-id> <node-address>]... [options]"]
+    for cmd in commands:
+        args = " ".join(f"<{a}>" for a in cmd.args)
+        lines.append(
+            f"       python -m {prog} {cmd.name} {args} (<node-address>)...".replace("  ", " ")
+        )
+    lines += [
+        "",
+        "server options:",
+        "  --data-dir D          where the node keeps its log (default ./raftpy-data/<name>-<id>)",
+        "  --tick-ms MS          tick length in milliseconds (default 50)",
+        "  --election-ticks N    election timeout in ticks, randomized up to 2N (default 10)",
+        "  --heartbeat-ticks N   heartbeat interval in ticks (default 1)",
+        "  --cluster-id ID       refuse peers and clients of other clusters (default raftpy)",
+        "client options (before the addresses or after):",
+        "  --timeout S           overall deadline in seconds (default 10)",
+        "",
+        "exit status: 0 done, 1 not done, 2 usage error, 3 outcome unknown",
+    ]
+    return "\n".join(lines)
+
+
+def _fail_usage(prog: str, commands: Sequence[ClientCommand], message: str) -> NoReturn:
+    print(f"error: {message}", file=sys.stderr)
+    print(usage(prog, commands), file=sys.stderr)
+    raise SystemExit(EXIT_USAGE)
+
+
+def _check_address(address: str) -> str:
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(f"bad node address {address!r} (expected host:port)")
+    return address
+
+
+def parse_server_args(name: str, argv: list[str]) -> tuple[int, dict[int, str], argparse.Namespace]:
+    parser = argparse.ArgumentParser(add_help=False, exit_on_error=False)
+    parser.add_argument("--data-dir")
+    parser.add_argument("--tick-ms", type=float, default=50.0)
+    parser.add_argument("--election-ticks", type=int, default=10)
+    parser.add_argument("--heartbeat-ticks", type=int, default=1)
+    parser.add_argument("--cluster-id", default="raftpy")
+    try:
+        opts, rest = parser.parse_known_args(argv)
+    except (argparse.ArgumentError, SystemExit) as exc:
+        raise UsageError(str(exc)) from None
+    unknown = [a for a in rest if a.startswith("--")]
+    if unknown:
+        raise UsageError(f"unknown option {unknown[0]}")
+    if not rest or not rest[0].isdigit():
+        raise UsageError("server needs its numeric <id>")
+    node_id = int(rest[0])
+    pairs = rest[1:]
+    if not pairs or len(pairs) % 2:
+        raise UsageError("server needs <node-id> <node-address> pairs naming every member")
+    peers: dict[int, str] = {}
+    for k in range(0, len(pairs), 2):
+        if not pairs[k].isdigit():
+            raise UsageError(f"bad node id {pairs[k]!r}")
+        peer = int(pairs[k])
+        if peer in peers:
+            raise UsageError(f"node id {peer} is listed twice")
+        peers[peer] = _check_address(pairs[k + 1])
+    if node_id not in peers:
+        raise UsageError(f"the member list must include this server's own id {node_id}")
+    if opts.data_dir is None:
+        opts.data_dir = os.path.join("raftpy-data", f"{name}-{node_id}")
+    if opts.tick_ms <= 0 or opts.election_ticks <= opts.heartbeat_ticks or opts.heartbeat_ticks < 1:
+        raise UsageError("need --tick-ms > 0 and --election-ticks > --heartbeat-ticks >= 1")
+    return node_id, peers, opts
+
+
+async def serve(
+    node_id: int, peers: dict[int, str], opts: argparse.Namespace, sm: StateMachine
+) -> None:
+    config = NodeConfig(
+        cluster_id=opts.cluster_id,
+        tick_seconds=opts.tick_ms / 1000,
+        election_ticks=opts.election_ticks,
+        heartbeat_ticks=opts.heartbeat_ticks,
+    )
+    node = RaftNode(node_id, peers[node_id], peers, sm, opts.data_dir, config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    async with node:
+        await stop.wait()
+
+
+def _event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
+def run(coro: Awaitable[object]) -> object:
+    """Run ``coro`` on uvloop when it is installed (``pip install raftpy[fast]``)."""
+
+    async def wrapper() -> object:
+        return await coro
+
+    with asyncio.Runner(loop_factory=_event_loop_factory()) as runner:
+        return runner.run(wrapper())
+
+
+def main(
+    prog: str,
+    name: str,
+    argv: list[str] | None,
+    make_state_machine: Callable[[], StateMachine],
+    commands: Sequence[ClientCommand],
+) -> int:
+    """The example's command line: ``server ...`` or one of ``commands``."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        if not args:
+            _fail_usage(prog, commands, "missing command")
+        print(usage(prog, commands))
+        return EXIT_OK
+    command, rest = args[0], args[1:]
+    if command == "server":
+        try:
+            node_id, peers, opts = parse_server_args(name, rest)
+            configure_logging(default="info")
+        except (UsageError, ValueError) as exc:
+            _fail_usage(prog, commands, str(exc))
+        try:
+            run(serve(node_id, peers, opts, make_state_machine()))
+        except RaftError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_NOT_DONE
+        except OSError as exc:
+            print(f"error: cannot serve on {peers[node_id]}: {exc}", file=sys.stderr)
+            return EXIT_NOT_DONE
+        return EXIT_OK
+    spec = next((c for c in commands if c.name == command), None)
+    if spec is None:
+        _fail_usage(prog, commands, f"unknown command {command!r}")
+    timeout = 10.0
+    positional: list[str] = []
+    k = 0
+    while k < len(rest):
+        if rest[k] == "--timeout" and k + 1 < len(rest):
+            try:
+                timeout = float(rest[k + 1])
+            except ValueError:
+                _fail_usage(prog, commands, f"bad --timeout {rest[k + 1]!r}")
+            k += 2
+            continue
+        if rest[k].startswith("--"):
+            _fail_usage(prog, commands, f"unknown option {rest[k]}")
+        positional.append(rest[k])
+        k += 1
+    n = len(spec.args)
+    if len(positional) < n + 1:
+        _fail_usage(prog, commands, f"{command} needs {n} argument(s) and at least one address")
+    try:
+        addresses = [_check_address(a) for a in positional[n:]]
+    except UsageError as exc:
+        _fail_usage(prog, commands, str(exc))
+    configure_logging(default="error")
+    try:
+        line = run(asyncio.wait_for(spec.action(positional[:n], addresses, timeout), timeout + 5))
+    except (ClusterUnavailableError, NotLeaderError, ProposalDropped) as exc:
+        print(f"error: not done: {exc}", file=sys.stderr)
+        return EXIT_NOT_DONE
+    except (IndeterminateError, TimeoutError) as exc:
+        print(f"error: outcome unknown: {exc or 'timed out'}", file=sys.stderr)
+        return EXIT_UNKNOWN
+    except RaftError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_UNKNOWN
+    print(line)
+    return EXIT_OK

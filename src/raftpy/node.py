@@ -1,0 +1,678 @@
+"""RaftNode: the asyncio driver that runs the consensus core with storage, transport and the
+user's state machine.
+
+No Raft rule lives here. The loop has a fixed order (STYLE: thin glue):
+
+1. collect inputs: peer messages, proposals, reads, elapsed ticks;
+2. feed them to the core (``step``, ``propose_batch``, ``read_index``, ``tick``);
+3. for each Ready: send ``messages`` (the leader's appends may leave before its own write,
+   Thesis §10.2.1), persist entries and hard state and fsync once (group commit), send
+   ``persisted_messages``, apply committed entries and resolve their proposals, serve reads
+   whose index is applied, then ``advance()``.
+
+Proposals arriving in one loop iteration become one append: one fsync and one AppendEntries per
+follower for the whole batch.
+
+Errors follow DESIGN §4: :class:`~raftpy.errors.NotLeaderError` and
+:class:`~raftpy.errors.ProposalDropped` are definite (nothing was appended);
+:class:`~raftpy.errors.IndeterminateError` means the command was appended and may still commit.
+A proposer is never left waiting: every proposal has a deadline, checked on every tick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import logging
+import os
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import msgspec
+
+from raftpy.config import NodeConfig
+from raftpy.core.messages import EntryKind, Message
+from raftpy.core.raft import Raft
+from raftpy.core.ready import Ready, Role
+from raftpy.errors import (
+    ClusterUnavailableError,
+    IndeterminateError,
+    LocalProtocolError,
+    NotLeaderError,
+    ProposalDropped,
+    RaftError,
+)
+from raftpy.statemachine import StateMachine
+from raftpy.storage.errors import FatalStorageError, StorageFullError
+from raftpy.storage.memory import MemoryStorage
+from raftpy.storage.wal import FileStorage
+from raftpy.transport.protocol import (
+    ClientOp,
+    ClientRequest,
+    ClientResponse,
+    Consistency,
+    ResponseStatus,
+)
+
+logger = logging.getLogger("raftpy.node")
+
+
+class ClientConnectionLike(Protocol):
+    """What the node needs from a client connection: a way to answer."""
+
+    def respond(self, response: ClientResponse) -> None: ...
+
+
+class Transport(Protocol):
+    """The message-agnostic transport the node drives (``raftpy.transport.tcp.TcpTransport``)."""
+
+    async def start(self) -> None: ...
+
+    def send(self, message: Message) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+TransportFactory = Callable[
+    [
+        Callable[[Message], None],
+        Callable[[ClientConnectionLike, ClientRequest], None],
+    ],
+    Transport,
+]
+"""Builds the transport given the node's two inbound callbacks (peer message, client request)."""
+
+
+@dataclass(eq=False)
+class _Proposal:
+    command: bytes
+    future: asyncio.Future[bytes]
+    deadline: float
+    index: int = 0  # 0 until appended
+    term: int = 0
+
+
+@dataclass(eq=False)
+class _Read:
+    query: bytes
+    future: asyncio.Future[bytes]
+    deadline: float
+
+
+@dataclass(eq=False)
+class _ReadBatch:
+    """Reads that share one ReadIndex round (Thesis §6.4: one heartbeat quorum confirms
+    every read that arrived before it)."""
+
+    reads: list[_Read]
+    index: int = 0
+
+
+@dataclass
+class _Stats:
+    proposals: int = 0
+    batches: int = 0
+    syncs: int = 0
+    reads: int = 0
+    applied: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+class RaftNode:
+    """One member of a Raft cluster, serving peers and clients on ``address``.
+
+    ``peers`` maps every member's id to its address, this node included. ``data_dir`` holds the
+    durable log (``None``: in memory only, for tests; a restart then forgets everything).
+    ``storage`` and ``transport_factory`` replace the defaults (tests pass fakes).
+
+    Use as ``async with RaftNode(...) as node:`` or call :meth:`start` / :meth:`stop`.
+    """
+
+    def __init__(
+        self,
+        node_id: int,
+        address: str,
+        peers: Mapping[int, str],
+        state_machine: StateMachine,
+        data_dir: str | os.PathLike[str] | None,
+        config: NodeConfig | None = None,
+        *,
+        storage: MemoryStorage | FileStorage | None = None,
+        transport_factory: TransportFactory | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config or NodeConfig()
+        self.config.validate()
+        if node_id not in peers:
+            raise ValueError(f"node id {node_id} is not among the members {sorted(peers)}")
+        if peers[node_id] != address:
+            raise ValueError(
+                f"node {node_id} listens on {address} but the member list says {peers[node_id]}"
+            )
+        self.node_id = node_id
+        self.address = address
+        self.peers = dict(peers)
+        self.state_machine = state_machine
+        self.data_dir = None if data_dir is None else os.fspath(data_dir)
+        self._rng = rng or random.Random()
+        self._given_storage = storage
+        self._transport_factory = transport_factory
+        self._storage: MemoryStorage | FileStorage | None = None
+        self._transport: Transport | None = None
+        self._raft: Raft | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._inbox: list[Message] = []
+        self._queued: list[_Proposal] = []
+        self._pending: dict[int, _Proposal] = {}
+        self._queued_reads: list[_Read] = []
+        self._read_batches: dict[bytes, _ReadBatch] = {}
+        self._waiting_reads: list[tuple[int, int, _ReadBatch]] = []  # heap by index
+        self._read_seq = itertools.count(1)
+        self._stopping = False
+        self._failed: str | None = None
+        self._disk_full = False
+        self._role = Role.FOLLOWER
+        self._leader: int | None = None
+        self.stats = _Stats()
+
+    # ------------------------------------------------------------------------------------------
+    # Lifecycle
+    # ------------------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> RaftNode:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Open storage (recovering it), start listening, and run the node."""
+        if self._task is not None:
+            raise LocalProtocolError("node already started")
+        voters = sorted(self.peers)
+        if self._given_storage is not None:
+            self._storage = self._given_storage
+        elif self.data_dir is None:
+            self._storage = MemoryStorage(voters)
+        else:
+            self._storage = FileStorage(
+                self.data_dir, voters, segment_size=self.config.segment_size
+            )
+        self._raft = Raft(
+            self.config.raft_config(self.node_id),
+            self._storage,
+            random.Random(self._rng.getrandbits(64)),
+        )
+        factory = self._transport_factory or self._default_transport
+        self._transport = factory(self._on_message, self._on_client_request)
+        try:
+            await self._transport.start()
+        except BaseException:
+            self._close_storage()
+            raise
+        if self._raft.voters() == {self.node_id}:
+            self._raft.campaign()  # a one-member cluster need not wait for a timeout
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="raftpy-node")
+        logger.info("node %d serving on %s (members %s)", self.node_id, self.address, voters)
+
+    def _default_transport(
+        self,
+        on_message: Callable[[Message], None],
+        on_client: Callable[[ClientConnectionLike, ClientRequest], None],
+    ) -> Transport:
+        from raftpy.transport.tcp import TcpTransport
+
+        return TcpTransport(
+            self.node_id,
+            self.address,
+            {i: a for i, a in self.peers.items() if i != self.node_id},
+            cluster_id=self.config.cluster_id,
+            on_message=on_message,
+            on_client_request=on_client,
+            max_frame_bytes=self.config.max_frame_bytes,
+            peer_queue_bytes=self.config.peer_queue_bytes,
+            rng=random.Random(self._rng.getrandbits(64)),
+        )
+
+    async def stop(self) -> None:
+        """Stop serving. Waiting proposers get IndeterminateError (appended) or NotLeaderError
+        (not appended); the data dir is left consistent (everything acknowledged is synced)."""
+        if self._stopping:
+            return
+        self._stopping = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._fail_all("node stopped")
+        if self._transport is not None:
+            await self._transport.close()
+        self._close_storage()
+        logger.info("node %d stopped", self.node_id)
+
+    def _close_storage(self) -> None:
+        if isinstance(self._storage, FileStorage) and self._given_storage is None:
+            self._storage.close()
+
+    # ------------------------------------------------------------------------------------------
+    # Public operations
+    # ------------------------------------------------------------------------------------------
+
+    def _leader_error(self) -> NotLeaderError:
+        leader = self._leader
+        return NotLeaderError(leader, None if leader is None else self.peers.get(leader))
+
+    def _check_usable(self) -> None:
+        if self._failed is not None:
+            raise ProposalDropped(f"node {self.node_id} has failed: {self._failed}")
+        if self._raft is None or self._stopping:
+            raise LocalProtocolError("node is not running")
+
+    def submit(self, command: bytes, timeout: float | None = None) -> asyncio.Future[bytes]:
+        """Queue ``command`` for the next append; the future resolves with the state
+        machine's result or a typed error. Raises at once when this node is not the leader."""
+        self._check_usable()
+        if self._role is not Role.LEADER:
+            raise self._leader_error()
+        if self._disk_full:
+            raise ProposalDropped("the disk is full; retry when space is free")
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[bytes] = loop.create_future()
+        wait = self.config.request_timeout if timeout is None else timeout
+        self._queued.append(_Proposal(command, fut, loop.time() + wait))
+        self._wake.set()
+        return fut
+
+    async def propose(self, command: bytes, timeout: float | None = None) -> bytes:
+        """Replicate ``command``; return ``StateMachine.apply``'s result once committed and
+        applied here. Raises NotLeaderError / ProposalDropped (definite) or IndeterminateError
+        (appended, fate unknown: leadership lost or the deadline passed)."""
+        fut = self.submit(command, timeout)
+        return await asyncio.shield(fut)
+
+    def submit_query(
+        self, query: bytes, consistency: str | Consistency, timeout: float | None = None
+    ) -> asyncio.Future[bytes]:
+        """Queue a read; see :meth:`query`."""
+        self._check_usable()
+        level = Consistency(consistency)
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[bytes] = loop.create_future()
+        if level is Consistency.STALE:
+            fut.set_result(self.state_machine.query(query))
+            return fut
+        if self._role is not Role.LEADER:
+            raise self._leader_error()
+        wait = self.config.request_timeout if timeout is None else timeout
+        self._queued_reads.append(_Read(query, fut, loop.time() + wait))
+        self._wake.set()
+        return fut
+
+    async def query(
+        self,
+        query: bytes,
+        consistency: str | Consistency = "linearizable",
+        timeout: float | None = None,
+    ) -> bytes:
+        """Answer ``query`` from the state machine. ``linearizable`` (default) confirms
+        leadership with a heartbeat quorum first (ReadIndex, Thesis §6.4); ``lease`` is served
+        the same way for now; ``stale`` answers from local state at once on any node."""
+        return await asyncio.shield(self.submit_query(query, consistency, timeout))
+
+    def status(self) -> dict[str, Any]:
+        """Role, term, leader, commit and applied indexes, and per-peer replication."""
+        raft = self._raft
+        if raft is None:
+            return {"id": self.node_id, "address": self.address, "running": False}
+        st = raft.status()
+        last = st.last_index
+        peers = {
+            node: {
+                "address": self.peers.get(node),
+                "match": p.match,
+                "next": p.next,
+                "state": p.state,
+                "lag": last - p.match,
+                "active": p.recent_active,
+            }
+            for node, p in st.peers.items()
+        }
+        return {
+            "id": self.node_id,
+            "address": self.address,
+            "running": self._task is not None and not self._stopping,
+            "role": st.role.value,
+            "term": st.term,
+            "leader": st.leader_id,
+            "leader_address": None if st.leader_id is None else self.peers.get(st.leader_id),
+            "commit": st.commit,
+            "applied": st.applied,
+            "last_index": last,
+            "members": list(st.voters),
+            "peers": peers,
+            "disk_full": self._disk_full,
+            "failed": self._failed,
+        }
+
+    @property
+    def role(self) -> Role:
+        return self._role
+
+    @property
+    def leader_id(self) -> int | None:
+        return self._leader
+
+    # ------------------------------------------------------------------------------------------
+    # Inbound callbacks (from the transport)
+    # ------------------------------------------------------------------------------------------
+
+    def _on_message(self, message: Message) -> None:
+        self._inbox.append(message)
+        self._wake.set()
+
+    def _on_client_request(self, conn: ClientConnectionLike, req: ClientRequest) -> None:
+        try:
+            if req.op is ClientOp.STATUS:
+                data = msgspec.msgpack.encode(self.status())
+                conn.respond(ClientResponse(req.id, ResponseStatus.OK, data))
+                return
+            if req.op is ClientOp.PROPOSE:
+                fut = self.submit(req.data, req.timeout)
+            else:
+                fut = self.submit_query(req.data, req.consistency, req.timeout)
+        except RaftError as exc:
+            conn.respond(_error_response(req.id, exc))
+            return
+        fut.add_done_callback(lambda f: conn.respond(_future_response(req.id, f)))
+
+    # ------------------------------------------------------------------------------------------
+    # The loop
+    # ------------------------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        raft = self._raft
+        assert raft is not None
+        loop = asyncio.get_running_loop()
+        interval = self.config.tick_seconds
+        next_tick = loop.time() + interval
+        try:
+            while True:
+                delay = next_tick - loop.time()
+                if delay > 0 and not self._wake.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(delay):
+                            await self._wake.wait()
+                self._wake.clear()
+                self._step_inbox(raft)
+                self._append_proposals(raft)
+                self._start_reads(raft)
+                now = loop.time()
+                if now >= next_tick:
+                    raft.tick()
+                    self._expire(now)
+                    next_tick += interval
+                    if next_tick < now:  # the loop was blocked for long: do not burst ticks
+                        next_tick = now + interval
+                await self._drain_ready(raft)
+        except asyncio.CancelledError:
+            raise
+        except FatalStorageError as exc:
+            self._fatal(str(exc))
+        except Exception as exc:  # a bug: fail loudly, never hang proposers
+            logger.exception("node %d loop crashed", self.node_id)
+            self._failed = f"internal error: {exc!r}"
+            self._fail_all(self._failed)
+            raise
+
+    def _step_inbox(self, raft: Raft) -> None:
+        inbox, self._inbox = self._inbox, []
+        for message in inbox:
+            raft.step(message)
+
+    def _append_proposals(self, raft: Raft) -> None:
+        queued = [p for p in self._queued if not p.future.done()]
+        self._queued = []
+        limit = self.config.max_batch
+        for start in range(0, len(queued), limit):
+            batch = queued[start : start + limit]
+            try:
+                first = raft.propose_batch([p.command for p in batch])
+            except (NotLeaderError, ProposalDropped) as exc:
+                if isinstance(exc, NotLeaderError):
+                    exc = self._leader_error()
+                for p in batch:
+                    p.future.set_exception(exc)
+                continue
+            term = raft.term
+            for k, p in enumerate(batch):
+                p.index = first + k
+                p.term = term
+                self._pending[p.index] = p
+            self.stats.proposals += len(batch)
+            self.stats.batches += 1
+
+    def _start_reads(self, raft: Raft) -> None:
+        reads = [r for r in self._queued_reads if not r.future.done()]
+        self._queued_reads = []
+        if not reads:
+            return
+        context = next(self._read_seq).to_bytes(8, "big")
+        try:
+            raft.read_index(context)
+        except NotLeaderError:
+            err = self._leader_error()
+            for r in reads:
+                r.future.set_exception(err)
+            return
+        self._read_batches[context] = _ReadBatch(reads)
+
+    async def _drain_ready(self, raft: Raft) -> None:
+        while raft.has_ready():
+            rd = raft.ready()
+            await self._handle_ready(raft, rd)
+            raft.advance(rd)
+        for context in raft.take_dropped_reads():
+            batch = self._read_batches.pop(context, None)
+            if batch is not None:
+                self._fail_reads(batch.reads, self._leader_error())
+
+    async def _handle_ready(self, raft: Raft, rd: Ready) -> None:
+        transport = self._transport
+        storage = self._storage
+        assert transport is not None and storage is not None
+        if rd.soft_state is not None:
+            self._on_soft_state(rd.soft_state.role, rd.soft_state.leader_id)
+        for m in rd.messages:
+            transport.send(m)  # Thesis §10.2.1: replicate while we persist our own copy
+        if rd.entries:
+            storage.append(rd.entries)
+        if rd.hard_state is not None:
+            storage.set_hard_state(rd.hard_state)
+        if rd.must_sync and self.config.fsync:
+            await self._sync(storage)
+        for m in rd.persisted_messages:
+            transport.send(m)
+        if rd.committed_entries:
+            self._apply(rd)
+        for rs in rd.read_states:
+            batch = self._read_batches.get(rs.context)
+            if batch is not None:
+                batch.index = rs.index
+                del self._read_batches[rs.context]
+                heapq.heappush(self._waiting_reads, (rs.index, id(batch), batch))
+        applied = rd.committed_entries[-1].index if rd.committed_entries else raft.log.applied
+        self._serve_reads(applied)
+
+    async def _sync(self, storage: MemoryStorage | FileStorage) -> None:
+        while True:
+            try:
+                storage.sync()
+                self.stats.syncs += 1
+                if self._disk_full:
+                    logger.warning("node %d: disk space is available again", self.node_id)
+                    self._disk_full = False
+                return
+            except StorageFullError as exc:
+                # Nothing is corrupted and the buffer is kept: stop taking proposals and retry.
+                # A leader stuck here sends no heartbeats, so the others elect a new one.
+                if not self._disk_full:
+                    logger.error("node %d: %s; waiting for free space", self.node_id, exc)
+                self._disk_full = True
+                for p in self._queued:
+                    if not p.future.done():
+                        p.future.set_exception(ProposalDropped("the disk is full"))
+                self._queued = []
+                await asyncio.sleep(0.5)
+
+    def _apply(self, rd: Ready) -> None:
+        sm = self.state_machine
+        pending = self._pending
+        for entry in rd.committed_entries:
+            result = b""
+            failure: Exception | None = None
+            if entry.kind is EntryKind.COMMAND:
+                try:
+                    result = sm.apply(entry.data)
+                except Exception as exc:
+                    # A deterministic state machine fails the same way on every node, so the
+                    # replicas stay equal; the proposer gets the error.
+                    logger.exception("node %d: apply of entry %d raised", self.node_id, entry.index)
+                    failure = exc
+            p = pending.pop(entry.index, None) if pending else None
+            if p is not None and not p.future.done():
+                if p.term == entry.term and failure is not None:
+                    p.future.set_exception(failure)
+                elif p.term == entry.term:
+                    p.future.set_result(result)
+                else:
+                    # Another leader's entry took this index: ours was overwritten and can
+                    # never commit (Raft §5.3: an entry lives or dies at its index and term).
+                    p.future.set_exception(
+                        ProposalDropped("overwritten by a newer leader's entry; not applied")
+                    )
+        self.stats.applied += len(rd.committed_entries)
+
+    def _serve_reads(self, applied: int) -> None:
+        waiting = self._waiting_reads
+        sm = self.state_machine
+        while waiting and waiting[0][0] <= applied:
+            _, _, batch = heapq.heappop(waiting)
+            for r in batch.reads:
+                if not r.future.done():
+                    r.future.set_result(sm.query(r.query))
+                    self.stats.reads += 1
+
+    def _on_soft_state(self, role: Role, leader: int | None) -> None:
+        was_leader = self._role is Role.LEADER
+        self._role = role
+        self._leader = leader
+        logger.info(
+            "node %d is %s (leader %s, term %s)",
+            self.node_id,
+            role.value,
+            leader,
+            self._raft.term if self._raft else "?",
+        )
+        if was_leader and role is not Role.LEADER:
+            # Appended entries may still commit under the next leader: their fate is unknown.
+            err = IndeterminateError("leadership lost before the command committed")
+            for p in self._pending.values():
+                if not p.future.done():
+                    p.future.set_exception(err)
+            self._pending.clear()
+            not_leader = self._leader_error()
+            for p in self._queued:
+                if not p.future.done():
+                    p.future.set_exception(not_leader)
+            self._queued = []
+            for r in self._queued_reads:
+                if not r.future.done():
+                    r.future.set_exception(not_leader)
+            self._queued_reads = []
+
+    def _expire(self, now: float) -> None:
+        """Fail proposals and reads whose deadline passed (checked once per tick)."""
+        if self._pending:
+            expired = [i for i, p in self._pending.items() if p.deadline <= now]
+            for i in expired:
+                p = self._pending.pop(i)
+                if not p.future.done():
+                    p.future.set_exception(
+                        IndeterminateError("deadline passed after the command was appended")
+                    )
+        for batch in list(self._read_batches.values()) + [b for _, _, b in self._waiting_reads]:
+            for r in batch.reads:
+                if r.deadline <= now and not r.future.done():
+                    r.future.set_exception(
+                        ClusterUnavailableError("read not confirmed before its deadline")
+                    )
+
+    def _fail_reads(self, reads: list[_Read], exc: BaseException) -> None:
+        for r in reads:
+            if not r.future.done():
+                r.future.set_exception(exc)
+
+    def _fail_all(self, reason: str) -> None:
+        indeterminate = IndeterminateError(f"{reason}; the command may still commit")
+        for p in self._pending.values():
+            if not p.future.done():
+                p.future.set_exception(indeterminate)
+        self._pending.clear()
+        dropped = ProposalDropped(f"{reason}; the command was not appended")
+        for p in self._queued:
+            if not p.future.done():
+                p.future.set_exception(dropped)
+        self._queued = []
+        unavailable = ClusterUnavailableError(reason)
+        self._fail_reads(self._queued_reads, unavailable)
+        self._queued_reads = []
+        for batch in self._read_batches.values():
+            self._fail_reads(batch.reads, unavailable)
+        self._read_batches.clear()
+        for _, _, batch in self._waiting_reads:
+            self._fail_reads(batch.reads, unavailable)
+        self._waiting_reads = []
+
+    def _fatal(self, reason: str) -> None:
+        logger.critical("node %d: fatal storage error: %s", self.node_id, reason)
+        self._failed = reason
+        self._fail_all(f"fatal storage error: {reason}")
+        if self.config.exit_on_fatal:
+            # The kernel may have dropped dirty pages: retrying an fsync could report success
+            # for data that is gone. The only safe move is to stop the process and recover
+            # from what is on disk.
+            logging.shutdown()
+            os._exit(70)
+
+
+def _error_response(request_id: int, exc: BaseException) -> ClientResponse:
+    if isinstance(exc, NotLeaderError):
+        return ClientResponse(
+            request_id,
+            ResponseStatus.NOT_LEADER,
+            leader_id=exc.leader_id,
+            leader_address=exc.leader_address,
+            message=str(exc),
+        )
+    if isinstance(exc, ProposalDropped):
+        return ClientResponse(request_id, ResponseStatus.DROPPED, message=str(exc))
+    if isinstance(exc, IndeterminateError):
+        return ClientResponse(request_id, ResponseStatus.INDETERMINATE, message=str(exc))
+    if isinstance(exc, ClusterUnavailableError):
+        return ClientResponse(request_id, ResponseStatus.TIMEOUT, message=str(exc))
+    return ClientResponse(request_id, ResponseStatus.ERROR, message=f"{type(exc).__name__}: {exc}")
+
+
+def _future_response(request_id: int, fut: asyncio.Future[bytes]) -> ClientResponse:
+    if fut.cancelled():
+        return ClientResponse(request_id, ResponseStatus.INDETERMINATE, message="cancelled")
+    exc = fut.exception()
+    if exc is not None:
+        return _error_response(request_id, exc)
+    return ClientResponse(request_id, ResponseStatus.OK, fut.result())

@@ -1,0 +1,121 @@
+"""An in-process network for RaftNode tests: fakes, not mocks (for tests).
+
+``LocalNetwork`` delivers messages between nodes of one event loop with ``call_soon``; links
+can be cut. ``KV`` is a tiny deterministic state machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import BinaryIO
+
+from raftpy.config import NodeConfig
+from raftpy.core.messages import Message, decode_message, encode_message
+from raftpy.node import ClientConnectionLike, RaftNode, Transport
+from raftpy.transport.protocol import ClientRequest
+
+
+class KV:
+    """set k v -> previous value; get k -> value (for tests)."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, str] = {}
+
+    def apply(self, command: bytes) -> bytes:
+        op, key, value = json.loads(command)
+        assert op == "set"
+        prev = self.data.get(key, "")
+        self.data[key] = value
+        return prev.encode()
+
+    def query(self, query: bytes) -> bytes:
+        return self.data.get(query.decode(), "").encode()
+
+    def snapshot(self, out: BinaryIO) -> None:
+        out.write(json.dumps(self.data).encode())
+
+    def restore(self, inp: BinaryIO) -> None:
+        self.data = json.loads(inp.read())
+
+
+def set_cmd(key: str, value: str) -> bytes:
+    return json.dumps(["set", key, value]).encode()
+
+
+class LocalTransport:
+    """One node's end of a LocalNetwork (for tests)."""
+
+    def __init__(self, net: LocalNetwork, node_id: int, on_message: Callable[[Message], None]):
+        self.net = net
+        self.node_id = node_id
+        self.on_message = on_message
+        self.closed = False
+
+    async def start(self) -> None:
+        self.net.endpoints[self.node_id] = self
+
+    def send(self, message: Message) -> None:
+        self.net.deliver(self.node_id, message)
+
+    async def close(self) -> None:
+        self.closed = True
+        self.net.endpoints.pop(self.node_id, None)
+
+
+class LocalNetwork:
+    """Delivers encoded messages between in-process nodes; ``cut`` isolates a node (for tests)."""
+
+    def __init__(self) -> None:
+        self.endpoints: dict[int, LocalTransport] = {}
+        self.isolated: set[int] = set()
+
+    def factory(
+        self, node_id: int
+    ) -> Callable[
+        [Callable[[Message], None], Callable[[ClientConnectionLike, ClientRequest], None]],
+        Transport,
+    ]:
+        def make(
+            on_message: Callable[[Message], None],
+            on_client: Callable[[ClientConnectionLike, ClientRequest], None],
+        ) -> Transport:
+            return LocalTransport(self, node_id, on_message)
+
+        return make
+
+    def deliver(self, src: int, message: Message) -> None:
+        if src in self.isolated or message.dst in self.isolated:
+            return
+        dst = self.endpoints.get(message.dst)
+        if dst is None or dst.closed:
+            return
+        data = encode_message(message)
+        asyncio.get_running_loop().call_soon(dst.on_message, decode_message(data))
+
+
+FAST = NodeConfig(tick_seconds=0.01, election_ticks=10, exit_on_fatal=False)
+
+
+def make_cluster(net: LocalNetwork, n: int = 3, config: NodeConfig = FAST) -> list[RaftNode]:
+    peers = {i: f"local:{i}" for i in range(1, n + 1)}
+    return [
+        RaftNode(i, peers[i], peers, KV(), None, config, transport_factory=net.factory(i))
+        for i in peers
+    ]
+
+
+async def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Poll ``predicate`` until true; fail after ``timeout`` seconds (every wait is bounded)."""
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.005)
+
+
+async def wait_leader(nodes: list[RaftNode], timeout: float = 5.0) -> RaftNode:
+    def one() -> bool:
+        return sum(1 for n in nodes if n.role.value == "leader") == 1
+
+    await wait_for(one, timeout)
+    return next(n for n in nodes if n.role.value == "leader")

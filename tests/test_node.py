@@ -1,0 +1,153 @@
+"""RaftNode driver over an in-process network: proposals, reads, errors, leadership changes."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from raftpy.errors import IndeterminateError, NotLeaderError
+from raftpy.node import RaftNode
+from tests.nodehelpers import FAST, KV, LocalNetwork, make_cluster, set_cmd, wait_for, wait_leader
+
+
+async def _start(nodes: list[RaftNode]) -> None:
+    for n in nodes:
+        await n.start()
+
+
+async def _stop(nodes: list[RaftNode]) -> None:
+    for n in nodes:
+        await n.stop()
+
+
+def test_propose_commits_and_returns_the_state_machine_result() -> None:
+    async def main() -> None:
+        net = LocalNetwork()
+        nodes = make_cluster(net)
+        await _start(nodes)
+        try:
+            leader = await wait_leader(nodes)
+            assert await leader.propose(set_cmd("a", "1"), timeout=2) == b""
+            assert await leader.propose(set_cmd("a", "2"), timeout=2) == b"1"
+            assert await leader.query(b"a") == b"2"
+            # Every node applies the same commands.
+            await wait_for(lambda: all(n.state_machine.data == {"a": "2"} for n in nodes))  # type: ignore[attr-defined]
+        finally:
+            await _stop(nodes)
+
+    asyncio.run(main())
+
+
+def test_concurrent_proposals_are_batched_and_all_applied_once() -> None:
+    async def main() -> None:
+        net = LocalNetwork()
+        nodes = make_cluster(net)
+        await _start(nodes)
+        try:
+            leader = await wait_leader(nodes)
+            results = await asyncio.gather(
+                *(leader.propose(set_cmd(f"k{i}", str(i)), timeout=5) for i in range(500))
+            )
+            assert results == [b""] * 500
+            assert leader.stats.batches < 100  # many proposals per append
+            sm = leader.state_machine
+            assert isinstance(sm, KV) and len(sm.data) == 500
+        finally:
+            await _stop(nodes)
+
+    asyncio.run(main())
+
+
+def test_follower_refuses_with_leader_hint() -> None:
+    async def main() -> None:
+        net = LocalNetwork()
+        nodes = make_cluster(net)
+        await _start(nodes)
+        try:
+            leader = await wait_leader(nodes)
+            follower = next(n for n in nodes if n is not leader)
+            await wait_for(lambda: follower.leader_id == leader.node_id)
+            with pytest.raises(NotLeaderError) as info:
+                await follower.propose(b"x")
+            assert info.value.leader_id == leader.node_id
+            assert info.value.leader_address == leader.address
+            with pytest.raises(NotLeaderError):
+                await follower.query(b"a")
+            assert await follower.query(b"a", consistency="stale") == b""
+        finally:
+            await _stop(nodes)
+
+    asyncio.run(main())
+
+
+def test_isolated_leader_fails_pending_proposals_and_serves_no_stale_read() -> None:
+    async def main() -> None:
+        net = LocalNetwork()
+        nodes = make_cluster(net)
+        await _start(nodes)
+        try:
+            old = await wait_leader(nodes)
+            await old.propose(set_cmd("x", "old"), timeout=2)
+            net.isolated.add(old.node_id)
+            pending = asyncio.ensure_future(old.propose(set_cmd("x", "lost"), timeout=10))
+            read = asyncio.ensure_future(old.query(b"x", timeout=10))
+            others = [n for n in nodes if n is not old]
+            new = await wait_leader(others)
+            await new.propose(set_cmd("x", "new"), timeout=2)
+            # CheckQuorum: the old leader steps down; its proposal's fate is unknown and its
+            # read is refused instead of answered from stale state.
+            with pytest.raises(IndeterminateError):
+                await asyncio.wait_for(pending, 5)
+            with pytest.raises(NotLeaderError):
+                await asyncio.wait_for(read, 5)
+            net.isolated.clear()
+            await wait_for(lambda: old.state_machine.data.get("x") == "new")  # type: ignore[attr-defined]
+        finally:
+            await _stop(nodes)
+
+    asyncio.run(main())
+
+
+def test_single_member_cluster_elects_itself_at_once() -> None:
+    async def main() -> None:
+        net = LocalNetwork()
+        peers = {1: "local:1"}
+        node = RaftNode(1, "local:1", peers, KV(), None, FAST, transport_factory=net.factory(1))
+        async with node:
+            await wait_for(lambda: node.role.value == "leader", timeout=1)
+            assert await node.propose(set_cmd("a", "b")) == b""
+            assert await node.query(b"a") == b"b"
+            assert node.status()["commit"] >= 2
+
+    asyncio.run(main())
+
+
+def test_file_storage_node_restarts_with_its_data(tmp_path: object) -> None:
+    async def main() -> None:
+        net = LocalNetwork()
+        peers = {1: "local:1"}
+        data_dir = str(tmp_path)
+
+        def node() -> RaftNode:
+            return RaftNode(
+                1, "local:1", peers, KV(), data_dir, FAST, transport_factory=net.factory(1)
+            )
+
+        async with node() as n1:
+            await wait_for(lambda: n1.role.value == "leader", timeout=2)
+            for i in range(20):
+                await n1.propose(set_cmd(f"k{i}", str(i)))
+        async with node() as n2:
+            await wait_for(lambda: n2.role.value == "leader", timeout=2)
+            assert await n2.query(b"k19") == b"19"
+            assert await n2.query(b"k0") == b"0"
+
+    asyncio.run(main())
+
+
+def test_bad_member_list_is_refused() -> None:
+    with pytest.raises(ValueError, match="not among the members"):
+        RaftNode(9, "a:1", {1: "a:1"}, KV(), None)
+    with pytest.raises(ValueError, match="listens on"):
+        RaftNode(1, "a:2", {1: "a:1"}, KV(), None)
