@@ -151,3 +151,28 @@ def test_bad_member_list_is_refused() -> None:
         RaftNode(9, "a:1", {1: "a:1"}, KV(), None)
     with pytest.raises(ValueError, match="listens on"):
         RaftNode(1, "a:2", {1: "a:1"}, KV(), None)
+
+
+def test_unsafe_stale_reads_switch_serves_a_deposed_leaders_stale_value() -> None:
+    """The test-only switch really breaks ReadIndex (so harnesses can prove they catch it)."""
+    from dataclasses import replace
+
+    async def main() -> None:
+        net = LocalNetwork()
+        nodes = make_cluster(net, config=replace(FAST, check_quorum=False, unsafe_stale_reads=True))
+        await _start(nodes)
+        try:
+            old = await wait_leader(nodes)
+            await old.propose(set_cmd("x", "old"), timeout=2)
+            await wait_for(lambda: all(n.state_machine.data.get("x") == "old" for n in nodes))  # type: ignore[attr-defined]
+            net.isolated.add(old.node_id)
+            new = await wait_leader([n for n in nodes if n is not old])
+            await new.propose(set_cmd("x", "new"), timeout=2)
+            # Without CheckQuorum the isolated leader still believes it leads and, with the
+            # switch on, answers from its stale state.
+            assert old.role.value == "leader"
+            assert await old.query(b"x") == b"old"
+        finally:
+            await _stop(nodes)
+
+    asyncio.run(main())

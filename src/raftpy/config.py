@@ -25,6 +25,9 @@ class NodeConfig:
     - ``fsync``: ``False`` turns syncing off (unsafe; for benchmarks of other layers only).
     - ``exit_on_fatal``: end the process on a fatal storage error (an fsync failure), as it
       must in production: the kernel may have dropped the dirty pages. Tests turn it off.
+    - ``unsafe_stale_reads``: TEST ONLY. A node that believes it leads answers linearizable
+      reads from local state without confirming leadership, which breaks linearizability
+      under partitions. It exists to prove that fault harnesses catch such a bug.
     """
 
     cluster_id: str = "raftpy"
@@ -43,6 +46,7 @@ class NodeConfig:
     segment_size: int = 64 << 20
     fsync: bool = True
     exit_on_fatal: bool = True
+    unsafe_stale_reads: bool = False
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first bad setting."""

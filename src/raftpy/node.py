@@ -309,6 +309,10 @@ class RaftNode:
             return fut
         if self._role is not Role.LEADER:
             raise self._leader_error()
+        if self.config.unsafe_stale_reads:
+            # TEST ONLY (see NodeConfig): skip ReadIndex, the bug fault harnesses must catch.
+            fut.set_result(self.state_machine.query(query))
+            return fut
         wait = self.config.request_timeout if timeout is None else timeout
         self._queued_reads.append(_Read(query, fut, loop.time() + wait))
         self._wake.set()

@@ -133,6 +133,8 @@ async def serve(
         tick_seconds=opts.tick_ms / 1000,
         election_ticks=opts.election_ticks,
         heartbeat_ticks=opts.heartbeat_ticks,
+        # TEST ONLY: lets fault-harness tests prove they catch stale reads.
+        unsafe_stale_reads=os.environ.get("RAFTPY_UNSAFE_STALE_READS") == "1",
     )
     node = RaftNode(node_id, peers[node_id], peers, sm, opts.data_dir, config)
     stop = asyncio.Event()
