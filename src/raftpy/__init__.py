@@ -2,9 +2,12 @@
 
 The public API is re-exported here (see ``__all__``):
 
+- the runtime: :class:`RaftNode` (asyncio driver), :class:`NodeConfig`, and the clients
+  :class:`Client` (asyncio) and :class:`SyncClient`;
 - the sans-I/O consensus core: :class:`Raft`, :class:`RaftConfig`, :class:`Ready`,
   :class:`Role`, and the peer messages in :mod:`raftpy.core.messages`;
-- storage: :class:`MemoryStorage` and the :class:`LogStorage` protocol;
+- storage: :class:`FileStorage` (the durable write-ahead log), :class:`MemoryStorage` and the
+  :class:`LogStorage` protocol;
 - the :class:`StateMachine` protocol users implement;
 - the errors, typed by who is at fault (:mod:`raftpy.errors`).
 
@@ -13,12 +16,15 @@ The simulator lives in :mod:`raftpy.testing` (``from raftpy.testing import SimCl
 
 from __future__ import annotations
 
+from raftpy.client import Client, SyncClient
+from raftpy.config import NodeConfig
 from raftpy.core.config import RaftConfig
 from raftpy.core.messages import ConfState, Entry, EntryKind, Message, SnapshotMeta
 from raftpy.core.raft import Raft, Status
 from raftpy.core.ready import ReadState, Ready, Role, SoftState
 from raftpy.core.storage import HardState, LogStorage
 from raftpy.errors import (
+    ClusterUnavailableError,
     IndeterminateError,
     InvariantViolation,
     LocalProtocolError,
@@ -28,15 +34,22 @@ from raftpy.errors import (
     RaftError,
     RemoteProtocolError,
 )
+from raftpy.node import RaftNode
 from raftpy.statemachine import StateMachine
+from raftpy.storage.errors import CorruptLogError, StorageError, StorageFullError
 from raftpy.storage.memory import MemoryStorage
+from raftpy.storage.wal import FileStorage
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Client",
+    "ClusterUnavailableError",
     "ConfState",
+    "CorruptLogError",
     "Entry",
     "EntryKind",
+    "FileStorage",
     "HardState",
     "IndeterminateError",
     "InvariantViolation",
@@ -45,11 +58,13 @@ __all__ = [
     "MemoryStorage",
     "Message",
     "MessageDecodeError",
+    "NodeConfig",
     "NotLeaderError",
     "ProposalDropped",
     "Raft",
     "RaftConfig",
     "RaftError",
+    "RaftNode",
     "ReadState",
     "Ready",
     "RemoteProtocolError",
@@ -58,5 +73,8 @@ __all__ = [
     "SoftState",
     "StateMachine",
     "Status",
+    "StorageError",
+    "StorageFullError",
+    "SyncClient",
     "__version__",
 ]
