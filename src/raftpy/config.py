@@ -22,7 +22,6 @@ class NodeConfig:
       (Raft retries them; memory never grows without bound).
     - ``request_timeout``: how long the node works on a client request that gave no timeout.
     - ``max_batch``: proposals folded into one append (one sync, one AppendEntries per peer).
-    - ``fsync``: ``False`` turns syncing off (unsafe; for benchmarks of other layers only).
     - ``exit_on_fatal``: end the process on a fatal storage error (an fsync failure), as it
       must in production: the kernel may have dropped the dirty pages. Tests turn it off.
     - ``unsafe_stale_reads``: TEST ONLY. A node that believes it leads answers linearizable
@@ -44,7 +43,6 @@ class NodeConfig:
     request_timeout: float = 5.0
     max_batch: int = 4096
     segment_size: int = 64 << 20
-    fsync: bool = True
     exit_on_fatal: bool = True
     unsafe_stale_reads: bool = False
 

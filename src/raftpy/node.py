@@ -248,7 +248,8 @@ class RaftNode:
         self._stopping = True
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            # A loop that crashed already logged why; stopping must still release everything.
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
         self._fail_all("node stopped")
         if self._transport is not None:
@@ -498,7 +499,7 @@ class RaftNode:
             storage.append(rd.entries)
         if rd.hard_state is not None:
             storage.set_hard_state(rd.hard_state)
-        if rd.must_sync and self.config.fsync:
+        if rd.must_sync:
             await self._sync(storage)
         for m in rd.persisted_messages:
             transport.send(m)
