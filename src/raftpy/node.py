@@ -533,7 +533,9 @@ class RaftNode:
                     if not p.future.done():
                         p.future.set_exception(ProposalDropped("the disk is full"))
                 self._queued = []
-                await asyncio.sleep(0.5)
+                await asyncio.sleep(0.2)
+                # The loop is parked here: keep deadlines honest so no proposer waits forever.
+                self._expire(asyncio.get_running_loop().time())
 
     def _apply(self, rd: Ready) -> None:
         sm = self.state_machine
