@@ -784,3 +784,27 @@ def test_cancelling_a_task_awaiting_close_leaves_no_tasks_behind() -> None:
             await a.t.close()  # still fine afterwards
 
     run(body())
+
+
+def test_inbound_connection_from_a_peer_cuts_our_redial_backoff_short() -> None:
+    """A restarted peer that dials us is up: our link to it redials at once instead of
+    sleeping out a long backoff (so a restarted follower catches up promptly)."""
+
+    async def body() -> None:
+        port_b = free_port()
+        a = Node(1, {2: f"127.0.0.1:{port_b}"}, backoff_initial=30.0, backoff_max=30.0)
+        await a.t.start()
+        b = Node(2, {1: a.t.bound_address}, address=f"127.0.0.1:{port_b}")
+        try:
+            a.t.send(hb(1, 2, commit=1))  # b is down: the dial fails, a backs off ~15-30 s
+            await until(lambda: a.stat("dial_failures") >= 1, "a failed dial")
+            await b.t.start()
+            b.t.send(hb(2, 1, commit=7))  # b dials a
+            await until(lambda: len(a.inbox) == 1, "b's message at a")
+            # Without the poke a would still be asleep for 15+ s.
+            await until(lambda: len(b.inbox) == 1, "a's queued message at b", timeout=3.0)
+        finally:
+            await a.t.close()
+            await b.t.close()
+
+    run(body())

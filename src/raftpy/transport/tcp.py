@@ -472,6 +472,9 @@ class _Inbound(_FrameReader):
         # old one broke in a way we have not noticed yet): keep only the newest.
         old = owner._inbound_peers.get(peer_id)
         owner._inbound_peers[peer_id] = self
+        link = owner._links.get(peer_id)
+        if link is not None:
+            link.poke()
         if old is not None and old is not self:
             log.info(
                 "peer %d reconnected from %s; closing its older connection", peer_id, self._name
@@ -613,6 +616,7 @@ class _PeerLink:
         "_pending",
         "_pending_frames",
         "_proto",
+        "_retry_now",
         "_room",
         "address",
         "closed",
@@ -638,6 +642,8 @@ class _PeerLink:
         self._drop_logged_at = -DROP_LOG_INTERVAL
         self.closed = False
         self.task: asyncio.Task[None] | None = None
+        # Set when the peer dials us: it is back, so stop waiting out the backoff.
+        self._retry_now = asyncio.Event()
 
     def push(self, message: Message) -> None:
         if self.closed:
@@ -797,7 +803,17 @@ class _PeerLink:
                     )
             delay = owner._rng.uniform(backoff / 2, backoff)
             backoff = min(backoff * 2, owner._backoff_max)
-            await asyncio.sleep(delay)
+            self._retry_now.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._retry_now.wait()
+            if self._retry_now.is_set():
+                backoff = owner._backoff_initial
+
+    def poke(self) -> None:
+        """The peer just connected to us, so it is up: redial now if we are backing off."""
+        if self._proto is None:
+            self._retry_now.set()
 
     def _connected(self, proto: _Outbound, failures: int) -> None:
         stats = self._owner._stats
