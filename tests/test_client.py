@@ -284,7 +284,7 @@ def test_rotates_without_hint_and_without_pausing_within_a_round() -> None:
         async with nodes(3) as (a, b, c):
             a.handler = follower(a, hint=None)
             b.handler = follower(b, hint=None)
-            client = Client([a.address, b.address, c.address], backoff_initial=0.5)
+            client = Client([a.address, b.address, c.address], backoff_initial=0.5, backoff_max=1.0)
             start = time.monotonic()
             assert await client.propose(b"x") == b"applied:x"
             # Each address tried once; no backoff (0.25-0.5 s) before trying a new address.
