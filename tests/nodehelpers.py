@@ -59,6 +59,9 @@ class LocalTransport:
     def send(self, message: Message) -> None:
         self.net.deliver(self.node_id, message)
 
+    def flush(self) -> None:
+        """Messages are already scheduled for delivery."""
+
     async def close(self) -> None:
         self.closed = True
         self.net.endpoints.pop(self.node_id, None)

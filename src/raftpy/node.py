@@ -74,6 +74,10 @@ class Transport(Protocol):
 
     def send(self, message: Message) -> None: ...
 
+    def flush(self) -> None:
+        """Put queued messages on the wire now (called before a blocking fsync)."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -500,6 +504,8 @@ class RaftNode:
         if rd.hard_state is not None:
             storage.set_hard_state(rd.hard_state)
         if rd.must_sync:
+            if rd.messages:
+                transport.flush()  # let the appends travel while we fsync our own copy
             await self._sync(storage)
         for m in rd.persisted_messages:
             transport.send(m)

@@ -993,6 +993,13 @@ class TcpTransport:
             loop = self._loop or asyncio.get_running_loop()
             loop.call_soon(self._flush_dirty)
 
+    def flush(self) -> None:
+        """Hand every queued frame to its socket now instead of at the end of this loop
+        iteration. The node calls it before a blocking fsync, so the leader's appends travel
+        while it syncs its own copy (Thesis §10.2.1)."""
+        if self._dirty:
+            self._flush_dirty()
+
     def _flush_dirty(self) -> None:
         self._flush_scheduled = False
         dirty, self._dirty = self._dirty, []
