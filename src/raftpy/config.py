@@ -20,6 +20,11 @@ class NodeConfig:
     - ``max_frame_bytes``: the largest frame accepted on any connection.
     - ``peer_queue_bytes``: bytes queued per peer before further messages to it are dropped
       (Raft retries them; memory never grows without bound).
+    - ``max_msg_bytes`` / ``max_inflight_msgs`` / ``max_inflight_bytes``: entry bytes per
+      AppendEntries and the per-follower window of unacknowledged appends. The byte window
+      bounds the work one acknowledgement can trigger: catching up a follower that was down
+      streams at most that much per round trip instead of encoding (and queueing) hundreds of
+      megabytes in one go, which would stall the event loop past the election timeout.
     - ``request_timeout``: how long the node works on a client request that gave no timeout.
     - ``max_batch``: proposals folded into one append (one sync, one AppendEntries per peer).
     - ``exit_on_fatal``: end the process on a fatal storage error (an fsync failure), as it
@@ -37,8 +42,9 @@ class NodeConfig:
     check_quorum: bool = True
     max_frame_bytes: int = 64 << 20
     peer_queue_bytes: int = 64 << 20
-    max_msg_bytes: int = 1 << 20
+    max_msg_bytes: int = 256 << 10
     max_inflight_msgs: int = 256
+    max_inflight_bytes: int = 2 << 20
     max_uncommitted_bytes: int = 64 << 20
     request_timeout: float = 5.0
     max_batch: int = 4096
@@ -69,5 +75,6 @@ class NodeConfig:
             check_quorum=self.check_quorum,
             max_msg_bytes=self.max_msg_bytes,
             max_inflight_msgs=self.max_inflight_msgs,
+            max_inflight_bytes=self.max_inflight_bytes,
             max_uncommitted_bytes=self.max_uncommitted_bytes,
         )

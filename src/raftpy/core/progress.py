@@ -75,6 +75,7 @@ class Progress:
         "pending_snapshot",
         "probe_sent",
         "recent_active",
+        "resume_on_heartbeat",
         "state",
     )
 
@@ -87,6 +88,9 @@ class Progress:
         self.probe_sent = False
         self.pending_snapshot = 0
         self.recent_active = False
+        # Set when a periodic heartbeat goes out; the first answer to it may resume a paused
+        # flow (at most once per heartbeat interval, however many ReadIndex heartbeats fly).
+        self.resume_on_heartbeat = False
         self.is_learner = False
         self.inflights = Inflights(max_inflight, max_inflight_bytes)
 

@@ -257,6 +257,9 @@ class Raft:
                 self.lead_transferee = None
         if self.heartbeat_elapsed >= self.config.heartbeat_ticks:
             self.heartbeat_elapsed = 0
+            for node, pr in self.prs.items():
+                if node != self.id:
+                    pr.resume_on_heartbeat = True
             self._bcast_heartbeat(self._read_only.last_context())
 
     def campaign(self) -> None:
@@ -598,14 +601,19 @@ class Raft:
         if pr is None:
             return
         pr.recent_active = True
-        pr.probe_sent = False
-        if pr.state is ProgressState.REPLICATE and pr.inflights.full():
-            # The follower is alive but acknowledged none of a full window: those appends were
-            # probably lost. Free a slot so an append goes out; if the follower lacks what it
-            # precedes, it rejects and we fall back to probing.
-            pr.inflights.free_first_one()
-        if pr.match < self.log.last_index():
-            self._maybe_send_append(m.src)
+        if pr.resume_on_heartbeat:
+            # Resume a paused flow at most once per heartbeat interval. ReadIndex heartbeats
+            # can arrive by the thousand per second: letting each of them resend a probe (up
+            # to max_msg_bytes) to a lagging follower would bury the leader in work.
+            pr.resume_on_heartbeat = False
+            pr.probe_sent = False
+            if pr.state is ProgressState.REPLICATE and pr.inflights.full():
+                # The follower is alive but acknowledged none of a full window: those appends
+                # were probably lost. Free a slot so an append goes out; if the follower lacks
+                # what it precedes, it rejects and we fall back to probing.
+                pr.inflights.free_first_one()
+            if pr.match < self.log.last_index():
+                self._maybe_send_append(m.src)
         if m.context is not None:
             for rs in self._read_only.recv_ack(m.src, m.context, self._joint.has_quorum):
                 self._read_states.append(rs)
