@@ -410,24 +410,31 @@ class RaftNode:
         loop = asyncio.get_running_loop()
         interval = self.config.tick_seconds
         next_tick = loop.time() + interval
+        tick_due = False
+
+        def fire() -> None:
+            nonlocal tick_due
+            tick_due = True
+            self._wake.set()
+
+        # One timer per tick, not one per loop pass: passes outnumber ticks by far under load.
+        timer = loop.call_at(next_tick, fire)
         try:
             while True:
-                delay = next_tick - loop.time()
-                if delay > 0 and not self._wake.is_set():
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(delay):
-                            await self._wake.wait()
+                await self._wake.wait()
                 self._wake.clear()
                 self._step_inbox(raft)
                 self._append_proposals(raft)
                 self._start_reads(raft)
-                now = loop.time()
-                if now >= next_tick:
+                if tick_due:
+                    tick_due = False
+                    now = loop.time()
                     raft.tick()
                     self._expire(now)
                     next_tick += interval
                     if next_tick < now:  # the loop was blocked for long: do not burst ticks
                         next_tick = now + interval
+                    timer = loop.call_at(next_tick, fire)
                 await self._drain_ready(raft)
         except asyncio.CancelledError:
             raise
@@ -438,6 +445,8 @@ class RaftNode:
             self._failed = f"internal error: {exc!r}"
             self._fail_all(self._failed)
             raise
+        finally:
+            timer.cancel()
 
     def _step_inbox(self, raft: Raft) -> None:
         inbox, self._inbox = self._inbox, []
