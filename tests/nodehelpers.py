@@ -7,8 +7,9 @@ can be cut. ``KV`` is a tiny deterministic state machine.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import BinaryIO
 
 from raftpy.config import NodeConfig
@@ -122,3 +123,15 @@ async def wait_leader(nodes: list[RaftNode], timeout: float = 5.0) -> RaftNode:
 
     await wait_for(one, timeout)
     return next(n for n in nodes if n.role.value == "leader")
+
+
+@contextlib.asynccontextmanager
+async def running(nodes: list[RaftNode]) -> AsyncIterator[list[RaftNode]]:
+    """Start ``nodes``; stop them all on the way out, also when the test fails."""
+    try:
+        for n in nodes:
+            await n.start()
+        yield nodes
+    finally:
+        for n in nodes:
+            await n.stop()

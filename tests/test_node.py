@@ -8,33 +8,28 @@ import pytest
 
 from raftpy.errors import IndeterminateError, NotLeaderError
 from raftpy.node import RaftNode
-from tests.nodehelpers import FAST, KV, LocalNetwork, make_cluster, set_cmd, wait_for, wait_leader
-
-
-async def _start(nodes: list[RaftNode]) -> None:
-    for n in nodes:
-        await n.start()
-
-
-async def _stop(nodes: list[RaftNode]) -> None:
-    for n in nodes:
-        await n.stop()
+from tests.nodehelpers import (
+    FAST,
+    KV,
+    LocalNetwork,
+    make_cluster,
+    running,
+    set_cmd,
+    wait_for,
+    wait_leader,
+)
 
 
 def test_propose_commits_and_returns_the_state_machine_result() -> None:
     async def main() -> None:
         net = LocalNetwork()
-        nodes = make_cluster(net)
-        await _start(nodes)
-        try:
+        async with running(make_cluster(net)) as nodes:
             leader = await wait_leader(nodes)
             assert await leader.propose(set_cmd("a", "1"), timeout=2) == b""
             assert await leader.propose(set_cmd("a", "2"), timeout=2) == b"1"
             assert await leader.query(b"a") == b"2"
             # Every node applies the same commands.
             await wait_for(lambda: all(n.state_machine.data == {"a": "2"} for n in nodes))  # type: ignore[attr-defined]
-        finally:
-            await _stop(nodes)
 
     asyncio.run(main())
 
@@ -42,9 +37,7 @@ def test_propose_commits_and_returns_the_state_machine_result() -> None:
 def test_concurrent_proposals_are_batched_and_all_applied_once() -> None:
     async def main() -> None:
         net = LocalNetwork()
-        nodes = make_cluster(net)
-        await _start(nodes)
-        try:
+        async with running(make_cluster(net)) as nodes:
             leader = await wait_leader(nodes)
             results = await asyncio.gather(
                 *(leader.propose(set_cmd(f"k{i}", str(i)), timeout=5) for i in range(500))
@@ -53,8 +46,6 @@ def test_concurrent_proposals_are_batched_and_all_applied_once() -> None:
             assert leader.stats.batches < 100  # many proposals per append
             sm = leader.state_machine
             assert isinstance(sm, KV) and len(sm.data) == 500
-        finally:
-            await _stop(nodes)
 
     asyncio.run(main())
 
@@ -62,9 +53,7 @@ def test_concurrent_proposals_are_batched_and_all_applied_once() -> None:
 def test_follower_refuses_with_leader_hint() -> None:
     async def main() -> None:
         net = LocalNetwork()
-        nodes = make_cluster(net)
-        await _start(nodes)
-        try:
+        async with running(make_cluster(net)) as nodes:
             leader = await wait_leader(nodes)
             follower = next(n for n in nodes if n is not leader)
             await wait_for(lambda: follower.leader_id == leader.node_id)
@@ -75,8 +64,6 @@ def test_follower_refuses_with_leader_hint() -> None:
             with pytest.raises(NotLeaderError):
                 await follower.query(b"a")
             assert await follower.query(b"a", consistency="stale") == b""
-        finally:
-            await _stop(nodes)
 
     asyncio.run(main())
 
@@ -84,9 +71,7 @@ def test_follower_refuses_with_leader_hint() -> None:
 def test_isolated_leader_fails_pending_proposals_and_serves_no_stale_read() -> None:
     async def main() -> None:
         net = LocalNetwork()
-        nodes = make_cluster(net)
-        await _start(nodes)
-        try:
+        async with running(make_cluster(net)) as nodes:
             old = await wait_leader(nodes)
             await old.propose(set_cmd("x", "old"), timeout=2)
             net.isolated.add(old.node_id)
@@ -103,8 +88,6 @@ def test_isolated_leader_fails_pending_proposals_and_serves_no_stale_read() -> N
                 await asyncio.wait_for(read, 5)
             net.isolated.clear()
             await wait_for(lambda: old.state_machine.data.get("x") == "new")  # type: ignore[attr-defined]
-        finally:
-            await _stop(nodes)
 
     asyncio.run(main())
 
@@ -159,9 +142,9 @@ def test_unsafe_stale_reads_switch_serves_a_deposed_leaders_stale_value() -> Non
 
     async def main() -> None:
         net = LocalNetwork()
-        nodes = make_cluster(net, config=replace(FAST, check_quorum=False, unsafe_stale_reads=True))
-        await _start(nodes)
-        try:
+        async with running(
+            make_cluster(net, config=replace(FAST, check_quorum=False, unsafe_stale_reads=True))
+        ) as nodes:
             old = await wait_leader(nodes)
             await old.propose(set_cmd("x", "old"), timeout=2)
             await wait_for(lambda: all(n.state_machine.data.get("x") == "old" for n in nodes))  # type: ignore[attr-defined]
@@ -172,7 +155,5 @@ def test_unsafe_stale_reads_switch_serves_a_deposed_leaders_stale_value() -> Non
             # switch on, answers from its stale state.
             assert old.role.value == "leader"
             assert await old.query(b"x") == b"old"
-        finally:
-            await _stop(nodes)
 
     asyncio.run(main())
