@@ -903,6 +903,7 @@ def test_conflict_hint_skips_a_whole_term(follower_log: tuple[int, ...], rejecti
     assert len(got) == rejections
     assert log_terms(net[2]) == [*FIGURE_7_LEADER, 8]
     assert leader.prs[2].match == 11
+    net.tick(1)  # followers learn the commit index from the next heartbeat (or append)
     assert net[2].log.committed == 11
 
 
@@ -927,7 +928,7 @@ def test_only_current_term_entries_commit_by_counting() -> None:
 
 def test_leader_commits_entry_on_majority_and_tells_followers() -> None:
     """The leader commits an entry of its term once a majority stores it, and its next
-    AppendEntries carries the new commit index so followers apply it too.
+    AppendEntries or heartbeat carries the new commit index so followers apply it too.
 
     Reference: §5.3 (Figure 2, "Leaders": "If there exists an N ..."), §5.4.2."""
     net = Network.of(FIVE)
@@ -935,6 +936,8 @@ def test_leader_commits_entry_on_majority_and_tells_followers() -> None:
     net.cut(1, 4)
     net.cut(1, 5)
     index = net.propose(1, b"x")
+    assert leader.log.committed == index
+    net.tick(1)  # the heartbeat carries the new commit index
     assert (leader.log.committed, net[2].log.committed, net[3].log.committed) == (index,) * 3
     assert net[4].log.committed == index - 1
     assert [e.data for e in net.nodes[2].applied] == [b"", b"x"]
@@ -1467,6 +1470,7 @@ def test_transfer_leadership(lagging: bool) -> None:
     assert caught_up[-1].index == last
     assert log_terms(net[2])[:last] == log_terms(net[1])[:last]
     net.propose(2, b"after")
+    net.tick(2)  # the new leader's heartbeat carries its commit index
     assert net[1].log.committed == net[2].log.committed == last + 2
 
 
@@ -1523,6 +1527,7 @@ def test_committed_entries_are_applied_in_order_once() -> None:
     net.elect(1)
     for k in range(5):
         net.propose(1, b"%d" % k)
+    net.tick(1)  # followers learn the last commit index from the heartbeat
     for node in net.nodes.values():
         assert [(e.index, e.data) for e in node.applied] == [
             (1, b""),

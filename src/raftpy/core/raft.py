@@ -587,7 +587,10 @@ class Raft:
         elif pr.state is ProgressState.REPLICATE:
             pr.inflights.free_le(m.index)
         if self._maybe_commit():
-            self._bcast_append()
+            # Followers with entries to receive get the new commit index with them; the others
+            # learn it from the next heartbeat (at most one heartbeat interval later) instead
+            # of costing each of them a message and a wakeup per commit now.
+            self._bcast_append(send_if_empty=False)
         elif was_paused:
             self._maybe_send_append(m.src)
         # Stream whatever else the follower lacks, up to the inflight window.
@@ -690,9 +693,9 @@ class Raft:
         pr.sent_entries(len(entries), size)
         return True
 
-    def _bcast_append(self) -> None:
+    def _bcast_append(self, send_if_empty: bool = True) -> None:
         for peer in self._peers():
-            self._maybe_send_append(peer)
+            self._maybe_send_append(peer, send_if_empty)
 
     def _bcast_heartbeat(self, context: bytes | None) -> None:
         committed = self.log.committed
@@ -781,7 +784,7 @@ class Raft:
                 # Thesis §10.2.1: the leader's own copy counts once it is durable.
                 own = self.prs[self.id]
                 if own.maybe_update(self.log.stable_last_index()) and self._maybe_commit():
-                    self._bcast_append()
+                    self._bcast_append(send_if_empty=False)
         if rd.committed_entries:
             self.log.applied_to(rd.committed_entries[-1].index)
 

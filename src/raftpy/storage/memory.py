@@ -113,7 +113,7 @@ class MemoryStorage:
         self._entries.extend(entries)
         self._cum.extend(
             itertools.islice(
-                itertools.accumulate((len(e.data) for e in entries), initial=self._cum[-1]), 1, None
+                itertools.accumulate([len(e.data) for e in entries], initial=self._cum[-1]), 1, None
             )
         )
 

@@ -597,15 +597,14 @@ class SimCluster:
             committed.extend([None] * (lo - len(committed)))
         committed.extend(entries[len(committed) - lo :])
         node.last_applied = hi - 1
-        sm_apply = node.sm.apply if node.sm is not None else None
-        assert sm_apply is not None
-        applied = node.applied
+        sm = node.sm
+        assert sm is not None
         command = EntryKind.COMMAND
-        for entry in entries:
-            if entry.kind is command:
-                data = entry.data
-                sm_apply(data)
-                applied.append((entry.index, data))
+        commands = [(e.index, e.data) for e in entries if e.kind is command]
+        node.applied.extend(commands)
+        sm_apply = sm.apply
+        for _, data in commands:
+            sm_apply(data)
 
     def _check_log_matching(self, node_id: int, entries: Sequence[Entry]) -> None:
         # Raft §5.3 Log Matching: two entries with the same index and term are identical.
