@@ -217,9 +217,11 @@ def scripted(node: FakeNode, *first: Callable[[FakeConn, ClientRequest], None]) 
     return handle
 
 
-def status_of(status: ResponseStatus, message: str | None = None) -> Callable[..., None]:
+def status_of(
+    status: ResponseStatus, message: str | None = None, retryable: bool = True
+) -> Callable[..., None]:
     def act(conn: FakeConn, req: ClientRequest) -> None:
-        conn.respond(answer(req, status, message=message))
+        conn.respond(answer(req, status, message=message, retryable=retryable))
 
     return act
 
@@ -397,7 +399,7 @@ def test_drop_for_size_is_raised_at_once() -> None:
     async def scenario() -> None:
         async with nodes(1) as (a,):
             too_big = "command of 99 bytes exceeds max_entry_bytes (10)"
-            a.handler = scripted(a, status_of(ResponseStatus.DROPPED, too_big))
+            a.handler = scripted(a, status_of(ResponseStatus.DROPPED, too_big, retryable=False))
             async with Client([a.address], timeout=5, **FAST) as client:
                 start = time.monotonic()
                 with pytest.raises(ProposalDropped, match="max_entry_bytes"):

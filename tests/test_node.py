@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from raftpy.errors import IndeterminateError, NotLeaderError
+from raftpy.errors import IndeterminateError, NotLeaderError, ProposalDropped
 from raftpy.node import RaftNode
 from tests.nodehelpers import (
     FAST,
@@ -155,5 +155,34 @@ def test_unsafe_stale_reads_switch_serves_a_deposed_leaders_stale_value() -> Non
             # switch on, answers from its stale state.
             assert old.role.value == "leader"
             assert await old.query(b"x") == b"old"
+
+    asyncio.run(main())
+
+
+def test_oversized_command_is_refused_as_not_retryable() -> None:
+    """The leader refuses a command above max_entry_bytes before appending it, and says a
+    retry cannot help (the client then raises at once instead of retrying)."""
+    from raftpy.core.config import RaftConfig
+    from raftpy.transport.protocol import ClientOp, ClientRequest, ClientResponse
+
+    async def main() -> None:
+        net = LocalNetwork()
+        peers = {1: "local:1"}
+        node = RaftNode(1, "local:1", peers, KV(), None, FAST, transport_factory=net.factory(1))
+        async with node:
+            await wait_for(lambda: node.role.value == "leader", timeout=1)
+            too_big = b"x" * (RaftConfig(id=1).max_entry_bytes + 1)
+            with pytest.raises(ProposalDropped) as info:
+                await node.propose(too_big)
+            assert info.value.retryable is False
+            answers: list[ClientResponse] = []
+
+            class Conn:
+                def respond(self, response: ClientResponse) -> None:
+                    answers.append(response)
+
+            node._on_client_request(Conn(), ClientRequest(1, ClientOp.PROPOSE, too_big))
+            await wait_for(lambda: bool(answers), timeout=2)
+            assert answers[0].status.value == "dropped" and answers[0].retryable is False
 
     asyncio.run(main())

@@ -104,10 +104,6 @@ _SWEEP_INTERVAL: Final = 0.02
 
 _T = TypeVar("_T")
 
-# Substrings of a DROPPED message that mark a refusal a retry cannot fix (the core's
-# "command of N bytes exceeds max_entry_bytes"). Everything else DROPPED is retried.
-_PERMANENT_DROP_MARKERS: Final = ("max_entry_bytes", "too large")
-
 
 def parse_address(address: str) -> tuple[str, int]:
     """Split ``"host:port"`` (or ``"[v6-host]:port"``) into host and port; ``ValueError`` if
@@ -763,7 +759,8 @@ class _Call:
             self._on_not_leader(resp)
         elif status is ResponseStatus.DROPPED:
             message = resp.message or "dropped"
-            if self.is_write and _is_permanent_drop(message):
+            # The node says whether a retry can help (a command too large never fits).
+            if self.is_write and not resp.retryable:
                 if self.uncertain is not None:
                     raise self._indeterminate(f"{self.uncertain}; then dropped: {message}")
                 raise ProposalDropped(message)
@@ -812,11 +809,6 @@ def _valid_address(address: str) -> bool:
         log.warning("ignoring malformed leader address %r", address)
         return False
     return True
-
-
-def _is_permanent_drop(message: str) -> bool:
-    lowered = message.lower()
-    return any(marker in lowered for marker in _PERMANENT_DROP_MARKERS)
 
 
 def _run_loop(loop: asyncio.AbstractEventLoop) -> None:

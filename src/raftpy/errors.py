@@ -41,8 +41,12 @@ class ProposalDropped(RaftError):
 
     Definite: nothing was appended. Reasons: too many uncommitted bytes (back-pressure; retry
     after a short wait), a leadership transfer in progress (retry at the new leader), or an
-    entry larger than the configured maximum (retrying cannot help).
+    entry larger than the configured maximum (retrying cannot help). ``retryable`` says which.
     """
+
+    def __init__(self, message: str = "", *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
 
 
 class IndeterminateError(RaftError):

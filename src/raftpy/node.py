@@ -683,7 +683,9 @@ def _error_response(request_id: int, exc: BaseException) -> ClientResponse:
             message=str(exc),
         )
     if isinstance(exc, ProposalDropped):
-        return ClientResponse(request_id, ResponseStatus.DROPPED, message=str(exc))
+        return ClientResponse(
+            request_id, ResponseStatus.DROPPED, message=str(exc), retryable=exc.retryable
+        )
     if isinstance(exc, IndeterminateError):
         return ClientResponse(request_id, ResponseStatus.INDETERMINATE, message=str(exc))
     if isinstance(exc, ClusterUnavailableError):

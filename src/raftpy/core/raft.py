@@ -290,7 +290,8 @@ class Raft:
             if len(data) > self.config.max_entry_bytes:
                 raise ProposalDropped(
                     f"command of {len(data)} bytes exceeds max_entry_bytes "
-                    f"({self.config.max_entry_bytes})"
+                    f"({self.config.max_entry_bytes})",
+                    retryable=False,
                 )
             size += len(data)
         limit = self.config.max_uncommitted_bytes

@@ -107,7 +107,8 @@ class ResponseStatus(enum.Enum):
 
 
 class ClientResponse(msgspec.Struct, frozen=True, array_like=True, tag="response"):
-    """The node's answer to the request with the same ``id``."""
+    """The node's answer to the request with the same ``id``. ``retryable`` is false when
+    retrying cannot help (a DROPPED command larger than the node accepts)."""
 
     id: NonNeg
     status: ResponseStatus
@@ -115,6 +116,7 @@ class ClientResponse(msgspec.Struct, frozen=True, array_like=True, tag="response
     leader_id: NodeId | None = None
     leader_address: str | None = None
     message: str | None = None
+    retryable: bool = True
 
 
 HandshakeFrame = Hello | HelloReply
