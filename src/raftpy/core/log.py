@@ -58,7 +58,9 @@ class RaftLog:
         return self.storage.last_index()
 
     def stable_last_index(self) -> int:
-        """The last index known durable (in storage)."""
+        """The last index known durable (in storage). While a snapshot from the leader waits to
+        be persisted, what storage holds is about to be replaced, so nothing is claimed (0):
+        durability must never be over-stated, since the leader counts its own copy by it."""
         return self._unstable_offset - 1 if self._unstable_snapshot is None else 0
 
     def term(self, index: int) -> int | None:

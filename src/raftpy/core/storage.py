@@ -62,7 +62,8 @@ class LogStorage(Protocol):
 
     def entries(self, lo: int, hi: int, max_bytes: int | None = None) -> list[Entry]:
         """Entries ``[lo, hi)``, stopping once their sizes pass ``max_bytes`` (always at least
-        one entry when the range is not empty). Raises :class:`CompactedError` when
+        one entry when the range is not empty), as a new list the caller may extend (RaftLog
+        appends unstable entries to it). Raises :class:`CompactedError` when
         ``lo < first_index()``."""
         ...
 
