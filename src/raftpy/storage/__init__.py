@@ -1,7 +1,9 @@
-"""Storage for Raft's persistent state: the in-memory twin and the durable write-ahead log."""
+"""Storage for Raft's persistent state: the in-memory twin, the durable write-ahead log and
+the snapshot files."""
 
 from raftpy.storage.errors import (
     CorruptLogError,
+    CorruptSnapshotError,
     DataDirLockedError,
     FatalStorageError,
     StorageError,
@@ -9,14 +11,17 @@ from raftpy.storage.errors import (
     UnsupportedFormatError,
 )
 from raftpy.storage.memory import MemoryStorage
+from raftpy.storage.snapshots import SnapshotStore
 from raftpy.storage.wal import FileStorage
 
 __all__ = [
     "CorruptLogError",
+    "CorruptSnapshotError",
     "DataDirLockedError",
     "FatalStorageError",
     "FileStorage",
     "MemoryStorage",
+    "SnapshotStore",
     "StorageError",
     "StorageFullError",
     "UnsupportedFormatError",

@@ -10,6 +10,7 @@ from raftpy.errors import RaftError
 
 __all__ = [
     "CorruptLogError",
+    "CorruptSnapshotError",
     "DataDirLockedError",
     "FatalStorageError",
     "StorageError",
@@ -66,3 +67,19 @@ class FatalStorageError(StorageError):
     report success for data that was never written ("fsyncgate", PostgreSQL 2018). Restarting
     recovers from what is really on disk.
     """
+
+
+class CorruptSnapshotError(StorageError):
+    """Raised by the snapshot store when a snapshot file is damaged: a bad header or trailer,
+    a checksum mismatch, a file cut short, or a header that contradicts the file name.
+
+    ``file`` and ``offset`` (bytes from the start of the file, where the damage was found) say
+    where. Retrying cannot help: the snapshot must be deleted and fetched again from the leader
+    (a received snapshot: abort it and ask again).
+    """
+
+    def __init__(self, file: str, offset: int, reason: str) -> None:
+        self.file = file
+        self.offset = offset
+        self.reason = reason
+        super().__init__(f"corrupt snapshot file {file} at byte offset {offset}: {reason}")
