@@ -69,6 +69,10 @@ def run_fuzz(n: int, seed: int) -> None:
         check_quorum=rng.random() < 0.75,
         max_inflight_msgs=rng.choice((256, 256, 4, 1)),
         max_msg_bytes=rng.choice((1 << 20, 1 << 20, 64)),
+        # Half the runs compact their logs: lagging and restarted nodes then catch up through
+        # chunked snapshot transfers under the same faults.
+        snapshot_every=rng.choice((None, None, 3, 10)),
+        snapshot_chunk_bytes=rng.choice((64, 1024)),
     )
     duration = rng.uniform(2.0, 5.0)
     seq = 0

@@ -214,6 +214,9 @@ class RaftLog:
     def restore(self, meta: SnapshotMeta) -> None:
         """Replace the whole log with a snapshot received from the leader (Raft §7)."""
         self.committed = meta.index
+        # Everything up to the snapshot reaches the state machine through the snapshot itself,
+        # never as entries (they are gone); ``applied`` follows once the driver restored it.
+        self.applying = max(self.applying, meta.index)
         self._unstable = []
         self._unstable_offset = meta.index + 1
         self._unstable_snapshot = meta

@@ -558,9 +558,40 @@ class Raft:
         self._send(HeartbeatResponse(self.term, self.id, m.src, m.context))
 
     def _handle_install_snapshot(self, m: InstallSnapshot) -> None:
-        # Streamed snapshots arrive with the snapshot issue; until then refuse cleanly so the
-        # leader keeps probing (it never sends one while it holds the whole log).
-        self._send(InstallSnapshotResponse(self.term, self.id, m.src, m.meta.index, 0, False, True))
+        """A snapshot from the leader arrived whole and verified (Raft §7, Figure 13).
+
+        The chunks themselves never reach the core: the driver streams them to disk (see
+        :mod:`raftpy.snapshot_transfer`) and steps one ``done`` message once the file is
+        complete, so snapshot data never passes through here."""
+        if not m.done:
+            return  # a bare chunk: the driver's business, never ours
+        meta = m.meta
+        if meta.index <= self.log.committed:
+            # Stale or duplicate: we hold everything it covers. Say how far we are so the
+            # leader moves on from there.
+            self._send(AppendEntriesResponse(self.term, self.id, m.src, True, self.log.committed))
+            return
+        if self.log.match_term(meta.index, meta.term):
+            # Raft §7: "if an existing entry has the same index and term as the snapshot's last
+            # included entry, retain the entries following it". Those entries are committed
+            # now; they are applied from the log, and the snapshot is not needed.
+            self.log.commit_to(meta.index)
+            self._send(AppendEntriesResponse(self.term, self.id, m.src, True, self.log.committed))
+            return
+        # Raft §7: otherwise discard the whole log and take the snapshot's state, membership
+        # included (Thesis §4: the configuration lives in the snapshot too).
+        logger.info(
+            "%d restores snapshot at index %d term %d from %d",
+            self.id,
+            meta.index,
+            meta.term,
+            m.src,
+        )
+        self.log.restore(meta)
+        self.conf = meta.conf
+        self._joint = JointConfig(frozenset(meta.conf.voters), frozenset(meta.conf.voters_outgoing))
+        # Sent only once the snapshot is durable: it promises we hold the log up to its index.
+        self._send(AppendEntriesResponse(self.term, self.id, m.src, True, meta.index))
 
     # -- leader -------------------------------------------------------------------------------
 
@@ -587,6 +618,11 @@ class Raft:
             pr.become_replicate()
         elif pr.state is ProgressState.REPLICATE:
             pr.inflights.free_le(m.index)
+        elif pr.state is ProgressState.SNAPSHOT and pr.match + 1 >= self.log.first_index():
+            # The follower installed the snapshot (or was already past it): the log has what
+            # it needs next, so replicate from there.
+            pr.become_probe()
+            pr.become_replicate()
         if self._maybe_commit():
             # Followers with entries to receive get the new commit index with them; the others
             # learn it from the next heartbeat (at most one heartbeat interval later) instead
@@ -627,8 +663,13 @@ class Raft:
         if pr is None:
             return
         pr.recent_active = True
-        if pr.state is ProgressState.SNAPSHOT and (m.rejected or m.done):
+        finished = m.rejected or m.done
+        if pr.state is ProgressState.SNAPSHOT and m.index == pr.pending_snapshot and finished:
+            # The driver reports the end of a transfer (etcd raft's ReportSnapshot). Probe from
+            # after the snapshot, but wait for the follower's answer (done) or the next
+            # heartbeat response (failed) before sending: no tight retry loop.
             pr.become_probe()
+            pr.probe_sent = True
 
     def _quorum_active(self) -> bool:
         active = [node for node, pr in self.prs.items() if node == self.id or pr.recent_active]
@@ -674,12 +715,8 @@ class Raft:
         prev_term = self.log.term(prev_index)
         last = self.log.last_index()
         if prev_term is None:
-            # The entry before what the follower needs was compacted: it needs a snapshot,
-            # which arrives with the snapshot issue. Nothing compacts yet, so this cannot
-            # happen; fail loudly rather than send garbage.
-            raise InvariantViolation(
-                f"entry {prev_index} for follower {to} is compacted; snapshots are not supported"
-            )
+            # Raft §7: the entries the follower needs were compacted into a snapshot.
+            return self._send_snapshot(to, pr)
         entries = self.log.entries(pr.next, last + 1, self.config.max_msg_bytes)
         if not entries and not send_if_empty:
             return False
@@ -692,6 +729,27 @@ class Raft:
         # is configured.
         size = entries_size(entries) if entries and self.config.max_inflight_bytes else 0
         pr.sent_entries(len(entries), size)
+        return True
+
+    def _send_snapshot(self, to: int, pr: Progress) -> bool:
+        """Ask the driver to stream our latest snapshot to ``to`` (Raft §7). The message carries
+        only the metadata (``offset`` 0, no data, not ``done``): the driver sends the file in
+        chunks and reports the outcome back as an :class:`InstallSnapshotResponse`."""
+        if not pr.recent_active:
+            # A snapshot is costly: only for a follower we heard from lately (etcd raft does the
+            # same); the next heartbeat response makes it active and gets here again.
+            return False
+        meta = self.log.storage.snapshot_meta()
+        pr.become_snapshot(meta.index)
+        logger.info(
+            "%d sends snapshot at index %d term %d to %d (it needs %d)",
+            self.id,
+            meta.index,
+            meta.term,
+            to,
+            pr.next,
+        )
+        self._send(InstallSnapshot(self.term, self.id, to, meta, 0, b"", False))
         return True
 
     def _bcast_append(self, send_if_empty: bool = True) -> None:
@@ -770,7 +828,9 @@ class Raft:
             raise LocalProtocolError("advance() must be given the Ready returned by ready()")
         self._outstanding = None
         if rd.snapshot is not None:
+            # The driver made the snapshot durable and restored the state machine from it.
             self.log.stable_snapshot_to(rd.snapshot.index)
+            self.log.applied_to(rd.snapshot.index)
         if rd.entries:
             last = rd.entries[-1]
             stored = self.log.storage.last_index()

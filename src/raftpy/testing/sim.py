@@ -22,6 +22,7 @@ with the seed in the message.
 from __future__ import annotations
 
 import heapq
+import io
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -36,8 +37,10 @@ from raftpy.core.messages import (
     EntryKind,
     Heartbeat,
     InstallSnapshot,
+    InstallSnapshotResponse,
     Message,
     RequestVote,
+    SnapshotMeta,
     TimeoutNow,
     decode_message,
     encode_message,
@@ -46,9 +49,12 @@ from raftpy.core.raft import Raft
 from raftpy.core.ready import Ready, Role
 from raftpy.core.storage import HardState
 from raftpy.errors import InvariantViolation, NotLeaderError, ProposalDropped
+from raftpy.snapshot_transfer import Completed, SnapshotReceiver, SnapshotSender
 from raftpy.statemachine import StateMachine
+from raftpy.storage.errors import CorruptSnapshotError
 from raftpy.storage.fs import CrashMode, FaultyFileSystem
 from raftpy.storage.memory import MemoryStorage
+from raftpy.storage.snapshots import SnapshotSink, SnapshotSource, SnapshotStore
 from raftpy.storage.wal import FileStorage
 
 __all__ = ["RecordingStateMachine", "SimCluster"]
@@ -84,6 +90,8 @@ class RecordingStateMachine:
 
 _CRASH_MODES: tuple[CrashMode, ...] = ("drop", "torn", "partial", "keep")
 
+_snapshot_envelope = msgspec.msgpack.Decoder(tuple[list[tuple[int, bytes]], bytes])
+
 
 @dataclass
 class _Node:
@@ -92,12 +100,18 @@ class _Node:
 
     id: int
     storage: MemoryStorage | FileStorage
+    snap_fs: FaultyFileSystem  # the disk holding the snapshot files (``fs`` in file mode)
+    snaps: SnapshotStore
     fs: FaultyFileSystem | None = None
     raft: Raft | None = None
     sm: StateMachine | None = None
     incarnation: int = 0
     applied: list[tuple[int, bytes]] = field(default_factory=list)
     last_applied: int = 0
+    # Snapshot transfers while up: one sender per follower (leader), one receiver.
+    senders: dict[int, tuple[SnapshotSender, SnapshotSource]] = field(default_factory=dict)
+    receiver: SnapshotReceiver[SnapshotSink] | None = None
+    received: dict[tuple[int, int], SnapshotSink] = field(default_factory=dict)
 
 
 class SimCluster:
@@ -109,7 +123,20 @@ class SimCluster:
     (:class:`~raftpy.storage.wal.FileStorage`) over a fault-injecting in-memory disk
     (:class:`~raftpy.storage.fs.FaultyFileSystem`): a crash then loses or tears whatever was
     not synced, exactly as a power loss could, and a restart runs the real recovery code.
-    ``snapshot_every`` is reserved for snapshots (a later issue) and must be ``None``.
+
+    ``snapshot_every=k``: each node snapshots its state machine (and the list :meth:`applied`
+    returns) once it applied ``k`` entries past its last snapshot, and compacts its log to it.
+    A follower that needs compacted entries gets the leader's snapshot, streamed in chunks of
+    ``snapshot_chunk_bytes`` by the same code the real node uses
+    (:mod:`raftpy.snapshot_transfer`), over the simulated network with its faults. Snapshot
+    files live in a :class:`~raftpy.storage.snapshots.SnapshotStore` on the node's simulated
+    disk, so in file mode a crash can also cut a snapshot write short.
+
+    Bound on persisted raft state with snapshots: right after a snapshot a node's log holds
+    only entries it has not applied; it snapshots again once ``k`` more are applied. So when
+    every node has applied everything, ``persisted_size(i) <= 24 + (k - 1) * (16 + B)`` in
+    memory mode, for commands of at most ``B`` bytes (see
+    :meth:`~raftpy.storage.memory.MemoryStorage.persisted_bytes`).
     """
 
     def __init__(
@@ -128,13 +155,19 @@ class SimCluster:
         max_msg_bytes: int = 1 << 20,
         storage: Literal["memory", "file"] = "memory",
         segment_size: int = 64 << 10,
+        snapshot_chunk_bytes: int = 1024,
     ) -> None:
         if n < 1:
             raise ValueError(f"a cluster needs at least one node, got n={n}")
-        if snapshot_every is not None:
-            raise NotImplementedError(
-                "snapshot_every needs snapshots and log compaction, which are not built yet"
-            )
+        if snapshot_every is not None and snapshot_every < 1:
+            raise ValueError(f"snapshot_every must be >= 1 or None, got {snapshot_every}")
+        if snapshot_chunk_bytes < 1:
+            raise ValueError(f"snapshot_chunk_bytes must be >= 1, got {snapshot_chunk_bytes}")
+        self.snapshot_every = snapshot_every
+        self._chunk_bytes = snapshot_chunk_bytes
+        self._election_ticks = election_ticks
+        self.snapshots_taken = 0
+        self.snapshots_installed = 0
         if tick_seconds <= 0:
             raise ValueError(f"tick_seconds must be > 0, got {tick_seconds}")
         self.n = n
@@ -236,6 +269,9 @@ class SimCluster:
         node.sm = None
         node.incarnation += 1
         node.applied = []
+        node.senders = {}
+        node.receiver = None
+        node.received = {}
         if node.fs is not None:
             # Power loss: unsynced writes are dropped, torn or partly kept; then the data dir
             # is opened again by the real recovery code.
@@ -243,6 +279,8 @@ class SimCluster:
             node.storage = FileStorage(
                 f"/node{i}", range(self.n), fs=node.fs, segment_size=self._segment_size
             )
+        # Reopening the snapshot directory removes partial files, as a real restart would.
+        node.snaps = SnapshotStore(f"/node{i}/snap", fs=node.snap_fs)
 
     def restart(self, i: int) -> None:
         """Start node ``i`` again from its storage (crashing it first if it is up)."""
@@ -311,16 +349,26 @@ class SimCluster:
             if kind == _TICK:
                 node.raft.tick()
                 self._push(t + self._tick_us, _TICK, dst, inc)
+                if node.senders:
+                    self._tick_senders(node)
             else:
                 if not self._reachable(src, dst):
                     continue  # the link failed while the message was in flight
-                node.raft.step(decode_message(payload))
+                m = decode_message(payload)
+                if isinstance(m, InstallSnapshot):
+                    self._on_snapshot_chunk(node, m)
+                elif isinstance(m, InstallSnapshotResponse):
+                    self._on_snapshot_answer(node, m)
+                else:
+                    node.raft.step(m)
             self._process(node)
         self.now_us = max(self.now_us, deadline)
 
     def applied(self, i: int) -> list[tuple[int, bytes]]:
-        """``[(index, command)]`` node ``i`` applied since it last started, in apply order
-        (after a restart it applies the log again from the start)."""
+        """``[(index, command)]`` node ``i`` applied, in apply order: what it applied since it
+        last started, after what its snapshot held (a snapshot keeps this list, so it
+        survives a restart or an install; without snapshots a restart applies the log again
+        from the start)."""
         return list(self._nodes[i].applied)
 
     def state_machine(self, i: int) -> StateMachine:
@@ -479,10 +527,14 @@ class SimCluster:
 
     def _new_node(self, i: int) -> _Node:
         if self._storage_kind == "memory":
-            return _Node(i, MemoryStorage(range(self.n)))
+            # Snapshot files go to a private in-memory disk that is never crashed: in memory
+            # mode everything a node writes survives.
+            snap_fs = FaultyFileSystem(self.rng.getrandbits(32))
+            snaps = SnapshotStore(f"/node{i}/snap", fs=snap_fs)
+            return _Node(i, MemoryStorage(range(self.n)), snap_fs, snaps)
         fs = FaultyFileSystem(self.rng.getrandbits(32))
         storage = FileStorage(f"/node{i}", range(self.n), fs=fs, segment_size=self._segment_size)
-        return _Node(i, storage, fs)
+        return _Node(i, storage, fs, SnapshotStore(f"/node{i}/snap", fs=fs), fs)
 
     def _boot(self, node: _Node) -> None:
         node.incarnation += 1
@@ -492,6 +544,18 @@ class SimCluster:
         node.sm = self._factory()
         node.applied = []
         node.last_applied = node.storage.first_index() - 1
+        node.receiver = SnapshotReceiver(node.snaps.begin_receive, lambda sink: sink.abort())
+        meta = node.storage.snapshot_meta()
+        if meta.index > 0:
+            # Start from the snapshot the log was compacted to, then the log after it.
+            if not node.snaps.has(meta):
+                raise InvariantViolation(
+                    self._tag(f"node {node.id}: no snapshot file for index {meta.index}")
+                )
+            self._restore(node, meta)
+        # A snapshot file newer than the log's (a crash between writing it and compacting)
+        # is not used: drop it.
+        node.snaps.retain([meta])
         hs = node.storage.hard_state
         self._check_not_backwards(node.id, hs, self._synced[node.id], "restarted with")
         # Writes that were not synced may be gone: monotonicity restarts from what survived.
@@ -542,16 +606,157 @@ class SimCluster:
             rd = raft.ready()
             self._handle_ready(node, raft, rd)
             raft.advance(rd)
+        every = self.snapshot_every
+        if every is not None and node.last_applied - node.storage.first_index() + 1 >= every:
+            self._take_snapshot(node, raft)
         raft.check_invariants()
 
+    # -- snapshots ----------------------------------------------------------------------------
+
+    def _take_snapshot(self, node: _Node, raft: Raft) -> None:
+        """Snapshot the state machine at its applied index and compact the log to it. The file
+        is durable before the log refers to it, so a crash in between leaves the old state."""
+        index = node.last_applied
+        term = raft.log.term(index)
+        assert term is not None
+        meta = SnapshotMeta(index, term, raft.conf_state())
+        sm = node.sm
+        assert sm is not None
+        state = io.BytesIO()
+        sm.snapshot(state)
+        envelope = msgspec.msgpack.encode((node.applied, state.getvalue()))
+        node.snaps.create(meta, lambda out: out.write(envelope))
+        node.storage.create_snapshot(meta)
+        node.snaps.retain([meta])
+        self.snapshots_taken += 1
+
+    def _restore(self, node: _Node, meta: SnapshotMeta) -> None:
+        """Load node's state machine (and its applied list) from its stored snapshot."""
+        with node.snaps.open_body(meta) as body:
+            applied, state = _snapshot_envelope.decode(body.read())
+        sm = self._factory()
+        sm.restore(io.BytesIO(state))
+        node.sm = sm
+        # State machine safety through snapshots: what it holds is what was committed.
+        committed = self._committed
+        for index, command in applied:
+            seen = committed[index] if index < len(committed) else None
+            if seen is not None and seen.data != command:
+                raise InvariantViolation(
+                    self._tag(
+                        f"node {node.id} restored a snapshot holding {command!r} at index {index},"
+                        f" but {seen.data!r} was applied there (state machine safety)"
+                    )
+                )
+        if applied and applied[-1][0] > meta.index:
+            raise InvariantViolation(self._tag(f"snapshot {meta.index} holds later entries"))
+        node.applied = [(index, command) for index, command in applied]
+        node.last_applied = meta.index
+
+    def _install(self, node: _Node, meta: SnapshotMeta) -> None:
+        """The core took a snapshot from the leader: make it durable, then restore it."""
+        sink = node.received.pop((meta.index, meta.term))
+        node.snaps.install(sink)
+        node.storage.apply_snapshot(meta)
+        if meta.index < node.last_applied:
+            raise InvariantViolation(
+                self._tag(f"node {node.id} installs snapshot {meta.index} below applied")
+            )
+        self._restore(node, meta)
+        node.snaps.retain([meta])
+        self.snapshots_installed += 1
+
+    def _start_sender(self, node: _Node, request: InstallSnapshot) -> None:
+        source = node.snaps.open_source(request.meta)
+        sender = SnapshotSender(
+            request,
+            source,
+            chunk_bytes=self._chunk_bytes,
+            window_bytes=4 * self._chunk_bytes,
+            retry_ticks=3,
+            give_up_ticks=3 * self._election_ticks,
+        )
+        old = node.senders.pop(request.dst, None)
+        if old is not None:
+            old[1].close()
+        node.senders[request.dst] = (sender, source)
+        for m in sender.start():
+            self._send(node.id, m)
+
+    def _tick_senders(self, node: _Node) -> None:
+        for dst, (sender, _) in list(node.senders.items()):
+            for m in sender.tick():
+                self._send(node.id, m)
+            self._maybe_end_sender(node, dst, sender)
+
+    def _maybe_end_sender(self, node: _Node, dst: int, sender: SnapshotSender) -> None:
+        if not sender.finished:
+            return
+        _, source = node.senders.pop(dst)
+        source.close()
+        assert node.raft is not None
+        node.raft.step(sender.report())  # etcd raft's ReportSnapshot
+
+    def _on_snapshot_answer(self, node: _Node, m: InstallSnapshotResponse) -> None:
+        entry = node.senders.get(m.src)
+        if entry is None:
+            return  # a transfer that ended already
+        sender = entry[0]
+        for chunk in sender.on_response(m):
+            self._send(node.id, chunk)
+        self._maybe_end_sender(node, m.src, sender)
+
+    def _on_snapshot_chunk(self, node: _Node, m: InstallSnapshot) -> None:
+        receiver = node.receiver
+        assert receiver is not None and node.raft is not None
+        answer, completed = receiver.on_chunk(m)
+        if completed is not None:
+            answer = self._complete(node, completed)
+        if answer is not None:
+            self._send(node.id, answer)
+
+    def _complete(self, node: _Node, completed: Completed[SnapshotSink]) -> InstallSnapshotResponse:
+        """A whole snapshot file arrived: verify it, then hand it to the core."""
+        m = completed.message
+        sink = completed.sink
+        try:
+            ok = sink.finish() == m.meta
+        except CorruptSnapshotError:
+            ok = False
+        answer = node.receiver.finished(completed, ok) if node.receiver else None
+        assert answer is not None
+        if not ok:
+            sink.abort()
+            return answer
+        key = (m.meta.index, m.meta.term)
+        old = node.received.pop(key, None)
+        if old is not None:
+            old.abort()
+        node.received[key] = sink
+        assert node.raft is not None
+        node.raft.step(InstallSnapshot(m.term, m.src, m.dst, m.meta, sink.size, b"", True))
+        self._process(node)
+        leftover = node.received.pop(key, None)
+        if leftover is not None:
+            leftover.abort()  # the core did not need it
+        return answer
+
     def _handle_ready(self, node: _Node, raft: Raft, rd: Ready) -> None:
-        if rd.soft_state is not None and rd.soft_state.role is Role.LEADER:
-            self._on_new_leader(node, raft)
+        if rd.soft_state is not None:
+            if rd.soft_state.role is Role.LEADER:
+                self._on_new_leader(node, raft)
+            elif node.senders:
+                node.senders = {}  # no longer leader: its transfers end with its leadership
         # Messages that do not depend on durability may leave first (Thesis §10.2.1).
         for m in rd.messages:
-            self._send(node.id, m)
+            if isinstance(m, InstallSnapshot):
+                self._start_sender(node, m)
+            else:
+                self._send(node.id, m)
         # Persist, then sync when the Ready says so: only synced writes survive a crash.
         storage = node.storage
+        if rd.snapshot is not None:
+            self._install(node, rd.snapshot)
         if rd.entries:
             self._check_log_matching(node.id, rd.entries)
             storage.append(rd.entries)

@@ -1,0 +1,324 @@
+"""Streaming a snapshot to a follower: chunked, flow-controlled and resumable (Raft §7).
+
+The core decides *that* a follower needs a snapshot: it emits an :class:`InstallSnapshot` that
+carries only the metadata (``offset`` 0, no data, not ``done``) and marks the follower's
+progress SNAPSHOT. Moving the bytes is the driver's job, done here, so snapshot data never goes
+through the core and the leader never holds a whole snapshot in memory:
+
+- :class:`SnapshotSender` (leader side, one per follower) reads the snapshot file in chunks
+  (``chunk_bytes``, 1 MiB by default) and keeps at most ``window_bytes`` unacknowledged;
+- :class:`SnapshotReceiver` (follower side) appends chunks that start exactly where its copy
+  ends and answers each with how many bytes it holds.
+
+Wire protocol (the same two messages, so no new message kinds):
+
+- ``InstallSnapshot(term, src, dst, meta, offset, data, done)``: bytes
+  ``[offset, offset + len(data))`` of the snapshot *file* (header, body and trailer, see
+  :mod:`raftpy.storage.snapshots`); ``done`` marks the last chunk. A transfer starts with an
+  empty probe (offset 0, no data) that asks how much the receiver already holds.
+- ``InstallSnapshotResponse(term, src, dst, index, offset, done, rejected)``: ``offset`` is the
+  length of the contiguous prefix the receiver holds; ``done``: it holds the whole file, verified
+  its checksum and handed it to its core; ``rejected``: it will not take this snapshot (bad
+  checksum, storage failure).
+
+Loss and reordering: a chunk that does not start exactly at the receiver's offset is dropped
+(and answered with the offset). When the sender sees no progress for ``retry_ticks`` ticks it
+goes back to the last acknowledged offset (go-back-N). A dropped connection therefore costs the
+unacknowledged window, never the transfer: the receiver keeps its partial file, and a sender
+(even a new one for the same snapshot, after a leader restarted the transfer) resumes from the
+offset the receiver reports. A receiver that stays silent for ``give_up_ticks`` ends the
+transfer as failed; the driver reports that to the core, which retries later.
+
+Partial transfers are keyed by (leader, leader term, snapshot index, snapshot term): two
+leaders' files for the same index may differ byte for byte (state machines need not serialize
+deterministically), so bytes from one are never continued with bytes from another.
+
+Nothing here does I/O itself: the sender reads through a :class:`SnapshotSource`, the receiver
+writes through a :class:`SnapshotSink`, both passed in (the simulator passes in-memory ones).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
+
+from raftpy.core.messages import InstallSnapshot, InstallSnapshotResponse, SnapshotMeta
+
+__all__ = [
+    "DEFAULT_CHUNK_BYTES",
+    "DEFAULT_WINDOW_BYTES",
+    "SnapshotReceiver",
+    "SnapshotSender",
+    "SnapshotSink",
+    "SnapshotSource",
+]
+
+logger = logging.getLogger("raftpy.snapshot")
+
+DEFAULT_CHUNK_BYTES = 1 << 20
+DEFAULT_WINDOW_BYTES = 4 << 20
+
+
+class SnapshotSource(Protocol):
+    """A stored snapshot file, read by position (never loaded whole)."""
+
+    @property
+    def size(self) -> int: ...
+
+    def read(self, offset: int, n: int) -> bytes: ...
+
+
+class SnapshotSink(Protocol):
+    """A snapshot file being received: bytes are appended at :attr:`size`."""
+
+    @property
+    def size(self) -> int: ...
+
+    def write(self, data: bytes) -> None: ...
+
+
+SinkT = TypeVar("SinkT", bound=SnapshotSink)
+
+
+class SnapshotSender:
+    """Streams one snapshot file to one follower (see the module docstring).
+
+    ``request`` is the core's metadata-only :class:`InstallSnapshot`. Call :meth:`start`, then
+    :meth:`on_response` for each answer and :meth:`tick` once per tick; each returns the chunks
+    to send. When :attr:`finished`, step :meth:`report` into the core (etcd raft's
+    ReportSnapshot): it ends the follower's SNAPSHOT state.
+    """
+
+    def __init__(
+        self,
+        request: InstallSnapshot,
+        source: SnapshotSource,
+        *,
+        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+        window_bytes: int = DEFAULT_WINDOW_BYTES,
+        retry_ticks: int = 4,
+        give_up_ticks: int = 100,
+    ) -> None:
+        if chunk_bytes < 1 or window_bytes < chunk_bytes:
+            raise ValueError(
+                f"need 1 <= chunk_bytes <= window_bytes, got {chunk_bytes} and {window_bytes}"
+            )
+        if retry_ticks < 1 or give_up_ticks <= retry_ticks:
+            raise ValueError(
+                f"need 1 <= retry_ticks < give_up_ticks, got {retry_ticks} and {give_up_ticks}"
+            )
+        self.request = request
+        self.meta: SnapshotMeta = request.meta
+        self.dst = request.dst
+        self.size = source.size
+        self._source = source
+        self._chunk = chunk_bytes
+        self._window = window_bytes
+        self._retry_ticks = retry_ticks
+        self._give_up_ticks = give_up_ticks
+        self.acked = 0  # the receiver holds [0, acked)
+        self.next = 0  # the next byte to send
+        self._probing = True
+        self._stalled = 0  # ticks without progress (acked unchanged)
+        self._silent = 0  # ticks without any answer
+        self.done = False
+        self.failed = False
+        self.chunks_sent = 0
+        self.bytes_sent = 0
+
+    @property
+    def finished(self) -> bool:
+        return self.done or self.failed
+
+    def _probe(self) -> InstallSnapshot:
+        r = self.request
+        return InstallSnapshot(r.term, r.src, r.dst, self.meta, 0, b"", False)
+
+    def start(self) -> list[InstallSnapshot]:
+        """The first message: a probe asking how much the receiver already holds."""
+        return [self._probe()]
+
+    def on_response(self, m: InstallSnapshotResponse) -> list[InstallSnapshot]:
+        """Take an answer from the receiver; return the chunks that may go now."""
+        if self.finished or m.src != self.dst or m.index != self.meta.index:
+            return []
+        self._silent = 0
+        if m.rejected:
+            logger.warning("follower %d rejected snapshot %d", self.dst, self.meta.index)
+            self.failed = True
+            return []
+        if m.done:
+            self.acked = self.next = self.size
+            self.done = True
+            return []
+        if m.offset > self.size:
+            # It claims bytes this file does not have: not our transfer. Give up; the core
+            # will start a fresh one later.
+            self.failed = True
+            return []
+        if m.offset > self.acked:
+            self.acked = m.offset
+            self._stalled = 0
+        if self._probing:
+            self._probing = False
+            self.next = self.acked  # resume where the receiver's copy ends
+        elif m.offset > self.next:
+            self.next = m.offset
+        return self._fill()
+
+    def tick(self) -> list[InstallSnapshot]:
+        """One tick passed: resend from the last acknowledged offset after ``retry_ticks``
+        without progress; fail after ``give_up_ticks`` without any answer."""
+        if self.finished:
+            return []
+        self._silent += 1
+        self._stalled += 1
+        if self._silent >= self._give_up_ticks:
+            logger.warning(
+                "snapshot %d to %d: no answer for %d ticks; giving up at byte %d of %d",
+                self.meta.index,
+                self.dst,
+                self._silent,
+                self.acked,
+                self.size,
+            )
+            self.failed = True
+            return []
+        if self._stalled < self._retry_ticks:
+            return []
+        self._stalled = 0
+        if self._probing:
+            return [self._probe()]
+        # Go-back-N: whatever followed the acknowledged prefix was lost or is stuck.
+        self.next = self.acked
+        return self._fill()
+
+    def _fill(self) -> list[InstallSnapshot]:
+        out: list[InstallSnapshot] = []
+        r = self.request
+        while self.next < self.size and self.next - self.acked < self._window:
+            n = min(self._chunk, self.size - self.next)
+            data = self._source.read(self.next, n)
+            if len(data) != n:
+                raise OSError(
+                    f"snapshot {self.meta.index}: short read at byte {self.next} "
+                    f"({len(data)} of {n} bytes)"
+                )
+            end = self.next + n
+            out.append(
+                InstallSnapshot(r.term, r.src, r.dst, self.meta, self.next, data, end == self.size)
+            )
+            self.next = end
+            self.chunks_sent += 1
+            self.bytes_sent += n
+        return out
+
+    def report(self) -> InstallSnapshotResponse:
+        """What to step into the leader's own core once :attr:`finished`: the transfer's
+        outcome, as if the follower said it (``done`` or ``rejected``)."""
+        r = self.request
+        return InstallSnapshotResponse(
+            r.term, r.dst, r.src, self.meta.index, self.acked, self.done, not self.done
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Key:
+    leader: int
+    leader_term: int
+    index: int
+    term: int
+
+
+class _Partial(Generic[SinkT]):
+    __slots__ = ("finishing", "key", "sink")
+
+    def __init__(self, key: _Key, sink: SinkT) -> None:
+        self.key = key
+        self.sink = sink
+        self.finishing = False
+
+
+@dataclass(frozen=True, slots=True)
+class Completed(Generic[SinkT]):
+    """The receiver holds a whole snapshot file: the driver verifies it (off the event loop),
+    then calls :meth:`SnapshotReceiver.finished`."""
+
+    message: InstallSnapshot
+    sink: SinkT
+
+
+class SnapshotReceiver(Generic[SinkT]):
+    """Takes snapshot chunks from leaders into a sink (see the module docstring).
+
+    ``begin(tag)`` opens a new sink; ``abort(sink)`` discards one. One transfer is received at
+    a time; a newer leader's transfer replaces an older one's, a stale leader's is ignored.
+    """
+
+    def __init__(
+        self,
+        begin: Callable[[str], SinkT],
+        abort: Callable[[SinkT], None],
+    ) -> None:
+        self._begin = begin
+        self._abort = abort
+        self._current: _Partial[SinkT] | None = None
+        self._completed: deque[_Key] = deque(maxlen=8)
+
+    @property
+    def receiving(self) -> bool:
+        return self._current is not None
+
+    def on_chunk(
+        self, m: InstallSnapshot
+    ) -> tuple[InstallSnapshotResponse | None, Completed[SinkT] | None]:
+        """Take one chunk (or probe). Returns the answer to send (``None``: ignore it) and, when
+        this chunk completed the file, what the driver must verify and step."""
+        key = _Key(m.src, m.term, m.meta.index, m.meta.term)
+        if key in self._completed:
+            return self._answer(m, 0, done=True), None
+        cur = self._current
+        if cur is None or cur.key != key:
+            if cur is not None and (cur.finishing or key.leader_term < cur.key.leader_term):
+                return None, None  # busy verifying, or a stale leader's transfer
+            if m.offset != 0:
+                return self._answer(m, 0), None  # we hold nothing of it: start from 0
+            if cur is not None:
+                self._abort(cur.sink)
+            tag = f"recv-{key.leader}-{key.leader_term}-{key.index}-{key.term}"
+            cur = self._current = _Partial(key, self._begin(tag))
+        sink = cur.sink
+        if cur.finishing or m.offset != sink.size:
+            return self._answer(m, sink.size), None
+        if m.data:
+            sink.write(m.data)
+        if m.done:
+            cur.finishing = True
+            return self._answer(m, sink.size), Completed(m, sink)
+        return self._answer(m, sink.size), None
+
+    def finished(self, completed: Completed[SinkT], ok: bool) -> InstallSnapshotResponse:
+        """The driver verified (``ok``) or refused the completed file; returns the final answer
+        for the sender. The sink now belongs to the driver (install it or abort it)."""
+        m = completed.message
+        key = _Key(m.src, m.term, m.meta.index, m.meta.term)
+        if self._current is not None and self._current.key == key:
+            self._current = None
+        if ok:
+            self._completed.append(key)
+        return self._answer(m, completed.sink.size, done=ok, rejected=not ok)
+
+    def reset(self) -> None:
+        """Drop the transfer in progress (the node stops or restarts)."""
+        if self._current is not None and not self._current.finishing:
+            self._abort(self._current.sink)
+        self._current = None
+
+    @staticmethod
+    def _answer(
+        m: InstallSnapshot, offset: int, *, done: bool = False, rejected: bool = False
+    ) -> InstallSnapshotResponse:
+        return InstallSnapshotResponse(m.term, m.dst, m.src, m.meta.index, offset, done, rejected)
