@@ -27,6 +27,13 @@ class NodeConfig:
       megabytes in one go, which would stall the event loop past the election timeout.
     - ``request_timeout``: how long the node works on a client request that gave no timeout.
     - ``max_batch``: proposals folded into one append (one sync, one AppendEntries per peer).
+    - ``snapshot_entries`` / ``snapshot_bytes``: take a snapshot once this many entries (or
+      command bytes) were applied since the last one (``None`` turns that trigger off; both
+      ``None``: only operators take snapshots). The log is then compacted to the previous
+      snapshot, so about one interval of entries stays for followers that lag a little.
+    - ``snapshot_chunk_bytes`` / ``snapshot_window_bytes``: a snapshot goes to a follower in
+      chunks of this size, with at most this many bytes unacknowledged (bounds the leader's
+      memory whatever the snapshot's size).
     - ``exit_on_fatal``: end the process on a fatal storage error (an fsync failure), as it
       must in production: the kernel may have dropped the dirty pages. Tests turn it off.
     - ``unsafe_stale_reads``: TEST ONLY. A node that believes it leads answers linearizable
@@ -49,6 +56,10 @@ class NodeConfig:
     request_timeout: float = 5.0
     max_batch: int = 4096
     segment_size: int = 64 << 20
+    snapshot_entries: int | None = 10_000
+    snapshot_bytes: int | None = 64 << 20
+    snapshot_chunk_bytes: int = 1 << 20
+    snapshot_window_bytes: int = 4 << 20
     exit_on_fatal: bool = True
     unsafe_stale_reads: bool = False
 
@@ -63,6 +74,20 @@ class NodeConfig:
         for name in ("max_frame_bytes", "peer_queue_bytes", "max_batch", "segment_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("snapshot_entries", "snapshot_bytes"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1 or None, got {value}")
+        if not 1 <= self.snapshot_chunk_bytes <= self.snapshot_window_bytes:
+            raise ValueError(
+                f"need 1 <= snapshot_chunk_bytes ({self.snapshot_chunk_bytes}) <= "
+                f"snapshot_window_bytes ({self.snapshot_window_bytes})"
+            )
+        if self.snapshot_chunk_bytes + 4096 > self.max_frame_bytes:
+            raise ValueError(
+                f"snapshot_chunk_bytes ({self.snapshot_chunk_bytes}) must fit in a frame "
+                f"(max_frame_bytes {self.max_frame_bytes})"
+            )
         self.raft_config(0).validate()
 
     def raft_config(self, node_id: int) -> RaftConfig:

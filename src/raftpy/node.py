@@ -35,7 +35,14 @@ from typing import Any, Protocol
 import msgspec
 
 from raftpy.config import NodeConfig
-from raftpy.core.messages import EntryKind, Message
+from raftpy.core.messages import (
+    Entry,
+    EntryKind,
+    InstallSnapshot,
+    InstallSnapshotResponse,
+    Message,
+    SnapshotMeta,
+)
 from raftpy.core.raft import Raft
 from raftpy.core.ready import Ready, Role
 from raftpy.errors import (
@@ -46,9 +53,12 @@ from raftpy.errors import (
     ProposalDropped,
     RaftError,
 )
+from raftpy.node_snapshots import NodeSnapshots
 from raftpy.statemachine import StateMachine
 from raftpy.storage.errors import FatalStorageError, StorageFullError
+from raftpy.storage.fs import FaultyFileSystem
 from raftpy.storage.memory import MemoryStorage
+from raftpy.storage.snapshots import SnapshotStore
 from raftpy.storage.wal import FileStorage
 from raftpy.transport.protocol import (
     ClientOp,
@@ -168,6 +178,9 @@ class RaftNode:
         self._storage: MemoryStorage | FileStorage | None = None
         self._transport: Transport | None = None
         self._raft: Raft | None = None
+        self._snaps: NodeSnapshots | None = None
+        self._applied = 0  # the state machine's applied index (it may trail the core's)
+        self._held: list[Entry] = []  # committed, held back while a snapshot reads the state
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._inbox: list[Message] = []
@@ -208,11 +221,32 @@ class RaftNode:
             self._storage = FileStorage(
                 self.data_dir, voters, segment_size=self.config.segment_size
             )
+        if self.data_dir is not None:
+            store = SnapshotStore(os.path.join(self.data_dir, "snapshots"))
+        else:
+            # No data dir: snapshot files live on an in-memory file system, like the log.
+            store = SnapshotStore("/snapshots", fs=FaultyFileSystem(self._rng.getrandbits(32)))
+        self._snaps = NodeSnapshots(
+            self.node_id,
+            store,
+            self._storage,
+            self.state_machine,
+            self.config,
+            self._send_peer,
+            self._wake.set,
+        )
+        try:
+            applied = await self._snaps.recover()
+        except BaseException:
+            self._close_storage()
+            raise
         self._raft = Raft(
             self.config.raft_config(self.node_id),
             self._storage,
             random.Random(self._rng.getrandbits(64)),
+            applied,
         )
+        self._applied = self._raft.log.applied
         factory = self._transport_factory or self._default_transport
         self._transport = factory(self._on_message, self._on_client_request)
         try:
@@ -256,6 +290,8 @@ class RaftNode:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
         self._fail_all("node stopped")
+        if self._snaps is not None:
+            await self._snaps.close()
         if self._transport is not None:
             await self._transport.close()
         self._close_storage()
@@ -334,6 +370,27 @@ class RaftNode:
         the same way for now; ``stale`` answers from local state at once on any node."""
         return await asyncio.shield(self.submit_query(query, consistency, timeout))
 
+    async def snapshot(self) -> SnapshotMeta:
+        """Take a snapshot now, at the current applied index, and compact the log as the
+        automatic snapshots do (operators: ``raftpy snapshot ADDRESS``). Returns its metadata;
+        when nothing was applied since the last snapshot, returns that one."""
+        self._check_usable()
+        snaps = self._snaps
+        raft = self._raft
+        assert snaps is not None and raft is not None
+        while snaps.busy:
+            task = snaps.start(raft, self._applied)  # the running one
+            with contextlib.suppress(Exception):
+                await asyncio.shield(task)
+        if self._held:
+            self._apply_entries(self._held)
+            self._held = []
+        return await asyncio.shield(snaps.start(raft, self._applied))
+
+    def _send_peer(self, message: Message) -> None:
+        if self._transport is not None:
+            self._transport.send(message)
+
     def status(self) -> dict[str, Any]:
         """Role, term, leader, commit and applied indexes, and per-peer replication."""
         raft = self._raft
@@ -361,12 +418,26 @@ class RaftNode:
             "leader": st.leader_id,
             "leader_address": None if st.leader_id is None else self.peers.get(st.leader_id),
             "commit": st.commit,
-            "applied": st.applied,
+            "applied": self._applied,
             "last_index": last,
+            "first_index": raft.log.first_index(),
+            "snapshot": self._snapshot_status(),
             "members": list(st.voters),
             "peers": peers,
             "disk_full": self._disk_full,
             "failed": self._failed,
+        }
+
+    def _snapshot_status(self) -> dict[str, int] | None:
+        snaps = self._snaps
+        if snaps is None or snaps.latest is None:
+            return None
+        return {
+            "index": snaps.latest.index,
+            "term": snaps.latest.term,
+            "taken": snaps.taken,
+            "installed": snaps.installed,
+            "sent": snaps.sent,
         }
 
     @property
@@ -391,6 +462,11 @@ class RaftNode:
                 data = msgspec.msgpack.encode(self.status())
                 conn.respond(ClientResponse(req.id, ResponseStatus.OK, data))
                 return
+            if req.op is ClientOp.SNAPSHOT:
+                self._check_usable()
+                task = asyncio.get_running_loop().create_task(self.snapshot())
+                task.add_done_callback(lambda t: conn.respond(_snapshot_response(req.id, t)))
+                return
             if req.op is ClientOp.PROPOSE:
                 fut = self.submit(req.data, req.timeout)
             else:
@@ -406,7 +482,8 @@ class RaftNode:
 
     async def _run(self) -> None:
         raft = self._raft
-        assert raft is not None
+        snaps = self._snaps
+        assert raft is not None and snaps is not None
         loop = asyncio.get_running_loop()
         interval = self.config.tick_seconds
         next_tick = loop.time() + interval
@@ -430,12 +507,22 @@ class RaftNode:
                     tick_due = False
                     now = loop.time()
                     raft.tick()
+                    snaps.tick()
                     self._expire(now)
                     next_tick += interval
                     if next_tick < now:  # the loop was blocked for long: do not burst ticks
                         next_tick = now + interval
                     timer = loop.call_at(next_tick, fire)
+                for m in snaps.take_core_messages():
+                    raft.step(m)
                 await self._drain_ready(raft)
+                snaps.drop_unused()
+                if self._held and not snaps.hold_applies:
+                    held, self._held = self._held, []
+                    self._apply_entries(held)
+                    self._serve_reads(self._applied)
+                if snaps.due(loop.time()) and not self._held:
+                    snaps.start_automatic(raft, self._applied, loop.time())
         except asyncio.CancelledError:
             raise
         except FatalStorageError as exc:
@@ -450,8 +537,17 @@ class RaftNode:
 
     def _step_inbox(self, raft: Raft) -> None:
         inbox, self._inbox = self._inbox, []
+        snaps = self._snaps
+        assert snaps is not None
         for message in inbox:
-            raft.step(message)
+            # Snapshot chunks and their answers are the transfer's business (the core sees
+            # only whole, verified snapshots and the outcome of a transfer).
+            if isinstance(message, InstallSnapshot):
+                snaps.on_chunk(message)
+            elif isinstance(message, InstallSnapshotResponse):
+                snaps.on_answer(message)
+            else:
+                raft.step(message)
 
     def _append_proposals(self, raft: Raft) -> None:
         queued = [p for p in self._queued if not p.future.done()]
@@ -504,10 +600,20 @@ class RaftNode:
         transport = self._transport
         storage = self._storage
         assert transport is not None and storage is not None
+        snaps = self._snaps
+        assert snaps is not None
         if rd.soft_state is not None:
             self._on_soft_state(rd.soft_state.role, rd.soft_state.leader_id)
         for m in rd.messages:
-            transport.send(m)  # Thesis §10.2.1: replicate while we persist our own copy
+            if isinstance(m, InstallSnapshot):
+                snaps.on_request(m)  # metadata only: the transfer streams the file
+            else:
+                transport.send(m)  # Thesis §10.2.1: replicate while we persist our own copy
+        if rd.snapshot is not None:
+            await snaps.install(rd.snapshot)
+            # The snapshot holds everything up to its index, held-back entries included.
+            self._held = [e for e in self._held if e.index > rd.snapshot.index]
+            self._applied = max(self._applied, rd.snapshot.index)
         if rd.entries:
             storage.append(rd.entries)
         if rd.hard_state is not None:
@@ -519,15 +625,17 @@ class RaftNode:
         for m in rd.persisted_messages:
             transport.send(m)
         if rd.committed_entries:
-            self._apply(rd)
+            if snaps.hold_applies or self._held:
+                self._held.extend(rd.committed_entries)
+            else:
+                self._apply_entries(rd.committed_entries)
         for rs in rd.read_states:
             batch = self._read_batches.get(rs.context)
             if batch is not None:
                 batch.index = rs.index
                 del self._read_batches[rs.context]
                 heapq.heappush(self._waiting_reads, (rs.index, id(batch), batch))
-        applied = rd.committed_entries[-1].index if rd.committed_entries else raft.log.applied
-        self._serve_reads(applied)
+        self._serve_reads(self._applied)
 
     async def _sync(self, storage: MemoryStorage | FileStorage) -> None:
         while True:
@@ -552,10 +660,10 @@ class RaftNode:
                 # The loop is parked here: keep deadlines honest so no proposer waits forever.
                 self._expire(asyncio.get_running_loop().time())
 
-    def _apply(self, rd: Ready) -> None:
+    def _apply_entries(self, entries: tuple[Entry, ...] | list[Entry]) -> None:
         sm = self.state_machine
         pending = self._pending
-        for entry in rd.committed_entries:
+        for entry in entries:
             result = b""
             failure: Exception | None = None
             if entry.kind is EntryKind.COMMAND:
@@ -578,7 +686,11 @@ class RaftNode:
                     p.future.set_exception(
                         ProposalDropped("overwritten by a newer leader's entry; not applied")
                     )
-        self.stats.applied += len(rd.committed_entries)
+        self.stats.applied += len(entries)
+        self._applied = entries[-1].index
+        snaps = self._snaps
+        if snaps is not None:
+            snaps.note_applied(entries)
 
     def _serve_reads(self, applied: int) -> None:
         waiting = self._waiting_reads
@@ -601,6 +713,8 @@ class RaftNode:
             leader,
             self._raft.term if self._raft else "?",
         )
+        if was_leader and role is not Role.LEADER and self._snaps is not None:
+            self._snaps.stop_sending()
         if was_leader and role is not Role.LEADER:
             # Appended entries may still commit under the next leader: their fate is unknown.
             err = IndeterminateError("leadership lost before the command committed")
@@ -691,6 +805,17 @@ def _error_response(request_id: int, exc: BaseException) -> ClientResponse:
     if isinstance(exc, ClusterUnavailableError):
         return ClientResponse(request_id, ResponseStatus.TIMEOUT, message=str(exc))
     return ClientResponse(request_id, ResponseStatus.ERROR, message=f"{type(exc).__name__}: {exc}")
+
+
+def _snapshot_response(request_id: int, task: asyncio.Task[SnapshotMeta]) -> ClientResponse:
+    if task.cancelled():
+        return ClientResponse(request_id, ResponseStatus.ERROR, message="snapshot cancelled")
+    exc = task.exception()
+    if exc is not None:
+        return _error_response(request_id, exc)
+    meta = task.result()
+    data = msgspec.msgpack.encode({"index": meta.index, "term": meta.term})
+    return ClientResponse(request_id, ResponseStatus.OK, data)
 
 
 def _future_response(request_id: int, fut: asyncio.Future[bytes]) -> ClientResponse:

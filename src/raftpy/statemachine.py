@@ -7,11 +7,29 @@ Contract (hashicorp/raft's FSM contract, adapted):
   Its result is returned to the proposer.
 - ``query`` reads without changing state.
 - ``snapshot`` writes the whole state to ``out``, streamed (the state may not fit in memory);
-  ``restore`` replaces all state with what ``snapshot`` wrote.
+  ``restore`` replaces all state with what ``snapshot`` wrote. Write and read in pieces (for
+  example one record per key), never the whole state as one ``bytes``.
+
+Snapshots and threads (what a state machine author must guarantee). A node snapshots when its
+log since the last snapshot passes ``NodeConfig.snapshot_entries`` / ``snapshot_bytes`` (or an
+operator asks). The state is taken at one applied index, and the file is written in a worker
+thread so the event loop keeps serving:
+
+- If the state machine has ``prepare_snapshot()`` (see :class:`ConcurrentSnapshot`), the node
+  calls it on the event loop between two ``apply`` calls. It must return quickly a function that
+  writes the state *as of that moment*; that function runs in a worker thread while ``apply``
+  and ``query`` go on in the event loop's thread. It must therefore not see later applies: take
+  a cheap copy (``dict(self.data)`` when values are immutable), or use copy-on-write or
+  versioned storage. Both examples do this.
+- Otherwise ``snapshot(out)`` runs in a worker thread while the node holds back applies (reads
+  and writes wait, peers and clients are still served), so it sees a frozen state; ``query``
+  may still be called concurrently from the event loop and must not mutate.
+- ``restore(inp)`` runs in a worker thread while nothing else touches the state machine.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import BinaryIO, Protocol, runtime_checkable
 
 
@@ -33,4 +51,16 @@ class StateMachine(Protocol):
 
     def restore(self, inp: BinaryIO) -> None:
         """Replace all state with a snapshot read from ``inp``."""
+        ...
+
+
+@runtime_checkable
+class ConcurrentSnapshot(Protocol):
+    """Optional: state machines that can write a snapshot while they keep applying
+    (hashicorp/raft's ``FSM.Snapshot`` + ``FSMSnapshot.Persist`` split)."""
+
+    def prepare_snapshot(self) -> Callable[[BinaryIO], None]:
+        """Called on the event loop at a consistent applied index; return a function that
+        writes the state as of now to ``out`` from a worker thread, unaffected by later
+        ``apply`` calls."""
         ...

@@ -18,8 +18,10 @@ not retry it by itself, because until client sessions exist a retried write coul
 from __future__ import annotations
 
 import json
+import struct
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from itertools import islice
 from typing import Any, BinaryIO
 
 import msgspec
@@ -59,11 +61,53 @@ class HashMapStateMachine:
     def query(self, query: bytes) -> bytes:
         return self.data.get(query.decode(), "null").encode()
 
+    # Snapshot format: batches of at most _BATCH (key, value) pairs, each a u32 length and a
+    # msgpack array; a zero length ends it. Streamed both ways: neither side builds the whole
+    # state as one bytes object.
+
+    def prepare_snapshot(self) -> Callable[[BinaryIO], None]:
+        # Values are immutable strings, so a shallow copy is a consistent view: later applies
+        # change self.data, never the copy (about 1 ms per 20,000 keys, on the event loop).
+        view = dict(self.data)
+        return lambda out: _write_pairs(out, view)
+
     def snapshot(self, out: BinaryIO) -> None:
-        out.write(msgspec.msgpack.encode(self.data))
+        _write_pairs(out, self.data)
 
     def restore(self, inp: BinaryIO) -> None:
-        self.data = msgspec.msgpack.decode(inp.read(), type=dict[str, str])
+        data: dict[str, str] = {}
+        while True:
+            head = _read_exact(inp, 4)
+            (size,) = struct.unpack(">I", head)
+            if size == 0:
+                break
+            try:
+                pairs = _pairs_decoder.decode(_read_exact(inp, size))
+            except msgspec.DecodeError as exc:
+                raise ValueError(f"malformed hashmap snapshot: {exc}") from None
+            data.update(pairs)
+        self.data = data
+
+
+_BATCH = 4096
+_pairs_decoder = msgspec.msgpack.Decoder(list[tuple[str, str]])
+
+
+def _write_pairs(out: BinaryIO, data: dict[str, str]) -> None:
+    items = iter(data.items())
+    encode = msgspec.msgpack.encode
+    while batch := list(islice(items, _BATCH)):
+        payload = encode(batch)
+        out.write(struct.pack(">I", len(payload)))
+        out.write(payload)
+    out.write(struct.pack(">I", 0))
+
+
+def _read_exact(inp: BinaryIO, n: int) -> bytes:
+    data = inp.read(n)
+    if len(data) != n:
+        raise ValueError(f"hashmap snapshot ends early: wanted {n} bytes, got {len(data)}")
+    return data
 
 
 def _canonical(value: Any) -> str:

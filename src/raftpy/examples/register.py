@@ -16,7 +16,7 @@ not retry it by itself, because until client sessions exist a retried write coul
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import BinaryIO
 
 import msgspec
@@ -52,6 +52,14 @@ class RegisterStateMachine:
 
     def query(self, query: bytes) -> bytes:
         return self.value.encode()
+
+    def prepare_snapshot(self) -> Callable[[BinaryIO], None]:
+        value = self.value.encode()  # the state as of now (later applies rebind self.value)
+
+        def write(out: BinaryIO) -> None:
+            out.write(value)
+
+        return write
 
     def snapshot(self, out: BinaryIO) -> None:
         out.write(self.value.encode())

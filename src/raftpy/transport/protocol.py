@@ -65,6 +65,9 @@ class ClientOp(enum.Enum):
     """Answer ``data`` with ``StateMachine.query`` at the requested consistency."""
     STATUS = "status"
     """The node's status, as a msgpack-encoded map (no ``data`` needed; never fails)."""
+    SNAPSHOT = "snapshot"
+    """Operators: take a snapshot now and compact the log; the answer is a msgpack map with
+    the snapshot's ``index`` and ``term``."""
 
 
 class Consistency(enum.Enum):

@@ -1,0 +1,433 @@
+"""Snapshots in a running node (Raft §7): taking them without stalling the event loop,
+compacting the log durably, streaming them to followers and installing the leader's.
+
+The :class:`~raftpy.node.RaftNode` owns one :class:`NodeSnapshots` and calls it from its loop;
+no Raft rule lives here (the core decides who needs a snapshot and whether a received one is
+taken). What this module guarantees:
+
+- **Consistent state, off the loop.** A snapshot is taken at the node's applied index, between
+  two applies. With ``prepare_snapshot()`` (see :mod:`raftpy.statemachine`) applies go on while
+  a worker thread writes the file; without it applies are held back until the file is written.
+- **Crash at any step leaves the old state or the new one.** Order when taking a snapshot:
+  sync the log (so the commit index covering the snapshot is durable), write the file
+  atomically (temp file, fsync, rename, directory fsync; :mod:`raftpy.storage.snapshots`), then
+  compact the log (one synced WAL record), then delete files no longer needed. When installing
+  the leader's: the received file is verified and renamed into place first, then the WAL
+  records the snapshot. On start-up, :meth:`NodeSnapshots.recover` uses only a snapshot that
+  the log vouches for (the WAL's own, or a newer one whose index is committed in the log with
+  the same term); any other file is a leftover and is deleted.
+- **Followers that lag a little catch up from the log.** The log is compacted to the
+  *previous* snapshot, not the newest: one snapshot interval of entries stays behind the newest
+  snapshot (etcd keeps 5,000 "catch-up entries", hashicorp/raft ``TrailingLogs`` for the same
+  reason), and a restart still begins at the newest snapshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+
+from raftpy.config import NodeConfig
+from raftpy.core.messages import (
+    Entry,
+    InstallSnapshot,
+    InstallSnapshotResponse,
+    Message,
+    SnapshotMeta,
+)
+from raftpy.core.raft import Raft
+from raftpy.snapshot_transfer import Completed, SnapshotReceiver, SnapshotSender
+from raftpy.statemachine import ConcurrentSnapshot, StateMachine
+from raftpy.storage.errors import CorruptSnapshotError, StorageError, StorageFullError
+from raftpy.storage.memory import MemoryStorage
+from raftpy.storage.snapshots import SnapshotSink, SnapshotSource, SnapshotStore
+from raftpy.storage.wal import FileStorage
+
+logger = logging.getLogger("raftpy.snapshot")
+
+
+def _abort(sink: SnapshotSink) -> None:
+    sink.abort()
+
+
+class NodeSnapshots:
+    """Snapshot work of one node: see the module docstring.
+
+    ``send`` puts a message on the wire; ``wake`` wakes the node's loop (a background step
+    finished and the loop has work: messages for the core, held-back applies).
+    """
+
+    def __init__(
+        self,
+        node_id: int,
+        store: SnapshotStore,
+        storage: MemoryStorage | FileStorage,
+        state_machine: StateMachine,
+        config: NodeConfig,
+        send: Callable[[Message], None],
+        wake: Callable[[], None],
+    ) -> None:
+        self.node_id = node_id
+        self.store = store
+        self._storage = storage
+        self._sm = state_machine
+        self._config = config
+        self._send = send
+        self._wake = wake
+        self._to_core: list[Message] = []
+        self._senders: dict[int, tuple[SnapshotSender, SnapshotSource]] = {}
+        self._receiver: SnapshotReceiver[SnapshotSink] = SnapshotReceiver(
+            store.begin_receive, _abort
+        )
+        self._received: dict[tuple[int, int], SnapshotSink] = {}
+        self._background: set[asyncio.Task[None]] = set()
+        self._task: asyncio.Task[SnapshotMeta] | None = None
+        self._retry_at = 0.0
+        self.latest: SnapshotMeta | None = None
+        self.hold_applies = False
+        self.entries_since = 0
+        self.bytes_since = 0
+        self.taken = 0
+        self.installed = 0
+        self.sent = 0
+
+    # ------------------------------------------------------------------------------------------
+    # Start-up
+    # ------------------------------------------------------------------------------------------
+
+    async def recover(self) -> int | None:
+        """Restore the state machine from the newest snapshot the log vouches for; return the
+        applied index to start the core with (``None``: no snapshot, apply from the start).
+
+        Raises :class:`StorageError` when the log was compacted to a snapshot whose file is
+        gone (the state before it cannot be rebuilt here) and
+        :class:`~raftpy.storage.errors.CorruptSnapshotError` for a damaged file.
+        """
+        storage = self._storage
+        wal = storage.snapshot_meta()
+        commit = storage.hard_state.commit
+        chosen: SnapshotMeta | None = None
+        own: SnapshotMeta | None = None
+        for meta in reversed(self.store.list()):
+            if meta.index == wal.index and meta.term == wal.term:
+                own = meta
+                if chosen is None:
+                    chosen = meta
+                break
+            if (
+                chosen is None
+                and wal.index < meta.index <= min(storage.last_index(), commit)
+                and storage.term(meta.index) == meta.term
+            ):
+                chosen = meta
+        if wal.index > 0 and own is None:
+            if chosen is None:
+                raise StorageError(
+                    f"the log in {self._describe()} was compacted to a snapshot at index "
+                    f"{wal.index} (term {wal.term}) whose file is missing from "
+                    f"{self.store.directory}: the state it held is lost here. Restore the "
+                    "file, or empty the data directory so the node is rebuilt from its peers."
+                )
+            # The WAL's own file is gone but a newer usable one exists: compact to that one
+            # so what we would send to followers is a file we have.
+            storage.create_snapshot(chosen)
+            own = chosen
+        self.store.retain([m for m in (own, chosen) if m is not None])
+        if chosen is None:
+            return None
+        logger.info(
+            "node %d restores its state machine from snapshot %d (term %d)",
+            self.node_id,
+            chosen.index,
+            chosen.term,
+        )
+        await asyncio.to_thread(self._restore, chosen)
+        self.latest = chosen
+        self.entries_since = max(0, commit - chosen.index)
+        return chosen.index
+
+    def _describe(self) -> str:
+        return getattr(self._storage, "_dir", "memory storage")
+
+    def _restore(self, meta: SnapshotMeta) -> None:
+        with self.store.open_body(meta) as body:
+            self._sm.restore(body)
+
+    # ------------------------------------------------------------------------------------------
+    # Taking snapshots
+    # ------------------------------------------------------------------------------------------
+
+    def note_applied(self, entries: Sequence[Entry]) -> None:
+        self.entries_since += len(entries)
+        self.bytes_since += sum([len(e.data) for e in entries])
+
+    @property
+    def busy(self) -> bool:
+        """A snapshot is being written."""
+        return self._task is not None and not self._task.done()
+
+    def due(self, now: float) -> bool:
+        """Whether the log since the last snapshot passed the configured size."""
+        if self.busy or now < self._retry_at:
+            return False
+        cfg = self._config
+        return (
+            cfg.snapshot_entries is not None and self.entries_since >= cfg.snapshot_entries
+        ) or (cfg.snapshot_bytes is not None and self.bytes_since >= cfg.snapshot_bytes)
+
+    def start_automatic(self, raft: Raft, applied: int, now: float) -> None:
+        """Start a snapshot because the log grew (:meth:`due`); a failure to start is logged
+        and retried a few seconds later (the node carries on with a longer log)."""
+        try:
+            self.start(raft, applied)
+        except (StorageError, OSError) as exc:
+            logger.error("node %d: cannot start a snapshot: %s", self.node_id, exc)
+            self._retry_at = now + 5.0
+
+    def start(self, raft: Raft, applied: int) -> asyncio.Task[SnapshotMeta]:
+        """Snapshot the state machine at ``applied`` (the node's applied index: nothing is
+        applied between this call and the moment the state is captured)."""
+        if self._task is not None and not self._task.done():
+            return self._task
+        latest = self.latest
+        if latest is not None and latest.index >= applied:
+            # Nothing new since the last one: hand that one back.
+            done: asyncio.Future[SnapshotMeta] = asyncio.get_running_loop().create_future()
+            done.set_result(latest)
+            return asyncio.ensure_future(done)
+        term = raft.log.term(applied)
+        if term is None:
+            raise StorageError(f"cannot snapshot at {applied}: its term is unknown")
+        meta = SnapshotMeta(applied, term, raft.conf_state())
+        # The file must never be ahead of the durable commit index (recover() checks it).
+        self._storage.sync()
+        sm = self._sm
+        if isinstance(sm, ConcurrentSnapshot):
+            writer = sm.prepare_snapshot()
+        else:
+            writer = sm.snapshot
+            self.hold_applies = True  # the state must not move while snapshot() reads it
+        self.entries_since = 0
+        self.bytes_since = 0
+        self._task = asyncio.get_running_loop().create_task(
+            self._write(meta, writer), name=f"raftpy-snapshot-{applied}"
+        )
+        return self._task
+
+    async def _write(self, meta: SnapshotMeta, writer: Callable[..., None]) -> SnapshotMeta:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            size = await asyncio.to_thread(self.store.create, meta, writer)
+        except BaseException as exc:
+            self.hold_applies = False
+            self._wake()
+            self._retry_at = loop.time() + 5.0
+            if isinstance(exc, StorageFullError):
+                logger.error("node %d: snapshot %d failed: %s", self.node_id, meta.index, exc)
+            elif not isinstance(exc, asyncio.CancelledError):
+                logger.exception("node %d: snapshot %d failed", self.node_id, meta.index)
+            raise
+        self.hold_applies = False
+        self._wake()
+        previous = self.latest
+        self.latest = meta
+        # Compact to the previous snapshot: one interval of entries stays for followers that
+        # lag a little (module docstring). The file is durable; the WAL record follows.
+        compact_to = previous if previous is not None else None
+        if compact_to is not None and compact_to.index > self._storage.snapshot_meta().index:
+            self._storage.create_snapshot(compact_to)
+        self.store.retain([self._storage.snapshot_meta(), meta])
+        self.taken += 1
+        logger.info(
+            "node %d took snapshot %d (term %d, %d bytes) in %.3f s; log starts at %d",
+            self.node_id,
+            meta.index,
+            meta.term,
+            size,
+            loop.time() - started,
+            self._storage.first_index(),
+        )
+        return meta
+
+    # ------------------------------------------------------------------------------------------
+    # Sending (leader)
+    # ------------------------------------------------------------------------------------------
+
+    def on_request(self, request: InstallSnapshot) -> None:
+        """The core wants ``request.dst`` to get a snapshot: start streaming it."""
+        self._end_sender(request.dst, report=False)
+        try:
+            source = self.store.open_source(request.meta)
+        except (OSError, StorageError) as exc:
+            logger.error(
+                "node %d: cannot open snapshot %d to send: %s",
+                self.node_id,
+                request.meta.index,
+                exc,
+            )
+            self._to_core.append(
+                InstallSnapshotResponse(
+                    request.term, request.dst, request.src, request.meta.index, 0, False, True
+                )
+            )
+            return
+        cfg = self._config
+        sender = SnapshotSender(
+            request,
+            source,
+            chunk_bytes=cfg.snapshot_chunk_bytes,
+            window_bytes=cfg.snapshot_window_bytes,
+            retry_ticks=max(2, round(0.2 / cfg.tick_seconds)),
+            give_up_ticks=max(cfg.election_ticks * 2, round(10.0 / cfg.tick_seconds)),
+        )
+        self._senders[request.dst] = (sender, source)
+        self.sent += 1
+        logger.info(
+            "node %d streams snapshot %d (%d bytes) to %d",
+            self.node_id,
+            request.meta.index,
+            source.size,
+            request.dst,
+        )
+        self._send_all(sender.start())
+
+    def on_answer(self, m: InstallSnapshotResponse) -> None:
+        entry = self._senders.get(m.src)
+        if entry is None:
+            return
+        sender = entry[0]
+        try:
+            self._send_all(sender.on_response(m))
+        except OSError as exc:
+            logger.error("node %d: reading snapshot failed: %s", self.node_id, exc)
+            sender.failed = True
+        if sender.finished:
+            self._end_sender(m.src, report=True)
+
+    def tick(self) -> None:
+        for dst, (sender, _) in list(self._senders.items()):
+            try:
+                self._send_all(sender.tick())
+            except OSError as exc:
+                logger.error("node %d: reading snapshot failed: %s", self.node_id, exc)
+                sender.failed = True
+            if sender.finished:
+                self._end_sender(dst, report=True)
+
+    def stop_sending(self) -> None:
+        """Leadership ended: its transfers end with it (the next leader starts its own)."""
+        for dst in list(self._senders):
+            self._end_sender(dst, report=False)
+
+    def _end_sender(self, dst: int, report: bool) -> None:
+        entry = self._senders.pop(dst, None)
+        if entry is None:
+            return
+        sender, source = entry
+        source.close()
+        if report:
+            logger.info(
+                "node %d: snapshot %d to %d %s after %d bytes",
+                self.node_id,
+                sender.meta.index,
+                dst,
+                "done" if sender.done else "failed",
+                sender.bytes_sent,
+            )
+            self._to_core.append(sender.report())  # etcd raft's ReportSnapshot
+
+    def _send_all(self, messages: list[InstallSnapshot]) -> None:
+        for m in messages:
+            self._send(m)
+
+    # ------------------------------------------------------------------------------------------
+    # Receiving (follower)
+    # ------------------------------------------------------------------------------------------
+
+    def on_chunk(self, m: InstallSnapshot) -> None:
+        try:
+            answer, completed = self._receiver.on_chunk(m)
+        except (OSError, StorageError) as exc:
+            logger.error("node %d: writing a received snapshot failed: %s", self.node_id, exc)
+            self._receiver.reset()
+            self._send(InstallSnapshotResponse(m.term, m.dst, m.src, m.meta.index, 0, False, True))
+            return
+        if answer is not None:
+            self._send(answer)
+        if completed is not None:
+            task = asyncio.get_running_loop().create_task(self._verify(completed))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _verify(self, completed: Completed[SnapshotSink]) -> None:
+        """Sync and check the received file off the loop, then hand it to the core."""
+        m = completed.message
+        sink = completed.sink
+        try:
+            meta = await asyncio.to_thread(sink.finish)
+            ok = meta == m.meta
+            if not ok:
+                logger.error(
+                    "node %d: received snapshot names %s, not %s", self.node_id, meta, m.meta
+                )
+        except (CorruptSnapshotError, OSError, StorageError) as exc:
+            logger.error(
+                "node %d: received snapshot %d is bad: %s", self.node_id, m.meta.index, exc
+            )
+            ok = False
+        self._send(self._receiver.finished(completed, ok))
+        if not ok:
+            sink.abort()
+            return
+        key = (m.meta.index, m.meta.term)
+        old = self._received.pop(key, None)
+        if old is not None:
+            old.abort()
+        self._received[key] = sink
+        self._to_core.append(InstallSnapshot(m.term, m.src, m.dst, m.meta, sink.size, b"", True))
+        self._wake()
+
+    def take_core_messages(self) -> list[Message]:
+        """Messages the node must step into its core now (completions and transfer reports)."""
+        out, self._to_core = self._to_core, []
+        return out
+
+    async def install(self, meta: SnapshotMeta) -> None:
+        """The core took the leader's snapshot (``Ready.snapshot``): make it durable, then
+        restore the state machine from it (in a worker thread)."""
+        if self._task is not None and not self._task.done():
+            # A local snapshot may be reading the state machine: let it finish first.
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.shield(self._task)
+        sink = self._received.pop((meta.index, meta.term))
+        self.store.install(sink)
+        self._storage.apply_snapshot(meta)
+        await asyncio.to_thread(self._restore, meta)
+        self.latest = meta
+        self.entries_since = 0
+        self.bytes_since = 0
+        self.installed += 1
+        self.store.retain([meta])
+        logger.info("node %d installed snapshot %d from the leader", self.node_id, meta.index)
+
+    def drop_unused(self) -> None:
+        """Received files the core did not take (it already held their entries): delete."""
+        for sink in self._received.values():
+            sink.abort()
+        self._received.clear()
+
+    async def close(self) -> None:
+        self.stop_sending()
+        self._receiver.reset()
+        self.drop_unused()
+        tasks = list(self._background)
+        if self._task is not None:
+            tasks.append(self._task)  # type: ignore[arg-type]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(BaseException):
+                await task
