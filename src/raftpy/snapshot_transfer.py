@@ -22,12 +22,15 @@ Wire protocol (the same two messages, so no new message kinds):
   checksum, storage failure).
 
 Loss and reordering: a chunk that does not start exactly at the receiver's offset is dropped
-(and answered with the offset). When the sender sees no progress for ``retry_ticks`` ticks it
-goes back to the last acknowledged offset (go-back-N). A dropped connection therefore costs the
-unacknowledged window, never the transfer: the receiver keeps its partial file, and a sender
-(even a new one for the same snapshot, after a leader restarted the transfer) resumes from the
-offset the receiver reports. A receiver that stays silent for ``give_up_ticks`` ends the
-transfer as failed; the driver reports that to the core, which retries later.
+(and answered with the offset). A chunk past offset 0 of a transfer the receiver does not hold
+at all (it restarted and lost its partial file, or moved on to a newer leader's transfer) is
+answered with ``rejected``: the sender ends, and the core starts a new transfer later. When
+the sender sees no progress for ``retry_ticks`` ticks it goes back to the last acknowledged
+offset (go-back-N). A dropped connection therefore costs the unacknowledged window, never the
+transfer: the receiver keeps its partial file, and a sender (even a new one for the same
+snapshot, after a leader restarted the transfer) resumes from the offset the receiver reports.
+A receiver that stays silent for ``give_up_ticks`` ends the transfer as failed; the driver
+reports that to the core, which retries later.
 
 Partial transfers are keyed by (leader, leader term, snapshot index, snapshot term): two
 leaders' files for the same index may differ byte for byte (state machines need not serialize
@@ -285,7 +288,9 @@ class SnapshotReceiver(Generic[SinkT]):
             if cur is not None and (cur.finishing or key.leader_term < cur.key.leader_term):
                 return None, None  # busy verifying, or a stale leader's transfer
             if m.offset != 0:
-                return self._answer(m, 0), None  # we hold nothing of it: start from 0
+                # We hold nothing of this transfer (we restarted, or took a newer leader's):
+                # refuse it, so the sender ends and the core starts a new transfer.
+                return self._answer(m, 0, rejected=True), None
             if cur is not None:
                 self._abort(cur.sink)
             tag = f"recv-{key.leader}-{key.leader_term}-{key.index}-{key.term}"

@@ -288,6 +288,16 @@ class SimCluster:
             self.crash(i)
         self._boot(self._nodes[i])
 
+    def disk(self, i: int) -> FaultyFileSystem:
+        """Node ``i``'s simulated disk (file mode only), to inject faults such as
+        ``crash_on_next_sync``. When an injected crash fires, the sim raises
+        :class:`~raftpy.storage.fs.SimulatedCrash` out of ``run_for``; call :meth:`crash` and
+        :meth:`restart` for that node, then go on."""
+        fs = self._nodes[i].fs
+        if fs is None:
+            raise ValueError('disk() needs storage="file"')
+        return fs
+
     def is_up(self, i: int) -> bool:
         return self._nodes[i].raft is not None
 
