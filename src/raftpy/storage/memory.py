@@ -30,7 +30,6 @@ class MemoryStorage:
     def __init__(self, voters: Sequence[int] = ()) -> None:
         self._hard_state = HardState()
         self._snapshot = SnapshotMeta(0, 0, ConfState(voters=tuple(sorted(voters))))
-        self._snapshot_data = b""
         self._entries: list[Entry] = []
         self._cum: list[int] = [0]
 
@@ -117,7 +116,7 @@ class MemoryStorage:
             )
         )
 
-    def apply_snapshot(self, meta: SnapshotMeta, data: bytes = b"") -> None:
+    def apply_snapshot(self, meta: SnapshotMeta) -> None:
         """Replace the log with a snapshot received from the leader (Raft §7): entries after
         the snapshot are kept only if the log holds the snapshot's last entry."""
         if meta.index <= self._snapshot.index:
@@ -128,9 +127,8 @@ class MemoryStorage:
             self._entries = []
             self._cum = [0]
         self._snapshot = meta
-        self._snapshot_data = data
 
-    def create_snapshot(self, meta: SnapshotMeta, data: bytes = b"") -> None:
+    def create_snapshot(self, meta: SnapshotMeta) -> None:
         """Record a snapshot the local state machine took at ``meta.index`` and compact the
         log up to it."""
         if meta.index <= self._snapshot.index:
@@ -139,15 +137,10 @@ class MemoryStorage:
             raise LocalProtocolError(f"snapshot at {meta.index} is past {self.last_index()}")
         self._compact_to(meta.index)
         self._snapshot = meta
-        self._snapshot_data = data
 
     def sync(self) -> None:
         """Nothing to do: every write above is already "durable" (it survives a simulated
         crash). Present so drivers treat both storages alike."""
-
-    @property
-    def snapshot_data(self) -> bytes:
-        return self._snapshot_data
 
     def persisted_bytes(self) -> int:
         """Bytes of raft state held: entry payloads plus a fixed cost per entry and for the

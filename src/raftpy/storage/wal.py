@@ -163,8 +163,9 @@ class FileStorage:
     raise :class:`CorruptLogError`, :class:`UnsupportedFormatError` or
     :class:`DataDirLockedError`. Not thread-safe: one driver owns it.
 
-    Snapshot *data* is not stored durably yet (issue 5): ``data`` passed to the snapshot
-    methods is kept in memory only, and :attr:`snapshot_data` is empty after a restart.
+    Only snapshot *metadata* lives here; the snapshot files are kept by
+    :class:`~raftpy.storage.snapshots.SnapshotStore`, and the driver writes a file durably
+    before it records the snapshot here (so the log never refers to a file that is not there).
     """
 
     def __init__(
@@ -206,7 +207,6 @@ class FileStorage:
         self._sp_off = array("q")
         self._sp_len = array("q")
         self._confs: list[tuple[int, ConfState]] = []  # CONFIG entries after the snapshot
-        self._snapshot_data = b""
 
         # The write buffer: (type, payload, index into _pending_entries or -1).
         self._ops: list[tuple[int, bytes, int]] = []
@@ -290,11 +290,6 @@ class FileStorage:
     def hard_state(self) -> HardState:
         return self._hard
 
-    @property
-    def snapshot_data(self) -> bytes:
-        """The data of the latest snapshot taken or received in this process (not durable)."""
-        return self._snapshot_data
-
     def set_hard_state(self, hard_state: HardState) -> None:
         """Buffer the hard state (term, vote, commit) as one record; durable at :meth:`sync`."""
         self._check_usable()
@@ -343,7 +338,7 @@ class FileStorage:
         self._terms.extend([e.term for e in batch])
         self._note_confs(batch)
 
-    def create_snapshot(self, meta: SnapshotMeta, data: bytes = b"") -> None:
+    def create_snapshot(self, meta: SnapshotMeta) -> None:
         """Record a snapshot the local state machine took at ``meta.index``, compact the log up
         to it (durably: this syncs) and delete the segments wholly below it."""
         self._check_usable()
@@ -353,11 +348,10 @@ class FileStorage:
             raise LocalProtocolError(f"snapshot at {meta.index} is past {self.last_index()}")
         self._ops.append((SNAPSHOT, _enc.encode(_SnapshotRecord(meta, True)), -1))
         self._compact_index(meta)
-        self._snapshot_data = data
         self.sync()
         self._delete_old_segments()
 
-    def apply_snapshot(self, meta: SnapshotMeta, data: bytes = b"") -> None:
+    def apply_snapshot(self, meta: SnapshotMeta) -> None:
         """Replace the log with a snapshot received from the leader (Raft §7): entries after
         the snapshot are kept only if the log holds the snapshot's last entry. Syncs."""
         self._check_usable()
@@ -369,7 +363,6 @@ class FileStorage:
             self._compact_index(meta)
         else:
             self._clear_index(meta)
-        self._snapshot_data = data
         self.sync()
         self._delete_old_segments()
 
