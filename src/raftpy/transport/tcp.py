@@ -178,7 +178,9 @@ class _FrameReader(asyncio.BufferedProtocol):
     the call (decoders copy what they keep). The buffer holds ``[_start, _end)`` unparsed bytes;
     ``_need`` is the full size (header included) of the incomplete frame at ``_start`` once
     its header has arrived, else 0. A frame larger than the buffer grows it to fit (bounded by
-    ``max_frame_bytes``); it shrinks back once that frame is consumed.
+    ``max_frame_bytes``), with room for what follows; it shrinks back once no large frame came
+    for a while (a stream of large frames, such as snapshot chunks, reuses one buffer instead
+    of allocating and copying twice per frame).
     """
 
     def __init__(self, owner: TcpTransport, bufsize: int) -> None:
@@ -190,6 +192,7 @@ class _FrameReader(asyncio.BufferedProtocol):
         self._bufsize = bufsize
         self._min_free = bufsize // 4
         self._buf = bytearray(bufsize)
+        self._idle_big = 0  # reads since the buffer last had to hold a large frame
         self._start = 0
         self._end = 0
         self._need = 0
@@ -215,8 +218,12 @@ class _FrameReader(asyncio.BufferedProtocol):
         if self._need:
             if self._start + self._need > len(buf):
                 buf = self._make_room()
-        elif len(buf) - self._end < self._min_free or len(buf) != self._bufsize:
+        elif len(buf) - self._end < self._min_free:
             buf = self._make_room()
+        elif len(buf) != self._bufsize:
+            self._idle_big += 1
+            if self._idle_big > _SHRINK_AFTER_READS:
+                buf = self._make_room()
         return memoryview(buf)[self._end :]
 
     def buffer_updated(self, nbytes: int) -> None:
@@ -270,7 +277,15 @@ class _FrameReader(asyncio.BufferedProtocol):
         buf = self._buf
         start, end = self._start, self._end
         tail = end - start
-        size = max(self._bufsize, self._need)
+        need = self._need
+        if need:
+            self._idle_big = 0
+            size = max(len(buf), need + self._bufsize) if need > self._bufsize else len(buf)
+            size = max(size, self._bufsize)
+        elif len(buf) > self._bufsize and self._idle_big <= _SHRINK_AFTER_READS:
+            size = len(buf)
+        else:
+            size = self._bufsize
         if size == len(buf):
             if start:
                 buf[:tail] = buf[start:end]
@@ -308,6 +323,11 @@ class _FrameReader(asyncio.BufferedProtocol):
         self._closed = True
         if self._transport is not None:
             self._transport.abort()
+
+
+_SHRINK_AFTER_READS = 64
+"""Reads without a large frame after which a grown receive buffer goes back to its normal
+size (so one large message does not pin a large buffer to a connection for ever)."""
 
 
 class ClientConnection:
