@@ -492,6 +492,64 @@ class Client:
             raise RemoteProtocolError(f"status is not a map: {type(decoded).__name__}")
         return cast(dict[str, Any], decoded)
 
+    async def snapshot(self, address: str, *, timeout: float | None = None) -> tuple[int, int]:
+        """Ask the node at ``address`` to take a snapshot of its state now and compact its
+        log; return the snapshot's ``(index, term)``. Any node will do, not only the leader:
+        each node snapshots its own state (operators: ``raftpy snapshot ADDRESS``).
+
+        Connecting is retried until the deadline. Once the request is written the call waits
+        for the answer until the deadline, not just ``attempt_timeout``: a large state takes a
+        while to write, and asking again would only take another snapshot after it. A request
+        lost with a broken connection is sent again (a second snapshot is harmless). Raises
+        ``ClusterUnavailableError`` when the node could not be reached or did not answer in
+        time, and ``RemoteProtocolError`` when it answered anything but the snapshot (a full
+        disk, a failed or stopping node, a state machine that cannot write it).
+        """
+        parse_address(address)
+        if self._closed:
+            raise LocalProtocolError("the client is closed")
+        budget = self._timeout if timeout is None else timeout
+        if not budget > 0:
+            raise ValueError(f"timeout must be > 0, got {budget}")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + budget
+        backoff = self._backoff_initial
+        last = "no attempt was made in time"
+        while not self._closed and loop.time() < deadline:
+            try:
+                conn = await self._connection(address, deadline)
+                resp = await conn.request(
+                    ClientOp.SNAPSHOT, b"", Consistency.LINEARIZABLE, deadline
+                )
+            except TimeoutError:
+                last = f"still connecting to {address} at the deadline"
+                break
+            except (_ConnectFailed, _ConnectionLost) as exc:
+                last = str(exc)
+            except _AttemptTimeout:
+                last = f"{address}: no answer in time"
+                break
+            else:
+                if resp.status is ResponseStatus.OK:
+                    try:
+                        answer = msgspec.msgpack.decode(resp.result or b"")
+                        return int(answer["index"]), int(answer["term"])
+                    except (msgspec.DecodeError, TypeError, KeyError, ValueError) as exc:
+                        raise RemoteProtocolError(
+                            f"{address} answered the snapshot request with {resp.result!r}: {exc!r}"
+                        ) from None
+                # Any other answer comes from the node itself (a failed or stopping node, a
+                # full disk, a state machine that cannot write): asking again will not help.
+                message = resp.message or resp.status.value
+                raise RemoteProtocolError(f"{address} failed the snapshot: {message}")
+            log.debug("snapshot: %s", last)
+            jittered = backoff * (0.5 + 0.5 * self._rng.random())
+            backoff = min(backoff * 2, self._backoff_max)
+            await self._pause(max(0.0, min(jittered, deadline - loop.time())))
+        if self._closed:
+            raise ClusterUnavailableError("the client was closed before the snapshot was taken")
+        raise ClusterUnavailableError(f"no snapshot from {address} within {budget}s (last: {last})")
+
     async def close(self) -> None:
         """Close every connection. Calls in flight fail (a proposal already written with
         ``IndeterminateError``); later calls raise ``LocalProtocolError``."""

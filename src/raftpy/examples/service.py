@@ -34,6 +34,11 @@ EXIT_NOT_DONE = 1
 EXIT_USAGE = 2
 EXIT_UNKNOWN = 3
 
+# The library's defaults, shown in the usage and used when an option is not given.
+_DEFAULTS = NodeConfig()
+MIN_SEGMENT_SIZE = 4096
+"""The smallest write-ahead log segment :class:`~raftpy.storage.FileStorage` accepts."""
+
 ClientAction = Callable[[list[str], list[str], float], Awaitable[str]]
 """(command arguments, node addresses, timeout in seconds) -> the line to print."""
 
@@ -67,6 +72,12 @@ def usage(prog: str, commands: Sequence[ClientCommand]) -> str:
         "  --election-ticks N    election timeout in ticks, randomized up to 2N (default 10)",
         "  --heartbeat-ticks N   heartbeat interval in ticks (default 1)",
         "  --cluster-id ID       refuse peers and clients of other clusters (default raftpy)",
+        f"  --snapshot-entries N  snapshot after N applied entries; 0 = off (default "
+        f"{_DEFAULTS.snapshot_entries})",
+        f"  --snapshot-bytes N    snapshot after N applied command bytes; 0 = off (default "
+        f"{_DEFAULTS.snapshot_bytes})",
+        f"  --segment-size BYTES  write-ahead log segment size, >= {MIN_SEGMENT_SIZE} (default "
+        f"{_DEFAULTS.segment_size})",
         "client options (before the addresses or after):",
         "  --timeout S           overall deadline in seconds (default 10)",
         "",
@@ -95,6 +106,9 @@ def parse_server_args(name: str, argv: list[str]) -> tuple[int, dict[int, str], 
     parser.add_argument("--election-ticks", type=int, default=10)
     parser.add_argument("--heartbeat-ticks", type=int, default=1)
     parser.add_argument("--cluster-id", default="raftpy")
+    parser.add_argument("--snapshot-entries", type=int, default=_DEFAULTS.snapshot_entries or 0)
+    parser.add_argument("--snapshot-bytes", type=int, default=_DEFAULTS.snapshot_bytes or 0)
+    parser.add_argument("--segment-size", type=int, default=_DEFAULTS.segment_size)
     try:
         opts, rest = parser.parse_known_args(argv)
     except (argparse.ArgumentError, SystemExit) as exc:
@@ -122,6 +136,14 @@ def parse_server_args(name: str, argv: list[str]) -> tuple[int, dict[int, str], 
         opts.data_dir = os.path.join("raftpy-data", f"{name}-{node_id}")
     if opts.tick_ms <= 0 or opts.election_ticks <= opts.heartbeat_ticks or opts.heartbeat_ticks < 1:
         raise UsageError("need --tick-ms > 0 and --election-ticks > --heartbeat-ticks >= 1")
+    for option, value in (
+        ("--snapshot-entries", opts.snapshot_entries),
+        ("--snapshot-bytes", opts.snapshot_bytes),
+    ):
+        if value < 0:
+            raise UsageError(f"need {option} >= 0 (0 turns that trigger off), got {value}")
+    if opts.segment_size < MIN_SEGMENT_SIZE:
+        raise UsageError(f"need --segment-size >= {MIN_SEGMENT_SIZE}, got {opts.segment_size}")
     return node_id, peers, opts
 
 
@@ -133,6 +155,10 @@ async def serve(
         tick_seconds=opts.tick_ms / 1000,
         election_ticks=opts.election_ticks,
         heartbeat_ticks=opts.heartbeat_ticks,
+        segment_size=opts.segment_size,
+        # 0 on the command line turns a trigger off (None in NodeConfig).
+        snapshot_entries=opts.snapshot_entries or None,
+        snapshot_bytes=opts.snapshot_bytes or None,
         # TEST ONLY: lets fault-harness tests prove they catch stale reads.
         unsafe_stale_reads=os.environ.get("RAFTPY_UNSAFE_STALE_READS") == "1",
     )

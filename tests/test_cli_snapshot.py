@@ -1,0 +1,231 @@
+"""``raftpy snapshot ADDRESS`` and the example servers' snapshot options.
+
+The command runs as a real process against real nodes: hashmap servers on 127.0.0.1, and an
+in-process :class:`RaftNode` on its TCP transport whose state machine cannot write a snapshot.
+Every wait is bounded; every process is killed when a test ends, pass or fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import BinaryIO
+
+import pytest
+
+from raftpy.cli import main as cli_main
+from raftpy.client import Client, SyncClient
+from raftpy.config import NodeConfig
+from raftpy.errors import ClusterUnavailableError, RemoteProtocolError
+from raftpy.examples import service
+from raftpy.examples.hashmap import HashMapClient
+from raftpy.node import RaftNode
+from tests.nodehelpers import KV, set_cmd, wait_for
+from tests.processhelpers import ProcessCluster, free_port, wait_until
+from tests.test_examples_process import leader_of
+
+pytestmark = pytest.mark.timeout(60)
+
+ANSWER = re.compile(r"^snapshot at index (\d+) term (\d+)\n$")
+
+
+def raftpy(*args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m raftpy.cli args...`` (the ``raftpy`` command); bounded."""
+    return subprocess.run(
+        [sys.executable, "-m", "raftpy.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def snapshot_files(data_dir: Path) -> list[str]:
+    return sorted(p.name for p in (data_dir / "snapshots").glob("*.snap"))
+
+
+def test_snapshot_of_the_leader_and_of_a_follower(tmp_path: Path) -> None:
+    # Automatic snapshots off: every snapshot here is one the command asked for.
+    extra = ["--snapshot-entries", "0", "--snapshot-bytes", "0"]
+    with ProcessCluster("hashmap", 3, tmp_path, extra=extra).start_all() as c:
+        with HashMapClient(c.addresses) as client:
+            for i in range(20):
+                client.put(f"k{i}", i)
+        leader = leader_of(c)
+        follower = next(i for i in range(1, 4) if i != leader)
+
+        with SyncClient(c.addresses) as sc:
+            commit = sc.status(c.address(leader))["commit"]
+            wait_until(
+                lambda: sc.status(c.address(follower))["applied"] >= commit,
+                10,
+                "the follower to apply everything",
+            )
+            for node in (leader, follower):
+                assert snapshot_files(tmp_path / f"data{node}") == []
+                r = raftpy("snapshot", c.address(node), "--timeout", "10")
+                assert r.returncode == 0, r.stderr
+                m = ANSWER.match(r.stdout)
+                assert m is not None, r.stdout
+                index, term = int(m[1]), int(m[2])
+                st = sc.status(c.address(node))
+                assert index >= commit >= 21  # the leader's no-op and 20 puts
+                assert st["snapshot"] == {
+                    "index": index,
+                    "term": term,
+                    "taken": 1,
+                    "installed": 0,
+                    "sent": 0,
+                }
+                assert term == st["term"]
+                assert snapshot_files(tmp_path / f"data{node}") == [
+                    f"{index:020d}-{term:020d}.snap"
+                ]
+                # Nothing applied since: the same snapshot again, no new file.
+                again = raftpy("snapshot", c.address(node))
+                assert (again.returncode, again.stdout) == (0, r.stdout), again.stderr
+                assert sc.status(c.address(node))["snapshot"]["taken"] == 1
+
+
+def test_unreachable_node_exits_1(tmp_path: Path) -> None:
+    address = f"127.0.0.1:{free_port()}"  # nobody listens there
+    started = time.monotonic()
+    r = raftpy("snapshot", address, "--timeout", "1")
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert r.stdout == ""
+    assert r.stderr.startswith(f"raftpy snapshot: {address}: "), r.stderr
+    assert "cannot connect" in r.stderr
+    assert time.monotonic() - started < 10
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        pytest.param([], id="no-address"),
+        pytest.param(["nope"], id="not-host-port"),
+        pytest.param(["127.0.0.1:0"], id="port-0"),
+        pytest.param(["127.0.0.1:70000"], id="port-too-big"),
+        pytest.param(["127.0.0.1:1", "--timeout", "0"], id="timeout-0"),
+        pytest.param(["127.0.0.1:1", "--timeout", "x"], id="timeout-nan"),
+        pytest.param(["127.0.0.1:1", "--timeout", "inf"], id="timeout-inf"),
+        pytest.param(["127.0.0.1:1", "127.0.0.1:2"], id="two-addresses"),
+        pytest.param(["127.0.0.1:1", "--bogus"], id="unknown-option"),
+    ],
+)
+def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main(["snapshot", *argv]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    # argparse: the subcommand's usage, or the top-level one for arguments left over.
+    assert "usage: raftpy" in err
+    assert "error:" in err
+
+
+def test_help_names_the_command(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main(["snapshot", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: raftpy snapshot [-h] [--timeout S] [--cluster-id ID] ADDRESS")
+
+
+class CannotSnapshot(KV):
+    """A state machine whose snapshots always fail, as on a broken disk (for tests)."""
+
+    def snapshot(self, out: BinaryIO) -> None:
+        raise OSError(5, "Input/output error")
+
+
+def test_failed_snapshot_exits_1(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        address = f"127.0.0.1:{free_port()}"
+        config = NodeConfig(
+            tick_seconds=0.01, exit_on_fatal=False, snapshot_entries=None, snapshot_bytes=None
+        )
+        node = RaftNode(1, address, {1: address}, CannotSnapshot(), tmp_path, config)
+        async with node:
+            await wait_for(lambda: node.role.value == "leader")
+            await node.propose(set_cmd("a", "1"), timeout=5)
+            async with Client([address], timeout=5) as client:
+                with pytest.raises(RemoteProtocolError, match="Input/output error"):
+                    await client.snapshot(address)
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "raftpy.cli",
+                "snapshot",
+                address,
+                "--timeout",
+                "5",
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+            async with asyncio.timeout(30):
+                out, err = await proc.communicate()
+            assert proc.returncode == 1, (out, err)
+            assert out == b""
+            assert err.decode().startswith(f"raftpy snapshot: {address}: "), err
+            assert b"Input/output error" in err
+            # The node carries on serving.
+            assert await node.propose(set_cmd("a", "2"), timeout=5) == b"1"
+        assert snapshot_files(tmp_path) == []
+
+    asyncio.run(asyncio.wait_for(scenario(), 45))
+
+
+def test_client_snapshot_deadline_when_unreachable() -> None:
+    async def scenario() -> None:
+        address = f"127.0.0.1:{free_port()}"
+        async with Client([address], timeout=5, connect_timeout=0.2) as client:
+            started = asyncio.get_running_loop().time()
+            with pytest.raises(ClusterUnavailableError, match="no snapshot from"):
+                await client.snapshot(address, timeout=0.5)
+            assert asyncio.get_running_loop().time() - started < 2
+            with pytest.raises(ValueError):
+                await client.snapshot("nope")
+
+    asyncio.run(asyncio.wait_for(scenario(), 20))
+
+
+# -- the example servers' options ----------------------------------------------------------
+
+MEMBERS = ["1", "1", "127.0.0.1:8080"]
+
+
+def test_server_snapshot_options_parse() -> None:
+    _, _, opts = service.parse_server_args("hashmap", MEMBERS)
+    default = NodeConfig()
+    assert (opts.snapshot_entries, opts.snapshot_bytes, opts.segment_size) == (
+        default.snapshot_entries,
+        default.snapshot_bytes,
+        default.segment_size,
+    )
+    argv = [*MEMBERS, "--snapshot-entries", "0", "--snapshot-bytes", "5", "--segment-size"]
+    _, _, opts = service.parse_server_args("hashmap", [*argv, "4096"])
+    assert (opts.snapshot_entries, opts.snapshot_bytes, opts.segment_size) == (0, 5, 4096)
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        pytest.param(["--snapshot-entries", "-1"], id="entries-negative"),
+        pytest.param(["--snapshot-entries", "1e3"], id="entries-not-int"),
+        pytest.param(["--snapshot-bytes", "-5"], id="bytes-negative"),
+        pytest.param(["--snapshot-bytes", "64MiB"], id="bytes-with-unit"),
+        pytest.param(["--segment-size", "4095"], id="segment-too-small"),
+        pytest.param(["--segment-size", "0"], id="segment-0"),
+        pytest.param(["--segment-size", "big"], id="segment-not-int"),
+    ],
+)
+def test_server_bad_snapshot_options_exit_2(
+    option: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        service.main("raftpy.examples.hashmap", "hashmap", ["server", *MEMBERS, *option], KV, [])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ")
+    assert option[0] in err
+    assert "--segment-size BYTES" in err  # the usage lists the options
