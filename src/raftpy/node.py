@@ -378,13 +378,11 @@ class RaftNode:
         snaps = self._snaps
         raft = self._raft
         assert snaps is not None and raft is not None
-        while snaps.busy:
-            task = snaps.start(raft, self._applied)  # the running one
-            with contextlib.suppress(Exception):
-                await asyncio.shield(task)
+        await snaps.wait_quiet()
         if self._held:
-            self._apply_entries(self._held)
-            self._held = []
+            held, self._held = self._held, []
+            self._apply_entries(held)
+            self._serve_reads(self._applied)
         return await asyncio.shield(snaps.start(raft, self._applied))
 
     def _send_peer(self, message: Message) -> None:

@@ -84,6 +84,7 @@ class NodeSnapshots:
         self._received: dict[tuple[int, int], SnapshotSink] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[SnapshotMeta] | None = None
+        self._installing: asyncio.Future[None] | None = None
         self._retry_at = 0.0
         self.latest: SnapshotMeta | None = None
         self.hold_applies = False
@@ -168,6 +169,18 @@ class NodeSnapshots:
         """A snapshot is being written."""
         return self._task is not None and not self._task.done()
 
+    async def wait_quiet(self) -> None:
+        """Wait until no snapshot is being written or installed (an operator's snapshot must
+        not race an install: the state machine is being replaced meanwhile)."""
+        while True:
+            if self._installing is not None and not self._installing.done():
+                await asyncio.shield(self._installing)
+            elif self._task is not None and not self._task.done():
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._task)
+            else:
+                return
+
     def due(self, now: float) -> bool:
         """Whether the log since the last snapshot passed the configured size."""
         if self.busy or now < self._retry_at:
@@ -233,6 +246,10 @@ class NodeSnapshots:
         self.hold_applies = False
         self._wake()
         previous = self.latest
+        if previous is not None and previous.index >= meta.index:
+            # The leader's snapshot was installed meanwhile: this one is older; drop it.
+            self.store.retain([self._storage.snapshot_meta(), previous])
+            return previous
         self.latest = meta
         # Compact to the previous snapshot: one interval of entries stays for followers that
         # lag a little (module docstring). The file is durable; the WAL record follows.
@@ -398,14 +415,18 @@ class NodeSnapshots:
     async def install(self, meta: SnapshotMeta) -> None:
         """The core took the leader's snapshot (``Ready.snapshot``): make it durable, then
         restore the state machine from it (in a worker thread)."""
-        if self._task is not None and not self._task.done():
-            # A local snapshot may be reading the state machine: let it finish first.
-            with contextlib.suppress(Exception, asyncio.CancelledError):
-                await asyncio.shield(self._task)
-        sink = self._received.pop((meta.index, meta.term))
-        self.store.install(sink)
-        self._storage.apply_snapshot(meta)
-        await asyncio.to_thread(self._restore, meta)
+        installing = self._installing = asyncio.get_running_loop().create_future()
+        try:
+            if self._task is not None and not self._task.done():
+                # A local snapshot may be reading the state machine: let it finish first.
+                with contextlib.suppress(Exception, asyncio.CancelledError):
+                    await asyncio.shield(self._task)
+            sink = self._received.pop((meta.index, meta.term))
+            self.store.install(sink)
+            self._storage.apply_snapshot(meta)
+            await asyncio.to_thread(self._restore, meta)
+        finally:
+            installing.set_result(None)
         self.latest = meta
         self.entries_since = 0
         self.bytes_since = 0
