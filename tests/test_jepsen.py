@@ -296,13 +296,31 @@ def _assert_valid_run(result: JepsenResult, nemesis_kind: str) -> None:
         assert (result.out_dir / name).is_file(), name
 
 
+# Every run snapshots and compacts often, so crashes, pauses and partitions also hit snapshot
+# writes, compactions, restarts from snapshots and (for nodes left behind) InstallSnapshot.
+SNAPSHOT_EVERY = 300
+
+
 @pytest.mark.parametrize(("kind", "seed", "seconds"), RUNS)
 def test_jepsen_run(kind: str, seed: int, seconds: float, tmp_path: Path) -> None:
     config = JepsenConfig(
-        nodes=3, clients=10, keys=5, seconds=seconds, nemesis=kind, seed=seed, out_dir=tmp_path
+        nodes=3,
+        clients=10,
+        keys=5,
+        seconds=seconds,
+        nemesis=kind,
+        seed=seed,
+        out_dir=tmp_path,
+        server_args=("--snapshot-entries", str(SNAPSHOT_EVERY)),
     )
     result = asyncio.run(run_jepsen(config))
     _assert_valid_run(result, kind)
+    logs = "".join((tmp_path / f"node{i}.log").read_text() for i in (1, 2, 3))
+    assert "took snapshot" in logs, "no node took a snapshot: the run did not test them"
+    if kind == "kill":
+        assert "restores its state machine from snapshot" in logs, (
+            "no killed node restarted from a snapshot"
+        )
 
 
 def test_throughput_of_a_3_node_run_with_10_clients(tmp_path: Path) -> None:

@@ -655,7 +655,8 @@ class Cluster:
 
     ``workdir`` holds the data dirs; ``log_dir`` (default ``workdir``) the logs
     ``node<i>.log``. ``module``: the server's module (``python -m <module> server ...``).
-    ``env``: extra environment for the servers. Use as ``async with Cluster(...) as c:``, or
+    ``env``: extra environment for the servers; ``server_args``: extra server options (for
+    example ``("--snapshot-entries", "300")``). Use as ``async with Cluster(...) as c:``, or
     call :meth:`start` and :meth:`close` (which kills every process, also after a failure).
     """
 
@@ -672,9 +673,11 @@ class Cluster:
         host: str = HOST,
         python: str = sys.executable,
         seed: int | None = None,
+        server_args: Sequence[str] = (),
     ) -> None:
         if n < 1:
             raise ValueError(f"a cluster needs at least one node, got {n}")
+        self.server_args = list(server_args)
         self.ids = list(range(1, n + 1))
         self.workdir = Path(workdir)
         self.log_dir = Path(log_dir) if log_dir is not None else self.workdir
@@ -727,6 +730,7 @@ class Cluster:
                 f"{self.tick_ms:g}",
                 "--election-ticks",
                 str(self.election_ticks),
+                *self.server_args,
             ]
         for node in self.nodes.values():
             node.start()
@@ -1073,7 +1077,9 @@ class JepsenConfig:
     it). ``out_dir``: where the history, the pictures, the summary and the logs go (default: a
     new temporary directory, kept). ``check_timeout``: the checker's time limit in seconds.
     ``server_module``: a module with the DESIGN §5 server command line and the hash map's
-    commands; ``server_env``: extra environment for it. ``keep_data``: keep the data dirs.
+    commands; ``server_env``: extra environment for it; ``server_args``: extra options for its
+    ``server`` command (e.g. ``("--snapshot-entries", "300")`` to snapshot and compact often
+    under the faults). ``keep_data``: keep the data dirs.
     """
 
     nodes: int = 3
@@ -1096,6 +1102,7 @@ class JepsenConfig:
     check_timeout: float = 120.0
     server_module: str = "raftpy.examples.hashmap"
     server_env: Mapping[str, str] = field(default_factory=dict)
+    server_args: tuple[str, ...] = ()
     keep_data: bool = False
 
     def validate(self) -> None:
@@ -1758,6 +1765,7 @@ async def run_jepsen(
         election_ticks=config.election_ticks,
         env=env,
         seed=seed,
+        server_args=config.server_args,
     )
     recorder = HistoryRecorder()
     windows: list[FaultWindow] = []
