@@ -615,18 +615,7 @@ def flip_body_byte(path: Path, find: bytes, replace: bytes) -> None:
     "damage",
     [
         pytest.param((b'"k1"', b'"k2"'), id="body-still-decodes"),
-        pytest.param(
-            (b'"k1"', b'"k1{'),
-            id="body-garbled",
-            marks=pytest.mark.xfail(
-                strict=True,
-                raises=json.JSONDecodeError,
-                reason="BUG: recover() restores from a damaged file without checking it first; "
-                "SnapshotStore.open_body skips the CRC check when the block raises, so the "
-                "state machine's decode error (JSONDecodeError, no file name) escapes start() "
-                "instead of CorruptSnapshotError naming the file",
-            ),
-        ),
+        pytest.param((b'"k1"', b'"k1{'), id="body-garbled"),
     ],
 )
 def test_recover_refuses_a_corrupt_snapshot_file(
@@ -731,13 +720,6 @@ def test_received_snapshot_failing_verification_is_rejected_then_retried(
     asyncio.run(main())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=CorruptSnapshotError,
-    reason="BUG: recover() lists every snapshot file's header first (SnapshotStore.list); a "
-    "leftover whose header does not match its name, at an index the log does not vouch for, "
-    "stops start-up with CorruptSnapshotError instead of being ignored and deleted",
-)
 def test_recover_deletes_a_copied_snapshot_file_under_a_newer_name(tmp_path: Path) -> None:
     async def main() -> None:
         status, state = await populate_single(tmp_path)

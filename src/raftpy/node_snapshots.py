@@ -111,18 +111,20 @@ class NodeSnapshots:
         commit = storage.hard_state.commit
         chosen: SnapshotMeta | None = None
         own: SnapshotMeta | None = None
-        for meta in reversed(self.store.list()):
-            if meta.index == wal.index and meta.term == wal.term:
-                own = meta
+        # By file name first: files the log does not vouch for are never even opened (they
+        # are leftovers, deleted below, whatever their content).
+        for index, term in reversed(self.store.keys()):
+            if index == wal.index and term == wal.term:
+                own = self.store.read_meta(index, term)
                 if chosen is None:
-                    chosen = meta
+                    chosen = own
                 break
             if (
                 chosen is None
-                and wal.index < meta.index <= min(storage.last_index(), commit)
-                and storage.term(meta.index) == meta.term
+                and wal.index < index <= min(storage.last_index(), commit)
+                and storage.term(index) == term
             ):
-                chosen = meta
+                chosen = self.store.read_meta(index, term)
         if wal.index > 0 and own is None:
             if chosen is None:
                 raise StorageError(
@@ -153,8 +155,16 @@ class NodeSnapshots:
         return getattr(self._storage, "_dir", "memory storage")
 
     def _restore(self, meta: SnapshotMeta) -> None:
-        with self.store.open_body(meta) as body:
-            self._sm.restore(body)
+        try:
+            with self.store.open_body(meta) as body:
+                self._sm.restore(body)
+        except CorruptSnapshotError:
+            raise
+        except Exception:
+            # The state machine choked on the bytes: if they are damaged, say so, naming the
+            # file and offset (CorruptSnapshotError), rather than the parser's complaint.
+            self.store.verify(meta)
+            raise
 
     # ------------------------------------------------------------------------------------------
     # Taking snapshots

@@ -40,6 +40,7 @@ goes the same way: ``<tag>.partial``, written chunk by chunk, synced and verifie
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import errno
 import io
@@ -106,7 +107,11 @@ _dec_meta = msgspec.msgpack.Decoder(SnapshotMeta)
 def snapshot_file_name(meta: SnapshotMeta) -> str:
     """The file name of the snapshot ``meta`` in a store's directory: index and term as 20
     zero-padded decimal digits each, so names sort as ``(index, term)`` do."""
-    return f"{meta.index:020d}-{meta.term:020d}.snap"
+    return _file_name(meta.index, meta.term)
+
+
+def _file_name(index: int, term: int) -> str:
+    return f"{index:020d}-{term:020d}.snap"
 
 
 def _is_full(exc: BaseException | None) -> bool:
@@ -541,6 +546,25 @@ class SnapshotStore:
                 self._headers[name] = header
             metas.append(header.meta)
         return metas
+
+    def keys(self) -> builtins.list[tuple[int, int]]:
+        """``(index, term)`` of every complete snapshot file, ascending, from the file names
+        alone (no file is read: a damaged file is still listed)."""
+        return [key for key, _ in self._names()]
+
+    def read_meta(self, index: int, term: int) -> SnapshotMeta:
+        """The metadata in the header of the file for ``(index, term)``; raises
+        :class:`CorruptSnapshotError` when that header is damaged or names another snapshot."""
+        name = _file_name(index, term)
+        header = self._headers.get(name)
+        if header is None:
+            f = self._fs.open(self._path(name))
+            try:
+                header = _read_header(f, self._path(name), (index, term))
+            finally:
+                f.close()
+            self._headers[name] = header
+        return header.meta
 
     def latest(self) -> SnapshotMeta | None:
         """The snapshot with the highest ``(index, term)``, or ``None``."""
