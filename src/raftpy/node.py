@@ -436,6 +436,8 @@ class RaftNode:
             "taken": snaps.taken,
             "installed": snaps.installed,
             "sent": snaps.sent,
+            "bytes_sent": snaps.bytes_sent,
+            "bytes_received": snaps.bytes_received,
         }
 
     @property

@@ -93,6 +93,8 @@ class NodeSnapshots:
         self.taken = 0
         self.installed = 0
         self.sent = 0
+        self.bytes_sent = 0  # snapshot bytes put on the wire, resends included
+        self.bytes_received = 0  # snapshot bytes that arrived, duplicates included
 
     # ------------------------------------------------------------------------------------------
     # Start-up
@@ -368,6 +370,7 @@ class NodeSnapshots:
 
     def _send_all(self, messages: list[InstallSnapshot]) -> None:
         for m in messages:
+            self.bytes_sent += len(m.data)
             self._send(m)
 
     # ------------------------------------------------------------------------------------------
@@ -375,6 +378,7 @@ class NodeSnapshots:
     # ------------------------------------------------------------------------------------------
 
     def on_chunk(self, m: InstallSnapshot) -> None:
+        self.bytes_received += len(m.data)
         try:
             answer, completed = self._receiver.on_chunk(m)
         except (OSError, StorageError) as exc:
