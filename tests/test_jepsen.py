@@ -341,12 +341,15 @@ def test_cli_jepsen_run_writes_a_checkable_history(
 ) -> None:
     out = tmp_path / "out"
     args = ["jepsen", "--seconds", "6", "--nemesis", "kill-leader", "--interval", "1.5"]
+    args += ["--snapshot-entries", "50"]
     code = main([*args, "--seed", "3", "--out", str(out), "--quiet"])
     text = capsys.readouterr().out
     assert code == 0, text
     assert "valid: yes" in text and "kill-leader: leader" in text
     for name in ("history.jsonl", "timeline.html", "summary.txt", "node3.log"):
         assert (out / name).is_file()
+    logs = "".join((out / f"node{i}.log").read_text() for i in (1, 2, 3))
+    assert "took snapshot" in logs, "--snapshot-entries did not reach the servers"
     assert "<svg" in (out / "timeline.html").read_text()
     assert main(["check", str(out / "history.jsonl")]) == 0
 
@@ -356,6 +359,7 @@ def test_cli_jepsen_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["jepsen", "--nemesis", "bogus"]) == 2
     assert main(["jepsen", "--seconds", "nan"]) == 2
     assert main(["jepsen", "--read-consistency", "sometimes"]) == 2
+    assert main(["jepsen", "--snapshot-entries", "0"]) == 2
     capsys.readouterr()
 
 

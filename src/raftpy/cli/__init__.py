@@ -167,6 +167,11 @@ def _run_jepsen(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         unsafe_stale_reads=args.unsafe_stale_reads,
         check_timeout=args.check_timeout,
         server_module=args.server_module,
+        server_args=(
+            ()
+            if args.snapshot_entries is None
+            else ("--snapshot-entries", str(args.snapshot_entries))
+        ),
         keep_data=args.keep_data,
     )
     try:
@@ -315,6 +320,14 @@ def _add_jepsen(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
         default=d.server_module,
         metavar="MODULE",
         help=f"the server to run as python -m MODULE server ... (default {d.server_module})",
+    )
+    p.add_argument(
+        "--snapshot-entries",
+        type=_positive(int, 1),
+        default=None,
+        metavar="N",
+        help="servers snapshot and compact their logs every N entries (default: theirs), so "
+        "the faults also hit snapshots, compactions and InstallSnapshot",
     )
     p.add_argument("--keep-data", action="store_true", help="keep the nodes' data dirs")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
