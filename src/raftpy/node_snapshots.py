@@ -82,6 +82,7 @@ class NodeSnapshots:
             store.begin_receive, _abort
         )
         self._received: dict[tuple[int, int], SnapshotSink] = {}
+        self._stepped: set[tuple[int, int]] = set()  # received, and handed to the core
         self._background: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[SnapshotMeta] | None = None
         self._installing: asyncio.Future[None] | None = None
@@ -424,6 +425,9 @@ class NodeSnapshots:
     def take_core_messages(self) -> list[Message]:
         """Messages the node must step into its core now (completions and transfer reports)."""
         out, self._to_core = self._to_core, []
+        for m in out:
+            if isinstance(m, InstallSnapshot):
+                self._stepped.add((m.meta.index, m.meta.term))
         return out
 
     async def install(self, meta: SnapshotMeta) -> None:
@@ -449,15 +453,20 @@ class NodeSnapshots:
         logger.info("node %d installed snapshot %d from the leader", self.node_id, meta.index)
 
     def drop_unused(self) -> None:
-        """Received files the core did not take (it already held their entries): delete."""
-        for sink in self._received.values():
-            sink.abort()
-        self._received.clear()
+        """Received files the core was given but did not take (it already held their
+        entries): delete them. Files verified meanwhile wait for their turn."""
+        for key in self._stepped:
+            sink = self._received.pop(key, None)
+            if sink is not None:
+                sink.abort()
+        self._stepped.clear()
 
     async def close(self) -> None:
         self.stop_sending()
         self._receiver.reset()
-        self.drop_unused()
+        for sink in self._received.values():
+            sink.abort()
+        self._received.clear()
         tasks = list(self._background)
         if self._task is not None:
             tasks.append(self._task)  # type: ignore[arg-type]
