@@ -94,3 +94,50 @@ def test_transfer_resumes_after_a_dropped_connection(tmp_path: Path) -> None:
             await wait_for(lambda: lagger.state_machine.data.get("later") == "2", 5)
 
     asyncio.run(main())
+
+
+def test_a_snapshot_verified_during_the_ready_loop_waits_for_the_core() -> None:
+    """Regression: a received snapshot whose verification finishes while the node's Ready loop
+    is busy must survive that loop's clean-up of unused files; only a file the core was given
+    and did not take is dropped."""
+    from raftpy.core.messages import ConfState, SnapshotMeta
+    from raftpy.node_snapshots import NodeSnapshots
+    from raftpy.snapshot_transfer import SnapshotSender
+    from raftpy.storage.fs import FaultyFileSystem
+    from raftpy.storage.memory import MemoryStorage
+    from raftpy.storage.snapshots import SnapshotStore
+
+    async def main() -> None:
+        meta = SnapshotMeta(7, 2, ConfState((1, 2, 3)))
+        leader_store = SnapshotStore("/leader", fs=FaultyFileSystem(1))
+        leader_store.create(meta, lambda out: out.write(b"{}"))
+        sent: list[Message] = []
+        snaps = NodeSnapshots(
+            2,
+            SnapshotStore("/follower", fs=FaultyFileSystem(2)),
+            MemoryStorage([1, 2, 3]),
+            KV(),
+            FAST,
+            sent.append,
+            lambda: None,
+        )
+        request = InstallSnapshot(2, 1, 2, meta, 0, b"", False)
+        with leader_store.open_source(meta) as source:
+            sender = SnapshotSender(request, source, chunk_bytes=64, window_bytes=256)
+            chunks = sender.start()
+            while chunks:
+                for chunk in chunks:
+                    snaps.on_chunk(chunk)
+                answers = [m for m in sent if isinstance(m, InstallSnapshotResponse)]
+                sent.clear()
+                chunks = [c for a in answers for c in sender.on_response(a)]
+        await wait_for(lambda: bool(snaps._to_core), 5)  # verified, waiting for the core
+        snaps.drop_unused()  # the Ready loop ends an iteration meanwhile
+        assert (meta.index, meta.term) in snaps._received, "verified file dropped too early"
+        done = snaps.take_core_messages()
+        assert [type(m) for m in done] == [InstallSnapshot] and done[0].done
+        snaps.drop_unused()  # the core was given it and did not take it: now it goes
+        assert not snaps._received
+        await snaps.close()
+
+    asyncio.run(main())
