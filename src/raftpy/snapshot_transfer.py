@@ -146,7 +146,14 @@ class SnapshotSender:
 
     def on_response(self, m: InstallSnapshotResponse) -> list[InstallSnapshot]:
         """Take an answer from the receiver; return the chunks that may go now."""
-        if self.finished or m.src != self.dst or m.index != self.meta.index:
+        if (
+            self.finished
+            or m.src != self.dst
+            or m.index != self.meta.index
+            or m.term != self.request.term
+        ):
+            # Another transfer's answer: a late one from an earlier term describes a partial
+            # file the receiver may have replaced since.
             return []
         self._silent = 0
         if m.rejected:
@@ -197,13 +204,18 @@ class SnapshotSender:
             return [self._probe()]
         # Go-back-N: whatever followed the acknowledged prefix was lost or is stuck.
         self.next = self.acked
-        return self._fill()
+        chunks = self._fill()
+        # Every byte is acknowledged but the final answer (done or rejected) was lost: a probe
+        # asks again (the receiver answers done for a transfer it completed).
+        return chunks or [self._probe()]
 
     def _fill(self) -> list[InstallSnapshot]:
         out: list[InstallSnapshot] = []
         r = self.request
-        while self.next < self.size and self.next - self.acked < self._window:
+        while self.next < self.size:
             n = min(self._chunk, self.size - self.next)
+            if self.next + n - self.acked > self._window:
+                break  # never more than window_bytes unacknowledged
             data = self._source.read(self.next, n)
             if len(data) != n:
                 raise OSError(
