@@ -266,9 +266,13 @@ class NodeSnapshots:
         self.latest = meta
         # Compact to the previous snapshot: one interval of entries stays for followers that
         # lag a little (module docstring). The file is durable; the WAL record follows.
-        compact_to = previous if previous is not None else None
-        if compact_to is not None and compact_to.index > self._storage.snapshot_meta().index:
-            self._storage.create_snapshot(compact_to)
+        if previous is not None and previous.index > self._storage.snapshot_meta().index:
+            try:
+                self._storage.create_snapshot(previous)
+            except StorageFullError as exc:
+                # The compaction record stays buffered and goes out with the next sync; the
+                # old segments go at the next compaction. Nothing is lost meanwhile.
+                logger.error("node %d: compaction delayed: %s", self.node_id, exc)
         self.store.retain([self._storage.snapshot_meta(), meta])
         self.taken += 1
         logger.info(
@@ -441,7 +445,19 @@ class NodeSnapshots:
                     await asyncio.shield(self._task)
             sink = self._received.pop((meta.index, meta.term))
             self.store.install(sink)
-            self._storage.apply_snapshot(meta)
+            try:
+                self._storage.apply_snapshot(meta)
+            except StorageFullError as exc:
+                # The record stays buffered: park until it is durable (as the node does for
+                # any write), since nothing may be acknowledged before.
+                logger.error("node %d: %s; waiting for free space", self.node_id, exc)
+                while True:
+                    await asyncio.sleep(0.2)
+                    try:
+                        self._storage.sync()
+                        break
+                    except StorageFullError:
+                        continue
             await asyncio.to_thread(self._restore, meta)
         finally:
             installing.set_result(None)
