@@ -80,6 +80,8 @@ def test_snapshot_of_the_leader_and_of_a_follower(tmp_path: Path) -> None:
                     "taken": 1,
                     "installed": 0,
                     "sent": 0,
+                    "bytes_sent": 0,
+                    "bytes_received": 0,
                 }
                 assert term == st["term"]
                 assert snapshot_files(tmp_path / f"data{node}") == [
