@@ -14,13 +14,21 @@ import time
 from pathlib import Path
 
 from raftpy.core.messages import (
+    ConfState,
     Entry,
     EntryKind,
     InstallSnapshot,
     InstallSnapshotResponse,
     Message,
+    SnapshotMeta,
 )
 from raftpy.node import RaftNode
+from raftpy.node_snapshots import NodeSnapshots
+from raftpy.snapshot_transfer import SnapshotSender
+from raftpy.storage.fs import FaultyFileSystem
+from raftpy.storage.memory import MemoryStorage
+from raftpy.storage.snapshots import SnapshotStore
+from raftpy.storage.wal import FileStorage
 from tests.nodehelpers import FAST, KV, LocalNetwork, running, set_cmd, wait_for, wait_leader
 
 CHUNK = 16 << 10
@@ -102,44 +110,49 @@ def test_transfer_resumes_after_a_dropped_connection(tmp_path: Path) -> None:
     asyncio.run(main())
 
 
+META = SnapshotMeta(7, 2, ConfState((1, 2, 3)))
+
+
+async def receive_whole(
+    state: bytes, storage: MemoryStorage | FileStorage, sm: KV
+) -> NodeSnapshots:
+    """A follower's NodeSnapshots that received (and verified) the leader's snapshot META
+    holding ``state``; its completion waits to be handed to the core."""
+    leader_store = SnapshotStore("/leader", fs=FaultyFileSystem(1))
+    leader_store.create(META, lambda out: out.write(state))
+    sent: list[Message] = []
+    snaps = NodeSnapshots(
+        2,
+        SnapshotStore("/follower", fs=FaultyFileSystem(2)),
+        storage,
+        sm,
+        FAST,
+        sent.append,
+        lambda: None,
+    )
+    request = InstallSnapshot(2, 1, 2, META, 0, b"", False)
+    with leader_store.open_source(META) as source:
+        sender = SnapshotSender(request, source, chunk_bytes=64, window_bytes=256)
+        chunks = sender.start()
+        while chunks:
+            for chunk in chunks:
+                snaps.on_chunk(chunk)
+            answers = [m for m in sent if isinstance(m, InstallSnapshotResponse)]
+            sent.clear()
+            chunks = [c for a in answers for c in sender.on_response(a)]
+    await wait_for(lambda: bool(snaps._to_core), 5)  # verified, waiting for the core
+    return snaps
+
+
 def test_a_snapshot_verified_during_the_ready_loop_waits_for_the_core() -> None:
     """Regression: a received snapshot whose verification finishes while the node's Ready loop
     is busy must survive that loop's clean-up of unused files; only a file the core was given
     and did not take is dropped."""
-    from raftpy.core.messages import ConfState, SnapshotMeta
-    from raftpy.node_snapshots import NodeSnapshots
-    from raftpy.snapshot_transfer import SnapshotSender
-    from raftpy.storage.fs import FaultyFileSystem
-    from raftpy.storage.memory import MemoryStorage
-    from raftpy.storage.snapshots import SnapshotStore
 
     async def main() -> None:
-        meta = SnapshotMeta(7, 2, ConfState((1, 2, 3)))
-        leader_store = SnapshotStore("/leader", fs=FaultyFileSystem(1))
-        leader_store.create(meta, lambda out: out.write(b"{}"))
-        sent: list[Message] = []
-        snaps = NodeSnapshots(
-            2,
-            SnapshotStore("/follower", fs=FaultyFileSystem(2)),
-            MemoryStorage([1, 2, 3]),
-            KV(),
-            FAST,
-            sent.append,
-            lambda: None,
-        )
-        request = InstallSnapshot(2, 1, 2, meta, 0, b"", False)
-        with leader_store.open_source(meta) as source:
-            sender = SnapshotSender(request, source, chunk_bytes=64, window_bytes=256)
-            chunks = sender.start()
-            while chunks:
-                for chunk in chunks:
-                    snaps.on_chunk(chunk)
-                answers = [m for m in sent if isinstance(m, InstallSnapshotResponse)]
-                sent.clear()
-                chunks = [c for a in answers for c in sender.on_response(a)]
-        await wait_for(lambda: bool(snaps._to_core), 5)  # verified, waiting for the core
+        snaps = await receive_whole(b"{}", MemoryStorage([1, 2, 3]), KV())
         snaps.drop_unused()  # the Ready loop ends an iteration meanwhile
-        assert (meta.index, meta.term) in snaps._received, "verified file dropped too early"
+        assert (META.index, META.term) in snaps._received, "verified file dropped too early"
         done = snaps.take_core_messages()
         assert [type(m) for m in done] == [InstallSnapshot] and done[0].done
         snaps.drop_unused()  # the core was given it and did not take it: now it goes
@@ -152,52 +165,23 @@ def test_a_snapshot_verified_during_the_ready_loop_waits_for_the_core() -> None:
 def test_install_waits_for_disk_space_instead_of_crashing_the_node() -> None:
     """A full disk while recording an installed snapshot parks the install until space is
     free (nothing is acknowledged meanwhile), as the node does for any write."""
-    from raftpy.core.messages import ConfState, SnapshotMeta
-    from raftpy.node_snapshots import NodeSnapshots
-    from raftpy.snapshot_transfer import SnapshotSender
-    from raftpy.storage.fs import FaultyFileSystem
-    from raftpy.storage.snapshots import SnapshotStore
-    from raftpy.storage.wal import FileStorage
 
     async def main() -> None:
-        meta = SnapshotMeta(7, 2, ConfState((1, 2, 3)))
-        leader_store = SnapshotStore("/leader", fs=FaultyFileSystem(1))
-        leader_store.create(meta, lambda out: out.write(b'{"k": "v"}'))
         wal_fs = FaultyFileSystem(3)
         storage = FileStorage("/wal", [1, 2, 3], fs=wal_fs, segment_size=4096)
         # Fill the segment (4,083 of 4,096 bytes), so recording the snapshot needs a new one.
         storage.append([Entry(1, 1, EntryKind.COMMAND, b"x" * 3990)])
         storage.sync()
         sm = KV()
-        sent: list[Message] = []
-        snaps = NodeSnapshots(
-            2,
-            SnapshotStore("/follower", fs=FaultyFileSystem(2)),
-            storage,
-            sm,
-            FAST,
-            sent.append,
-            lambda: None,
-        )
-        request = InstallSnapshot(2, 1, 2, meta, 0, b"", False)
-        with leader_store.open_source(meta) as source:
-            sender = SnapshotSender(request, source, chunk_bytes=64, window_bytes=256)
-            chunks = sender.start()
-            while chunks:
-                for chunk in chunks:
-                    snaps.on_chunk(chunk)
-                answers = [m for m in sent if isinstance(m, InstallSnapshotResponse)]
-                sent.clear()
-                chunks = [c for a in answers for c in sender.on_response(a)]
-        await wait_for(lambda: bool(snaps._to_core), 5)
+        snaps = await receive_whole(b'{"k": "v"}', storage, sm)
         snaps.take_core_messages()
         wal_fs.set_capacity(wal_fs.used_bytes())  # the disk is full now
-        install = asyncio.ensure_future(snaps.install(meta))
+        install = asyncio.ensure_future(snaps.install(META))
         await asyncio.sleep(0.5)
         assert not install.done(), "the install went on without a durable record"
         wal_fs.set_capacity(None)
         await asyncio.wait_for(install, 5)
-        assert storage.snapshot_meta() == meta and storage.first_index() == 8
+        assert storage.snapshot_meta() == META and storage.first_index() == 8
         assert sm.data == {"k": "v"}
         await snaps.close()
         storage.close()
