@@ -131,7 +131,7 @@ class NodeSnapshots:
         if wal.index > 0 and own is None:
             if chosen is None:
                 raise StorageError(
-                    f"the log in {self._describe()} was compacted to a snapshot at index "
+                    f"the log in {self._log_place()} was compacted to a snapshot at index "
                     f"{wal.index} (term {wal.term}) whose file is missing from "
                     f"{self.store.directory}: the state it held is lost here. Restore the "
                     "file, or empty the data directory so the node is rebuilt from its peers."
@@ -154,8 +154,9 @@ class NodeSnapshots:
         self.entries_since = max(0, commit - chosen.index)
         return chosen.index
 
-    def _describe(self) -> str:
-        return getattr(self._storage, "_dir", "memory storage")
+    def _log_place(self) -> str:
+        storage = self._storage
+        return storage.directory if isinstance(storage, FileStorage) else "memory storage"
 
     def _restore(self, meta: SnapshotMeta) -> None:
         try:
@@ -212,7 +213,7 @@ class NodeSnapshots:
             logger.error("node %d: cannot start a snapshot: %s", self.node_id, exc)
             self._retry_at = now + 5.0
 
-    def start(self, raft: Raft, applied: int) -> asyncio.Task[SnapshotMeta]:
+    def start(self, raft: Raft, applied: int) -> asyncio.Future[SnapshotMeta]:
         """Snapshot the state machine at ``applied`` (the node's applied index: nothing is
         applied between this call and the moment the state is captured)."""
         if self._task is not None and not self._task.done():
@@ -222,7 +223,7 @@ class NodeSnapshots:
             # Nothing new since the last one: hand that one back.
             done: asyncio.Future[SnapshotMeta] = asyncio.get_running_loop().create_future()
             done.set_result(latest)
-            return asyncio.ensure_future(done)
+            return done
         term = raft.log.term(applied)
         if term is None:
             raise StorageError(f"cannot snapshot at {applied}: its term is unknown")

@@ -284,6 +284,11 @@ class FileStorage:
     def snapshot_meta(self) -> SnapshotMeta:
         return self._snap
 
+    @property
+    def directory(self) -> str:
+        """The data directory this log lives in."""
+        return self._dir
+
     # -- writes ----------------------------------------------------------------------------------
 
     @property
