@@ -733,17 +733,14 @@ class SimCluster:
             ok = sink.finish() == m.meta
         except CorruptSnapshotError:
             ok = False
-        answer = node.receiver.finished(completed, ok) if node.receiver else None
-        assert answer is not None
+        receiver = node.receiver
+        assert receiver is not None and node.raft is not None
+        answer = receiver.finished(completed, ok)
         if not ok:
             sink.abort()
             return answer
         key = (m.meta.index, m.meta.term)
-        old = node.received.pop(key, None)
-        if old is not None:
-            old.abort()
-        node.received[key] = sink
-        assert node.raft is not None
+        node.received[key] = sink  # taken by _install if the core restores it
         node.raft.step(InstallSnapshot(m.term, m.src, m.dst, m.meta, sink.size, b"", True))
         self._process(node)
         leftover = node.received.pop(key, None)
@@ -755,8 +752,11 @@ class SimCluster:
         if rd.soft_state is not None:
             if rd.soft_state.role is Role.LEADER:
                 self._on_new_leader(node, raft)
-            elif node.senders:
-                node.senders = {}  # no longer leader: its transfers end with its leadership
+            else:
+                # No longer leader: its transfers end with its leadership.
+                for _, source in node.senders.values():
+                    source.close()
+                node.senders = {}
         # Messages that do not depend on durability may leave first (Thesis §10.2.1).
         for m in rd.messages:
             if isinstance(m, InstallSnapshot):
