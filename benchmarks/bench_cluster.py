@@ -67,6 +67,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmarks.machine import free_ports, load_text
+
 REPO = Path(__file__).resolve().parent.parent
 
 TARGETS: dict[str, tuple[str, float]] = {
@@ -89,22 +91,6 @@ ELECTION_TICKS = 10
 def _env_float(name: str, default: float) -> float:
     raw = os.environ.get(name)
     return default if raw in (None, "") else float(raw)
-
-
-def _load() -> str:
-    return "load " + " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
-def _free_ports(n: int) -> list[int]:
-    """``n`` distinct free ports (all bound at once, so they differ)."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def _pct(ordered: Sequence[float], q: float) -> float:
@@ -578,7 +564,7 @@ class _RaftCluster:
 
         self.root = root
         self.ids = list(range(1, n + 1))
-        self.ports = dict(zip(self.ids, _free_ports(n), strict=True))
+        self.ports = dict(zip(self.ids, free_ports(n), strict=True))
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         self.client = Client(self.addresses, timeout=2.0, connect_timeout=0.3)
 
@@ -670,11 +656,11 @@ async def _raftpy_suite(root: Path, out: dict[str, float]) -> None:
             cluster.start(i)
         leader = await cluster.stable_leader()
         pids = {f"node{i}{'*' if i == leader else ''}": cluster.procs[i].pid for i in cluster.ids}
-        print(f"raftpy: 3 nodes up, leader node {leader} (* below); {_load()}", flush=True)
+        print(f"raftpy: 3 nodes up, leader node {leader} (* below); {load_text()}", flush=True)
 
         # (a) one request in flight
         meter = _CpuMeter(pids)
-        load = _load()
+        load = load_text()
         args = ["load", "raftpy", "1", str(single_s), *cluster.addresses]
         result = await _run_load(args, single_s + 60, meter)
         print(_line("1 in flight", result, load), flush=True)
@@ -692,7 +678,7 @@ async def _raftpy_suite(root: Path, out: dict[str, float]) -> None:
 
         before = await cluster.statuses()
         seen: list[dict[int, tuple[Any, Any]]] = []
-        load = _load()
+        load = load_text()
         args = ["load", "raftpy", "256", str(full_s), *cluster.addresses]
         task = asyncio.ensure_future(_run_load(args, full_s + 60, on_mark))
         while not task.done():
@@ -761,7 +747,7 @@ def _start_pyspy(pid: int, seconds: float, output: str) -> subprocess.Popen[byte
 
 
 async def _failover(cluster: _RaftCluster, trials: int, out: dict[str, float]) -> None:
-    load = _load()
+    load = load_text()
     child = await _Child.start("failover", *cluster.addresses)
     times: list[float] = []
     elections: list[float] = []
@@ -832,7 +818,7 @@ async def _etcd_suite(root: Path, out: dict[str, float], seconds: float) -> None
     if exe is None:
         print("etcd: not installed (apt-get install etcd-server); skipped", flush=True)
         return
-    ports = _free_ports(6)
+    ports = free_ports(6)
     client_ports, peer_ports = ports[:3], ports[3:]
     initial = ",".join(f"n{i}=http://127.0.0.1:{peer_ports[i]}" for i in range(3))
     procs: list[subprocess.Popen[bytes]] = []
@@ -878,11 +864,11 @@ async def _etcd_suite(root: Path, out: dict[str, float], seconds: float) -> None
             f"etcd{i}{'*' if client_ports[i] == leader_port else ''}": p.pid
             for i, p in enumerate(procs)
         }
-        print(f"etcd: 3 members up; {_load()}", flush=True)
+        print(f"etcd: 3 members up; {load_text()}", flush=True)
         address = f"127.0.0.1:{leader_port}"
         for prefix, inflight in (("etcd_single", 1), ("etcd_inflight256", 256)):
             meter = _CpuMeter(pids)
-            load = _load()
+            load = load_text()
             result = await _run_load(
                 ["load", "etcd", str(inflight), str(seconds), address], seconds + 60, meter
             )
@@ -917,7 +903,7 @@ async def _pysyncobj_suite(out: dict[str, float], seconds: float) -> None:
     if importlib.util.find_spec("pysyncobj") is None:
         print("pysyncobj: not installed (pip install pysyncobj); skipped", flush=True)
         return
-    ports = _free_ports(3)
+    ports = free_ports(3)
     addresses = [f"127.0.0.1:{p}" for p in ports]
     nodes: list[_Child] = []
     try:
@@ -936,11 +922,12 @@ async def _pysyncobj_suite(out: dict[str, float], seconds: float) -> None:
             raise RuntimeError("pysyncobj elected no leader within 30 s")
         pids = {f"syncobj{k}{'*' if n is leader else ''}": n.proc.pid for k, n in enumerate(nodes)}
         print(
-            f"pysyncobj: 3 nodes up (load generated in the leader's process); {_load()}", flush=True
+            f"pysyncobj: 3 nodes up (load generated in the leader's process); {load_text()}",
+            flush=True,
         )
         for prefix, inflight in (("pysyncobj_single", 1), ("pysyncobj_inflight256", 256)):
             meter = _CpuMeter(pids)
-            load = _load()
+            load = load_text()
             await leader.send(f"load {inflight} {seconds}")
             await asyncio.sleep(WARMUP)
             meter("start")

@@ -60,7 +60,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import statistics
 import struct
 import subprocess
@@ -71,6 +70,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
+
+from benchmarks.machine import free_ports, load_text
 
 REPO = Path(__file__).resolve().parent.parent
 MiB = 1 << 20
@@ -90,10 +91,6 @@ RSS_INTERVAL = 0.02
 def _env_int(name: str, default: int) -> int:
     raw = os.environ.get(name)
     return default if raw in (None, "") else int(raw)
-
-
-def _load() -> str:
-    return "load " + " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -328,22 +325,11 @@ def _proc_status_kb(pid: int, field: str) -> int:
     return 0
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 async def _restart_child(data_dir: str, size: int, target: int, timeout: float) -> None:
     """Time a one-member node's start until it applied ``target``; print ``result {json}``."""
     from raftpy.node import RaftNode
 
-    address = f"127.0.0.1:{_free_ports(1)[0]}"
+    address = f"127.0.0.1:{free_ports(1)[0]}"
     sm = BlobStateMachine(size)
     rss_before = _proc_status_kb(os.getpid(), "VmRSS")
     t0 = time.perf_counter()
@@ -546,7 +532,7 @@ def _mb(n: float) -> float:
 
 
 async def _transfer(root: Path, size: int, out: dict[str, float]) -> None:
-    ports = _free_ports(3)
+    ports = free_ports(3)
     members = {i: f"127.0.0.1:{p}" for i, p in zip((1, 2, 3), ports, strict=True)}
     nodes: dict[int, _Node] = {}
     sampler: _Sampler | None = None
@@ -591,7 +577,7 @@ async def _transfer(root: Path, size: int, out: dict[str, float]) -> None:
             pyspy = _start_pyspy(leader_pid, pyspy_out)
             await asyncio.sleep(0.5)  # let py-spy attach
         baseline = sampler.samples[-1][1]
-        load = _load()
+        load = load_text()
         t_spawn = time.monotonic()
         node3 = await spawn(3)
         pid3 = int((node3.event("ready") or {})["pid"])
@@ -728,7 +714,7 @@ def _restart(root: Path, out: dict[str, float]) -> None:
     for run in range(RESTART_RUNS):
         data = root / f"restart-{run}"
         shutil.copytree(pristine, data)
-        load = _load()
+        load = load_text()
         proc = subprocess.run(
             [
                 sys.executable,
