@@ -152,6 +152,23 @@ def restore_kv(store: SnapshotStore, meta: SnapshotMeta) -> dict[str, str]:
     return fresh.data
 
 
+async def cut_off_past_compaction(
+    net: LocalNetwork, nodes: list[RaftNode]
+) -> tuple[RaftNode, RaftNode, int]:
+    """Cut a follower off until the leader compacted past everything it holds (only a
+    snapshot can then catch it up); returns ``(leader, follower, the follower's last index)``,
+    the follower still cut off."""
+    leader = await wait_leader(nodes)
+    await write(leader, range(10))
+    lagger = next(n for n in nodes if n is not leader)
+    await wait_for(lambda: len(kv(lagger)) == 10)
+    lagger_last = lagger.status()["last_index"]
+    net.isolated.add(lagger.node_id)
+    await write(leader, range(10, 300))
+    await wait_for(lambda: leader.status()["first_index"] > lagger_last + 1, timeout=5)
+    return leader, lagger, lagger_last
+
+
 async def single_leader(node: RaftNode) -> None:
     await wait_for(lambda: node.role.value == "leader", timeout=3)
 
@@ -233,15 +250,7 @@ def test_cut_off_follower_catches_up_by_installing_a_snapshot(tmp_path: Path) ->
     async def main() -> None:
         net = LocalNetwork()
         async with running(cluster(net, tmp_path)) as nodes:
-            leader = await wait_leader(nodes)
-            await write(leader, range(10))
-            lagger = next(n for n in nodes if n is not leader)
-            await wait_for(lambda: len(kv(lagger)) == 10)
-            lagger_last = lagger.status()["last_index"]
-            net.isolated.add(lagger.node_id)
-            await write(leader, range(10, 300))
-            # The leader compacted past everything the follower holds: only a snapshot helps.
-            await wait_for(lambda: leader.status()["first_index"] > lagger_last + 1, timeout=5)
+            leader, lagger, lagger_last = await cut_off_past_compaction(net, nodes)
             assert snap_index(lagger) == 0
             net.isolated.clear()
             await wait_for(lambda: kv(lagger) == expected(range(300)), timeout=10)
@@ -696,14 +705,7 @@ def test_received_snapshot_failing_verification_is_rejected_then_retried(
     async def main() -> None:
         net = LocalNetwork()
         async with running(cluster(net, tmp_path)) as nodes:
-            leader = await wait_leader(nodes)
-            await write(leader, range(10))
-            lagger = next(n for n in nodes if n is not leader)
-            await wait_for(lambda: len(kv(lagger)) == 10)
-            lagger_last = lagger.status()["last_index"]
-            net.isolated.add(lagger.node_id)
-            await write(leader, range(10, 300))
-            await wait_for(lambda: leader.status()["first_index"] > lagger_last + 1, timeout=5)
+            leader, lagger, _ = await cut_off_past_compaction(net, nodes)
             net.isolated.clear()
             await wait_for(lambda: kv(lagger) == expected(range(300)), timeout=10)
             assert len(calls) >= 2, calls  # rejected once, then a later transfer succeeded
