@@ -37,7 +37,12 @@ from dataclasses import dataclass, field
 import pytest
 
 from raftpy.core.messages import ConfState, InstallSnapshot, InstallSnapshotResponse, SnapshotMeta
-from raftpy.snapshot_transfer import Completed, SnapshotReceiver, SnapshotSender
+from raftpy.snapshot_transfer import (
+    Completed,
+    SnapshotReceiver,
+    SnapshotSender,
+    SnapshotSenders,
+)
 
 LEADER = 1
 FOLLOWER = 2
@@ -1426,3 +1431,57 @@ def run_random(seed: int) -> None:
 @pytest.mark.parametrize("seed", _seeds(), ids=lambda s: f"seed{s}")
 def test_random_channel(seed: int) -> None:
     run_random(seed)
+
+
+# ----------------------------------------------------------------------------------------------
+# SnapshotSenders: the leader's table of transfers (shared by the node and the simulator)
+# ----------------------------------------------------------------------------------------------
+
+
+class ClosingSource(MemSource):
+    def __init__(self, data: bytes, fail_at: int | None = None) -> None:
+        super().__init__(data)
+        self.closed = False
+        self.fail_at = fail_at
+
+    def read(self, offset: int, n: int) -> bytes:
+        if self.fail_at is not None and offset >= self.fail_at:
+            raise OSError("disk read failed")
+        return super().read(offset, n)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_senders_route_answers_and_report_the_end() -> None:
+    sent: list[InstallSnapshot] = []
+    table = SnapshotSenders(sent.append, chunk_bytes=10, window_bytes=20)
+    source = ClosingSource(payload(25))
+    table.start(make_request(), source)
+    assert sent == [probe()] and len(table) == 1
+    assert table.on_answer(answer(0)) is None
+    assert [m.offset for m in sent[1:]] == [0, 10]
+    assert table.on_answer(answer(0, src=3)) is None  # nobody sends to 3: ignored
+    assert table.on_answer(answer(20)) is None
+    report = table.on_answer(answer(25, done=True))
+    assert report == InstallSnapshotResponse(TERM, FOLLOWER, LEADER, META.index, 25, True, False)
+    assert source.closed and len(table) == 0
+    assert table.bytes_sent == 25
+    assert table.on_answer(answer(25, done=True)) is None  # ended already
+
+
+def test_senders_replace_stop_and_fail_on_read_errors() -> None:
+    sent: list[InstallSnapshot] = []
+    table = SnapshotSenders(sent.append, chunk_bytes=10, window_bytes=20)
+    first, second = ClosingSource(payload(30)), ClosingSource(payload(30), fail_at=10)
+    table.start(make_request(), first)
+    table.start(make_request(), second)  # the core asked again: the old one ends unreported
+    assert first.closed and not second.closed and len(table) == 1
+    report = table.on_answer(answer(0))  # reading at 10 fails: the transfer ends as failed
+    assert report is not None and report.rejected and not report.done
+    assert second.closed and len(table) == 0
+    third = ClosingSource(payload(30))
+    table.start(make_request(dst=3), third)
+    assert table.tick() == []
+    table.stop()
+    assert third.closed and len(table) == 0

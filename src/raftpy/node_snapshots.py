@@ -38,11 +38,11 @@ from raftpy.core.messages import (
     SnapshotMeta,
 )
 from raftpy.core.raft import Raft
-from raftpy.snapshot_transfer import Completed, SnapshotReceiver, SnapshotSender
+from raftpy.snapshot_transfer import Completed, SnapshotReceiver, SnapshotSenders
 from raftpy.statemachine import ConcurrentSnapshot, StateMachine
 from raftpy.storage.errors import CorruptSnapshotError, StorageError, StorageFullError
 from raftpy.storage.memory import MemoryStorage
-from raftpy.storage.snapshots import SnapshotSink, SnapshotSource, SnapshotStore
+from raftpy.storage.snapshots import SnapshotSink, SnapshotStore
 from raftpy.storage.wal import FileStorage
 
 logger = logging.getLogger("raftpy.snapshot")
@@ -77,7 +77,13 @@ class NodeSnapshots:
         self._send = send
         self._wake = wake
         self._to_core: list[Message] = []
-        self._senders: dict[int, tuple[SnapshotSender, SnapshotSource]] = {}
+        self._senders = SnapshotSenders(
+            send,
+            chunk_bytes=config.snapshot_chunk_bytes,
+            window_bytes=config.snapshot_window_bytes,
+            retry_ticks=max(2, round(0.2 / config.tick_seconds)),
+            give_up_ticks=max(config.election_ticks * 2, round(10.0 / config.tick_seconds)),
+        )
         self._receiver: SnapshotReceiver[SnapshotSink] = SnapshotReceiver(
             store.begin_receive, _abort
         )
@@ -94,7 +100,6 @@ class NodeSnapshots:
         self.taken = 0
         self.installed = 0
         self.sent = 0
-        self.bytes_sent = 0  # snapshot bytes put on the wire, resends included
         self.bytes_received = 0  # snapshot bytes that arrived, duplicates included
 
     # ------------------------------------------------------------------------------------------
@@ -293,7 +298,6 @@ class NodeSnapshots:
 
     def on_request(self, request: InstallSnapshot) -> None:
         """The core wants ``request.dst`` to get a snapshot: start streaming it."""
-        self._end_sender(request.dst, report=False)
         try:
             source = self.store.open_source(request.meta)
         except (OSError, StorageError) as exc:
@@ -303,22 +307,14 @@ class NodeSnapshots:
                 request.meta.index,
                 exc,
             )
+            self._senders.end(request.dst)
             self._to_core.append(
                 InstallSnapshotResponse(
                     request.term, request.dst, request.src, request.meta.index, 0, False, True
                 )
             )
             return
-        cfg = self._config
-        sender = SnapshotSender(
-            request,
-            source,
-            chunk_bytes=cfg.snapshot_chunk_bytes,
-            window_bytes=cfg.snapshot_window_bytes,
-            retry_ticks=max(2, round(0.2 / cfg.tick_seconds)),
-            give_up_ticks=max(cfg.election_ticks * 2, round(10.0 / cfg.tick_seconds)),
-        )
-        self._senders[request.dst] = (sender, source)
+        self._senders.start(request, source)
         self.sent += 1
         logger.info(
             "node %d streams snapshot %d (%d bytes) to %d",
@@ -327,57 +323,23 @@ class NodeSnapshots:
             source.size,
             request.dst,
         )
-        self._send_all(sender.start())
 
     def on_answer(self, m: InstallSnapshotResponse) -> None:
-        entry = self._senders.get(m.src)
-        if entry is None:
-            return
-        sender = entry[0]
-        try:
-            self._send_all(sender.on_response(m))
-        except OSError as exc:
-            logger.error("node %d: reading snapshot failed: %s", self.node_id, exc)
-            sender.failed = True
-        if sender.finished:
-            self._end_sender(m.src, report=True)
+        report = self._senders.on_answer(m)
+        if report is not None:
+            self._to_core.append(report)
 
     def tick(self) -> None:
-        for dst, (sender, _) in list(self._senders.items()):
-            try:
-                self._send_all(sender.tick())
-            except OSError as exc:
-                logger.error("node %d: reading snapshot failed: %s", self.node_id, exc)
-                sender.failed = True
-            if sender.finished:
-                self._end_sender(dst, report=True)
+        self._to_core.extend(self._senders.tick())
 
     def stop_sending(self) -> None:
         """Leadership ended: its transfers end with it (the next leader starts its own)."""
-        for dst in list(self._senders):
-            self._end_sender(dst, report=False)
+        self._senders.stop()
 
-    def _end_sender(self, dst: int, report: bool) -> None:
-        entry = self._senders.pop(dst, None)
-        if entry is None:
-            return
-        sender, source = entry
-        source.close()
-        if report:
-            logger.info(
-                "node %d: snapshot %d to %d %s after %d bytes",
-                self.node_id,
-                sender.meta.index,
-                dst,
-                "done" if sender.done else "failed",
-                sender.bytes_sent,
-            )
-            self._to_core.append(sender.report())  # etcd raft's ReportSnapshot
-
-    def _send_all(self, messages: list[InstallSnapshot]) -> None:
-        for m in messages:
-            self.bytes_sent += len(m.data)
-            self._send(m)
+    @property
+    def bytes_sent(self) -> int:
+        """Snapshot bytes put on the wire, resends included."""
+        return self._senders.bytes_sent
 
     # ------------------------------------------------------------------------------------------
     # Receiving (follower)

@@ -55,6 +55,7 @@ __all__ = [
     "DEFAULT_WINDOW_BYTES",
     "SnapshotReceiver",
     "SnapshotSender",
+    "SnapshotSenders",
     "SnapshotSink",
     "SnapshotSource",
 ]
@@ -72,6 +73,12 @@ class SnapshotSource(Protocol):
     def size(self) -> int: ...
 
     def read(self, offset: int, n: int) -> bytes: ...
+
+
+class ClosableSource(SnapshotSource, Protocol):
+    """A source the transfer table closes when its transfer ends."""
+
+    def close(self) -> None: ...
 
 
 class SnapshotSink(Protocol):
@@ -238,6 +245,87 @@ class SnapshotSender:
         return InstallSnapshotResponse(
             r.term, r.dst, r.src, self.meta.index, self.acked, self.done, not self.done
         )
+
+
+class SnapshotSenders:
+    """A leader's transfers, one per follower: starts them, routes answers and ticks to them,
+    closes their sources, and hands back each finished transfer's report for the core.
+
+    ``send`` puts a chunk on the wire; ``settings`` go to every :class:`SnapshotSender`.
+    A source that fails to read ends its transfer as failed (the core retries later).
+    """
+
+    def __init__(self, send: Callable[[InstallSnapshot], None], **settings: int) -> None:
+        self._send = send
+        self._settings = settings
+        self._active: dict[int, tuple[SnapshotSender, ClosableSource]] = {}
+        self.bytes_sent = 0  # resends included
+
+    def __len__(self) -> int:
+        return len(self._active)
+
+    def start(self, request: InstallSnapshot, source: ClosableSource) -> None:
+        """Stream ``source`` to ``request.dst``; an older transfer to it ends unreported (the
+        core asked again, so it no longer waits for that one)."""
+        self.end(request.dst)
+        sender = SnapshotSender(request, source, **self._settings)
+        self._active[request.dst] = (sender, source)
+        self._send_all(sender.start())
+
+    def on_answer(self, m: InstallSnapshotResponse) -> InstallSnapshotResponse | None:
+        """Route an answer; returns the report to step into the core if it ended a transfer."""
+        entry = self._active.get(m.src)
+        if entry is None:
+            return None  # a transfer that ended already
+        return self._advance(m.src, entry[0], lambda s: s.on_response(m))
+
+    def tick(self) -> list[InstallSnapshotResponse]:
+        """One tick for every transfer; returns the reports of those that ended."""
+        reports = []
+        for dst, (sender, _) in list(self._active.items()):
+            report = self._advance(dst, sender, SnapshotSender.tick)
+            if report is not None:
+                reports.append(report)
+        return reports
+
+    def stop(self) -> None:
+        """Leadership ended: every transfer ends with it, unreported."""
+        for dst in list(self._active):
+            self.end(dst)
+
+    def _advance(
+        self,
+        dst: int,
+        sender: SnapshotSender,
+        step: Callable[[SnapshotSender], list[InstallSnapshot]],
+    ) -> InstallSnapshotResponse | None:
+        try:
+            self._send_all(step(sender))
+        except OSError as exc:
+            logger.error("reading snapshot %d for %d failed: %s", sender.meta.index, dst, exc)
+            sender.failed = True
+        if not sender.finished:
+            return None
+        self.end(dst)
+        logger.info(
+            "snapshot %d to %d %s after %d bytes",
+            sender.meta.index,
+            dst,
+            "done" if sender.done else "failed",
+            sender.bytes_sent,
+        )
+        return sender.report()  # etcd raft's ReportSnapshot
+
+    def end(self, dst: int) -> None:
+        """End the transfer to ``dst`` (if any), unreported, and close its source."""
+        entry = self._active.pop(dst, None)
+        if entry is not None:
+            entry[1].close()
+
+    def _send_all(self, messages: list[InstallSnapshot]) -> None:
+        for m in messages:
+            self.bytes_sent += len(m.data)
+            self._send(m)
 
 
 @dataclass(frozen=True, slots=True)

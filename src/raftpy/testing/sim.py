@@ -49,12 +49,12 @@ from raftpy.core.raft import Raft
 from raftpy.core.ready import Ready, Role
 from raftpy.core.storage import HardState
 from raftpy.errors import InvariantViolation, NotLeaderError, ProposalDropped
-from raftpy.snapshot_transfer import Completed, SnapshotReceiver, SnapshotSender
+from raftpy.snapshot_transfer import Completed, SnapshotReceiver, SnapshotSenders
 from raftpy.statemachine import StateMachine
 from raftpy.storage.errors import CorruptSnapshotError
 from raftpy.storage.fs import CrashMode, FaultyFileSystem
 from raftpy.storage.memory import MemoryStorage
-from raftpy.storage.snapshots import SnapshotSink, SnapshotSource, SnapshotStore
+from raftpy.storage.snapshots import SnapshotSink, SnapshotStore
 from raftpy.storage.wal import FileStorage
 
 __all__ = ["RecordingStateMachine", "SimCluster"]
@@ -109,7 +109,7 @@ class _Node:
     applied: list[tuple[int, bytes]] = field(default_factory=list)
     last_applied: int = 0
     # Snapshot transfers while up: one sender per follower (leader), one receiver.
-    senders: dict[int, tuple[SnapshotSender, SnapshotSource]] = field(default_factory=dict)
+    senders: SnapshotSenders | None = None
     receiver: SnapshotReceiver[SnapshotSink] | None = None
     received: dict[tuple[int, int], SnapshotSink] = field(default_factory=dict)
 
@@ -269,7 +269,7 @@ class SimCluster:
         node.sm = None
         node.incarnation += 1
         node.applied = []
-        node.senders = {}
+        node.senders = None
         node.receiver = None
         node.received = {}
         if node.fs is not None:
@@ -360,7 +360,8 @@ class SimCluster:
                 node.raft.tick()
                 self._push(t + self._tick_us, _TICK, dst, inc)
                 if node.senders:
-                    self._tick_senders(node)
+                    for report in node.senders.tick():
+                        node.raft.step(report)
             else:
                 if not self._reachable(src, dst):
                     continue  # the link failed while the message was in flight
@@ -555,6 +556,13 @@ class SimCluster:
         node.applied = []
         node.last_applied = node.storage.first_index() - 1
         node.receiver = SnapshotReceiver(node.snaps.begin_receive, lambda sink: sink.abort())
+        node.senders = SnapshotSenders(
+            lambda m: self._send(node.id, m),
+            chunk_bytes=self._chunk_bytes,
+            window_bytes=4 * self._chunk_bytes,
+            retry_ticks=3,
+            give_up_ticks=3 * self._election_ticks,
+        )
         meta = node.storage.snapshot_meta()
         if meta.index > 0:
             # Start from the snapshot the log was compacted to, then the log after it.
@@ -676,45 +684,12 @@ class SimCluster:
         node.snaps.retain([meta])
         self.snapshots_installed += 1
 
-    def _start_sender(self, node: _Node, request: InstallSnapshot) -> None:
-        source = node.snaps.open_source(request.meta)
-        sender = SnapshotSender(
-            request,
-            source,
-            chunk_bytes=self._chunk_bytes,
-            window_bytes=4 * self._chunk_bytes,
-            retry_ticks=3,
-            give_up_ticks=3 * self._election_ticks,
-        )
-        old = node.senders.pop(request.dst, None)
-        if old is not None:
-            old[1].close()
-        node.senders[request.dst] = (sender, source)
-        for m in sender.start():
-            self._send(node.id, m)
-
-    def _tick_senders(self, node: _Node) -> None:
-        for dst, (sender, _) in list(node.senders.items()):
-            for m in sender.tick():
-                self._send(node.id, m)
-            self._maybe_end_sender(node, dst, sender)
-
-    def _maybe_end_sender(self, node: _Node, dst: int, sender: SnapshotSender) -> None:
-        if not sender.finished:
-            return
-        _, source = node.senders.pop(dst)
-        source.close()
-        assert node.raft is not None
-        node.raft.step(sender.report())  # etcd raft's ReportSnapshot
-
     def _on_snapshot_answer(self, node: _Node, m: InstallSnapshotResponse) -> None:
-        entry = node.senders.get(m.src)
-        if entry is None:
-            return  # a transfer that ended already
-        sender = entry[0]
-        for chunk in sender.on_response(m):
-            self._send(node.id, chunk)
-        self._maybe_end_sender(node, m.src, sender)
+        if node.senders is not None:
+            report = node.senders.on_answer(m)
+            if report is not None:
+                assert node.raft is not None
+                node.raft.step(report)
 
     def _on_snapshot_chunk(self, node: _Node, m: InstallSnapshot) -> None:
         receiver = node.receiver
@@ -752,15 +727,13 @@ class SimCluster:
         if rd.soft_state is not None:
             if rd.soft_state.role is Role.LEADER:
                 self._on_new_leader(node, raft)
-            else:
-                # No longer leader: its transfers end with its leadership.
-                for _, source in node.senders.values():
-                    source.close()
-                node.senders = {}
+            elif node.senders is not None:
+                node.senders.stop()  # its transfers end with its leadership
         # Messages that do not depend on durability may leave first (Thesis §10.2.1).
         for m in rd.messages:
             if isinstance(m, InstallSnapshot):
-                self._start_sender(node, m)
+                assert node.senders is not None
+                node.senders.start(m, node.snaps.open_source(m.meta))
             else:
                 self._send(node.id, m)
         # Persist, then sync when the Ready says so: only synced writes survive a crash.
