@@ -3,19 +3,10 @@
 from __future__ import annotations
 
 import os
-import socket
 
+from raftpy.transport.address import free_ports
 
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct free ports (all bound at once, so they differ)."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+__all__ = ["free_ports", "load_text"]
 
 
 def load_text() -> str:

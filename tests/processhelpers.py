@@ -17,13 +17,9 @@ from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
+from raftpy.transport.address import free_port
+
 FAST_ARGS = ["--tick-ms", "20", "--election-ticks", "10"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import struct
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
@@ -31,6 +30,7 @@ from raftpy.core.messages import (
     encode_message,
 )
 from raftpy.errors import LocalProtocolError
+from raftpy.transport.address import free_port, parse_address
 from raftpy.transport.codec import encode_frame
 from raftpy.transport.protocol import (
     ClientOp,
@@ -44,7 +44,7 @@ from raftpy.transport.protocol import (
     encode_frame_payload,
     hello_decoder,
 )
-from raftpy.transport.tcp import ClientConnection, TcpTransport, _FrameReader, parse_address
+from raftpy.transport.tcp import ClientConnection, TcpTransport, _FrameReader
 
 CLUSTER = "test-cluster"
 T = TypeVar("T")
@@ -206,12 +206,6 @@ async def served(address: str) -> None:
         writer.close()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 # -- addresses ---------------------------------------------------------------------------------
 
 
@@ -226,7 +220,7 @@ def free_port() -> int:
     ids=["ipv4", "port0", "ipv6", "hostname"],
 )
 def test_parse_address(address: str, want: tuple[str, int]) -> None:
-    assert parse_address(address) == want
+    assert parse_address(address, listen=True) == want
 
 
 @pytest.mark.parametrize(
@@ -239,6 +233,7 @@ def test_parse_address(address: str, want: tuple[str, int]) -> None:
         ("h:70000", "out of range"),
         ("::1:80", "brackets"),
         ("[]:80", "empty host"),
+        ("h:0", "port 0"),
     ],
 )
 def test_parse_address_rejects_with_a_reason(address: str, why: str) -> None:

@@ -80,6 +80,7 @@ from raftpy.errors import (
     ProposalDropped,
     RemoteProtocolError,
 )
+from raftpy.transport.address import parse_address
 from raftpy.transport.codec import DEFAULT_MAX_FRAME_BYTES, FrameDecoder, encode_frame
 from raftpy.transport.protocol import (
     ClientOp,
@@ -103,20 +104,6 @@ log = logging.getLogger(__name__)
 _SWEEP_INTERVAL: Final = 0.02
 
 _T = TypeVar("_T")
-
-
-def parse_address(address: str) -> tuple[str, int]:
-    """Split ``"host:port"`` (or ``"[v6-host]:port"``) into host and port; ``ValueError`` if
-    malformed."""
-    host, sep, port_text = address.rpartition(":")
-    if not sep or not host or not port_text.isdigit():
-        raise ValueError(f"bad address {address!r}: expected host:port")
-    port = int(port_text)
-    if not 0 < port < 65536:
-        raise ValueError(f"bad address {address!r}: port out of range")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    return host, port
 
 
 class _ConnectFailed(Exception):

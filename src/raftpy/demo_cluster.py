@@ -26,7 +26,6 @@ import argparse
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,6 +39,7 @@ from types import FrameType
 from typing import Any
 
 from raftpy.client import SyncClient
+from raftpy.transport.address import free_ports
 
 __all__ = ["main"]
 
@@ -168,20 +168,6 @@ class _Status:
         )
 
 
-def _free_ports(n: int) -> list[int]:
-    """n distinct free ports on 127.0.0.1 (all held open until all are chosen)."""
-    socks: list[socket.socket] = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            socks.append(s)
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 def _names(ids: Sequence[int]) -> str:
     if len(ids) == 1:
         return f"node {ids[0]}"
@@ -196,7 +182,7 @@ class _Demo:
         self.signals = signals
         self.out = out
         self.t0 = time.monotonic()
-        ports = _free_ports(N_NODES)
+        ports = free_ports(N_NODES)
         self.nodes = {
             i: _Node(i, ports[i - 1], root / f"node{i}", root / f"node{i}.log")
             for i in range(1, N_NODES + 1)

@@ -341,7 +341,7 @@ DEFAULT_SNAPSHOT_TIMEOUT = 60.0
 
 def _address(text: str) -> str:
     """argparse type for a node address: ``host:port``."""
-    from raftpy.client import parse_address
+    from raftpy.transport.address import parse_address
 
     try:
         parse_address(text)

@@ -28,6 +28,7 @@ from raftpy.errors import (
 from raftpy.logconfig import configure_logging
 from raftpy.node import RaftNode
 from raftpy.statemachine import StateMachine
+from raftpy.transport.address import parse_address
 
 EXIT_OK = 0
 EXIT_NOT_DONE = 1
@@ -93,9 +94,10 @@ def _fail_usage(prog: str, commands: Sequence[ClientCommand], message: str) -> N
 
 
 def _check_address(address: str) -> str:
-    host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise UsageError(f"bad node address {address!r} (expected host:port)")
+    try:
+        parse_address(address)
+    except ValueError as exc:
+        raise UsageError(f"bad node address: {exc}") from None
     return address
 
 

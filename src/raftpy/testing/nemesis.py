@@ -65,7 +65,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -82,6 +81,7 @@ from raftpy.client import Client
 from raftpy.errors import ClusterUnavailableError, NotLeaderError, ProposalDropped
 from raftpy.testing.history import HistoryRecorder, Operation, OpKind, Value, write_history
 from raftpy.testing.linearizability import CheckResult, Verdict, check, render_html
+from raftpy.transport.address import free_port
 
 __all__ = [
     "FAULTS",
@@ -115,38 +115,6 @@ reads without confirming leadership (TEST ONLY; ``JepsenConfig.unsafe_stale_read
 _READ_CHUNK: Final = 1 << 16
 _DELAY_QUEUE_BYTES: Final = 16 << 20  # per direction of a connection; more is dropped
 _DIAL_TIMEOUT: Final = 2.0
-
-# --- Ports --------------------------------------------------------------------------------
-
-
-def _ephemeral_range() -> tuple[int, int]:
-    try:
-        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
-            low, high = (int(x) for x in f.read().split())
-            return low, high
-    except (OSError, ValueError):
-        return 32768, 60999
-
-
-def free_port(host: str = HOST, rng: random.Random | None = None) -> int:
-    """A TCP port on ``host`` that is free now, chosen below the kernel's ephemeral range so
-    that no outgoing connection can take it while a killed server waits to be restarted on it.
-    Falls back to a kernel-chosen port if none is found quickly."""
-    pick = rng if rng is not None else random.Random()
-    low, _ = _ephemeral_range()
-    floor = 20000 if low > 21000 else 1024
-    for _ in range(200):
-        port = pick.randrange(floor, low)
-        with socket.socket() as s:
-            try:
-                s.bind((host, port))
-            except OSError:
-                continue
-            return port
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
 
 # --- The fault proxy ------------------------------------------------------------------------
 

@@ -43,6 +43,7 @@ import msgspec
 
 from raftpy.core.messages import PROTOCOL_VERSION, Message
 from raftpy.errors import LocalProtocolError, MessageDecodeError, RemoteProtocolError
+from raftpy.transport.address import format_address, parse_address
 from raftpy.transport.codec import HEADER, HEADER_SIZE, FrameTooLarge
 from raftpy.transport.protocol import (
     ClientRequest,
@@ -54,7 +55,7 @@ from raftpy.transport.protocol import (
     hello_decoder,
 )
 
-__all__ = ["ClientConnection", "TcpTransport", "parse_address"]
+__all__ = ["ClientConnection", "TcpTransport", "parse_address"]  # parse_address: old path
 
 log = logging.getLogger("raftpy.transport")
 
@@ -83,40 +84,10 @@ _unpack_from = HEADER.unpack_from
 _PLACEHOLDER: Final = bytes(HEADER_SIZE)
 
 
-def parse_address(address: str) -> tuple[str, int]:
-    """Split ``"host:port"`` (``"[::1]:8080"`` for IPv6) into ``(host, port)``.
-
-    Raises ``ValueError`` naming the address and what is wrong with it.
-    """
-    if not isinstance(address, str):
-        raise ValueError(f"address must be a 'host:port' string, got {address!r}")
-    host, sep, port_text = address.rpartition(":")
-    if not sep:
-        raise ValueError(f"address {address!r} is not of the form host:port")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-        if not host:
-            raise ValueError(f"address {address!r} has an empty host")
-    elif not host:
-        raise ValueError(f"address {address!r} has no host (use 0.0.0.0 for every interface)")
-    elif ":" in host:
-        raise ValueError(f"address {address!r}: write an IPv6 host in brackets, as [::1]:8080")
-    if not (port_text.isascii() and port_text.isdigit()):
-        raise ValueError(f"address {address!r} has a port that is not a number: {port_text!r}")
-    port = int(port_text)
-    if port > 65535:
-        raise ValueError(f"address {address!r} has a port out of range (0-65535)")
-    return host, port
-
-
-def _format_address(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 def _peername(transport: asyncio.BaseTransport) -> str:
     name = transport.get_extra_info("peername")
     if isinstance(name, tuple) and len(name) >= 2:
-        return _format_address(str(name[0]), int(name[1]))
+        return format_address(str(name[0]), int(name[1]))
     return str(name)
 
 
@@ -883,7 +854,7 @@ class TcpTransport:
             raise ValueError("handshake_timeout and close_timeout must be > 0")
         self.node_id = node_id
         self.cluster_id = cluster_id
-        self._listen = parse_address(address)
+        self._listen = parse_address(address, listen=True)
         self._peers: dict[int, str] = {}
         self._set_peer_map(peers)
         self._on_message = on_message
@@ -920,7 +891,7 @@ class TcpTransport:
             lambda: _Inbound(self), host, port, reuse_address=True, backlog=1024
         )
         sockname = self._server.sockets[0].getsockname()
-        self._bound = _format_address(str(sockname[0]), int(sockname[1]))
+        self._bound = format_address(str(sockname[0]), int(sockname[1]))
         log.info("node %d listening on %s", self.node_id, self._bound)
 
     async def close(self) -> None:
