@@ -20,7 +20,7 @@ from raftpy.testing.linearizability import Verdict, check, check_operations
 
 _REPO = Path(__file__).resolve().parents[1]
 _VECTORS = _REPO.parent / "shared" / "linearizability-vectors"
-_VECTOR_TESTS = _REPO / "tests" / "test_linearizability_vectors.py"
+_VECTOR_TESTS = _REPO / "tests" / "testing" / "test_linearizability_vectors.py"
 
 
 def random_history(
@@ -83,7 +83,7 @@ def random_history(
 
 
 def _load_vector_module() -> ModuleType:
-    """Import tests/test_linearizability_vectors.py, where the vector parsers live."""
+    """Import tests/testing/test_linearizability_vectors.py, where the vector parsers live."""
     spec = importlib.util.spec_from_file_location("_raftpy_lin_vectors", _VECTOR_TESTS)
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot load {_VECTOR_TESTS}")

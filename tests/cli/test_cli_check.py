@@ -127,7 +127,7 @@ def test_unwritable_html_exits_3(tmp_path: Path, capsys: pytest.CaptureFixture[s
 
 
 def _run_module(*args: str) -> subprocess.CompletedProcess[str]:
-    src = str(Path(__file__).resolve().parents[1] / "src")
+    src = str(Path(__file__).resolve().parents[2] / "src")
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [src, env.get("PYTHONPATH")]))
     return subprocess.run(

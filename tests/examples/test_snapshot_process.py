@@ -24,8 +24,8 @@ import pytest
 from raftpy.client import Client, SyncClient
 from raftpy.errors import IndeterminateError, RaftError
 from raftpy.examples.hashmap import AsyncHashMapClient
+from tests.examples.test_examples_process import leader_of
 from tests.processhelpers import ProcessCluster, wait_until
-from tests.test_examples_process import leader_of
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -28,7 +28,7 @@ from raftpy.testing.linearizability import (
     check_operations,
 )
 
-VECTORS = Path(__file__).parents[1].parent / "shared" / "linearizability-vectors"
+VECTORS = Path(__file__).parents[2].parent / "shared" / "linearizability-vectors"
 ROW_TIMEOUT = 30.0
 
 _VERDICTS = {"linearizable": Verdict.LINEARIZABLE, "not-linearizable": Verdict.NOT_LINEARIZABLE}

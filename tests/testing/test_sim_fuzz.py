@@ -40,7 +40,8 @@ def _cases() -> list[tuple[int, int]]:
 
 
 def replay_command(n: int, seed: int) -> str:
-    return f"RAFTPY_SEED={seed} .venv/bin/pytest tests/test_sim_fuzz.py -k 'n{n}-seed{seed}'"
+    test = "tests/testing/test_sim_fuzz.py"
+    return f"RAFTPY_SEED={seed} .venv/bin/pytest {test} -k 'n{n}-seed{seed}'"
 
 
 def _random_groups(rng: random.Random, n: int) -> list[list[int]]:

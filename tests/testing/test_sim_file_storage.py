@@ -19,7 +19,7 @@ SEEDS = range(int(os.environ.get("RAFTPY_FILE_SEEDS", "30")))
 
 
 def _replay(seed: int) -> str:
-    return f"replay: .venv/bin/pytest tests/test_sim_file_storage.py -k 'seed{seed}]'"
+    return f"replay: .venv/bin/pytest tests/testing/test_sim_file_storage.py -k 'seed{seed}]'"
 
 
 @pytest.mark.parametrize("seed", SEEDS, ids=lambda s: f"seed{s}")

@@ -24,9 +24,9 @@ from raftpy.errors import ClusterUnavailableError, RemoteProtocolError
 from raftpy.examples import service
 from raftpy.examples.hashmap import HashMapClient
 from raftpy.node import RaftNode
+from tests.examples.test_examples_process import leader_of
 from tests.nodehelpers import KV, set_cmd, wait_for
 from tests.processhelpers import ProcessCluster, free_port, wait_until
-from tests.test_examples_process import leader_of
 
 pytestmark = pytest.mark.timeout(60)
 

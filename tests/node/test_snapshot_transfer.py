@@ -16,7 +16,7 @@ comes twice for one transfer, the transfer ends done (or failed, only for a reas
 the core's next attempt then ends done sending only what the follower lacks. Each run prints
 its seed and parameters, and every failure message ends with its replay command::
 
-    RAFTPY_TRANSFER_SEED=17 .venv/bin/pytest -q tests/test_snapshot_transfer.py -k random -s
+    RAFTPY_TRANSFER_SEED=17 .venv/bin/pytest -q tests/node/test_snapshot_transfer.py -k random -s
 
 (``RAFTPY_TRANSFER_SEED`` also takes a comma-separated list of seeds.)
 
@@ -1086,7 +1086,7 @@ def _seeds() -> list[int]:
 
 def replay_command(seed: int) -> str:
     return (
-        f"RAFTPY_TRANSFER_SEED={seed} .venv/bin/pytest -q tests/test_snapshot_transfer.py "
+        f"RAFTPY_TRANSFER_SEED={seed} .venv/bin/pytest -q tests/node/test_snapshot_transfer.py "
         f"-k random -s"
     )
 
