@@ -83,12 +83,12 @@ class WalSampler:
         self._thread.join(timeout=5)
 
 
-async def write_keys(addresses: list[str]) -> None:
-    """Put every key through ``addresses``, 256 writes in flight at a time. A put whose
+async def write_keys(addresses: list[str], keys: range) -> None:
+    """Put ``keys`` through ``addresses``, 256 writes in flight at a time. A put whose
     outcome is unknown (a leader change on a loaded machine) is sent again: putting the same
     value twice is harmless."""
     async with AsyncHashMapClient(addresses, timeout=30) as client:
-        todo = iter(range(KEYS))
+        todo = iter(keys)
 
         async def worker() -> None:
             for i in todo:
@@ -122,6 +122,12 @@ async def read_all_stale(address: str) -> dict[str, str | None]:
     return out
 
 
+def taken(address: str) -> int:
+    """How many snapshots the node at ``address`` has taken (0 when it does not answer)."""
+    snap = status(address).get("snapshot")
+    return int(snap["taken"]) if snap else 0
+
+
 def status(address: str) -> dict[str, Any]:
     """The status map of the node at ``address``; empty when it does not answer in 2 s."""
     try:
@@ -143,7 +149,18 @@ def test_compaction_and_catch_up_by_snapshot(tmp_path: Path) -> None:
 
         started = time.monotonic()
         with WalSampler(leader_dir) as sampler:
-            asyncio.run(write_keys(live))
+            # One snapshot interval at a time, each followed by the snapshot it makes due: on
+            # a busy machine a slow snapshot would otherwise cover several intervals at once,
+            # and how many snapshots there are would depend on the machine's speed.
+            for r in range(KEYS // SNAPSHOT_ENTRIES):
+                asyncio.run(
+                    write_keys(live, range(r * SNAPSHOT_ENTRIES, (r + 1) * SNAPSHOT_ENTRIES))
+                )
+                wait_until(
+                    lambda r=r: taken(c.address(leader)) >= r + 1,
+                    30,
+                    f"node {leader}'s snapshot {r + 1}",
+                )
         write_seconds = time.monotonic() - started
 
         # Wait for the leader's last automatic snapshot: fewer than SNAPSHOT_ENTRIES applied
