@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint typecheck pytest bench demo demo-sim clean
+.PHONY: test test-fast lint typecheck pytest bench demo demo-sim clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ pytest: $(STAMP)
 	$(BIN)/pytest
 
 test: lint typecheck pytest
+
+# The seconds-long unit tests only: no server processes, no randomized sweeps.
+test-fast: $(STAMP)
+	$(BIN)/pytest -m "not process and not sweep"
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
