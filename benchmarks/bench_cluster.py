@@ -1,4 +1,4 @@
-"""The networked cluster end to end (issue 4): ``python -m benchmarks cluster``.
+"""The networked cluster end to end: ``python -m benchmarks cluster``.
 
 Three ``python -m raftpy.examples.hashmap server`` processes on free 127.0.0.1 ports, fsync
 on (the default), default timeouts (50 ms ticks, elections after 10-20 ticks), each with a
@@ -8,8 +8,8 @@ hashmap ``put`` commands whose values are 100 bytes (a 98-character string: 100 
 text), cycling over 4,096 keys:
 
 - ``single_*``: 1 request in flight for ``RAFTPY_BENCH_SINGLE_SECONDS`` (default 5 s);
-- ``inflight256_*``: 256 requests in flight for ``RAFTPY_BENCH_SECONDS`` (default 15 s; issue 4
-  asks for 60 s once). This is also the full-load run of the spurious-election check: every
+- ``inflight256_*``: 256 requests in flight for ``RAFTPY_BENCH_SECONDS`` (default 15 s; set 60 s
+  for a long run). This is also the full-load run of the spurious-election check: every
   node's status (term, leader) is polled every 0.5 s, and ``full_load_leader_changes`` /
   ``full_load_term_increases`` count what changed (target: none);
 - ``failover_*``: ``RAFTPY_BENCH_FAILOVER_TRIALS`` (default 10) times, SIGKILL of the leader

@@ -1,4 +1,4 @@
-"""Snapshots end to end (issue 5): ``python -m benchmarks snapshot``.
+"""Snapshots end to end: ``python -m benchmarks snapshot``.
 
 Every node runs :class:`BlobStateMachine`, a synthetic state machine defined here: ``apply``
 counts commands; its snapshot is a 16-byte header (commands applied, blob size) and a blob of

@@ -1,4 +1,4 @@
-"""Durable storage (issue 3): FileStorage on the real file system (``python -m benchmarks
+"""Durable storage: FileStorage on the real file system (``python -m benchmarks
 storage``). Everything runs in a temporary directory under /tmp.
 
 Reported:

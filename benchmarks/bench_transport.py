@@ -50,7 +50,7 @@ PINGS = 10_000
 WARMUP = 200
 
 TARGETS: dict[str, tuple[str, float]] = {}
-"""No targets of its own: the cluster benchmark (issue 4) carries the end-to-end ones."""
+"""No targets of its own: the cluster benchmark carries the end-to-end ones."""
 
 
 def _pct(samples: list[float], q: float) -> float:

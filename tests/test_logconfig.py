@@ -1,4 +1,4 @@
-"""RAFTPY_LOG parsing (DESIGN §5)."""
+"""RAFTPY_LOG parsing."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""RAFTPY_LOG: log levels per logger, in the style of Rust's RUST_LOG (DESIGN §5).
+"""RAFTPY_LOG: log levels per logger, in the style of Rust's RUST_LOG (README.md, "Run a cluster").
 
 A spec is a comma-separated list of directives. A bare level sets the default for every
 logger; ``name=level`` sets one logger (and its children)::

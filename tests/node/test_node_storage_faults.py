@@ -1,4 +1,4 @@
-"""RaftNode under storage faults (issue 3): a full disk stalls a node without corrupting it and
+"""RaftNode under storage faults: a full disk stalls a node without corrupting it and
 it recovers once space is free; a failed fsync is fatal (never retried)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""A replicated hash map from string keys to JSON values (DESIGN §5).
+"""A replicated hash map from string keys to JSON values.
 
     python -m raftpy.examples.hashmap server 1 1 127.0.0.1:8080 2 127.0.0.1:8081 3 127.0.0.1:8082
     python -m raftpy.examples.hashmap put color blue 127.0.0.1:8080   # prints null

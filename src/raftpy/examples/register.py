@@ -1,4 +1,4 @@
-"""A replicated register: one string, initially empty (DESIGN §5).
+"""A replicated register: one string, initially empty.
 
     python -m raftpy.examples.register server 1 1 127.0.0.1:8080 2 127.0.0.1:8081 3 127.0.0.1:8082
     python -m raftpy.examples.register put hello 127.0.0.1:8080    # prints the previous value
@@ -69,7 +69,8 @@ class RegisterStateMachine:
 
 
 class AsyncRegisterClient:
-    """The register's client for asyncio code. Errors are raftpy's typed errors (DESIGN §4)."""
+    """The register's client for asyncio code. Errors are raftpy's typed errors
+    (:mod:`raftpy.errors`)."""
 
     def __init__(self, addresses: Sequence[str], *, timeout: float = 10.0) -> None:
         self._client = Client(list(addresses), timeout=timeout)

@@ -1,7 +1,7 @@
 """Tools for testing Raft and the state machines replicated with it.
 
-- :class:`SimCluster`: the deterministic simulator (DESIGN §6).
-- :mod:`raftpy.testing.linearizability`: the linearizability checker (DESIGN §7).
+- :class:`SimCluster`: the deterministic simulator (README.md, "Using the simulator").
+- :mod:`raftpy.testing.linearizability`: the linearizability checker (docs/history-format.md).
 """
 
 from raftpy.testing.sim import RecordingStateMachine, SimCluster

@@ -1,4 +1,4 @@
-"""Histories of key-value operations, in the JSON-lines format of DESIGN §7.
+"""Histories of key-value operations, in the JSON-lines format of docs/history-format.md.
 
 A history is what a set of clients saw while using a key-value store: for every operation, who
 issued it (``client``), what it was (``read``, ``write`` or ``cas`` on a ``key``), when it was
@@ -125,7 +125,7 @@ _DECODER = msgspec.json.Decoder(_WireOperation)
 
 
 def _from_wire(w: _WireOperation) -> Operation:
-    """Check the per-kind rules of DESIGN §7 on a decoded line and build the Operation."""
+    """Check the per-kind rules of the format on a decoded line and build the Operation."""
     ret = None if w.ret is msgspec.UNSET else w.ret
     if ret is not None and ret < w.call:
         raise HistoryFormatError(f"`return` ({ret}) is before `call` ({w.call})")
@@ -168,7 +168,7 @@ def _from_wire(w: _WireOperation) -> Operation:
 
 
 def parse_history(data: str | bytes, *, source: str | None = None) -> list[Operation]:
-    """Parse a DESIGN §7 history (one JSON object per line; blank lines are skipped).
+    """Parse a history (one JSON object per line; blank lines are skipped).
 
     Returns the operations in file order. Raises :class:`HistoryFormatError` with the line
     number (and ``source``, a name for messages) on the first malformed line.
@@ -230,7 +230,7 @@ def validate_operation(op: Operation) -> None:
 
 
 def _to_json_object(op: Operation) -> dict[str, object]:
-    """The DESIGN §7 JSON object of one operation (field order as in the DESIGN)."""
+    """The JSON object of one operation (fields in the order of docs/history-format.md)."""
     obj: dict[str, object] = {"client": op.client, "op": op.op, "key": op.key, "call": op.call}
     if op.ret is not None:
         obj["return"] = op.ret
@@ -247,13 +247,13 @@ def _to_json_object(op: Operation) -> dict[str, object]:
 
 
 def dump_history(ops: Iterable[Operation]) -> bytes:
-    """Encode operations as DESIGN §7 JSON lines (each line ends with a newline)."""
+    """Encode operations as JSON lines (each line ends with a newline)."""
     encode = msgspec.json.encode
     return b"".join(encode(_to_json_object(op)) + b"\n" for op in ops)
 
 
 def write_history(path: str | os.PathLike[str], ops: Iterable[Operation]) -> None:
-    """Write operations to ``path`` as a DESIGN §7 history file (replacing the file)."""
+    """Write operations to ``path`` as a history file (replacing the file)."""
     data = dump_history(ops)
     with open(path, "wb") as f:
         f.write(data)
@@ -379,7 +379,7 @@ class HistoryRecorder:
         return [op for _, op in items]
 
     def dumps(self) -> bytes:
-        """The history so far as DESIGN §7 JSON lines."""
+        """The history so far as JSON lines."""
         return dump_history(self.operations())
 
     def write(self, path: str | os.PathLike[str]) -> None:

@@ -30,8 +30,8 @@ soon as every *completed* operation is linearized: indeterminate ones may stay o
 linearization, which is how "it never happened" is expressed. An indeterminate read has no
 effect and reveals nothing, so the key-value model drops it before searching.
 
-:func:`check` checks a DESIGN §7 key-value history (a register per key, with read, write and
-cas); :func:`check_operations` checks any history against any :class:`Model`.
+:func:`check` checks a key-value history (docs/history-format.md: a register per key, with
+read, write and cas); :func:`check_operations` checks any history against any :class:`Model`.
 """
 
 from __future__ import annotations
@@ -139,7 +139,7 @@ class Model(Protocol[S, I, O]):
         return repr(state)
 
 
-# --- The key-value register model (DESIGN §7) ---------------------------------------------
+# --- The key-value register model ---------------------------------------------
 
 KvInput: TypeAlias = tuple[OpKind, str, Value, Value]
 """(op, key, a, b): a read has ``a = b = None``; a write writes ``a``; a cas swaps ``a`` for
@@ -222,7 +222,7 @@ KV_REGISTER_MODEL = KvRegisterModel()
 
 
 def kv_operations(history: Sequence[Operation]) -> list[ModelOperation[KvInput, KvOutput]]:
-    """Convert a DESIGN §7 history to the key-value model's operations.
+    """Convert a history to the key-value model's operations.
 
     Every operation is validated (:class:`HistoryFormatError` naming its position otherwise).
     Indeterminate reads are dropped: they change nothing and their result is unknown, so they
@@ -578,7 +578,7 @@ def check_operations(
 
 
 def check(history: Sequence[Operation], timeout: float | None = None) -> CheckResult:
-    """Check whether a DESIGN §7 key-value history is linearizable (a register per key).
+    """Check whether a key-value history is linearizable (a register per key).
 
     ``timeout`` is in seconds (``None``: no limit). Raises :class:`HistoryFormatError` if an
     operation is malformed. ``CheckResult.operations`` counts every operation given, including
