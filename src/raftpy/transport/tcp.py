@@ -37,13 +37,14 @@ import random
 import socket
 import time
 from collections.abc import Callable, Mapping
-from typing import Final, cast
+from typing import TYPE_CHECKING, Final, cast
 
 import msgspec
 
 from raftpy.core.messages import PROTOCOL_VERSION, Message
 from raftpy.errors import LocalProtocolError, MessageDecodeError, RemoteProtocolError
 from raftpy.transport.address import format_address, parse_address
+from raftpy.transport.base import ClientConnectionLike, Transport
 from raftpy.transport.codec import HEADER, HEADER_SIZE, FrameTooLarge
 from raftpy.transport.protocol import (
     ClientRequest,
@@ -1077,3 +1078,10 @@ class TcpTransport:
         out = self._stats.as_dict()
         out["queued_bytes"] = sum(link.queued_bytes() for link in self._links.values())
         return out
+
+
+if TYPE_CHECKING:
+    # Checked by mypy: the node drives this class through the Transport protocol, and hands
+    # each ClientConnection to code written against ClientConnectionLike.
+    _transport_contract: type[Transport] = TcpTransport
+    _client_contract: type[ClientConnectionLike] = ClientConnection
