@@ -14,7 +14,8 @@ from typing import BinaryIO
 
 from raftpy.config import NodeConfig
 from raftpy.core.messages import Message, decode_message, encode_message
-from raftpy.node import ClientConnectionLike, RaftNode, Transport
+from raftpy.node import RaftNode
+from raftpy.transport.base import ClientConnectionLike, Transport
 from raftpy.transport.protocol import ClientRequest
 
 

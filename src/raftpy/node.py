@@ -30,7 +30,7 @@ import os
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import msgspec
 
@@ -60,6 +60,7 @@ from raftpy.storage.fs import FaultyFileSystem
 from raftpy.storage.memory import MemoryStorage
 from raftpy.storage.snapshots import SnapshotStore
 from raftpy.storage.wal import FileStorage
+from raftpy.transport.base import ClientConnectionLike, Transport, TransportFactory
 from raftpy.transport.protocol import (
     ClientOp,
     ClientRequest,
@@ -69,36 +70,6 @@ from raftpy.transport.protocol import (
 )
 
 logger = logging.getLogger("raftpy.node")
-
-
-class ClientConnectionLike(Protocol):
-    """What the node needs from a client connection: a way to answer."""
-
-    def respond(self, response: ClientResponse) -> None: ...
-
-
-class Transport(Protocol):
-    """The message-agnostic transport the node drives (``raftpy.transport.tcp.TcpTransport``)."""
-
-    async def start(self) -> None: ...
-
-    def send(self, message: Message) -> None: ...
-
-    def flush(self) -> None:
-        """Put queued messages on the wire now (called before a blocking fsync)."""
-        ...
-
-    async def close(self) -> None: ...
-
-
-TransportFactory = Callable[
-    [
-        Callable[[Message], None],
-        Callable[[ClientConnectionLike, ClientRequest], None],
-    ],
-    Transport,
-]
-"""Builds the transport given the node's two inbound callbacks (peer message, client request)."""
 
 
 @dataclass(eq=False)

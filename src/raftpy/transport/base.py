@@ -1,0 +1,69 @@
+"""The typed edge between a :class:`~raftpy.node.RaftNode` and its transport.
+
+The node talks to the network only through :class:`Transport`, built by a
+:data:`TransportFactory` that receives the node's two inbound callbacks. The production
+implementation is :class:`raftpy.transport.tcp.TcpTransport`; tests plug in in-process fakes.
+
+The contract, in short:
+
+- **Lifecycle.** ``await start()`` once, then :meth:`Transport.send` and
+  :meth:`Transport.flush` any number of times from the event loop, then ``await close()``.
+- **Sending is message-agnostic.** The transport reads a message's destination
+  (``message.dst``) and nothing else: it never interprets, reorders, merges or retries
+  messages. Sending never blocks and never raises for network trouble; a message it cannot
+  carry is dropped, because Raft already tolerates loss (Raft §5.3: the leader retries until
+  the follower answers).
+- **Inbound callbacks** run on the event loop and must not block: one for each peer message
+  addressed to this node, one for each client request (answered through the
+  :class:`ClientConnectionLike` it came with, in any order and at any later time).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from raftpy.core.messages import Message
+from raftpy.transport.protocol import ClientRequest, ClientResponse
+
+
+class ClientConnectionLike(Protocol):
+    """What the node needs from a client connection: a way to answer."""
+
+    def respond(self, response: ClientResponse) -> None:
+        """Queue ``response`` for the client. Never blocks; does nothing once the connection
+        is closed."""
+        ...
+
+
+MessageCallback = Callable[[Message], None]
+"""Called with each peer message addressed to this node."""
+
+ClientRequestCallback = Callable[[ClientConnectionLike, ClientRequest], None]
+"""Called with each client request and the connection that answers it."""
+
+
+class Transport(Protocol):
+    """The message-agnostic transport the node drives."""
+
+    async def start(self) -> None:
+        """Start serving (for TCP: bind and listen). Called once, before anything else."""
+        ...
+
+    def send(self, message: Message) -> None:
+        """Queue ``message`` for the node ``message.dst``. Never blocks and never raises for
+        network trouble: what cannot be delivered is dropped (Raft retries)."""
+        ...
+
+    def flush(self) -> None:
+        """Put queued messages on the wire now (called before a blocking fsync)."""
+        ...
+
+    async def close(self) -> None:
+        """Stop serving and release every connection. Idempotent; afterwards :meth:`send`
+        does nothing."""
+        ...
+
+
+TransportFactory = Callable[[MessageCallback, ClientRequestCallback], Transport]
+"""Builds the transport given the node's two inbound callbacks (peer message, client request)."""
