@@ -55,6 +55,7 @@ from raftpy.errors import (
 )
 from raftpy.node_snapshots import NodeSnapshots
 from raftpy.statemachine import StateMachine
+from raftpy.storage.base import LogStore
 from raftpy.storage.errors import FatalStorageError, StorageFullError
 from raftpy.storage.fs import FaultyFileSystem
 from raftpy.storage.memory import MemoryStorage
@@ -155,7 +156,7 @@ class RaftNode:
         data_dir: str | os.PathLike[str] | None,
         config: NodeConfig | None = None,
         *,
-        storage: MemoryStorage | FileStorage | None = None,
+        storage: LogStore | None = None,
         transport_factory: TransportFactory | None = None,
         rng: random.Random | None = None,
     ) -> None:
@@ -175,7 +176,7 @@ class RaftNode:
         self._rng = rng or random.Random()
         self._given_storage = storage
         self._transport_factory = transport_factory
-        self._storage: MemoryStorage | FileStorage | None = None
+        self._storage: LogStore | None = None
         self._transport: Transport | None = None
         self._raft: Raft | None = None
         self._snaps: NodeSnapshots | None = None
@@ -298,7 +299,7 @@ class RaftNode:
         logger.info("node %d stopped", self.node_id)
 
     def _close_storage(self) -> None:
-        if isinstance(self._storage, FileStorage) and self._given_storage is None:
+        if self._storage is not None and self._given_storage is None:
             self._storage.close()
 
     # ------------------------------------------------------------------------------------------
@@ -637,7 +638,7 @@ class RaftNode:
                 heapq.heappush(self._waiting_reads, (rs.index, id(batch), batch))
         self._serve_reads(self._applied)
 
-    async def _sync(self, storage: MemoryStorage | FileStorage) -> None:
+    async def _sync(self, storage: LogStore) -> None:
         while True:
             try:
                 storage.sync()
