@@ -57,7 +57,7 @@ from raftpy.node_snapshots import NodeSnapshots
 from raftpy.statemachine import StateMachine
 from raftpy.storage.base import LogStore
 from raftpy.storage.errors import FatalStorageError, StorageFullError
-from raftpy.storage.fs import FaultyFileSystem
+from raftpy.storage.fs import MemoryFileSystem
 from raftpy.storage.memory import MemoryStorage
 from raftpy.storage.snapshots import SnapshotStore
 from raftpy.storage.wal import FileStorage
@@ -226,7 +226,7 @@ class RaftNode:
             store = SnapshotStore(os.path.join(self.data_dir, "snapshots"))
         else:
             # No data dir: snapshot files live on an in-memory file system, like the log.
-            store = SnapshotStore("/snapshots", fs=FaultyFileSystem(self._rng.getrandbits(32)))
+            store = SnapshotStore("/snapshots", fs=MemoryFileSystem())
         self._snaps = NodeSnapshots(
             self.node_id,
             store,
