@@ -1,4 +1,4 @@
-"""Unit tests of FileStorage, the segmented write-ahead log (issue 3), on the fault-injecting
+"""Unit tests of FileStorage, the segmented write-ahead log, on the fault-injecting
 file layer and on the real file system."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Property test of FileStorage against a model (issue 3): any sequence of appends (with
+"""Property test of FileStorage against a model: any sequence of appends (with
 conflicting-suffix truncations), hard-state writes, syncs, compactions, snapshots from a
 leader, failed fsyncs and crashes (every FaultyFileSystem crash mode, also in the middle of a
 sync) recovers exactly a synced state, and never loses one reported as persisted.

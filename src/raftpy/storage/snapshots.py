@@ -1,4 +1,4 @@
-"""SnapshotStore: a node's state-machine snapshots as durable files in one directory (issue 5).
+"""SnapshotStore: a node's state-machine snapshots as durable files in one directory.
 
 The write-ahead log keeps only a snapshot's metadata (:class:`SnapshotMeta`); the state
 machine's bytes live here, one file per snapshot, written and read as streams so that a

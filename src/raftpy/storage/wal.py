@@ -1,4 +1,4 @@
-"""FileStorage: Raft's persistent state in a segmented write-ahead log (issue 3).
+"""FileStorage: Raft's persistent state in a segmented write-ahead log.
 
 Layout of a data directory::
 
