@@ -6,8 +6,8 @@ The public API is re-exported here (see ``__all__``):
   :class:`Client` (asyncio) and :class:`SyncClient`;
 - the sans-I/O consensus core: :class:`Raft`, :class:`RaftConfig`, :class:`Ready`,
   :class:`Role`, and the peer messages in :mod:`raftpy.core.messages`;
-- storage: :class:`FileStorage` (the durable write-ahead log), :class:`MemoryStorage` and the
-  :class:`LogStorage` protocol;
+- storage: :class:`FileStorage` (the durable write-ahead log), :class:`MemoryStorage`, the
+  :class:`LogStore` protocol they implement and its read side, :class:`LogStorage`;
 - the :class:`StateMachine` protocol users implement;
 - the errors, typed by who is at fault (:mod:`raftpy.errors`).
 
@@ -36,6 +36,7 @@ from raftpy.errors import (
 )
 from raftpy.node import RaftNode
 from raftpy.statemachine import StateMachine
+from raftpy.storage.base import LogStore
 from raftpy.storage.errors import CorruptLogError, StorageError, StorageFullError
 from raftpy.storage.memory import MemoryStorage
 from raftpy.storage.wal import FileStorage
@@ -55,6 +56,7 @@ __all__ = [
     "InvariantViolation",
     "LocalProtocolError",
     "LogStorage",
+    "LogStore",
     "MemoryStorage",
     "Message",
     "MessageDecodeError",

@@ -55,8 +55,9 @@ from raftpy.errors import (
 )
 from raftpy.node_snapshots import NodeSnapshots
 from raftpy.statemachine import StateMachine
+from raftpy.storage.base import LogStore
 from raftpy.storage.errors import FatalStorageError, StorageFullError
-from raftpy.storage.fs import FaultyFileSystem
+from raftpy.storage.fs import MemoryFileSystem
 from raftpy.storage.memory import MemoryStorage
 from raftpy.storage.snapshots import SnapshotStore
 from raftpy.storage.wal import FileStorage
@@ -126,7 +127,7 @@ class RaftNode:
         data_dir: str | os.PathLike[str] | None,
         config: NodeConfig | None = None,
         *,
-        storage: MemoryStorage | FileStorage | None = None,
+        storage: LogStore | None = None,
         transport_factory: TransportFactory | None = None,
         rng: random.Random | None = None,
     ) -> None:
@@ -146,7 +147,7 @@ class RaftNode:
         self._rng = rng or random.Random()
         self._given_storage = storage
         self._transport_factory = transport_factory
-        self._storage: MemoryStorage | FileStorage | None = None
+        self._storage: LogStore | None = None
         self._transport: Transport | None = None
         self._raft: Raft | None = None
         self._snaps: NodeSnapshots | None = None
@@ -196,7 +197,7 @@ class RaftNode:
             store = SnapshotStore(os.path.join(self.data_dir, "snapshots"))
         else:
             # No data dir: snapshot files live on an in-memory file system, like the log.
-            store = SnapshotStore("/snapshots", fs=FaultyFileSystem(self._rng.getrandbits(32)))
+            store = SnapshotStore("/snapshots", fs=MemoryFileSystem())
         self._snaps = NodeSnapshots(
             self.node_id,
             store,
@@ -269,7 +270,7 @@ class RaftNode:
         logger.info("node %d stopped", self.node_id)
 
     def _close_storage(self) -> None:
-        if isinstance(self._storage, FileStorage) and self._given_storage is None:
+        if self._storage is not None and self._given_storage is None:
             self._storage.close()
 
     # ------------------------------------------------------------------------------------------
@@ -608,7 +609,7 @@ class RaftNode:
                 heapq.heappush(self._waiting_reads, (rs.index, id(batch), batch))
         self._serve_reads(self._applied)
 
-    async def _sync(self, storage: MemoryStorage | FileStorage) -> None:
+    async def _sync(self, storage: LogStore) -> None:
         while True:
             try:
                 storage.sync()

@@ -40,10 +40,9 @@ from raftpy.core.messages import (
 from raftpy.core.raft import Raft
 from raftpy.snapshot_transfer import Completed, SnapshotReceiver, SnapshotSenders
 from raftpy.statemachine import ConcurrentSnapshot, StateMachine
+from raftpy.storage.base import LogStore
 from raftpy.storage.errors import CorruptSnapshotError, StorageError, StorageFullError
-from raftpy.storage.memory import MemoryStorage
 from raftpy.storage.snapshots import SnapshotSink, SnapshotStore
-from raftpy.storage.wal import FileStorage
 
 logger = logging.getLogger("raftpy.snapshot")
 
@@ -63,7 +62,7 @@ class NodeSnapshots:
         self,
         node_id: int,
         store: SnapshotStore,
-        storage: MemoryStorage | FileStorage,
+        storage: LogStore,
         state_machine: StateMachine,
         config: NodeConfig,
         send: Callable[[Message], None],
@@ -136,7 +135,7 @@ class NodeSnapshots:
         if wal.index > 0 and own is None:
             if chosen is None:
                 raise StorageError(
-                    f"the log in {self._log_place()} was compacted to a snapshot at index "
+                    f"the log in {storage.location} was compacted to a snapshot at index "
                     f"{wal.index} (term {wal.term}) whose file is missing from "
                     f"{self.store.directory}: the state it held is lost here. Restore the "
                     "file, or empty the data directory so the node is rebuilt from its peers."
@@ -158,10 +157,6 @@ class NodeSnapshots:
         self.latest = chosen
         self.entries_since = max(0, commit - chosen.index)
         return chosen.index
-
-    def _log_place(self) -> str:
-        storage = self._storage
-        return storage.directory if isinstance(storage, FileStorage) else "memory storage"
 
     def _restore(self, meta: SnapshotMeta) -> None:
         try:

@@ -25,6 +25,7 @@ from raftpy.core.messages import (
 from raftpy.node import RaftNode
 from raftpy.node_snapshots import NodeSnapshots
 from raftpy.snapshot_transfer import SnapshotSender
+from raftpy.storage.base import LogStore
 from raftpy.storage.fs import FaultyFileSystem
 from raftpy.storage.memory import MemoryStorage
 from raftpy.storage.snapshots import SnapshotStore
@@ -113,9 +114,7 @@ def test_transfer_resumes_after_a_dropped_connection(tmp_path: Path) -> None:
 META = SnapshotMeta(7, 2, ConfState((1, 2, 3)))
 
 
-async def receive_whole(
-    state: bytes, storage: MemoryStorage | FileStorage, sm: KV
-) -> NodeSnapshots:
+async def receive_whole(state: bytes, storage: LogStore, sm: KV) -> NodeSnapshots:
     """A follower's NodeSnapshots that received (and verified) the leader's snapshot META
     holding ``state``; its completion waits to be handed to the core."""
     leader_store = SnapshotStore("/leader", fs=FaultyFileSystem(1))

@@ -1,6 +1,7 @@
-"""Tests of SnapshotStore, the durable snapshot files (issue 5), on the real file system and on
-the fault-injecting in-memory one: the format as documented, atomic creation under crashes at
-every step, corruption found and located, chunked receive, full disks and failed fsyncs."""
+"""Tests of SnapshotStore, the durable snapshot files, on the real file system, the plain
+in-memory one and the fault-injecting in-memory one: the format as documented, atomic creation
+under crashes at every step, corruption found and located, chunked receive, full disks and
+failed fsyncs."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from raftpy.storage.fs import (
     FaultyFileSystem,
     File,
     FileSystem,
+    MemoryFileSystem,
     OsFileSystem,
     SimulatedCrash,
 )
@@ -85,10 +87,12 @@ def cut(fs: FileSystem, path: str, size: int) -> None:
     f.close()
 
 
-@pytest.fixture(params=["os", "faulty"])
+@pytest.fixture(params=["os", "memory", "faulty"])
 def disk(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[FileSystem, str]:
     if request.param == "os":
         return OsFileSystem(), str(tmp_path / "snaps")
+    if request.param == "memory":
+        return MemoryFileSystem(), D
     return FaultyFileSystem(7), D
 
 

@@ -1,4 +1,4 @@
-"""Unit tests of FileStorage, the segmented write-ahead log (issue 3), on the fault-injecting
+"""Unit tests of FileStorage, the segmented write-ahead log, on the fault-injecting
 file layer and on the real file system."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import pytest
 from raftpy.core.messages import ConfState, Entry, EntryKind, SnapshotMeta
 from raftpy.core.storage import CompactedError, HardState
 from raftpy.storage import wal
+from raftpy.storage.base import LogStore
 from raftpy.storage.errors import (
     CorruptLogError,
     DataDirLockedError,
@@ -40,7 +41,7 @@ def open_fs(fs: FaultyFileSystem, **kw: int) -> FileStorage:
     return FileStorage(D, voters=[1, 2, 3], fs=fs, **kw)
 
 
-def all_entries(s: FileStorage | MemoryStorage) -> list[Entry]:
+def all_entries(s: LogStore) -> list[Entry]:
     return (
         s.entries(s.first_index(), s.last_index() + 1) if s.last_index() >= s.first_index() else []
     )

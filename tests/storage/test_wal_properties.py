@@ -1,4 +1,4 @@
-"""Property test of FileStorage against a model (issue 3): any sequence of appends (with
+"""Property test of FileStorage against a model: any sequence of appends (with
 conflicting-suffix truncations), hard-state writes, syncs, compactions, snapshots from a
 leader, failed fsyncs and crashes (every FaultyFileSystem crash mode, also in the middle of a
 sync) recovers exactly a synced state, and never loses one reported as persisted.
@@ -20,6 +20,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from raftpy.core.messages import ConfState, Entry, EntryKind, SnapshotMeta
 from raftpy.core.storage import HardState
+from raftpy.storage.base import LogStore
 from raftpy.storage.errors import FatalStorageError
 from raftpy.storage.fs import FaultyFileSystem, SimulatedCrash
 from raftpy.storage.memory import MemoryStorage
@@ -32,7 +33,7 @@ MODES = st.sampled_from(["drop", "torn", "partial", "keep"])
 State = tuple[Any, ...]
 
 
-def state_of(s: FileStorage | MemoryStorage) -> State:
+def state_of(s: LogStore) -> State:
     first, last = s.first_index(), s.last_index()
     entries = tuple(s.entries(first, last + 1)) if last >= first else ()
     return (s.snapshot_meta(), first, last, entries, s.hard_state, s.initial_state()[1])
@@ -112,7 +113,7 @@ class WalMachine(RuleBasedStateMachine):
     @rule()
     def sync(self) -> None:
         if self._live():
-            self._durably(lambda s: s.sync() if isinstance(s, FileStorage) else None)
+            self._durably(lambda s: s.sync())
 
     @rule(data=st.data())
     def create_snapshot(self, data: st.DataObject) -> None:

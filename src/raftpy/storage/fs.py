@@ -1,6 +1,7 @@
-"""A tiny file-system layer for the write-ahead log: the :class:`FileSystem` protocol, the real
-:class:`OsFileSystem`, and :class:`FaultyFileSystem`, an in-memory twin for tests that loses
-what a real crash could lose.
+"""A tiny file-system layer for the write-ahead log and the snapshot files: the
+:class:`FileSystem` protocol, the real :class:`OsFileSystem`, :class:`MemoryFileSystem` (a plain
+in-memory one, for a node without a data directory) and :class:`FaultyFileSystem`, its twin for
+tests that loses what a real crash could lose.
 
 The WAL needs only a handful of operations: positional reads and writes, ``fdatasync``,
 truncation, preallocation, and directory operations (list, rename, unlink, fsync the directory)
@@ -28,6 +29,7 @@ __all__ = [
     "File",
     "FileSystem",
     "Lock",
+    "MemoryFileSystem",
     "OsFileSystem",
     "SimulatedCrash",
 ]
@@ -210,6 +212,190 @@ class OsFileSystem:
         return _OsLock(fd)
 
 
+# -- in memory --------------------------------------------------------------------------------
+
+
+@dataclass
+class _Inode:
+    """A file's bytes. ``synced`` and ``pending`` serve :class:`FaultyFileSystem` only: the
+    content as of the last ``datasync`` and the operations since, in order: ``("w", offset,
+    bytes)`` or ``("t", size, b"")``."""
+
+    data: bytearray = field(default_factory=bytearray)
+    synced: bytearray = field(default_factory=bytearray)
+    pending: list[tuple[str, int, bytes]] = field(default_factory=list)
+
+
+def _apply_write(buf: bytearray, offset: int, data: bytes) -> None:
+    end = offset + len(data)
+    if len(buf) < end:
+        buf.extend(bytes(end - len(buf)))
+    buf[offset:end] = data
+
+
+def _apply_truncate(buf: bytearray, size: int) -> None:
+    if size < len(buf):
+        del buf[size:]
+    else:
+        buf.extend(bytes(size - len(buf)))
+
+
+class _MemoryFile:
+    def __init__(self, inode: _Inode, path: str) -> None:
+        self._inode = inode
+        self.path = path
+        self._closed = False
+
+    def _live(self) -> _Inode:
+        if self._closed:
+            raise OSError(errno.EBADF, "Bad file descriptor (file handle closed)", self.path)
+        return self._inode
+
+    def size(self) -> int:
+        return len(self._live().data)
+
+    def read_at(self, offset: int, size: int) -> bytes:
+        return bytes(self._live().data[offset : offset + size])
+
+    def write_at(self, offset: int, data: bytes | bytearray | memoryview) -> None:
+        self._write(self._live(), offset, bytes(data))
+
+    def _write(self, inode: _Inode, offset: int, data: bytes) -> None:
+        _apply_write(inode.data, offset, data)
+
+    def truncate(self, size: int) -> None:
+        _apply_truncate(self._live().data, size)
+
+    def preallocate(self, size: int) -> None:
+        if size > len(self._live().data):
+            self.truncate(size)
+
+    def datasync(self) -> None:
+        self._live()  # nothing to flush: memory is the "disk"
+
+    def close(self) -> None:
+        self._closed = True
+
+
+class _MemoryLock:
+    def __init__(self, fs: MemoryFileSystem, path: str) -> None:
+        self._fs = fs
+        self._path = path
+        self._held = True
+
+    def release(self) -> None:
+        # Releasing twice must not drop a lock someone else took meanwhile.
+        if self._held:
+            self._held = False
+            self._fs.locks.discard(self._path)
+
+
+class MemoryFileSystem:
+    """A plain in-memory file system, for a node without a data directory (its log and
+    snapshots then vanish with the process).
+
+    It behaves like :class:`OsFileSystem` for everything the WAL and
+    :class:`~raftpy.storage.snapshots.SnapshotStore` do: positional reads and writes, sizes,
+    truncation and preallocation (zeros), atomic renames, listing (subdirectories included),
+    deletion, ``FileNotFoundError`` for missing files and directories, ``EBADF`` on a closed
+    handle, and a lock that a second holder cannot take (``BlockingIOError``). Nothing is ever
+    lost, so the fsyncs are no-ops; there is no randomness. :class:`FaultyFileSystem` builds on
+    it to simulate crashes.
+    """
+
+    def __init__(self) -> None:
+        self.dirs: dict[str, dict[str, _Inode]] = {}
+        self.locks: set[str] = set()
+
+    # Hooks for FaultyFileSystem.
+
+    def _file(self, inode: _Inode, path: str) -> File:
+        return _MemoryFile(inode, path)
+
+    def _lock_handle(self, path: str) -> Lock:
+        return _MemoryLock(self, path)
+
+    def _add_dir(self, norm: str) -> None:
+        self.dirs[norm] = {}
+
+    # -- FileSystem -----------------------------------------------------------------------------
+
+    @staticmethod
+    def _split(path: str) -> tuple[str, str]:
+        head, tail = os.path.split(os.path.normpath(path))
+        return head, tail
+
+    def _dir(self, path: str) -> dict[str, _Inode]:
+        try:
+            return self.dirs[os.path.normpath(path)]
+        except KeyError:
+            raise FileNotFoundError(errno.ENOENT, "No such directory", path) from None
+
+    def open(self, path: str, create: bool = False) -> File:
+        head, name = self._split(path)
+        entries = self._dir(head)
+        inode = entries.get(name)
+        if inode is None:
+            if not create:
+                raise FileNotFoundError(errno.ENOENT, "No such file", path)
+            inode = entries[name] = _Inode()
+        return self._file(inode, path)
+
+    def exists(self, path: str) -> bool:
+        norm = os.path.normpath(path)
+        if norm in self.dirs:
+            return True
+        head, name = self._split(path)
+        return name in self.dirs.get(head, {})
+
+    def makedirs(self, path: str) -> None:
+        norm = os.path.normpath(path)
+        while norm not in self.dirs:
+            self._add_dir(norm)
+            parent = os.path.dirname(norm)
+            if parent == norm:
+                break
+            norm = parent
+
+    def listdir(self, path: str) -> list[str]:
+        norm = os.path.normpath(path)
+        names = list(self._dir(norm))
+        # Like os.listdir, subdirectories are entries too.
+        names += [
+            os.path.basename(d) for d in self.dirs if d != norm and os.path.dirname(d) == norm
+        ]
+        return sorted(names)
+
+    def rename(self, src: str, dst: str) -> None:
+        shead, sname = self._split(src)
+        dhead, dname = self._split(dst)
+        sdir = self._dir(shead)
+        ddir = self._dir(dhead)  # before taking the file out: a bad target loses nothing
+        if sname not in sdir:
+            raise FileNotFoundError(errno.ENOENT, "No such file", src)
+        ddir[dname] = sdir.pop(sname)
+
+    def unlink(self, path: str) -> None:
+        head, name = self._split(path)
+        entries = self._dir(head)
+        if name not in entries:
+            raise FileNotFoundError(errno.ENOENT, "No such file", path)
+        del entries[name]
+
+    def sync_dir(self, path: str) -> None:
+        self._dir(path)  # nothing to flush, but a missing directory is an error
+
+    def lock(self, path: str) -> Lock:
+        norm = os.path.normpath(path)
+        if norm in self.locks:
+            raise BlockingIOError(errno.EWOULDBLOCK, "Resource temporarily unavailable", path)
+        # The lock file itself, like the real one, is created if missing.
+        head, name = self._split(norm)
+        self._dir(head).setdefault(name, _Inode())
+        self.locks.add(norm)
+        return self._lock_handle(norm)
+
+
 # -- the fault-injecting twin (for tests) ---------------------------------------------------
 
 CrashMode = Literal["drop", "torn", "partial", "keep"]
@@ -231,46 +417,16 @@ class SimulatedCrash(Exception):
     directory must be opened again."""
 
 
-@dataclass
-class _Inode:
-    data: bytearray = field(default_factory=bytearray)
-    synced: bytearray = field(default_factory=bytearray)
-    # Operations since the last datasync, in order: ("w", offset, bytes) or ("t", size, b"").
-    pending: list[tuple[str, int, bytes]] = field(default_factory=list)
-
-
-def _apply_write(buf: bytearray, offset: int, data: bytes) -> None:
-    end = offset + len(data)
-    if len(buf) < end:
-        buf.extend(bytes(end - len(buf)))
-    buf[offset:end] = data
-
-
-def _apply_truncate(buf: bytearray, size: int) -> None:
-    if size < len(buf):
-        del buf[size:]
-    else:
-        buf.extend(bytes(size - len(buf)))
-
-
-class _FaultyFile:
+class _FaultyFile(_MemoryFile):
     def __init__(self, fs: FaultyFileSystem, inode: _Inode, epoch: int, path: str) -> None:
+        super().__init__(inode, path)
         self._fs = fs
-        self._inode = inode
         self._epoch = epoch
-        self.path = path
-        self._closed = False
 
     def _live(self) -> _Inode:
         if self._closed or self._epoch != self._fs.epoch:
             raise OSError(errno.EBADF, "file handle closed or lost in a crash", self.path)
         return self._inode
-
-    def size(self) -> int:
-        return len(self._live().data)
-
-    def read_at(self, offset: int, size: int) -> bytes:
-        return bytes(self._live().data[offset : offset + size])
 
     def write_at(self, offset: int, data: bytes | bytearray | memoryview) -> None:
         inode = self._live()
@@ -286,7 +442,7 @@ class _FaultyFile:
         self._write(inode, offset, data)
 
     def _write(self, inode: _Inode, offset: int, data: bytes) -> None:
-        _apply_write(inode.data, offset, data)
+        super()._write(inode, offset, data)
         inode.pending.append(("w", offset, data))
 
     def truncate(self, size: int) -> None:
@@ -295,11 +451,6 @@ class _FaultyFile:
             raise OSError(errno.ENOSPC, "No space left on device (simulated)", self.path)
         _apply_truncate(inode.data, size)
         inode.pending.append(("t", size, b""))
-
-    def preallocate(self, size: int) -> None:
-        inode = self._live()
-        if size > len(inode.data):
-            self.truncate(size)
 
     def datasync(self) -> None:
         inode = self._live()
@@ -319,22 +470,20 @@ class _FaultyFile:
                 _apply_write(inode.synced, arg, data)
         inode.pending.clear()
 
-    def close(self) -> None:
-        self._closed = True
 
-
-class _FaultyLock:
+class _FaultyLock(_MemoryLock):
     def __init__(self, fs: FaultyFileSystem, path: str, epoch: int) -> None:
-        self._fs = fs
-        self._path = path
+        super().__init__(fs, path)
         self._epoch = epoch
+        self._faulty_fs = fs
 
     def release(self) -> None:
-        if self._epoch == self._fs.epoch:
-            self._fs.locks.discard(self._path)
+        # A crash already released every lock of the dead "process".
+        if self._epoch == self._faulty_fs.epoch:
+            super().release()
 
 
-class FaultyFileSystem:
+class FaultyFileSystem(MemoryFileSystem):
     """An in-memory file system for tests that forgets what a crash would forget (LazyFS-style).
 
     It tracks, per file, the synced content and the writes since; and per directory, the
@@ -350,17 +499,26 @@ class FaultyFileSystem:
     """
 
     def __init__(self, seed: int = 0) -> None:
+        super().__init__()
         self.rng = random.Random(seed)
         self.epoch = 0  # bumped by every crash: older handles stop working
-        self.dirs: dict[str, dict[str, _Inode]] = {}
         self.durable_dirs: dict[str, dict[str, _Inode]] = {}
-        self.locks: set[str] = set()
         self.capacity: int | None = None
         self.syncs = 0  # datasync calls, for tests of group commit
         self.dir_syncs = 0
         self._fsync_failures = 0
         self._armed: CrashMode | None = None
         self._armed_after = 0
+
+    def _file(self, inode: _Inode, path: str) -> File:
+        return _FaultyFile(self, inode, self.epoch, path)
+
+    def _lock_handle(self, path: str) -> Lock:
+        return _FaultyLock(self, path, self.epoch)
+
+    def _add_dir(self, norm: str) -> None:
+        super()._add_dir(norm)
+        self.durable_dirs[norm] = {}
 
     # -- fault injection ----------------------------------------------------------------------
 
@@ -454,62 +612,6 @@ class FaultyFileSystem:
 
     # -- FileSystem -----------------------------------------------------------------------------
 
-    @staticmethod
-    def _split(path: str) -> tuple[str, str]:
-        head, tail = os.path.split(os.path.normpath(path))
-        return head, tail
-
-    def _dir(self, path: str) -> dict[str, _Inode]:
-        try:
-            return self.dirs[os.path.normpath(path)]
-        except KeyError:
-            raise FileNotFoundError(errno.ENOENT, "No such directory", path) from None
-
-    def open(self, path: str, create: bool = False) -> File:
-        head, name = self._split(path)
-        entries = self._dir(head)
-        inode = entries.get(name)
-        if inode is None:
-            if not create:
-                raise FileNotFoundError(errno.ENOENT, "No such file", path)
-            inode = entries[name] = _Inode()
-        return _FaultyFile(self, inode, self.epoch, path)
-
-    def exists(self, path: str) -> bool:
-        norm = os.path.normpath(path)
-        if norm in self.dirs:
-            return True
-        head, name = self._split(path)
-        return name in self.dirs.get(head, {})
-
-    def makedirs(self, path: str) -> None:
-        norm = os.path.normpath(path)
-        while norm not in self.dirs:
-            self.dirs[norm] = {}
-            self.durable_dirs[norm] = {}
-            parent = os.path.dirname(norm)
-            if parent == norm:
-                break
-            norm = parent
-
-    def listdir(self, path: str) -> list[str]:
-        return sorted(self._dir(path))
-
-    def rename(self, src: str, dst: str) -> None:
-        shead, sname = self._split(src)
-        dhead, dname = self._split(dst)
-        sdir = self._dir(shead)
-        if sname not in sdir:
-            raise FileNotFoundError(errno.ENOENT, "No such file", src)
-        self._dir(dhead)[dname] = sdir.pop(sname)
-
-    def unlink(self, path: str) -> None:
-        head, name = self._split(path)
-        entries = self._dir(head)
-        if name not in entries:
-            raise FileNotFoundError(errno.ENOENT, "No such file", path)
-        del entries[name]
-
     def sync_dir(self, path: str) -> None:
         norm = os.path.normpath(path)
         entries = self._dir(norm)
@@ -517,13 +619,3 @@ class FaultyFileSystem:
         if self.take_fsync_failure():
             raise OSError(errno.EIO, "Input/output error (simulated fsync failure)", path)
         self.durable_dirs[norm] = dict(entries)
-
-    def lock(self, path: str) -> Lock:
-        norm = os.path.normpath(path)
-        if norm in self.locks:
-            raise BlockingIOError(errno.EWOULDBLOCK, "Resource temporarily unavailable", path)
-        # The lock file itself, like the real one, is created if missing.
-        head, name = self._split(norm)
-        self._dir(head).setdefault(name, _Inode())
-        self.locks.add(norm)
-        return _FaultyLock(self, norm, self.epoch)

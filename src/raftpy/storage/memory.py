@@ -1,6 +1,6 @@
 """MemoryStorage: Raft's persistent state held in memory. For tests and the simulator.
 
-It implements the core's :class:`~raftpy.core.storage.LogStorage` read protocol plus the write
+It implements :class:`~raftpy.storage.base.LogStore`: the core's read protocol plus the write
 operations a driver performs from a Ready. "Durable" here means "survives a simulated crash":
 the simulator keeps a node's MemoryStorage across ``crash``/``restart`` and drops everything
 else.
@@ -81,6 +81,10 @@ class MemoryStorage:
     def hard_state(self) -> HardState:
         return self._hard_state
 
+    @property
+    def location(self) -> str:
+        return "memory storage"
+
     def set_hard_state(self, hard_state: HardState) -> None:
         """Persist the hard state (term, vote, commit) as one record."""
         self._hard_state = hard_state
@@ -146,6 +150,10 @@ class MemoryStorage:
         """Bytes of raft state held: entry payloads plus a fixed cost per entry and for the
         hard state (what a compact binary encoding would need), not the snapshot."""
         return self._cum[-1] - self._cum[0] + 16 * len(self._entries) + 24
+
+    def close(self) -> None:
+        """Nothing to release. The contents stay readable: the simulator keeps a node's
+        MemoryStorage across crashes."""
 
     def _compact_to(self, index: int) -> None:
         drop = index - self._snapshot.index

@@ -459,9 +459,10 @@ class SnapshotSink:
 class SnapshotStore:
     """A node's snapshot files in one directory (see the module docstring for the format).
 
-    ``fs`` is the file layer: the real one by default; the simulator and tests pass a
-    :class:`~raftpy.storage.fs.FaultyFileSystem` (also a node's in-memory store when it has no
-    data directory). Opening deletes leftovers of interrupted writes.
+    ``fs`` is the file layer: the real one by default; a node without a data directory passes
+    a :class:`~raftpy.storage.fs.MemoryFileSystem`, the simulator and tests a
+    :class:`~raftpy.storage.fs.FaultyFileSystem`. Opening deletes leftovers of interrupted
+    writes.
 
     Errors: :class:`CorruptSnapshotError` and :class:`UnsupportedFormatError` for bad files;
     :class:`StorageFullError` when the disk is full (nothing half-written is left behind);

@@ -150,8 +150,8 @@ class _Replay:
 class FileStorage:
     """Durable Raft storage in a segmented write-ahead log (see the module docstring).
 
-    Offers the core's :class:`~raftpy.core.storage.LogStorage` read protocol and the same write
-    methods as :class:`~raftpy.storage.memory.MemoryStorage`, plus :meth:`sync`. Writes are
+    Implements :class:`~raftpy.storage.base.LogStore`: the core's
+    :class:`~raftpy.core.storage.LogStorage` read protocol and the driver's writes. Writes are
     buffered until :meth:`sync`, which makes them durable with one ``fdatasync``; the driver
     calls it once per Ready (when ``must_sync``) before sending ``persisted_messages``. Reads
     see buffered writes at once. ``create_snapshot`` and ``apply_snapshot`` sync by themselves
@@ -287,6 +287,11 @@ class FileStorage:
     @property
     def directory(self) -> str:
         """The data directory this log lives in."""
+        return self._dir
+
+    @property
+    def location(self) -> str:
+        """The data directory (the :class:`~raftpy.storage.base.LogStore` name for it)."""
         return self._dir
 
     # -- writes ----------------------------------------------------------------------------------

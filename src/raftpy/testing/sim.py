@@ -51,6 +51,7 @@ from raftpy.core.storage import HardState
 from raftpy.errors import InvariantViolation, NotLeaderError, ProposalDropped
 from raftpy.snapshot_transfer import Completed, SnapshotReceiver, SnapshotSenders
 from raftpy.statemachine import StateMachine
+from raftpy.storage.base import LogStore
 from raftpy.storage.errors import CorruptSnapshotError
 from raftpy.storage.fs import CrashMode, FaultyFileSystem
 from raftpy.storage.memory import MemoryStorage
@@ -99,7 +100,7 @@ class _Node:
     In file mode ``fs`` is the node's simulated disk, which outlives crashes."""
 
     id: int
-    storage: MemoryStorage | FileStorage
+    storage: LogStore
     snap_fs: FaultyFileSystem  # the disk holding the snapshot files (``fs`` in file mode)
     snaps: SnapshotStore
     fs: FaultyFileSystem | None = None
