@@ -1,4 +1,5 @@
-"""A guided tour of a real 3-node raftpy cluster: ``python -m raftpy.demo_cluster`` (``make demo``).
+"""A guided tour of a real 3-node raftpy cluster: ``python -m raftpy.demos.cluster``
+(``make demo``).
 
 Three ``python -m raftpy.examples.hashmap server`` processes run on free 127.0.0.1 ports, each
 with its own data dir in a temporary directory, with the default timeouts. The story:
@@ -17,7 +18,7 @@ with its own data dir in a temporary directory, with the default timeouts. The s
 Every wait is bounded. Whatever happens (a failed step, Ctrl-C, SIGTERM), every process the demo
 started is stopped before it exits. Exit status: 0 the story completed, 1 a step failed, 2 usage
 error, 130/143 interrupted by SIGINT/SIGTERM. The simulated (virtual-time) tour is
-``python -m raftpy.demo`` (``make demo-sim``).
+:mod:`raftpy.demos.sim` (``make demo-sim``).
 """
 
 from __future__ import annotations
@@ -39,11 +40,12 @@ from types import FrameType
 from typing import Any
 
 from raftpy.client import SyncClient
-from raftpy.transport.address import free_ports
+from raftpy.transport.address import format_address, free_ports
 
 __all__ = ["main"]
 
 EXAMPLE = "raftpy.examples.hashmap"
+HOST = "127.0.0.1"
 N_NODES = 3
 POLL = 0.05  # seconds between two status polls
 LISTEN_TIMEOUT = 15.0  # a server process to start and listen
@@ -125,7 +127,7 @@ class _Node:
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return format_address(HOST, self.port)
 
     @property
     def pid(self) -> int:
@@ -182,7 +184,7 @@ class _Demo:
         self.signals = signals
         self.out = out
         self.t0 = time.monotonic()
-        ports = free_ports(N_NODES)
+        ports = free_ports(N_NODES, HOST)
         self.nodes = {
             i: _Node(i, ports[i - 1], root / f"node{i}", root / f"node{i}.log")
             for i in range(1, N_NODES + 1)
@@ -342,7 +344,7 @@ class _Demo:
     def play(self) -> None:
         nodes = self.nodes
         everyone = [n.address for n in nodes.values()]
-        self.out(f"raftpy demo: a real {N_NODES}-node Raft cluster on this machine (127.0.0.1)")
+        self.out(f"raftpy demo: a real {N_NODES}-node Raft cluster on this machine ({HOST})")
         self.out(f"Each node is a `python -m {EXAMPLE} server` process; their data dirs")
         self.out(f"and logs are in {self.root}. A write succeeds once a majority")
         self.out(
@@ -534,7 +536,7 @@ def _print(line: str) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m raftpy.demo_cluster",
+        prog="python -m raftpy.demos.cluster",
         description="Start a real 3-node raftpy hashmap cluster on 127.0.0.1, write and read "
         "through the command line, SIGKILL the leader, watch the failover, restart the dead "
         "node and see it catch up; then stop everything.",

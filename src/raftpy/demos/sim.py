@@ -1,8 +1,10 @@
-"""A guided tour of Raft on a simulated 5-node cluster: ``python -m raftpy.demo`` (``make demo``).
+"""A guided tour of Raft on a simulated 5-node cluster: ``python -m raftpy.demos.sim``
+(``make demo-sim``).
 
-Until the networked runtime exists, the demo runs the real consensus core of five servers inside
+The demo runs the real consensus core of five servers inside
 :class:`~raftpy.testing.sim.SimCluster`: a simulated network and disk in *virtual* time, so the
 whole story takes a fraction of a second and is the same every time for a given ``--seed``.
+The same story with real server processes is :mod:`raftpy.demos.cluster` (``make demo``).
 
 The story: an election; a few commands committing; a network partition that isolates the
 leader, whose new commands can no longer commit; a new leader elected by the majority side in a
@@ -322,7 +324,7 @@ def _digest(entries: Sequence[Entry]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the demo; returns the exit status (0: the story completed and logs converged)."""
     parser = argparse.ArgumentParser(
-        prog="python -m raftpy.demo",
+        prog="python -m raftpy.demos.sim",
         description="Watch a simulated 5-node Raft cluster elect a leader, replicate, survive "
         "a partition and converge (virtual time, deterministic from the seed).",
     )
