@@ -62,7 +62,7 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
     for f, opt in _options():
         flag = opt.flag or "--" + f.name.replace("_", "-")
         kind = hints[f.name]
-        if typing.get_origin(kind) is types.UnionType:  # X | None: an optional X
+        if typing.get_origin(kind) in (types.UnionType, typing.Union):  # X | None: an X
             kind = next(k for k in typing.get_args(kind) if k is not type(None))
         if kind is bool:
             if f.default is not False:
