@@ -34,10 +34,10 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks
 
 demo: $(STAMP)
-	$(BIN)/python -m raftpy.demo_cluster
+	$(BIN)/python -m raftpy.demos.cluster
 
 demo-sim: $(STAMP)
-	$(BIN)/python -m raftpy.demo
+	$(BIN)/python -m raftpy.demos.sim
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

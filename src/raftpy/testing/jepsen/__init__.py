@@ -1,0 +1,82 @@
+"""Jepsen-style verification of a real raftpy cluster: a fault proxy, process control, nemesis
+schedules, a concurrent workload and the checks that judge a run.
+
+The pieces, usable on their own or together through :func:`run_jepsen` (and ``raftpy jepsen``):
+
+:class:`FaultProxy` (:mod:`~raftpy.testing.jepsen.proxy`)
+    An asyncio TCP proxy (no root needed) with one listening port per ordered pair of nodes,
+    which blocks, delays and drops each direction of each link on its own.
+:class:`NodeProcess` / :class:`Cluster` (:mod:`~raftpy.testing.jepsen.processes`)
+    Server processes of ``python -m raftpy.examples.hashmap server ...`` on 127.0.0.1, each with
+    its own data dir and log file: start, stop, SIGKILL, restart, SIGSTOP, SIGCONT; the leader
+    found from the nodes' status. Every process is killed when the cluster is closed (and, as a
+    last resort, at interpreter exit).
+:class:`Nemesis` (:mod:`~raftpy.testing.jepsen.nemesis`)
+    Faults chosen from a seeded random generator: partitions, SIGKILL and restart, SIGSTOP and
+    SIGCONT, and a flaky network. See :data:`NEMESES`.
+:mod:`~raftpy.testing.jepsen.workload`
+    Concurrent clients doing read / write / cas on a few keys, recorded as a history (the format
+    of :mod:`raftpy.testing.history`).
+:func:`judge_history` (:mod:`~raftpy.testing.jepsen.checks`)
+    The checks: the history is linearizable, no acknowledged write was lost, a write succeeds
+    within 5 s of healing, and no node exited on its own.
+:class:`JepsenResult` (:mod:`~raftpy.testing.jepsen.report`)
+    What a run found, its summary, and the files it writes: ``history.jsonl``,
+    ``timeline.html`` (and ``violation.html``), ``summary.txt``.
+:class:`JepsenConfig` (:mod:`~raftpy.testing.jepsen.config`)
+    The settings of a run, each stated once (``raftpy jepsen``'s options are built from them).
+:func:`run_jepsen` (:mod:`~raftpy.testing.jepsen.run`)
+    A whole run: start a cluster, run ``clients`` clients on ``keys`` keys for ``seconds`` while
+    the nemesis alternates quiet periods and faults, heal, check, report.
+"""
+
+from raftpy.testing.jepsen.checks import RECOVERY_LIMIT, JepsenCheck, judge_history
+from raftpy.testing.jepsen.config import (
+    UNSAFE_STALE_READS_ENV,
+    ClientRouting,
+    JepsenConfig,
+    Option,
+    ReadConsistency,
+)
+from raftpy.testing.jepsen.nemesis import (
+    FAULTS,
+    HEALED_LABEL,
+    KILL_FAULTS,
+    NEMESES,
+    PARTITION_FAULTS,
+    PAUSE_FAULTS,
+    FaultWindow,
+    Nemesis,
+)
+from raftpy.testing.jepsen.processes import Cluster, NodeProcess, NodeProcessError
+from raftpy.testing.jepsen.proxy import HOST, FaultProxy, LinkFaults, LinkStats
+from raftpy.testing.jepsen.report import JepsenResult
+from raftpy.testing.jepsen.run import run_jepsen
+
+__all__ = [
+    "FAULTS",
+    "HEALED_LABEL",
+    "HOST",
+    "KILL_FAULTS",
+    "NEMESES",
+    "PARTITION_FAULTS",
+    "PAUSE_FAULTS",
+    "RECOVERY_LIMIT",
+    "UNSAFE_STALE_READS_ENV",
+    "ClientRouting",
+    "Cluster",
+    "FaultProxy",
+    "FaultWindow",
+    "JepsenCheck",
+    "JepsenConfig",
+    "JepsenResult",
+    "LinkFaults",
+    "LinkStats",
+    "Nemesis",
+    "NodeProcess",
+    "NodeProcessError",
+    "Option",
+    "ReadConsistency",
+    "judge_history",
+    "run_jepsen",
+]

@@ -1,0 +1,244 @@
+"""What a run of the harness found (:class:`JepsenResult`) and how it is reported: the printable
+summary (operations, latencies, availability in each fault window, the checks) and the files of
+a run's output directory: ``history.jsonl``, ``timeline.html`` (throughput over time with the
+fault windows; plus ``violation.html``, the checker's timeline of the failing key, when there
+is one) and ``summary.txt``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import html
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from raftpy.testing.history import Operation, write_history
+from raftpy.testing.jepsen.checks import JepsenCheck
+from raftpy.testing.jepsen.config import JepsenConfig
+from raftpy.testing.jepsen.nemesis import FaultWindow
+from raftpy.testing.jepsen.workload import Sample
+from raftpy.testing.linearizability import CheckResult, render_html
+
+__all__ = ["JepsenResult", "summarize", "write_report"]
+
+
+@dataclass
+class JepsenResult:
+    """What a run found. ``valid``: every check passed. ``summary``: the printable report."""
+
+    config: JepsenConfig
+    seed: int
+    history: list[Operation]
+    checks: list[JepsenCheck]
+    linearizability: CheckResult | None
+    violations: list[CheckResult]
+    windows: list[FaultWindow]
+    samples: list[Sample]
+    started: int
+    workload_seconds: float
+    workload_ops: int
+    out_dir: Path
+    summary: str = ""
+
+    @property
+    def valid(self) -> bool:
+        return all(c.passed for c in self.checks)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Outcomes of the workload's calls (not the recovery write and final reads)."""
+        out = {"ok": 0, "failed": 0, "unknown": 0}
+        for s in self.samples[: self.workload_ops]:
+            out[s.outcome] += 1
+        return out
+
+    @property
+    def recorded_per_second(self) -> float:
+        """The workload's operations recorded in the history (ok and unknown) per second."""
+        c = self.counts
+        return (c["ok"] + c["unknown"]) / self.workload_seconds if self.workload_seconds else 0.0
+
+
+def _percentile(sorted_values: Sequence[float], q: float) -> float:
+    if not sorted_values:
+        return math.nan
+    k = min(len(sorted_values) - 1, max(0, math.ceil(q * len(sorted_values)) - 1))
+    return sorted_values[k]
+
+
+def _latency_line(samples: Iterable[Sample]) -> str:
+    lat = sorted((s.ret - s.call) / 1e6 for s in samples if s.outcome == "ok")
+    if not lat:
+        return "no successful operation"
+    parts = [
+        f"p{label} {_percentile(lat, q):.1f}"
+        for label, q in (("50", 0.5), ("90", 0.9), ("99", 0.99), ("99.9", 0.999))
+    ]
+    return " ".join(parts) + f" max {lat[-1]:.1f}"
+
+
+def _window_stats(samples: Sequence[Sample], w: FaultWindow) -> tuple[int, int, int, int]:
+    """(total, ok, failed, unknown) of the calls made during ``w`` (samples sorted by call)."""
+    calls = [s.call for s in samples]
+    lo = bisect.bisect_left(calls, w.start)
+    hi = bisect.bisect_left(calls, w.end)
+    ok = failed = unknown = 0
+    for s in samples[lo:hi]:
+        if s.outcome == "ok":
+            ok += 1
+        elif s.outcome == "failed":
+            failed += 1
+        else:
+            unknown += 1
+    return hi - lo, ok, failed, unknown
+
+
+def summarize(result: JepsenResult) -> str:
+    """The printable report of ``result`` (its :attr:`~JepsenResult.summary`)."""
+    cfg = result.config
+    c = result.counts
+    total = sum(c.values())
+    secs = max(1e-9, result.workload_seconds)
+    workload = result.samples[: result.workload_ops]
+    lines = [
+        f"raftpy jepsen: {cfg.nodes} nodes, {cfg.clients} clients, {cfg.keys} keys, "
+        f"{cfg.seconds:g} s, nemesis {cfg.nemesis}, seed {result.seed}",
+        f"operations: {total} in {secs:.1f} s ({total / secs:.0f}/s): ok {c['ok']}, "
+        f"failed {c['failed']}, unknown {c['unknown']}; recorded "
+        f"{result.recorded_per_second:.0f}/s; history: {len(result.history)} operations "
+        "with the recovery write and final reads",
+    ]
+    for kind in ("read", "write", "cas"):
+        ks = [s for s in workload if s.kind == kind]
+        ok = sum(1 for s in ks if s.outcome == "ok")
+        failed = sum(1 for s in ks if s.outcome == "failed")
+        lines.append(
+            f"  {kind:<5} {len(ks):>7}: ok {ok}, failed {failed}, unknown {len(ks) - ok - failed}"
+        )
+    lines.append(f"latency of successful operations (ms): {_latency_line(workload)}")
+    for kind in ("read", "write", "cas"):
+        lines.append(f"  {kind:<5} {_latency_line(s for s in workload if s.kind == kind)}")
+    lines.append("availability per window (operations called in it):")
+    samples = sorted(result.samples, key=lambda s: s.call)
+    totals = {True: [0, 0], False: [0, 0]}
+    for w in result.windows:
+        n, ok, failed, unknown = _window_stats(samples, w)
+        if not w.healed:
+            totals[w.fault][0] += ok
+            totals[w.fault][1] += n
+        t0 = (w.start - result.started) / 1e9
+        t1 = (w.end - result.started) / 1e9
+        avail = f"{100 * ok / n:5.1f}%" if n else "    -"
+        rate = ok / max(1e-9, t1 - t0)
+        lines.append(
+            f"  {t0:6.1f}-{t1:6.1f} s  ok {avail} ({ok}/{n}, failed {failed}, unknown "
+            f"{unknown}, {rate:.0f} ok/s)  {w.label}"
+        )
+    for fault, name in ((False, "quiet"), (True, "fault")):
+        ok, n = totals[fault]
+        if n:
+            lines.append(f"  all {name} windows: ok {100 * ok / n:5.1f}% ({ok}/{n})")
+    lines.append("checks:")
+    for chk in result.checks:
+        lines.append(f"  [{'ok' if chk.passed else 'FAIL'}] {chk.name}: {chk.detail}")
+    for v in result.violations[:3]:
+        if v.violation is not None:
+            lines.append(v.violation.explain(max_prefix=5))
+    lines.append(f"valid: {'yes' if result.valid else 'NO'}")
+    lines.append(f"output: {result.out_dir}")
+    return "\n".join(lines)
+
+
+def _timeline_html(result: JepsenResult) -> str:
+    """Throughput over time (ok / failed / unknown per bucket, by call time) with the fault
+    windows shaded, and the summary."""
+    started = result.started
+    end = max([w.end for w in result.windows] + [s.ret for s in result.samples] + [started + 1])
+    span = (end - started) / 1e9
+    buckets = max(1, min(600, int(span / 0.1)))
+    width_s = span / buckets
+    ok = [0] * buckets
+    failed = [0] * buckets
+    unknown = [0] * buckets
+    for s in result.samples:
+        b = min(buckets - 1, max(0, int((s.call - started) / 1e9 / width_s)))
+        (ok if s.outcome == "ok" else failed if s.outcome == "failed" else unknown)[b] += 1
+    peak = max([a + b + c for a, b, c in zip(ok, failed, unknown, strict=True)] + [1])
+    left, top, plot_w, plot_h = 50, 30, 1100, 260
+    bar_w = plot_w / buckets
+
+    def x(t_ns: int) -> float:
+        return left + (t_ns - started) / 1e9 / span * plot_w
+
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + plot_w + 20}" '
+        f'height="{top + plot_h + 40}">'
+    ]
+    for w in result.windows:
+        if w.fault:
+            parts.append(
+                f'<g><title>{html.escape(w.label)}</title><rect x="{x(w.start):.1f}" y="{top}" '
+                f'width="{max(1.0, x(w.end) - x(w.start)):.1f}" height="{plot_h}" '
+                'fill="#f4d8d8"/></g>'
+            )
+            parts.append(
+                f'<text x="{x(w.start) + 2:.1f}" y="{top - 4}" font-size="10">'
+                f"{html.escape(w.label.split(':')[0])}</text>"
+            )
+    for b in range(buckets):
+        y = float(top + plot_h)
+        for count, color in ((ok[b], "#3a9a4a"), (unknown[b], "#e0a020"), (failed[b], "#888")):
+            if count:
+                h = count / peak * plot_h
+                y -= h
+                parts.append(
+                    f'<rect x="{left + b * bar_w:.1f}" y="{y:.1f}" width="{max(bar_w, 0.5):.1f}" '
+                    f'height="{h:.1f}" fill="{color}"/>'
+                )
+    parts.append(
+        f'<line x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" y2="{top + plot_h}" '
+        'stroke="#000"/>'
+    )
+    for k in range(int(span) + 1):
+        if span > 60 and k % 10:
+            continue
+        xx = left + k / span * plot_w
+        parts.append(
+            f'<text x="{xx:.1f}" y="{top + plot_h + 14}" font-size="10" '
+            f'text-anchor="middle">{k}s</text>'
+        )
+    rate = peak / width_s
+    parts.append(f'<text x="2" y="{top + 10}" font-size="10">{rate:.0f}/s</text>')
+    parts.append("</svg>")
+    violation = ""
+    if any(v.violation is not None for v in result.violations):
+        violation = (
+            "<p><b>Not linearizable</b>: see <a href='violation.html'>violation.html</a> "
+            "for the checker's timeline of the first failing key.</p>"
+        )
+    title = f"raftpy jepsen: nemesis {html.escape(result.config.nemesis)}, seed {result.seed}"
+    return (
+        "<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"
+        f"<title>{title}</title><style>body{{font-family:sans-serif;margin:1em}}"
+        "pre{background:#f6f6f6;padding:.6em}</style></head><body>"
+        f"<h1>{title}</h1>"
+        "<p>Operations per 100 ms by call time: <span style='color:#3a9a4a'>ok</span>, "
+        "<span style='color:#e0a020'>unknown</span>, <span style='color:#888'>failed</span>; "
+        "fault windows shaded red (hover for the fault).</p>"
+        f"{violation}<div>{''.join(parts)}</div>"
+        f"<pre>{html.escape(result.summary)}</pre></body></html>\n"
+    )
+
+
+def write_report(result: JepsenResult) -> None:
+    """Write the history, the timeline (and the violation, if any) and the summary to
+    ``result.out_dir``."""
+    out = result.out_dir
+    write_history(out / "history.jsonl", result.history)
+    for v in result.violations[:1]:
+        if v.violation is not None:
+            (out / "violation.html").write_text(render_html(v), encoding="utf-8")
+    (out / "timeline.html").write_text(_timeline_html(result), encoding="utf-8")
+    (out / "summary.txt").write_text(result.summary + "\n", encoding="utf-8")
