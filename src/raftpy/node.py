@@ -54,6 +54,7 @@ from raftpy.errors import (
     RaftError,
 )
 from raftpy.node_snapshots import NodeSnapshots
+from raftpy.outcomes import response_for_error
 from raftpy.statemachine import StateMachine
 from raftpy.storage.base import LogStore
 from raftpy.storage.errors import FatalStorageError, StorageFullError
@@ -760,23 +761,8 @@ class RaftNode:
 
 
 def _error_response(request_id: int, exc: BaseException) -> ClientResponse:
-    if isinstance(exc, NotLeaderError):
-        return ClientResponse(
-            request_id,
-            ResponseStatus.NOT_LEADER,
-            leader_id=exc.leader_id,
-            leader_address=exc.leader_address,
-            message=str(exc),
-        )
-    if isinstance(exc, ProposalDropped):
-        return ClientResponse(
-            request_id, ResponseStatus.DROPPED, message=str(exc), retryable=exc.retryable
-        )
-    if isinstance(exc, IndeterminateError):
-        return ClientResponse(request_id, ResponseStatus.INDETERMINATE, message=str(exc))
-    if isinstance(exc, ClusterUnavailableError):
-        return ClientResponse(request_id, ResponseStatus.TIMEOUT, message=str(exc))
-    return ClientResponse(request_id, ResponseStatus.ERROR, message=f"{type(exc).__name__}: {exc}")
+    # The status of each error is in raftpy.outcomes, which the client reads back.
+    return response_for_error(request_id, exc)
 
 
 def _snapshot_response(request_id: int, task: asyncio.Task[SnapshotMeta]) -> ClientResponse:
@@ -792,7 +778,8 @@ def _snapshot_response(request_id: int, task: asyncio.Task[SnapshotMeta]) -> Cli
 
 def _future_response(request_id: int, fut: asyncio.Future[bytes]) -> ClientResponse:
     if fut.cancelled():
-        return ClientResponse(request_id, ResponseStatus.INDETERMINATE, message="cancelled")
+        # A cancelled proposal may have been appended already.
+        return _error_response(request_id, IndeterminateError("cancelled"))
     exc = fut.exception()
     if exc is not None:
         return _error_response(request_id, exc)

@@ -1,8 +1,9 @@
-"""What the example services share: the command line (DESIGN §5), the server runner, and the
-mapping from client errors to exit codes.
+"""What the example services share: the command line (``server`` and one subcommand per
+client command, see README.md), the server runner, and how a client command reports its end.
 
 Exit status: 0 done; 1 definitely not done (no leader reachable before the command was sent,
 or refused); 2 usage error; 3 outcome unknown (the command was sent and its fate is unknown).
+Which error leads to which status is :mod:`raftpy.outcomes`'s table.
 """
 
 from __future__ import annotations
@@ -18,22 +19,17 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 from raftpy.config import NodeConfig
-from raftpy.errors import (
-    ClusterUnavailableError,
-    IndeterminateError,
-    NotLeaderError,
-    ProposalDropped,
-    RaftError,
-)
+from raftpy.errors import IndeterminateError, RaftError
 from raftpy.logconfig import configure_logging
 from raftpy.node import RaftNode
+from raftpy.outcomes import ExitStatus, exit_status_for
 from raftpy.statemachine import StateMachine
 from raftpy.transport.address import parse_address
 
-EXIT_OK = 0
-EXIT_NOT_DONE = 1
-EXIT_USAGE = 2
-EXIT_UNKNOWN = 3
+EXIT_OK = int(ExitStatus.DONE)
+EXIT_NOT_DONE = int(ExitStatus.NOT_DONE)
+EXIT_USAGE = int(ExitStatus.USAGE)
+EXIT_UNKNOWN = int(ExitStatus.UNKNOWN)
 
 # The library's defaults, shown in the usage and used when an option is not given.
 _DEFAULTS = NodeConfig()
@@ -251,14 +247,19 @@ def main(
     configure_logging(default="error")
     try:
         line = run(asyncio.wait_for(spec.action(positional[:n], addresses, timeout), timeout + 5))
-    except (ClusterUnavailableError, NotLeaderError, ProposalDropped) as exc:
-        print(f"error: not done: {exc}", file=sys.stderr)
-        return EXIT_NOT_DONE
-    except (IndeterminateError, TimeoutError) as exc:
-        print(f"error: outcome unknown: {exc or 'timed out'}", file=sys.stderr)
-        return EXIT_UNKNOWN
-    except RaftError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_UNKNOWN
+    except (RaftError, TimeoutError) as exc:
+        return _report_failure(exc)
     print(line)
     return EXIT_OK
+
+
+def _report_failure(exc: RaftError | TimeoutError) -> int:
+    """Print why a client command failed; its exit status."""
+    status = exit_status_for(exc)
+    if status is ExitStatus.NOT_DONE:
+        print(f"error: not done: {exc}", file=sys.stderr)
+    elif isinstance(exc, (IndeterminateError, TimeoutError)):
+        print(f"error: outcome unknown: {exc or 'timed out'}", file=sys.stderr)
+    else:  # an error that does not say whether the command happened (a failed node, a bug)
+        print(f"error: {exc}", file=sys.stderr)
+    return int(status)

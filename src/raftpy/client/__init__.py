@@ -1,0 +1,74 @@
+"""Clients for a raftpy cluster: :class:`Client` (asyncio) and :class:`SyncClient` (blocking).
+
+Both start from any list of node addresses, find the leader, follow its redirects, retry with
+jittered exponential backoff under one overall deadline, and tell a *definite* failure (the
+command did not happen) from an *indeterminate* one (it may have happened); the statuses and
+errors behind that split are in :mod:`raftpy.outcomes`.
+
+Connections. One TCP connection per node, opened lazily on first use and kept. The first frame
+is :class:`~raftpy.transport.protocol.Hello` (role ``CLIENT``); a refused handshake makes that
+node unreachable for this attempt. Requests are pipelined: any number may be outstanding on a
+connection, each matched to its response by a per-connection ``id``. Requests issued in the
+same event-loop iteration are written with one ``write`` call. A connection that breaks fails
+its outstanding requests; a proposal that had been written counts as "sent, outcome unknown".
+
+Finding the leader. A call goes first to the last known leader, else to the next address in
+rotation. A ``NOT_LEADER`` answer naming the leader's address sends the next attempt there
+(the address is added to the known list); without a hint the next address is tried. Moving on
+to an address not yet tried is immediate; coming back to one that already failed since the
+last pause (a whole round without success, a redirect loop, a leader shedding load) first
+sleeps a jittered backoff: ``backoff_initial`` doubling up to ``backoff_max``, each sleep drawn
+uniformly from ``[b/2, b]``. Everything happens under one deadline per call (``timeout``); each
+request tells the node how much of it remains (``ClientRequest.timeout``) so the node gives up
+too.
+
+Outcomes of :meth:`Client.propose`:
+
+- the result of ``StateMachine.apply`` on success;
+- :class:`~raftpy.errors.ClusterUnavailableError` when the deadline passed and the command was
+  never handed to a node that could have appended it (every attempt was refused, answered
+  ``NOT_LEADER`` or ``DROPPED``, or never left this process). Definite: it did not happen;
+- :class:`~raftpy.errors.ProposalDropped` at once when the leader refused it for a reason a
+  retry cannot fix (an entry larger than the leader accepts). Definite;
+- :class:`~raftpy.errors.IndeterminateError` when the command was written to a node and its
+  fate is unknown: the node answered ``INDETERMINATE``, the connection broke after the request
+  was written, or the deadline passed while waiting for the answer. It may have been applied,
+  and may still be applied later;
+- :class:`~raftpy.errors.RemoteProtocolError` when the node answered ``ERROR``.
+
+Retried writes. By default a proposal whose outcome became unknown is *not* sent again:
+sending it again could apply it twice. With ``retry_indeterminate=True`` the client resends it
+until it succeeds or the deadline passes, and **a command resent after an indeterminate
+outcome may be applied twice** (or more): use it only for idempotent commands (a ``put`` of
+the same value, a ``cas`` whose second application is harmless) until client sessions with
+exactly-once semantics land. Even then a call that ends in ``IndeterminateError`` may have
+been applied any number of times up to the number of attempts.
+
+Queries (:meth:`Client.query`) and :meth:`Client.status` change nothing, so they are retried on
+any failure until the deadline, and one that cannot be answered in time raises
+``ClusterUnavailableError``. A single read attempt waits at most ``attempt_timeout`` for its
+answer before moving on to another node (so a hung node does not eat the whole deadline);
+proposals always wait for their answer until the overall deadline, since giving up early
+would only turn a possible success into an unknown outcome.
+
+Cancellation: cancelling a call abandons its request (a late answer is ignored); the
+connection stays usable for the other requests on it. A cancelled proposal that had been
+written may still be applied.
+
+A :class:`Client` belongs to the event loop it is first used on. :class:`SyncClient` wraps one
+for code without an event loop.
+
+The package: :mod:`~raftpy.client.connection` (one connection to one node),
+:mod:`~raftpy.client.pool` (a client's connections), :mod:`~raftpy.client.targets` (known
+addresses and leader), :mod:`~raftpy.client.call` (one request's life: redirects, retries,
+backoff, deadline, definite or not), :mod:`~raftpy.client.client` (:class:`Client`) and
+:mod:`~raftpy.client.sync` (:class:`SyncClient`).
+"""
+
+from __future__ import annotations
+
+from raftpy.client.client import Client
+from raftpy.client.sync import SyncClient
+from raftpy.transport.address import parse_address
+
+__all__ = ["Client", "SyncClient", "parse_address"]

@@ -1,0 +1,312 @@
+"""One request's life in a client: where it goes, when it is sent again, and how it ends.
+
+A :class:`Call` sends one request until a node answers it, under one deadline. It goes first to
+the last known leader, else to the next address in rotation, and follows ``NOT_LEADER``
+redirects. Moving on to an address not yet tried is immediate; coming back to one that already
+failed since the last pause (a whole round without success, a redirect loop, a leader shedding
+load) first sleeps a jittered :class:`Backoff`. Each request tells the node how much of the
+deadline remains, so the node gives up too.
+
+How it ends is the point: a *definite* failure (the command did not happen) must never be
+reported for a proposal that may have been appended. Every attempt that wrote a proposal and
+got no definite answer makes the call *uncertain*, and that is sticky: a later definite
+failure does not undo it. The statuses and the errors that stand for them are in
+:mod:`raftpy.outcomes`; what a caller can rely on is in the :mod:`raftpy.client` docstring.
+
+:func:`take_snapshot` is the simpler life of a snapshot request, pinned to one node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from dataclasses import dataclass
+
+import msgspec
+
+from raftpy.client.connection import AttemptTimeout, ConnectFailed, ConnectionLost
+from raftpy.client.pool import ConnectionPool
+from raftpy.client.targets import Targets
+from raftpy.errors import ClusterUnavailableError, IndeterminateError, RemoteProtocolError
+from raftpy.outcomes import error_for_status
+from raftpy.transport.address import parse_address
+from raftpy.transport.protocol import ClientOp, ClientResponse, Consistency, ResponseStatus
+
+log = logging.getLogger(__name__)
+
+
+class Backoff:
+    """Pauses between rounds of retries: ``initial`` doubling up to ``maximum``, each pause
+    drawn uniformly from ``[b/2, b]`` so that clients retrying together spread out."""
+
+    __slots__ = ("_maximum", "_next", "_rng")
+
+    def __init__(self, initial: float, maximum: float, rng: random.Random) -> None:
+        self._next = initial
+        self._maximum = maximum
+        self._rng = rng
+
+    def pause(self) -> float:
+        """The next pause, in seconds."""
+        jittered = self._next * (0.5 + 0.5 * self._rng.random())
+        self._next = min(self._next * 2, self._maximum)
+        return jittered
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How one client retries: its backoff and how long a read attempt may wait."""
+
+    backoff_initial: float
+    backoff_max: float
+    attempt_timeout: float
+    """How long one query or status attempt waits for its answer before trying another node."""
+    rng: random.Random
+
+    def backoff(self) -> Backoff:
+        return Backoff(self.backoff_initial, self.backoff_max, self.rng)
+
+
+class Call:
+    """One request sent until a node answers it: where to go next, what failed, and whether an
+    earlier attempt of a proposal may have been appended. Each ``on_*`` method either raises
+    the call's final error or decides the next ``target``."""
+
+    __slots__ = (
+        "consistency",
+        "data",
+        "is_write",
+        "last",
+        "op",
+        "pinned",
+        "policy",
+        "pool",
+        "retry",
+        "target",
+        "targets",
+        "tried",
+        "uncertain",
+    )
+
+    def __init__(
+        self,
+        pool: ConnectionPool,
+        targets: Targets,
+        policy: RetryPolicy,
+        op: ClientOp,
+        data: bytes,
+        consistency: Consistency,
+        *,
+        pinned: str | None,
+        retry_indeterminate: bool,
+    ) -> None:
+        self.pool = pool
+        self.targets = targets
+        self.policy = policy
+        self.op = op
+        self.data = data
+        self.consistency = consistency
+        self.is_write = op is ClientOp.PROPOSE
+        self.pinned = pinned
+        self.retry = retry_indeterminate
+        self.target = pinned if pinned is not None else targets.first()
+        self.tried: set[str] = set()
+        self.last = "no attempt was made in time"
+        # Why an earlier attempt of this proposal may have been appended. Sticky: a later
+        # definite failure does not make an earlier unknown outcome definite.
+        self.uncertain: str | None = None
+
+    async def run(self, budget: float) -> ClientResponse:
+        """Send the request until a node answers it, within ``budget`` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + budget
+        backoff = self.policy.backoff()
+        while not self.pool.closed:
+            if self.target in self.tried:
+                # Back at a node that already failed since the last pause: a whole round went
+                # by, a redirect loop, or the leader shedding load. Wait before going on.
+                delay = min(backoff.pause(), deadline - loop.time())
+                if delay > 0:
+                    await self.pool.pause(delay)
+                self.tried.clear()
+                continue
+            if loop.time() >= deadline:
+                break
+            target = self.target
+            self.tried.add(target)
+            try:
+                conn = await self.pool.connection(target, deadline)
+            except TimeoutError:
+                # Keep the earlier, more telling reason (a refusal, a redirect) in front.
+                self.last = f"{self.last}; then still connecting to {target} at the deadline"
+                break
+            except ConnectFailed as exc:
+                self.on_unreachable(str(exc))
+                continue
+            attempt_deadline = deadline
+            if not self.is_write:
+                attempt_deadline = min(deadline, loop.time() + self.policy.attempt_timeout)
+            try:
+                resp = await conn.request(self.op, self.data, self.consistency, attempt_deadline)
+            except ConnectionLost as exc:
+                self.on_connection_lost(exc)
+                continue
+            except AttemptTimeout as exc:
+                self.on_attempt_timeout(exc.sent)
+                continue
+            if self.on_response(resp):
+                return resp
+        raise self.final_error(budget)
+
+    def _move_on(self) -> None:
+        """Try the next address in rotation (or the pinned one again)."""
+        if self.pinned is None:
+            self.target = self.targets.next_after(self.target)
+
+    def _indeterminate(self, why: str) -> IndeterminateError:
+        return IndeterminateError(f"outcome of the proposal is unknown: {why}")
+
+    def _unknown_outcome(self, why: str) -> None:
+        """This attempt of a proposal may have been appended: stop unless told to resend."""
+        self.uncertain = why
+        if not self.retry:
+            raise self._indeterminate(why)
+
+    def on_unreachable(self, reason: str) -> None:
+        """Could not connect or the handshake was refused: nothing was sent."""
+        self.last = reason
+        log.debug("%s", reason)
+        self.targets.forget_leader(self.target)
+        self._move_on()
+
+    def on_connection_lost(self, exc: ConnectionLost) -> None:
+        self.last = str(exc)
+        log.debug("%s", self.last)
+        if self.is_write and exc.sent:
+            self._unknown_outcome(
+                f"the connection to {self.target} broke after it was sent ({exc.reason})"
+            )
+        self.targets.forget_leader(self.target)
+        self._move_on()
+
+    def on_attempt_timeout(self, sent: bool) -> None:
+        if self.is_write and sent:
+            # A proposal's attempt lasts until the overall deadline: nothing is left to retry.
+            self.uncertain = f"no answer from {self.target} before the deadline"
+            raise self._indeterminate(self.uncertain)
+        self.last = f"{self.target}: no answer in time"
+        if not self.is_write:  # a read that hangs: the node may be stopped; prefer others
+            self.targets.forget_leader(self.target)
+        self._move_on()
+
+    def on_response(self, resp: ClientResponse) -> bool:
+        """Judge an answer: True to return it, False to go on, or raise."""
+        target = self.target
+        status = resp.status
+        if status is ResponseStatus.OK:
+            # Only a leader answers proposals and linearizable or lease reads.
+            leads = self.is_write or (
+                self.op is ClientOp.QUERY and self.consistency is not Consistency.STALE
+            )
+            if leads and self.pinned is None:
+                self.targets.learn_leader(target)
+            return True
+        if status is ResponseStatus.NOT_LEADER:
+            self._on_not_leader(resp)
+        elif status is ResponseStatus.DROPPED:
+            message = resp.message or "dropped"
+            # The node says whether a retry can help (a command too large never fits).
+            if self.is_write and not resp.retryable:
+                if self.uncertain is not None:
+                    raise self._indeterminate(f"{self.uncertain}; then dropped: {message}")
+                raise error_for_status(status, message)
+            # Back-pressure or a transfer: the same node again, after a pause (it is in
+            # `tried`); a redirect, if any, comes with its next answer.
+            self.last = f"{target}: dropped: {message}"
+        elif status is ResponseStatus.INDETERMINATE or status is ResponseStatus.TIMEOUT:
+            detail = f": {resp.message}" if resp.message else ""
+            self.last = f"{target} answered {status.value}{detail}"
+            if self.is_write:  # TIMEOUT is for reads; on a proposal, assume the worst
+                self._unknown_outcome(self.last)
+            self._move_on()
+        else:
+            message = resp.message or "unspecified error"
+            if self.uncertain is not None:
+                raise self._indeterminate(f"{self.uncertain}; then {target} failed: {message}")
+            raise error_for_status(status, f"{target} failed the request: {message}")
+        return False
+
+    def _on_not_leader(self, resp: ClientResponse) -> None:
+        hint = resp.leader_address
+        leader = hint or (resp.leader_id if resp.leader_id is not None else "unknown")
+        self.last = f"{self.target}: not the leader (leader: {leader})"
+        if hint is not None and hint != self.target and _valid_address(hint):
+            self.targets.learn_leader(hint)
+            if self.pinned is None:
+                self.target = hint
+            return
+        self.targets.forget_leader(self.target)
+        self._move_on()
+
+    def final_error(self, budget: float) -> Exception:
+        """The error for a call that ran out of time (or was cut short by closing)."""
+        if self.uncertain is not None:
+            return self._indeterminate(self.uncertain)
+        if self.pool.closed:
+            return ClusterUnavailableError("the client was closed before the request was answered")
+        what = "no node" if self.op is ClientOp.STATUS else "no leader"
+        return ClusterUnavailableError(f"{what} answered within {budget}s (last: {self.last})")
+
+
+def _valid_address(address: str) -> bool:
+    try:
+        parse_address(address)
+    except ValueError:
+        log.warning("ignoring malformed leader address %r", address)
+        return False
+    return True
+
+
+async def take_snapshot(
+    pool: ConnectionPool, policy: RetryPolicy, address: str, budget: float
+) -> tuple[int, int]:
+    """Ask the node at ``address`` for a snapshot within ``budget`` seconds; its ``(index,
+    term)``. Connecting is retried; once written, the request waits for its answer until the
+    deadline, and one lost with a broken connection is sent again (a second snapshot is
+    harmless)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + budget
+    backoff = policy.backoff()
+    last = "no attempt was made in time"
+    while not pool.closed and loop.time() < deadline:
+        try:
+            conn = await pool.connection(address, deadline)
+            resp = await conn.request(ClientOp.SNAPSHOT, b"", Consistency.LINEARIZABLE, deadline)
+        except TimeoutError:
+            last = f"still connecting to {address} at the deadline"
+            break
+        except (ConnectFailed, ConnectionLost) as exc:
+            last = str(exc)
+        except AttemptTimeout:
+            last = f"{address}: no answer in time"
+            break
+        else:
+            if resp.status is ResponseStatus.OK:
+                try:
+                    answer = msgspec.msgpack.decode(resp.result or b"")
+                    return int(answer["index"]), int(answer["term"])
+                except (msgspec.DecodeError, TypeError, KeyError, ValueError) as exc:
+                    raise RemoteProtocolError(
+                        f"{address} answered the snapshot request with {resp.result!r}: {exc!r}"
+                    ) from None
+            # Any other answer comes from the node itself (a failed or stopping node, a full
+            # disk, a state machine that cannot write): asking again will not help, and a
+            # snapshot changes no state, so every status is the node failing the request.
+            message = resp.message or resp.status.value
+            raise RemoteProtocolError(f"{address} failed the snapshot: {message}")
+        log.debug("snapshot: %s", last)
+        await pool.pause(max(0.0, min(backoff.pause(), deadline - loop.time())))
+    if pool.closed:
+        raise ClusterUnavailableError("the client was closed before the snapshot was taken")
+    raise ClusterUnavailableError(f"no snapshot from {address} within {budget}s (last: {last})")

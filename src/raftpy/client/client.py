@@ -1,0 +1,230 @@
+"""The asyncio client: :class:`Client`.
+
+It checks its arguments, owns the client's state (the known addresses and leader, the
+connections, the retry policy) and turns each public call into one request: a
+:class:`~raftpy.client.call.Call` (proposals, queries, status) or
+:func:`~raftpy.client.call.take_snapshot`. What the calls guarantee is described in the
+:mod:`raftpy.client` docstring.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any, Self, cast
+
+import msgspec
+
+from raftpy.client.call import Call, RetryPolicy, take_snapshot
+from raftpy.client.pool import ConnectionPool
+from raftpy.client.targets import Targets
+from raftpy.errors import LocalProtocolError, RemoteProtocolError
+from raftpy.transport.address import parse_address
+from raftpy.transport.codec import DEFAULT_MAX_FRAME_BYTES
+from raftpy.transport.protocol import ClientOp, ClientResponse, Consistency
+
+
+def parse_consistency(consistency: str | Consistency) -> Consistency:
+    """``consistency`` as a :class:`Consistency`; ValueError naming the choices."""
+    if isinstance(consistency, Consistency):
+        return consistency
+    try:
+        return Consistency(consistency)
+    except ValueError:
+        choices = ", ".join(repr(c.value) for c in Consistency)
+        raise ValueError(f"consistency must be one of {choices}, got {consistency!r}") from None
+
+
+class Client:
+    """An asyncio client for a raftpy cluster (see the :mod:`raftpy.client` docstring for the
+    behaviour).
+
+    ``addresses``: where to start looking (``"host:port"``); any subset of the cluster will do,
+    since redirects name the leader. ``cluster_id``: sent in the handshake (``None``: accept
+    any cluster). ``timeout``: the default overall deadline of a call, in seconds.
+    ``connect_timeout``: bound on opening a connection and its handshake. ``backoff_initial`` /
+    ``backoff_max``: the pause between rounds of retries. ``retry_indeterminate``: resend a
+    proposal whose outcome became unknown (it may then apply twice; see :mod:`raftpy.client`).
+    ``attempt_timeout``: how long one query or status attempt waits for its answer before
+    trying another node. ``rng``: the source of backoff jitter (seed it for reproducible
+    tests).
+
+    Use as ``async with Client([...]) as client:`` or call :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        addresses: Sequence[str],
+        *,
+        cluster_id: str | None = None,
+        timeout: float = 10.0,
+        connect_timeout: float = 1.0,
+        backoff_initial: float = 0.02,
+        backoff_max: float = 0.2,
+        retry_indeterminate: bool = False,
+        attempt_timeout: float = 2.0,
+        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        rng: random.Random | None = None,
+    ) -> None:
+        if isinstance(addresses, str):
+            raise TypeError("addresses must be a sequence of 'host:port' strings, not a str")
+        known: list[str] = []
+        for address in addresses:
+            parse_address(address)
+            if address not in known:
+                known.append(address)
+        if not known:
+            raise ValueError("at least one address is needed")
+        for name, value in (
+            ("timeout", timeout),
+            ("connect_timeout", connect_timeout),
+            ("backoff_initial", backoff_initial),
+            ("attempt_timeout", attempt_timeout),
+        ):
+            if not value > 0:
+                raise ValueError(f"{name} must be > 0, got {value}")
+        if backoff_max < backoff_initial:
+            raise ValueError(f"backoff_max ({backoff_max}) must be >= backoff_initial")
+        self._targets = Targets(known)
+        self._pool = ConnectionPool(
+            cluster_id=cluster_id, connect_timeout=connect_timeout, max_frame_bytes=max_frame_bytes
+        )
+        self._policy = RetryPolicy(
+            backoff_initial=backoff_initial,
+            backoff_max=backoff_max,
+            attempt_timeout=attempt_timeout,
+            rng=rng if rng is not None else random.Random(),
+        )
+        self._timeout = timeout
+        self._retry_indeterminate = retry_indeterminate
+
+    # -- public API -------------------------------------------------------------------------
+
+    @property
+    def leader_address(self) -> str | None:
+        """The last known leader's address (``None`` when unknown)."""
+        return self._targets.leader
+
+    @property
+    def addresses(self) -> list[str]:
+        """The known addresses: those given, plus leaders learned from redirects."""
+        return self._targets.addresses
+
+    async def propose(
+        self,
+        command: bytes,
+        *,
+        timeout: float | None = None,
+        retry_indeterminate: bool | None = None,
+    ) -> bytes:
+        """Replicate ``command`` and return what ``StateMachine.apply`` returned.
+
+        Raises ``ClusterUnavailableError`` (definitely not done), ``ProposalDropped``
+        (definitely not done, retrying cannot help), ``IndeterminateError`` (may or may not
+        be done) or ``RemoteProtocolError``. ``retry_indeterminate`` overrides the client's
+        setting for this call.
+        """
+        retry = self._retry_indeterminate if retry_indeterminate is None else retry_indeterminate
+        resp = await self._call(
+            ClientOp.PROPOSE, command, Consistency.LINEARIZABLE, timeout, None, retry
+        )
+        return resp.result if resp.result is not None else b""
+
+    async def query(
+        self,
+        query: bytes,
+        *,
+        consistency: str | Consistency = "linearizable",
+        timeout: float | None = None,
+    ) -> bytes:
+        """Answer ``query`` with ``StateMachine.query`` at ``consistency`` (``"linearizable"``,
+        ``"lease"`` or ``"stale"``). Retried until the deadline; raises
+        ``ClusterUnavailableError`` if no node answered in time."""
+        level = parse_consistency(consistency)
+        resp = await self._call(ClientOp.QUERY, query, level, timeout, None, True)
+        return resp.result if resp.result is not None else b""
+
+    async def status(
+        self, address: str | None = None, *, timeout: float | None = None
+    ) -> dict[str, Any]:
+        """The status map of the node at ``address`` (default: the last known leader, else
+        the first node that answers). Retried until the deadline."""
+        if address is not None:
+            parse_address(address)
+        resp = await self._call(
+            ClientOp.STATUS, b"", Consistency.LINEARIZABLE, timeout, address, True
+        )
+        try:
+            decoded = msgspec.msgpack.decode(resp.result or b"")
+        except msgspec.DecodeError as exc:
+            raise RemoteProtocolError(f"status from the node is not msgpack: {exc}") from None
+        if not isinstance(decoded, dict):
+            raise RemoteProtocolError(f"status is not a map: {type(decoded).__name__}")
+        return cast(dict[str, Any], decoded)
+
+    async def snapshot(self, address: str, *, timeout: float | None = None) -> tuple[int, int]:
+        """Ask the node at ``address`` to take a snapshot of its state now and compact its
+        log; return the snapshot's ``(index, term)``. Any node will do, not only the leader:
+        each node snapshots its own state (operators: ``raftpy snapshot ADDRESS``).
+
+        Connecting is retried until the deadline. Once the request is written the call waits
+        for the answer until the deadline, not just ``attempt_timeout``: a large state takes a
+        while to write, and asking again would only take another snapshot after it. A request
+        lost with a broken connection is sent again (a second snapshot is harmless). Raises
+        ``ClusterUnavailableError`` when the node could not be reached or did not answer in
+        time, and ``RemoteProtocolError`` when it answered anything but the snapshot (a full
+        disk, a failed or stopping node, a state machine that cannot write it).
+        """
+        parse_address(address)
+        return await take_snapshot(self._pool, self._policy, address, self._budget(timeout))
+
+    async def close(self) -> None:
+        """Close every connection. Calls in flight fail (a proposal already written with
+        ``IndeterminateError``); later calls raise ``LocalProtocolError``."""
+        await self._pool.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- calls ------------------------------------------------------------------------------
+
+    def _budget(self, timeout: float | None) -> float:
+        """The deadline of a call, in seconds from now; checks the client is open."""
+        if self._pool.closed:
+            raise LocalProtocolError("the client is closed")
+        budget = self._timeout if timeout is None else timeout
+        if not budget > 0:
+            raise ValueError(f"timeout must be > 0, got {budget}")
+        return budget
+
+    async def _call(
+        self,
+        op: ClientOp,
+        data: bytes,
+        consistency: Consistency,
+        timeout: float | None,
+        pinned: str | None,
+        retry_indeterminate: bool,
+    ) -> ClientResponse:
+        """Send one request until a node answers it, under one deadline."""
+        budget = self._budget(timeout)
+        call = Call(
+            self._pool,
+            self._targets,
+            self._policy,
+            op,
+            data,
+            consistency,
+            pinned=pinned,
+            retry_indeterminate=retry_indeterminate,
+        )
+        return await call.run(budget)
