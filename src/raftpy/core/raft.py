@@ -18,7 +18,6 @@ import logging
 import random
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import assert_never
 
 from raftpy.core.config import RaftConfig
@@ -43,6 +42,8 @@ from raftpy.core.progress import Progress, ProgressState
 from raftpy.core.quorum import JointConfig, VoteResult
 from raftpy.core.read_only import ReadOnly
 from raftpy.core.ready import ReadState, Ready, Role, SoftState
+from raftpy.core.status import PeerStatus as PeerStatus  # re-exported (lived here before)
+from raftpy.core.status import Status as Status  # re-exported (lived here before)
 from raftpy.core.storage import HardState, LogStorage
 from raftpy.errors import InvariantViolation, LocalProtocolError, NotLeaderError, ProposalDropped
 
@@ -51,32 +52,6 @@ logger = logging.getLogger("raftpy.core")
 # Messages a leader sends that do not promise anything about the sender's own durable state
 # beyond its term, which was persisted before it could win (Thesis §10.2.1).
 _SEND_NOW = (AppendEntries, Heartbeat, InstallSnapshot, TimeoutNow)
-
-
-@dataclass(frozen=True, slots=True)
-class PeerStatus:
-    """The leader's view of one peer's replication."""
-
-    match: int
-    next: int
-    state: str
-    recent_active: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Status:
-    """A snapshot of a node's consensus state, for operators and tests."""
-
-    id: int
-    role: Role
-    term: int
-    vote: int | None
-    leader_id: int | None
-    commit: int
-    applied: int
-    last_index: int
-    voters: tuple[int, ...]
-    peers: dict[int, PeerStatus]
 
 
 class Raft:
