@@ -90,8 +90,6 @@ class Raft:
         self._uncommitted: deque[tuple[int, int]] = deque()
         self._uncommitted_bytes = 0
         self._read_only = ReadOnly()
-        self._pending_reads: list[bytes] = []
-        self._dropped_reads: list[bytes] = []
         self._msgs: list[Message] = []
         self._msgs_after_persist: list[Message] = []
         self._read_states: list[ReadState] = []
@@ -149,9 +147,7 @@ class Raft:
         self._reset_progress()
         self._uncommitted.clear()
         self._uncommitted_bytes = 0
-        self._dropped_reads.extend(self._read_only.reset())
-        self._dropped_reads.extend(self._pending_reads)
-        self._pending_reads = []
+        self._read_only.reset()
 
     def _reset_randomized_election_timeout(self) -> None:
         # Raft §5.2: randomized timeouts in [T, 2T) make split votes rare.
@@ -301,9 +297,7 @@ class Raft:
         if not self._committed_in_current_term():
             # Thesis §6.4 step 1: the leader's commit index is only known to be current once
             # an entry of its own term has committed; hold the read until then.
-            if context in self._pending_reads:
-                raise LocalProtocolError(f"read context {context!r} is already pending")
-            self._pending_reads.append(context)
+            self._read_only.wait_for_commit(context)
             return
         self._start_read(context)
 
@@ -317,8 +311,7 @@ class Raft:
     def take_dropped_reads(self) -> list[bytes]:
         """Contexts of reads dropped because leadership was lost before they were confirmed;
         the driver fails them (the caller may retry at the new leader)."""
-        dropped, self._dropped_reads = self._dropped_reads, []
-        return dropped
+        return self._read_only.take_dropped()
 
     def transfer_leadership(self, to: int) -> None:
         """Hand leadership to voter ``to`` (Thesis §3.10): stop taking proposals, bring ``to``
@@ -665,9 +658,8 @@ class Raft:
         committed = self.log.committed
         while self._uncommitted and self._uncommitted[0][0] <= committed:
             self._uncommitted_bytes -= self._uncommitted.popleft()[1]
-        if self._pending_reads and self._committed_in_current_term():
-            pending, self._pending_reads = self._pending_reads, []
-            for context in pending:
+        if self._read_only.has_waiting() and self._committed_in_current_term():
+            for context in self._read_only.take_waiting():
                 self._start_read(context)
         return True
 
