@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from raftpy.core.progress import Progress
 from raftpy.core.ready import Role
 
 
@@ -16,6 +17,10 @@ class PeerStatus:
     next: int
     state: str
     recent_active: bool
+
+    @classmethod
+    def of(cls, pr: Progress) -> PeerStatus:
+        return cls(pr.match, pr.next, pr.state.value, pr.recent_active)
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,7 @@ from collections.abc import Collection, Iterator, Mapping
 from raftpy.core.messages import ConfState
 from raftpy.core.progress import Progress
 from raftpy.core.quorum import JointConfig, VoteResult
+from raftpy.errors import InvariantViolation
 
 
 class ProgressTracker:
@@ -46,9 +47,9 @@ class ProgressTracker:
         self._max_inflight_bytes = max_inflight_bytes
         self._progress: dict[int, Progress] = {}
         self._votes: dict[int, bool] = {}
-        self._conf = conf
-        self._joint = JointConfig(frozenset(conf.voters), frozenset(conf.voters_outgoing))
-        self._members: tuple[int, ...] = ()
+        self._conf: ConfState
+        self._joint: JointConfig
+        self._members: tuple[int, ...]
         self.set_config(conf, last_index)
 
     # ------------------------------------------------------------------------------------------
@@ -151,6 +152,22 @@ class ProgressTracker:
         """Start a new CheckQuorum period: no peer counts as heard from yet."""
         for _, pr in self.visit_peers():
             pr.recent_active = False
+
+    def check_invariants(self, last_index: int) -> None:
+        """Raise :class:`InvariantViolation` unless the progress map tracks exactly the
+        members and, for a leader whose log ends at ``last_index``, every member's progress
+        satisfies ``0 <= match < next`` and ``match <= last_index``."""
+        if tuple(self._progress) != self._members:
+            raise InvariantViolation(
+                f"node {self.self_id}: progress of {tuple(self._progress)}, members {self._members}"
+            )
+        for node, pr in self._progress.items():
+            if not 0 <= pr.match < pr.next:
+                raise InvariantViolation(f"leader {self.self_id}: progress of {node}: {pr}")
+            if pr.match > last_index:
+                raise InvariantViolation(
+                    f"leader {self.self_id}: {node} matched {pr.match} past our last index"
+                )
 
     # ------------------------------------------------------------------------------------------
     # Votes
