@@ -20,8 +20,9 @@ from raftpy.client import Client, SyncClient
 from raftpy.config import NodeConfig
 from raftpy.core.config import RaftConfig
 from raftpy.core.messages import ConfState, Entry, EntryKind, Message, SnapshotMeta
-from raftpy.core.raft import Raft, Status
+from raftpy.core.raft import Raft
 from raftpy.core.ready import ReadState, Ready, Role, SoftState
+from raftpy.core.status import Status
 from raftpy.core.storage import HardState, LogStorage
 from raftpy.errors import (
     ClusterUnavailableError,

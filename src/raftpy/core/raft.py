@@ -17,8 +17,7 @@ from __future__ import annotations
 import logging
 import random
 from collections import deque
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
 from typing import assert_never
 
 from raftpy.core.config import RaftConfig
@@ -40,10 +39,13 @@ from raftpy.core.messages import (
     entries_size,
 )
 from raftpy.core.progress import Progress, ProgressState
-from raftpy.core.quorum import JointConfig, VoteResult
+from raftpy.core.quorum import VoteResult
 from raftpy.core.read_only import ReadOnly
 from raftpy.core.ready import ReadState, Ready, Role, SoftState
+from raftpy.core.status import PeerStatus as PeerStatus  # re-exported (lived here before)
+from raftpy.core.status import Status as Status  # re-exported (lived here before)
 from raftpy.core.storage import HardState, LogStorage
+from raftpy.core.tracker import ProgressTracker
 from raftpy.errors import InvariantViolation, LocalProtocolError, NotLeaderError, ProposalDropped
 
 logger = logging.getLogger("raftpy.core")
@@ -51,32 +53,6 @@ logger = logging.getLogger("raftpy.core")
 # Messages a leader sends that do not promise anything about the sender's own durable state
 # beyond its term, which was persisted before it could win (Thesis §10.2.1).
 _SEND_NOW = (AppendEntries, Heartbeat, InstallSnapshot, TimeoutNow)
-
-
-@dataclass(frozen=True, slots=True)
-class PeerStatus:
-    """The leader's view of one peer's replication."""
-
-    match: int
-    next: int
-    state: str
-    recent_active: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Status:
-    """A snapshot of a node's consensus state, for operators and tests."""
-
-    id: int
-    role: Role
-    term: int
-    vote: int | None
-    leader_id: int | None
-    commit: int
-    applied: int
-    last_index: int
-    voters: tuple[int, ...]
-    peers: dict[int, PeerStatus]
 
 
 class Raft:
@@ -104,19 +80,21 @@ class Raft:
         self.vote: int | None = hard_state.vote
         self.lead: int | None = None
         self.role = Role.FOLLOWER
-        self.conf = conf
-        self._joint = JointConfig(frozenset(conf.voters), frozenset(conf.voters_outgoing))
-        self.prs: dict[int, Progress] = {}
+        # Membership, progress and votes; the progress is rebuilt by _become_follower below.
+        self.tracker = ProgressTracker(
+            self.id,
+            conf,
+            self.log.last_index(),
+            config.max_inflight_msgs,
+            config.max_inflight_bytes,
+        )
         self.election_elapsed = 0
         self.heartbeat_elapsed = 0
         self.randomized_election_timeout = config.election_ticks
-        self.votes: dict[int, bool] = {}
         self.lead_transferee: int | None = None
         self._uncommitted: deque[tuple[int, int]] = deque()
         self._uncommitted_bytes = 0
         self._read_only = ReadOnly()
-        self._pending_reads: list[bytes] = []
-        self._dropped_reads: list[bytes] = []
         self._msgs: list[Message] = []
         self._msgs_after_persist: list[Message] = []
         self._read_states: list[ReadState] = []
@@ -132,30 +110,17 @@ class Raft:
     # ------------------------------------------------------------------------------------------
 
     def voters(self) -> frozenset[int]:
-        return self._joint.voters()
+        return self.tracker.voters()
+
+    @property
+    def prs(self) -> Mapping[int, Progress]:
+        """Every member's progress, by id: a read-only view of the tracker's map (members
+        change only through :meth:`ProgressTracker.set_config`)."""
+        return self.tracker.progress
 
     def _promotable(self) -> bool:
         """Only a voter may campaign (Thesis §4.2.2: learners and removed servers never do)."""
-        return self.id in self._joint.voters()
-
-    def _peers(self) -> list[int]:
-        """Every other member we replicate to, in id order (determinism)."""
-        members = set(self._joint.voters()) | set(self.conf.learners)
-        members.discard(self.id)
-        return sorted(members)
-
-    def _reset_progress(self) -> None:
-        last = self.log.last_index()
-        cfg = self.config
-        self.prs = {}
-        for node in sorted(set(self._joint.voters()) | set(self.conf.learners)):
-            pr = Progress(last + 1, cfg.max_inflight_msgs, cfg.max_inflight_bytes)
-            pr.is_learner = node in self.conf.learners
-            if node == self.id:
-                # Thesis §10.2.1: our own entries count only once durable.
-                pr.match = self.log.stable_last_index()
-                pr.next = max(last + 1, pr.match + 1)
-            self.prs[node] = pr
+        return self.tracker.is_voter(self.id)
 
     # ------------------------------------------------------------------------------------------
     # Role transitions: the only places that assign the step and tick functions
@@ -170,13 +135,12 @@ class Raft:
         self.heartbeat_elapsed = 0
         self._reset_randomized_election_timeout()
         self.lead_transferee = None
-        self.votes = {}
-        self._reset_progress()
+        self.tracker.reset_votes()
+        # Thesis §10.2.1: our own entries count only once durable.
+        self.tracker.reset_progress(self.log.last_index(), self.log.stable_last_index())
         self._uncommitted.clear()
         self._uncommitted_bytes = 0
-        self._dropped_reads.extend(self._read_only.reset())
-        self._dropped_reads.extend(self._pending_reads)
-        self._pending_reads = []
+        self._read_only.reset()
 
     def _reset_randomized_election_timeout(self) -> None:
         # Raft §5.2: randomized timeouts in [T, 2T) make split votes rare.
@@ -197,7 +161,7 @@ class Raft:
         # Thesis §9.6: a pre-candidate changes neither its term nor its vote.
         self._step = self._step_candidate
         self._tick = self._tick_election
-        self.votes = {}
+        self.tracker.reset_votes()
         self.lead = None
         self.role = Role.PRE_CANDIDATE
         logger.debug("%d became pre-candidate at term %d", self.id, self.term)
@@ -257,9 +221,8 @@ class Raft:
                 self.lead_transferee = None
         if self.heartbeat_elapsed >= self.config.heartbeat_ticks:
             self.heartbeat_elapsed = 0
-            for node, pr in self.prs.items():
-                if node != self.id:
-                    pr.resume_on_heartbeat = True
+            for _, pr in self.tracker.visit_peers():
+                pr.resume_on_heartbeat = True
             self._bcast_heartbeat(self._read_only.last_context())
 
     def campaign(self) -> None:
@@ -326,14 +289,12 @@ class Raft:
         if not self._committed_in_current_term():
             # Thesis §6.4 step 1: the leader's commit index is only known to be current once
             # an entry of its own term has committed; hold the read until then.
-            if context in self._pending_reads:
-                raise LocalProtocolError(f"read context {context!r} is already pending")
-            self._pending_reads.append(context)
+            self._read_only.wait_for_commit(context)
             return
         self._start_read(context)
 
     def _start_read(self, context: bytes) -> None:
-        if self._joint.voters() == {self.id}:
+        if self.tracker.voters() == {self.id}:
             self._read_states.append(ReadState(self.log.committed, context))
             return
         self._read_only.add_request(self.log.committed, context, self.id)
@@ -342,8 +303,7 @@ class Raft:
     def take_dropped_reads(self) -> list[bytes]:
         """Contexts of reads dropped because leadership was lost before they were confirmed;
         the driver fails them (the caller may retry at the new leader)."""
-        dropped, self._dropped_reads = self._dropped_reads, []
-        return dropped
+        return self._read_only.take_dropped()
 
     def transfer_leadership(self, to: int) -> None:
         """Hand leadership to voter ``to`` (Thesis §3.10): stop taking proposals, bring ``to``
@@ -352,7 +312,7 @@ class Raft:
             raise NotLeaderError(self.lead)
         if to == self.id:
             return
-        if to not in self._joint.voters():
+        if not self.tracker.is_voter(to):
             raise LocalProtocolError(f"cannot transfer leadership to non-voter {to}")
         if self.lead_transferee == to:
             return
@@ -500,15 +460,12 @@ class Raft:
             return
         last_index = self.log.last_index()
         last_term = self.log.last_term()
-        for peer in sorted(self._joint.voters()):
-            if peer != self.id:
-                self._send(
-                    RequestVote(term, self.id, peer, last_index, last_term, pre_vote, transfer)
-                )
+        for peer in self.tracker.voter_peers():
+            self._send(RequestVote(term, self.id, peer, last_index, last_term, pre_vote, transfer))
 
     def _poll(self, node: int, granted: bool) -> VoteResult:
-        self.votes.setdefault(node, granted)
-        return self._joint.vote_result(self.votes)
+        self.tracker.record_vote(node, granted)
+        return self.tracker.vote_result()
 
     def _handle_vote_response(self, m: RequestVoteResponse) -> None:
         if m.pre_vote != (self.role is Role.PRE_CANDIDATE):
@@ -588,8 +545,7 @@ class Raft:
             m.src,
         )
         self.log.restore(meta)
-        self.conf = meta.conf
-        self._joint = JointConfig(frozenset(meta.conf.voters), frozenset(meta.conf.voters_outgoing))
+        self.tracker.set_config(meta.conf, self.log.last_index())
         # Sent only once the snapshot is durable: it promises we hold the log up to its index.
         self._send(AppendEntriesResponse(self.term, self.id, m.src, True, meta.index))
 
@@ -655,7 +611,7 @@ class Raft:
             if pr.match < self.log.last_index():
                 self._maybe_send_append(m.src)
         if m.context is not None:
-            for rs in self._read_only.recv_ack(m.src, m.context, self._joint.has_quorum):
+            for rs in self._read_only.recv_ack(m.src, m.context, self.tracker.has_quorum):
                 self._read_states.append(rs)
 
     def _handle_snapshot_response(self, m: InstallSnapshotResponse) -> None:
@@ -672,27 +628,25 @@ class Raft:
             pr.probe_sent = True
 
     def _quorum_active(self) -> bool:
-        active = [node for node, pr in self.prs.items() if node == self.id or pr.recent_active]
-        for node, pr in self.prs.items():
-            if node != self.id:
-                pr.recent_active = False
-        return self._joint.has_quorum(active)
+        """Thesis §6.2: whether a quorum answered during the election timeout just ended; the
+        next one starts from nothing."""
+        active = self.tracker.quorum_active()
+        self.tracker.reset_recent_active()
+        return active
 
     def _committed_in_current_term(self) -> bool:
         return self.log.term(self.log.committed) == self.term
 
     def _maybe_commit(self) -> bool:
-        match = {node: pr.match for node, pr in self.prs.items()}
-        index = self._joint.committed_index(match)
+        index = self.tracker.committed()
         # Raft §5.4.2: only current-term entries commit by counting replicas.
         if not self.log.maybe_commit(index, self.term):
             return False
         committed = self.log.committed
         while self._uncommitted and self._uncommitted[0][0] <= committed:
             self._uncommitted_bytes -= self._uncommitted.popleft()[1]
-        if self._pending_reads and self._committed_in_current_term():
-            pending, self._pending_reads = self._pending_reads, []
-            for context in pending:
+        if self._read_only.has_waiting() and self._committed_in_current_term():
+            for context in self._read_only.take_waiting():
                 self._start_read(context)
         return True
 
@@ -753,13 +707,12 @@ class Raft:
         return True
 
     def _bcast_append(self, send_if_empty: bool = True) -> None:
-        for peer in self._peers():
+        for peer in self.tracker.peers():
             self._maybe_send_append(peer, send_if_empty)
 
     def _bcast_heartbeat(self, context: bytes | None) -> None:
         committed = self.log.committed
-        for peer in self._peers():
-            pr = self.prs[peer]
+        for peer, pr in self.tracker.visit_peers():
             # Never tell a follower to commit past what it is known to hold.
             self._send(Heartbeat(self.term, self.id, peer, min(pr.match, committed), context))
 
@@ -856,10 +809,7 @@ class Raft:
     def status(self) -> Status:
         peers: dict[int, PeerStatus] = {}
         if self.role is Role.LEADER:
-            peers = {
-                node: PeerStatus(pr.match, pr.next, pr.state.value, pr.recent_active)
-                for node, pr in self.prs.items()
-            }
+            peers = {node: PeerStatus.of(pr) for node, pr in self.prs.items()}
         return Status(
             id=self.id,
             role=self.role,
@@ -869,7 +819,7 @@ class Raft:
             commit=self.log.committed,
             applied=self.log.applied,
             last_index=self.log.last_index(),
-            voters=tuple(sorted(self._joint.voters())),
+            voters=tuple(sorted(self.tracker.voters())),
             peers=peers,
         )
 
@@ -885,13 +835,7 @@ class Raft:
             case Role.LEADER:
                 if self.lead != self.id:
                     raise InvariantViolation(f"leader {self.id} names {self.lead} as leader")
-                for node, pr in self.prs.items():
-                    if not 0 <= pr.match < pr.next:
-                        raise InvariantViolation(f"leader {self.id}: progress of {node}: {pr}")
-                    if pr.match > log.last_index():
-                        raise InvariantViolation(
-                            f"leader {self.id}: {node} matched {pr.match} past our last index"
-                        )
+                self.tracker.check_invariants(log.last_index())
             case Role.CANDIDATE:
                 if self.vote != self.id:
                     raise InvariantViolation(f"candidate {self.id} voted for {self.vote}")
@@ -901,4 +845,4 @@ class Raft:
                 assert_never(self.role)
 
     def conf_state(self) -> ConfState:
-        return self.conf
+        return self.tracker.conf_state()
