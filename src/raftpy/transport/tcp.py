@@ -8,7 +8,7 @@ by :class:`~raftpy.transport.protocol.HelloReply`.
 
 - **Peers.** Node *i* sends its messages to node *j* on a connection *i* dials (one per peer,
   made on the first send and kept); messages *j* sends to *i* travel on *j*'s own connection.
-  An accepted peer connection only carries :data:`~raftpy.core.messages.Message` frames towards
+  An accepted peer connection only carries :data:`~raftpy.core.messages.PeerMessage` frames towards
   the acceptor, each handed to ``on_message``.
 - **Clients.** After a client ``Hello``, each :class:`~raftpy.transport.protocol.ClientRequest`
   is handed to ``on_client_request(conn, request)``; :meth:`ClientConnection.respond` sends the
@@ -41,7 +41,7 @@ from typing import Final, cast
 
 import msgspec
 
-from raftpy.core.messages import PROTOCOL_VERSION, Message
+from raftpy.core.messages import PROTOCOL_VERSION, PeerMessage
 from raftpy.errors import LocalProtocolError, MessageDecodeError, RemoteProtocolError
 from raftpy.transport.address import format_address, parse_address
 from raftpy.transport.codec import HEADER, HEADER_SIZE, FrameTooLarge
@@ -78,7 +78,7 @@ _PEER_BUFFER: Final = 1 << 20  # accepted peer connections: the replication stre
 _encoder = msgspec.msgpack.Encoder()
 _encode_into = _encoder.encode_into
 # The same decoder as raftpy.core.messages.decode_message, called directly on the hot path.
-_message_decoder: msgspec.msgpack.Decoder[Message] = msgspec.msgpack.Decoder(Message)
+_message_decoder: msgspec.msgpack.Decoder[PeerMessage] = msgspec.msgpack.Decoder(PeerMessage)
 _pack_into = HEADER.pack_into
 _unpack_from = HEADER.unpack_from
 _PLACEHOLDER: Final = bytes(HEADER_SIZE)
@@ -636,7 +636,7 @@ class _PeerLink:
         # Set when the peer dials us: it is back, so stop waiting out the backoff.
         self._retry_now = asyncio.Event()
 
-    def push(self, message: Message) -> None:
+    def push(self, message: PeerMessage) -> None:
         if self.closed:
             return
         buf = self._pending
@@ -658,7 +658,7 @@ class _PeerLink:
             self._dirty = True
             self._owner._mark_dirty(self)
 
-    def _admit(self, message: Message, start: int, size: int) -> bool:
+    def _admit(self, message: PeerMessage, start: int, size: int) -> bool:
         """The slow path of :meth:`push`: measure the room exactly; count and log a drop."""
         owner = self._owner
         if size > self._max_frame_bytes:
@@ -836,7 +836,7 @@ class TcpTransport:
         peers: Mapping[int, str],
         *,
         cluster_id: str,
-        on_message: Callable[[Message], None],
+        on_message: Callable[[PeerMessage], None],
         on_client_request: Callable[[ClientConnection, ClientRequest], None],
         max_frame_bytes: int = 64 << 20,
         peer_queue_bytes: int = 64 << 20,
@@ -949,7 +949,7 @@ class TcpTransport:
 
     # -- sending -----------------------------------------------------------------------------
 
-    def send(self, message: Message) -> None:
+    def send(self, message: PeerMessage) -> None:
         """Queue ``message`` for ``message.dst``. Never blocks and never raises for network
         trouble: a message that cannot be queued (unknown destination, queue full, larger than
         ``max_frame_bytes``) is dropped, counted and logged. After :meth:`close` it does
