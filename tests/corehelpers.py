@@ -20,7 +20,7 @@ from typing import TypeVar
 from raftpy.core.config import RaftConfig
 from raftpy.core.messages import Entry, EntryKind, Message, RequestVoteResponse
 from raftpy.core.raft import Raft
-from raftpy.core.ready import Ready, Role
+from raftpy.core.ready import Ready, Role, SnapshotRequest
 from raftpy.core.storage import HardState
 from raftpy.storage.memory import MemoryStorage
 
@@ -179,6 +179,8 @@ class Network:
     :meth:`stabilize` repeatedly drives every node with work (in id order), then delivers the
     collected messages (in the order they were produced) until no node has anything left to
     do. ``delivered`` records every message that arrived, ``dropped`` every one that did not.
+    ``snapshot_requests`` records every snapshot a leader asked its driver to stream (nothing
+    streams it here: a test hands the follower the snapshot with ``install_snapshot``).
     """
 
     def __init__(self, nodes: Iterable[Node]) -> None:
@@ -187,6 +189,7 @@ class Network:
         self._drop: list[Callable[[Message], bool]] = []
         self.delivered: list[Message] = []
         self.dropped: list[Message] = []
+        self.snapshot_requests: list[SnapshotRequest] = []
 
     @classmethod
     def of(
@@ -260,6 +263,7 @@ class Network:
             if node.raft.has_ready():
                 rd = drive(node.raft, node.storage)
                 node.applied.extend(rd.committed_entries)
+                self.snapshot_requests.extend(rd.snapshot_requests)
                 out.extend(msgs(rd))
         return out
 

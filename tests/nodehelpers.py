@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import BinaryIO
 
 from raftpy.config import NodeConfig
-from raftpy.core.messages import Message, decode_message, encode_message
+from raftpy.core.messages import PeerMessage, decode_message, encode_message
 from raftpy.node import RaftNode
 from raftpy.transport.base import ClientConnectionLike, Transport
 from raftpy.transport.protocol import ClientRequest
@@ -49,7 +49,7 @@ def set_cmd(key: str, value: str) -> bytes:
 class LocalTransport:
     """One node's end of a LocalNetwork (for tests)."""
 
-    def __init__(self, net: LocalNetwork, node_id: int, on_message: Callable[[Message], None]):
+    def __init__(self, net: LocalNetwork, node_id: int, on_message: Callable[[PeerMessage], None]):
         self.net = net
         self.node_id = node_id
         self.on_message = on_message
@@ -58,7 +58,7 @@ class LocalTransport:
     async def start(self) -> None:
         self.net.endpoints[self.node_id] = self
 
-    def send(self, message: Message) -> None:
+    def send(self, message: PeerMessage) -> None:
         self.net.deliver(self.node_id, message)
 
     def flush(self) -> None:
@@ -79,18 +79,18 @@ class LocalNetwork:
     def factory(
         self, node_id: int
     ) -> Callable[
-        [Callable[[Message], None], Callable[[ClientConnectionLike, ClientRequest], None]],
+        [Callable[[PeerMessage], None], Callable[[ClientConnectionLike, ClientRequest], None]],
         Transport,
     ]:
         def make(
-            on_message: Callable[[Message], None],
+            on_message: Callable[[PeerMessage], None],
             on_client: Callable[[ClientConnectionLike, ClientRequest], None],
         ) -> Transport:
             return LocalTransport(self, node_id, on_message)
 
         return make
 
-    def deliver(self, src: int, message: Message) -> None:
+    def deliver(self, src: int, message: PeerMessage) -> None:
         if src in self.isolated or message.dst in self.isolated:
             return
         dst = self.endpoints.get(message.dst)

@@ -5,7 +5,8 @@ The public API is re-exported here (see ``__all__``):
 - the runtime: :class:`RaftNode` (asyncio driver), :class:`NodeConfig`, and the clients
   :class:`Client` (asyncio) and :class:`SyncClient`;
 - the sans-I/O consensus core: :class:`Raft`, :class:`RaftConfig`, :class:`Ready`,
-  :class:`Role`, and the peer messages in :mod:`raftpy.core.messages`;
+  :class:`Role`, :class:`SnapshotRequest`, and the peer messages in
+  :mod:`raftpy.core.messages` (:data:`Message` for the core, :data:`PeerMessage` on the wire);
 - storage: :class:`FileStorage` (the durable write-ahead log), :class:`MemoryStorage`, the
   :class:`LogStore` protocol they implement and its read side, :class:`LogStorage`;
 - the :class:`StateMachine` protocol users implement;
@@ -19,9 +20,9 @@ from __future__ import annotations
 from raftpy.client import Client, SyncClient
 from raftpy.config import NodeConfig
 from raftpy.core.config import RaftConfig
-from raftpy.core.messages import ConfState, Entry, EntryKind, Message, SnapshotMeta
+from raftpy.core.messages import ConfState, Entry, EntryKind, Message, PeerMessage, SnapshotMeta
 from raftpy.core.raft import Raft
-from raftpy.core.ready import ReadState, Ready, Role, SoftState
+from raftpy.core.ready import ReadState, Ready, Role, SnapshotRequest, SoftState
 from raftpy.core.status import Status
 from raftpy.core.storage import HardState, LogStorage
 from raftpy.errors import (
@@ -63,6 +64,7 @@ __all__ = [
     "MessageDecodeError",
     "NodeConfig",
     "NotLeaderError",
+    "PeerMessage",
     "ProposalDropped",
     "Raft",
     "RaftConfig",
@@ -73,6 +75,7 @@ __all__ = [
     "RemoteProtocolError",
     "Role",
     "SnapshotMeta",
+    "SnapshotRequest",
     "SoftState",
     "StateMachine",
     "Status",

@@ -40,7 +40,7 @@ from raftpy.core.messages import (
     EntryKind,
     InstallSnapshot,
     InstallSnapshotResponse,
-    Message,
+    PeerMessage,
     SnapshotMeta,
 )
 from raftpy.core.raft import Raft
@@ -156,7 +156,7 @@ class RaftNode:
         self._held: list[Entry] = []  # committed, held back while a snapshot reads the state
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
-        self._inbox: list[Message] = []
+        self._inbox: list[PeerMessage] = []
         self._queued: list[_Proposal] = []
         self._pending: dict[int, _Proposal] = {}
         self._queued_reads: list[_Read] = []
@@ -234,7 +234,7 @@ class RaftNode:
 
     def _default_transport(
         self,
-        on_message: Callable[[Message], None],
+        on_message: Callable[[PeerMessage], None],
         on_client: Callable[[ClientConnectionLike, ClientRequest], None],
     ) -> Transport:
         from raftpy.transport.tcp import TcpTransport
@@ -358,7 +358,7 @@ class RaftNode:
             self._serve_reads(self._applied)
         return await asyncio.shield(snaps.start(raft, self._applied))
 
-    def _send_peer(self, message: Message) -> None:
+    def _send_peer(self, message: PeerMessage) -> None:
         if self._transport is not None:
             self._transport.send(message)
 
@@ -425,7 +425,7 @@ class RaftNode:
     # Inbound callbacks (from the transport)
     # ------------------------------------------------------------------------------------------
 
-    def _on_message(self, message: Message) -> None:
+    def _on_message(self, message: PeerMessage) -> None:
         self._inbox.append(message)
         self._wake.set()
 
@@ -486,10 +486,8 @@ class RaftNode:
                     if next_tick < now:  # the loop was blocked for long: do not burst ticks
                         next_tick = now + interval
                     timer = loop.call_at(next_tick, fire)
-                for m in snaps.take_core_messages():
-                    raft.step(m)
+                snaps.feed_core(raft)
                 await self._drain_ready(raft)
-                snaps.drop_unused()
                 if self._held and not snaps.hold_applies:
                     held, self._held = self._held, []
                     self._apply_entries(held)
@@ -513,8 +511,8 @@ class RaftNode:
         snaps = self._snaps
         assert snaps is not None
         for message in inbox:
-            # Snapshot chunks and their answers are the transfer's business (the core sees
-            # only whole, verified snapshots and the outcome of a transfer).
+            # Snapshot chunks and their answers are the transfers' business: the core sees only
+            # whole, verified snapshots and how transfers ended (NodeSnapshots.feed_core).
             if isinstance(message, InstallSnapshot):
                 snaps.on_chunk(message)
             elif isinstance(message, InstallSnapshotResponse):
@@ -578,10 +576,9 @@ class RaftNode:
         if rd.soft_state is not None:
             self._on_soft_state(rd.soft_state.role, rd.soft_state.leader_id)
         for m in rd.messages:
-            if isinstance(m, InstallSnapshot):
-                snaps.on_request(m)  # metadata only: the transfer streams the file
-            else:
-                transport.send(m)  # Thesis §10.2.1: replicate while we persist our own copy
+            transport.send(m)  # Thesis §10.2.1: replicate while we persist our own copy
+        for request in rd.snapshot_requests:
+            snaps.on_request(request)  # streams the file in chunks, also while we persist
         if rd.snapshot is not None:
             await snaps.install(rd.snapshot)
             # The snapshot holds everything up to its index, held-back entries included.
@@ -592,7 +589,7 @@ class RaftNode:
         if rd.hard_state is not None:
             storage.set_hard_state(rd.hard_state)
         if rd.must_sync:
-            if rd.messages:
+            if rd.messages or rd.snapshot_requests:
                 transport.flush()  # let the appends travel while we fsync our own copy
             await self._sync(storage)
         for m in rd.persisted_messages:

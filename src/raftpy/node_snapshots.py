@@ -34,11 +34,12 @@ from raftpy.core.messages import (
     Entry,
     InstallSnapshot,
     InstallSnapshotResponse,
-    Message,
+    PeerMessage,
     SnapshotMeta,
 )
 from raftpy.core.raft import Raft
-from raftpy.snapshot_transfer import Completed, SnapshotReceiver, SnapshotSenders
+from raftpy.core.ready import SnapshotRequest
+from raftpy.snapshot_transfer import Completed, Outcome, SnapshotReceiver, SnapshotSenders
 from raftpy.statemachine import ConcurrentSnapshot, StateMachine
 from raftpy.storage.base import LogStore
 from raftpy.storage.errors import CorruptSnapshotError, StorageError, StorageFullError
@@ -55,7 +56,7 @@ class NodeSnapshots:
     """Snapshot work of one node: see the module docstring.
 
     ``send`` puts a message on the wire; ``wake`` wakes the node's loop (a background step
-    finished and the loop has work: messages for the core, held-back applies).
+    finished and the loop has work: a file or an outcome for the core, held-back applies).
     """
 
     def __init__(
@@ -65,7 +66,7 @@ class NodeSnapshots:
         storage: LogStore,
         state_machine: StateMachine,
         config: NodeConfig,
-        send: Callable[[Message], None],
+        send: Callable[[PeerMessage], None],
         wake: Callable[[], None],
     ) -> None:
         self.node_id = node_id
@@ -75,8 +76,9 @@ class NodeSnapshots:
         self._config = config
         self._send = send
         self._wake = wake
-        self._to_core: list[Message] = []
+        self._outcomes: list[Outcome] = []  # transfers that ended, for Raft.report_snapshot
         self._senders = SnapshotSenders(
+            node_id,
             send,
             chunk_bytes=config.snapshot_chunk_bytes,
             window_bytes=config.snapshot_window_bytes,
@@ -86,8 +88,10 @@ class NodeSnapshots:
         self._receiver: SnapshotReceiver[SnapshotSink] = SnapshotReceiver(
             store.begin_receive, _abort
         )
-        self._received: dict[tuple[int, int], SnapshotSink] = {}
-        self._stepped: set[tuple[int, int]] = set()  # received, and handed to the core
+        # Received and verified files: waiting for the core, then (if it took one) for
+        # Ready.snapshot to install it.
+        self._verified: list[Completed[SnapshotSink]] = []
+        self._taken: dict[tuple[int, int], SnapshotSink] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[SnapshotMeta] | None = None
         self._installing: asyncio.Future[None] | None = None
@@ -291,8 +295,8 @@ class NodeSnapshots:
     # Sending (leader)
     # ------------------------------------------------------------------------------------------
 
-    def on_request(self, request: InstallSnapshot) -> None:
-        """The core wants ``request.dst`` to get a snapshot: start streaming it."""
+    def on_request(self, request: SnapshotRequest) -> None:
+        """The core wants ``request.to`` to get a snapshot: start streaming it."""
         try:
             source = self.store.open_source(request.meta)
         except (OSError, StorageError) as exc:
@@ -302,12 +306,8 @@ class NodeSnapshots:
                 request.meta.index,
                 exc,
             )
-            self._senders.end(request.dst)
-            self._to_core.append(
-                InstallSnapshotResponse(
-                    request.term, request.dst, request.src, request.meta.index, 0, False, True
-                )
-            )
+            self._senders.end(request.to)
+            self._outcomes.append((request, False))
             return
         self._senders.start(request, source)
         self.sent += 1
@@ -316,16 +316,16 @@ class NodeSnapshots:
             self.node_id,
             request.meta.index,
             source.size,
-            request.dst,
+            request.to,
         )
 
     def on_answer(self, m: InstallSnapshotResponse) -> None:
-        report = self._senders.on_answer(m)
-        if report is not None:
-            self._to_core.append(report)
+        outcome = self._senders.on_answer(m)
+        if outcome is not None:
+            self._outcomes.append(outcome)
 
     def tick(self) -> None:
-        self._to_core.extend(self._senders.tick())
+        self._outcomes.extend(self._senders.tick())
 
     def stop_sending(self) -> None:
         """Leadership ended: its transfers end with it (the next leader starts its own)."""
@@ -357,7 +357,8 @@ class NodeSnapshots:
             task.add_done_callback(self._background.discard)
 
     async def _verify(self, completed: Completed[SnapshotSink]) -> None:
-        """Sync and check the received file off the loop, then hand it to the core."""
+        """Sync and check the received file off the loop; a good one waits for
+        :meth:`feed_core`."""
         m = completed.message
         sink = completed.sink
         try:
@@ -376,21 +377,29 @@ class NodeSnapshots:
         if not ok:
             sink.abort()
             return
-        key = (m.meta.index, m.meta.term)
-        old = self._received.pop(key, None)
-        if old is not None:
-            old.abort()
-        self._received[key] = sink
-        self._to_core.append(InstallSnapshot(m.term, m.src, m.dst, m.meta, sink.size, b"", True))
+        self._verified.append(completed)
         self._wake()
 
-    def take_core_messages(self) -> list[Message]:
-        """Messages the node must step into its core now (completions and transfer reports)."""
-        out, self._to_core = self._to_core, []
-        for m in out:
-            if isinstance(m, InstallSnapshot):
-                self._stepped.add((m.meta.index, m.meta.term))
-        return out
+    def feed_core(self, raft: Raft) -> None:
+        """Hand the core what arrived since the last call: how our transfers ended
+        (``Raft.report_snapshot``) and the files received whole and verified
+        (``Raft.install_snapshot``). A file the core does not take is deleted now; the one it
+        takes waits for ``Ready.snapshot`` (:meth:`install`)."""
+        outcomes, self._outcomes = self._outcomes, []
+        for request, ok in outcomes:
+            raft.report_snapshot(request, ok)
+        verified, self._verified = self._verified, []
+        for completed in verified:
+            m = completed.message
+            if not raft.install_snapshot(m.meta, m.src, m.term):
+                completed.sink.abort()  # stale, or the log already holds what it covers
+                continue
+            # A file taken earlier in this batch is superseded: Ready.snapshot holds only the
+            # newest (each snapshot the core takes lies past its commit index, which the
+            # earlier one raised to its own index).
+            for sink in self._taken.values():
+                sink.abort()
+            self._taken = {(m.meta.index, m.meta.term): completed.sink}
 
     async def install(self, meta: SnapshotMeta) -> None:
         """The core took the leader's snapshot (``Ready.snapshot``): make it durable, then
@@ -401,7 +410,7 @@ class NodeSnapshots:
                 # A local snapshot may be reading the state machine: let it finish first.
                 with contextlib.suppress(Exception, asyncio.CancelledError):
                     await asyncio.shield(self._task)
-            sink = self._received.pop((meta.index, meta.term))
+            sink = self._taken.pop((meta.index, meta.term))
             self.store.install(sink)
             try:
                 self._storage.apply_snapshot(meta)
@@ -426,21 +435,13 @@ class NodeSnapshots:
         self.store.retain([meta])
         logger.info("node %d installed snapshot %d from the leader", self.node_id, meta.index)
 
-    def drop_unused(self) -> None:
-        """Received files the core was given but did not take (it already held their
-        entries): delete them. Files verified meanwhile wait for their turn."""
-        for key in self._stepped:
-            sink = self._received.pop(key, None)
-            if sink is not None:
-                sink.abort()
-        self._stepped.clear()
-
     async def close(self) -> None:
         self.stop_sending()
         self._receiver.reset()
-        for sink in self._received.values():
+        for sink in [*self._taken.values(), *(c.sink for c in self._verified)]:
             sink.abort()
-        self._received.clear()
+        self._taken.clear()
+        self._verified.clear()
         tasks = list(self._background)
         if self._task is not None:
             tasks.append(self._task)  # type: ignore[arg-type]

@@ -1,16 +1,29 @@
 """Streaming a snapshot to a follower: chunked, flow-controlled and resumable (Raft §7).
 
-The core decides *that* a follower needs a snapshot: it emits an :class:`InstallSnapshot` that
-carries only the metadata (``offset`` 0, no data, not ``done``) and marks the follower's
-progress SNAPSHOT. Moving the bytes is the driver's job, done here, so snapshot data never goes
-through the core and the leader never holds a whole snapshot in memory:
+The paper's InstallSnapshot RPC is split between the consensus core and its driver, so
+snapshot data never goes through the core and the leader never holds a whole snapshot in
+memory:
+
+- the **core** decides *that* a follower needs a snapshot: it marks the follower's progress
+  SNAPSHOT and asks its driver with a :class:`~raftpy.core.ready.SnapshotRequest` in
+  ``Ready.snapshot_requests``; and it decides whether a received snapshot is taken
+  (``Raft.install_snapshot``);
+- the **drivers** (the node, the simulator) move the bytes with the classes here, as
+  :class:`InstallSnapshot` chunks and :class:`InstallSnapshotResponse` answers on the wire
+  (:data:`~raftpy.core.messages.PeerMessage`; the core's ``step`` never sees them), then hand
+  the core the outcome: the leader's driver calls ``Raft.report_snapshot(request, ok)`` (etcd
+  raft's ReportSnapshot) when a transfer ends, the follower's calls
+  ``Raft.install_snapshot(meta, leader, term)`` once the whole file arrived and verified.
+
+The classes:
 
 - :class:`SnapshotSender` (leader side, one per follower) reads the snapshot file in chunks
   (``chunk_bytes``, 1 MiB by default) and keeps at most ``window_bytes`` unacknowledged;
+  :class:`SnapshotSenders` is a leader's table of them;
 - :class:`SnapshotReceiver` (follower side) appends chunks that start exactly where its copy
   ends and answers each with how many bytes it holds.
 
-Wire protocol (the same two messages, so no new message kinds):
+Wire protocol:
 
 - ``InstallSnapshot(term, src, dst, meta, offset, data, done)``: bytes
   ``[offset, offset + len(data))`` of the snapshot *file* (header, body and trailer, see
@@ -30,7 +43,7 @@ offset (go-back-N). A dropped connection therefore costs the unacknowledged wind
 transfer: the receiver keeps its partial file, and a sender (even a new one for the same
 snapshot, after a leader restarted the transfer) resumes from the offset the receiver reports.
 A receiver that stays silent for ``give_up_ticks`` ends the transfer as failed; the driver
-reports that to the core, which retries later.
+reports that to the core, which asks again later.
 
 Partial transfers are keyed by (leader, leader term, snapshot index, snapshot term): two
 leaders' files for the same index may differ byte for byte (state machines need not serialize
@@ -49,10 +62,12 @@ from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 from raftpy.core.messages import InstallSnapshot, InstallSnapshotResponse, SnapshotMeta
+from raftpy.core.ready import SnapshotRequest
 
 __all__ = [
     "DEFAULT_CHUNK_BYTES",
     "DEFAULT_WINDOW_BYTES",
+    "Outcome",
     "SnapshotReceiver",
     "SnapshotSender",
     "SnapshotSenders",
@@ -92,19 +107,24 @@ class SnapshotSink(Protocol):
 
 SinkT = TypeVar("SinkT", bound=SnapshotSink)
 
+Outcome = tuple[SnapshotRequest, bool]
+"""How a transfer ended: the core's request and whether the follower holds the snapshot. The
+leader's driver passes both to ``Raft.report_snapshot``."""
+
 
 class SnapshotSender:
     """Streams one snapshot file to one follower (see the module docstring).
 
-    ``request`` is the core's metadata-only :class:`InstallSnapshot`. Call :meth:`start`, then
+    ``leader`` is our own node id, ``request`` the core's ask. Call :meth:`start`, then
     :meth:`on_response` for each answer and :meth:`tick` once per tick; each returns the chunks
-    to send. When :attr:`finished`, step :meth:`report` into the core (etcd raft's
-    ReportSnapshot): it ends the follower's SNAPSHOT state.
+    to send. When :attr:`finished`, hand :meth:`report` to ``Raft.report_snapshot`` (etcd
+    raft's ReportSnapshot): it ends the follower's SNAPSHOT state.
     """
 
     def __init__(
         self,
-        request: InstallSnapshot,
+        leader: int,
+        request: SnapshotRequest,
         source: SnapshotSource,
         *,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
@@ -120,9 +140,10 @@ class SnapshotSender:
             raise ValueError(
                 f"need 1 <= retry_ticks < give_up_ticks, got {retry_ticks} and {give_up_ticks}"
             )
+        self.leader = leader
         self.request = request
         self.meta: SnapshotMeta = request.meta
-        self.dst = request.dst
+        self.dst = request.to
         self.size = source.size
         self._source = source
         self._chunk = chunk_bytes
@@ -144,8 +165,7 @@ class SnapshotSender:
         return self.done or self.failed
 
     def _probe(self) -> InstallSnapshot:
-        r = self.request
-        return InstallSnapshot(r.term, r.src, r.dst, self.meta, 0, b"", False)
+        return InstallSnapshot(self.request.term, self.leader, self.dst, self.meta, 0, b"", False)
 
     def start(self) -> list[InstallSnapshot]:
         """The first message: a probe asking how much the receiver already holds."""
@@ -218,7 +238,7 @@ class SnapshotSender:
 
     def _fill(self) -> list[InstallSnapshot]:
         out: list[InstallSnapshot] = []
-        r = self.request
+        term = self.request.term
         while self.next < self.size:
             n = min(self._chunk, self.size - self.next)
             if self.next + n - self.acked > self._window:
@@ -231,31 +251,34 @@ class SnapshotSender:
                 )
             end = self.next + n
             out.append(
-                InstallSnapshot(r.term, r.src, r.dst, self.meta, self.next, data, end == self.size)
+                InstallSnapshot(
+                    term, self.leader, self.dst, self.meta, self.next, data, end == self.size
+                )
             )
             self.next = end
             self.chunks_sent += 1
             self.bytes_sent += n
         return out
 
-    def report(self) -> InstallSnapshotResponse:
-        """What to step into the leader's own core once :attr:`finished`: the transfer's
-        outcome, as if the follower said it (``done`` or ``rejected``)."""
-        r = self.request
-        return InstallSnapshotResponse(
-            r.term, r.dst, r.src, self.meta.index, self.acked, self.done, not self.done
-        )
+    def report(self) -> Outcome:
+        """What to pass to the leader's ``Raft.report_snapshot`` once :attr:`finished`: the
+        request and whether the follower holds the snapshot."""
+        return self.request, self.done
 
 
 class SnapshotSenders:
     """A leader's transfers, one per follower: starts them, routes answers and ticks to them,
-    closes their sources, and hands back each finished transfer's report for the core.
+    closes their sources, and hands back how each finished transfer ended, for the core.
 
-    ``send`` puts a chunk on the wire; ``settings`` go to every :class:`SnapshotSender`.
-    A source that fails to read ends its transfer as failed (the core retries later).
+    ``leader`` is our own node id; ``send`` puts a chunk on the wire; ``settings`` go to every
+    :class:`SnapshotSender`. A source that fails to read ends its transfer as failed (the core
+    asks again later).
     """
 
-    def __init__(self, send: Callable[[InstallSnapshot], None], **settings: int) -> None:
+    def __init__(
+        self, leader: int, send: Callable[[InstallSnapshot], None], **settings: int
+    ) -> None:
+        self._leader = leader
         self._send = send
         self._settings = settings
         self._active: dict[int, tuple[SnapshotSender, ClosableSource]] = {}
@@ -264,23 +287,23 @@ class SnapshotSenders:
     def __len__(self) -> int:
         return len(self._active)
 
-    def start(self, request: InstallSnapshot, source: ClosableSource) -> None:
-        """Stream ``source`` to ``request.dst``; an older transfer to it ends unreported (the
+    def start(self, request: SnapshotRequest, source: ClosableSource) -> None:
+        """Stream ``source`` to ``request.to``; an older transfer to it ends unreported (the
         core asked again, so it no longer waits for that one)."""
-        self.end(request.dst)
-        sender = SnapshotSender(request, source, **self._settings)
-        self._active[request.dst] = (sender, source)
+        self.end(request.to)
+        sender = SnapshotSender(self._leader, request, source, **self._settings)
+        self._active[request.to] = (sender, source)
         self._send_all(sender.start())
 
-    def on_answer(self, m: InstallSnapshotResponse) -> InstallSnapshotResponse | None:
-        """Route an answer; returns the report to step into the core if it ended a transfer."""
+    def on_answer(self, m: InstallSnapshotResponse) -> Outcome | None:
+        """Route an answer; returns the outcome to report to the core if it ended a transfer."""
         entry = self._active.get(m.src)
         if entry is None:
             return None  # a transfer that ended already
         return self._advance(m.src, entry[0], lambda s: s.on_response(m))
 
-    def tick(self) -> list[InstallSnapshotResponse]:
-        """One tick for every transfer; returns the reports of those that ended."""
+    def tick(self) -> list[Outcome]:
+        """One tick for every transfer; returns the outcomes of those that ended."""
         reports = []
         for dst, (sender, _) in list(self._active.items()):
             report = self._advance(dst, sender, SnapshotSender.tick)
@@ -298,7 +321,7 @@ class SnapshotSenders:
         dst: int,
         sender: SnapshotSender,
         step: Callable[[SnapshotSender], list[InstallSnapshot]],
-    ) -> InstallSnapshotResponse | None:
+    ) -> Outcome | None:
         try:
             self._send_all(step(sender))
         except OSError as exc:
@@ -348,7 +371,8 @@ class _Partial(Generic[SinkT]):
 @dataclass(frozen=True, slots=True)
 class Completed(Generic[SinkT]):
     """The receiver holds a whole snapshot file: the driver verifies it (off the event loop),
-    then calls :meth:`SnapshotReceiver.finished`."""
+    calls :meth:`SnapshotReceiver.finished`, and hands a good one to its core with
+    ``Raft.install_snapshot(message.meta, message.src, message.term)``."""
 
     message: InstallSnapshot
     sink: SinkT
@@ -379,7 +403,7 @@ class SnapshotReceiver(Generic[SinkT]):
         self, m: InstallSnapshot
     ) -> tuple[InstallSnapshotResponse | None, Completed[SinkT] | None]:
         """Take one chunk (or probe). Returns the answer to send (``None``: ignore it) and, when
-        this chunk completed the file, what the driver must verify and step."""
+        this chunk completed the file, what the driver must verify and hand to its core."""
         key = _Key(m.src, m.term, m.meta.index, m.meta.term)
         if key in self._completed:
             return self._answer(m, 0, done=True), None

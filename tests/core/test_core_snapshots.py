@@ -2,13 +2,16 @@
 core directly.
 
 The core never touches snapshot data: a leader asks its driver to stream a snapshot with a
-metadata-only :class:`InstallSnapshot`, and a follower's driver steps one ``done`` message once
-a whole file arrived and verified. These tests pin down both ends of that contract.
+:class:`SnapshotRequest` in ``Ready.snapshot_requests`` and learns how the transfer ended from
+``report_snapshot``; a follower's driver calls ``install_snapshot`` once a whole file arrived
+and verified. These tests pin down both ends of that contract.
 """
 
 from __future__ import annotations
 
 import random
+
+import pytest
 
 from raftpy.core.config import RaftConfig
 from raftpy.core.messages import (
@@ -16,13 +19,12 @@ from raftpy.core.messages import (
     AppendEntriesResponse,
     ConfState,
     HeartbeatResponse,
-    InstallSnapshot,
-    InstallSnapshotResponse,
     SnapshotMeta,
 )
 from raftpy.core.progress import ProgressState
 from raftpy.core.raft import Raft
-from raftpy.core.ready import Role
+from raftpy.core.ready import Role, SnapshotRequest
+from raftpy.errors import InvariantViolation
 from tests.corehelpers import (
     Network,
     drain,
@@ -36,11 +38,6 @@ from tests.corehelpers import (
 
 PEERS = (1, 2, 3)
 CONF = ConfState(PEERS)
-
-
-def done_msg(term: int, meta: SnapshotMeta, src: int = 1, dst: int = 2) -> InstallSnapshot:
-    """What a follower's driver steps once a whole snapshot file arrived and verified."""
-    return InstallSnapshot(term, src, dst, meta, 1234, b"", True)
 
 
 def compacted_leader_network() -> tuple[Network, SnapshotMeta]:
@@ -64,22 +61,25 @@ def compacted_leader_network() -> tuple[Network, SnapshotMeta]:
     return net, meta
 
 
+def snapshot_requests(net: Network, to: int) -> list[SnapshotRequest]:
+    return [r for r in net.snapshot_requests if r.to == to]
+
+
 def test_leader_sends_snapshot_request_when_entries_are_compacted() -> None:
     """Raft §7: a follower that needs entries the leader compacted gets the snapshot instead.
-    The request carries metadata only (offset 0, no data): the driver streams the file."""
+    The request carries metadata only: the driver streams the file."""
     net, meta = compacted_leader_network()
     leader = net[1]
     for _ in range(3):
         leader.tick()  # heartbeats: 3 answers, the leader probes, 3 rejects, ...
         net.stabilize()
-    requests = of_kind(net.delivered, InstallSnapshot, dst=3)
+    requests = snapshot_requests(net, 3)
     assert requests, "no snapshot request was sent"
-    req = requests[0]
-    assert (req.meta, req.offset, req.data, req.done) == (meta, 0, b"", False)
+    assert requests[0] == SnapshotRequest(3, leader.term, meta)
     pr = leader.prs[3]
     assert pr.state is ProgressState.SNAPSHOT and pr.pending_snapshot == meta.index
     assert pr.is_paused()
-    # A bare request never changes the follower: only the driver's "done" does.
+    # A request never changes the follower: only its driver's install_snapshot does.
     assert net[3].log.last_index() == 1
     # Raft §7: while the snapshot is on its way, no more appends go to that follower.
     before = len(of_kind(net.delivered, AppendEntries, dst=3))
@@ -99,7 +99,7 @@ def test_snapshot_is_not_sent_to_a_follower_not_heard_from() -> None:
     drain(leader)
     assert not leader._maybe_send_append(3)
     assert pr.state is ProgressState.PROBE
-    assert not of_kind(drain(leader), InstallSnapshot)
+    assert not leader.has_ready()
 
 
 def test_install_then_replicate_to_the_end() -> None:
@@ -112,7 +112,7 @@ def test_install_then_replicate_to_the_end() -> None:
         net.stabilize()
     assert leader.prs[3].state is ProgressState.SNAPSHOT
     follower = net[3]
-    follower.step(done_msg(leader.term, meta, src=1, dst=3))
+    assert follower.install_snapshot(meta, 1, leader.term)
     rd = follower.ready()
     assert rd.snapshot == meta
     acks = of_kind(rd.persisted_messages, AppendEntriesResponse)
@@ -137,7 +137,7 @@ def test_follower_restore_discards_a_conflicting_log() -> None:
     f = new_raft(2, PEERS, storage=storage)
     drain(f)
     meta = SnapshotMeta(6, 3, ConfState((1, 2, 3), learners=(4,)))
-    f.step(done_msg(3, meta))
+    assert f.install_snapshot(meta, 1, 3)
     assert f.log.last_index() == 6 and f.log.committed == 6 and f.log.term(6) == 3
     assert f.conf_state() == meta.conf
     rd = drive(f)
@@ -154,7 +154,7 @@ def test_follower_with_the_snapshots_last_entry_keeps_its_log() -> None:
     storage = new_storage(PEERS, [1, 1, 1, 1, 1], term=1, commit=2)
     f = new_raft(2, PEERS, storage=storage)
     drain(f)
-    f.step(done_msg(1, SnapshotMeta(3, 1, CONF)))
+    assert not f.install_snapshot(SnapshotMeta(3, 1, CONF), 1, 1)
     rd = f.ready()
     assert rd.snapshot is None
     assert f.log.last_index() == 5 and f.log.committed == 3
@@ -169,7 +169,7 @@ def test_stale_or_duplicate_snapshot_is_ignored() -> None:
     storage = new_storage(PEERS, [1, 1, 1, 1, 1], term=1, commit=5)
     f = new_raft(2, PEERS, storage=storage)
     drain(f)
-    f.step(done_msg(1, SnapshotMeta(4, 1, CONF)))
+    assert not f.install_snapshot(SnapshotMeta(4, 1, CONF), 1, 1)
     msgs = drain(f)
     assert f.log.last_index() == 5 and f.log.committed == 5
     acks = of_kind(msgs, AppendEntriesResponse)
@@ -177,15 +177,79 @@ def test_stale_or_duplicate_snapshot_is_ignored() -> None:
     assert storage.first_index() == 1
 
 
-def test_bare_chunks_and_stale_terms_never_reach_the_log() -> None:
+def test_stale_term_snapshot_is_refused() -> None:
+    """A snapshot from a deposed leader (its term is older than ours) is refused: the log,
+    term and leader stay, nothing is acknowledged, and the driver is told to drop the file.
+
+    Reference: Raft §5.1 (Figure 2: "Reply immediately if term < currentTerm"), Raft §7"""
     storage = new_storage(PEERS, [1, 2], term=3, commit=1)
     f = new_raft(2, PEERS, storage=storage)
     drain(f)
-    meta = SnapshotMeta(9, 3, CONF)
-    f.step(InstallSnapshot(3, 1, 2, meta, 0, b"chunk", False))  # a chunk, not a completion
-    f.step(done_msg(2, meta))  # from a deposed leader (term 2 < 3)
+    assert not f.install_snapshot(SnapshotMeta(9, 3, CONF), 1, 2)
     assert f.log.last_index() == 2 and f.log.unstable_snapshot() is None
+    assert (f.term, f.lead) == (3, None)
     assert not of_kind(drain(f), AppendEntriesResponse)
+
+
+def test_higher_term_snapshot_adopts_the_term() -> None:
+    """A snapshot sent in a newer term is a message of that term: a candidate (here, having
+    voted for itself) or any node becomes a follower of that term under the sender, its vote
+    cleared, then takes the snapshot.
+
+    Reference: Raft §5.1 (Figure 2, "All Servers"), Raft §7"""
+    f = new_raft(2, PEERS, storage=new_storage(PEERS, [1], term=1, commit=1), pre_vote=False)
+    f.campaign()
+    assert (f.role, f.term, f.vote) == (Role.CANDIDATE, 2, 2)
+    drain(f)
+    meta = SnapshotMeta(5, 4, CONF)
+    assert f.install_snapshot(meta, 3, 4)
+    assert (f.role, f.term, f.vote, f.lead) == (Role.FOLLOWER, 4, None, 3)
+    rd = drive(f)
+    assert rd.snapshot == meta and rd.hard_state is not None and rd.hard_state.term == 4
+    acks = of_kind(rd.persisted_messages, AppendEntriesResponse, dst=3)
+    assert [(a.term, a.success, a.index) for a in acks] == [(4, True, 5)]
+
+
+def test_candidate_concedes_to_a_snapshot_of_its_term() -> None:
+    """A candidate that is handed a snapshot from a leader of its own term returns to
+    follower (keeping its term and vote) and takes it, as for an AppendEntries.
+
+    Reference: Raft §5.2 (Figure 2, "Candidates"), Raft §7"""
+    f = new_raft(2, PEERS, storage=new_storage(PEERS, [1], term=1, commit=1), pre_vote=False)
+    f.campaign()
+    assert (f.role, f.term) == (Role.CANDIDATE, 2)
+    drain(f)
+    assert f.install_snapshot(SnapshotMeta(5, 2, CONF), 3, 2)
+    assert (f.role, f.term, f.vote, f.lead) == (Role.FOLLOWER, 2, 2, 3)
+
+
+def test_snapshot_from_another_leader_of_our_term_is_a_safety_violation() -> None:
+    """Two leaders in one term break election safety: a leader handed a snapshot of its own
+    term from another node raises instead of taking it.
+
+    Reference: Raft §5.2 (Figure 3, "Election Safety"), Raft §7"""
+    leader = make_leader(new_raft(1, PEERS))
+    drain(leader)
+    with pytest.raises(InvariantViolation, match="sent InstallSnapshot for the same term"):
+        leader.install_snapshot(SnapshotMeta(5, leader.term, CONF), 2, leader.term)
+
+
+def test_install_snapshot_returns_false_for_a_snapshot_already_held() -> None:
+    """A snapshot the follower already holds (it took it before, or its log committed past
+    it) is not taken again: ``install_snapshot`` says so, so the driver drops the file, and
+    the acknowledgement tells the leader how far the follower is.
+
+    Reference: Raft §7 (Figure 13, receiver rules 6 and 7)"""
+    f = new_raft(2, PEERS, storage=new_storage(PEERS, [1], term=1, commit=1))
+    drain(f)
+    meta = SnapshotMeta(6, 1, CONF)
+    assert f.install_snapshot(meta, 1, 1)
+    drive(f)
+    assert not f.install_snapshot(meta, 1, 1)  # the same file again (a duplicate transfer)
+    rd = drive(f)
+    assert rd.snapshot is None
+    acks = of_kind(rd.persisted_messages, AppendEntriesResponse)
+    assert [(a.success, a.index) for a in acks] == [(True, 6)]
 
 
 def test_transfer_report_ends_snapshot_state_and_pauses_the_probe() -> None:
@@ -199,10 +263,13 @@ def test_transfer_report_ends_snapshot_state_and_pauses_the_probe() -> None:
             net.stabilize()
         pr = leader.prs[3]
         assert pr.state is ProgressState.SNAPSHOT
-        # A report about another snapshot is ignored.
-        leader.step(InstallSnapshotResponse(leader.term, 3, 1, meta.index + 1, 0, done, not done))
+        request = snapshot_requests(net, 3)[-1]
+        # A report about another snapshot, or from an earlier term, is ignored.
+        other = SnapshotMeta(meta.index + 1, meta.term, CONF)
+        leader.report_snapshot(SnapshotRequest(3, leader.term, other), done)
+        leader.report_snapshot(SnapshotRequest(3, leader.term - 1, meta), done)
         assert pr.state is ProgressState.SNAPSHOT
-        leader.step(InstallSnapshotResponse(leader.term, 3, 1, meta.index, 99, done, not done))
+        leader.report_snapshot(request, done)
         assert pr.state is ProgressState.PROBE
         assert pr.next == meta.index + 1 and pr.is_paused()
         assert not of_kind(drain(leader), AppendEntries, dst=3)
@@ -212,6 +279,29 @@ def test_transfer_report_ends_snapshot_state_and_pauses_the_probe() -> None:
         leader.step(HeartbeatResponse(leader.term, 3, 1))
         sent = of_kind(drain(leader), AppendEntries, dst=3)
         assert sent and sent[0].prev_index == meta.index
+
+
+def test_failed_transfer_moves_the_follower_back_to_probe_and_is_retried() -> None:
+    """A transfer that failed (``report_snapshot(request, ok=False)``) ends the follower's
+    snapshot state: it is probed again, and since it still lacks what the log compacted, the
+    leader asks for a new transfer once the follower answers.
+
+    Reference: Raft §7"""
+    net, meta = compacted_leader_network()
+    leader = net[1]
+    for _ in range(3):
+        leader.tick()
+        net.stabilize()
+    pr = leader.prs[3]
+    assert pr.state is ProgressState.SNAPSHOT
+    (request,) = snapshot_requests(net, 3)
+    leader.report_snapshot(request, False)
+    assert pr.state is ProgressState.PROBE and pr.next == meta.index + 1
+    assert net[3].log.last_index() == 1, "nothing reached the follower"
+    leader.tick()  # the heartbeat's answer resumes probing; 3 rejects; a new request
+    net.stabilize()
+    assert snapshot_requests(net, 3) == [request, SnapshotRequest(3, leader.term, meta)]
+    assert pr.state is ProgressState.SNAPSHOT
 
 
 def test_restart_with_applied_index_past_the_stored_snapshot() -> None:
@@ -230,7 +320,7 @@ def test_leader_recognises_the_follower_as_leader_after_restore() -> None:
     f = new_raft(2, PEERS, storage=new_storage(PEERS, [1], term=1))
     for _ in range(5):
         f.tick()
-    f.step(done_msg(2, SnapshotMeta(4, 2, CONF)))
+    assert f.install_snapshot(SnapshotMeta(4, 2, CONF), 1, 2)
     assert f.lead == 1 and f.term == 2 and f.election_elapsed == 0
 
 

@@ -19,7 +19,7 @@ from raftpy.core.messages import (
     HeartbeatResponse,
     InstallSnapshot,
     InstallSnapshotResponse,
-    Message,
+    PeerMessage,
     RequestVote,
     RequestVoteResponse,
     SnapshotMeta,
@@ -29,7 +29,7 @@ from raftpy.core.messages import (
 )
 from raftpy.errors import MessageDecodeError, RemoteProtocolError
 
-EXAMPLES: list[Message] = [
+EXAMPLES: list[PeerMessage] = [
     RequestVote(3, 1, 2, 10, 2, pre_vote=True),
     RequestVoteResponse(3, 2, 1, True, pre_vote=False),
     AppendEntries(
@@ -45,7 +45,7 @@ EXAMPLES: list[Message] = [
 
 
 @pytest.mark.parametrize("message", EXAMPLES, ids=lambda m: type(m).__name__)
-def test_every_message_kind_round_trips(message: Message) -> None:
+def test_every_message_kind_round_trips(message: PeerMessage) -> None:
     assert decode_message(encode_message(message)) == message
 
 

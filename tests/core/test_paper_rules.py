@@ -21,8 +21,6 @@ from raftpy.core.messages import (
     EntryKind,
     Heartbeat,
     HeartbeatResponse,
-    InstallSnapshot,
-    InstallSnapshotResponse,
     Message,
     RequestVote,
     RequestVoteResponse,
@@ -98,13 +96,6 @@ HIGHER_TERM_MESSAGES: list[tuple[str, Message, int | None, int | None]] = [
     ("append-response", AppendEntriesResponse(2, 2, 1, False, 0), None, None),
     ("heartbeat-response", HeartbeatResponse(2, 2, 1), None, None),
     ("vote-response", RequestVoteResponse(2, 2, 1, False), None, None),
-    (
-        "install-snapshot",
-        InstallSnapshot(2, 2, 1, SnapshotMeta(0, 0, ConfState(PEERS)), 0, b"", True),
-        None,
-        2,
-    ),
-    ("snapshot-response", InstallSnapshotResponse(2, 2, 1, 0, 0, True), None, None),
 ]
 
 
@@ -125,6 +116,18 @@ def test_follower_updates_term_from_message(
     assert (r.role, r.term, r.vote, r.lead) == (Role.FOLLOWER, 2, want_vote, want_lead)
     rd = drive(r)
     assert rd.hard_state == HardState(2, want_vote, 0)
+
+
+def test_follower_updates_term_from_installed_snapshot() -> None:
+    """A snapshot its driver hands over (``install_snapshot``) from a leader of a higher term
+    is a higher-term message too: the node adopts the term, vote cleared, under that leader.
+
+    Reference: §5.1 (Figure 2, "Rules for Servers, All Servers"), §7."""
+    r = follower(term=1)
+    assert not r.install_snapshot(SnapshotMeta(0, 0, ConfState(PEERS)), 2, 2)
+    assert (r.role, r.term, r.vote, r.lead) == (Role.FOLLOWER, 2, None, 2)
+    rd = drive(r)
+    assert rd.hard_state == HardState(2, None, 0)
 
 
 def test_timeout_now_with_higher_term_adopts_term_then_campaigns() -> None:

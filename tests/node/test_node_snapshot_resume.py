@@ -19,9 +19,10 @@ from raftpy.core.messages import (
     EntryKind,
     InstallSnapshot,
     InstallSnapshotResponse,
-    Message,
+    PeerMessage,
     SnapshotMeta,
 )
+from raftpy.core.ready import SnapshotRequest
 from raftpy.node import RaftNode
 from raftpy.node_snapshots import NodeSnapshots
 from raftpy.snapshot_transfer import SnapshotSender
@@ -30,6 +31,7 @@ from raftpy.storage.fs import FaultyFileSystem
 from raftpy.storage.memory import MemoryStorage
 from raftpy.storage.snapshots import SnapshotStore
 from raftpy.storage.wal import FileStorage
+from tests.corehelpers import new_raft, new_storage
 from tests.nodehelpers import FAST, KV, LocalNetwork, running, set_cmd, wait_for, wait_leader
 
 CHUNK = 16 << 10
@@ -47,7 +49,7 @@ class DroppingNetwork(LocalNetwork):
         self.cut_until: float | None = None
         self.dropped = 0
 
-    def deliver(self, src: int, message: Message) -> None:
+    def deliver(self, src: int, message: PeerMessage) -> None:
         if isinstance(message, InstallSnapshot | InstallSnapshotResponse):
             now = time.monotonic()
             if (
@@ -116,10 +118,10 @@ META = SnapshotMeta(7, 2, ConfState((1, 2, 3)))
 
 async def receive_whole(state: bytes, storage: LogStore, sm: KV) -> NodeSnapshots:
     """A follower's NodeSnapshots that received (and verified) the leader's snapshot META
-    holding ``state``; its completion waits to be handed to the core."""
+    holding ``state``; the file waits to be handed to the core."""
     leader_store = SnapshotStore("/leader", fs=FaultyFileSystem(1))
     leader_store.create(META, lambda out: out.write(state))
-    sent: list[Message] = []
+    sent: list[PeerMessage] = []
     snaps = NodeSnapshots(
         2,
         SnapshotStore("/follower", fs=FaultyFileSystem(2)),
@@ -129,9 +131,9 @@ async def receive_whole(state: bytes, storage: LogStore, sm: KV) -> NodeSnapshot
         sent.append,
         lambda: None,
     )
-    request = InstallSnapshot(2, 1, 2, META, 0, b"", False)
+    request = SnapshotRequest(2, 2, META)
     with leader_store.open_source(META) as source:
-        sender = SnapshotSender(request, source, chunk_bytes=64, window_bytes=256)
+        sender = SnapshotSender(1, request, source, chunk_bytes=64, window_bytes=256)
         chunks = sender.start()
         while chunks:
             for chunk in chunks:
@@ -139,23 +141,35 @@ async def receive_whole(state: bytes, storage: LogStore, sm: KV) -> NodeSnapshot
             answers = [m for m in sent if isinstance(m, InstallSnapshotResponse)]
             sent.clear()
             chunks = [c for a in answers for c in sender.on_response(a)]
-    await wait_for(lambda: bool(snaps._to_core), 5)  # verified, waiting for the core
+    await wait_for(lambda: bool(snaps._verified), 5)  # verified, waiting for the core
     return snaps
+
+
+PEERS = (1, 2, 3)
 
 
 def test_a_snapshot_verified_during_the_ready_loop_waits_for_the_core() -> None:
     """Regression: a received snapshot whose verification finishes while the node's Ready loop
-    is busy must survive that loop's clean-up of unused files; only a file the core was given
-    and did not take is dropped."""
+    is busy waits for the core; only a file the core was given and did not take is dropped,
+    and one it took waits for ``Ready.snapshot``."""
 
     async def main() -> None:
-        snaps = await receive_whole(b"{}", MemoryStorage([1, 2, 3]), KV())
-        snaps.drop_unused()  # the Ready loop ends an iteration meanwhile
-        assert (META.index, META.term) in snaps._received, "verified file dropped too early"
-        done = snaps.take_core_messages()
-        assert [type(m) for m in done] == [InstallSnapshot] and done[0].done
-        snaps.drop_unused()  # the core was given it and did not take it: now it goes
-        assert not snaps._received
+        snaps = await receive_whole(b"{}", MemoryStorage(list(PEERS)), KV())
+        [completed] = snaps._verified
+        # A core whose log already committed past the snapshot does not take it: it goes.
+        holds_it = new_raft(2, PEERS, storage=new_storage(PEERS, [1] * 5 + [2] * 3, commit=8))
+        snaps.feed_core(holds_it)
+        assert not snaps._verified and not snaps._taken
+        assert completed.sink._done, "the file the core did not take must be deleted"
+        assert holds_it.log.unstable_snapshot() is None
+        await snaps.close()
+
+        snaps = await receive_whole(b"{}", MemoryStorage(list(PEERS)), KV())
+        # A core that lacks it takes it: the file waits for the install.
+        lacks_it = new_raft(2, PEERS)
+        snaps.feed_core(lacks_it)
+        assert not snaps._verified and list(snaps._taken) == [(META.index, META.term)]
+        assert lacks_it.log.unstable_snapshot() == META
         await snaps.close()
 
     asyncio.run(main())
@@ -173,7 +187,7 @@ def test_install_waits_for_disk_space_instead_of_crashing_the_node() -> None:
         storage.sync()
         sm = KV()
         snaps = await receive_whole(b'{"k": "v"}', storage, sm)
-        snaps.take_core_messages()
+        snaps.feed_core(new_raft(2, PEERS))  # the core takes it
         wal_fs.set_capacity(wal_fs.used_bytes())  # the disk is full now
         install = asyncio.ensure_future(snaps.install(META))
         await asyncio.sleep(0.5)

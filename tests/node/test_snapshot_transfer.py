@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from raftpy.core.messages import ConfState, InstallSnapshot, InstallSnapshotResponse, SnapshotMeta
+from raftpy.core.ready import SnapshotRequest
 from raftpy.snapshot_transfer import (
     Completed,
     SnapshotReceiver,
@@ -60,10 +61,17 @@ def payload(size: int, salt: int = 0) -> bytes:
 
 
 def make_request(
-    *, leader: int = LEADER, term: int = TERM, meta: SnapshotMeta = META, dst: int = FOLLOWER
-) -> InstallSnapshot:
-    """The core's metadata-only request that starts a transfer."""
-    return InstallSnapshot(term, leader, dst, meta, 0, b"", False)
+    *, term: int = TERM, meta: SnapshotMeta = META, dst: int = FOLLOWER
+) -> SnapshotRequest:
+    """The core's request that starts a transfer (``Ready.snapshot_requests``)."""
+    return SnapshotRequest(dst, term, meta)
+
+
+def ended(sender: SnapshotSender) -> tuple[SnapshotRequest, bool, int]:
+    """What a finished sender reports to its core (the request, whether the follower holds
+    the snapshot), and how many bytes the follower acknowledged."""
+    request, ok = sender.report()
+    return request, ok, sender.acked
 
 
 def chunk(
@@ -168,7 +176,8 @@ class Link:
         self,
         data: bytes,
         *,
-        request: InstallSnapshot | None = None,
+        request: SnapshotRequest | None = None,
+        leader: int = LEADER,
         receiver: SnapshotReceiver[MemSink] | None = None,
         sinks: Sinks | None = None,
         chunk_bytes: int = 10,
@@ -181,6 +190,7 @@ class Link:
         self.source = MemSource(data)
         self.request = request or make_request()
         self.sender = SnapshotSender(
+            leader,
             self.request,
             self.source,
             chunk_bytes=chunk_bytes,
@@ -329,9 +339,7 @@ def test_happy_path(size: int) -> None:
     assert not link.receiver.receiving
     assert link.sender.on_response(final) == []
     assert link.sender.done and link.sender.finished and not link.sender.failed
-    assert link.sender.report() == InstallSnapshotResponse(
-        TERM, FOLLOWER, LEADER, META.index, size, True, False
-    )
+    assert ended(link.sender) == (make_request(), True, size)
     assert link.sender.bytes_sent == size
     assert link.sender.chunks_sent == math.ceil(size / 10)
     # The sender read each byte of the source exactly once, in order.
@@ -522,7 +530,7 @@ def test_new_sender_resumes_at_held_offset() -> None:
     assert second.sender.done and bytes(second.sink.buf) == data
     assert second.sender.bytes_sent == size - held
     assert min(off for off, _ in second.source.reads) == held
-    assert second.sender.report().offset == size
+    assert ended(second.sender) == (make_request(), True, size)
     assert len(first.sinks.opened) == 1 and first.sinks.aborted == []
 
 
@@ -557,7 +565,8 @@ def test_new_leader_term_starts_over() -> None:
     new_data = payload(size, salt=2)
     new = Link(
         new_data,
-        request=make_request(leader=OTHER_LEADER, term=TERM + 1),
+        request=make_request(term=TERM + 1),
+        leader=OTHER_LEADER,
         receiver=old.receiver,
         sinks=old.sinks,
     )
@@ -575,6 +584,7 @@ def test_new_leader_term_starts_over() -> None:
 
 def test_gives_up_after_give_up_ticks_without_answer() -> None:
     sender = SnapshotSender(
+        LEADER,
         make_request(),
         MemSource(payload(50)),
         chunk_bytes=10,
@@ -589,13 +599,13 @@ def test_gives_up_after_give_up_ticks_without_answer() -> None:
     assert not sender.finished
     assert sender.tick() == []
     assert sender.failed and sender.finished and not sender.done
-    assert sender.report() == InstallSnapshotResponse(TERM, FOLLOWER, LEADER, 100, 0, False, True)
+    assert ended(sender) == (make_request(), False, 0)
     # A finished sender does nothing more, whatever arrives.
     assert [sender.tick() for _ in range(20)] == [[]] * 20
     assert sender.on_response(answer(0)) == []
     assert sender.on_response(answer(50, done=True)) == []
     assert sender.failed and not sender.done
-    assert sender.report().rejected and not sender.report().done
+    assert ended(sender) == (make_request(), False, 0)
     assert sender.chunks_sent == 0 and sender.bytes_sent == 0
 
 
@@ -615,9 +625,7 @@ def test_gives_up_mid_transfer_and_reports_acked_offset() -> None:
     # The silence started with the last answer: give_up_ticks ticks later the sender fails.
     assert ticks == 12
     assert link.sender.failed
-    assert link.sender.report() == InstallSnapshotResponse(
-        TERM, FOLLOWER, LEADER, 100, 40, False, True
-    )
+    assert ended(link.sender) == (make_request(), False, 40)
 
 
 def test_answers_keep_sender_alive_past_give_up_ticks() -> None:
@@ -638,13 +646,13 @@ def test_done_sender_ignores_everything() -> None:
     link = Link(data)
     link.run()
     s = link.sender
-    assert s.done and s.report().done
+    assert s.done and s.report() == (make_request(), True)
     sent = s.bytes_sent
     assert [s.tick() for _ in range(200)] == [[]] * 200
     assert s.on_response(answer(0)) == []
     assert s.on_response(answer(0, rejected=True)) == []
     assert s.done and not s.failed and s.bytes_sent == sent
-    assert s.report() == InstallSnapshotResponse(TERM, FOLLOWER, LEADER, 100, 25, True, False)
+    assert ended(s) == (make_request(), True, 25)
 
 
 def test_rejected_file_fails_sender_and_receiver_starts_over() -> None:
@@ -662,9 +670,7 @@ def test_rejected_file_fails_sender_and_receiver_starts_over() -> None:
     assert link.sinks.aborted == []
     link.deliver_to_leader()
     assert link.sender.failed and not link.sender.done
-    assert link.sender.report() == InstallSnapshotResponse(
-        TERM, FOLLOWER, LEADER, 100, 64, False, True
-    )
+    assert ended(link.sender) == (make_request(), False, 64)
     assert link.sender.tick() == []
 
     # The key is not remembered as completed: a late chunk of it is refused ...
@@ -683,7 +689,7 @@ def test_rejected_answer_before_completion_fails_sender() -> None:
     link.start()
     link.round()
     assert link.sender.on_response(answer(10, rejected=True)) == []
-    assert link.sender.failed and link.sender.report().rejected
+    assert link.sender.failed and link.sender.report() == (make_request(), False)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -737,7 +743,7 @@ def test_answer_beyond_size_fails_sender() -> None:
     s2.start()
     assert s2.on_response(answer(101)) == []
     assert s2.failed and not s2.done
-    assert s2.report().rejected and not s2.report().done
+    assert s2.report() == (make_request(), False)
     assert s2.bytes_sent == 0
 
 
@@ -748,7 +754,7 @@ def test_probe_answer_of_whole_file_waits_for_done() -> None:
     assert s.on_response(answer(100)) == []
     assert s.acked == 100 and not s.finished and s.bytes_sent == 0
     assert s.on_response(answer(100, done=True)) == []
-    assert s.done and s.report().offset == 100
+    assert s.done and ended(s) == (make_request(), True, 100)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -910,7 +916,7 @@ def test_completed_key_still_known_after_another_transfer() -> None:
     again = Link(PARTIAL, receiver=receiver, sinks=sinks)
     again.run()
     assert again.sender.done and again.sender.bytes_sent == 0
-    assert again.sender.report().offset == len(PARTIAL)
+    assert ended(again.sender) == (make_request(), True, len(PARTIAL))
 
 
 def test_reset_aborts_partial_but_not_a_file_being_verified() -> None:
@@ -949,6 +955,7 @@ def test_constructor_validation(
 ) -> None:
     with pytest.raises(ValueError, match="need 1 <="):
         SnapshotSender(
+            LEADER,
             make_request(),
             MemSource(b"abc"),
             chunk_bytes=chunk_bytes,
@@ -960,6 +967,7 @@ def test_constructor_validation(
 
 def test_constructor_accepts_boundaries() -> None:
     s = SnapshotSender(
+        LEADER,
         make_request(),
         MemSource(b"abc"),
         chunk_bytes=1,
@@ -976,7 +984,9 @@ def test_short_read_raises_oserror() -> None:
         def read(self, offset: int, n: int) -> bytes:
             return super().read(offset, n)[:-1]
 
-    s = SnapshotSender(make_request(), Truncated(payload(30)), chunk_bytes=10, window_bytes=20)
+    s = SnapshotSender(
+        LEADER, make_request(), Truncated(payload(30)), chunk_bytes=10, window_bytes=20
+    )
     s.start()
     with pytest.raises(OSError, match="short read"):
         s.on_response(answer(0))
@@ -1005,9 +1015,7 @@ def test_follower_restart_mid_transfer_refuses_and_new_transfer_starts_over() ->
     assert ticks == 4  # the first go-back-N resend is refused
     assert link.sender.failed and not link.sender.done
     assert link.answers[-1] == REFUSED
-    assert link.sender.report() == InstallSnapshotResponse(
-        TERM, FOLLOWER, LEADER, 100, 80, False, True
-    )
+    assert ended(link.sender) == (make_request(), False, 80)
 
     again = Link(data, receiver=link.receiver, sinks=link.sinks)
     again.run()
@@ -1063,7 +1071,9 @@ def test_lost_final_answer_still_ends_done() -> None:
 
 
 def test_window_not_multiple_of_chunk_is_respected() -> None:
-    s = SnapshotSender(make_request(), MemSource(payload(200)), chunk_bytes=10, window_bytes=35)
+    s = SnapshotSender(
+        LEADER, make_request(), MemSource(payload(200)), chunk_bytes=10, window_bytes=35
+    )
     s.start()
     burst = s.on_response(answer(0))
     unacked = sum(len(m.data) for m in burst)
@@ -1140,7 +1150,8 @@ def key_of(m: InstallSnapshot) -> Key:
 class LeaderSide:
     """One SnapshotSender, and what the test knows about it."""
 
-    request: InstallSnapshot
+    leader: int
+    request: SnapshotRequest
     data: bytes
     sender: SnapshotSender
     started_at: int
@@ -1148,7 +1159,8 @@ class LeaderSide:
 
     @property
     def key(self) -> Key:
-        return key_of(self.request)
+        r = self.request
+        return (self.leader, r.term, r.meta.index, r.meta.term)
 
 
 @dataclass
@@ -1240,8 +1252,9 @@ def run_random(seed: int) -> None:
     verifying: list[tuple[int, Completed[MemSink]]] = []  # (due tick, file)
 
     def start_leader(node: int, term: int, data: bytes) -> LeaderSide:
-        request = make_request(leader=node, term=term)
+        request = make_request(term=term)
         sender = SnapshotSender(
+            node,
             request,
             MemSource(data),
             chunk_bytes=chunk_bytes,
@@ -1249,7 +1262,7 @@ def run_random(seed: int) -> None:
             retry_ticks=retry,
             give_up_ticks=give_up,
         )
-        side = LeaderSide(request, data, sender, started_at=ch.now)
+        side = LeaderSide(node, request, data, sender, started_at=ch.now)
         assert data_by_key.setdefault(side.key, data) == data
         leaders[node] = side  # replaces this node's previous sender, if any
         send_chunks(side, sender.start())
@@ -1359,19 +1372,15 @@ def run_random(seed: int) -> None:
         pytest.fail(f"transfer neither done nor failed after {max_ticks} ticks {where}")
 
     sender = active.sender
-    leader, term = active.request.src, active.request.term
+    leader, term = active.leader, active.request.term
     size = len(active.data)
     long_outage = outage[1] - outage[0] >= give_up
     if sender.done:
         assert active.key in follower.verified, f"done, yet the follower never verified {where}"
-        assert sender.report() == InstallSnapshotResponse(
-            term, FOLLOWER, leader, META.index, size, True, False
-        ), where
+        assert ended(sender) == (active.request, True, size), where
     else:
         assert sender.failed, where
-        assert sender.report() == InstallSnapshotResponse(
-            term, FOLLOWER, leader, META.index, sender.acked, False, True
-        ), where
+        assert sender.report() == (active.request, False), where
         # A lost final answer no longer fails a transfer (the sender probes again once every
         # byte is acknowledged): only a long outage or a follower restart may.
         restarted = active.key in restart_keys
@@ -1455,7 +1464,7 @@ class ClosingSource(MemSource):
 
 def test_senders_route_answers_and_report_the_end() -> None:
     sent: list[InstallSnapshot] = []
-    table = SnapshotSenders(sent.append, chunk_bytes=10, window_bytes=20)
+    table = SnapshotSenders(LEADER, sent.append, chunk_bytes=10, window_bytes=20)
     source = ClosingSource(payload(25))
     table.start(make_request(), source)
     assert sent == [probe()] and len(table) == 1
@@ -1464,7 +1473,7 @@ def test_senders_route_answers_and_report_the_end() -> None:
     assert table.on_answer(answer(0, src=3)) is None  # nobody sends to 3: ignored
     assert table.on_answer(answer(20)) is None
     report = table.on_answer(answer(25, done=True))
-    assert report == InstallSnapshotResponse(TERM, FOLLOWER, LEADER, META.index, 25, True, False)
+    assert report == (make_request(), True)
     assert source.closed and len(table) == 0
     assert table.bytes_sent == 25
     assert table.on_answer(answer(25, done=True)) is None  # ended already
@@ -1472,13 +1481,13 @@ def test_senders_route_answers_and_report_the_end() -> None:
 
 def test_senders_replace_stop_and_fail_on_read_errors() -> None:
     sent: list[InstallSnapshot] = []
-    table = SnapshotSenders(sent.append, chunk_bytes=10, window_bytes=20)
+    table = SnapshotSenders(LEADER, sent.append, chunk_bytes=10, window_bytes=20)
     first, second = ClosingSource(payload(30)), ClosingSource(payload(30), fail_at=10)
     table.start(make_request(), first)
     table.start(make_request(), second)  # the core asked again: the old one ends unreported
     assert first.closed and not second.closed and len(table) == 1
     report = table.on_answer(answer(0))  # reading at 10 fails: the transfer ends as failed
-    assert report is not None and report.rejected and not report.done
+    assert report == (make_request(), False)
     assert second.closed and len(table) == 0
     third = ClosingSource(payload(30))
     table.start(make_request(dst=3), third)

@@ -25,7 +25,7 @@ from raftpy.core.messages import (
     EntryKind,
     Heartbeat,
     InstallSnapshot,
-    Message,
+    PeerMessage,
     SnapshotMeta,
     encode_message,
 )
@@ -97,7 +97,7 @@ class Node:
     """A transport plus what it received."""
 
     def __init__(self, node_id: int, peers: dict[int, str], **kw: Any) -> None:
-        self.inbox: list[Message] = []
+        self.inbox: list[PeerMessage] = []
         self.requests: list[tuple[ClientConnection, ClientRequest]] = []
         on_request = kw.pop("on_client_request", None) or self._on_request
         self.t = TcpTransport(
@@ -150,7 +150,7 @@ def frame(obj: Hello | HelloReply | ClientRequest | ClientResponse) -> bytes:
     return encode_frame(encode_frame_payload(obj))
 
 
-def msg_frame(message: Message) -> bytes:
+def msg_frame(message: PeerMessage) -> bytes:
     return encode_frame(encode_message(message))
 
 
@@ -378,7 +378,7 @@ def test_a_callback_that_raises_is_logged_and_the_connection_carries_on(
             a, b = nodes[1], nodes[2]
             real_append = b.inbox.append
 
-            def flaky(message: Message) -> None:
+            def flaky(message: PeerMessage) -> None:
                 real_append(message)
                 if len(b.inbox) == 1:
                     raise RuntimeError("node bug")

@@ -1,4 +1,9 @@
-"""Every message Raft peers exchange, as frozen msgspec Structs in one tagged union.
+"""Every message Raft peers exchange, as frozen msgspec Structs in tagged unions.
+
+:data:`Message` is what the consensus core steps and sends (:meth:`raftpy.core.raft.Raft.step`,
+``Ready.messages``). :data:`PeerMessage` is everything on the wire between peers: those, plus
+the snapshot chunks (:class:`InstallSnapshot`) and their answers that drivers exchange to move
+a snapshot file (:mod:`raftpy.snapshot_transfer`); the core never sees those two.
 
 All structs here are ``gc=False``: they are frozen and hold only ints, bytes, enums and tuples
 of such structs, so they can never be part of a reference cycle, and leaving millions of log
@@ -170,7 +175,9 @@ class InstallSnapshot(msgspec.Struct, frozen=True, array_like=True, gc=False, ta
     """One chunk of a snapshot sent to a follower that lags behind the leader's log (Raft §7).
 
     ``data`` holds bytes ``[offset, offset + len(data))`` of the snapshot; ``done`` marks the
-    last chunk.
+    last chunk. Drivers exchange chunks (:mod:`raftpy.snapshot_transfer`); the core asks for a
+    transfer with ``Ready.snapshot_requests`` and is handed the whole, verified file with
+    ``Raft.install_snapshot``.
     """
 
     term: NonNeg
@@ -211,22 +218,24 @@ Message = (
     | AppendEntriesResponse
     | Heartbeat
     | HeartbeatResponse
-    | InstallSnapshot
-    | InstallSnapshotResponse
     | TimeoutNow
 )
-"""Every peer message: a tagged union."""
+"""Every message the consensus core steps and sends: a tagged union."""
+
+PeerMessage = Message | InstallSnapshot | InstallSnapshotResponse
+"""Every message on the wire between peers: the core's :data:`Message`, plus snapshot chunks
+and their answers (the drivers' business, :mod:`raftpy.snapshot_transfer`)."""
 
 _encoder = msgspec.msgpack.Encoder()
-_decoder: msgspec.msgpack.Decoder[Message] = msgspec.msgpack.Decoder(Message)
+_decoder: msgspec.msgpack.Decoder[PeerMessage] = msgspec.msgpack.Decoder(PeerMessage)
 
 
-def encode_message(message: Message) -> bytes:
+def encode_message(message: PeerMessage) -> bytes:
     """Encode one message to bytes (msgpack, tagged)."""
     return _encoder.encode(message)
 
 
-def decode_message(data: bytes | bytearray | memoryview) -> Message:
+def decode_message(data: bytes | bytearray | memoryview) -> PeerMessage:
     """Decode bytes produced by :func:`encode_message`.
 
     Raises :class:`~raftpy.errors.MessageDecodeError` for anything malformed: invalid msgpack,

@@ -1,8 +1,10 @@
 """Raft: the consensus rules of the paper as a deterministic, sans-I/O state machine.
 
 Inputs: :meth:`Raft.tick`, :meth:`Raft.step`, :meth:`Raft.propose`, :meth:`Raft.read_index`,
-:meth:`Raft.transfer_leadership`, :meth:`Raft.campaign`. Output: :meth:`Raft.ready`, which the
-driver carries out and acknowledges with :meth:`Raft.advance` (see :mod:`raftpy.core.ready`).
+:meth:`Raft.transfer_leadership`, :meth:`Raft.campaign`, and for snapshots the driver moved
+(Raft §7) :meth:`Raft.install_snapshot` and :meth:`Raft.report_snapshot`. Output:
+:meth:`Raft.ready`, which the driver carries out and acknowledges with :meth:`Raft.advance`
+(see :mod:`raftpy.core.ready`).
 
 ``step`` works in two phases (etcd raft's design): first it settles terms (Raft §5.1: a higher
 term makes us a follower, a lower one is ignored or answered), then it hands the message to the
@@ -30,18 +32,17 @@ from raftpy.core.messages import (
     EntryKind,
     Heartbeat,
     HeartbeatResponse,
-    InstallSnapshot,
-    InstallSnapshotResponse,
     Message,
     RequestVote,
     RequestVoteResponse,
+    SnapshotMeta,
     TimeoutNow,
     entries_size,
 )
 from raftpy.core.progress import Progress, ProgressState
 from raftpy.core.quorum import VoteResult
 from raftpy.core.read_only import ReadOnly
-from raftpy.core.ready import ReadState, Ready, Role, SoftState
+from raftpy.core.ready import ReadState, Ready, Role, SnapshotRequest, SoftState
 from raftpy.core.status import PeerStatus as PeerStatus  # re-exported (lived here before)
 from raftpy.core.status import Status as Status  # re-exported (lived here before)
 from raftpy.core.storage import HardState, LogStorage
@@ -51,8 +52,9 @@ from raftpy.errors import InvariantViolation, LocalProtocolError, NotLeaderError
 logger = logging.getLogger("raftpy.core")
 
 # Messages a leader sends that do not promise anything about the sender's own durable state
-# beyond its term, which was persisted before it could win (Thesis §10.2.1).
-_SEND_NOW = (AppendEntries, Heartbeat, InstallSnapshot, TimeoutNow)
+# beyond its term, which was persisted before it could win (Thesis §10.2.1). Snapshot requests
+# (Ready.snapshot_requests) do not wait for persistence either.
+_SEND_NOW = (AppendEntries, Heartbeat, TimeoutNow)
 
 
 class Raft:
@@ -97,6 +99,7 @@ class Raft:
         self._read_only = ReadOnly()
         self._msgs: list[Message] = []
         self._msgs_after_persist: list[Message] = []
+        self._snapshot_requests: list[SnapshotRequest] = []
         self._read_states: list[ReadState] = []
         self._step: Callable[[Message], None] = self._step_follower
         self._tick: Callable[[], None] = self._tick_election
@@ -324,6 +327,48 @@ class Raft:
         else:
             self._maybe_send_append(to)
 
+    def install_snapshot(self, meta: SnapshotMeta, leader: int, term: int) -> bool:
+        """A snapshot ``leader`` sent in ``term`` arrived whole and verified (Raft §7).
+
+        The driver streams the file (:mod:`raftpy.snapshot_transfer`) and calls this once it is
+        complete and its checksum checked, so snapshot bytes never pass through the core. Returns
+        whether the core took it: then it comes back as ``Ready.snapshot``, for the driver to
+        persist and restore. ``False``: the term is stale, or we already hold what it covers;
+        the driver drops the file. The acknowledgement to ``leader`` is a persisted message.
+        """
+        if term > self.term:
+            # Raft §5.1: a higher term makes us a follower of that term, under its sender.
+            self._become_follower(term, leader)
+        elif term < self.term:
+            return False  # Raft §5.1: from a deposed leader; dropped
+        if self.role is Role.LEADER:
+            raise self._second_leader(leader, "InstallSnapshot")
+        if self.role is not Role.FOLLOWER:
+            # Raft §5.2: a leader of our term exists; concede.
+            self._become_follower(term, leader)
+        self.election_elapsed = 0
+        self.lead = leader
+        return self._handle_install_snapshot(meta, leader)
+
+    def report_snapshot(self, request: SnapshotRequest, ok: bool) -> None:
+        """The driver finished carrying out ``request`` (etcd raft's ReportSnapshot): the
+        follower holds the snapshot (``ok``) or the transfer failed.
+
+        Both end the follower's snapshot state the same way: it is probed from after the
+        snapshot, but only once it answers (done) or after the next heartbeat response
+        (failed), so there is no tight retry loop. A report about an earlier term's transfer,
+        or about another snapshot than the one the follower waits for, changes nothing.
+        """
+        if request.term != self.term or self.role is not Role.LEADER:
+            return  # a past leadership's transfer: its progress is gone
+        pr = self.prs.get(request.to)
+        if pr is None:
+            return
+        pr.recent_active = True
+        if pr.state is ProgressState.SNAPSHOT and request.meta.index == pr.pending_snapshot:
+            pr.become_probe()
+            pr.probe_sent = True
+
     # ------------------------------------------------------------------------------------------
     # step: phase 1, settle terms
     # ------------------------------------------------------------------------------------------
@@ -356,7 +401,7 @@ class Raft:
                 pass
             else:
                 # Raft §5.1: a higher term makes us a follower of that term.
-                lead = m.src if isinstance(m, AppendEntries | Heartbeat | InstallSnapshot) else None
+                lead = m.src if isinstance(m, AppendEntries | Heartbeat) else None
                 self._become_follower(m.term, lead)
         elif m.term < self.term:
             self._answer_stale(m)
@@ -407,10 +452,6 @@ class Raft:
             self.election_elapsed = 0
             self.lead = m.src
             self._handle_heartbeat(m)
-        elif isinstance(m, InstallSnapshot):
-            self.election_elapsed = 0
-            self.lead = m.src
-            self._handle_install_snapshot(m)
         elif isinstance(m, TimeoutNow):
             # Thesis §3.10: the leader asks us to take over; skip PreVote, it knows.
             logger.info("%d campaigns on TimeoutNow from %d", self.id, m.src)
@@ -418,7 +459,7 @@ class Raft:
         # Responses and stray messages of this term are ignored.
 
     def _step_candidate(self, m: Message) -> None:
-        if isinstance(m, AppendEntries | Heartbeat | InstallSnapshot):
+        if isinstance(m, AppendEntries | Heartbeat):
             # Raft §5.2: a leader of our term exists; concede.
             self._become_follower(m.term, m.src)
             self._step_follower(m)
@@ -431,14 +472,14 @@ class Raft:
             self._handle_append_response(m)
         elif isinstance(m, HeartbeatResponse):
             self._handle_heartbeat_response(m)
-        elif isinstance(m, InstallSnapshotResponse):
-            self._handle_snapshot_response(m)
-        elif isinstance(m, AppendEntries | Heartbeat | InstallSnapshot):
-            # Raft §5.2 guarantees one leader per term: another one is a safety violation.
-            raise InvariantViolation(
-                f"node {self.id} is leader of term {self.term} but {m.src} sent "
-                f"{type(m).__name__} for the same term"
-            )
+        elif isinstance(m, AppendEntries | Heartbeat):
+            raise self._second_leader(m.src, type(m).__name__)
+
+    def _second_leader(self, src: int, kind: str) -> InvariantViolation:
+        # Raft §5.2 guarantees one leader per term: another one is a safety violation.
+        return InvariantViolation(
+            f"node {self.id} is leader of term {self.term} but {src} sent {kind} for the same term"
+        )
 
     # -- candidate ----------------------------------------------------------------------------
 
@@ -514,27 +555,21 @@ class Raft:
         self.log.commit_to(min(m.commit, self.log.last_index()))
         self._send(HeartbeatResponse(self.term, self.id, m.src, m.context))
 
-    def _handle_install_snapshot(self, m: InstallSnapshot) -> None:
-        """A snapshot from the leader arrived whole and verified (Raft §7, Figure 13).
-
-        The chunks themselves never reach the core: the driver streams them to disk (see
-        :mod:`raftpy.snapshot_transfer`) and steps one ``done`` message once the file is
-        complete, so snapshot data never passes through here."""
-        if not m.done:
-            return  # a bare chunk: the driver's business, never ours
-        meta = m.meta
+    def _handle_install_snapshot(self, meta: SnapshotMeta, leader: int) -> bool:
+        """Take a whole, verified snapshot from the leader, or not (Raft §7, Figure 13);
+        returns whether we restore it."""
         if meta.index <= self.log.committed:
             # Stale or duplicate: we hold everything it covers. Say how far we are so the
             # leader moves on from there.
-            self._send(AppendEntriesResponse(self.term, self.id, m.src, True, self.log.committed))
-            return
+            self._send(AppendEntriesResponse(self.term, self.id, leader, True, self.log.committed))
+            return False
         if self.log.match_term(meta.index, meta.term):
             # Raft §7: "if an existing entry has the same index and term as the snapshot's last
             # included entry, retain the entries following it". Those entries are committed
             # now; they are applied from the log, and the snapshot is not needed.
             self.log.commit_to(meta.index)
-            self._send(AppendEntriesResponse(self.term, self.id, m.src, True, self.log.committed))
-            return
+            self._send(AppendEntriesResponse(self.term, self.id, leader, True, self.log.committed))
+            return False
         # Raft §7: otherwise discard the whole log and take the snapshot's state, membership
         # included (Thesis §4: the configuration lives in the snapshot too).
         logger.info(
@@ -542,12 +577,13 @@ class Raft:
             self.id,
             meta.index,
             meta.term,
-            m.src,
+            leader,
         )
         self.log.restore(meta)
         self.tracker.set_config(meta.conf, self.log.last_index())
         # Sent only once the snapshot is durable: it promises we hold the log up to its index.
-        self._send(AppendEntriesResponse(self.term, self.id, m.src, True, meta.index))
+        self._send(AppendEntriesResponse(self.term, self.id, leader, True, meta.index))
+        return True
 
     # -- leader -------------------------------------------------------------------------------
 
@@ -614,19 +650,6 @@ class Raft:
             for rs in self._read_only.recv_ack(m.src, m.context, self.tracker.has_quorum):
                 self._read_states.append(rs)
 
-    def _handle_snapshot_response(self, m: InstallSnapshotResponse) -> None:
-        pr = self.prs.get(m.src)
-        if pr is None:
-            return
-        pr.recent_active = True
-        finished = m.rejected or m.done
-        if pr.state is ProgressState.SNAPSHOT and m.index == pr.pending_snapshot and finished:
-            # The driver reports the end of a transfer (etcd raft's ReportSnapshot). Probe from
-            # after the snapshot, but wait for the follower's answer (done) or the next
-            # heartbeat response (failed) before sending: no tight retry loop.
-            pr.become_probe()
-            pr.probe_sent = True
-
     def _quorum_active(self) -> bool:
         """Thesis §6.2: whether a quorum answered during the election timeout just ended; the
         next one starts from nothing."""
@@ -686,9 +709,9 @@ class Raft:
         return True
 
     def _send_snapshot(self, to: int, pr: Progress) -> bool:
-        """Ask the driver to stream our latest snapshot to ``to`` (Raft §7). The message carries
-        only the metadata (``offset`` 0, no data, not ``done``): the driver sends the file in
-        chunks and reports the outcome back as an :class:`InstallSnapshotResponse`."""
+        """Ask the driver to stream our latest snapshot to ``to`` (Raft §7): a
+        :class:`SnapshotRequest` in ``Ready.snapshot_requests``. The driver sends the file in
+        chunks and reports the outcome with :meth:`report_snapshot`."""
         if not pr.recent_active:
             # A snapshot is costly: only for a follower we heard from lately (etcd raft does the
             # same); the next heartbeat response makes it active and gets here again.
@@ -703,7 +726,7 @@ class Raft:
             to,
             pr.next,
         )
-        self._send(InstallSnapshot(self.term, self.id, to, meta, 0, b"", False))
+        self._snapshot_requests.append(SnapshotRequest(to, self.term, meta))
         return True
 
     def _bcast_append(self, send_if_empty: bool = True) -> None:
@@ -730,6 +753,7 @@ class Raft:
         return bool(
             self._msgs
             or self._msgs_after_persist
+            or self._snapshot_requests
             or self._read_states
             or self.log.has_unstable()
             or self.log.has_next_committed_entries()
@@ -761,12 +785,14 @@ class Raft:
             entries=entries,
             must_sync=must_sync,
             messages=tuple(self._msgs),
+            snapshot_requests=tuple(self._snapshot_requests),
             persisted_messages=tuple(self._msgs_after_persist),
             committed_entries=committed,
             read_states=tuple(self._read_states),
         )
         self._msgs = []
         self._msgs_after_persist = []
+        self._snapshot_requests = []
         self._read_states = []
         if committed:
             self.log.applying_to(committed[-1].index)

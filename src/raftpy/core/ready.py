@@ -1,10 +1,11 @@
 """Ready: everything the driver must do after feeding the core, in order.
 
-The driver's loop (etcd raft's RawNode contract, DESIGN §3)::
+The driver's loop (etcd raft's RawNode contract; docs/architecture.md, "The Ready loop")::
 
     while core.has_ready():
         rd = core.ready()
         send(rd.messages)                 # may go at once: the leader's appends and heartbeats
+        stream(rd.snapshot_requests)      # may start at once: our latest snapshot to a follower
         persist(rd.hard_state, rd.snapshot, rd.entries); fsync   # before anything below
         send(rd.persisted_messages)       # votes and acknowledgements: they promise durability
         apply(rd.committed_entries)       # in order
@@ -12,6 +13,11 @@ The driver's loop (etcd raft's RawNode contract, DESIGN §3)::
 
 Sending ``messages`` after persisting is always correct too; only ``persisted_messages`` must
 wait for the sync (Thesis §10.2.1: the leader may write its log in parallel with replication).
+
+Snapshot bytes never pass through the core (Raft §7). A leader's driver streams the file a
+:class:`SnapshotRequest` names (:mod:`raftpy.snapshot_transfer`) and reports the outcome with
+``Raft.report_snapshot``; a follower's driver collects the file, verifies it and hands it over
+with ``Raft.install_snapshot``, and if the core takes it, it comes back as ``Ready.snapshot``.
 """
 
 from __future__ import annotations
@@ -50,6 +56,18 @@ class ReadState:
 
 
 @dataclass(frozen=True, slots=True)
+class SnapshotRequest:
+    """Stream our latest snapshot, ``meta``, to follower ``to`` (Raft §7): it needs entries the
+    log no longer holds. ``term`` is the leader's term when it asked. The driver reports the
+    end of the transfer with ``Raft.report_snapshot(request, ok)``; until then the core sends
+    ``to`` no entries."""
+
+    to: int
+    term: int
+    meta: SnapshotMeta
+
+
+@dataclass(frozen=True, slots=True)
 class Ready:
     """What to persist, send and apply; hand it back with ``advance()`` when done.
 
@@ -60,6 +78,9 @@ class Ready:
     - ``must_sync``: whether the writes above need an fsync before ``persisted_messages`` go
       (term, vote or entries changed; a commit-only change does not).
     - ``messages``: send now (they do not depend on the writes above).
+    - ``snapshot_requests``: start streaming a snapshot to each follower named, now (they do
+      not depend on the writes above either); report each outcome with
+      ``Raft.report_snapshot``.
     - ``persisted_messages``: send only after the writes above are durable.
     - ``committed_entries``: apply in order.
     - ``read_states``: linearizable reads now servable once their index is applied.
@@ -72,6 +93,7 @@ class Ready:
     entries: tuple[Entry, ...]
     must_sync: bool
     messages: tuple[Message, ...]
+    snapshot_requests: tuple[SnapshotRequest, ...]
     persisted_messages: tuple[Message, ...]
     committed_entries: tuple[Entry, ...]
     read_states: tuple[ReadState, ...]
@@ -83,6 +105,7 @@ class Ready:
             or self.snapshot
             or self.entries
             or self.messages
+            or self.snapshot_requests
             or self.persisted_messages
             or self.committed_entries
             or self.read_states

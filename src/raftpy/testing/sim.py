@@ -38,7 +38,7 @@ from raftpy.core.messages import (
     Heartbeat,
     InstallSnapshot,
     InstallSnapshotResponse,
-    Message,
+    PeerMessage,
     RequestVote,
     SnapshotMeta,
     TimeoutNow,
@@ -361,12 +361,13 @@ class SimCluster:
                 node.raft.tick()
                 self._push(t + self._tick_us, _TICK, dst, inc)
                 if node.senders:
-                    for report in node.senders.tick():
-                        node.raft.step(report)
+                    for request, ok in node.senders.tick():
+                        node.raft.report_snapshot(request, ok)
             else:
                 if not self._reachable(src, dst):
                     continue  # the link failed while the message was in flight
                 m = decode_message(payload)
+                # Snapshot chunks and their answers are the transfers' business, not the core's.
                 if isinstance(m, InstallSnapshot):
                     self._on_snapshot_chunk(node, m)
                 elif isinstance(m, InstallSnapshotResponse):
@@ -558,6 +559,7 @@ class SimCluster:
         node.last_applied = node.storage.first_index() - 1
         node.receiver = SnapshotReceiver(node.snaps.begin_receive, lambda sink: sink.abort())
         node.senders = SnapshotSenders(
+            node.id,
             lambda m: self._send(node.id, m),
             chunk_bytes=self._chunk_bytes,
             window_bytes=4 * self._chunk_bytes,
@@ -592,7 +594,7 @@ class SimCluster:
     def _reachable(self, a: int, b: int) -> bool:
         return self._connected[a] and self._connected[b] and self._group[a] == self._group[b]
 
-    def _send(self, src: int, m: Message) -> None:
+    def _send(self, src: int, m: PeerMessage) -> None:
         data = encode_message(m)
         self._messages += 1
         self._bytes += len(data)
@@ -687,10 +689,11 @@ class SimCluster:
 
     def _on_snapshot_answer(self, node: _Node, m: InstallSnapshotResponse) -> None:
         if node.senders is not None:
-            report = node.senders.on_answer(m)
-            if report is not None:
+            outcome = node.senders.on_answer(m)
+            if outcome is not None:
                 assert node.raft is not None
-                node.raft.step(report)
+                request, ok = outcome
+                node.raft.report_snapshot(request, ok)
 
     def _on_snapshot_chunk(self, node: _Node, m: InstallSnapshot) -> None:
         receiver = node.receiver
@@ -715,13 +718,11 @@ class SimCluster:
         if not ok:
             sink.abort()
             return answer
-        key = (m.meta.index, m.meta.term)
-        node.received[key] = sink  # taken by _install if the core restores it
-        node.raft.step(InstallSnapshot(m.term, m.src, m.dst, m.meta, sink.size, b"", True))
+        if node.raft.install_snapshot(m.meta, m.src, m.term):
+            node.received[(m.meta.index, m.meta.term)] = sink  # for _install (Ready.snapshot)
+        else:
+            sink.abort()  # stale, or the log already holds what it covers
         self._process(node)
-        leftover = node.received.pop(key, None)
-        if leftover is not None:
-            leftover.abort()  # the core did not need it
         return answer
 
     def _handle_ready(self, node: _Node, raft: Raft, rd: Ready) -> None:
@@ -730,13 +731,13 @@ class SimCluster:
                 self._on_new_leader(node, raft)
             elif node.senders is not None:
                 node.senders.stop()  # its transfers end with its leadership
-        # Messages that do not depend on durability may leave first (Thesis §10.2.1).
+        # Messages that do not depend on durability may leave first (Thesis §10.2.1), and
+        # snapshot transfers may start.
         for m in rd.messages:
-            if isinstance(m, InstallSnapshot):
-                assert node.senders is not None
-                node.senders.start(m, node.snaps.open_source(m.meta))
-            else:
-                self._send(node.id, m)
+            self._send(node.id, m)
+        for request in rd.snapshot_requests:
+            assert node.senders is not None
+            node.senders.start(request, node.snaps.open_source(request.meta))
         # Persist, then sync when the Ready says so: only synced writes survive a crash.
         storage = node.storage
         if rd.snapshot is not None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from raftpy.core.messages import Message
+from raftpy.core.messages import PeerMessage
 from raftpy.transport.protocol import ClientRequest, ClientResponse
 
 
@@ -36,7 +36,7 @@ class ClientConnectionLike(Protocol):
         ...
 
 
-MessageCallback = Callable[[Message], None]
+MessageCallback = Callable[[PeerMessage], None]
 """Called with each peer message addressed to this node."""
 
 ClientRequestCallback = Callable[[ClientConnectionLike, ClientRequest], None]
@@ -50,7 +50,7 @@ class Transport(Protocol):
         """Start serving (for TCP: bind and listen). Called once, before anything else."""
         ...
 
-    def send(self, message: Message) -> None:
+    def send(self, message: PeerMessage) -> None:
         """Queue ``message`` for the node ``message.dst``. Never blocks and never raises for
         network trouble: what cannot be delivered is dropped (Raft retries)."""
         ...

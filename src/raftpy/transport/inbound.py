@@ -3,7 +3,7 @@ requests.
 
 Every accepted connection starts the same way (its first frame must be a
 :class:`~raftpy.transport.protocol.Hello`, within ``handshake_timeout``); the handshake decides
-what follows. A peer connection only carries :data:`~raftpy.core.messages.Message` frames from
+what follows. A peer connection only carries :data:`~raftpy.core.messages.PeerMessage` frames from
 that peer to us, each handed to ``on_message``; a client connection carries
 :class:`~raftpy.transport.protocol.ClientRequest` frames, each handed to ``on_client_request``
 with the :class:`~raftpy.transport.clients.ClientConnection` that answers it.
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Final
 
 import msgspec
 
-from raftpy.core.messages import Message
+from raftpy.core.messages import PeerMessage
 from raftpy.errors import MessageDecodeError, RemoteProtocolError
 from raftpy.transport.clients import ClientConnection
 from raftpy.transport.connection import FrameReader, tune_socket
@@ -39,7 +39,7 @@ _CLIENT_BUFFER: Final = 32 << 10  # handshaking and client connections (grows fo
 _PEER_BUFFER: Final = 1 << 20  # accepted peer connections: the replication stream
 
 # The same decoder as raftpy.core.messages.decode_message, called directly on the hot path.
-_message_decoder: msgspec.msgpack.Decoder[Message] = msgspec.msgpack.Decoder(Message)
+_message_decoder: msgspec.msgpack.Decoder[PeerMessage] = msgspec.msgpack.Decoder(PeerMessage)
 
 
 class InboundConnection(FrameReader):

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Final
 
 import msgspec
 
-from raftpy.core.messages import PROTOCOL_VERSION, Message
+from raftpy.core.messages import PROTOCOL_VERSION, PeerMessage
 from raftpy.errors import RemoteProtocolError
 from raftpy.transport.address import parse_address
 from raftpy.transport.codec import HEADER_SIZE
@@ -151,7 +151,7 @@ class PeerLink:
         # Set when the peer dials us: it is back, so stop waiting out the backoff.
         self._retry_now = asyncio.Event()
 
-    def push(self, message: Message) -> None:
+    def push(self, message: PeerMessage) -> None:
         if self.closed:
             return
         buf = self._pending
@@ -173,7 +173,7 @@ class PeerLink:
             self._dirty = True
             self._owner._mark_dirty(self)
 
-    def _admit(self, message: Message, start: int, size: int) -> bool:
+    def _admit(self, message: PeerMessage, start: int, size: int) -> bool:
         """The slow path of :meth:`push`: measure the room exactly; count and log a drop."""
         owner = self._owner
         if size > self._max_frame_bytes:

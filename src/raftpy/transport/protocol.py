@@ -5,7 +5,7 @@ Framing (see ``raftpy.transport.codec``): every frame is a 4-byte big-endian len
 that many bytes of msgpack. The first frame a dialer sends is :class:`Hello`; the acceptor
 answers :class:`HelloReply` and, when it refuses, closes the connection. After that:
 
-- a *peer* connection carries :data:`raftpy.core.messages.Message` frames one way (each node
+- a *peer* connection carries :data:`raftpy.core.messages.PeerMessage` frames one way (each node
   dials every other node for its outbound messages);
 - a *client* connection carries :class:`ClientRequest` frames to the node and
   :class:`ClientResponse` frames back. Requests are pipelined: many may be outstanding, and

@@ -8,7 +8,7 @@ by :class:`~raftpy.transport.protocol.HelloReply`.
 
 - **Peers.** Node *i* sends its messages to node *j* on a connection *i* dials (one per peer,
   made on the first send and kept); messages *j* sends to *i* travel on *j*'s own connection.
-  An accepted peer connection only carries :data:`~raftpy.core.messages.Message` frames towards
+  An accepted peer connection only carries :data:`~raftpy.core.messages.PeerMessage` frames towards
   the acceptor, each handed to ``on_message``.
 - **Clients.** After a client ``Hello``, each :class:`~raftpy.transport.protocol.ClientRequest`
   is handed to ``on_client_request(conn, request)``; :meth:`ClientConnection.respond` sends the
@@ -43,7 +43,7 @@ import random
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Final
 
-from raftpy.core.messages import PROTOCOL_VERSION, Message
+from raftpy.core.messages import PROTOCOL_VERSION, PeerMessage
 from raftpy.errors import LocalProtocolError
 from raftpy.transport.address import format_address, parse_address
 from raftpy.transport.base import ClientConnectionLike, Transport
@@ -85,7 +85,7 @@ class TcpTransport:
         peers: Mapping[int, str],
         *,
         cluster_id: str,
-        on_message: Callable[[Message], None],
+        on_message: Callable[[PeerMessage], None],
         on_client_request: Callable[[ClientConnection, ClientRequest], None],
         max_frame_bytes: int = 64 << 20,
         peer_queue_bytes: int = 64 << 20,
@@ -198,7 +198,7 @@ class TcpTransport:
 
     # -- sending -----------------------------------------------------------------------------
 
-    def send(self, message: Message) -> None:
+    def send(self, message: PeerMessage) -> None:
         """Queue ``message`` for ``message.dst``. Never blocks and never raises for network
         trouble: a message that cannot be queued (unknown destination, queue full, larger than
         ``max_frame_bytes``) is dropped, counted and logged. After :meth:`close` it does
