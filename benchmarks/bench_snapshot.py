@@ -9,7 +9,7 @@ below means 2**20 bytes).
 
 1. **Transfer** (``transfer_*``, ``leader_rss_*``): three processes (this module run as
    ``python -m benchmarks.bench_snapshot node ...``, each a :class:`~raftpy.node.RaftNode`
-   over TCP on 127.0.0.1, default :class:`~raftpy.config.NodeConfig`: 1 MiB chunks, 4 MiB
+   over TCP on 127.0.0.1, default :class:`~raftpy.node.config.NodeConfig`: 1 MiB chunks, 4 MiB
    window, fsync on) with a blob of ``RAFTPY_BENCH_SNAPSHOT_MB`` (default 1024). Nodes 1 and 2
    start (node 3 down, empty data dir); 200 commands are written and the leader takes two
    snapshots (the operator path, ``RaftNode.snapshot()``) with 200 more commands in between,
@@ -196,7 +196,7 @@ class _Emitter:
 def _instrument(emit: Emit) -> None:
     """Timestamps from inside the node's snapshot machinery, for the phase breakdown: wraps
     public methods of the sender and of the snapshot store (no behaviour changes)."""
-    from raftpy.snapshot_transfer import SnapshotSender
+    from raftpy.node.transfer import SnapshotSender
     from raftpy.storage.snapshots import SnapshotSink, SnapshotStore
 
     start = SnapshotSender.start

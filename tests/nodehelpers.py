@@ -12,9 +12,9 @@ import json
 from collections.abc import AsyncIterator, Callable
 from typing import BinaryIO
 
-from raftpy.config import NodeConfig
 from raftpy.core.messages import PeerMessage, decode_message, encode_message
 from raftpy.node import RaftNode
+from raftpy.node.config import NodeConfig
 from raftpy.transport.base import ClientConnectionLike, Transport
 from raftpy.transport.protocol import ClientRequest
 

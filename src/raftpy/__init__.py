@@ -18,7 +18,6 @@ The simulator lives in :mod:`raftpy.testing` (``from raftpy.testing import SimCl
 from __future__ import annotations
 
 from raftpy.client import Client, SyncClient
-from raftpy.config import NodeConfig
 from raftpy.core.config import RaftConfig
 from raftpy.core.messages import ConfState, Entry, EntryKind, Message, PeerMessage, SnapshotMeta
 from raftpy.core.raft import Raft
@@ -37,6 +36,7 @@ from raftpy.errors import (
     RemoteProtocolError,
 )
 from raftpy.node import RaftNode
+from raftpy.node.config import NodeConfig
 from raftpy.statemachine import StateMachine
 from raftpy.storage.base import LogStore
 from raftpy.storage.errors import CorruptLogError, StorageError, StorageFullError

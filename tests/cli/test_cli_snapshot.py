@@ -19,11 +19,11 @@ import pytest
 
 from raftpy.cli import main as cli_main
 from raftpy.client import Client, SyncClient
-from raftpy.config import NodeConfig
 from raftpy.errors import ClusterUnavailableError, RemoteProtocolError
 from raftpy.examples import service
 from raftpy.examples.hashmap import HashMapClient
 from raftpy.node import RaftNode
+from raftpy.node.config import NodeConfig
 from tests.examples.test_examples_process import leader_of
 from tests.nodehelpers import KV, set_cmd, wait_for
 from tests.processhelpers import ProcessCluster, free_port, wait_until

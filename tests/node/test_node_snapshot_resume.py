@@ -24,8 +24,8 @@ from raftpy.core.messages import (
 )
 from raftpy.core.ready import SnapshotRequest
 from raftpy.node import RaftNode
-from raftpy.node_snapshots import NodeSnapshots
-from raftpy.snapshot_transfer import SnapshotSender
+from raftpy.node.snapshots import NodeSnapshots
+from raftpy.node.transfer import SnapshotSender
 from raftpy.storage.base import LogStore
 from raftpy.storage.fs import FaultyFileSystem
 from raftpy.storage.memory import MemoryStorage

@@ -23,9 +23,9 @@ from typing import Any, BinaryIO
 import msgspec
 import pytest
 
-from raftpy.config import NodeConfig
 from raftpy.core.messages import SnapshotMeta
 from raftpy.node import RaftNode
+from raftpy.node.config import NodeConfig
 from raftpy.statemachine import ConcurrentSnapshot, StateMachine
 from raftpy.storage.errors import CorruptSnapshotError, StorageError
 from raftpy.storage.snapshots import SnapshotSink, SnapshotStore, snapshot_file_name

@@ -1,5 +1,5 @@
 """Unit tests of the chunked, flow-controlled, resumable snapshot transfer
-(:mod:`raftpy.snapshot_transfer`): :class:`SnapshotSender` and :class:`SnapshotReceiver`, pure
+(:mod:`raftpy.node.transfer`): :class:`SnapshotSender` and :class:`SnapshotReceiver`, pure
 and deterministic, over in-memory sources and sinks defined here, with the test playing the
 network (a lock-step :class:`Link`, or a random lossy :class:`Channel`).
 
@@ -38,7 +38,7 @@ import pytest
 
 from raftpy.core.messages import ConfState, InstallSnapshot, InstallSnapshotResponse, SnapshotMeta
 from raftpy.core.ready import SnapshotRequest
-from raftpy.snapshot_transfer import (
+from raftpy.node.transfer import (
     Completed,
     SnapshotReceiver,
     SnapshotSender,

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from raftpy.cli import main
-from raftpy.config import NodeConfig
+from raftpy.node.config import NodeConfig
 from raftpy.testing import nemesis
 from raftpy.testing.history import Operation
 from raftpy.testing.nemesis import (

@@ -3,7 +3,7 @@ virtual time.
 
 ``snapshot_every=k`` makes every node snapshot its state machine once it applied ``k`` entries
 past its last snapshot and compact its log; a follower that needs compacted entries gets the
-leader's snapshot through the chunked transfer of :mod:`raftpy.snapshot_transfer`. The
+leader's snapshot through the chunked transfer of :mod:`raftpy.node.transfer`. The
 simulator checks the safety invariants after every event and, on every restore, that the
 snapshot holds exactly what was committed (InvariantViolation otherwise). Fixed seeds; a
 failure message starts with ``[seed=S t=T]`` and the test replays it as is.

@@ -3,7 +3,7 @@
 :data:`Message` is what the consensus core steps and sends (:meth:`raftpy.core.raft.Raft.step`,
 ``Ready.messages``). :data:`PeerMessage` is everything on the wire between peers: those, plus
 the snapshot chunks (:class:`InstallSnapshot`) and their answers that drivers exchange to move
-a snapshot file (:mod:`raftpy.snapshot_transfer`); the core never sees those two.
+a snapshot file (:mod:`raftpy.node.transfer`); the core never sees those two.
 
 All structs here are ``gc=False``: they are frozen and hold only ints, bytes, enums and tuples
 of such structs, so they can never be part of a reference cycle, and leaving millions of log
@@ -175,7 +175,7 @@ class InstallSnapshot(msgspec.Struct, frozen=True, array_like=True, gc=False, ta
     """One chunk of a snapshot sent to a follower that lags behind the leader's log (Raft §7).
 
     ``data`` holds bytes ``[offset, offset + len(data))`` of the snapshot; ``done`` marks the
-    last chunk. Drivers exchange chunks (:mod:`raftpy.snapshot_transfer`); the core asks for a
+    last chunk. Drivers exchange chunks (:mod:`raftpy.node.transfer`); the core asks for a
     transfer with ``Ready.snapshot_requests`` and is handed the whole, verified file with
     ``Raft.install_snapshot``.
     """
@@ -224,7 +224,7 @@ Message = (
 
 PeerMessage = Message | InstallSnapshot | InstallSnapshotResponse
 """Every message on the wire between peers: the core's :data:`Message`, plus snapshot chunks
-and their answers (the drivers' business, :mod:`raftpy.snapshot_transfer`)."""
+and their answers (the drivers' business, :mod:`raftpy.node.transfer`)."""
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder: msgspec.msgpack.Decoder[PeerMessage] = msgspec.msgpack.Decoder(PeerMessage)

@@ -330,7 +330,7 @@ class Raft:
     def install_snapshot(self, meta: SnapshotMeta, leader: int, term: int) -> bool:
         """A snapshot ``leader`` sent in ``term`` arrived whole and verified (Raft §7).
 
-        The driver streams the file (:mod:`raftpy.snapshot_transfer`) and calls this once it is
+        The driver streams the file (:mod:`raftpy.node.transfer`) and calls this once it is
         complete and its checksum checked, so snapshot bytes never pass through the core. Returns
         whether the core took it: then it comes back as ``Ready.snapshot``, for the driver to
         persist and restore. ``False``: the term is stale, or we already hold what it covers;

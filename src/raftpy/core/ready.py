@@ -15,7 +15,7 @@ Sending ``messages`` after persisting is always correct too; only ``persisted_me
 wait for the sync (Thesis §10.2.1: the leader may write its log in parallel with replication).
 
 Snapshot bytes never pass through the core (Raft §7). A leader's driver streams the file a
-:class:`SnapshotRequest` names (:mod:`raftpy.snapshot_transfer`) and reports the outcome with
+:class:`SnapshotRequest` names (:mod:`raftpy.node.transfer`) and reports the outcome with
 ``Raft.report_snapshot``; a follower's driver collects the file, verifies it and hands it over
 with ``Raft.install_snapshot``, and if the core takes it, it comes back as ``Ready.snapshot``.
 """

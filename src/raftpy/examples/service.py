@@ -18,10 +18,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import NoReturn
 
-from raftpy.config import NodeConfig
 from raftpy.errors import IndeterminateError, RaftError
 from raftpy.logconfig import configure_logging
 from raftpy.node import RaftNode
+from raftpy.node.config import NodeConfig
 from raftpy.outcomes import ExitStatus, exit_status_for
 from raftpy.statemachine import StateMachine
 from raftpy.transport.address import parse_address

@@ -49,7 +49,7 @@ from raftpy.core.raft import Raft
 from raftpy.core.ready import Ready, Role
 from raftpy.core.storage import HardState
 from raftpy.errors import InvariantViolation, NotLeaderError, ProposalDropped
-from raftpy.snapshot_transfer import Completed, SnapshotReceiver, SnapshotSenders
+from raftpy.node.transfer import Completed, SnapshotReceiver, SnapshotSenders
 from raftpy.statemachine import StateMachine
 from raftpy.storage.base import LogStore
 from raftpy.storage.errors import CorruptSnapshotError
@@ -129,7 +129,7 @@ class SimCluster:
     returns) once it applied ``k`` entries past its last snapshot, and compacts its log to it.
     A follower that needs compacted entries gets the leader's snapshot, streamed in chunks of
     ``snapshot_chunk_bytes`` by the same code the real node uses
-    (:mod:`raftpy.snapshot_transfer`), over the simulated network with its faults. Snapshot
+    (:mod:`raftpy.node.transfer`), over the simulated network with its faults. Snapshot
     files live in a :class:`~raftpy.storage.snapshots.SnapshotStore` on the node's simulated
     disk, so in file mode a crash can also cut a snapshot write short.
 

@@ -34,7 +34,6 @@ from typing import Any
 
 import msgspec
 
-from raftpy.config import NodeConfig
 from raftpy.core.messages import (
     Entry,
     EntryKind,
@@ -53,7 +52,8 @@ from raftpy.errors import (
     ProposalDropped,
     RaftError,
 )
-from raftpy.node_snapshots import NodeSnapshots
+from raftpy.node.config import NodeConfig
+from raftpy.node.snapshots import NodeSnapshots
 from raftpy.outcomes import response_for_error
 from raftpy.statemachine import StateMachine
 from raftpy.storage.base import LogStore

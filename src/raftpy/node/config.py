@@ -1,0 +1,105 @@
+"""NodeConfig: the runtime settings of a RaftNode, validated."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from raftpy.core.config import RaftConfig
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    """Settings for a :class:`~raftpy.node.RaftNode`.
+
+    Time: the node ticks every ``tick_seconds``; a follower starts an election after a random
+    ``[election_ticks, 2 * election_ticks)`` ticks without hearing from a leader; the leader
+    sends heartbeats every ``heartbeat_ticks``. The defaults (50 ms ticks, elections after
+    0.5-1 s, heartbeats every 50 ms) suit a LAN or loopback.
+
+    - ``cluster_id``: peers and clients from another cluster are refused at the handshake.
+    - ``max_frame_bytes``: the largest frame accepted on any connection.
+    - ``peer_queue_bytes``: bytes queued per peer before further messages to it are dropped
+      (Raft retries them; memory never grows without bound).
+    - ``max_msg_bytes`` / ``max_inflight_msgs`` / ``max_inflight_bytes``: entry bytes per
+      AppendEntries and the per-follower window of unacknowledged appends. The byte window
+      bounds the work one acknowledgement can trigger: catching up a follower that was down
+      streams at most that much per round trip instead of encoding (and queueing) hundreds of
+      megabytes in one go, which would stall the event loop past the election timeout.
+    - ``request_timeout``: how long the node works on a client request that gave no timeout.
+    - ``max_batch``: proposals folded into one append (one sync, one AppendEntries per peer).
+    - ``snapshot_entries`` / ``snapshot_bytes``: take a snapshot once this many entries (or
+      command bytes) were applied since the last one (``None`` turns that trigger off; both
+      ``None``: only operators take snapshots). The log is then compacted to the previous
+      snapshot, so about one interval of entries stays for followers that lag a little.
+    - ``snapshot_chunk_bytes`` / ``snapshot_window_bytes``: a snapshot goes to a follower in
+      chunks of this size, with at most this many bytes unacknowledged (bounds the leader's
+      memory whatever the snapshot's size).
+    - ``exit_on_fatal``: end the process on a fatal storage error (an fsync failure), as it
+      must in production: the kernel may have dropped the dirty pages. Tests turn it off.
+    - ``unsafe_stale_reads``: TEST ONLY. A node that believes it leads answers linearizable
+      reads from local state without confirming leadership, which breaks linearizability
+      under partitions. It exists to prove that fault harnesses catch such a bug.
+    """
+
+    cluster_id: str = "raftpy"
+    tick_seconds: float = 0.05
+    election_ticks: int = 10
+    heartbeat_ticks: int = 1
+    pre_vote: bool = True
+    check_quorum: bool = True
+    max_frame_bytes: int = 64 << 20
+    peer_queue_bytes: int = 64 << 20
+    max_msg_bytes: int = 256 << 10
+    max_inflight_msgs: int = 256
+    max_inflight_bytes: int = 2 << 20
+    max_uncommitted_bytes: int = 64 << 20
+    request_timeout: float = 5.0
+    max_batch: int = 4096
+    segment_size: int = 64 << 20
+    snapshot_entries: int | None = 10_000
+    snapshot_bytes: int | None = 64 << 20
+    snapshot_chunk_bytes: int = 1 << 20
+    snapshot_window_bytes: int = 4 << 20
+    exit_on_fatal: bool = True
+    unsafe_stale_reads: bool = False
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first bad setting."""
+        if not self.cluster_id:
+            raise ValueError("cluster_id must not be empty")
+        if self.tick_seconds <= 0:
+            raise ValueError(f"tick_seconds must be > 0, got {self.tick_seconds}")
+        if self.request_timeout <= 0:
+            raise ValueError(f"request_timeout must be > 0, got {self.request_timeout}")
+        for name in ("max_frame_bytes", "peer_queue_bytes", "max_batch", "segment_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("snapshot_entries", "snapshot_bytes"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1 or None, got {value}")
+        if not 1 <= self.snapshot_chunk_bytes <= self.snapshot_window_bytes:
+            raise ValueError(
+                f"need 1 <= snapshot_chunk_bytes ({self.snapshot_chunk_bytes}) <= "
+                f"snapshot_window_bytes ({self.snapshot_window_bytes})"
+            )
+        if self.snapshot_chunk_bytes + 4096 > self.max_frame_bytes:
+            raise ValueError(
+                f"snapshot_chunk_bytes ({self.snapshot_chunk_bytes}) must fit in a frame "
+                f"(max_frame_bytes {self.max_frame_bytes})"
+            )
+        self.raft_config(0).validate()
+
+    def raft_config(self, node_id: int) -> RaftConfig:
+        """The core's settings for node ``node_id``."""
+        return RaftConfig(
+            id=node_id,
+            election_ticks=self.election_ticks,
+            heartbeat_ticks=self.heartbeat_ticks,
+            pre_vote=self.pre_vote,
+            check_quorum=self.check_quorum,
+            max_msg_bytes=self.max_msg_bytes,
+            max_inflight_msgs=self.max_inflight_msgs,
+            max_inflight_bytes=self.max_inflight_bytes,
+            max_uncommitted_bytes=self.max_uncommitted_bytes,
+        )

@@ -1,0 +1,452 @@
+"""Snapshots in a running node (Raft §7): taking them without stalling the event loop,
+compacting the log durably, streaming them to followers and installing the leader's.
+
+The :class:`~raftpy.node.RaftNode` owns one :class:`NodeSnapshots` and calls it from its loop;
+no Raft rule lives here (the core decides who needs a snapshot and whether a received one is
+taken). What this module guarantees:
+
+- **Consistent state, off the loop.** A snapshot is taken at the node's applied index, between
+  two applies. With ``prepare_snapshot()`` (see :mod:`raftpy.statemachine`) applies go on while
+  a worker thread writes the file; without it applies are held back until the file is written.
+- **Crash at any step leaves the old state or the new one.** Order when taking a snapshot:
+  sync the log (so the commit index covering the snapshot is durable), write the file
+  atomically (temp file, fsync, rename, directory fsync; :mod:`raftpy.storage.snapshots`), then
+  compact the log (one synced WAL record), then delete files no longer needed. When installing
+  the leader's: the received file is verified and renamed into place first, then the WAL
+  records the snapshot. On start-up, :meth:`NodeSnapshots.recover` uses only a snapshot that
+  the log vouches for (the WAL's own, or a newer one whose index is committed in the log with
+  the same term); any other file is a leftover and is deleted.
+- **Followers that lag a little catch up from the log.** The log is compacted to the
+  *previous* snapshot, not the newest: one snapshot interval of entries stays behind the newest
+  snapshot (etcd keeps 5,000 "catch-up entries", hashicorp/raft ``TrailingLogs`` for the same
+  reason), and a restart still begins at the newest snapshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+
+from raftpy.core.messages import (
+    Entry,
+    InstallSnapshot,
+    InstallSnapshotResponse,
+    PeerMessage,
+    SnapshotMeta,
+)
+from raftpy.core.raft import Raft
+from raftpy.core.ready import SnapshotRequest
+from raftpy.node.config import NodeConfig
+from raftpy.node.transfer import Completed, Outcome, SnapshotReceiver, SnapshotSenders
+from raftpy.statemachine import ConcurrentSnapshot, StateMachine
+from raftpy.storage.base import LogStore
+from raftpy.storage.errors import CorruptSnapshotError, StorageError, StorageFullError
+from raftpy.storage.snapshots import SnapshotSink, SnapshotStore
+
+logger = logging.getLogger("raftpy.snapshot")
+
+
+def _abort(sink: SnapshotSink) -> None:
+    sink.abort()
+
+
+class NodeSnapshots:
+    """Snapshot work of one node: see the module docstring.
+
+    ``send`` puts a message on the wire; ``wake`` wakes the node's loop (a background step
+    finished and the loop has work: a file or an outcome for the core, held-back applies).
+    """
+
+    def __init__(
+        self,
+        node_id: int,
+        store: SnapshotStore,
+        storage: LogStore,
+        state_machine: StateMachine,
+        config: NodeConfig,
+        send: Callable[[PeerMessage], None],
+        wake: Callable[[], None],
+    ) -> None:
+        self.node_id = node_id
+        self.store = store
+        self._storage = storage
+        self._sm = state_machine
+        self._config = config
+        self._send = send
+        self._wake = wake
+        self._outcomes: list[Outcome] = []  # transfers that ended, for Raft.report_snapshot
+        self._senders = SnapshotSenders(
+            node_id,
+            send,
+            chunk_bytes=config.snapshot_chunk_bytes,
+            window_bytes=config.snapshot_window_bytes,
+            retry_ticks=max(2, round(0.2 / config.tick_seconds)),
+            give_up_ticks=max(config.election_ticks * 2, round(10.0 / config.tick_seconds)),
+        )
+        self._receiver: SnapshotReceiver[SnapshotSink] = SnapshotReceiver(
+            store.begin_receive, _abort
+        )
+        # Received and verified files: waiting for the core, then (if it took one) for
+        # Ready.snapshot to install it.
+        self._verified: list[Completed[SnapshotSink]] = []
+        self._taken: dict[tuple[int, int], SnapshotSink] = {}
+        self._background: set[asyncio.Task[None]] = set()
+        self._task: asyncio.Task[SnapshotMeta] | None = None
+        self._installing: asyncio.Future[None] | None = None
+        self._retry_at = 0.0
+        self.latest: SnapshotMeta | None = None
+        self.hold_applies = False
+        self.entries_since = 0
+        self.bytes_since = 0
+        self.taken = 0
+        self.installed = 0
+        self.sent = 0
+        self.bytes_received = 0  # snapshot bytes that arrived, duplicates included
+
+    # ------------------------------------------------------------------------------------------
+    # Start-up
+    # ------------------------------------------------------------------------------------------
+
+    async def recover(self) -> int | None:
+        """Restore the state machine from the newest snapshot the log vouches for; return the
+        applied index to start the core with (``None``: no snapshot, apply from the start).
+
+        Raises :class:`StorageError` when the log was compacted to a snapshot whose file is
+        gone (the state before it cannot be rebuilt here) and
+        :class:`~raftpy.storage.errors.CorruptSnapshotError` for a damaged file.
+        """
+        storage = self._storage
+        wal = storage.snapshot_meta()
+        commit = storage.hard_state.commit
+        chosen: SnapshotMeta | None = None
+        own: SnapshotMeta | None = None
+        # By file name first: files the log does not vouch for are never even opened (they
+        # are leftovers, deleted below, whatever their content).
+        for index, term in reversed(self.store.keys()):
+            if index == wal.index and term == wal.term:
+                own = self.store.read_meta(index, term)
+                if chosen is None:
+                    chosen = own
+                break
+            if (
+                chosen is None
+                and wal.index < index <= min(storage.last_index(), commit)
+                and storage.term(index) == term
+            ):
+                chosen = self.store.read_meta(index, term)
+        if wal.index > 0 and own is None:
+            if chosen is None:
+                raise StorageError(
+                    f"the log in {storage.location} was compacted to a snapshot at index "
+                    f"{wal.index} (term {wal.term}) whose file is missing from "
+                    f"{self.store.directory}: the state it held is lost here. Restore the "
+                    "file, or empty the data directory so the node is rebuilt from its peers."
+                )
+            # The WAL's own file is gone but a newer usable one exists: compact to that one
+            # so what we would send to followers is a file we have.
+            storage.create_snapshot(chosen)
+            own = chosen
+        self.store.retain([m for m in (own, chosen) if m is not None])
+        if chosen is None:
+            return None
+        logger.info(
+            "node %d restores its state machine from snapshot %d (term %d)",
+            self.node_id,
+            chosen.index,
+            chosen.term,
+        )
+        await asyncio.to_thread(self._restore, chosen)
+        self.latest = chosen
+        self.entries_since = max(0, commit - chosen.index)
+        return chosen.index
+
+    def _restore(self, meta: SnapshotMeta) -> None:
+        try:
+            with self.store.open_body(meta) as body:
+                self._sm.restore(body)
+        except CorruptSnapshotError:
+            raise
+        except Exception:
+            # The state machine choked on the bytes: if they are damaged, say so, naming the
+            # file and offset (CorruptSnapshotError), rather than the parser's complaint.
+            self.store.verify(meta)
+            raise
+
+    # ------------------------------------------------------------------------------------------
+    # Taking snapshots
+    # ------------------------------------------------------------------------------------------
+
+    def note_applied(self, entries: Sequence[Entry]) -> None:
+        self.entries_since += len(entries)
+        self.bytes_since += sum([len(e.data) for e in entries])
+
+    @property
+    def busy(self) -> bool:
+        """A snapshot is being written."""
+        return self._task is not None and not self._task.done()
+
+    async def wait_quiet(self) -> None:
+        """Wait until no snapshot is being written or installed (an operator's snapshot must
+        not race an install: the state machine is being replaced meanwhile)."""
+        while True:
+            if self._installing is not None and not self._installing.done():
+                await asyncio.shield(self._installing)
+            elif self._task is not None and not self._task.done():
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._task)
+            else:
+                return
+
+    def due(self, now: float) -> bool:
+        """Whether the log since the last snapshot passed the configured size."""
+        if self.busy or now < self._retry_at:
+            return False
+        cfg = self._config
+        return (
+            cfg.snapshot_entries is not None and self.entries_since >= cfg.snapshot_entries
+        ) or (cfg.snapshot_bytes is not None and self.bytes_since >= cfg.snapshot_bytes)
+
+    def start_automatic(self, raft: Raft, applied: int, now: float) -> None:
+        """Start a snapshot because the log grew (:meth:`due`); a failure to start is logged
+        and retried a few seconds later (the node carries on with a longer log)."""
+        try:
+            self.start(raft, applied)
+        except (StorageError, OSError) as exc:
+            logger.error("node %d: cannot start a snapshot: %s", self.node_id, exc)
+            self._retry_at = now + 5.0
+
+    def start(self, raft: Raft, applied: int) -> asyncio.Future[SnapshotMeta]:
+        """Snapshot the state machine at ``applied`` (the node's applied index: nothing is
+        applied between this call and the moment the state is captured)."""
+        if self._task is not None and not self._task.done():
+            return self._task
+        latest = self.latest
+        if latest is not None and latest.index >= applied:
+            # Nothing new since the last one: hand that one back.
+            done: asyncio.Future[SnapshotMeta] = asyncio.get_running_loop().create_future()
+            done.set_result(latest)
+            return done
+        term = raft.log.term(applied)
+        if term is None:
+            raise StorageError(f"cannot snapshot at {applied}: its term is unknown")
+        meta = SnapshotMeta(applied, term, raft.conf_state())
+        # The file must never be ahead of the durable commit index (recover() checks it).
+        self._storage.sync()
+        sm = self._sm
+        if isinstance(sm, ConcurrentSnapshot):
+            writer = sm.prepare_snapshot()
+        else:
+            writer = sm.snapshot
+            self.hold_applies = True  # the state must not move while snapshot() reads it
+        self.entries_since = 0
+        self.bytes_since = 0
+        self._task = asyncio.get_running_loop().create_task(
+            self._write(meta, writer), name=f"raftpy-snapshot-{applied}"
+        )
+        return self._task
+
+    async def _write(self, meta: SnapshotMeta, writer: Callable[..., None]) -> SnapshotMeta:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            size = await asyncio.to_thread(self.store.create, meta, writer)
+        except BaseException as exc:
+            self.hold_applies = False
+            self._wake()
+            self._retry_at = loop.time() + 5.0
+            if isinstance(exc, StorageFullError):
+                logger.error("node %d: snapshot %d failed: %s", self.node_id, meta.index, exc)
+            elif not isinstance(exc, asyncio.CancelledError):
+                logger.exception("node %d: snapshot %d failed", self.node_id, meta.index)
+            raise
+        self.hold_applies = False
+        self._wake()
+        previous = self.latest
+        if previous is not None and previous.index >= meta.index:
+            # The leader's snapshot was installed meanwhile: this one is older; drop it.
+            self.store.retain([self._storage.snapshot_meta(), previous])
+            return previous
+        self.latest = meta
+        # Compact to the previous snapshot: one interval of entries stays for followers that
+        # lag a little (module docstring). The file is durable; the WAL record follows.
+        if previous is not None and previous.index > self._storage.snapshot_meta().index:
+            try:
+                self._storage.create_snapshot(previous)
+            except StorageFullError as exc:
+                # The compaction record stays buffered and goes out with the next sync; the
+                # old segments go at the next compaction. Nothing is lost meanwhile.
+                logger.error("node %d: compaction delayed: %s", self.node_id, exc)
+        self.store.retain([self._storage.snapshot_meta(), meta])
+        self.taken += 1
+        logger.info(
+            "node %d took snapshot %d (term %d, %d bytes) in %.3f s; log starts at %d",
+            self.node_id,
+            meta.index,
+            meta.term,
+            size,
+            loop.time() - started,
+            self._storage.first_index(),
+        )
+        return meta
+
+    # ------------------------------------------------------------------------------------------
+    # Sending (leader)
+    # ------------------------------------------------------------------------------------------
+
+    def on_request(self, request: SnapshotRequest) -> None:
+        """The core wants ``request.to`` to get a snapshot: start streaming it."""
+        try:
+            source = self.store.open_source(request.meta)
+        except (OSError, StorageError) as exc:
+            logger.error(
+                "node %d: cannot open snapshot %d to send: %s",
+                self.node_id,
+                request.meta.index,
+                exc,
+            )
+            self._senders.end(request.to)
+            self._outcomes.append((request, False))
+            return
+        self._senders.start(request, source)
+        self.sent += 1
+        logger.info(
+            "node %d streams snapshot %d (%d bytes) to %d",
+            self.node_id,
+            request.meta.index,
+            source.size,
+            request.to,
+        )
+
+    def on_answer(self, m: InstallSnapshotResponse) -> None:
+        outcome = self._senders.on_answer(m)
+        if outcome is not None:
+            self._outcomes.append(outcome)
+
+    def tick(self) -> None:
+        self._outcomes.extend(self._senders.tick())
+
+    def stop_sending(self) -> None:
+        """Leadership ended: its transfers end with it (the next leader starts its own)."""
+        self._senders.stop()
+
+    @property
+    def bytes_sent(self) -> int:
+        """Snapshot bytes put on the wire, resends included."""
+        return self._senders.bytes_sent
+
+    # ------------------------------------------------------------------------------------------
+    # Receiving (follower)
+    # ------------------------------------------------------------------------------------------
+
+    def on_chunk(self, m: InstallSnapshot) -> None:
+        self.bytes_received += len(m.data)
+        try:
+            answer, completed = self._receiver.on_chunk(m)
+        except (OSError, StorageError) as exc:
+            logger.error("node %d: writing a received snapshot failed: %s", self.node_id, exc)
+            self._receiver.reset()
+            self._send(InstallSnapshotResponse(m.term, m.dst, m.src, m.meta.index, 0, False, True))
+            return
+        if answer is not None:
+            self._send(answer)
+        if completed is not None:
+            task = asyncio.get_running_loop().create_task(self._verify(completed))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _verify(self, completed: Completed[SnapshotSink]) -> None:
+        """Sync and check the received file off the loop; a good one waits for
+        :meth:`feed_core`."""
+        m = completed.message
+        sink = completed.sink
+        try:
+            meta = await asyncio.to_thread(sink.finish)
+            ok = meta == m.meta
+            if not ok:
+                logger.error(
+                    "node %d: received snapshot names %s, not %s", self.node_id, meta, m.meta
+                )
+        except (CorruptSnapshotError, OSError, StorageError) as exc:
+            logger.error(
+                "node %d: received snapshot %d is bad: %s", self.node_id, m.meta.index, exc
+            )
+            ok = False
+        self._send(self._receiver.finished(completed, ok))
+        if not ok:
+            sink.abort()
+            return
+        self._verified.append(completed)
+        self._wake()
+
+    def feed_core(self, raft: Raft) -> None:
+        """Hand the core what arrived since the last call: how our transfers ended
+        (``Raft.report_snapshot``) and the files received whole and verified
+        (``Raft.install_snapshot``). A file the core does not take is deleted now; the one it
+        takes waits for ``Ready.snapshot`` (:meth:`install`)."""
+        outcomes, self._outcomes = self._outcomes, []
+        for request, ok in outcomes:
+            raft.report_snapshot(request, ok)
+        verified, self._verified = self._verified, []
+        for completed in verified:
+            m = completed.message
+            if not raft.install_snapshot(m.meta, m.src, m.term):
+                completed.sink.abort()  # stale, or the log already holds what it covers
+                continue
+            # A file taken earlier in this batch is superseded: Ready.snapshot holds only the
+            # newest (each snapshot the core takes lies past its commit index, which the
+            # earlier one raised to its own index).
+            for sink in self._taken.values():
+                sink.abort()
+            self._taken = {(m.meta.index, m.meta.term): completed.sink}
+
+    async def install(self, meta: SnapshotMeta) -> None:
+        """The core took the leader's snapshot (``Ready.snapshot``): make it durable, then
+        restore the state machine from it (in a worker thread)."""
+        installing = self._installing = asyncio.get_running_loop().create_future()
+        try:
+            if self._task is not None and not self._task.done():
+                # A local snapshot may be reading the state machine: let it finish first.
+                with contextlib.suppress(Exception, asyncio.CancelledError):
+                    await asyncio.shield(self._task)
+            sink = self._taken.pop((meta.index, meta.term))
+            self.store.install(sink)
+            try:
+                self._storage.apply_snapshot(meta)
+            except StorageFullError as exc:
+                # The record stays buffered: park until it is durable (as the node does for
+                # any write), since nothing may be acknowledged before.
+                logger.error("node %d: %s; waiting for free space", self.node_id, exc)
+                while True:
+                    await asyncio.sleep(0.2)
+                    try:
+                        self._storage.sync()
+                        break
+                    except StorageFullError:
+                        continue
+            await asyncio.to_thread(self._restore, meta)
+        finally:
+            installing.set_result(None)
+        self.latest = meta
+        self.entries_since = 0
+        self.bytes_since = 0
+        self.installed += 1
+        self.store.retain([meta])
+        logger.info("node %d installed snapshot %d from the leader", self.node_id, meta.index)
+
+    async def close(self) -> None:
+        self.stop_sending()
+        self._receiver.reset()
+        for sink in [*self._taken.values(), *(c.sink for c in self._verified)]:
+            sink.abort()
+        self._taken.clear()
+        self._verified.clear()
+        tasks = list(self._background)
+        if self._task is not None:
+            tasks.append(self._task)  # type: ignore[arg-type]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(BaseException):
+                await task

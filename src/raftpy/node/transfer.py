@@ -1,0 +1,453 @@
+"""Streaming a snapshot to a follower: chunked, flow-controlled and resumable (Raft §7).
+
+The paper's InstallSnapshot RPC is split between the consensus core and its driver, so
+snapshot data never goes through the core and the leader never holds a whole snapshot in
+memory:
+
+- the **core** decides *that* a follower needs a snapshot: it marks the follower's progress
+  SNAPSHOT and asks its driver with a :class:`~raftpy.core.ready.SnapshotRequest` in
+  ``Ready.snapshot_requests``; and it decides whether a received snapshot is taken
+  (``Raft.install_snapshot``);
+- the **drivers** (the node, the simulator) move the bytes with the classes here, as
+  :class:`InstallSnapshot` chunks and :class:`InstallSnapshotResponse` answers on the wire
+  (:data:`~raftpy.core.messages.PeerMessage`; the core's ``step`` never sees them), then hand
+  the core the outcome: the leader's driver calls ``Raft.report_snapshot(request, ok)`` (etcd
+  raft's ReportSnapshot) when a transfer ends, the follower's calls
+  ``Raft.install_snapshot(meta, leader, term)`` once the whole file arrived and verified.
+
+The classes:
+
+- :class:`SnapshotSender` (leader side, one per follower) reads the snapshot file in chunks
+  (``chunk_bytes``, 1 MiB by default) and keeps at most ``window_bytes`` unacknowledged;
+  :class:`SnapshotSenders` is a leader's table of them;
+- :class:`SnapshotReceiver` (follower side) appends chunks that start exactly where its copy
+  ends and answers each with how many bytes it holds.
+
+Wire protocol:
+
+- ``InstallSnapshot(term, src, dst, meta, offset, data, done)``: bytes
+  ``[offset, offset + len(data))`` of the snapshot *file* (header, body and trailer, see
+  :mod:`raftpy.storage.snapshots`); ``done`` marks the last chunk. A transfer starts with an
+  empty probe (offset 0, no data) that asks how much the receiver already holds.
+- ``InstallSnapshotResponse(term, src, dst, index, offset, done, rejected)``: ``offset`` is the
+  length of the contiguous prefix the receiver holds; ``done``: it holds the whole file, verified
+  its checksum and handed it to its core; ``rejected``: it will not take this snapshot (bad
+  checksum, storage failure).
+
+Loss and reordering: a chunk that does not start exactly at the receiver's offset is dropped
+(and answered with the offset). A chunk past offset 0 of a transfer the receiver does not hold
+at all (it restarted and lost its partial file, or moved on to a newer leader's transfer) is
+answered with ``rejected``: the sender ends, and the core starts a new transfer later. When
+the sender sees no progress for ``retry_ticks`` ticks it goes back to the last acknowledged
+offset (go-back-N). A dropped connection therefore costs the unacknowledged window, never the
+transfer: the receiver keeps its partial file, and a sender (even a new one for the same
+snapshot, after a leader restarted the transfer) resumes from the offset the receiver reports.
+A receiver that stays silent for ``give_up_ticks`` ends the transfer as failed; the driver
+reports that to the core, which asks again later.
+
+Partial transfers are keyed by (leader, leader term, snapshot index, snapshot term): two
+leaders' files for the same index may differ byte for byte (state machines need not serialize
+deterministically), so bytes from one are never continued with bytes from another.
+
+Nothing here does I/O itself: the sender reads through a :class:`SnapshotSource`, the receiver
+writes through a :class:`SnapshotSink`, both passed in (the simulator passes in-memory ones).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
+
+from raftpy.core.messages import InstallSnapshot, InstallSnapshotResponse, SnapshotMeta
+from raftpy.core.ready import SnapshotRequest
+
+__all__ = [
+    "DEFAULT_CHUNK_BYTES",
+    "DEFAULT_WINDOW_BYTES",
+    "Outcome",
+    "SnapshotReceiver",
+    "SnapshotSender",
+    "SnapshotSenders",
+    "SnapshotSink",
+    "SnapshotSource",
+]
+
+logger = logging.getLogger("raftpy.snapshot")
+
+DEFAULT_CHUNK_BYTES = 1 << 20
+DEFAULT_WINDOW_BYTES = 4 << 20
+
+
+class SnapshotSource(Protocol):
+    """A stored snapshot file, read by position (never loaded whole)."""
+
+    @property
+    def size(self) -> int: ...
+
+    def read(self, offset: int, n: int) -> bytes: ...
+
+
+class ClosableSource(SnapshotSource, Protocol):
+    """A source the transfer table closes when its transfer ends."""
+
+    def close(self) -> None: ...
+
+
+class SnapshotSink(Protocol):
+    """A snapshot file being received: bytes are appended at :attr:`size`."""
+
+    @property
+    def size(self) -> int: ...
+
+    def write(self, data: bytes) -> None: ...
+
+
+SinkT = TypeVar("SinkT", bound=SnapshotSink)
+
+Outcome = tuple[SnapshotRequest, bool]
+"""How a transfer ended: the core's request and whether the follower holds the snapshot. The
+leader's driver passes both to ``Raft.report_snapshot``."""
+
+
+class SnapshotSender:
+    """Streams one snapshot file to one follower (see the module docstring).
+
+    ``leader`` is our own node id, ``request`` the core's ask. Call :meth:`start`, then
+    :meth:`on_response` for each answer and :meth:`tick` once per tick; each returns the chunks
+    to send. When :attr:`finished`, hand :meth:`report` to ``Raft.report_snapshot`` (etcd
+    raft's ReportSnapshot): it ends the follower's SNAPSHOT state.
+    """
+
+    def __init__(
+        self,
+        leader: int,
+        request: SnapshotRequest,
+        source: SnapshotSource,
+        *,
+        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+        window_bytes: int = DEFAULT_WINDOW_BYTES,
+        retry_ticks: int = 4,
+        give_up_ticks: int = 100,
+    ) -> None:
+        if chunk_bytes < 1 or window_bytes < chunk_bytes:
+            raise ValueError(
+                f"need 1 <= chunk_bytes <= window_bytes, got {chunk_bytes} and {window_bytes}"
+            )
+        if retry_ticks < 1 or give_up_ticks <= retry_ticks:
+            raise ValueError(
+                f"need 1 <= retry_ticks < give_up_ticks, got {retry_ticks} and {give_up_ticks}"
+            )
+        self.leader = leader
+        self.request = request
+        self.meta: SnapshotMeta = request.meta
+        self.dst = request.to
+        self.size = source.size
+        self._source = source
+        self._chunk = chunk_bytes
+        self._window = window_bytes
+        self._retry_ticks = retry_ticks
+        self._give_up_ticks = give_up_ticks
+        self.acked = 0  # the receiver holds [0, acked)
+        self.next = 0  # the next byte to send
+        self._probing = True
+        self._stalled = 0  # ticks without progress (acked unchanged)
+        self._silent = 0  # ticks without any answer
+        self.done = False
+        self.failed = False
+        self.chunks_sent = 0
+        self.bytes_sent = 0
+
+    @property
+    def finished(self) -> bool:
+        return self.done or self.failed
+
+    def _probe(self) -> InstallSnapshot:
+        return InstallSnapshot(self.request.term, self.leader, self.dst, self.meta, 0, b"", False)
+
+    def start(self) -> list[InstallSnapshot]:
+        """The first message: a probe asking how much the receiver already holds."""
+        return [self._probe()]
+
+    def on_response(self, m: InstallSnapshotResponse) -> list[InstallSnapshot]:
+        """Take an answer from the receiver; return the chunks that may go now."""
+        if (
+            self.finished
+            or m.src != self.dst
+            or m.index != self.meta.index
+            or m.term != self.request.term
+        ):
+            # Another transfer's answer: a late one from an earlier term describes a partial
+            # file the receiver may have replaced since.
+            return []
+        self._silent = 0
+        if m.rejected:
+            logger.warning("follower %d rejected snapshot %d", self.dst, self.meta.index)
+            self.failed = True
+            return []
+        if m.done:
+            self.acked = self.next = self.size
+            self.done = True
+            return []
+        if m.offset > self.size:
+            # It claims bytes this file does not have: not our transfer. Give up; the core
+            # will start a fresh one later.
+            self.failed = True
+            return []
+        if m.offset > self.acked:
+            self.acked = m.offset
+            self._stalled = 0
+        if self._probing:
+            self._probing = False
+            self.next = self.acked  # resume where the receiver's copy ends
+        elif m.offset > self.next:
+            self.next = m.offset
+        return self._fill()
+
+    def tick(self) -> list[InstallSnapshot]:
+        """One tick passed: resend from the last acknowledged offset after ``retry_ticks``
+        without progress; fail after ``give_up_ticks`` without any answer."""
+        if self.finished:
+            return []
+        self._silent += 1
+        self._stalled += 1
+        if self._silent >= self._give_up_ticks:
+            logger.warning(
+                "snapshot %d to %d: no answer for %d ticks; giving up at byte %d of %d",
+                self.meta.index,
+                self.dst,
+                self._silent,
+                self.acked,
+                self.size,
+            )
+            self.failed = True
+            return []
+        if self._stalled < self._retry_ticks:
+            return []
+        self._stalled = 0
+        if self._probing:
+            return [self._probe()]
+        # Go-back-N: whatever followed the acknowledged prefix was lost or is stuck.
+        self.next = self.acked
+        chunks = self._fill()
+        # Every byte is acknowledged but the final answer (done or rejected) was lost: a probe
+        # asks again (the receiver answers done for a transfer it completed).
+        return chunks or [self._probe()]
+
+    def _fill(self) -> list[InstallSnapshot]:
+        out: list[InstallSnapshot] = []
+        term = self.request.term
+        while self.next < self.size:
+            n = min(self._chunk, self.size - self.next)
+            if self.next + n - self.acked > self._window:
+                break  # never more than window_bytes unacknowledged
+            data = self._source.read(self.next, n)
+            if len(data) != n:
+                raise OSError(
+                    f"snapshot {self.meta.index}: short read at byte {self.next} "
+                    f"({len(data)} of {n} bytes)"
+                )
+            end = self.next + n
+            out.append(
+                InstallSnapshot(
+                    term, self.leader, self.dst, self.meta, self.next, data, end == self.size
+                )
+            )
+            self.next = end
+            self.chunks_sent += 1
+            self.bytes_sent += n
+        return out
+
+    def report(self) -> Outcome:
+        """What to pass to the leader's ``Raft.report_snapshot`` once :attr:`finished`: the
+        request and whether the follower holds the snapshot."""
+        return self.request, self.done
+
+
+class SnapshotSenders:
+    """A leader's transfers, one per follower: starts them, routes answers and ticks to them,
+    closes their sources, and hands back how each finished transfer ended, for the core.
+
+    ``leader`` is our own node id; ``send`` puts a chunk on the wire; ``settings`` go to every
+    :class:`SnapshotSender`. A source that fails to read ends its transfer as failed (the core
+    asks again later).
+    """
+
+    def __init__(
+        self, leader: int, send: Callable[[InstallSnapshot], None], **settings: int
+    ) -> None:
+        self._leader = leader
+        self._send = send
+        self._settings = settings
+        self._active: dict[int, tuple[SnapshotSender, ClosableSource]] = {}
+        self.bytes_sent = 0  # resends included
+
+    def __len__(self) -> int:
+        return len(self._active)
+
+    def start(self, request: SnapshotRequest, source: ClosableSource) -> None:
+        """Stream ``source`` to ``request.to``; an older transfer to it ends unreported (the
+        core asked again, so it no longer waits for that one)."""
+        self.end(request.to)
+        sender = SnapshotSender(self._leader, request, source, **self._settings)
+        self._active[request.to] = (sender, source)
+        self._send_all(sender.start())
+
+    def on_answer(self, m: InstallSnapshotResponse) -> Outcome | None:
+        """Route an answer; returns the outcome to report to the core if it ended a transfer."""
+        entry = self._active.get(m.src)
+        if entry is None:
+            return None  # a transfer that ended already
+        return self._advance(m.src, entry[0], lambda s: s.on_response(m))
+
+    def tick(self) -> list[Outcome]:
+        """One tick for every transfer; returns the outcomes of those that ended."""
+        reports = []
+        for dst, (sender, _) in list(self._active.items()):
+            report = self._advance(dst, sender, SnapshotSender.tick)
+            if report is not None:
+                reports.append(report)
+        return reports
+
+    def stop(self) -> None:
+        """Leadership ended: every transfer ends with it, unreported."""
+        for dst in list(self._active):
+            self.end(dst)
+
+    def _advance(
+        self,
+        dst: int,
+        sender: SnapshotSender,
+        step: Callable[[SnapshotSender], list[InstallSnapshot]],
+    ) -> Outcome | None:
+        try:
+            self._send_all(step(sender))
+        except OSError as exc:
+            logger.error("reading snapshot %d for %d failed: %s", sender.meta.index, dst, exc)
+            sender.failed = True
+        if not sender.finished:
+            return None
+        self.end(dst)
+        logger.info(
+            "snapshot %d to %d %s after %d bytes",
+            sender.meta.index,
+            dst,
+            "done" if sender.done else "failed",
+            sender.bytes_sent,
+        )
+        return sender.report()  # etcd raft's ReportSnapshot
+
+    def end(self, dst: int) -> None:
+        """End the transfer to ``dst`` (if any), unreported, and close its source."""
+        entry = self._active.pop(dst, None)
+        if entry is not None:
+            entry[1].close()
+
+    def _send_all(self, messages: list[InstallSnapshot]) -> None:
+        for m in messages:
+            self.bytes_sent += len(m.data)
+            self._send(m)
+
+
+@dataclass(frozen=True, slots=True)
+class _Key:
+    leader: int
+    leader_term: int
+    index: int
+    term: int
+
+
+class _Partial(Generic[SinkT]):
+    __slots__ = ("finishing", "key", "sink")
+
+    def __init__(self, key: _Key, sink: SinkT) -> None:
+        self.key = key
+        self.sink = sink
+        self.finishing = False
+
+
+@dataclass(frozen=True, slots=True)
+class Completed(Generic[SinkT]):
+    """The receiver holds a whole snapshot file: the driver verifies it (off the event loop),
+    calls :meth:`SnapshotReceiver.finished`, and hands a good one to its core with
+    ``Raft.install_snapshot(message.meta, message.src, message.term)``."""
+
+    message: InstallSnapshot
+    sink: SinkT
+
+
+class SnapshotReceiver(Generic[SinkT]):
+    """Takes snapshot chunks from leaders into a sink (see the module docstring).
+
+    ``begin(tag)`` opens a new sink; ``abort(sink)`` discards one. One transfer is received at
+    a time; a newer leader's transfer replaces an older one's, a stale leader's is ignored.
+    """
+
+    def __init__(
+        self,
+        begin: Callable[[str], SinkT],
+        abort: Callable[[SinkT], None],
+    ) -> None:
+        self._begin = begin
+        self._abort = abort
+        self._current: _Partial[SinkT] | None = None
+        self._completed: deque[_Key] = deque(maxlen=8)
+
+    @property
+    def receiving(self) -> bool:
+        return self._current is not None
+
+    def on_chunk(
+        self, m: InstallSnapshot
+    ) -> tuple[InstallSnapshotResponse | None, Completed[SinkT] | None]:
+        """Take one chunk (or probe). Returns the answer to send (``None``: ignore it) and, when
+        this chunk completed the file, what the driver must verify and hand to its core."""
+        key = _Key(m.src, m.term, m.meta.index, m.meta.term)
+        if key in self._completed:
+            return self._answer(m, 0, done=True), None
+        cur = self._current
+        if cur is None or cur.key != key:
+            if cur is not None and (cur.finishing or key.leader_term < cur.key.leader_term):
+                return None, None  # busy verifying, or a stale leader's transfer
+            if m.offset != 0:
+                # We hold nothing of this transfer (we restarted, or took a newer leader's):
+                # refuse it, so the sender ends and the core starts a new transfer.
+                return self._answer(m, 0, rejected=True), None
+            if cur is not None:
+                self._abort(cur.sink)
+            tag = f"recv-{key.leader}-{key.leader_term}-{key.index}-{key.term}"
+            cur = self._current = _Partial(key, self._begin(tag))
+        sink = cur.sink
+        if cur.finishing or m.offset != sink.size:
+            return self._answer(m, sink.size), None
+        if m.data:
+            sink.write(m.data)
+        if m.done:
+            cur.finishing = True
+            return self._answer(m, sink.size), Completed(m, sink)
+        return self._answer(m, sink.size), None
+
+    def finished(self, completed: Completed[SinkT], ok: bool) -> InstallSnapshotResponse:
+        """The driver verified (``ok``) or refused the completed file; returns the final answer
+        for the sender. The sink now belongs to the driver (install it or abort it)."""
+        m = completed.message
+        key = _Key(m.src, m.term, m.meta.index, m.meta.term)
+        if self._current is not None and self._current.key == key:
+            self._current = None
+        if ok:
+            self._completed.append(key)
+        return self._answer(m, completed.sink.size, done=ok, rejected=not ok)
+
+    def reset(self) -> None:
+        """Drop the transfer in progress (the node stops or restarts)."""
+        if self._current is not None and not self._current.finishing:
+            self._abort(self._current.sink)
+        self._current = None
+
+    @staticmethod
+    def _answer(
+        m: InstallSnapshot, offset: int, *, done: bool = False, rejected: bool = False
+    ) -> InstallSnapshotResponse:
+        return InstallSnapshotResponse(m.term, m.dst, m.src, m.meta.index, offset, done, rejected)
