@@ -118,72 +118,87 @@ class Nemesis:
         if not self.faults:
             return "none"
         fault = self.rng.choice(self.faults)
-        proxy = self.cluster.proxy
         ids = list(self.cluster.ids)
-        if fault == "partition-halves":
-            self.rng.shuffle(ids)
-            groups = [sorted(ids[: len(ids) // 2]), sorted(ids[len(ids) // 2 :])]
-            proxy.partition(groups)
-            self._network = True
-            return f"{fault}: {_fmt_group(groups[0])} | {_fmt_group(groups[1])}"
-        if fault == "partition-leader":
-            node, who = await self._target_leader()
-            proxy.isolate(node)
-            self._network = True
-            return f"{fault}: {who} isolated"
-        if fault == "partition-bridge":
-            self.rng.shuffle(ids)
-            mid = len(ids) // 2
-            left, bridge, right = ids[:mid], ids[mid], ids[mid + 1 :]
-            proxy.heal()
-            for a in left:
-                for b in right:
-                    proxy.block(a, b)
-                    proxy.block(b, a)
-            self._network = True
-            return f"{fault}: {_fmt_group(left)} | {bridge} | {_fmt_group(right)}"
-        if fault == "flaky":
-            for a in ids:
-                for b in ids:
-                    if a != b:
-                        proxy.set_faults(
-                            a,
-                            b,
-                            delay=self.rng.uniform(0.0, 0.02),
-                            jitter=0.02,
-                            drop=self.rng.choice((0.05, 0.1, 0.2)),
-                        )
-            self._network = True
-            return f"{fault}: delays up to 40 ms and 5-20% loss on every link"
-        if fault == "partition-zombie-leader":
-            node, who = await self._target_leader()
-            self.cluster.pause(node)
-            self._paused.append(node)
-            proxy.isolate(node)
-            self._network = True
-            election = self.cluster.tick_ms * self.cluster.election_ticks / 1000
-            delay = 2.5 * election + 0.2
-            self._waking = asyncio.get_running_loop().create_task(self._wake_later(node, delay))
-            return f"{fault}: {who} paused, isolated, resumed isolated after {delay:.1f} s"
         if fault in ("kill-random", "kill-leader", "pause-random", "pause-leader"):
-            if fault.endswith("leader"):
-                node, who = await self._target_leader()
-                nodes, desc = [node], who
-            else:
-                # Kill any subset (all of them tests recovery from the disk alone); pause at
-                # most all but one.
-                limit = len(ids) if fault.startswith("kill") else len(ids) - 1
-                nodes = self._random_nodes(limit)
-                desc = f"nodes {_fmt_group(nodes)}"
-            if fault.startswith("kill"):
-                await asyncio.gather(*(self.cluster.kill(i) for i in nodes))
-                self._killed += nodes
-            else:
-                for i in nodes:
-                    self.cluster.pause(i)
-                self._paused += nodes
-            return f"{fault}: {desc}"
-        raise AssertionError(f"unhandled fault {fault}")  # pragma: no cover
+            return f"{fault}: {await self._stop_nodes(fault, ids)}"
+        network = {
+            "partition-halves": self._partition_halves,
+            "partition-leader": self._partition_leader,
+            "partition-bridge": self._partition_bridge,
+            "flaky": self._flaky,
+            "partition-zombie-leader": self._zombie_leader,
+        }
+        if fault not in network:
+            raise AssertionError(f"unhandled fault {fault}")  # pragma: no cover
+        description = await network[fault](ids)
+        self._network = True
+        return f"{fault}: {description}"
+
+    async def _partition_halves(self, ids: list[int]) -> str:
+        self.rng.shuffle(ids)
+        groups = [sorted(ids[: len(ids) // 2]), sorted(ids[len(ids) // 2 :])]
+        self.cluster.proxy.partition(groups)
+        return f"{_fmt_group(groups[0])} | {_fmt_group(groups[1])}"
+
+    async def _partition_leader(self, ids: list[int]) -> str:
+        node, who = await self._target_leader()
+        self.cluster.proxy.isolate(node)
+        return f"{who} isolated"
+
+    async def _partition_bridge(self, ids: list[int]) -> str:
+        proxy = self.cluster.proxy
+        self.rng.shuffle(ids)
+        mid = len(ids) // 2
+        left, bridge, right = ids[:mid], ids[mid], ids[mid + 1 :]
+        proxy.heal()
+        for a in left:
+            for b in right:
+                proxy.block(a, b)
+                proxy.block(b, a)
+        return f"{_fmt_group(left)} | {bridge} | {_fmt_group(right)}"
+
+    async def _flaky(self, ids: list[int]) -> str:
+        for a in ids:
+            for b in ids:
+                if a != b:
+                    self.cluster.proxy.set_faults(
+                        a,
+                        b,
+                        delay=self.rng.uniform(0.0, 0.02),
+                        jitter=0.02,
+                        drop=self.rng.choice((0.05, 0.1, 0.2)),
+                    )
+        return "delays up to 40 ms and 5-20% loss on every link"
+
+    async def _zombie_leader(self, ids: list[int]) -> str:
+        node, who = await self._target_leader()
+        self.cluster.pause(node)
+        self._paused.append(node)
+        self.cluster.proxy.isolate(node)
+        election = self.cluster.tick_ms * self.cluster.election_ticks / 1000
+        delay = 2.5 * election + 0.2
+        self._waking = asyncio.get_running_loop().create_task(self._wake_later(node, delay))
+        return f"{who} paused, isolated, resumed isolated after {delay:.1f} s"
+
+    async def _stop_nodes(self, fault: str, ids: list[int]) -> str:
+        """Kill or pause (SIGKILL / SIGSTOP) the leader or a random subset of nodes."""
+        if fault.endswith("leader"):
+            node, who = await self._target_leader()
+            nodes, desc = [node], who
+        else:
+            # Kill any subset (all of them tests recovery from the disk alone); pause at most
+            # all but one.
+            limit = len(ids) if fault.startswith("kill") else len(ids) - 1
+            nodes = self._random_nodes(limit)
+            desc = f"nodes {_fmt_group(nodes)}"
+        if fault.startswith("kill"):
+            await asyncio.gather(*(self.cluster.kill(i) for i in nodes))
+            self._killed += nodes
+        else:
+            for i in nodes:
+                self.cluster.pause(i)
+            self._paused += nodes
+        return desc
 
     async def repair(self, *, wait: bool = True) -> None:
         """Undo the current fault: heal the network, SIGCONT paused nodes, restart killed ones
