@@ -1319,6 +1319,24 @@ def test_propose_on_follower_raises_not_leader_with_hint() -> None:
             r.read_index(b"ctx")
 
 
+def test_propose_batch_appends_consecutive_entries_and_names_their_term() -> None:
+    """A batch of commands is appended as consecutive entries of the leader's current term;
+    ``propose_batch`` returns the first index and that term, which together name each
+    command's entry (the driver must not read the term back later: it may have moved on).
+
+    Reference: §5.3 ("the leader appends the command to its log as a new entry"; an entry is
+    identified by its index and term)."""
+    r = leader_with_acks(terms=(1, 1))  # the no-op of term 2 is index 3
+    appended = r.propose_batch([b"a", b"b", b"c"])
+    assert appended == (4, 2) and (appended.first_index, appended.term) == (4, 2)
+    assert [(e.index, e.term, e.data) for e in r.log.entries(4, 7)] == [
+        (4, 2, b"a"),
+        (5, 2, b"b"),
+        (6, 2, b"c"),
+    ]
+    assert r.propose(b"d") == 7  # a single proposal still returns just its index
+
+
 def test_proposals_beyond_uncommitted_bytes_are_refused() -> None:
     """The leader refuses (ProposalDropped, nothing appended) a proposal that would take the
     bytes appended but not yet committed past max_uncommitted_bytes; once they commit,

@@ -42,7 +42,7 @@ from raftpy.core.messages import (
 from raftpy.core.progress import Progress, ProgressState
 from raftpy.core.quorum import VoteResult
 from raftpy.core.read_only import ReadOnly
-from raftpy.core.ready import ReadState, Ready, Role, SnapshotRequest, SoftState
+from raftpy.core.ready import Appended, ReadState, Ready, Role, SnapshotRequest, SoftState
 from raftpy.core.status import PeerStatus as PeerStatus  # re-exported (lived here before)
 from raftpy.core.status import Status as Status  # re-exported (lived here before)
 from raftpy.core.storage import HardState, LogStorage
@@ -240,11 +240,12 @@ class Raft:
         leader refuses (back-pressure, transfer in progress, entry too large). Either way
         nothing was appended.
         """
-        return self.propose_batch([data])
+        return self.propose_batch([data]).first_index
 
-    def propose_batch(self, commands: Sequence[bytes]) -> int:
+    def propose_batch(self, commands: Sequence[bytes]) -> Appended:
         """Append several commands at once (one AppendEntries per follower); return the index
-        of the first. Their indexes are consecutive. All or none are appended."""
+        of the first and the term they were appended in (their indexes are consecutive). All
+        or none are appended; raises as :meth:`propose` does."""
         if self.role is not Role.LEADER:
             raise NotLeaderError(self.lead)
         if self.lead_transferee is not None:
@@ -273,12 +274,12 @@ class Raft:
             Entry(term, first + k, EntryKind.COMMAND, data) for k, data in enumerate(commands)
         ]
         if not entries:
-            return first
+            return Appended(first, term)
         self.log.append(entries)
         self._uncommitted.append((entries[-1].index, size))
         self._uncommitted_bytes += size
         self._bcast_append()
-        return first
+        return Appended(first, term)
 
     def read_index(self, context: bytes) -> None:
         """Ask for a linearizable read point (Thesis §6.4); the answer comes as a

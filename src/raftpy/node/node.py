@@ -527,14 +527,13 @@ class RaftNode:
         for start in range(0, len(queued), limit):
             batch = queued[start : start + limit]
             try:
-                first = raft.propose_batch([p.command for p in batch])
+                first, term = raft.propose_batch([p.command for p in batch])
             except (NotLeaderError, ProposalDropped) as exc:
                 if isinstance(exc, NotLeaderError):
                     exc = self._leader_error()
                 for p in batch:
                     p.future.set_exception(exc)
                 continue
-            term = raft.term
             for k, p in enumerate(batch):
                 p.index = first + k
                 p.term = term
