@@ -3,8 +3,8 @@
 Inputs: :meth:`Raft.tick`, :meth:`Raft.step`, :meth:`Raft.propose`, :meth:`Raft.read_index`,
 :meth:`Raft.transfer_leadership`, :meth:`Raft.campaign`, and for snapshots the driver moved
 (Raft §7) :meth:`Raft.install_snapshot` and :meth:`Raft.report_snapshot`. Output:
-:meth:`Raft.ready`, which the driver carries out and acknowledges with :meth:`Raft.advance`
-(see :mod:`raftpy.core.ready`).
+:meth:`Raft.ready`, which the driver carries out and acknowledges with :meth:`Raft.advance`,
+reporting what it applied with :meth:`Raft.applied_to` (see :mod:`raftpy.core.ready`).
 
 ``step`` works in two phases (etcd raft's design): first it settles terms (Raft §5.1: a higher
 term makes us a follower, a lower one is ignored or answered), then it hands the message to the
@@ -803,7 +803,8 @@ class Raft:
         return rd
 
     def advance(self, rd: Ready) -> None:
-        """The driver persisted, sent and applied everything in ``rd``."""
+        """The driver persisted and sent everything in ``rd`` (and restored its snapshot). Its
+        committed entries count as applied only once the driver says so (:meth:`applied_to`)."""
         if rd is not self._outstanding:
             raise LocalProtocolError("advance() must be given the Ready returned by ready()")
         self._outstanding = None
@@ -826,8 +827,22 @@ class Raft:
                 own = self.prs[self.id]
                 if own.maybe_update(self.log.stable_last_index()) and self._maybe_commit():
                     self._bcast_append(send_if_empty=False)
-        if rd.committed_entries:
-            self.log.applied_to(rd.committed_entries[-1].index)
+
+    def applied_to(self, index: int) -> None:
+        """The driver's state machine now reflects every entry up to ``index`` (Raft Figure 2,
+        lastApplied). Only the driver knows when an apply really happened (it may hold applies
+        back while a snapshot reads the state), so the core's applied index moves only here
+        (and when a snapshot from the leader is restored). Raises :class:`LocalProtocolError`
+        if ``index`` moves backwards or passes the entries handed out in ``committed_entries``.
+        """
+        log = self.log
+        if index < log.applied:
+            raise LocalProtocolError(f"applied_to({index}) moves back from {log.applied}")
+        if index > log.applying:
+            raise LocalProtocolError(
+                f"applied_to({index}) is past the entries handed out for applying ({log.applying})"
+            )
+        log.applied_to(index)
 
     # ------------------------------------------------------------------------------------------
     # Inspection

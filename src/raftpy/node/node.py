@@ -152,7 +152,6 @@ class RaftNode:
         self._transport: Transport | None = None
         self._raft: Raft | None = None
         self._snaps: NodeSnapshots | None = None
-        self._applied = 0  # the state machine's applied index (it may trail the core's)
         self._held: list[Entry] = []  # committed, held back while a snapshot reads the state
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -219,7 +218,6 @@ class RaftNode:
             random.Random(self._rng.getrandbits(64)),
             applied,
         )
-        self._applied = self._raft.log.applied
         factory = self._transport_factory or self._default_transport
         self._transport = factory(self._on_message, self._on_client_request)
         try:
@@ -414,6 +412,13 @@ class RaftNode:
         }
 
     @property
+    def _applied(self) -> int:
+        """The state machine's applied index: the core's, which the loop moves
+        (``Raft.applied_to``) once entries are really applied."""
+        raft = self._raft
+        return 0 if raft is None else raft.log.applied
+
+    @property
     def role(self) -> Role:
         return self._role
 
@@ -582,7 +587,7 @@ class RaftNode:
             await snaps.install(rd.snapshot)
             # The snapshot holds everything up to its index, held-back entries included.
             self._held = [e for e in self._held if e.index > rd.snapshot.index]
-            self._applied = max(self._applied, rd.snapshot.index)
+            raft.applied_to(rd.snapshot.index)  # the state machine was restored from it
         if rd.entries:
             storage.append(rd.entries)
         if rd.hard_state is not None:
@@ -656,7 +661,9 @@ class RaftNode:
                         ProposalDropped("overwritten by a newer leader's entry; not applied")
                     )
         self.stats.applied += len(entries)
-        self._applied = entries[-1].index
+        raft = self._raft
+        assert raft is not None
+        raft.applied_to(entries[-1].index)  # only now: the core's applied index is the one
         snaps = self._snaps
         if snaps is not None:
             snaps.note_applied(entries)

@@ -756,6 +756,7 @@ class SimCluster:
             self._send(node.id, m)
         if rd.committed_entries:
             self._apply(node, rd.committed_entries)
+            raft.applied_to(rd.committed_entries[-1].index)
 
     def _apply(self, node: _Node, entries: Sequence[Entry]) -> None:
         # Apply checker: each node applies in order, and every node applies the same entry at
