@@ -12,7 +12,8 @@ No Raft rule lives here. The loop has a fixed order:
 
 Proposals arriving in one loop iteration become one append: one fsync and one AppendEntries per
 follower for the whole batch. What a waiting proposer or reader is promised (deadlines, definite
-vs indeterminate failures) is kept by :class:`~raftpy.node.requests.PendingRequests`.
+vs indeterminate failures) is kept by :class:`~raftpy.node.requests.PendingRequests`; the client
+protocol is served by :class:`~raftpy.node.service.ClientService`.
 """
 
 from __future__ import annotations
@@ -26,8 +27,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgspec
-
 from raftpy.core.messages import (
     Entry,
     EntryKind,
@@ -39,16 +38,14 @@ from raftpy.core.messages import (
 from raftpy.core.raft import Raft
 from raftpy.core.ready import Ready, Role
 from raftpy.errors import (
-    IndeterminateError,
     LocalProtocolError,
     NotLeaderError,
     ProposalDropped,
-    RaftError,
 )
 from raftpy.node.config import NodeConfig
 from raftpy.node.requests import PendingRequests
+from raftpy.node.service import ClientService
 from raftpy.node.snapshots import NodeSnapshots
-from raftpy.outcomes import response_for_error
 from raftpy.statemachine import StateMachine
 from raftpy.storage.base import LogStore
 from raftpy.storage.errors import FatalStorageError, StorageFullError
@@ -58,11 +55,8 @@ from raftpy.storage.snapshots import SnapshotStore
 from raftpy.storage.wal import FileStorage
 from raftpy.transport.base import ClientConnectionLike, Transport, TransportFactory
 from raftpy.transport.protocol import (
-    ClientOp,
     ClientRequest,
-    ClientResponse,
     Consistency,
-    ResponseStatus,
 )
 
 logger = logging.getLogger("raftpy.node")
@@ -128,6 +122,7 @@ class RaftNode:
         self._requests = PendingRequests(
             state_machine, self.config.request_timeout, self._leader_error
         )
+        self._service = ClientService(self)
         self._stopping = False
         self._failed: str | None = None
         self._disk_full = False
@@ -185,7 +180,7 @@ class RaftNode:
             applied,
         )
         factory = self._transport_factory or self._default_transport
-        self._transport = factory(self._on_message, self._on_client_request)
+        self._transport = factory(self._on_message, self._service.handle)
         try:
             await self._transport.start()
         except BaseException:
@@ -385,32 +380,12 @@ class RaftNode:
         return self._leader
 
     # ------------------------------------------------------------------------------------------
-    # Inbound callbacks (from the transport)
+    # Inbound peer messages (from the transport; client requests go to ClientService)
     # ------------------------------------------------------------------------------------------
 
     def _on_message(self, message: PeerMessage) -> None:
         self._inbox.append(message)
         self._wake.set()
-
-    def _on_client_request(self, conn: ClientConnectionLike, req: ClientRequest) -> None:
-        try:
-            if req.op is ClientOp.STATUS:
-                data = msgspec.msgpack.encode(self.status())
-                conn.respond(ClientResponse(req.id, ResponseStatus.OK, data))
-                return
-            if req.op is ClientOp.SNAPSHOT:
-                self._check_usable()
-                task = asyncio.get_running_loop().create_task(self.snapshot())
-                task.add_done_callback(lambda t: conn.respond(_snapshot_response(req.id, t)))
-                return
-            if req.op is ClientOp.PROPOSE:
-                fut = self.submit(req.data, req.timeout)
-            else:
-                fut = self.submit_query(req.data, req.consistency, req.timeout)
-        except RaftError as exc:
-            conn.respond(_error_response(req.id, exc))
-            return
-        fut.add_done_callback(lambda f: conn.respond(_future_response(req.id, f)))
 
     # ------------------------------------------------------------------------------------------
     # The loop
@@ -602,29 +577,3 @@ class RaftNode:
             # from what is on disk.
             logging.shutdown()
             os._exit(70)
-
-
-def _error_response(request_id: int, exc: BaseException) -> ClientResponse:
-    # The status of each error is in raftpy.outcomes, which the client reads back.
-    return response_for_error(request_id, exc)
-
-
-def _snapshot_response(request_id: int, task: asyncio.Task[SnapshotMeta]) -> ClientResponse:
-    if task.cancelled():
-        return ClientResponse(request_id, ResponseStatus.ERROR, message="snapshot cancelled")
-    exc = task.exception()
-    if exc is not None:
-        return _error_response(request_id, exc)
-    meta = task.result()
-    data = msgspec.msgpack.encode({"index": meta.index, "term": meta.term})
-    return ClientResponse(request_id, ResponseStatus.OK, data)
-
-
-def _future_response(request_id: int, fut: asyncio.Future[bytes]) -> ClientResponse:
-    if fut.cancelled():
-        # A cancelled proposal may have been appended already.
-        return _error_response(request_id, IndeterminateError("cancelled"))
-    exc = fut.exception()
-    if exc is not None:
-        return _error_response(request_id, exc)
-    return ClientResponse(request_id, ResponseStatus.OK, fut.result())
