@@ -103,12 +103,16 @@ def persist(rd: Ready, storage: MemoryStorage) -> None:
 
 
 def drive(raft: Raft, storage: MemoryStorage | None = None) -> Ready:
-    """Take one Ready, persist it into ``storage`` (default: the node's own) and advance.
+    """Take one Ready, persist it into ``storage`` (default: the node's own), report its
+    committed entries applied (there is no state machine: the caller records them) and
+    advance.
 
     Returns the Ready, so a test can look at what it asked for; :func:`msgs` lists its
     messages."""
     rd = raft.ready()
     persist(rd, storage if storage is not None else storage_of(raft))
+    if rd.committed_entries:
+        raft.applied_to(rd.committed_entries[-1].index)
     raft.advance(rd)
     return rd
 

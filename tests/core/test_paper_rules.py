@@ -1319,6 +1319,24 @@ def test_propose_on_follower_raises_not_leader_with_hint() -> None:
             r.read_index(b"ctx")
 
 
+def test_propose_batch_appends_consecutive_entries_and_names_their_term() -> None:
+    """A batch of commands is appended as consecutive entries of the leader's current term;
+    ``propose_batch`` returns the first index and that term, which together name each
+    command's entry (the driver must not read the term back later: it may have moved on).
+
+    Reference: §5.3 ("the leader appends the command to its log as a new entry"; an entry is
+    identified by its index and term)."""
+    r = leader_with_acks(terms=(1, 1))  # the no-op of term 2 is index 3
+    appended = r.propose_batch([b"a", b"b", b"c"])
+    assert appended == (4, 2) and (appended.first_index, appended.term) == (4, 2)
+    assert [(e.index, e.term, e.data) for e in r.log.entries(4, 7)] == [
+        (4, 2, b"a"),
+        (5, 2, b"b"),
+        (6, 2, b"c"),
+    ]
+    assert r.propose(b"d") == 7  # a single proposal still returns just its index
+
+
 def test_proposals_beyond_uncommitted_bytes_are_refused() -> None:
     """The leader refuses (ProposalDropped, nothing appended) a proposal that would take the
     bytes appended but not yet committed past max_uncommitted_bytes; once they commit,
@@ -1523,7 +1541,7 @@ def test_ready_advance_contract() -> None:
 
 def test_committed_entries_are_applied_in_order_once() -> None:
     """Every committed entry is handed out for applying exactly once, in index order, across
-    Readies; the apply cursor follows advance().
+    Readies; the applied index follows what the driver reports (``applied_to``).
 
     Reference: §5.3 (Figure 2, "All Servers": "If commitIndex > lastApplied ... apply")."""
     net = Network.of(PEERS)
@@ -1541,3 +1559,65 @@ def test_committed_entries_are_applied_in_order_once() -> None:
             (6, b"4"),
         ]
         assert node.raft.log.applied == 6
+
+
+def _commit_two_more(r: Raft) -> None:
+    """Append two commands at the leader ``r`` (indexes 2 and 3), persist them, and let
+    follower 2 acknowledge them, so they commit; nothing is handed out for applying yet."""
+    r.propose_batch([b"a", b"b"])
+    drain(r)
+    r.step(AppendEntriesResponse(r.term, 2, 1, True, 3))
+    assert (r.log.committed, r.log.applying, r.log.applied) == (3, 1, 1)
+
+
+def test_entries_handed_out_are_not_applied_until_the_driver_says_so() -> None:
+    """``advance()`` does not mark the Ready's committed entries applied: the driver may hold
+    applies back (while a snapshot reads its state), so lastApplied moves only when the
+    driver reports it with ``applied_to``, in as many steps as it likes. Entries handed out
+    are not handed out again meanwhile.
+
+    Reference: §5.3 (Figure 2, "All Servers": "If commitIndex > lastApplied: increment
+    lastApplied, apply log[lastApplied] to state machine"): lastApplied follows the apply."""
+    r = leader_with_acks()  # the no-op (index 1) committed and applied
+    _commit_two_more(r)
+    rd = r.ready()
+    assert [e.index for e in rd.committed_entries] == [2, 3]
+    persist(rd, storage_of(r))
+    r.advance(rd)
+    assert (r.log.applied, r.log.applying, r.status().applied) == (1, 3, 1)
+    r.check_invariants()
+    while r.has_ready():
+        rd = r.ready()
+        assert not rd.committed_entries
+        persist(rd, storage_of(r))
+        r.advance(rd)
+    r.applied_to(2)
+    assert (r.log.applied, r.status().applied) == (2, 2)
+    r.applied_to(3)
+    assert (r.log.applied, r.log.applying) == (3, 3)
+    r.check_invariants()
+
+
+def test_applied_to_past_what_was_handed_out_or_backwards_is_refused() -> None:
+    """The driver may report applied only entries the core handed out, and lastApplied never
+    moves backwards: ``applied_to`` past them (even to a committed index not handed out
+    yet) or below the applied index raises LocalProtocolError and changes nothing.
+
+    Reference: §5.3 (Figure 2, State: lastApplied "increases monotonically"); the driver
+    contract in docs/architecture.md ("The Ready loop")."""
+    r = leader_with_acks()
+    _commit_two_more(r)
+    with pytest.raises(LocalProtocolError, match="past the entries handed out"):
+        r.applied_to(2)  # committed, but not handed out yet
+    rd = r.ready()
+    persist(rd, storage_of(r))
+    r.advance(rd)
+    with pytest.raises(LocalProtocolError, match="past the entries handed out"):
+        r.applied_to(4)
+    assert r.log.applied == 1
+    r.applied_to(3)
+    with pytest.raises(LocalProtocolError, match="moves back"):
+        r.applied_to(2)
+    r.applied_to(3)  # saying it again is harmless
+    assert (r.log.applied, r.log.applying) == (3, 3)
+    r.check_invariants()

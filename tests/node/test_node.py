@@ -181,7 +181,7 @@ def test_oversized_command_is_refused_as_not_retryable() -> None:
                 def respond(self, response: ClientResponse) -> None:
                     answers.append(response)
 
-            node._on_client_request(Conn(), ClientRequest(1, ClientOp.PROPOSE, too_big))
+            node._service.handle(Conn(), ClientRequest(1, ClientOp.PROPOSE, too_big))
             await wait_for(lambda: bool(answers), timeout=2)
             assert answers[0].status.value == "dropped" and answers[0].retryable is False
 

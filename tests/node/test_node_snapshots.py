@@ -525,7 +525,7 @@ def test_operator_snapshot_returns_the_applied_index_and_is_idempotent(tmp_path:
             # Through the client protocol (what `raftpy snapshot ADDRESS` sends).
             await write(leader, range(40, 50))
             conn = RecordingConn()
-            leader._on_client_request(conn, ClientRequest(7, ClientOp.SNAPSHOT))
+            leader._service.handle(conn, ClientRequest(7, ClientOp.SNAPSHOT))
             await wait_for(lambda: bool(conn.answers), timeout=5)
             (answer,) = conn.answers
             assert answer.id == 7 and answer.status.value == "ok", answer
@@ -538,7 +538,7 @@ def test_operator_snapshot_returns_the_applied_index_and_is_idempotent(tmp_path:
             # The second snapshot compacts the log to the first one.
             assert leader.status()["first_index"] == meta.index + 1
             conn2 = RecordingConn()
-            leader._on_client_request(conn2, ClientRequest(8, ClientOp.SNAPSHOT))
+            leader._service.handle(conn2, ClientRequest(8, ClientOp.SNAPSHOT))
             await wait_for(lambda: bool(conn2.answers), timeout=5)
             (answer2,) = conn2.answers
             assert answer2.result is not None

@@ -4,8 +4,9 @@ Indexes (all 1-based; 0 means "before the first entry"):
 
 - ``committed``: highest index known committed. Invariant: ``applied <= applying <= committed
   <= last_index()``.
-- ``applying``: highest index handed out for applying (in a Ready not yet advanced).
-- ``applied``: highest index the state machine has applied.
+- ``applying``: highest index handed out for applying (in a Ready's ``committed_entries``).
+- ``applied``: highest index the state machine has applied, as the driver reported it
+  (``Raft.applied_to``; the core never assumes an entry handed out was applied).
 - Unstable entries are ``[unstable_offset, last_index()]``; everything below ``unstable_offset``
   is in storage (durable). A pending snapshot received from the leader is unstable too.
 """

@@ -3,8 +3,8 @@
 Inputs: :meth:`Raft.tick`, :meth:`Raft.step`, :meth:`Raft.propose`, :meth:`Raft.read_index`,
 :meth:`Raft.transfer_leadership`, :meth:`Raft.campaign`, and for snapshots the driver moved
 (Raft §7) :meth:`Raft.install_snapshot` and :meth:`Raft.report_snapshot`. Output:
-:meth:`Raft.ready`, which the driver carries out and acknowledges with :meth:`Raft.advance`
-(see :mod:`raftpy.core.ready`).
+:meth:`Raft.ready`, which the driver carries out and acknowledges with :meth:`Raft.advance`,
+reporting what it applied with :meth:`Raft.applied_to` (see :mod:`raftpy.core.ready`).
 
 ``step`` works in two phases (etcd raft's design): first it settles terms (Raft §5.1: a higher
 term makes us a follower, a lower one is ignored or answered), then it hands the message to the
@@ -42,7 +42,7 @@ from raftpy.core.messages import (
 from raftpy.core.progress import Progress, ProgressState
 from raftpy.core.quorum import VoteResult
 from raftpy.core.read_only import ReadOnly
-from raftpy.core.ready import ReadState, Ready, Role, SnapshotRequest, SoftState
+from raftpy.core.ready import Appended, ReadState, Ready, Role, SnapshotRequest, SoftState
 from raftpy.core.status import PeerStatus as PeerStatus  # re-exported (lived here before)
 from raftpy.core.status import Status as Status  # re-exported (lived here before)
 from raftpy.core.storage import HardState, LogStorage
@@ -240,11 +240,12 @@ class Raft:
         leader refuses (back-pressure, transfer in progress, entry too large). Either way
         nothing was appended.
         """
-        return self.propose_batch([data])
+        return self.propose_batch([data]).first_index
 
-    def propose_batch(self, commands: Sequence[bytes]) -> int:
+    def propose_batch(self, commands: Sequence[bytes]) -> Appended:
         """Append several commands at once (one AppendEntries per follower); return the index
-        of the first. Their indexes are consecutive. All or none are appended."""
+        of the first and the term they were appended in (their indexes are consecutive). All
+        or none are appended; raises as :meth:`propose` does."""
         if self.role is not Role.LEADER:
             raise NotLeaderError(self.lead)
         if self.lead_transferee is not None:
@@ -273,12 +274,12 @@ class Raft:
             Entry(term, first + k, EntryKind.COMMAND, data) for k, data in enumerate(commands)
         ]
         if not entries:
-            return first
+            return Appended(first, term)
         self.log.append(entries)
         self._uncommitted.append((entries[-1].index, size))
         self._uncommitted_bytes += size
         self._bcast_append()
-        return first
+        return Appended(first, term)
 
     def read_index(self, context: bytes) -> None:
         """Ask for a linearizable read point (Thesis §6.4); the answer comes as a
@@ -802,7 +803,8 @@ class Raft:
         return rd
 
     def advance(self, rd: Ready) -> None:
-        """The driver persisted, sent and applied everything in ``rd``."""
+        """The driver persisted and sent everything in ``rd`` (and restored its snapshot). Its
+        committed entries count as applied only once the driver says so (:meth:`applied_to`)."""
         if rd is not self._outstanding:
             raise LocalProtocolError("advance() must be given the Ready returned by ready()")
         self._outstanding = None
@@ -825,8 +827,22 @@ class Raft:
                 own = self.prs[self.id]
                 if own.maybe_update(self.log.stable_last_index()) and self._maybe_commit():
                     self._bcast_append(send_if_empty=False)
-        if rd.committed_entries:
-            self.log.applied_to(rd.committed_entries[-1].index)
+
+    def applied_to(self, index: int) -> None:
+        """The driver's state machine now reflects every entry up to ``index`` (Raft Figure 2,
+        lastApplied). Only the driver knows when an apply really happened (it may hold applies
+        back while a snapshot reads the state), so the core's applied index moves only here
+        (and when a snapshot from the leader is restored). Raises :class:`LocalProtocolError`
+        if ``index`` moves backwards or passes the entries handed out in ``committed_entries``.
+        """
+        log = self.log
+        if index < log.applied:
+            raise LocalProtocolError(f"applied_to({index}) moves back from {log.applied}")
+        if index > log.applying:
+            raise LocalProtocolError(
+                f"applied_to({index}) is past the entries handed out for applying ({log.applying})"
+            )
+        log.applied_to(index)
 
     # ------------------------------------------------------------------------------------------
     # Inspection

@@ -8,7 +8,8 @@ The driver's loop (etcd raft's RawNode contract; docs/architecture.md, "The Read
         stream(rd.snapshot_requests)      # may start at once: our latest snapshot to a follower
         persist(rd.hard_state, rd.snapshot, rd.entries); fsync   # before anything below
         send(rd.persisted_messages)       # votes and acknowledgements: they promise durability
-        apply(rd.committed_entries)       # in order
+        apply(rd.committed_entries)       # in order, then report how far:
+        core.applied_to(last_applied)     # (later, for entries whose apply was held back)
         core.advance(rd)                  # call before the next ready()
 
 Sending ``messages`` after persisting is always correct too; only ``persisted_messages`` must
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from raftpy.core.messages import Entry, Message, SnapshotMeta
 from raftpy.core.storage import HardState
@@ -36,6 +38,16 @@ class Role(enum.Enum):
     PRE_CANDIDATE = "pre-candidate"
     CANDIDATE = "candidate"
     LEADER = "leader"
+
+
+class Appended(NamedTuple):
+    """Where ``Raft.propose_batch`` put a batch of commands: the index of the first (the
+    others follow it consecutively) and the term they were appended in. A command lives or
+    dies at its index and term (Raft §5.3): if another term's entry is applied at that index,
+    the command was overwritten and never will be applied."""
+
+    first_index: int
+    term: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +94,8 @@ class Ready:
       not depend on the writes above either); report each outcome with
       ``Raft.report_snapshot``.
     - ``persisted_messages``: send only after the writes above are durable.
-    - ``committed_entries``: apply in order.
+    - ``committed_entries``: apply in order, then report it with ``Raft.applied_to`` (the
+      core marks nothing applied by itself: the driver may hold applies back).
     - ``read_states``: linearizable reads now servable once their index is applied.
     - ``soft_state``: role or leader changed when not ``None``.
     """

@@ -2,6 +2,8 @@
 transport and the user's state machine. No Raft rule lives here (docs/architecture.md).
 
 - :mod:`raftpy.node.node`: :class:`RaftNode`, its lifecycle and the Ready loop;
+- :mod:`raftpy.node.requests`: proposals and reads waiting for their outcome;
+- :mod:`raftpy.node.service`: answering clients' requests;
 - :mod:`raftpy.node.config`: :class:`NodeConfig`, the runtime settings;
 - :mod:`raftpy.node.snapshots`: taking, installing and restoring snapshots;
 - :mod:`raftpy.node.transfer`: streaming a snapshot to a follower in chunks.

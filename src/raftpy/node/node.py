@@ -1,38 +1,31 @@
 """RaftNode: the asyncio driver that runs the consensus core with storage, transport and the
-user's state machine.
+user's state machine: its lifecycle and the Ready loop (docs/architecture.md, "The Ready loop").
 
-No Raft rule lives here. The loop has a fixed order (STYLE: thin glue):
+No Raft rule lives here. The loop has a fixed order:
 
 1. collect inputs: peer messages, proposals, reads, elapsed ticks;
 2. feed them to the core (``step``, ``propose_batch``, ``read_index``, ``tick``);
 3. for each Ready: send ``messages`` (the leader's appends may leave before its own write,
    Thesis §10.2.1), persist entries and hard state and fsync once (group commit), send
-   ``persisted_messages``, apply committed entries and resolve their proposals, serve reads
-   whose index is applied, then ``advance()``.
+   ``persisted_messages``, apply committed entries, tell the core (``applied_to``) and resolve
+   their proposals, serve reads whose index is applied, then ``advance()``.
 
 Proposals arriving in one loop iteration become one append: one fsync and one AppendEntries per
-follower for the whole batch.
-
-Errors follow DESIGN §4: :class:`~raftpy.errors.NotLeaderError` and
-:class:`~raftpy.errors.ProposalDropped` are definite (nothing was appended);
-:class:`~raftpy.errors.IndeterminateError` means the command was appended and may still commit.
-A proposer is never left waiting: every proposal has a deadline, checked on every tick.
+follower for the whole batch. What a waiting proposer or reader is promised (deadlines, definite
+vs indeterminate failures) is kept by :class:`~raftpy.node.requests.PendingRequests`; the client
+protocol is served by :class:`~raftpy.node.service.ClientService`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
-import itertools
 import logging
 import os
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-
-import msgspec
 
 from raftpy.core.messages import (
     Entry,
@@ -45,16 +38,14 @@ from raftpy.core.messages import (
 from raftpy.core.raft import Raft
 from raftpy.core.ready import Ready, Role
 from raftpy.errors import (
-    ClusterUnavailableError,
-    IndeterminateError,
     LocalProtocolError,
     NotLeaderError,
     ProposalDropped,
-    RaftError,
 )
 from raftpy.node.config import NodeConfig
+from raftpy.node.requests import PendingRequests
+from raftpy.node.service import ClientService
 from raftpy.node.snapshots import NodeSnapshots
-from raftpy.outcomes import response_for_error
 from raftpy.statemachine import StateMachine
 from raftpy.storage.base import LogStore
 from raftpy.storage.errors import FatalStorageError, StorageFullError
@@ -64,39 +55,11 @@ from raftpy.storage.snapshots import SnapshotStore
 from raftpy.storage.wal import FileStorage
 from raftpy.transport.base import ClientConnectionLike, Transport, TransportFactory
 from raftpy.transport.protocol import (
-    ClientOp,
     ClientRequest,
-    ClientResponse,
     Consistency,
-    ResponseStatus,
 )
 
 logger = logging.getLogger("raftpy.node")
-
-
-@dataclass(eq=False)
-class _Proposal:
-    command: bytes
-    future: asyncio.Future[bytes]
-    deadline: float
-    index: int = 0  # 0 until appended
-    term: int = 0
-
-
-@dataclass(eq=False)
-class _Read:
-    query: bytes
-    future: asyncio.Future[bytes]
-    deadline: float
-
-
-@dataclass(eq=False)
-class _ReadBatch:
-    """Reads that share one ReadIndex round (Thesis §6.4: one heartbeat quorum confirms
-    every read that arrived before it)."""
-
-    reads: list[_Read]
-    index: int = 0
 
 
 @dataclass
@@ -152,17 +115,14 @@ class RaftNode:
         self._transport: Transport | None = None
         self._raft: Raft | None = None
         self._snaps: NodeSnapshots | None = None
-        self._applied = 0  # the state machine's applied index (it may trail the core's)
         self._held: list[Entry] = []  # committed, held back while a snapshot reads the state
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._inbox: list[PeerMessage] = []
-        self._queued: list[_Proposal] = []
-        self._pending: dict[int, _Proposal] = {}
-        self._queued_reads: list[_Read] = []
-        self._read_batches: dict[bytes, _ReadBatch] = {}
-        self._waiting_reads: list[tuple[int, int, _ReadBatch]] = []  # heap by index
-        self._read_seq = itertools.count(1)
+        self._requests = PendingRequests(
+            state_machine, self.config.request_timeout, self._leader_error
+        )
+        self._service = ClientService(self)
         self._stopping = False
         self._failed: str | None = None
         self._disk_full = False
@@ -219,9 +179,8 @@ class RaftNode:
             random.Random(self._rng.getrandbits(64)),
             applied,
         )
-        self._applied = self._raft.log.applied
         factory = self._transport_factory or self._default_transport
-        self._transport = factory(self._on_message, self._on_client_request)
+        self._transport = factory(self._on_message, self._service.handle)
         try:
             await self._transport.start()
         except BaseException:
@@ -262,7 +221,7 @@ class RaftNode:
             # A loop that crashed already logged why; stopping must still release everything.
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
-        self._fail_all("node stopped")
+        self._requests.fail_all("node stopped")
         if self._snaps is not None:
             await self._snaps.close()
         if self._transport is not None:
@@ -296,10 +255,7 @@ class RaftNode:
             raise self._leader_error()
         if self._disk_full:
             raise ProposalDropped("the disk is full; retry when space is free")
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[bytes] = loop.create_future()
-        wait = self.config.request_timeout if timeout is None else timeout
-        self._queued.append(_Proposal(command, fut, loop.time() + wait))
+        fut = self._requests.propose(command, timeout)
         self._wake.set()
         return fut
 
@@ -316,19 +272,14 @@ class RaftNode:
         """Queue a read; see :meth:`query`."""
         self._check_usable()
         level = Consistency(consistency)
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[bytes] = loop.create_future()
         if level is Consistency.STALE:
-            fut.set_result(self.state_machine.query(query))
-            return fut
+            return self._requests.answer_now(query)
         if self._role is not Role.LEADER:
             raise self._leader_error()
         if self.config.unsafe_stale_reads:
             # TEST ONLY (see NodeConfig): skip ReadIndex, the bug fault harnesses must catch.
-            fut.set_result(self.state_machine.query(query))
-            return fut
-        wait = self.config.request_timeout if timeout is None else timeout
-        self._queued_reads.append(_Read(query, fut, loop.time() + wait))
+            return self._requests.answer_now(query)
+        fut = self._requests.read(query, timeout)
         self._wake.set()
         return fut
 
@@ -355,7 +306,7 @@ class RaftNode:
         if self._held:
             held, self._held = self._held, []
             self._apply_entries(held)
-            self._serve_reads(self._applied)
+            self._serve_reads()
         return await asyncio.shield(snaps.start(raft, self._applied))
 
     def _send_peer(self, message: PeerMessage) -> None:
@@ -414,6 +365,13 @@ class RaftNode:
         }
 
     @property
+    def _applied(self) -> int:
+        """The state machine's applied index: the core's, which the loop moves
+        (``Raft.applied_to``) once entries are really applied."""
+        raft = self._raft
+        return 0 if raft is None else raft.log.applied
+
+    @property
     def role(self) -> Role:
         return self._role
 
@@ -422,32 +380,12 @@ class RaftNode:
         return self._leader
 
     # ------------------------------------------------------------------------------------------
-    # Inbound callbacks (from the transport)
+    # Inbound peer messages (from the transport; client requests go to ClientService)
     # ------------------------------------------------------------------------------------------
 
     def _on_message(self, message: PeerMessage) -> None:
         self._inbox.append(message)
         self._wake.set()
-
-    def _on_client_request(self, conn: ClientConnectionLike, req: ClientRequest) -> None:
-        try:
-            if req.op is ClientOp.STATUS:
-                data = msgspec.msgpack.encode(self.status())
-                conn.respond(ClientResponse(req.id, ResponseStatus.OK, data))
-                return
-            if req.op is ClientOp.SNAPSHOT:
-                self._check_usable()
-                task = asyncio.get_running_loop().create_task(self.snapshot())
-                task.add_done_callback(lambda t: conn.respond(_snapshot_response(req.id, t)))
-                return
-            if req.op is ClientOp.PROPOSE:
-                fut = self.submit(req.data, req.timeout)
-            else:
-                fut = self.submit_query(req.data, req.consistency, req.timeout)
-        except RaftError as exc:
-            conn.respond(_error_response(req.id, exc))
-            return
-        fut.add_done_callback(lambda f: conn.respond(_future_response(req.id, f)))
 
     # ------------------------------------------------------------------------------------------
     # The loop
@@ -475,13 +413,13 @@ class RaftNode:
                 self._wake.clear()
                 self._step_inbox(raft)
                 self._append_proposals(raft)
-                self._start_reads(raft)
+                self._requests.start_reads(raft)
                 if tick_due:
                     tick_due = False
                     now = loop.time()
                     raft.tick()
                     snaps.tick()
-                    self._expire(now)
+                    self._requests.expire(now)
                     next_tick += interval
                     if next_tick < now:  # the loop was blocked for long: do not burst ticks
                         next_tick = now + interval
@@ -491,7 +429,7 @@ class RaftNode:
                 if self._held and not snaps.hold_applies:
                     held, self._held = self._held, []
                     self._apply_entries(held)
-                    self._serve_reads(self._applied)
+                    self._serve_reads()
                 if snaps.due(loop.time()) and not self._held:
                     snaps.start_automatic(raft, self._applied, loop.time())
         except asyncio.CancelledError:
@@ -501,7 +439,7 @@ class RaftNode:
         except Exception as exc:  # a bug: fail loudly, never hang proposers
             logger.exception("node %d loop crashed", self.node_id)
             self._failed = f"internal error: {exc!r}"
-            self._fail_all(self._failed)
+            self._requests.fail_all(self._failed)
             raise
         finally:
             timer.cancel()
@@ -521,51 +459,16 @@ class RaftNode:
                 raft.step(message)
 
     def _append_proposals(self, raft: Raft) -> None:
-        queued = [p for p in self._queued if not p.future.done()]
-        self._queued = []
-        limit = self.config.max_batch
-        for start in range(0, len(queued), limit):
-            batch = queued[start : start + limit]
-            try:
-                first = raft.propose_batch([p.command for p in batch])
-            except (NotLeaderError, ProposalDropped) as exc:
-                if isinstance(exc, NotLeaderError):
-                    exc = self._leader_error()
-                for p in batch:
-                    p.future.set_exception(exc)
-                continue
-            term = raft.term
-            for k, p in enumerate(batch):
-                p.index = first + k
-                p.term = term
-                self._pending[p.index] = p
-            self.stats.proposals += len(batch)
-            self.stats.batches += 1
-
-    def _start_reads(self, raft: Raft) -> None:
-        reads = [r for r in self._queued_reads if not r.future.done()]
-        self._queued_reads = []
-        if not reads:
-            return
-        context = next(self._read_seq).to_bytes(8, "big")
-        try:
-            raft.read_index(context)
-        except NotLeaderError:
-            err = self._leader_error()
-            for r in reads:
-                r.future.set_exception(err)
-            return
-        self._read_batches[context] = _ReadBatch(reads)
+        appended, batches = self._requests.append_proposals(raft, self.config.max_batch)
+        self.stats.proposals += appended
+        self.stats.batches += batches
 
     async def _drain_ready(self, raft: Raft) -> None:
         while raft.has_ready():
             rd = raft.ready()
             await self._handle_ready(raft, rd)
             raft.advance(rd)
-        for context in raft.take_dropped_reads():
-            batch = self._read_batches.pop(context, None)
-            if batch is not None:
-                self._fail_reads(batch.reads, self._leader_error())
+        self._requests.on_dropped_reads(raft.take_dropped_reads())
 
     async def _handle_ready(self, raft: Raft, rd: Ready) -> None:
         transport = self._transport
@@ -583,7 +486,7 @@ class RaftNode:
             await snaps.install(rd.snapshot)
             # The snapshot holds everything up to its index, held-back entries included.
             self._held = [e for e in self._held if e.index > rd.snapshot.index]
-            self._applied = max(self._applied, rd.snapshot.index)
+            raft.applied_to(rd.snapshot.index)  # the state machine was restored from it
         if rd.entries:
             storage.append(rd.entries)
         if rd.hard_state is not None:
@@ -599,13 +502,8 @@ class RaftNode:
                 self._held.extend(rd.committed_entries)
             else:
                 self._apply_entries(rd.committed_entries)
-        for rs in rd.read_states:
-            batch = self._read_batches.get(rs.context)
-            if batch is not None:
-                batch.index = rs.index
-                del self._read_batches[rs.context]
-                heapq.heappush(self._waiting_reads, (rs.index, id(batch), batch))
-        self._serve_reads(self._applied)
+        self._requests.on_read_states(rd.read_states)
+        self._serve_reads()
 
     async def _sync(self, storage: LogStore) -> None:
         while True:
@@ -622,17 +520,14 @@ class RaftNode:
                 if not self._disk_full:
                     logger.error("node %d: %s; waiting for free space", self.node_id, exc)
                 self._disk_full = True
-                for p in self._queued:
-                    if not p.future.done():
-                        p.future.set_exception(ProposalDropped("the disk is full"))
-                self._queued = []
+                self._requests.drop_queued("the disk is full")
                 await asyncio.sleep(0.2)
                 # The loop is parked here: keep deadlines honest so no proposer waits forever.
-                self._expire(asyncio.get_running_loop().time())
+                self._requests.expire(asyncio.get_running_loop().time())
 
     def _apply_entries(self, entries: tuple[Entry, ...] | list[Entry]) -> None:
         sm = self.state_machine
-        pending = self._pending
+        on_applied = self._requests.on_applied
         for entry in entries:
             result = b""
             failure: Exception | None = None
@@ -644,33 +539,17 @@ class RaftNode:
                     # replicas stay equal; the proposer gets the error.
                     logger.exception("node %d: apply of entry %d raised", self.node_id, entry.index)
                     failure = exc
-            p = pending.pop(entry.index, None) if pending else None
-            if p is not None and not p.future.done():
-                if p.term == entry.term and failure is not None:
-                    p.future.set_exception(failure)
-                elif p.term == entry.term:
-                    p.future.set_result(result)
-                else:
-                    # Another leader's entry took this index: ours was overwritten and can
-                    # never commit (Raft §5.3: an entry lives or dies at its index and term).
-                    p.future.set_exception(
-                        ProposalDropped("overwritten by a newer leader's entry; not applied")
-                    )
+            on_applied(entry, result, failure)
         self.stats.applied += len(entries)
-        self._applied = entries[-1].index
+        raft = self._raft
+        assert raft is not None
+        raft.applied_to(entries[-1].index)  # only now: the core's applied index is the one
         snaps = self._snaps
         if snaps is not None:
             snaps.note_applied(entries)
 
-    def _serve_reads(self, applied: int) -> None:
-        waiting = self._waiting_reads
-        sm = self.state_machine
-        while waiting and waiting[0][0] <= applied:
-            _, _, batch = heapq.heappop(waiting)
-            for r in batch.reads:
-                if not r.future.done():
-                    r.future.set_result(sm.query(r.query))
-                    self.stats.reads += 1
+    def _serve_reads(self) -> None:
+        self.stats.reads += self._requests.serve_reads(self._applied)
 
     def _on_soft_state(self, role: Role, leader: int | None) -> None:
         was_leader = self._role is Role.LEADER
@@ -686,98 +565,15 @@ class RaftNode:
         if was_leader and role is not Role.LEADER and self._snaps is not None:
             self._snaps.stop_sending()
         if was_leader and role is not Role.LEADER:
-            # Appended entries may still commit under the next leader: their fate is unknown.
-            err = IndeterminateError("leadership lost before the command committed")
-            for p in self._pending.values():
-                if not p.future.done():
-                    p.future.set_exception(err)
-            self._pending.clear()
-            not_leader = self._leader_error()
-            for p in self._queued:
-                if not p.future.done():
-                    p.future.set_exception(not_leader)
-            self._queued = []
-            for r in self._queued_reads:
-                if not r.future.done():
-                    r.future.set_exception(not_leader)
-            self._queued_reads = []
-
-    def _expire(self, now: float) -> None:
-        """Fail proposals and reads whose deadline passed (checked once per tick)."""
-        if self._pending:
-            expired = [i for i, p in self._pending.items() if p.deadline <= now]
-            for i in expired:
-                p = self._pending.pop(i)
-                if not p.future.done():
-                    p.future.set_exception(
-                        IndeterminateError("deadline passed after the command was appended")
-                    )
-        for batch in list(self._read_batches.values()) + [b for _, _, b in self._waiting_reads]:
-            for r in batch.reads:
-                if r.deadline <= now and not r.future.done():
-                    r.future.set_exception(
-                        ClusterUnavailableError("read not confirmed before its deadline")
-                    )
-
-    def _fail_reads(self, reads: list[_Read], exc: BaseException) -> None:
-        for r in reads:
-            if not r.future.done():
-                r.future.set_exception(exc)
-
-    def _fail_all(self, reason: str) -> None:
-        indeterminate = IndeterminateError(f"{reason}; the command may still commit")
-        for p in self._pending.values():
-            if not p.future.done():
-                p.future.set_exception(indeterminate)
-        self._pending.clear()
-        dropped = ProposalDropped(f"{reason}; the command was not appended")
-        for p in self._queued:
-            if not p.future.done():
-                p.future.set_exception(dropped)
-        self._queued = []
-        unavailable = ClusterUnavailableError(reason)
-        self._fail_reads(self._queued_reads, unavailable)
-        self._queued_reads = []
-        for batch in self._read_batches.values():
-            self._fail_reads(batch.reads, unavailable)
-        self._read_batches.clear()
-        for _, _, batch in self._waiting_reads:
-            self._fail_reads(batch.reads, unavailable)
-        self._waiting_reads = []
+            self._requests.on_leadership_lost()
 
     def _fatal(self, reason: str) -> None:
         logger.critical("node %d: fatal storage error: %s", self.node_id, reason)
         self._failed = reason
-        self._fail_all(f"fatal storage error: {reason}")
+        self._requests.fail_all(f"fatal storage error: {reason}")
         if self.config.exit_on_fatal:
             # The kernel may have dropped dirty pages: retrying an fsync could report success
             # for data that is gone. The only safe move is to stop the process and recover
             # from what is on disk.
             logging.shutdown()
             os._exit(70)
-
-
-def _error_response(request_id: int, exc: BaseException) -> ClientResponse:
-    # The status of each error is in raftpy.outcomes, which the client reads back.
-    return response_for_error(request_id, exc)
-
-
-def _snapshot_response(request_id: int, task: asyncio.Task[SnapshotMeta]) -> ClientResponse:
-    if task.cancelled():
-        return ClientResponse(request_id, ResponseStatus.ERROR, message="snapshot cancelled")
-    exc = task.exception()
-    if exc is not None:
-        return _error_response(request_id, exc)
-    meta = task.result()
-    data = msgspec.msgpack.encode({"index": meta.index, "term": meta.term})
-    return ClientResponse(request_id, ResponseStatus.OK, data)
-
-
-def _future_response(request_id: int, fut: asyncio.Future[bytes]) -> ClientResponse:
-    if fut.cancelled():
-        # A cancelled proposal may have been appended already.
-        return _error_response(request_id, IndeterminateError("cancelled"))
-    exc = fut.exception()
-    if exc is not None:
-        return _error_response(request_id, exc)
-    return ClientResponse(request_id, ResponseStatus.OK, fut.result())

@@ -309,12 +309,11 @@ class SimCluster:
         if raft is None:
             return -1, 0, False
         try:
-            index = raft.propose(command)
+            index, term = raft.propose_batch([command])
         except NotLeaderError:
             return -1, raft.term, False
         except ProposalDropped:
             return -1, raft.term, True
-        term = raft.term
         self._process(self._nodes[i])
         return index, term, True
 
@@ -324,7 +323,7 @@ class SimCluster:
         if raft is None:
             return -1
         try:
-            first = raft.propose_batch(commands)
+            first, _ = raft.propose_batch(commands)
         except (NotLeaderError, ProposalDropped):
             return -1
         self._process(self._nodes[i])
@@ -757,6 +756,7 @@ class SimCluster:
             self._send(node.id, m)
         if rd.committed_entries:
             self._apply(node, rd.committed_entries)
+            raft.applied_to(rd.committed_entries[-1].index)
 
     def _apply(self, node: _Node, entries: Sequence[Entry]) -> None:
         # Apply checker: each node applies in order, and every node applies the same entry at

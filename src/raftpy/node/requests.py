@@ -1,0 +1,288 @@
+"""Pending client requests on a node: proposals waiting for their entry to be applied, and
+linearizable reads waiting for their read index to be confirmed and then applied.
+
+:class:`PendingRequests` owns every future a caller of :meth:`RaftNode.submit` or
+:meth:`RaftNode.submit_query` may be waiting on, from the moment the node accepts the request
+until it resolves; the node's loop feeds it what the core says. How each way of ending reaches
+a client is in :mod:`raftpy.outcomes` (README.md describes it for users).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from raftpy.core.messages import Entry
+from raftpy.core.raft import Raft
+from raftpy.core.ready import ReadState
+from raftpy.errors import (
+    ClusterUnavailableError,
+    IndeterminateError,
+    NotLeaderError,
+    ProposalDropped,
+)
+from raftpy.statemachine import StateMachine
+
+
+@dataclass(eq=False)
+class _Proposal:
+    command: bytes
+    future: asyncio.Future[bytes]
+    deadline: float
+    index: int = 0  # 0 until appended
+    term: int = 0
+
+
+@dataclass(eq=False)
+class _Read:
+    query: bytes
+    future: asyncio.Future[bytes]
+    deadline: float
+
+
+@dataclass(eq=False)
+class _ReadBatch:
+    """Reads that share one ReadIndex round (Thesis §6.4: one heartbeat quorum confirms
+    every read that arrived before it)."""
+
+    reads: list[_Read]
+    index: int = 0
+
+
+class PendingRequests:
+    """Every accepted proposal and read, until its future resolves.
+
+    A proposal is *queued* until the loop appends it (:meth:`append_proposals`), then
+    *pending* at its index until the entry there is applied (:meth:`on_applied`). A read is
+    queued until the loop asks the core for a read index (:meth:`start_reads`), then waits in
+    a batch for the core's :class:`~raftpy.core.ready.ReadState`, then for the state machine
+    to apply that index (:meth:`serve_reads`).
+
+    Guarantees:
+
+    - Every request has a deadline (``request_timeout`` unless the caller gives one), checked
+      on every tick by :meth:`expire`: nobody is left waiting, whatever the cluster does.
+    - A definite failure (:class:`NotLeaderError`, :class:`ProposalDropped`) means the command
+      was never appended: a retry cannot apply it twice.
+    - A proposal whose entry was appended fails, if it fails, with
+      :class:`IndeterminateError` (leadership lost, deadline passed, node stopped): the entry
+      may still commit under the next leader.
+    - A proposal resolves with the state machine's result (or the exception its ``apply``
+      raised) only when its own entry, same index *and* term, is applied; another term's
+      entry at that index means ours was overwritten and never will be applied (Raft §5.3):
+      :class:`ProposalDropped`.
+    - A read is answered from the state machine only once it has applied the read index the
+      core confirmed with a heartbeat quorum (Thesis §6.4). One that cannot be confirmed
+      fails with :class:`NotLeaderError` or :class:`ClusterUnavailableError`; a read changes
+      nothing, so either is definite.
+    """
+
+    def __init__(
+        self,
+        state_machine: StateMachine,
+        request_timeout: float,
+        leader_error: Callable[[], NotLeaderError],
+    ) -> None:
+        """``leader_error`` builds the NotLeaderError naming the leader the node knows now."""
+        self._sm = state_machine
+        self._request_timeout = request_timeout
+        self._leader_error = leader_error
+        self._queued: list[_Proposal] = []
+        self._pending: dict[int, _Proposal] = {}  # by index, once appended
+        self._queued_reads: list[_Read] = []
+        self._read_batches: dict[bytes, _ReadBatch] = {}  # by context, until a ReadState
+        self._waiting_reads: list[tuple[int, int, _ReadBatch]] = []  # heap by read index
+        self._read_seq = itertools.count(1)
+
+    # ------------------------------------------------------------------------------------------
+    # Accepting requests
+    # ------------------------------------------------------------------------------------------
+
+    def _deadline(self, loop: asyncio.AbstractEventLoop, timeout: float | None) -> float:
+        return loop.time() + (self._request_timeout if timeout is None else timeout)
+
+    def propose(self, command: bytes, timeout: float | None) -> asyncio.Future[bytes]:
+        """Queue ``command`` for the next append; the future resolves as the class says."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[bytes] = loop.create_future()
+        self._queued.append(_Proposal(command, fut, self._deadline(loop, timeout)))
+        return fut
+
+    def read(self, query: bytes, timeout: float | None) -> asyncio.Future[bytes]:
+        """Queue a linearizable read for the next ReadIndex round."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[bytes] = loop.create_future()
+        self._queued_reads.append(_Read(query, fut, self._deadline(loop, timeout)))
+        return fut
+
+    def answer_now(self, query: bytes) -> asyncio.Future[bytes]:
+        """A future already holding the answer from local state (a stale read)."""
+        fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        fut.set_result(self._sm.query(query))
+        return fut
+
+    # ------------------------------------------------------------------------------------------
+    # Into the core (once per loop pass)
+    # ------------------------------------------------------------------------------------------
+
+    def append_proposals(self, raft: Raft, max_batch: int) -> tuple[int, int]:
+        """Append the queued proposals, ``max_batch`` commands per append (one fsync and one
+        AppendEntries per follower for each). Returns (commands appended, appends)."""
+        queued = [p for p in self._queued if not p.future.done()]
+        self._queued = []
+        appended = batches = 0
+        for start in range(0, len(queued), max_batch):
+            batch = queued[start : start + max_batch]
+            try:
+                first, term = raft.propose_batch([p.command for p in batch])
+            except (NotLeaderError, ProposalDropped) as exc:
+                # Definite: the core appended none of them.
+                if isinstance(exc, NotLeaderError):
+                    exc = self._leader_error()
+                for p in batch:
+                    p.future.set_exception(exc)
+                continue
+            for k, p in enumerate(batch):
+                p.index = first + k
+                p.term = term
+                self._pending[p.index] = p
+            appended += len(batch)
+            batches += 1
+        return appended, batches
+
+    def start_reads(self, raft: Raft) -> None:
+        """Ask the core for one read index covering every queued read."""
+        reads = [r for r in self._queued_reads if not r.future.done()]
+        self._queued_reads = []
+        if not reads:
+            return
+        context = next(self._read_seq).to_bytes(8, "big")
+        try:
+            raft.read_index(context)
+        except NotLeaderError:
+            self._fail_reads(reads, self._leader_error())
+            return
+        self._read_batches[context] = _ReadBatch(reads)
+
+    # ------------------------------------------------------------------------------------------
+    # Out of the core
+    # ------------------------------------------------------------------------------------------
+
+    def on_read_states(self, read_states: Iterable[ReadState]) -> None:
+        """The core confirmed these read indexes: the reads wait for them to be applied."""
+        for rs in read_states:
+            batch = self._read_batches.pop(rs.context, None)
+            if batch is not None:
+                batch.index = rs.index
+                heapq.heappush(self._waiting_reads, (rs.index, id(batch), batch))
+
+    def on_dropped_reads(self, contexts: Iterable[bytes]) -> None:
+        """The core dropped these ReadIndex rounds (leadership lost before confirming)."""
+        for context in contexts:
+            batch = self._read_batches.pop(context, None)
+            if batch is not None:
+                self._fail_reads(batch.reads, self._leader_error())
+
+    def on_applied(self, entry: Entry, result: bytes, failure: Exception | None) -> None:
+        """``entry`` was applied, giving ``result`` (or ``apply`` raised ``failure``)."""
+        if not self._pending:
+            return
+        p = self._pending.pop(entry.index, None)
+        if p is None or p.future.done():
+            return
+        if p.term != entry.term:
+            # Another leader's entry took this index: ours was overwritten and can never
+            # commit (Raft §5.3: an entry lives or dies at its index and term).
+            p.future.set_exception(
+                ProposalDropped("overwritten by a newer leader's entry; not applied")
+            )
+        elif failure is not None:
+            p.future.set_exception(failure)
+        else:
+            p.future.set_result(result)
+
+    def serve_reads(self, applied: int) -> int:
+        """Answer the reads whose read index is applied; returns how many were answered."""
+        waiting = self._waiting_reads
+        sm = self._sm
+        served = 0
+        while waiting and waiting[0][0] <= applied:
+            _, _, batch = heapq.heappop(waiting)
+            for r in batch.reads:
+                if not r.future.done():
+                    r.future.set_result(sm.query(r.query))
+                    served += 1
+        return served
+
+    # ------------------------------------------------------------------------------------------
+    # Failures
+    # ------------------------------------------------------------------------------------------
+
+    def expire(self, now: float) -> None:
+        """Fail proposals and reads whose deadline passed (checked once per tick)."""
+        if self._pending:
+            expired = [i for i, p in self._pending.items() if p.deadline <= now]
+            for i in expired:
+                p = self._pending.pop(i)
+                if not p.future.done():
+                    p.future.set_exception(
+                        IndeterminateError("deadline passed after the command was appended")
+                    )
+        for batch in list(self._read_batches.values()) + [b for _, _, b in self._waiting_reads]:
+            for r in batch.reads:
+                if r.deadline <= now and not r.future.done():
+                    r.future.set_exception(
+                        ClusterUnavailableError("read not confirmed before its deadline")
+                    )
+
+    def drop_queued(self, reason: str) -> None:
+        """Refuse the proposals not appended yet (definite: ProposalDropped)."""
+        for p in self._queued:
+            if not p.future.done():
+                p.future.set_exception(ProposalDropped(reason))
+        self._queued = []
+
+    def on_leadership_lost(self) -> None:
+        """This node stopped leading: appended proposals may still commit under the next
+        leader (indeterminate); queued proposals and reads were never started (not leader).
+        Reads waiting for a read index end when the core drops them (:meth:`on_dropped_reads`).
+        """
+        err = IndeterminateError("leadership lost before the command committed")
+        for p in self._pending.values():
+            if not p.future.done():
+                p.future.set_exception(err)
+        self._pending.clear()
+        not_leader = self._leader_error()
+        for p in self._queued:
+            if not p.future.done():
+                p.future.set_exception(not_leader)
+        self._queued = []
+        self._fail_reads(self._queued_reads, not_leader)
+        self._queued_reads = []
+
+    def fail_all(self, reason: str) -> None:
+        """The node stops or failed: fail everything, appended proposals as indeterminate."""
+        indeterminate = IndeterminateError(f"{reason}; the command may still commit")
+        for p in self._pending.values():
+            if not p.future.done():
+                p.future.set_exception(indeterminate)
+        self._pending.clear()
+        self.drop_queued(f"{reason}; the command was not appended")
+        unavailable = ClusterUnavailableError(reason)
+        self._fail_reads(self._queued_reads, unavailable)
+        self._queued_reads = []
+        for batch in self._read_batches.values():
+            self._fail_reads(batch.reads, unavailable)
+        self._read_batches.clear()
+        for _, _, batch in self._waiting_reads:
+            self._fail_reads(batch.reads, unavailable)
+        self._waiting_reads = []
+
+    @staticmethod
+    def _fail_reads(reads: list[_Read], exc: BaseException) -> None:
+        for r in reads:
+            if not r.future.done():
+                r.future.set_exception(exc)

@@ -1,0 +1,188 @@
+"""PendingRequests on its own: each guarantee of its docstring, driven with a real core (no
+transport, no storage) so every outcome is exact."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from raftpy.core.messages import Entry, EntryKind
+from raftpy.core.raft import Raft
+from raftpy.errors import (
+    ClusterUnavailableError,
+    IndeterminateError,
+    NotLeaderError,
+    ProposalDropped,
+)
+from raftpy.node.requests import PendingRequests
+from tests.corehelpers import Network, drive, new_raft
+from tests.nodehelpers import KV, set_cmd
+
+
+def pending(kv: KV | None = None) -> PendingRequests:
+    return PendingRequests(kv or KV(), 5.0, lambda: NotLeaderError(2, "10.0.0.2:7000"))
+
+
+def single_leader() -> Raft:
+    net = Network.of((1,))
+    return net.elect(1)
+
+
+def error_of(fut: asyncio.Future[bytes]) -> BaseException | None:
+    assert fut.done()
+    return fut.exception()
+
+
+def test_appended_proposal_resolves_with_its_result_when_its_entry_is_applied() -> None:
+    async def main() -> None:
+        kv = KV()
+        reqs = pending(kv)
+        raft = single_leader()
+        fut = reqs.propose(set_cmd("a", "1"), None)
+        assert reqs.append_proposals(raft, 64) == (1, 1)
+        committed: list[Entry] = []
+        while raft.has_ready():
+            committed.extend(drive(raft).committed_entries)
+        (entry,) = [e for e in committed if e.kind is EntryKind.COMMAND]
+        assert not fut.done()
+        reqs.on_applied(entry, kv.apply(entry.data), None)
+        assert fut.result() == b""
+
+    asyncio.run(main())
+
+
+def test_leadership_loss_is_indeterminate_once_appended_and_definite_before() -> None:
+    async def main() -> None:
+        reqs = pending()
+        raft = single_leader()
+        appended = reqs.propose(b"x", None)
+        reqs.append_proposals(raft, 64)
+        queued = reqs.propose(b"y", None)
+        read = reqs.read(b"q", None)
+        reqs.on_leadership_lost()
+        assert isinstance(error_of(appended), IndeterminateError)
+        not_leader = error_of(queued)
+        assert isinstance(not_leader, NotLeaderError)
+        assert (not_leader.leader_id, not_leader.leader_address) == (2, "10.0.0.2:7000")
+        assert isinstance(error_of(read), NotLeaderError)
+
+    asyncio.run(main())
+
+
+def test_refused_appends_are_definite() -> None:
+    async def main() -> None:
+        reqs = pending()
+        follower = new_raft(1, (1, 2, 3))
+        fut = reqs.propose(b"x", None)
+        assert reqs.append_proposals(follower, 64) == (0, 0)
+        err = error_of(fut)
+        assert isinstance(err, NotLeaderError) and err.leader_address == "10.0.0.2:7000"
+        leader = new_raft(1, (1,), max_entry_bytes=4)
+        leader.campaign()
+        big = reqs.propose(b"12345", None)
+        reqs.append_proposals(leader, 64)
+        assert isinstance(error_of(big), ProposalDropped)
+
+    asyncio.run(main())
+
+
+def test_another_terms_entry_at_the_index_drops_the_proposal() -> None:
+    async def main() -> None:
+        reqs = pending()
+        raft = single_leader()
+        fut = reqs.propose(b"x", None)
+        reqs.append_proposals(raft, 64)
+        index = raft.log.last_index()
+        reqs.on_applied(Entry(raft.term + 1, index, EntryKind.COMMAND, b"other"), b"r", None)
+        assert isinstance(error_of(fut), ProposalDropped)
+
+    asyncio.run(main())
+
+
+def test_apply_failure_reaches_the_proposer() -> None:
+    async def main() -> None:
+        reqs = pending()
+        raft = single_leader()
+        fut = reqs.propose(b"x", None)
+        reqs.append_proposals(raft, 64)
+        entry = Entry(raft.term, raft.log.last_index(), EntryKind.COMMAND, b"x")
+        boom = ValueError("bad command")
+        reqs.on_applied(entry, b"", boom)
+        assert error_of(fut) is boom
+
+    asyncio.run(main())
+
+
+def test_deadlines_fail_appended_proposals_as_indeterminate_and_reads_as_unavailable() -> None:
+    async def main() -> None:
+        reqs = pending()
+        raft = single_leader()
+        now = asyncio.get_running_loop().time()
+        fut = reqs.propose(b"x", 1.0)
+        later = reqs.propose(b"y", 100.0)
+        reqs.append_proposals(raft, 64)
+        read = reqs.read(b"q", 1.0)
+        reqs.start_reads(raft)
+        reqs.expire(now + 0.5)
+        assert not fut.done() and not read.done()
+        reqs.expire(now + 2.0)
+        assert isinstance(error_of(fut), IndeterminateError)
+        assert isinstance(error_of(read), ClusterUnavailableError)
+        assert not later.done()
+
+    asyncio.run(main())
+
+
+def test_reads_are_served_only_once_their_index_is_applied() -> None:
+    async def main() -> None:
+        kv = KV()
+        kv.apply(set_cmd("k", "v"))
+        reqs = pending(kv)
+        raft = single_leader()
+        read = reqs.read(b"k", None)
+        reqs.start_reads(raft)
+        (rs,) = drive(raft).read_states
+        reqs.on_read_states([rs])
+        assert reqs.serve_reads(rs.index - 1) == 0 and not read.done()
+        assert reqs.serve_reads(rs.index) == 1
+        assert read.result() == b"v"
+
+    asyncio.run(main())
+
+
+def test_dropped_reads_fail_as_not_leader() -> None:
+    async def main() -> None:
+        reqs = pending()
+        raft = single_leader()
+        read = reqs.read(b"k", None)
+        reqs.start_reads(raft)
+        reqs.on_dropped_reads([(1).to_bytes(8, "big")])
+        assert isinstance(error_of(read), NotLeaderError)
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("stage", ["queued", "appended", "read queued", "read started"])
+def test_fail_all_says_whether_anything_was_appended(stage: str) -> None:
+    async def main() -> None:
+        reqs = pending()
+        raft = single_leader()
+        if stage.startswith("read"):
+            fut = reqs.read(b"q", None)
+            if stage == "read started":
+                reqs.start_reads(raft)
+        else:
+            fut = reqs.propose(b"x", None)
+            if stage == "appended":
+                reqs.append_proposals(raft, 64)
+        reqs.fail_all("node stopped")
+        expected = {
+            "queued": ProposalDropped,
+            "appended": IndeterminateError,
+            "read queued": ClusterUnavailableError,
+            "read started": ClusterUnavailableError,
+        }[stage]
+        assert type(error_of(fut)) is expected
+
+    asyncio.run(main())
