@@ -143,7 +143,12 @@ def test_unsafe_stale_reads_switch_serves_a_deposed_leaders_stale_value() -> Non
     async def main() -> None:
         net = LocalNetwork()
         async with running(
-            make_cluster(net, config=replace(FAST, check_quorum=False, unsafe_stale_reads=True))
+            make_cluster(
+                net,
+                config=replace(
+                    FAST, raft=replace(FAST.raft, check_quorum=False), unsafe_stale_reads=True
+                ),
+            )
         ) as nodes:
             old = await wait_leader(nodes)
             await old.propose(set_cmd("x", "old"), timeout=2)

@@ -2,13 +2,21 @@
 transport and the user's state machine. No Raft rule lives here (docs/architecture.md).
 
 - :mod:`raftpy.node.node`: :class:`RaftNode`, its lifecycle and the Ready loop;
-- :mod:`raftpy.node.config`: :class:`NodeConfig`, the runtime settings;
+- :mod:`raftpy.node.config`: :class:`NodeConfig`, the runtime settings (the consensus ones
+  are the core's :class:`~raftpy.core.config.RaftConfig`, held in ``NodeConfig.raft``);
 - :mod:`raftpy.node.snapshots`: taking, installing and restoring snapshots;
 - :mod:`raftpy.node.transfer`: streaming a snapshot to a follower in chunks.
 """
 
-from raftpy.node.config import NodeConfig
+from raftpy.node.config import NODE_RAFT_DEFAULTS, NodeConfig
 from raftpy.node.node import RaftNode
 from raftpy.transport.base import ClientConnectionLike, Transport, TransportFactory
 
-__all__ = ["ClientConnectionLike", "NodeConfig", "RaftNode", "Transport", "TransportFactory"]
+__all__ = [
+    "NODE_RAFT_DEFAULTS",
+    "ClientConnectionLike",
+    "NodeConfig",
+    "RaftNode",
+    "Transport",
+    "TransportFactory",
+]

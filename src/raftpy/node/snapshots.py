@@ -83,7 +83,7 @@ class NodeSnapshots:
             chunk_bytes=config.snapshot_chunk_bytes,
             window_bytes=config.snapshot_window_bytes,
             retry_ticks=max(2, round(0.2 / config.tick_seconds)),
-            give_up_ticks=max(config.election_ticks * 2, round(10.0 / config.tick_seconds)),
+            give_up_ticks=max(config.raft.election_ticks * 2, round(10.0 / config.tick_seconds)),
         )
         self._receiver: SnapshotReceiver[SnapshotSink] = SnapshotReceiver(
             store.begin_receive, _abort
