@@ -25,6 +25,7 @@ from raftpy.examples import service
 from raftpy.examples.hashmap import HashMapClient
 from raftpy.node import RaftNode
 from raftpy.node.config import NODE_RAFT_DEFAULTS, NodeConfig
+from raftpy.node.status import SnapshotStatus
 from tests.examples.test_examples_process import leader_of
 from tests.nodehelpers import KV, set_cmd, wait_for
 from tests.processhelpers import ProcessCluster, free_port, wait_until
@@ -60,9 +61,10 @@ def test_snapshot_of_the_leader_and_of_a_follower(tmp_path: Path) -> None:
         follower = next(i for i in range(1, 4) if i != leader)
 
         with SyncClient(c.addresses) as sc:
-            commit = sc.status(c.address(leader))["commit"]
+            commit = sc.status(c.address(leader)).commit
+            assert commit is not None
             wait_until(
-                lambda: sc.status(c.address(follower))["applied"] >= commit,
+                lambda: (sc.status(c.address(follower)).applied or 0) >= commit,
                 10,
                 "the follower to apply everything",
             )
@@ -75,23 +77,24 @@ def test_snapshot_of_the_leader_and_of_a_follower(tmp_path: Path) -> None:
                 index, term = int(m[1]), int(m[2])
                 st = sc.status(c.address(node))
                 assert index >= commit >= 21  # the leader's no-op and 20 puts
-                assert st["snapshot"] == {
-                    "index": index,
-                    "term": term,
-                    "taken": 1,
-                    "installed": 0,
-                    "sent": 0,
-                    "bytes_sent": 0,
-                    "bytes_received": 0,
-                }
-                assert term == st["term"]
+                assert st.snapshot == SnapshotStatus(
+                    index=index,
+                    term=term,
+                    taken=1,
+                    installed=0,
+                    sent=0,
+                    bytes_sent=0,
+                    bytes_received=0,
+                )
+                assert term == st.term
                 assert snapshot_files(tmp_path / f"data{node}") == [
                     f"{index:020d}-{term:020d}.snap"
                 ]
                 # Nothing applied since: the same snapshot again, no new file.
                 again = raftpy("snapshot", c.address(node))
                 assert (again.returncode, again.stdout) == (0, r.stdout), again.stderr
-                assert sc.status(c.address(node))["snapshot"]["taken"] == 1
+                snapshot = sc.status(c.address(node)).snapshot
+                assert snapshot is not None and snapshot.taken == 1
 
 
 def test_unreachable_node_exits_1(tmp_path: Path) -> None:

@@ -101,7 +101,7 @@ def test_single_member_cluster_elects_itself_at_once() -> None:
             await wait_for(lambda: node.role.value == "leader", timeout=1)
             assert await node.propose(set_cmd("a", "b")) == b""
             assert await node.query(b"a") == b"b"
-            assert node.status()["commit"] >= 2
+            assert node.status().commit >= 2
 
     asyncio.run(main())
 
