@@ -65,9 +65,12 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from benchmarks.machine import free_ports, load_text
+
+if TYPE_CHECKING:
+    from raftpy.node.status import NodeStatus
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -610,13 +613,13 @@ class _RaftCluster:
     def stop_all(self) -> None:
         _kill_all(list(self.procs.values()))
 
-    async def status(self, i: int, timeout: float = 0.5) -> dict[str, Any] | None:
+    async def status(self, i: int, timeout: float = 0.5) -> NodeStatus | None:
         try:
             return await self.client.status(self.address(i), timeout=timeout)
         except Exception:
             return None
 
-    async def statuses(self, ids: Sequence[int] | None = None) -> dict[int, dict[str, Any]]:
+    async def statuses(self, ids: Sequence[int] | None = None) -> dict[int, NodeStatus]:
         chosen = self.ids if ids is None else ids
         found = await asyncio.gather(*(self.status(i) for i in chosen))
         return {i: s for i, s in zip(chosen, found, strict=True) if s is not None}
@@ -629,14 +632,15 @@ class _RaftCluster:
         while time.monotonic() < deadline:
             st = await self.statuses()
             if len(st) == len(self.ids):
-                leaders = {s.get("leader") for s in st.values()}
-                terms = {s.get("term") for s in st.values()}
+                leaders = {s.leader for s in st.values()}
+                terms = {s.term for s in st.values()}
                 leader = next(iter(leaders))
                 if len(leaders) == 1 and len(terms) == 1 and leader in st:
+                    assert leader is not None
                     if target is None:
-                        target = int(st[leader]["commit"])
-                    if all(int(s["applied"]) >= target for s in st.values()):
-                        return int(leader)
+                        target = st[leader].commit or 0
+                    if all((s.applied or 0) >= target for s in st.values()):
+                        return leader
             await asyncio.sleep(0.05)
         raise RuntimeError(f"no stable leader within {timeout} s")
 
@@ -683,12 +687,12 @@ async def _raftpy_suite(root: Path, out: dict[str, float]) -> None:
         task = asyncio.ensure_future(_run_load(args, full_s + 60, on_mark))
         while not task.done():
             st = await cluster.statuses()
-            seen.append({i: (s.get("term"), s.get("leader")) for i, s in st.items()})
+            seen.append({i: (s.term, s.leader) for i, s in st.items()})
             await asyncio.wait({task}, timeout=STATUS_POLL)
         result = task.result()
         after = await cluster.statuses()
-        first_term = max((int(s["term"]) for s in before.values()), default=0)
-        last_term = max((int(s["term"]) for s in after.values()), default=first_term)
+        first_term = max((s.term or 0 for s in before.values()), default=0)
+        last_term = max((s.term or 0 for s in after.values()), default=first_term)
         changes = 0  # the most leader changes any one node reported
         for i in cluster.ids:
             leaders = [snap[i][1] for snap in seen if i in snap and snap[i][1] is not None]
@@ -756,7 +760,7 @@ async def _failover(cluster: _RaftCluster, trials: int, out: dict[str, float]) -
             pass
         for trial in range(trials):
             leader = await cluster.stable_leader()
-            old_term = int((await cluster.statuses([leader]))[leader]["term"])
+            old_term = (await cluster.statuses([leader]))[leader].term or 0
             await asyncio.sleep(0.3)  # let the writer settle on the leader
             survivors = [i for i in cluster.ids if i != leader]
             t_kill = time.monotonic()
@@ -768,7 +772,7 @@ async def _failover(cluster: _RaftCluster, trials: int, out: dict[str, float]) -
             while time.monotonic() < t_kill + 20:
                 if new_leader_at != new_leader_at:  # still NaN: poll the survivors
                     st = await cluster.statuses(survivors)
-                    if any(s["role"] == "leader" and s["term"] > old_term for s in st.values()):
+                    if any(s.role == "leader" and (s.term or 0) > old_term for s in st.values()):
                         new_leader_at = time.monotonic() - t_kill
                 if ok is None and line_task.done():
                     line = line_task.result()

@@ -36,7 +36,7 @@ below means 2**20 bytes).
    ``FileStorage.create_snapshot``, then 100,000 entries of 100 B after it, all committed),
    copied afresh for each of 3 runs (so it is in the page cache: a warm restart). A fresh
    process (``python -m benchmarks.bench_snapshot restart ...``) imports everything, then
-   times a one-member ``RaftNode.start()`` until ``status()["applied"]`` reaches the last
+   times a one-member ``RaftNode.start()`` until ``status().applied`` reaches the last
    index (snapshot restored, 100,000 entries replayed). ``restart_s``: median of the runs;
    ``restart_rss_mb``: the process's peak RSS (``VmHWM``), median of the runs.
    ``RAFTPY_BENCH_RESTART_MB`` / ``RAFTPY_BENCH_RESTART_ENTRIES`` change the sizes.
@@ -292,7 +292,9 @@ async def _node_serve(node_id: int, size: int, data_dir: str, members: dict[int,
 async def _node_command(node: Any, sm: BlobStateMachine, parts: list[str]) -> dict[str, Any]:
     op = parts[0]
     if op == "status":
-        st: dict[str, Any] = node.status()
+        import msgspec
+
+        st: dict[str, Any] = msgspec.to_builtins(node.status())
         st["count"] = sm.count
         return st
     if op == "propose":
@@ -305,11 +307,11 @@ async def _node_command(node: Any, sm: BlobStateMachine, parts: list[str]) -> di
     if op == "wait":
         index, seconds = int(parts[1]), float(parts[2])
         deadline = time.monotonic() + seconds
-        while node.status()["applied"] < index:
+        while (node.status().applied or 0) < index:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"not applied {index} within {seconds} s: {node.status()}")
             await asyncio.sleep(0.002)
-        return {"t": time.monotonic(), "applied": node.status()["applied"], "count": sm.count}
+        return {"t": time.monotonic(), "applied": node.status().applied, "count": sm.count}
     raise ValueError(f"unknown command {op!r}")
 
 
@@ -337,7 +339,7 @@ async def _restart_child(data_dir: str, size: int, target: int, timeout: float) 
     await node.start()
     t_started = time.perf_counter()
     try:
-        while node.status()["applied"] < target:
+        while (node.status().applied or 0) < target:
             if time.perf_counter() - t0 > timeout:
                 raise TimeoutError(f"not applied {target} within {timeout} s: {node.status()}")
             await asyncio.sleep(0.001)
@@ -350,7 +352,7 @@ async def _restart_child(data_dir: str, size: int, target: int, timeout: float) 
             "rss_kb": _proc_status_kb(os.getpid(), "VmRSS"),
             "hwm_kb": _proc_status_kb(os.getpid(), "VmHWM"),
             "count": sm.count,
-            "applied": node.status()["applied"],
+            "applied": node.status().applied,
         }
     finally:
         await node.stop()

@@ -10,11 +10,12 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from typing import BinaryIO
 
 from raftpy.core.messages import PeerMessage, decode_message, encode_message
 from raftpy.node import RaftNode
-from raftpy.node.config import NodeConfig
+from raftpy.node.config import NODE_RAFT_DEFAULTS, NodeConfig
 from raftpy.transport.base import ClientConnectionLike, Transport
 from raftpy.transport.protocol import ClientRequest
 
@@ -100,7 +101,9 @@ class LocalNetwork:
         asyncio.get_running_loop().call_soon(dst.on_message, decode_message(data))
 
 
-FAST = NodeConfig(tick_seconds=0.01, election_ticks=10, exit_on_fatal=False)
+FAST = NodeConfig(
+    tick_seconds=0.01, raft=replace(NODE_RAFT_DEFAULTS, election_ticks=10), exit_on_fatal=False
+)
 
 
 def make_cluster(net: LocalNetwork, n: int = 3, config: NodeConfig = FAST) -> list[RaftNode]:

@@ -2,8 +2,9 @@
 
 The public API is re-exported here (see ``__all__``):
 
-- the runtime: :class:`RaftNode` (asyncio driver), :class:`NodeConfig`, and the clients
-  :class:`Client` (asyncio) and :class:`SyncClient`;
+- the runtime: :class:`RaftNode` (asyncio driver), :class:`NodeConfig`, what a node reports
+  about itself (:class:`NodeStatus`, with its counters in :class:`NodeStats`), and the
+  clients :class:`Client` (asyncio) and :class:`SyncClient`;
 - the sans-I/O consensus core: :class:`Raft`, :class:`RaftConfig`, :class:`Ready`,
   :class:`Role`, :class:`SnapshotRequest`, and the peer messages in
   :mod:`raftpy.core.messages` (:data:`Message` for the core, :data:`PeerMessage` on the wire);
@@ -37,6 +38,8 @@ from raftpy.errors import (
 )
 from raftpy.node import RaftNode
 from raftpy.node.config import NodeConfig
+from raftpy.node.stats import NodeStats
+from raftpy.node.status import NodeStatus
 from raftpy.statemachine import StateMachine
 from raftpy.storage.base import LogStore
 from raftpy.storage.errors import CorruptLogError, StorageError, StorageFullError
@@ -63,6 +66,8 @@ __all__ = [
     "Message",
     "MessageDecodeError",
     "NodeConfig",
+    "NodeStats",
+    "NodeStatus",
     "NotLeaderError",
     "PeerMessage",
     "ProposalDropped",

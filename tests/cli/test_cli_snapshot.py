@@ -8,6 +8,7 @@ Every wait is bounded; every process is killed when a test ends, pass or fail.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import subprocess
 import sys
@@ -23,7 +24,8 @@ from raftpy.errors import ClusterUnavailableError, RemoteProtocolError
 from raftpy.examples import service
 from raftpy.examples.hashmap import HashMapClient
 from raftpy.node import RaftNode
-from raftpy.node.config import NodeConfig
+from raftpy.node.config import NODE_RAFT_DEFAULTS, NodeConfig
+from raftpy.node.status import SnapshotStatus
 from tests.examples.test_examples_process import leader_of
 from tests.nodehelpers import KV, set_cmd, wait_for
 from tests.processhelpers import ProcessCluster, free_port, wait_until
@@ -59,9 +61,10 @@ def test_snapshot_of_the_leader_and_of_a_follower(tmp_path: Path) -> None:
         follower = next(i for i in range(1, 4) if i != leader)
 
         with SyncClient(c.addresses) as sc:
-            commit = sc.status(c.address(leader))["commit"]
+            commit = sc.status(c.address(leader)).commit
+            assert commit is not None
             wait_until(
-                lambda: sc.status(c.address(follower))["applied"] >= commit,
+                lambda: (sc.status(c.address(follower)).applied or 0) >= commit,
                 10,
                 "the follower to apply everything",
             )
@@ -74,23 +77,24 @@ def test_snapshot_of_the_leader_and_of_a_follower(tmp_path: Path) -> None:
                 index, term = int(m[1]), int(m[2])
                 st = sc.status(c.address(node))
                 assert index >= commit >= 21  # the leader's no-op and 20 puts
-                assert st["snapshot"] == {
-                    "index": index,
-                    "term": term,
-                    "taken": 1,
-                    "installed": 0,
-                    "sent": 0,
-                    "bytes_sent": 0,
-                    "bytes_received": 0,
-                }
-                assert term == st["term"]
+                assert st.snapshot == SnapshotStatus(
+                    index=index,
+                    term=term,
+                    taken=1,
+                    installed=0,
+                    sent=0,
+                    bytes_sent=0,
+                    bytes_received=0,
+                )
+                assert term == st.term
                 assert snapshot_files(tmp_path / f"data{node}") == [
                     f"{index:020d}-{term:020d}.snap"
                 ]
                 # Nothing applied since: the same snapshot again, no new file.
                 again = raftpy("snapshot", c.address(node))
                 assert (again.returncode, again.stdout) == (0, r.stdout), again.stderr
-                assert sc.status(c.address(node))["snapshot"]["taken"] == 1
+                snapshot = sc.status(c.address(node)).snapshot
+                assert snapshot is not None and snapshot.taken == 1
 
 
 def test_unreachable_node_exits_1(tmp_path: Path) -> None:
@@ -229,5 +233,39 @@ def test_server_bad_snapshot_options_exit_2(
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ")
-    assert option[0] in err
+    assert option[0] in err.splitlines()[0]  # the error names the option
     assert "--segment-size BYTES" in err  # the usage lists the options
+
+
+def test_server_options_build_the_node_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The servers' defaults are the library's, and the consensus options land in
+    ``NodeConfig.raft`` (the node's defaults for everything else)."""
+    monkeypatch.delenv("RAFTPY_UNSAFE_STALE_READS", raising=False)
+    _, _, opts = service.parse_server_args("hashmap", MEMBERS)
+    assert service.server_config(opts) == NodeConfig()
+    argv = [*MEMBERS, "--tick-ms", "10", "--election-ticks", "20", "--heartbeat-ticks", "2"]
+    _, _, opts = service.parse_server_args("hashmap", argv)
+    config = service.server_config(opts)
+    assert config.raft == dataclasses.replace(
+        NODE_RAFT_DEFAULTS, election_ticks=20, heartbeat_ticks=2
+    )
+    assert config == dataclasses.replace(NodeConfig(), tick_seconds=0.01, raft=config.raft)
+
+
+@pytest.mark.parametrize(
+    ("option", "named"),
+    [
+        pytest.param(["--election-ticks", "1"], "--election-ticks", id="election-not-above"),
+        pytest.param(["--heartbeat-ticks", "0"], "--heartbeat-ticks", id="heartbeat-0"),
+        pytest.param(["--tick-ms", "0"], "--tick-ms", id="tick-0"),
+        pytest.param(["--cluster-id", ""], "--cluster-id", id="cluster-id-empty"),
+    ],
+)
+def test_server_options_the_config_refuses_exit_2_naming_the_option(
+    option: list[str], named: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        service.main("raftpy.examples.hashmap", "hashmap", ["server", *MEMBERS, *option], KV, [])
+    assert exc.value.code == 2
+    first = capsys.readouterr().err.splitlines()[0]
+    assert first.startswith(f"error: bad {named}"), first

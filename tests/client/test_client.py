@@ -30,6 +30,8 @@ from raftpy.errors import (
     ProposalDropped,
     RemoteProtocolError,
 )
+from raftpy.node.stats import NodeStats
+from raftpy.node.status import NodeStatus
 from raftpy.transport.codec import HEADER, encode_frame
 from raftpy.transport.protocol import (
     ClientOp,
@@ -172,8 +174,30 @@ def leader_result(req: ClientRequest, node: FakeNode, role: str = "leader") -> C
         return answer(req, result=b"applied:" + req.data)
     if req.op is ClientOp.QUERY:
         return answer(req, result=b"value:" + req.data)
-    status = {"id": node.node_id, "role": role, "commit": 7}
-    return answer(req, result=msgspec.msgpack.encode(status))
+    return answer(req, result=msgspec.msgpack.encode(fake_status(node, role)))
+
+
+def fake_status(node: FakeNode, role: str) -> NodeStatus:
+    """What a fake node says about itself: a running member at commit index 7."""
+    return NodeStatus(
+        id=node.node_id,
+        address=node.address,
+        running=True,
+        role=role,
+        term=1,
+        leader=None,
+        leader_address=None,
+        commit=7,
+        applied=7,
+        last_index=7,
+        first_index=1,
+        snapshot=None,
+        members=(node.node_id,),
+        peers={},
+        disk_full=False,
+        failed=None,
+        stats=NodeStats(),
+    )
 
 
 def leader(node: FakeNode) -> Handler:
@@ -674,25 +698,34 @@ def test_status_of_the_leader_and_of_a_given_node() -> None:
             b.handler = follower(b, hint=a)
             async with Client([b.address, a.address], **FAST) as client:
                 status = await client.status()
-                assert status == {"id": 2, "role": "follower", "commit": 7}
+                assert status == fake_status(b, "follower")
                 await client.propose(b"x")
-                assert (await client.status())["role"] == "leader"
-                assert (await client.status(b.address))["id"] == 2
+                assert (await client.status()).role == "leader"
+                assert (await client.status(b.address)).id == 2
             assert [r.op for r in a.requests] == [ClientOp.PROPOSE, ClientOp.STATUS]
 
     run(scenario())
 
 
-def test_status_that_is_not_a_map_is_a_protocol_error() -> None:
+@pytest.mark.parametrize(
+    "result",
+    [
+        pytest.param(msgspec.msgpack.encode([1, 2]), id="not-a-map"),
+        pytest.param(b"\xc1", id="not-msgpack"),
+        pytest.param(b"", id="empty"),
+        pytest.param(msgspec.msgpack.encode({"id": 1, "role": "leader"}), id="fields-missing"),
+    ],
+)
+def test_status_that_is_not_a_node_status_is_a_protocol_error(result: bytes) -> None:
     async def scenario() -> None:
         async with nodes(1) as (a,):
 
             def weird(conn: FakeConn, req: ClientRequest) -> None:
-                conn.respond(answer(req, result=msgspec.msgpack.encode([1, 2])))
+                conn.respond(answer(req, result=result))
 
             a.handler = scripted(a, weird)
             async with Client([a.address], **FAST) as client:
-                with pytest.raises(RemoteProtocolError, match="not a map"):
+                with pytest.raises(RemoteProtocolError, match="malformed status"):
                     await client.status()
 
     run(scenario())
@@ -767,7 +800,7 @@ def test_sync_client_from_plain_code() -> None:
             assert client.propose(b"x") == b"applied:x"
             assert client.leader_address == a.address
             assert client.query(b"k") == b"value:k"
-            assert client.status(b.address)["role"] == "follower"
+            assert client.status(b.address).role == "follower"
         with pytest.raises(LocalProtocolError):
             client.propose(b"y")
         client.close()  # idempotent

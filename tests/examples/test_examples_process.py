@@ -35,7 +35,7 @@ def leader_of(cluster: ProcessCluster, timeout: float = 10.0) -> int:
                     st = client.status(cluster.address(i))
             except Exception:
                 continue
-            if st.get("role") == "leader":
+            if st.role == "leader":
                 found.append(i)
         return len(found) == 1
 

@@ -17,13 +17,13 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from raftpy.client import Client, SyncClient
 from raftpy.errors import IndeterminateError, RaftError
 from raftpy.examples.hashmap import AsyncHashMapClient
+from raftpy.node.status import NodeStatus
 from tests.examples.test_examples_process import leader_of
 from tests.processhelpers import ProcessCluster, wait_until
 
@@ -124,17 +124,17 @@ async def read_all_stale(address: str) -> dict[str, str | None]:
 
 def taken(address: str) -> int:
     """How many snapshots the node at ``address`` has taken (0 when it does not answer)."""
-    snap = status(address).get("snapshot")
-    return int(snap["taken"]) if snap else 0
+    st = status(address)
+    return st.snapshot.taken if st is not None and st.snapshot is not None else 0
 
 
-def status(address: str) -> dict[str, Any]:
-    """The status map of the node at ``address``; empty when it does not answer in 2 s."""
+def status(address: str) -> NodeStatus | None:
+    """The status of the node at ``address``; None when it does not answer in 2 s."""
     try:
         with SyncClient([address], timeout=2.0) as client:
             return client.status(address)
     except RaftError:
-        return {}
+        return None
 
 
 def test_compaction_and_catch_up_by_snapshot(tmp_path: Path) -> None:
@@ -166,22 +166,28 @@ def test_compaction_and_catch_up_by_snapshot(tmp_path: Path) -> None:
         # Wait for the leader's last automatic snapshot: fewer than SNAPSHOT_ENTRIES applied
         # since it, so no other is due. The status shows a snapshot only together with the
         # compaction that goes with it (both happen in one step of the node's event loop).
-        last: dict[str, Any] = {}
+        answers: list[NodeStatus] = []
 
         def settled() -> bool:
-            last.update(status(c.address(leader)))
-            snap = last.get("snapshot")
+            st = status(c.address(leader))
+            if st is None:
+                return False
+            answers.append(st)
+            snap = st.snapshot
             return (
                 snap is not None
-                and last["applied"] >= KEYS + 1
-                and last["applied"] - snap["index"] < SNAPSHOT_ENTRIES
+                and st.applied is not None
+                and st.applied >= KEYS + 1
+                and st.applied - snap.index < SNAPSHOT_ENTRIES
             )
 
         wait_until(settled, 10, "the leader's last automatic snapshot")
+        last = answers[-1]
         after = wal_bytes(leader_dir)
-        assert last["snapshot"]["taken"] >= KEYS // SNAPSHOT_ENTRIES - 1, last
+        assert last.snapshot is not None and last.first_index is not None
+        assert last.snapshot.taken >= KEYS // SNAPSHOT_ENTRIES - 1, last
         # Compacted to the previous snapshot: the log starts one interval before the newest.
-        assert 1 < last["first_index"] <= last["snapshot"]["index"] + 1, last
+        assert 1 < last.first_index <= last.snapshot.index + 1, last
         assert sampler.samples > 10
         assert sampler.peak > after, (sampler.peak, after)
         # Far less than the 11 MB written: the segments below the compaction point are gone.
@@ -190,24 +196,28 @@ def test_compaction_and_catch_up_by_snapshot(tmp_path: Path) -> None:
         assert int(segments[0].removesuffix(".wal"), 16) > 1, segments  # segment 1 deleted
         snaps = sorted((leader_dir / "snapshots").glob("*.snap"))
         assert snaps, "no snapshot file in the leader's data dir"
-        assert f"{last['snapshot']['index']:020d}-" in snaps[-1].name, snaps
+        assert f"{last.snapshot.index:020d}-" in snaps[-1].name, snaps
 
         # The follower comes back behind the leader's compacted log.
         restarted = time.monotonic()
         c.start(follower)
         address = c.address(follower)
-        seen: dict[str, Any] = {}
 
         def caught_up() -> bool:
-            seen.update(status(address))
-            snap = seen.get("snapshot")
-            return snap is not None and snap["installed"] >= 1 and seen["applied"] >= KEYS + 1
+            st = status(address)
+            snap = None if st is None else st.snapshot
+            return (
+                st is not None
+                and snap is not None
+                and snap.installed >= 1
+                and (st.applied or 0) >= KEYS + 1
+            )
 
         wait_until(caught_up, 30, f"node {follower} to catch up by a snapshot")
         catch_up_seconds = time.monotonic() - restarted
         # Some leader streamed it (the first one, unless leadership moved meanwhile).
-        sent = [status(a).get("snapshot") or {} for a in live]
-        assert sum(s.get("sent", 0) for s in sent) >= 1, sent
+        sent = [(st.snapshot.sent if st and st.snapshot else 0) for st in map(status, live)]
+        assert sum(sent) >= 1, sent
 
         # Its own state, read from it alone (stale reads are answered locally).
         read = asyncio.run(read_all_stale(address))

@@ -101,7 +101,7 @@ def test_single_member_cluster_elects_itself_at_once() -> None:
             await wait_for(lambda: node.role.value == "leader", timeout=1)
             assert await node.propose(set_cmd("a", "b")) == b""
             assert await node.query(b"a") == b"b"
-            assert node.status()["commit"] >= 2
+            assert node.status().commit >= 2
 
     asyncio.run(main())
 
@@ -143,7 +143,12 @@ def test_unsafe_stale_reads_switch_serves_a_deposed_leaders_stale_value() -> Non
     async def main() -> None:
         net = LocalNetwork()
         async with running(
-            make_cluster(net, config=replace(FAST, check_quorum=False, unsafe_stale_reads=True))
+            make_cluster(
+                net,
+                config=replace(
+                    FAST, raft=replace(FAST.raft, check_quorum=False), unsafe_stale_reads=True
+                ),
+            )
         ) as nodes:
             old = await wait_leader(nodes)
             await old.propose(set_cmd("x", "old"), timeout=2)

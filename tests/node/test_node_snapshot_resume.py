@@ -94,17 +94,17 @@ def test_transfer_resumes_after_a_dropped_connection(tmp_path: Path) -> None:
             await leader.snapshot()
             await leader.propose(set_cmd("after", "1"))
             meta = await leader.snapshot()  # compacts the log to the first snapshot
-            assert leader.status()["first_index"] > 2
+            assert leader.status().first_index > 2
             net.isolated.clear()
             await wait_for(lambda: lagger.state_machine.data == leader.state_machine.data, 20)
             assert net.dropped > 0, "the outage never happened: the test tested nothing"
-            sent = leader.status()["snapshot"]["bytes_sent"]
+            sent = leader.status().snapshot.bytes_sent
             snaps = lagger._snaps
             assert snaps is not None
             file_size = snaps.store.size(snaps.store.latest() or meta)
-            st = lagger.status()["snapshot"]
+            st = lagger.status().snapshot
             print(f"file {file_size} B, sent {sent} B, dropped {net.dropped} messages")
-            assert st["installed"] == 1, st
+            assert st.installed == 1, st
             # Resumed, not restarted: what was resent is about the lost window, never the file.
             assert file_size < sent <= file_size + 3 * WINDOW, (sent, file_size)
             await leader.propose(set_cmd("later", "2"))

@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 import msgspec
 import pytest
@@ -26,6 +26,7 @@ import pytest
 from raftpy.core.messages import SnapshotMeta
 from raftpy.node import RaftNode
 from raftpy.node.config import NodeConfig
+from raftpy.node.status import NodeStatus, SnapshotStatus
 from raftpy.statemachine import ConcurrentSnapshot, StateMachine
 from raftpy.storage.errors import CorruptSnapshotError, StorageError
 from raftpy.storage.snapshots import SnapshotSink, SnapshotStore, snapshot_file_name
@@ -106,10 +107,10 @@ def counted(keys: range) -> dict[str, str]:
     return {**expected(keys), "#n": str(len(keys))} if len(keys) else {}
 
 
-def snapshot_status(node: RaftNode) -> dict[str, int]:
-    st = node.status()["snapshot"]
+def snapshot_status(node: RaftNode) -> SnapshotStatus:
+    st = node.status().snapshot
     assert st is not None, f"node {node.node_id} has no snapshot: {node.status()}"
-    return st  # type: ignore[no-any-return]
+    return st
 
 
 def snapshotting(node: RaftNode) -> bool:
@@ -125,8 +126,8 @@ def store_of(node: RaftNode) -> SnapshotStore:
 
 
 def snap_index(node: RaftNode) -> int:
-    st = node.status()["snapshot"]
-    return 0 if st is None else int(st["index"])
+    st = node.status().snapshot
+    return 0 if st is None else int(st.index)
 
 
 async def write(leader: RaftNode, keys: range, batch: int = 10, prefix: str = "k") -> None:
@@ -162,10 +163,10 @@ async def cut_off_past_compaction(
     await write(leader, range(10))
     lagger = next(n for n in nodes if n is not leader)
     await wait_for(lambda: len(kv(lagger)) == 10)
-    lagger_last = lagger.status()["last_index"]
+    lagger_last = lagger.status().last_index
     net.isolated.add(lagger.node_id)
     await write(leader, range(10, 300))
-    await wait_for(lambda: leader.status()["first_index"] > lagger_last + 1, timeout=5)
+    await wait_for(lambda: leader.status().first_index > lagger_last + 1, timeout=5)
     return leader, lagger, lagger_last
 
 
@@ -175,7 +176,7 @@ async def single_leader(node: RaftNode) -> None:
 
 async def populate_single(
     base: Path, n: int = 150, config: NodeConfig = SNAP
-) -> tuple[dict[str, Any], dict[str, str]]:
+) -> tuple[NodeStatus, dict[str, str]]:
     """Run a one-member node with a data dir, write ``n`` keys, stop it. Returns its last
     status and its state."""
     net = LocalNetwork()
@@ -205,23 +206,23 @@ def test_automatic_snapshots_compact_the_log_to_the_previous_snapshot(tmp_path: 
             await wait_for(lambda: not snapshotting(leader), timeout=5)
             st = leader.status()
             snap = snapshot_status(leader)
-            assert snap["taken"] >= 5, snap
+            assert snap.taken >= 5, snap
             # Compacted, but to the previous snapshot: one interval of entries stays behind
             # the newest one for followers that lag a little.
-            assert st["first_index"] > 1
-            assert st["first_index"] <= snap["index"], (st["first_index"], snap)
-            assert st["first_index"] >= 100, st["first_index"]
+            assert st.first_index > 1
+            assert st.first_index <= snap.index, (st.first_index, snap)
+            assert st.first_index >= 100, st.first_index
             files = snap_files(tmp_path / f"n{leader.node_id}")
             assert 1 <= len(files) <= 2, files
             store = store_of(leader)
             newest = store.latest()
             assert newest is not None and (newest.index, newest.term) == (
-                snap["index"],
-                snap["term"],
+                snap.index,
+                snap.term,
             )
             assert snapshot_file_name(newest) in files
             # The other file kept is the one the log is compacted to, an interval behind.
-            wal_index = st["first_index"] - 1
+            wal_index = st.first_index - 1
             assert [f for f in files if int(f[:20]) == wal_index], (wal_index, files)
             assert newest.index - wal_index >= 50
             # The newest file holds exactly the state at its index: a prefix of the writes
@@ -233,7 +234,7 @@ def test_automatic_snapshots_compact_the_log_to_the_previous_snapshot(tmp_path: 
             for n in nodes:
                 await wait_for(lambda n=n: snap_index(n) >= 200, timeout=5)  # type: ignore[misc]
                 await wait_for(lambda n=n: kv(n) == expected(range(300)), timeout=5)  # type: ignore[misc]
-                assert n.status()["first_index"] > 1
+                assert n.status().first_index > 1
                 # A new file is named before the old ones are deleted (crash safety): count
                 # once the snapshot task, retention included, is done.
                 await wait_for(
@@ -255,9 +256,9 @@ def test_cut_off_follower_catches_up_by_installing_a_snapshot(tmp_path: Path) ->
             net.isolated.clear()
             await wait_for(lambda: kv(lagger) == expected(range(300)), timeout=10)
             st = snapshot_status(lagger)
-            assert st["installed"] >= 1, st
-            assert snapshot_status(leader)["sent"] >= 1
-            assert st["index"] > lagger_last
+            assert st.installed >= 1, st
+            assert snapshot_status(leader).sent >= 1
+            assert st.index > lagger_last
             # The installed file is stored and is the only one the follower keeps.
             lag_dir = tmp_path / f"n{lagger.node_id}"
             assert snap_files(lag_dir), "the installed snapshot has no file"
@@ -282,7 +283,7 @@ def test_restart_of_all_nodes_from_snapshot_and_log_tail(tmp_path: Path) -> None
                 await wait_for(lambda n=n: snap_index(n) >= 150, timeout=5)  # type: ignore[misc]
                 await wait_for(lambda n=n: not snapshotting(n), timeout=5)  # type: ignore[misc]
                 before[n.node_id] = snap_index(n)
-                assert n.status()["first_index"] > 1
+                assert n.status().first_index > 1
         # Start all again from disk, with empty state machines.
         net = LocalNetwork()
         nodes = cluster(net, tmp_path, make_sm=CountingKV)
@@ -292,9 +293,9 @@ def test_restart_of_all_nodes_from_snapshot_and_log_tail(tmp_path: Path) -> None
                 st = n.status()
                 # The state machine starts from the newest snapshot, not from the WAL's
                 # (older) one, and the core starts applying after it.
-                assert st["snapshot"] is not None and st["snapshot"]["index"] == before[n.node_id]
-                assert st["applied"] >= before[n.node_id]
-                assert st["first_index"] > 1
+                assert st.snapshot is not None and st.snapshot.index == before[n.node_id]
+                assert st.applied >= before[n.node_id]
+                assert st.first_index > 1
                 data = kv(n)
                 m = int(data["#n"])
                 assert m >= before[n.node_id] - 10  # a few no-op entries at most
@@ -326,13 +327,13 @@ def test_restart_from_a_snapshot_the_log_still_covers_applies_only_the_rest(
             await write(node, range(40))
             meta = await asyncio.wait_for(node.snapshot(), 5)
             await write(node, range(40, 50))
-            assert node.status()["first_index"] == 1
+            assert node.status().first_index == 1
         sm = CountingKV()
         node = node_at(LocalNetwork(), tmp_path, 1, PEERS1, MANUAL, sm)
         async with node:
             st = node.status()
-            assert st["snapshot"]["index"] == meta.index
-            assert st["applied"] >= meta.index and st["first_index"] == 1
+            assert st.snapshot.index == meta.index
+            assert st.applied >= meta.index and st.first_index == 1
             assert sm.data == counted(range(40))  # restored, nothing replayed yet
             await single_leader(node)
             await wait_for(lambda: len(sm.data) == 51, timeout=5)
@@ -423,15 +424,15 @@ def test_slow_snapshot_without_prepare_holds_applies_and_keeps_proposals_in_orde
                 for i in range(20):
                     await node.propose(set_cmd("c", str(i)), timeout=5)
                 await write(node, range(30))
-                applied_before = node.status()["applied"]
+                applied_before = node.status().applied
                 state_before = dict(sm.data)
                 snap = asyncio.ensure_future(node.snapshot())
                 await wait_for(sm.in_snapshot.is_set, timeout=3)
                 # Proposals issued while snapshot() reads the state: appended and committed,
                 # but applied only once the file is written, in the order they were proposed.
                 futs = [node.submit(set_cmd("c", str(i)), timeout=10) for i in range(20, 60)]
-                await wait_for(lambda: node.status()["commit"] >= applied_before + 40, timeout=3)
-                assert node.status()["applied"] == applied_before
+                await wait_for(lambda: node.status().commit >= applied_before + 40, timeout=3)
+                assert node.status().applied == applied_before
                 assert sm.in_snapshot.is_set() and not any(f.done() for f in futs)
                 # A read issued now must see the committed writes, not the frozen state.
                 read = node.submit_query(b"c", "linearizable", timeout=10)
@@ -444,7 +445,7 @@ def test_slow_snapshot_without_prepare_holds_applies_and_keeps_proposals_in_orde
                 assert sm.order[-40:] == [set_cmd("c", str(i)) for i in range(20, 60)]
                 # The snapshot holds the state at its index: before any held proposal.
                 assert meta.index == applied_before
-                assert node.status()["applied"] == applied_before + 40
+                assert node.status().applied == applied_before + 40
                 store = store_of(node)
                 assert restore_kv(store, meta) == state_before
                 assert state_before == {"c": "19", **expected(range(30))}
@@ -464,7 +465,7 @@ def test_slow_writer_with_prepare_snapshot_does_not_hold_applies(tmp_path: Path)
             async with node:
                 await single_leader(node)
                 await write(node, range(30))
-                applied_before = node.status()["applied"]
+                applied_before = node.status().applied
                 state_before = dict(sm.data)
                 snap = asyncio.ensure_future(node.snapshot())
                 started = await asyncio.to_thread(sm.writer_started.wait, 3)
@@ -473,7 +474,7 @@ def test_slow_writer_with_prepare_snapshot_does_not_hold_applies(tmp_path: Path)
                 await asyncio.wait_for(write(node, range(30, 60)), 5)
                 assert await node.query(b"k59", timeout=5) == b"59"
                 assert not sm.writer_done.is_set() and not snap.done()
-                assert node.status()["applied"] >= applied_before + 30
+                assert node.status().applied >= applied_before + 30
                 sm.release.set()
                 meta = await asyncio.wait_for(snap, 5)
                 assert sm.prepared == 1
@@ -508,19 +509,19 @@ def test_operator_snapshot_returns_the_applied_index_and_is_idempotent(tmp_path:
             await write(leader, range(40))
             meta = await asyncio.wait_for(leader.snapshot(), 5)
             st = leader.status()
-            assert meta.index == st["applied"] == st["commit"]
-            assert meta.term == st["term"]
-            assert snapshot_status(leader)["index"] == meta.index
-            assert snapshot_status(leader)["taken"] == 1
+            assert meta.index == st.applied == st.commit
+            assert meta.term == st.term
+            assert snapshot_status(leader).index == meta.index
+            assert snapshot_status(leader).taken == 1
             dir_ = tmp_path / f"n{leader.node_id}"
             assert snap_files(dir_) == [snapshot_file_name(meta)]
             assert restore_kv(store_of(leader), meta) == expected(range(40))
             # Nothing new applied: the same snapshot again, no new file.
             again = await asyncio.wait_for(leader.snapshot(), 5)
             assert again == meta
-            assert snapshot_status(leader)["taken"] == 1
+            assert snapshot_status(leader).taken == 1
             # The first snapshot compacts nothing (there is no previous one to compact to).
-            assert leader.status()["first_index"] == 1
+            assert leader.status().first_index == 1
 
             # Through the client protocol (what `raftpy snapshot ADDRESS` sends).
             await write(leader, range(40, 50))
@@ -532,11 +533,11 @@ def test_operator_snapshot_returns_the_applied_index_and_is_idempotent(tmp_path:
             assert answer.result is not None
             decoded = msgspec.msgpack.decode(answer.result)
             st = leader.status()
-            assert decoded == {"index": st["applied"], "term": st["term"]}
+            assert decoded == {"index": st.applied, "term": st.term}
             assert decoded["index"] > meta.index
-            assert snapshot_status(leader)["index"] == decoded["index"]
+            assert snapshot_status(leader).index == decoded["index"]
             # The second snapshot compacts the log to the first one.
-            assert leader.status()["first_index"] == meta.index + 1
+            assert leader.status().first_index == meta.index + 1
             conn2 = RecordingConn()
             leader._service.handle(conn2, ClientRequest(8, ClientOp.SNAPSHOT))
             await wait_for(lambda: bool(conn2.answers), timeout=5)
@@ -545,9 +546,9 @@ def test_operator_snapshot_returns_the_applied_index_and_is_idempotent(tmp_path:
             assert msgspec.msgpack.decode(answer2.result) == decoded
             # A follower takes its own snapshot too.
             follower = next(n for n in nodes if n is not leader)
-            await wait_for(lambda: follower.status()["applied"] == st["applied"], timeout=5)
+            await wait_for(lambda: follower.status().applied == st.applied, timeout=5)
             fmeta = await asyncio.wait_for(follower.snapshot(), 5)
-            assert fmeta.index == follower.status()["applied"]
+            assert fmeta.index == follower.status().applied
 
     asyncio.run(main())
 
@@ -557,8 +558,8 @@ def test_operator_snapshot_returns_the_applied_index_and_is_idempotent(tmp_path:
 # ----------------------------------------------------------------------------------------------
 
 
-def wal_snapshot_index(status: dict[str, Any]) -> int:
-    return int(status["first_index"]) - 1
+def wal_snapshot_index(status: NodeStatus) -> int:
+    return int(status.first_index) - 1
 
 
 def test_recover_refuses_a_log_compacted_to_a_missing_snapshot_file(tmp_path: Path) -> None:
@@ -592,7 +593,7 @@ def test_recover_uses_a_newer_snapshot_when_the_wal_one_is_gone(tmp_path: Path) 
     async def main() -> None:
         status, state = await populate_single(tmp_path)
         wal_index = wal_snapshot_index(status)
-        newest = status["snapshot"]["index"]
+        newest = status.snapshot.index
         assert 0 < wal_index < newest
         sdir = snap_dir(tmp_path / "n1")
         (wal_file,) = [n for n in snap_files(tmp_path / "n1") if int(n[:20]) == wal_index]
@@ -601,10 +602,10 @@ def test_recover_uses_a_newer_snapshot_when_the_wal_one_is_gone(tmp_path: Path) 
         node = node_at(net, tmp_path, 1, PEERS1)
         async with node:
             st = node.status()
-            assert st["snapshot"]["index"] == newest
-            assert st["applied"] >= newest
+            assert st.snapshot.index == newest
+            assert st.applied >= newest
             # The log is compacted to the snapshot that has a file.
-            assert st["first_index"] == newest + 1
+            assert st.first_index == newest + 1
             await single_leader(node)
             await wait_for(lambda: kv(node) == state, timeout=5)
 
@@ -632,7 +633,7 @@ def test_recover_refuses_a_corrupt_snapshot_file(
 ) -> None:
     async def main() -> None:
         status, _ = await populate_single(tmp_path)
-        newest = status["snapshot"]["index"]
+        newest = status.snapshot.index
         (name,) = [n for n in snap_files(tmp_path / "n1") if int(n[:20]) == newest]
         path = snap_dir(tmp_path / "n1") / name
         flip_body_byte(path, *damage)
@@ -650,8 +651,8 @@ def test_recover_deletes_newer_snapshot_files_the_log_does_not_vouch_for(
 ) -> None:
     async def main() -> None:
         status, state = await populate_single(tmp_path)
-        newest = status["snapshot"]["index"]
-        term = status["snapshot"]["term"]
+        newest = status.snapshot.index
+        term = status.snapshot.term
         store = SnapshotStore(snap_dir(tmp_path / "n1"))
         latest = store.latest()
         assert latest is not None and latest.index == newest
@@ -664,15 +665,15 @@ def test_recover_deletes_newer_snapshot_files_the_log_does_not_vouch_for(
 
         # Well-formed files the log does not vouch for: past its end, and at a committed index
         # with another term than the log's entry there.
-        past = SnapshotMeta(status["last_index"] + 100, term, conf)
-        wrong_term = SnapshotMeta(status["commit"], term + 5, conf)
+        past = SnapshotMeta(status.last_index + 100, term, conf)
+        wrong_term = SnapshotMeta(status.commit, term + 5, conf)
         for meta in (past, wrong_term):
             store.create(meta, body)
         assert len(snap_files(tmp_path / "n1")) == len(kept) + 2
         node = node_at(LocalNetwork(), tmp_path, 1, PEERS1)
         async with node:
             assert snap_files(tmp_path / "n1") == kept
-            assert node.status()["snapshot"]["index"] == newest
+            assert node.status().snapshot.index == newest
             assert "bogus" not in kv(node)
             await single_leader(node)
             await wait_for(lambda: kv(node) == state, timeout=5)
@@ -709,8 +710,8 @@ def test_received_snapshot_failing_verification_is_rejected_then_retried(
             net.isolated.clear()
             await wait_for(lambda: kv(lagger) == expected(range(300)), timeout=10)
             assert len(calls) >= 2, calls  # rejected once, then a later transfer succeeded
-            assert snapshot_status(lagger)["installed"] >= 1
-            assert snapshot_status(leader)["sent"] >= 2
+            assert snapshot_status(lagger).installed >= 1
+            assert snapshot_status(leader).sent >= 2
             # The rejected file was deleted, not kept or installed.
             lag_dir = snap_dir(tmp_path / f"n{lagger.node_id}")
             assert not os.path.exists(calls[0])
@@ -727,15 +728,15 @@ def test_recover_deletes_a_copied_snapshot_file_under_a_newer_name(tmp_path: Pat
         status, state = await populate_single(tmp_path)
         kept = snap_files(tmp_path / "n1")
         sdir = snap_dir(tmp_path / "n1")
-        term = status["snapshot"]["term"]
+        term = status.snapshot.term
         # Copies of the newest file under names the log does not vouch for: past its end, and
         # at a committed index with another term.
-        for index, t in ((status["last_index"] + 100, term), (status["commit"], term + 5)):
+        for index, t in ((status.last_index + 100, term), (status.commit, term + 5)):
             shutil.copy(sdir / kept[-1], sdir / f"{index:020d}-{t:020d}.snap")
         node = node_at(LocalNetwork(), tmp_path, 1, PEERS1)
         async with node:
             assert snap_files(tmp_path / "n1") == kept
-            assert node.status()["snapshot"]["index"] == status["snapshot"]["index"]
+            assert node.status().snapshot.index == status.snapshot.index
             await single_leader(node)
             await wait_for(lambda: kv(node) == state, timeout=5)
 

@@ -53,12 +53,12 @@ def test_full_disk_on_leader_hands_over_leadership_and_recovers_when_space_is_fr
             assert await new.propose(set_cmd("c", "3"), timeout=2) == b""
             with pytest.raises((IndeterminateError, ProposalDropped, NotLeaderError)):
                 await asyncio.wait_for(stuck, 5)
-            assert old.status()["disk_full"] is True
+            assert old.status().disk_full is True
             with pytest.raises((ProposalDropped, NotLeaderError)):
                 await old.propose(set_cmd("d", "4"))
             fs.set_capacity(None)  # space is free again
             await wait_for(lambda: old.state_machine.data.get("c") == "3", timeout=5)  # type: ignore[attr-defined]
-            assert old.status()["disk_full"] is False
+            assert old.status().disk_full is False
             assert old.role.value == "follower"
         finally:
             for n in nodes:
@@ -89,7 +89,7 @@ def test_failed_fsync_is_fatal_and_never_retried() -> None:
             fs.fail_next_fsync()
             with pytest.raises((IndeterminateError, ProposalDropped)):
                 await node.propose(set_cmd("b", "2"), timeout=2)
-            await wait_for(lambda: node.status()["failed"] is not None, timeout=2)
+            await wait_for(lambda: node.status().failed is not None, timeout=2)
             with pytest.raises(ProposalDropped, match="has failed"):
                 await node.propose(set_cmd("c", "3"))
 

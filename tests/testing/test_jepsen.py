@@ -168,9 +168,10 @@ def test_cluster_process_control_and_partitions(tmp_path: Path) -> None:
                 assert leader is not None
                 st = await c.status(leader)
                 assert st is not None
-                term = int(st["term"])
+                term = st.term
+                assert term is not None and st.peers is not None
                 # Its peers are dialed through the proxy: its member list names proxy ports.
-                assert st["peers"][next(i for i in c.ids if i != leader)]["address"] in {
+                assert st.peers[next(i for i in c.ids if i != leader)].address in {
                     c.proxy.address(leader, j) for j in c.ids if j != leader
                 }
 
@@ -181,13 +182,13 @@ def test_cluster_process_control_and_partitions(tmp_path: Path) -> None:
                     if new is None or new == leader:
                         return False
                     s = await c.status(new)
-                    return s is not None and int(s["term"]) > term
+                    return s is not None and (s.term or 0) > term
 
                 await eventually(other_leads, 10, "a new leader on the majority side")
 
                 async def old_steps_down() -> bool:
                     s = await c.status(leader)
-                    return s is not None and s["role"] != "leader"
+                    return s is not None and s.role != "leader"
 
                 await eventually(old_steps_down, 10, "the isolated leader to step down")
                 c.proxy.heal()

@@ -12,14 +12,13 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Any, Self, cast
-
-import msgspec
+from typing import Self
 
 from raftpy.client.call import Call, RetryPolicy, take_snapshot
 from raftpy.client.pool import ConnectionPool
 from raftpy.client.targets import Targets
-from raftpy.errors import LocalProtocolError, RemoteProtocolError
+from raftpy.errors import LocalProtocolError
+from raftpy.node.status import NodeStatus, decode_status
 from raftpy.transport.address import parse_address
 from raftpy.transport.codec import DEFAULT_MAX_FRAME_BYTES
 from raftpy.transport.protocol import ClientOp, ClientResponse, Consistency
@@ -147,21 +146,16 @@ class Client:
 
     async def status(
         self, address: str | None = None, *, timeout: float | None = None
-    ) -> dict[str, Any]:
-        """The status map of the node at ``address`` (default: the last known leader, else
-        the first node that answers). Retried until the deadline."""
+    ) -> NodeStatus:
+        """The status of the node at ``address`` (default: the last known leader, else the
+        first node that answers), as it describes itself. Retried until the deadline; an answer
+        that is not a :class:`~raftpy.node.status.NodeStatus` raises RemoteProtocolError."""
         if address is not None:
             parse_address(address)
         resp = await self._call(
             ClientOp.STATUS, b"", Consistency.LINEARIZABLE, timeout, address, True
         )
-        try:
-            decoded = msgspec.msgpack.decode(resp.result or b"")
-        except msgspec.DecodeError as exc:
-            raise RemoteProtocolError(f"status from the node is not msgpack: {exc}") from None
-        if not isinstance(decoded, dict):
-            raise RemoteProtocolError(f"status is not a map: {type(decoded).__name__}")
-        return cast(dict[str, Any], decoded)
+        return decode_status(resp.result or b"")
 
     async def snapshot(self, address: str, *, timeout: float | None = None) -> tuple[int, int]:
         """Ask the node at ``address`` to take a snapshot of its state now and compact its

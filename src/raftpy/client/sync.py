@@ -15,6 +15,7 @@ from typing import Any, Self, TypeVar
 
 from raftpy.client.client import Client, parse_consistency
 from raftpy.errors import ClusterUnavailableError, IndeterminateError, LocalProtocolError
+from raftpy.node.status import NodeStatus
 from raftpy.transport.codec import DEFAULT_MAX_FRAME_BYTES
 from raftpy.transport.protocol import Consistency
 
@@ -117,7 +118,7 @@ class SyncClient:
             self._client.query(query, consistency=consistency, timeout=timeout), timeout
         )
 
-    def status(self, address: str | None = None, *, timeout: float | None = None) -> dict[str, Any]:
+    def status(self, address: str | None = None, *, timeout: float | None = None) -> NodeStatus:
         """Blocking :meth:`Client.status`."""
         return self._run(self._client.status(address, timeout=timeout), timeout)
 

@@ -9,6 +9,10 @@ from dataclasses import dataclass
 class RaftConfig:
     """Settings for one node's consensus core.
 
+    - ``id``: this node's id among the members. The driver that builds the core always sets
+      it from its own node id: :class:`~raftpy.node.RaftNode` fills it into
+      ``NodeConfig.raft`` (one config shared by every member, whose ``id`` is a placeholder),
+      the simulator gives each simulated node its own.
     - ``election_ticks``: a follower that hears nothing for a random number of ticks in
       ``[election_ticks, 2 * election_ticks)`` starts an election (Raft §5.2).
     - ``heartbeat_ticks``: the leader's heartbeat interval; must be well below

@@ -40,6 +40,7 @@ from types import FrameType
 from typing import Any
 
 from raftpy.client import SyncClient
+from raftpy.node.status import NodeStatus
 from raftpy.transport.address import format_address, free_ports
 
 __all__ = ["main"]
@@ -157,16 +158,14 @@ class _Status:
     applied: int
 
     @classmethod
-    def of(cls, st: dict[str, Any]) -> _Status:
-        node_id = st.get("id")
-        leader = st.get("leader")
+    def of(cls, st: NodeStatus) -> _Status:
         return cls(
-            id=node_id if isinstance(node_id, int) else None,
-            role=str(st.get("role", "?")),
-            term=int(st.get("term", 0)),
-            leader=int(leader) if isinstance(leader, int) else None,
-            commit=int(st.get("commit", 0)),
-            applied=int(st.get("applied", 0)),
+            id=st.id,
+            role=st.role or "?",
+            term=st.term or 0,
+            leader=st.leader,
+            commit=st.commit or 0,
+            applied=st.applied or 0,
         )
 
 

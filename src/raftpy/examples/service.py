@@ -15,15 +15,16 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NoReturn
 
 from raftpy.errors import IndeterminateError, RaftError
 from raftpy.logconfig import configure_logging
 from raftpy.node import RaftNode
-from raftpy.node.config import NodeConfig
+from raftpy.node.config import NODE_RAFT_DEFAULTS, NodeConfig
 from raftpy.outcomes import ExitStatus, exit_status_for
 from raftpy.statemachine import StateMachine
+from raftpy.storage.wal import MIN_SEGMENT_SIZE
 from raftpy.transport.address import parse_address
 
 EXIT_OK = int(ExitStatus.DONE)
@@ -33,8 +34,14 @@ EXIT_UNKNOWN = int(ExitStatus.UNKNOWN)
 
 # The library's defaults, shown in the usage and used when an option is not given.
 _DEFAULTS = NodeConfig()
-MIN_SEGMENT_SIZE = 4096
-"""The smallest write-ahead log segment :class:`~raftpy.storage.FileStorage` accepts."""
+# The server option that sets each setting named in NodeConfig's validation messages.
+_OPTION_OF = {
+    "cluster_id": "--cluster-id",
+    "tick_seconds": "--tick-ms",
+    "election_ticks": "--election-ticks",
+    "heartbeat_ticks": "--heartbeat-ticks",
+    "segment_size": "--segment-size",
+}
 
 ClientAction = Callable[[list[str], list[str], float], Awaitable[str]]
 """(command arguments, node addresses, timeout in seconds) -> the line to print."""
@@ -132,27 +139,30 @@ def parse_server_args(name: str, argv: list[str]) -> tuple[int, dict[int, str], 
         raise UsageError(f"the member list must include this server's own id {node_id}")
     if opts.data_dir is None:
         opts.data_dir = os.path.join("raftpy-data", f"{name}-{node_id}")
-    if opts.tick_ms <= 0 or opts.election_ticks <= opts.heartbeat_ticks or opts.heartbeat_ticks < 1:
-        raise UsageError("need --tick-ms > 0 and --election-ticks > --heartbeat-ticks >= 1")
     for option, value in (
         ("--snapshot-entries", opts.snapshot_entries),
         ("--snapshot-bytes", opts.snapshot_bytes),
     ):
         if value < 0:
             raise UsageError(f"need {option} >= 0 (0 turns that trigger off), got {value}")
-    if opts.segment_size < MIN_SEGMENT_SIZE:
-        raise UsageError(f"need --segment-size >= {MIN_SEGMENT_SIZE}, got {opts.segment_size}")
+    try:
+        server_config(opts).validate()  # the settings' rules are the config's own
+    except ValueError as exc:
+        named = [option for name, option in _OPTION_OF.items() if name in str(exc)]
+        raise UsageError(f"bad {' / '.join(named) or 'server options'}: {exc}") from None
     return node_id, peers, opts
 
 
-async def serve(
-    node_id: int, peers: dict[int, str], opts: argparse.Namespace, sm: StateMachine
-) -> None:
-    config = NodeConfig(
+def server_config(opts: argparse.Namespace) -> NodeConfig:
+    """The node's settings from the server options (:func:`parse_server_args`)."""
+    return NodeConfig(
         cluster_id=opts.cluster_id,
         tick_seconds=opts.tick_ms / 1000,
-        election_ticks=opts.election_ticks,
-        heartbeat_ticks=opts.heartbeat_ticks,
+        raft=replace(
+            NODE_RAFT_DEFAULTS,
+            election_ticks=opts.election_ticks,
+            heartbeat_ticks=opts.heartbeat_ticks,
+        ),
         segment_size=opts.segment_size,
         # 0 on the command line turns a trigger off (None in NodeConfig).
         snapshot_entries=opts.snapshot_entries or None,
@@ -160,7 +170,12 @@ async def serve(
         # TEST ONLY: lets fault-harness tests prove they catch stale reads.
         unsafe_stale_reads=os.environ.get("RAFTPY_UNSAFE_STALE_READS") == "1",
     )
-    node = RaftNode(node_id, peers[node_id], peers, sm, opts.data_dir, config)
+
+
+async def serve(
+    node_id: int, peers: dict[int, str], opts: argparse.Namespace, sm: StateMachine
+) -> None:
+    node = RaftNode(node_id, peers[node_id], peers, sm, opts.data_dir, server_config(opts))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

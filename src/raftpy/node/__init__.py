@@ -4,13 +4,27 @@ transport and the user's state machine. No Raft rule lives here (docs/architectu
 - :mod:`raftpy.node.node`: :class:`RaftNode`, its lifecycle and the Ready loop;
 - :mod:`raftpy.node.requests`: proposals and reads waiting for their outcome;
 - :mod:`raftpy.node.service`: answering clients' requests;
-- :mod:`raftpy.node.config`: :class:`NodeConfig`, the runtime settings;
+- :mod:`raftpy.node.config`: :class:`NodeConfig`, the runtime settings (the consensus ones
+  are the core's :class:`~raftpy.core.config.RaftConfig`, held in ``NodeConfig.raft``);
+- :mod:`raftpy.node.status`: :class:`NodeStatus`, what :meth:`RaftNode.status` reports;
+- :mod:`raftpy.node.stats`: :class:`NodeStats`, every counter of a node in one object;
 - :mod:`raftpy.node.snapshots`: taking, installing and restoring snapshots;
 - :mod:`raftpy.node.transfer`: streaming a snapshot to a follower in chunks.
 """
 
-from raftpy.node.config import NodeConfig
+from raftpy.node.config import NODE_RAFT_DEFAULTS, NodeConfig
 from raftpy.node.node import RaftNode
+from raftpy.node.stats import NodeStats
+from raftpy.node.status import NodeStatus
 from raftpy.transport.base import ClientConnectionLike, Transport, TransportFactory
 
-__all__ = ["ClientConnectionLike", "NodeConfig", "RaftNode", "Transport", "TransportFactory"]
+__all__ = [
+    "NODE_RAFT_DEFAULTS",
+    "ClientConnectionLike",
+    "NodeConfig",
+    "NodeStats",
+    "NodeStatus",
+    "RaftNode",
+    "Transport",
+    "TransportFactory",
+]

@@ -1,10 +1,23 @@
-"""NodeConfig: the runtime settings of a RaftNode, validated."""
+"""NodeConfig: the runtime settings of a RaftNode, validated. The consensus settings are the
+core's own :class:`~raftpy.core.config.RaftConfig`, held in ``NodeConfig.raft``."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from raftpy.core.config import RaftConfig
+from raftpy.storage.wal import MIN_SEGMENT_SIZE
+
+NODE_RAFT_DEFAULTS = RaftConfig(id=0, max_msg_bytes=256 << 10, max_inflight_bytes=2 << 20)
+"""The consensus settings a node uses unless told otherwise: the core's defaults with smaller
+appends (256 KiB of entries per AppendEntries) and a per-follower byte window (2 MiB
+unacknowledged). The byte window bounds the work one acknowledgement can trigger: catching up
+a follower that was down streams at most that much per round trip instead of encoding (and
+queueing) hundreds of megabytes in one go, which would stall the event loop past the election
+timeout. To change one setting, start from these:
+``NodeConfig(raft=dataclasses.replace(NODE_RAFT_DEFAULTS, election_ticks=20))``.
+
+``id`` is a placeholder: the node fills in its own id (:meth:`NodeConfig.raft_config`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -12,21 +25,21 @@ class NodeConfig:
     """Settings for a :class:`~raftpy.node.RaftNode`.
 
     Time: the node ticks every ``tick_seconds``; a follower starts an election after a random
-    ``[election_ticks, 2 * election_ticks)`` ticks without hearing from a leader; the leader
-    sends heartbeats every ``heartbeat_ticks``. The defaults (50 ms ticks, elections after
-    0.5-1 s, heartbeats every 50 ms) suit a LAN or loopback.
+    ``[raft.election_ticks, 2 * raft.election_ticks)`` ticks without hearing from a leader; the
+    leader sends heartbeats every ``raft.heartbeat_ticks``. The defaults (50 ms ticks,
+    elections after 0.5-1 s, heartbeats every 50 ms) suit a LAN or loopback.
 
     - ``cluster_id``: peers and clients from another cluster are refused at the handshake.
+    - ``raft``: the consensus core's settings (:class:`~raftpy.core.config.RaftConfig`:
+      election and heartbeat ticks, PreVote, CheckQuorum, message and inflight limits,
+      back-pressure), by default :data:`NODE_RAFT_DEFAULTS`. One ``raft`` serves every member:
+      its ``id`` is ignored, the node sets its own (:meth:`raft_config`).
     - ``max_frame_bytes``: the largest frame accepted on any connection.
     - ``peer_queue_bytes``: bytes queued per peer before further messages to it are dropped
       (Raft retries them; memory never grows without bound).
-    - ``max_msg_bytes`` / ``max_inflight_msgs`` / ``max_inflight_bytes``: entry bytes per
-      AppendEntries and the per-follower window of unacknowledged appends. The byte window
-      bounds the work one acknowledgement can trigger: catching up a follower that was down
-      streams at most that much per round trip instead of encoding (and queueing) hundreds of
-      megabytes in one go, which would stall the event loop past the election timeout.
     - ``request_timeout``: how long the node works on a client request that gave no timeout.
     - ``max_batch``: proposals folded into one append (one sync, one AppendEntries per peer).
+    - ``segment_size``: the size of a write-ahead log file, at least 4096 bytes.
     - ``snapshot_entries`` / ``snapshot_bytes``: take a snapshot once this many entries (or
       command bytes) were applied since the last one (``None`` turns that trigger off; both
       ``None``: only operators take snapshots). The log is then compacted to the previous
@@ -43,16 +56,9 @@ class NodeConfig:
 
     cluster_id: str = "raftpy"
     tick_seconds: float = 0.05
-    election_ticks: int = 10
-    heartbeat_ticks: int = 1
-    pre_vote: bool = True
-    check_quorum: bool = True
+    raft: RaftConfig = NODE_RAFT_DEFAULTS
     max_frame_bytes: int = 64 << 20
     peer_queue_bytes: int = 64 << 20
-    max_msg_bytes: int = 256 << 10
-    max_inflight_msgs: int = 256
-    max_inflight_bytes: int = 2 << 20
-    max_uncommitted_bytes: int = 64 << 20
     request_timeout: float = 5.0
     max_batch: int = 4096
     segment_size: int = 64 << 20
@@ -64,16 +70,22 @@ class NodeConfig:
     unsafe_stale_reads: bool = False
 
     def validate(self) -> None:
-        """Raise ``ValueError`` naming the first bad setting."""
+        """Raise ``ValueError`` naming the first bad setting (the consensus settings are
+        checked by :meth:`RaftConfig.validate <raftpy.core.config.RaftConfig.validate>`)."""
         if not self.cluster_id:
             raise ValueError("cluster_id must not be empty")
         if self.tick_seconds <= 0:
             raise ValueError(f"tick_seconds must be > 0, got {self.tick_seconds}")
         if self.request_timeout <= 0:
             raise ValueError(f"request_timeout must be > 0, got {self.request_timeout}")
-        for name in ("max_frame_bytes", "peer_queue_bytes", "max_batch", "segment_size"):
+        for name in ("max_frame_bytes", "peer_queue_bytes", "max_batch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.segment_size < MIN_SEGMENT_SIZE:
+            # The write-ahead log's own minimum: refused here, before a node is built.
+            raise ValueError(
+                f"segment_size {self.segment_size} is below the minimum of {MIN_SEGMENT_SIZE} bytes"
+            )
         for name in ("snapshot_entries", "snapshot_bytes"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -88,18 +100,8 @@ class NodeConfig:
                 f"snapshot_chunk_bytes ({self.snapshot_chunk_bytes}) must fit in a frame "
                 f"(max_frame_bytes {self.max_frame_bytes})"
             )
-        self.raft_config(0).validate()
+        self.raft.validate()
 
     def raft_config(self, node_id: int) -> RaftConfig:
-        """The core's settings for node ``node_id``."""
-        return RaftConfig(
-            id=node_id,
-            election_ticks=self.election_ticks,
-            heartbeat_ticks=self.heartbeat_ticks,
-            pre_vote=self.pre_vote,
-            check_quorum=self.check_quorum,
-            max_msg_bytes=self.max_msg_bytes,
-            max_inflight_msgs=self.max_inflight_msgs,
-            max_inflight_bytes=self.max_inflight_bytes,
-            max_uncommitted_bytes=self.max_uncommitted_bytes,
-        )
+        """The core's settings for node ``node_id``: :attr:`raft` with its id filled in."""
+        return replace(self.raft, id=node_id)

@@ -24,8 +24,6 @@ import logging
 import os
 import random
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
 
 from raftpy.core.messages import (
     Entry,
@@ -46,6 +44,8 @@ from raftpy.node.config import NodeConfig
 from raftpy.node.requests import PendingRequests
 from raftpy.node.service import ClientService
 from raftpy.node.snapshots import NodeSnapshots
+from raftpy.node.stats import NodeStats
+from raftpy.node.status import NodeStatus, PeerReplication, SnapshotStatus
 from raftpy.statemachine import StateMachine
 from raftpy.storage.base import LogStore
 from raftpy.storage.errors import FatalStorageError, StorageFullError
@@ -53,23 +53,18 @@ from raftpy.storage.fs import MemoryFileSystem
 from raftpy.storage.memory import MemoryStorage
 from raftpy.storage.snapshots import SnapshotStore
 from raftpy.storage.wal import FileStorage
-from raftpy.transport.base import ClientConnectionLike, Transport, TransportFactory
+from raftpy.transport.base import (
+    ClientConnectionLike,
+    CountingTransport,
+    Transport,
+    TransportFactory,
+)
 from raftpy.transport.protocol import (
     ClientRequest,
     Consistency,
 )
 
 logger = logging.getLogger("raftpy.node")
-
-
-@dataclass
-class _Stats:
-    proposals: int = 0
-    batches: int = 0
-    syncs: int = 0
-    reads: int = 0
-    applied: int = 0
-    extra: dict[str, int] = field(default_factory=dict)
 
 
 class RaftNode:
@@ -128,7 +123,8 @@ class RaftNode:
         self._disk_full = False
         self._role = Role.FOLLOWER
         self._leader: int | None = None
-        self.stats = _Stats()
+        self.stats = NodeStats()
+        """Every counter of this node, live (see :class:`~raftpy.node.stats.NodeStats`)."""
 
     # ------------------------------------------------------------------------------------------
     # Lifecycle
@@ -167,6 +163,7 @@ class RaftNode:
             self.config,
             self._send_peer,
             self._wake.set,
+            self.stats.snapshots,
         )
         try:
             applied = await self._snaps.recover()
@@ -181,6 +178,8 @@ class RaftNode:
         )
         factory = self._transport_factory or self._default_transport
         self._transport = factory(self._on_message, self._service.handle)
+        if isinstance(self._transport, CountingTransport):
+            self.stats.transport = self._transport.counters  # the transport's, read here
         try:
             await self._transport.start()
         except BaseException:
@@ -313,56 +312,79 @@ class RaftNode:
         if self._transport is not None:
             self._transport.send(message)
 
-    def status(self) -> dict[str, Any]:
-        """Role, term, leader, commit and applied indexes, and per-peer replication."""
+    def status(self) -> NodeStatus:
+        """Role, term, leader, commit and applied indexes, per-peer replication, the newest
+        snapshot and every counter (each field is described on
+        :class:`~raftpy.node.status.NodeStatus`)."""
         raft = self._raft
+        stats = self.stats.copy()
         if raft is None:
-            return {"id": self.node_id, "address": self.address, "running": False}
+            return NodeStatus(
+                id=self.node_id,
+                address=self.address,
+                running=False,
+                role=None,
+                term=None,
+                leader=None,
+                leader_address=None,
+                commit=None,
+                applied=None,
+                last_index=None,
+                first_index=None,
+                snapshot=None,
+                members=None,
+                peers=None,
+                disk_full=self._disk_full,
+                failed=self._failed,
+                stats=stats,
+            )
         st = raft.status()
         last = st.last_index
         peers = {
-            node: {
-                "address": self.peers.get(node),
-                "match": p.match,
-                "next": p.next,
-                "state": p.state,
-                "lag": last - p.match,
-                "active": p.recent_active,
-            }
+            node: PeerReplication(
+                address=self.peers.get(node),
+                match=p.match,
+                next=p.next,
+                state=p.state,
+                lag=last - p.match,
+                active=p.recent_active,
+            )
             for node, p in st.peers.items()
         }
-        return {
-            "id": self.node_id,
-            "address": self.address,
-            "running": self._task is not None and not self._stopping,
-            "role": st.role.value,
-            "term": st.term,
-            "leader": st.leader_id,
-            "leader_address": None if st.leader_id is None else self.peers.get(st.leader_id),
-            "commit": st.commit,
-            "applied": self._applied,
-            "last_index": last,
-            "first_index": raft.log.first_index(),
-            "snapshot": self._snapshot_status(),
-            "members": list(st.voters),
-            "peers": peers,
-            "disk_full": self._disk_full,
-            "failed": self._failed,
-        }
+        return NodeStatus(
+            id=self.node_id,
+            address=self.address,
+            running=self._task is not None and not self._stopping,
+            role=st.role.value,
+            term=st.term,
+            leader=st.leader_id,
+            leader_address=None if st.leader_id is None else self.peers.get(st.leader_id),
+            commit=st.commit,
+            applied=self._applied,
+            last_index=last,
+            first_index=raft.log.first_index(),
+            snapshot=self._snapshot_status(stats),
+            members=st.voters,
+            peers=peers,
+            disk_full=self._disk_full,
+            failed=self._failed,
+            stats=stats,
+        )
 
-    def _snapshot_status(self) -> dict[str, int] | None:
+    def _snapshot_status(self, stats: NodeStats) -> SnapshotStatus | None:
         snaps = self._snaps
         if snaps is None or snaps.latest is None:
             return None
-        return {
-            "index": snaps.latest.index,
-            "term": snaps.latest.term,
-            "taken": snaps.taken,
-            "installed": snaps.installed,
-            "sent": snaps.sent,
-            "bytes_sent": snaps.bytes_sent,
-            "bytes_received": snaps.bytes_received,
-        }
+        counts = stats.snapshots
+        return SnapshotStatus(
+            index=snaps.latest.index,
+            term=snaps.latest.term,
+            taken=counts.taken,
+            installed=counts.installed,
+            sent=counts.sent,
+            bytes_sent=counts.bytes_sent,
+            bytes_received=counts.bytes_received,
+        )
 
     @property
     def _applied(self) -> int:

@@ -39,6 +39,7 @@ from raftpy.core.messages import (
 from raftpy.core.raft import Raft
 from raftpy.core.ready import SnapshotRequest
 from raftpy.node.config import NodeConfig
+from raftpy.node.stats import SnapshotStats
 from raftpy.node.transfer import Completed, Outcome, SnapshotReceiver, SnapshotSenders
 from raftpy.statemachine import ConcurrentSnapshot, StateMachine
 from raftpy.storage.base import LogStore
@@ -57,6 +58,8 @@ class NodeSnapshots:
 
     ``send`` puts a message on the wire; ``wake`` wakes the node's loop (a background step
     finished and the loop has work: a file or an outcome for the core, held-back applies).
+    ``stats`` is the snapshot part of the node's counters, counted here (default: counters of
+    its own).
     """
 
     def __init__(
@@ -68,6 +71,7 @@ class NodeSnapshots:
         config: NodeConfig,
         send: Callable[[PeerMessage], None],
         wake: Callable[[], None],
+        stats: SnapshotStats | None = None,
     ) -> None:
         self.node_id = node_id
         self.store = store
@@ -76,14 +80,15 @@ class NodeSnapshots:
         self._config = config
         self._send = send
         self._wake = wake
+        self.stats = stats if stats is not None else SnapshotStats()
         self._outcomes: list[Outcome] = []  # transfers that ended, for Raft.report_snapshot
         self._senders = SnapshotSenders(
             node_id,
-            send,
+            self._send_chunk,
             chunk_bytes=config.snapshot_chunk_bytes,
             window_bytes=config.snapshot_window_bytes,
             retry_ticks=max(2, round(0.2 / config.tick_seconds)),
-            give_up_ticks=max(config.election_ticks * 2, round(10.0 / config.tick_seconds)),
+            give_up_ticks=max(config.raft.election_ticks * 2, round(10.0 / config.tick_seconds)),
         )
         self._receiver: SnapshotReceiver[SnapshotSink] = SnapshotReceiver(
             store.begin_receive, _abort
@@ -100,10 +105,6 @@ class NodeSnapshots:
         self.hold_applies = False
         self.entries_since = 0
         self.bytes_since = 0
-        self.taken = 0
-        self.installed = 0
-        self.sent = 0
-        self.bytes_received = 0  # snapshot bytes that arrived, duplicates included
 
     # ------------------------------------------------------------------------------------------
     # Start-up
@@ -279,7 +280,7 @@ class NodeSnapshots:
                 # old segments go at the next compaction. Nothing is lost meanwhile.
                 logger.error("node %d: compaction delayed: %s", self.node_id, exc)
         self.store.retain([self._storage.snapshot_meta(), meta])
-        self.taken += 1
+        self.stats.taken += 1
         logger.info(
             "node %d took snapshot %d (term %d, %d bytes) in %.3f s; log starts at %d",
             self.node_id,
@@ -310,7 +311,7 @@ class NodeSnapshots:
             self._outcomes.append((request, False))
             return
         self._senders.start(request, source)
-        self.sent += 1
+        self.stats.sent += 1
         logger.info(
             "node %d streams snapshot %d (%d bytes) to %d",
             self.node_id,
@@ -331,17 +332,16 @@ class NodeSnapshots:
         """Leadership ended: its transfers end with it (the next leader starts its own)."""
         self._senders.stop()
 
-    @property
-    def bytes_sent(self) -> int:
-        """Snapshot bytes put on the wire, resends included."""
-        return self._senders.bytes_sent
+    def _send_chunk(self, m: InstallSnapshot) -> None:
+        self.stats.bytes_sent += len(m.data)  # resends included
+        self._send(m)
 
     # ------------------------------------------------------------------------------------------
     # Receiving (follower)
     # ------------------------------------------------------------------------------------------
 
     def on_chunk(self, m: InstallSnapshot) -> None:
-        self.bytes_received += len(m.data)
+        self.stats.bytes_received += len(m.data)  # duplicates included
         try:
             answer, completed = self._receiver.on_chunk(m)
         except (OSError, StorageError) as exc:
@@ -431,7 +431,7 @@ class NodeSnapshots:
         self.latest = meta
         self.entries_since = 0
         self.bytes_since = 0
-        self.installed += 1
+        self.stats.installed += 1
         self.store.retain([meta])
         logger.info("node %d installed snapshot %d from the leader", self.node_id, meta.index)
 

@@ -282,7 +282,6 @@ class SnapshotSenders:
         self._send = send
         self._settings = settings
         self._active: dict[int, tuple[SnapshotSender, ClosableSource]] = {}
-        self.bytes_sent = 0  # resends included
 
     def __len__(self) -> int:
         return len(self._active)
@@ -347,7 +346,6 @@ class SnapshotSenders:
 
     def _send_all(self, messages: list[InstallSnapshot]) -> None:
         for m in messages:
-            self.bytes_sent += len(m.data)
             self._send(m)
 
 

@@ -85,13 +85,15 @@ from raftpy.storage.errors import (
 )
 from raftpy.storage.fs import File, FileSystem, Lock, OsFileSystem
 
-__all__ = ["DEFAULT_SEGMENT_SIZE", "FORMAT_VERSION", "MAGIC", "FileStorage"]
+__all__ = ["DEFAULT_SEGMENT_SIZE", "FORMAT_VERSION", "MAGIC", "MIN_SEGMENT_SIZE", "FileStorage"]
 
 log = logging.getLogger("raftpy.storage.wal")
 
 MAGIC = b"RAFTWAL\x00"
 FORMAT_VERSION = 1
 DEFAULT_SEGMENT_SIZE = 64 << 20
+MIN_SEGMENT_SIZE = 4096
+"""The smallest segment :class:`FileStorage` accepts, in bytes."""
 DEFAULT_CACHE_BYTES = 32 << 20
 ENTRY_CACHE_OVERHEAD = 120
 """Bytes a cached entry costs beyond its payload (Entry struct, bytes header, list slot)."""
@@ -177,8 +179,10 @@ class FileStorage:
         segment_size: int = DEFAULT_SEGMENT_SIZE,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
-        if segment_size < 4096:
-            raise ValueError(f"segment_size {segment_size} is below the minimum of 4096 bytes")
+        if segment_size < MIN_SEGMENT_SIZE:
+            raise ValueError(
+                f"segment_size {segment_size} is below the minimum of {MIN_SEGMENT_SIZE} bytes"
+            )
         self._fs: FileSystem = fs if fs is not None else OsFileSystem()
         self._dir = os.fspath(data_dir)
         self._segment_size = segment_size

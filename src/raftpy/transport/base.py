@@ -16,15 +16,19 @@ The contract, in short:
 - **Inbound callbacks** run on the event loop and must not block: one for each peer message
   addressed to this node, one for each client request (answered through the
   :class:`ClientConnectionLike` it came with, in any order and at any later time).
+- **Counters are optional.** A transport that counts exposes its
+  :class:`~raftpy.transport.stats.TransportStats` as ``counters`` (:class:`CountingTransport`);
+  the node shows them in its stats. In-process fakes need not count.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from raftpy.core.messages import PeerMessage
 from raftpy.transport.protocol import ClientRequest, ClientResponse
+from raftpy.transport.stats import TransportStats
 
 
 class ClientConnectionLike(Protocol):
@@ -62,6 +66,17 @@ class Transport(Protocol):
     async def close(self) -> None:
         """Stop serving and release every connection. Idempotent; afterwards :meth:`send`
         does nothing."""
+        ...
+
+
+@runtime_checkable
+class CountingTransport(Protocol):
+    """A transport that keeps counters: it owns and updates ``counters`` in place; the node
+    only reads them (``RaftNode.stats.transport``)."""
+
+    @property
+    def counters(self) -> TransportStats:
+        """The live counters (the same object for the transport's whole life)."""
         ...
 
 

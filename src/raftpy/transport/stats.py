@@ -1,5 +1,7 @@
 """The TCP transport's counters: one typed object, shared by the transport and all its
-connections, read through :meth:`raftpy.transport.tcp.TcpTransport.stats`."""
+connections, read through :attr:`raftpy.transport.tcp.TcpTransport.counters` (live; a node
+shows it as the ``transport`` part of its :class:`~raftpy.node.stats.NodeStats`) or
+:meth:`~raftpy.transport.tcp.TcpTransport.stats` (by name)."""
 
 from __future__ import annotations
 

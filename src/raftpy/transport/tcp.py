@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Final
 from raftpy.core.messages import PROTOCOL_VERSION, PeerMessage
 from raftpy.errors import LocalProtocolError
 from raftpy.transport.address import format_address, parse_address
-from raftpy.transport.base import ClientConnectionLike, Transport
+from raftpy.transport.base import ClientConnectionLike, CountingTransport, Transport
 from raftpy.transport.clients import ClientConnection
 from raftpy.transport.connection import FrameReader
 from raftpy.transport.inbound import InboundConnection
@@ -305,6 +305,12 @@ class TcpTransport:
             raise LocalProtocolError("bound_address is known only after start()")
         return self._bound
 
+    @property
+    def counters(self) -> TransportStats:
+        """The live counters (see :class:`~raftpy.transport.stats.TransportStats`), updated in
+        place; a node shows them as ``RaftNode.stats.transport``."""
+        return self._stats
+
     def stats(self) -> dict[str, int]:
         """Counters since creation, by name (each is described on
         :class:`~raftpy.transport.stats.TransportStats`), with ``messages_dropped`` (every
@@ -318,4 +324,5 @@ if TYPE_CHECKING:
     # Checked by mypy: the node drives this class through the Transport protocol, and hands
     # each ClientConnection to code written against ClientConnectionLike.
     _transport_contract: type[Transport] = TcpTransport
+    _counting_contract: type[CountingTransport] = TcpTransport
     _client_contract: type[ClientConnectionLike] = ClientConnection

@@ -20,9 +20,9 @@ import subprocess
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 from raftpy.client import Client
+from raftpy.node.status import NodeStatus
 from raftpy.testing.jepsen.proxy import HOST, FaultProxy
 from raftpy.transport.address import format_address, free_port
 
@@ -364,8 +364,8 @@ class Cluster:
 
     # -- status ------------------------------------------------------------------------------
 
-    async def status(self, i: int, timeout: float = 0.5) -> dict[str, Any] | None:
-        """Node ``i``'s status map, or None if it is down, paused or does not answer."""
+    async def status(self, i: int, timeout: float = 0.5) -> NodeStatus | None:
+        """Node ``i``'s status, or None if it is down, paused or does not answer."""
         node = self.nodes[i]
         if not node.running or node.paused:
             return None
@@ -386,9 +386,9 @@ class Cluster:
         while True:
             statuses = await asyncio.gather(*(self.status(i) for i in self.ids))
             leaders = [
-                (int(st.get("term", 0)), i)
+                (st.term or 0, i)
                 for i, st in zip(self.ids, statuses, strict=True)
-                if st is not None and st.get("role") == "leader"
+                if st is not None and st.role == "leader"
             ]
             if leaders:
                 return max(leaders)[1]

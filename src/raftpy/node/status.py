@@ -1,0 +1,116 @@
+"""NodeStatus: what a running node says about itself, for operators, tests and tools.
+
+:meth:`raftpy.node.RaftNode.status` returns it; a client asks any node for it with
+``Client.status()`` (``ClientOp.STATUS``), which carries it as msgpack of the Struct (a map
+of the field names below, ``msgspec.msgpack.encode(status)``) and reads it back with
+:func:`decode_status`. It is a picture taken at one moment of the node's own view: a
+follower's may lag behind the leader's.
+
+Indexes are log indexes (the first entry is 1; 0 means "none yet"); terms count from 0.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from raftpy.core.messages import NodeId, NonNeg
+from raftpy.errors import RemoteProtocolError
+from raftpy.node.stats import NodeStats
+
+
+class PeerReplication(msgspec.Struct, frozen=True, kw_only=True):
+    """The leader's view of how far one member's log is replicated (Raft §5.3)."""
+
+    address: str | None
+    """The member's ``host:port`` (``None`` if the node does not know it)."""
+    match: NonNeg
+    """The highest index known to be in that member's log."""
+    next: NonNeg
+    """The next index the leader sends it."""
+    state: str
+    """How the leader sends to it: ``"probe"`` (looking for where the logs match),
+    ``"replicate"`` (streaming appends) or ``"snapshot"`` (a snapshot is on its way)."""
+    lag: int
+    """Entries the member is behind the leader's log: ``last_index - match``."""
+    active: bool
+    """Whether the member was heard from within the last election timeout."""
+
+
+class SnapshotStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """The node's newest snapshot and its snapshot counters (see
+    :class:`~raftpy.node.stats.SnapshotStats` for what each counts)."""
+
+    index: NonNeg
+    """The last index the snapshot covers."""
+    term: NonNeg
+    """The term of that entry."""
+    taken: NonNeg
+    """Snapshots this node wrote of its own state since it started."""
+    installed: NonNeg
+    """Snapshots received from a leader and installed since it started."""
+    sent: NonNeg
+    """Snapshot transfers to followers started since it started."""
+    bytes_sent: NonNeg
+    """Snapshot bytes sent to followers, resends included."""
+    bytes_received: NonNeg
+    """Snapshot bytes received from leaders, duplicates included."""
+
+
+class NodeStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """One node's picture of itself (see the module docstring).
+
+    The consensus fields (``role`` to ``peers``) are ``None`` only before the node started;
+    a node that stopped still reports its last state, with ``running`` false.
+    """
+
+    id: NodeId
+    """The node's id."""
+    address: str
+    """Where it serves peers and clients (``host:port``)."""
+    running: bool
+    """Whether it is started and not stopping."""
+    role: str | None
+    """``"follower"``, ``"pre-candidate"``, ``"candidate"`` or ``"leader"`` (the values of
+    :class:`~raftpy.core.ready.Role`)."""
+    term: NonNeg | None
+    """Its current term."""
+    leader: NodeId | None
+    """The leader it knows of in that term; also ``None`` when it knows none."""
+    leader_address: str | None
+    """That leader's address; also ``None`` when it knows no leader."""
+    commit: NonNeg | None
+    """Its commit index: the highest index it knows to be committed."""
+    applied: NonNeg | None
+    """The highest index its state machine applied (a snapshot's index counts as applied)."""
+    last_index: NonNeg | None
+    """The index of the last entry in its log (durable or not yet)."""
+    first_index: NonNeg | None
+    """The index of the first entry still in its log (earlier ones were compacted into a
+    snapshot)."""
+    snapshot: SnapshotStatus | None
+    """Its newest snapshot with the snapshot counters; also ``None`` while it has none."""
+    members: tuple[NodeId, ...] | None
+    """The voting members, sorted."""
+    peers: dict[NodeId, PeerReplication] | None
+    """Replication to every member (itself included) while it leads; empty otherwise."""
+    disk_full: bool
+    """Whether the last sync failed for lack of space: proposals are refused until a retry
+    succeeds."""
+    failed: str | None
+    """Why the node failed (a fatal storage error, or a crash of its loop); ``None`` while it
+    has not."""
+    stats: NodeStats
+    """Every counter of the node, copied when the status was taken."""
+
+
+_DECODER = msgspec.msgpack.Decoder(NodeStatus)
+
+
+def decode_status(data: bytes) -> NodeStatus:
+    """The status in a STATUS response, checked field by field against :class:`NodeStatus`.
+    Raises :class:`~raftpy.errors.RemoteProtocolError` for anything else (the node sent
+    garbage, or something that is not a status)."""
+    try:
+        return _DECODER.decode(data)
+    except msgspec.DecodeError as exc:
+        raise RemoteProtocolError(f"malformed status from the node: {exc}") from None

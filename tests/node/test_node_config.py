@@ -1,0 +1,131 @@
+"""NodeConfig composes the core's RaftConfig: each consensus setting is written once (in
+``NodeConfig.raft``), the node's defaults are the ones it always had, and validation lives in
+the config objects."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+import pytest
+
+from raftpy import NodeConfig as ExportedNodeConfig
+from raftpy.core.config import RaftConfig
+from raftpy.node import NODE_RAFT_DEFAULTS, RaftNode
+from raftpy.node.config import NodeConfig
+from tests.nodehelpers import FAST, KV, LocalNetwork, wait_for
+
+OLD_NODE_DEFAULTS: dict[str, object] = {
+    "cluster_id": "raftpy",
+    "tick_seconds": 0.05,
+    "max_frame_bytes": 64 << 20,
+    "peer_queue_bytes": 64 << 20,
+    "request_timeout": 5.0,
+    "max_batch": 4096,
+    "segment_size": 64 << 20,
+    "snapshot_entries": 10_000,
+    "snapshot_bytes": 64 << 20,
+    "snapshot_chunk_bytes": 1 << 20,
+    "snapshot_window_bytes": 4 << 20,
+    "exit_on_fatal": True,
+    "unsafe_stale_reads": False,
+}
+"""NodeConfig's runtime defaults before it held a RaftConfig (copied from that version)."""
+
+OLD_CONSENSUS_DEFAULTS: dict[str, object] = {
+    "election_ticks": 10,
+    "heartbeat_ticks": 1,
+    "pre_vote": True,
+    "check_quorum": True,
+    "max_msg_bytes": 256 << 10,
+    "max_inflight_msgs": 256,
+    "max_inflight_bytes": 2 << 20,
+    "max_uncommitted_bytes": 64 << 20,
+}
+"""The consensus settings NodeConfig used to repeat, with the node's own defaults."""
+
+
+def test_every_runtime_default_is_unchanged() -> None:
+    config = NodeConfig()
+    assert {name: getattr(config, name) for name in OLD_NODE_DEFAULTS} == OLD_NODE_DEFAULTS
+    names = {f.name for f in dataclasses.fields(NodeConfig)}
+    assert names == {*OLD_NODE_DEFAULTS, "raft"}  # nothing else came or went
+
+
+def test_every_consensus_default_is_unchanged() -> None:
+    raft = NodeConfig().raft
+    assert raft is NODE_RAFT_DEFAULTS
+    assert {name: getattr(raft, name) for name in OLD_CONSENSUS_DEFAULTS} == (
+        OLD_CONSENSUS_DEFAULTS
+    )
+
+
+def test_the_core_gets_what_it_got_before() -> None:
+    """What the node hands its core is what the old ``raft_config(node_id)`` built: the
+    repeated settings, and the core's defaults for the rest."""
+    old = RaftConfig(id=3, **OLD_CONSENSUS_DEFAULTS)  # type: ignore[arg-type]
+    assert NodeConfig().raft_config(3) == old
+    assert NodeConfig().raft_config(3).max_apply_bytes == RaftConfig(id=3).max_apply_bytes
+
+
+def test_each_consensus_setting_is_written_once() -> None:
+    node_fields = {f.name for f in dataclasses.fields(NodeConfig)}
+    raft_fields = {f.name for f in dataclasses.fields(RaftConfig)}
+    assert node_fields & raft_fields == set()
+    assert ExportedNodeConfig is NodeConfig
+
+
+def test_the_node_fills_in_its_id() -> None:
+    config = NodeConfig(raft=dataclasses.replace(NODE_RAFT_DEFAULTS, election_ticks=20))
+    assert config.raft.id == 0  # a placeholder, shared by every member
+    assert config.raft_config(7) == dataclasses.replace(config.raft, id=7)
+
+    async def main() -> None:
+        net = LocalNetwork()
+        peers = {5: "local:5"}
+        node = RaftNode(5, "local:5", peers, KV(), None, FAST, transport_factory=net.factory(5))
+        async with node:
+            await wait_for(lambda: node.role.value == "leader", timeout=2)
+            raft = node._raft
+            assert raft is not None and raft.id == 5 and raft.config == FAST.raft_config(5)
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        pytest.param(
+            NodeConfig(raft=dataclasses.replace(NODE_RAFT_DEFAULTS, heartbeat_ticks=10)),
+            r"election_ticks \(10\) must exceed heartbeat_ticks \(10\)",
+            id="core-election-vs-heartbeat",
+        ),
+        pytest.param(
+            NodeConfig(raft=dataclasses.replace(NODE_RAFT_DEFAULTS, max_inflight_bytes=0)),
+            "max_inflight_bytes must be >= 1 or None, got 0",
+            id="core-inflight-bytes",
+        ),
+        pytest.param(
+            NodeConfig(tick_seconds=0), "tick_seconds must be > 0, got 0", id="tick-seconds"
+        ),
+        pytest.param(
+            NodeConfig(segment_size=4095),
+            "segment_size 4095 is below the minimum of 4096 bytes",
+            id="segment-size",
+        ),
+        pytest.param(
+            NodeConfig(max_frame_bytes=1 << 20),
+            r"snapshot_chunk_bytes \(1048576\) must fit in a frame \(max_frame_bytes 1048576\)",
+            id="chunk-vs-frame",
+        ),
+    ],
+)
+def test_validation_lives_in_the_configs(config: NodeConfig, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        config.validate()
+    with pytest.raises(ValueError, match=message):  # the node refuses it before anything else
+        RaftNode(1, "local:1", {1: "local:1"}, KV(), None, config)
+
+
+def test_the_smallest_segment_is_accepted() -> None:
+    NodeConfig(segment_size=4096).validate()
