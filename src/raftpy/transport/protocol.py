@@ -71,7 +71,7 @@ class ClientOp(enum.Enum):
 
 
 class Consistency(enum.Enum):
-    """How fresh a query's answer must be (DESIGN §4)."""
+    """How fresh a query's answer must be (Thesis §6.4 for linearizable reads)."""
 
     LINEARIZABLE = "linearizable"
     """ReadIndex: the leader confirms it still leads with a heartbeat quorum (Thesis §6.4)."""
