@@ -34,8 +34,8 @@ from raftpy.transport.protocol import (
     Hello,
     HelloReply,
     client_decoder,
+    decode_hello_reply,
     encode_frame_payload,
-    hello_decoder,
 )
 
 log = logging.getLogger(__name__)
@@ -154,9 +154,7 @@ class Connection(asyncio.Protocol):
 
     def _on_frame(self, payload: bytes) -> None:
         if not self._ready:
-            hello = hello_decoder.decode(payload)
-            if not isinstance(hello, HelloReply):
-                raise RemoteProtocolError(f"expected a HelloReply, got {type(hello).__name__}")
+            hello = decode_hello_reply(payload)
             if self._hello.done():
                 raise RemoteProtocolError("unexpected frame before the handshake completed")
             self.node_id = hello.node_id

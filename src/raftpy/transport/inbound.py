@@ -24,10 +24,9 @@ from raftpy.transport.connection import FrameReader, tune_socket
 from raftpy.transport.protocol import (
     ClientRequest,
     ConnectionRole,
-    Hello,
     HelloReply,
     client_decoder,
-    hello_decoder,
+    decode_hello,
 )
 
 if TYPE_CHECKING:
@@ -104,12 +103,7 @@ class InboundConnection(FrameReader):
         self.abort()
 
     def _on_hello(self, view: memoryview) -> None:
-        try:
-            frame = hello_decoder.decode(view)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            raise RemoteProtocolError(f"malformed handshake: {exc}") from None
-        if not isinstance(frame, Hello):
-            raise RemoteProtocolError("the first frame is not a Hello")
+        frame = decode_hello(view)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

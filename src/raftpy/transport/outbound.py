@@ -15,8 +15,6 @@ import logging
 import time
 from typing import TYPE_CHECKING, Final
 
-import msgspec
-
 from raftpy.core.messages import PROTOCOL_VERSION, PeerMessage
 from raftpy.errors import RemoteProtocolError
 from raftpy.transport.address import parse_address
@@ -28,7 +26,7 @@ from raftpy.transport.connection import (
     pack_header_into,
     tune_socket,
 )
-from raftpy.transport.protocol import ConnectionRole, Hello, HelloReply, hello_decoder
+from raftpy.transport.protocol import ConnectionRole, Hello, HelloReply, decode_hello_reply
 
 if TYPE_CHECKING:
     from raftpy.transport.tcp import TcpTransport
@@ -88,12 +86,7 @@ class OutboundConnection(FrameReader):
         return None  # the peer closed; whatever is half-read does not matter
 
     def _on_reply(self, view: memoryview) -> None:
-        try:
-            frame = hello_decoder.decode(view)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            raise RemoteProtocolError(f"malformed handshake reply: {exc}") from None
-        if not isinstance(frame, HelloReply):
-            raise RemoteProtocolError("the handshake reply is not a HelloReply")
+        frame = decode_hello_reply(view)
         self._handle = self._on_unexpected_frame
         if not self.handshake.done():
             self.handshake.set_result(frame)

@@ -23,6 +23,7 @@ from typing import Annotated
 import msgspec
 
 from raftpy.core.messages import NodeId, NonNeg
+from raftpy.errors import RemoteProtocolError
 
 
 class ConnectionRole(enum.Enum):
@@ -128,6 +129,29 @@ ClientFrame = ClientRequest | ClientResponse
 _encoder = msgspec.msgpack.Encoder()
 hello_decoder: msgspec.msgpack.Decoder[HandshakeFrame] = msgspec.msgpack.Decoder(HandshakeFrame)
 client_decoder: msgspec.msgpack.Decoder[ClientFrame] = msgspec.msgpack.Decoder(ClientFrame)
+
+
+def decode_hello(payload: bytes | bytearray | memoryview) -> Hello:
+    """The dialer's first frame; :class:`RemoteProtocolError` if it is anything else."""
+    frame = _decode_handshake(payload, "Hello")
+    if not isinstance(frame, Hello):
+        raise RemoteProtocolError(f"expected a Hello, got {type(frame).__name__}")
+    return frame
+
+
+def decode_hello_reply(payload: bytes | bytearray | memoryview) -> HelloReply:
+    """The acceptor's answer; :class:`RemoteProtocolError` if it is anything else."""
+    frame = _decode_handshake(payload, "HelloReply")
+    if not isinstance(frame, HelloReply):
+        raise RemoteProtocolError(f"expected a HelloReply, got {type(frame).__name__}")
+    return frame
+
+
+def _decode_handshake(payload: bytes | bytearray | memoryview, what: str) -> HandshakeFrame:
+    try:
+        return hello_decoder.decode(payload)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise RemoteProtocolError(f"malformed handshake frame (expected a {what}): {exc}") from None
 
 
 def encode_frame_payload(frame: HandshakeFrame | ClientFrame) -> bytes:
