@@ -23,15 +23,19 @@ import logging
 import random
 from dataclasses import dataclass
 
-import msgspec
-
 from raftpy.client.connection import AttemptTimeout, ConnectFailed, ConnectionLost
 from raftpy.client.pool import ConnectionPool
 from raftpy.client.targets import Targets
 from raftpy.errors import ClusterUnavailableError, IndeterminateError, RemoteProtocolError
 from raftpy.outcomes import error_for_status
 from raftpy.transport.address import parse_address
-from raftpy.transport.protocol import ClientOp, ClientResponse, Consistency, ResponseStatus
+from raftpy.transport.protocol import (
+    ClientOp,
+    ClientResponse,
+    Consistency,
+    ResponseStatus,
+    decode_snapshot_taken,
+)
 
 log = logging.getLogger(__name__)
 
@@ -294,12 +298,10 @@ async def take_snapshot(
         else:
             if resp.status is ResponseStatus.OK:
                 try:
-                    answer = msgspec.msgpack.decode(resp.result or b"")
-                    return int(answer["index"]), int(answer["term"])
-                except (msgspec.DecodeError, TypeError, KeyError, ValueError) as exc:
-                    raise RemoteProtocolError(
-                        f"{address} answered the snapshot request with {resp.result!r}: {exc!r}"
-                    ) from None
+                    taken = decode_snapshot_taken(resp.result or b"")
+                except RemoteProtocolError as exc:
+                    raise RemoteProtocolError(f"{address}: {exc}") from None
+                return taken.index, taken.term
             # Any other answer comes from the node itself (a failed or stopping node, a full
             # disk, a state machine that cannot write): asking again will not help, and a
             # snapshot changes no state, so every status is the node failing the request.

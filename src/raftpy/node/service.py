@@ -25,6 +25,7 @@ from raftpy.transport.protocol import (
     ClientResponse,
     Consistency,
     ResponseStatus,
+    SnapshotTaken,
 )
 
 
@@ -89,7 +90,7 @@ def _snapshot_response(request_id: int, task: asyncio.Task[SnapshotMeta]) -> Cli
     if exc is not None:
         return response_for_error(request_id, exc)
     meta = task.result()
-    data = msgspec.msgpack.encode({"index": meta.index, "term": meta.term})
+    data = msgspec.msgpack.encode(SnapshotTaken(meta.index, meta.term))
     return ClientResponse(request_id, ResponseStatus.OK, data)
 
 

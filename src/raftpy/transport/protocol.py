@@ -123,6 +123,25 @@ class ClientResponse(msgspec.Struct, frozen=True, array_like=True, tag="response
     retryable: bool = True
 
 
+class SnapshotTaken(msgspec.Struct, frozen=True):
+    """The result of a SNAPSHOT request: the snapshot's last included index and term (a map on
+    the wire, so fields can be added)."""
+
+    index: NonNeg
+    term: NonNeg
+
+
+_snapshot_decoder = msgspec.msgpack.Decoder(SnapshotTaken)
+
+
+def decode_snapshot_taken(payload: bytes) -> SnapshotTaken:
+    """Read a SNAPSHOT result; :class:`RemoteProtocolError` if it is malformed."""
+    try:
+        return _snapshot_decoder.decode(payload)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise RemoteProtocolError(f"malformed snapshot result {payload!r}: {exc}") from None
+
+
 HandshakeFrame = Hello | HelloReply
 ClientFrame = ClientRequest | ClientResponse
 
