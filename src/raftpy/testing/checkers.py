@@ -13,7 +13,9 @@ cluster can see is checked here, each property by one small class named for it:
 - :class:`SnapshotRestoreSafety`: a restored snapshot holds exactly what was committed
   (Raft §7);
 - :class:`TermAndCommitMonotonic`: a node's term and commit index never go backwards, also
-  across restarts (Raft §5.1, Figure 2).
+  across restarts (Raft §5.1, Figure 2);
+- :class:`ReadIndexSafety`: a linearizable read reflects every write committed before it
+  began (Thesis §6.4).
 
 The node drivers (:mod:`raftpy.testing.sim_node`) feed them from the Ready loop, after every
 event. A violation raises :class:`~raftpy.errors.InvariantViolation` at once; ``tag`` puts the
@@ -27,6 +29,7 @@ from collections.abc import Callable, Sequence
 
 from raftpy.core.log import RaftLog
 from raftpy.core.messages import Entry, SnapshotMeta
+from raftpy.core.ready import ReadState
 from raftpy.core.storage import HardState
 from raftpy.errors import InvariantViolation
 
@@ -34,6 +37,7 @@ __all__ = [
     "ElectionSafety",
     "LeaderCompleteness",
     "LogMatching",
+    "ReadIndexSafety",
     "SafetyCheckers",
     "SnapshotRestoreSafety",
     "StateMachineSafety",
@@ -244,6 +248,61 @@ class TermAndCommitMonotonic:
             )
 
 
+class ReadIndexSafety:
+    """Thesis §6.4: a linearizable read must reflect every write committed before the read
+    began. With ReadIndex the leader answers a read with a :class:`ReadState` whose index the
+    read is served at, so that index must be at least the highest commit index any node had
+    reached when the read was issued. A stale leader (cut off from the majority, or elected
+    but without an entry of its own term committed yet) would answer below it.
+
+    Also: a ReadState answers a read issued at that node, and each read is answered or
+    dropped at most once."""
+
+    def __init__(self, tag: Tag) -> None:
+        self._tag = tag
+        self._highest_commit = 0  # the highest commit index any node has persisted
+        self._open: dict[bytes, tuple[int, int]] = {}  # context -> (node, commit at issue)
+
+    def on_commit(self, index: int) -> None:
+        """Some node reached commit index ``index`` (it persists it in its hard state)."""
+        if index > self._highest_commit:
+            self._highest_commit = index
+
+    def on_issue(self, node_id: int, context: bytes) -> None:
+        """A read tagged ``context`` (unique) is issued at ``node_id``, the leader."""
+        if context in self._open:
+            raise ValueError(f"read context {context!r} is already open")
+        self._open[context] = (node_id, self._highest_commit)
+
+    def on_read_state(self, node_id: int, rs: ReadState) -> None:
+        """``node_id``'s Ready says the read ``rs.context`` may be served at ``rs.index``."""
+        floor = self._take(node_id, rs.context, "answered")
+        if rs.index < floor:
+            raise InvariantViolation(
+                self._tag(
+                    f"node {node_id} answered read {rs.context!r} at index {rs.index}, but "
+                    f"index {floor} was committed before the read was issued (stale read)"
+                )
+            )
+
+    def on_dropped(self, node_id: int, context: bytes) -> None:
+        """``node_id`` lost leadership before the read ``context`` was confirmed."""
+        self._take(node_id, context, "dropped")
+
+    def on_crash(self, node_id: int) -> None:
+        """``node_id`` stopped: its open reads are lost with its core."""
+        self._open = {c: v for c, v in self._open.items() if v[0] != node_id}
+
+    def _take(self, node_id: int, context: bytes, what: str) -> int:
+        """Close the read ``context`` open at ``node_id``; return its commit floor."""
+        issued = self._open.pop(context, None)
+        if issued is None or issued[0] != node_id:
+            raise InvariantViolation(
+                self._tag(f"node {node_id} {what} read {context!r}, which is not open there")
+            )
+        return issued[1]
+
+
 class SafetyCheckers:
     """Every cluster-wide check of one simulated cluster of ``n`` nodes, for its node
     drivers to feed."""
@@ -255,3 +314,4 @@ class SafetyCheckers:
         self.leader_completeness = LeaderCompleteness(tag, self.state_machine)
         self.snapshots = SnapshotRestoreSafety(tag, self.state_machine)
         self.monotonic = TermAndCommitMonotonic(tag, n)
+        self.reads = ReadIndexSafety(tag)

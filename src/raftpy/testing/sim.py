@@ -13,7 +13,7 @@ disk), sends through this network, and applies committed entries to the node's s
 
 Checkers run inside, always (:mod:`raftpy.testing.checkers`): election safety, log matching,
 leader completeness, state machine safety and in-order apply, term and commit never going
-backwards (also across restarts), and snapshot restores. A violation
+backwards (also across restarts), snapshot restores, and linearizable reads. A violation
 raises :class:`~raftpy.errors.InvariantViolation` at once, with the seed in the message.
 """
 
@@ -38,7 +38,7 @@ from raftpy.core.messages import (
     encode_message,
 )
 from raftpy.core.raft import Raft
-from raftpy.core.ready import Role
+from raftpy.core.ready import ReadState, Role
 from raftpy.errors import NotLeaderError, ProposalDropped
 from raftpy.statemachine import StateMachine
 from raftpy.storage.fs import CrashMode, FaultyFileSystem
@@ -179,6 +179,7 @@ class SimCluster:
         self._rpcs = 0
         self._messages = 0
         self._bytes = 0
+        self._reads = 0  # read contexts handed out (they must be unique among open reads)
         for node in self._nodes:
             self._boot(node)
 
@@ -280,6 +281,39 @@ class SimCluster:
             return -1
         self._nodes[i].process()
         return first
+
+    def read_index(self, i: int) -> bytes | None:
+        """Ask node ``i`` for a linearizable read (Thesis §6.4, ReadIndex). Returns the read's
+        context (unique in the cluster), or None when node ``i`` is down or not the leader.
+
+        The core confirms its leadership with a heartbeat round first (after committing an
+        entry of its term); the answer is a :class:`~raftpy.core.ready.ReadState` in
+        :meth:`read_states`, or the context in :meth:`dropped_reads` if leadership is lost
+        first. A stale answer (below a commit index reached anywhere before the read was
+        issued) raises :class:`~raftpy.errors.InvariantViolation`."""
+        node = self._nodes[i]
+        raft = node.raft
+        if raft is None:
+            return None
+        self._reads += 1
+        context = b"read-%d" % self._reads
+        try:
+            raft.read_index(context)
+        except NotLeaderError:
+            return None
+        self._checks.reads.on_issue(i, context)
+        node.process()
+        return context
+
+    def read_states(self, i: int) -> list[ReadState]:
+        """Every read point node ``i``'s core confirmed (its Ready's ``read_states``), oldest
+        first, since the cluster was created: the read ``context`` may be served once the
+        node has applied ``index``."""
+        return list(self._nodes[i].read_states)
+
+    def dropped_reads(self, i: int) -> list[bytes]:
+        """Contexts of the reads node ``i`` dropped because it lost leadership first."""
+        return list(self._nodes[i].dropped_reads)
 
     def state(self, i: int) -> tuple[int, bool]:
         """``(term, is_leader)`` of node ``i`` (``(0, False)`` while it is down)."""

@@ -4,8 +4,8 @@ loop, snapshot transfers, and boot from (and crash of) its simulated storage.
 The driver runs the real :class:`~raftpy.core.raft.Raft` through its Ready cycle
 (:mod:`raftpy.core.ready`): it persists into the node's :class:`~raftpy.storage.base.LogStore`
 (in memory, or the real write-ahead log on a fault-injecting disk), sends through the
-cluster's simulated network, and applies committed entries to the node's state machine.
-Snapshot chunks and their answers go to the same transfer
+cluster's simulated network, applies committed entries to the node's state machine, and
+records the reads the core confirms. Snapshot chunks and their answers go to the same transfer
 code the real node uses (:mod:`raftpy.node.transfer`), never to the core. Every step feeds the
 cluster-wide checks (:mod:`raftpy.testing.checkers`).
 
@@ -33,7 +33,7 @@ from raftpy.core.messages import (
     SnapshotMeta,
 )
 from raftpy.core.raft import Raft
-from raftpy.core.ready import Ready, Role
+from raftpy.core.ready import ReadState, Ready, Role
 from raftpy.node.transfer import Completed, SnapshotReceiver, SnapshotSenders
 from raftpy.statemachine import StateMachine
 from raftpy.storage.base import LogStore
@@ -87,6 +87,9 @@ class SimNode:
     received: dict[tuple[int, int], SnapshotSink] = field(default_factory=dict)
     snapshots_taken: int = 0
     snapshots_installed: int = 0
+    # Every read the core confirmed, and every read it dropped, since the cluster started.
+    read_states: list[ReadState] = field(default_factory=list)
+    dropped_reads: list[bytes] = field(default_factory=list)
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -100,6 +103,7 @@ class SimNode:
         self.senders = None
         self.receiver = None
         self.received = {}
+        self.env.checks.reads.on_crash(self.id)
         if self.fs is not None:
             assert mode is not None
             # Power loss: unsynced writes are dropped, torn or partly kept; then the data dir
@@ -166,6 +170,9 @@ class SimNode:
             rd = raft.ready()
             self._handle_ready(raft, rd)
             raft.advance(rd)
+        for context in raft.take_dropped_reads():
+            self.env.checks.reads.on_dropped(self.id, context)
+            self.dropped_reads.append(context)
         every = self.env.snapshot_every
         if every is not None and self.last_applied - self.storage.first_index() + 1 >= every:
             self._take_snapshot(raft)
@@ -199,6 +206,7 @@ class SimNode:
         if rd.hard_state is not None:
             hs = rd.hard_state
             checks.monotonic.on_persist(self.id, hs)
+            checks.reads.on_commit(hs.commit)
             storage.set_hard_state(hs)
         if rd.must_sync or self.fs is None:
             storage.sync()
@@ -207,6 +215,11 @@ class SimNode:
             send(self.id, m)
         if rd.committed_entries:
             self._apply(rd.committed_entries)
+        # Thesis §6.4: each read may be served once its index is applied. The simulator
+        # serves none; it records and checks the read points.
+        for rs in rd.read_states:
+            checks.reads.on_read_state(self.id, rs)
+            self.read_states.append(rs)
 
     def _apply(self, entries: Sequence[Entry]) -> None:
         self.env.checks.state_machine.on_apply(self.id, self.last_applied, entries)
