@@ -4,8 +4,16 @@ proposals, for a few seconds of virtual time each; then everything heals and res
 command must commit on every node, and all nodes' applied lists must agree. The simulator checks
 the safety invariants after every event (InvariantViolation) on its own.
 
+``test_fuzz_reads`` runs the same scripts and also issues linearizable reads (ReadIndex) at
+random nodes, so stale leaders in minority partitions get reads too; the simulator checks every
+answer against what was committed before the read began (``raftpy.testing.checkers``), and
+after the repair the leader must answer a read. Its reads come from their own random stream:
+they leave the script of ``test_fuzz``'s runs for the same seed unchanged, but do change the
+cluster's run (a read sends heartbeats), so ``test_fuzz`` itself issues none.
+
 Seeds:
-- default: seeds 0..199, each on 3, 5 and 7 nodes (600 runs; test ids like ``n5-seed17``);
+- default: seeds 0..199, each on 3, 5 and 7 nodes (600 runs; test ids like ``n5-seed17``),
+  and seeds 0..99 with reads (300 runs; ``n5-seed17-reads``);
 - ``RAFTPY_SEEDS=N``: seeds 0..N-1 instead (on every size, or on ``RAFTPY_FUZZ_NODES``);
 - ``RAFTPY_SEED=s``: just seed ``s``, on every size (or on ``RAFTPY_FUZZ_NODES=5`` / ``3,7``).
 A failure names the seed and a one-line replay command.
@@ -22,6 +30,7 @@ from raftpy.testing.sim import SimCluster
 
 SIZES = (3, 5, 7)
 DEFAULT_SEEDS = 200
+DEFAULT_READ_SEEDS = 100
 
 
 def _sizes() -> tuple[int, ...]:
@@ -31,17 +40,18 @@ def _sizes() -> tuple[int, ...]:
     return tuple(int(x) for x in raw.replace(" ", "").split(",") if x)
 
 
-def _cases() -> list[tuple[int, int]]:
+def _cases(default: int = DEFAULT_SEEDS) -> list[tuple[int, int]]:
     single = os.environ.get("RAFTPY_SEED")
     if single:
         return [(n, int(single)) for n in _sizes()]
-    count = int(os.environ.get("RAFTPY_SEEDS", DEFAULT_SEEDS))
+    count = int(os.environ.get("RAFTPY_SEEDS", default))
     return [(n, seed) for seed in range(count) for n in _sizes()]
 
 
-def replay_command(n: int, seed: int) -> str:
+def replay_command(n: int, seed: int, reads: bool = False) -> str:
     test = "tests/testing/test_sim_fuzz.py"
-    return f"RAFTPY_SEED={seed} .venv/bin/pytest {test} -k 'n{n}-seed{seed}'"
+    which = f"n{n}-seed{seed}-reads" if reads else f"n{n}-seed{seed} and not reads"
+    return f"RAFTPY_SEED={seed} .venv/bin/pytest {test} -k '{which}'"
 
 
 def _random_groups(rng: random.Random, n: int) -> list[list[int]]:
@@ -56,9 +66,13 @@ def _random_groups(rng: random.Random, n: int) -> list[list[int]]:
     return groups
 
 
-def run_fuzz(n: int, seed: int) -> None:
-    """One fuzz run; raises AssertionError or InvariantViolation on failure."""
+def run_fuzz(n: int, seed: int, reads: bool = False) -> None:
+    """One fuzz run; raises AssertionError or InvariantViolation on failure. With ``reads``,
+    linearizable reads are issued too (from a stream of their own: the script stays the
+    same)."""
     rng = random.Random(seed * 1_000_003 + n)  # the script; the cluster has its own stream
+    read_rng = random.Random(seed * 1_000_003 + n + 500_000)
+    read_terms: set[tuple[int, int]] = set()
     # Mostly the defaults; sometimes without PreVote / CheckQuorum (more disruptive
     # elections) and with tight flow control (probe state, paused peers, split appends).
     c = SimCluster(
@@ -123,7 +137,11 @@ def run_fuzz(n: int, seed: int) -> None:
                     seq += size
                     proposals += size
                     break
-        c.run_for(rng.randrange(5, 300) / 1000)
+        wait_ms = rng.randrange(5, 300)
+        if reads:
+            _run_with_reads(c, read_rng, wait_ms * 1000, read_terms)
+        else:
+            c.run_for(wait_ms / 1000)
 
     # Whatever any node applied was committed: it must survive in every final log.
     committed: dict[int, bytes] = {}
@@ -145,6 +163,10 @@ def run_fuzz(n: int, seed: int) -> None:
         f"{crashes} crashes, {restarts} restarts, {partitions} partitions, "
         f"{proposals} proposals, {len(committed)} committed before repair"
     )
+    if reads:
+        answered = sum(len(c.read_states(i)) for i in range(n))
+        stats += f", {answered} reads answered"
+        _require_a_read(c, index, f"[seed={seed} n={n}] ({stats})")
     first = c.applied(0)
     assert first and first[-1] == (index, final), (
         f"[seed={seed} n={n}] node 0's log does not end with the final command: {first[-3:]}"
@@ -161,18 +183,63 @@ def run_fuzz(n: int, seed: int) -> None:
         )
 
 
+def _run_with_reads(
+    c: SimCluster, rng: random.Random, wait_us: int, read_terms: set[tuple[int, int]]
+) -> None:
+    """Run ``wait_us`` of virtual time in short slices, issuing reads between them: at once
+    at every node that newly believes it leads (a new leader may not yet know the commit
+    index, Thesis §6.4), and at random nodes, stale leaders included. ``read_terms`` holds
+    the ``(node, term)`` pairs already read at."""
+    end = c.now_us + wait_us
+    while c.now_us < end:
+        c.run_until_us(min(end, c.now_us + rng.randrange(200, 5_000)))
+        for i in range(c.n):
+            term, leads = c.state(i)
+            if leads and (i, term) not in read_terms:
+                read_terms.add((i, term))
+                c.read_index(i)
+        if rng.random() < 0.2:
+            c.read_index(rng.randrange(c.n))
+
+
+def _require_a_read(c: SimCluster, index: int, tag: str) -> None:
+    """Once the cluster is whole again, its leader answers a read at ``index`` or later."""
+    for _ in range(5):
+        leader = c.check_one_leader()
+        context = c.read_index(leader)
+        c.run_for(0.5)
+        for rs in c.read_states(leader):
+            if rs.context == context:
+                assert rs.index >= index, f"{tag} read {context!r} at {rs.index} < {index}"
+                return
+    raise AssertionError(f"{tag} no read was answered after the repair")
+
+
+def _run(n: int, seed: int, reads: bool) -> None:
+    replay = replay_command(n, seed, reads)
+    print(f"fuzz n={n} seed={seed} reads={reads}; replay: {replay}")
+    try:
+        run_fuzz(n, seed, reads)
+    except Exception as e:  # a safety violation, a failed check or a crash in the core
+        raise AssertionError(
+            f"fuzz failed for n={n} seed={seed} reads={reads}: {type(e).__name__}: {e}\n"
+            f"replay: {replay}"
+        ) from e
+
+
 @pytest.mark.parametrize(
     ("n", "seed"), [pytest.param(n, s, id=f"n{n}-seed{s}") for n, s in _cases()]
 )
 def test_fuzz(n: int, seed: int) -> None:
-    replay = replay_command(n, seed)
-    print(f"fuzz n={n} seed={seed}; replay: {replay}")
-    try:
-        run_fuzz(n, seed)
-    except Exception as e:  # a safety violation, a failed check or a crash in the core
-        raise AssertionError(
-            f"fuzz failed for n={n} seed={seed}: {type(e).__name__}: {e}\nreplay: {replay}"
-        ) from e
+    _run(n, seed, reads=False)
+
+
+@pytest.mark.parametrize(
+    ("n", "seed"),
+    [pytest.param(n, s, id=f"n{n}-seed{s}-reads") for n, s in _cases(DEFAULT_READ_SEEDS)],
+)
+def test_fuzz_reads(n: int, seed: int) -> None:
+    _run(n, seed, reads=True)
 
 
 def test_default_suite_size() -> None:

@@ -1,31 +1,27 @@
 """SimCluster: n nodes of the real Raft core over a simulated network and persister, in
-virtual time, deterministic from a seed (DESIGN §6).
+virtual time, deterministic from a seed (README.md, "Using the simulator to test your own
+state machine").
 
-Everything random (timeouts, delays, drops, reordering) comes from one ``random.Random(seed)``,
-so a failing run is replayed exactly by running it again with the same seed. Each node is the
-real :class:`~raftpy.core.raft.Raft` driven through its Ready cycle by a tiny driver that
-persists into a :class:`~raftpy.storage.memory.MemoryStorage`, sends through the simulated
-network (every message is encoded and decoded, so the wire format is exercised), and applies
-committed entries to the node's state machine.
+Everything random (timeouts, delays, drops, reordering, crash damage) comes from one
+``random.Random(seed)``, so a failing run is replayed exactly by running it again with the
+same seed. This module is the cluster: the public API tests script, the event queue and the
+simulated network (every message is encoded and decoded, so the wire format is exercised).
+Each node is the real :class:`~raftpy.core.raft.Raft` driven through its Ready cycle by a tiny
+driver (:mod:`raftpy.testing.sim_node`) that persists into a
+:class:`~raftpy.storage.memory.MemoryStorage` (or the real write-ahead log on a simulated
+disk), sends through this network, and applies committed entries to the node's state machine.
 
-A crash drops the node's core and state machine and keeps only its storage, which holds exactly
-what the core asked to persist (the driver writes and "syncs" before sending anything that
-depends on it, as the Ready contract says).
-
-Checkers run inside, always: the apply checker (two nodes applying different entries at one
-index, or a node applying out of order) and the safety invariants (one leader per term, log
-matching, leader completeness, state machine safety, term and commit never going backwards,
-also across restarts). A violation raises :class:`~raftpy.errors.InvariantViolation` at once,
-with the seed in the message.
+Checkers run inside, always (:mod:`raftpy.testing.checkers`): election safety, log matching,
+leader completeness, state machine safety and in-order apply, term and commit never going
+backwards (also across restarts), snapshot restores, and linearizable reads. A violation
+raises :class:`~raftpy.errors.InvariantViolation` at once, with the seed in the message.
 """
 
 from __future__ import annotations
 
 import heapq
-import io
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import BinaryIO, Literal
 
 import msgspec
@@ -33,30 +29,24 @@ import msgspec
 from raftpy.core.config import RaftConfig
 from raftpy.core.messages import (
     AppendEntries,
-    Entry,
-    EntryKind,
     Heartbeat,
     InstallSnapshot,
-    InstallSnapshotResponse,
     PeerMessage,
     RequestVote,
-    SnapshotMeta,
     TimeoutNow,
     decode_message,
     encode_message,
 )
 from raftpy.core.raft import Raft
-from raftpy.core.ready import Ready, Role
-from raftpy.core.storage import HardState
-from raftpy.errors import InvariantViolation, NotLeaderError, ProposalDropped
-from raftpy.node.transfer import Completed, SnapshotReceiver, SnapshotSenders
+from raftpy.core.ready import ReadState, Role
+from raftpy.errors import NotLeaderError, ProposalDropped
 from raftpy.statemachine import StateMachine
-from raftpy.storage.base import LogStore
-from raftpy.storage.errors import CorruptSnapshotError
 from raftpy.storage.fs import CrashMode, FaultyFileSystem
 from raftpy.storage.memory import MemoryStorage
-from raftpy.storage.snapshots import SnapshotSink, SnapshotStore
+from raftpy.storage.snapshots import SnapshotStore
 from raftpy.storage.wal import FileStorage
+from raftpy.testing.checkers import SafetyCheckers
+from raftpy.testing.sim_node import NodeEnv, SimNode
 
 __all__ = ["RecordingStateMachine", "SimCluster"]
 
@@ -66,6 +56,8 @@ _REQUESTS = (RequestVote, AppendEntries, Heartbeat, InstallSnapshot, TimeoutNow)
 # Event kinds in the queue.
 _TICK = 0
 _DELIVER = 1
+
+_CRASH_MODES: tuple[CrashMode, ...] = ("drop", "torn", "partial", "keep")
 
 
 class RecordingStateMachine:
@@ -89,34 +81,9 @@ class RecordingStateMachine:
         self.commands = msgspec.msgpack.decode(inp.read(), type=list[bytes])
 
 
-_CRASH_MODES: tuple[CrashMode, ...] = ("drop", "torn", "partial", "keep")
-
-_snapshot_envelope = msgspec.msgpack.Decoder(tuple[list[tuple[int, bytes]], bytes])
-
-
-@dataclass
-class _Node:
-    """One simulated server: its durable storage, and (while up) its core and state machine.
-    In file mode ``fs`` is the node's simulated disk, which outlives crashes."""
-
-    id: int
-    storage: LogStore
-    snap_fs: FaultyFileSystem  # the disk holding the snapshot files (``fs`` in file mode)
-    snaps: SnapshotStore
-    fs: FaultyFileSystem | None = None
-    raft: Raft | None = None
-    sm: StateMachine | None = None
-    incarnation: int = 0
-    applied: list[tuple[int, bytes]] = field(default_factory=list)
-    last_applied: int = 0
-    # Snapshot transfers while up: one sender per follower (leader), one receiver.
-    senders: SnapshotSenders | None = None
-    receiver: SnapshotReceiver[SnapshotSink] | None = None
-    received: dict[tuple[int, int], SnapshotSink] = field(default_factory=dict)
-
-
 class SimCluster:
-    """A simulated Raft cluster of ``n`` nodes with ids ``0..n-1`` (DESIGN §6).
+    """A simulated Raft cluster of ``n`` nodes with ids ``0..n-1`` (README.md, "Using the
+    simulator to test your own state machine").
 
     Time only moves inside :meth:`run_for` (and the helpers that call it). Each node ticks every
     ``tick_seconds`` of virtual time. ``pre_vote`` and ``check_quorum`` are on by default, as in
@@ -165,10 +132,6 @@ class SimCluster:
         if snapshot_chunk_bytes < 1:
             raise ValueError(f"snapshot_chunk_bytes must be >= 1, got {snapshot_chunk_bytes}")
         self.snapshot_every = snapshot_every
-        self._chunk_bytes = snapshot_chunk_bytes
-        self._election_ticks = election_ticks
-        self.snapshots_taken = 0
-        self.snapshots_installed = 0
         if tick_seconds <= 0:
             raise ValueError(f"tick_seconds must be > 0, got {tick_seconds}")
         self.n = n
@@ -195,7 +158,17 @@ class SimCluster:
         if storage not in ("memory", "file"):
             raise ValueError(f"storage must be 'memory' or 'file', got {storage!r}")
         self._storage_kind = storage
-        self._segment_size = segment_size
+        self._checks = SafetyCheckers(n, self._tag)
+        self._env = NodeEnv(
+            n=n,
+            factory=self._factory,
+            send=self._send,
+            checks=self._checks,
+            snapshot_every=snapshot_every,
+            chunk_bytes=snapshot_chunk_bytes,
+            election_ticks=election_ticks,
+            segment_size=segment_size,
+        )
         self._nodes = [self._new_node(i) for i in range(n)]
         # Network state.
         self._connected = [True] * n
@@ -206,19 +179,12 @@ class SimCluster:
         self._rpcs = 0
         self._messages = 0
         self._bytes = 0
-        # Checker state.
-        self._leaders: dict[int, int] = {}  # term -> leader id (one leader per term)
-        self._stored: list[Entry | None] = [None]  # see _check_log_matching
-        self._stored_other: dict[tuple[int, int], Entry] = {}
-        # _committed[index]: the entry some node applied at index (None: not applied yet).
-        self._committed: list[Entry | None] = [None]
-        self._hard: list[tuple[int, int]] = [(0, 0)] * n  # last written (term, commit)
-        self._synced: list[tuple[int, int]] = [(0, 0)] * n  # last synced (term, commit)
+        self._reads = 0  # read contexts handed out (they must be unique among open reads)
         for node in self._nodes:
             self._boot(node)
 
     # ------------------------------------------------------------------------------------------
-    # Public API (DESIGN §6)
+    # Public API
     # ------------------------------------------------------------------------------------------
 
     @property
@@ -266,22 +232,8 @@ class SimCluster:
         """Stop node ``i``: its core, state machine and messages in flight to it are lost;
         its storage keeps exactly what was persisted."""
         node = self._nodes[i]
-        node.raft = None
-        node.sm = None
-        node.incarnation += 1
-        node.applied = []
-        node.senders = None
-        node.receiver = None
-        node.received = {}
-        if node.fs is not None:
-            # Power loss: unsynced writes are dropped, torn or partly kept; then the data dir
-            # is opened again by the real recovery code.
-            node.fs.crash(self.rng.choice(_CRASH_MODES))
-            node.storage = FileStorage(
-                f"/node{i}", range(self.n), fs=node.fs, segment_size=self._segment_size
-            )
-        # Reopening the snapshot directory removes partial files, as a real restart would.
-        node.snaps = SnapshotStore(f"/node{i}/snap", fs=node.snap_fs)
+        # In file mode the power loss damages unsynced writes in one of several ways.
+        node.crash(self.rng.choice(_CRASH_MODES) if node.fs is not None else None)
 
     def restart(self, i: int) -> None:
         """Start node ``i`` again from its storage (crashing it first if it is up)."""
@@ -314,7 +266,7 @@ class SimCluster:
             return -1, raft.term, False
         except ProposalDropped:
             return -1, raft.term, True
-        self._process(self._nodes[i])
+        self._nodes[i].process()
         return index, term, True
 
     def start_batch(self, i: int, commands: Sequence[bytes]) -> int:
@@ -326,8 +278,41 @@ class SimCluster:
             first, _ = raft.propose_batch(commands)
         except (NotLeaderError, ProposalDropped):
             return -1
-        self._process(self._nodes[i])
+        self._nodes[i].process()
         return first
+
+    def read_index(self, i: int) -> bytes | None:
+        """Ask node ``i`` for a linearizable read (Thesis §6.4, ReadIndex). Returns the read's
+        context (unique in the cluster), or None when node ``i`` is down or not the leader.
+
+        The core confirms its leadership with a heartbeat round first (after committing an
+        entry of its term); the answer is a :class:`~raftpy.core.ready.ReadState` in
+        :meth:`read_states`, or the context in :meth:`dropped_reads` if leadership is lost
+        first. A stale answer (below a commit index reached anywhere before the read was
+        issued) raises :class:`~raftpy.errors.InvariantViolation`."""
+        node = self._nodes[i]
+        raft = node.raft
+        if raft is None:
+            return None
+        self._reads += 1
+        context = b"read-%d" % self._reads
+        try:
+            raft.read_index(context)
+        except NotLeaderError:
+            return None
+        self._checks.reads.on_issue(i, context)
+        node.process()
+        return context
+
+    def read_states(self, i: int) -> list[ReadState]:
+        """Every read point node ``i``'s core confirmed (its Ready's ``read_states``), oldest
+        first, since the cluster was created: the read ``context`` may be served once the
+        node has applied ``index``."""
+        return list(self._nodes[i].read_states)
+
+    def dropped_reads(self, i: int) -> list[bytes]:
+        """Contexts of the reads node ``i`` dropped because it lost leadership first."""
+        return list(self._nodes[i].dropped_reads)
 
     def state(self, i: int) -> tuple[int, bool]:
         """``(term, is_leader)`` of node ``i`` (``(0, False)`` while it is down)."""
@@ -359,21 +344,12 @@ class SimCluster:
             if kind == _TICK:
                 node.raft.tick()
                 self._push(t + self._tick_us, _TICK, dst, inc)
-                if node.senders:
-                    for request, ok in node.senders.tick():
-                        node.raft.report_snapshot(request, ok)
+                node.tick_transfers()
             else:
                 if not self._reachable(src, dst):
                     continue  # the link failed while the message was in flight
-                m = decode_message(payload)
-                # Snapshot chunks and their answers are the transfers' business, not the core's.
-                if isinstance(m, InstallSnapshot):
-                    self._on_snapshot_chunk(node, m)
-                elif isinstance(m, InstallSnapshotResponse):
-                    self._on_snapshot_answer(node, m)
-                else:
-                    node.raft.step(m)
-            self._process(node)
+                node.deliver(decode_message(payload))
+            node.process()
         self.now_us = max(self.now_us, deadline)
 
     def applied(self, i: int) -> list[tuple[int, bytes]]:
@@ -401,6 +377,16 @@ class SimCluster:
     def bytes_sent(self) -> int:
         """Encoded bytes of every message sent by all nodes since creation."""
         return self._bytes
+
+    @property
+    def snapshots_taken(self) -> int:
+        """Snapshots the nodes took of their own state machines since creation."""
+        return sum(node.snapshots_taken for node in self._nodes)
+
+    @property
+    def snapshots_installed(self) -> int:
+        """Snapshots the nodes installed from a leader since creation."""
+        return sum(node.snapshots_installed for node in self._nodes)
 
     def persisted_size(self, i: int) -> int:
         """Bytes of raft state node ``i`` has persisted (log + hard state, not the snapshot)."""
@@ -518,68 +504,27 @@ class SimCluster:
                 node.raft.check_invariants()
 
     # ------------------------------------------------------------------------------------------
-    # Internals: boot, network, driver
+    # Internals: boot, network
     # ------------------------------------------------------------------------------------------
 
     def _tag(self, text: str) -> str:
         return f"[seed={self.seed} t={self.now:.3f}s] {text}"
 
-    def _check_not_backwards(
-        self, node_id: int, hs: HardState, before: tuple[int, int], what: str
-    ) -> None:
-        """Term and commit index never go backwards, also across restarts (compared with
-        what was synced before the crash)."""
-        if hs.term < before[0] or hs.commit < before[1]:
-            raise InvariantViolation(
-                self._tag(
-                    f"node {node_id} {what} term {hs.term} commit {hs.commit}, below term "
-                    f"{before[0]} commit {before[1]}"
-                )
-            )
-
-    def _new_node(self, i: int) -> _Node:
+    def _new_node(self, i: int) -> SimNode:
+        config = self._configs[i]
+        env = self._env
         if self._storage_kind == "memory":
             # Snapshot files go to a private in-memory disk that is never crashed: in memory
             # mode everything a node writes survives.
             snap_fs = FaultyFileSystem(self.rng.getrandbits(32))
             snaps = SnapshotStore(f"/node{i}/snap", fs=snap_fs)
-            return _Node(i, MemoryStorage(range(self.n)), snap_fs, snaps)
+            return SimNode(i, config, env, MemoryStorage(range(self.n)), snap_fs, snaps)
         fs = FaultyFileSystem(self.rng.getrandbits(32))
-        storage = FileStorage(f"/node{i}", range(self.n), fs=fs, segment_size=self._segment_size)
-        return _Node(i, storage, fs, SnapshotStore(f"/node{i}/snap", fs=fs), fs)
+        storage = FileStorage(f"/node{i}", range(self.n), fs=fs, segment_size=env.segment_size)
+        return SimNode(i, config, env, storage, fs, SnapshotStore(f"/node{i}/snap", fs=fs), fs)
 
-    def _boot(self, node: _Node) -> None:
-        node.incarnation += 1
-        node.raft = Raft(
-            self._configs[node.id], node.storage, random.Random(self.rng.getrandbits(64))
-        )
-        node.sm = self._factory()
-        node.applied = []
-        node.last_applied = node.storage.first_index() - 1
-        node.receiver = SnapshotReceiver(node.snaps.begin_receive, lambda sink: sink.abort())
-        node.senders = SnapshotSenders(
-            node.id,
-            lambda m: self._send(node.id, m),
-            chunk_bytes=self._chunk_bytes,
-            window_bytes=4 * self._chunk_bytes,
-            retry_ticks=3,
-            give_up_ticks=3 * self._election_ticks,
-        )
-        meta = node.storage.snapshot_meta()
-        if meta.index > 0:
-            # Start from the snapshot the log was compacted to, then the log after it.
-            if not node.snaps.has(meta):
-                raise InvariantViolation(
-                    self._tag(f"node {node.id}: no snapshot file for index {meta.index}")
-                )
-            self._restore(node, meta)
-        # A snapshot file newer than the log's (a crash between writing it and compacting)
-        # is not used: drop it.
-        node.snaps.retain([meta])
-        hs = node.storage.hard_state
-        self._check_not_backwards(node.id, hs, self._synced[node.id], "restarted with")
-        # Writes that were not synced may be gone: monotonicity restarts from what survived.
-        self._hard[node.id] = (hs.term, hs.commit)
+    def _boot(self, node: SimNode) -> None:
+        node.boot(random.Random(self.rng.getrandbits(64)))
         # Spread the nodes' tick phases so they do not tick in lockstep.
         phase = self.rng.randrange(self._tick_us)
         self._push(self.now_us + phase + 1, _TICK, node.id, node.incarnation)
@@ -618,227 +563,3 @@ class SimCluster:
 
     def _schedule_delivery(self, src: int, dst: int, data: bytes, delay: int) -> None:
         self._push(self.now_us + delay, _DELIVER, dst, self._nodes[dst].incarnation, src, data)
-
-    def _process(self, node: _Node) -> None:
-        raft = node.raft
-        assert raft is not None
-        while raft.has_ready():
-            rd = raft.ready()
-            self._handle_ready(node, raft, rd)
-            raft.advance(rd)
-        every = self.snapshot_every
-        if every is not None and node.last_applied - node.storage.first_index() + 1 >= every:
-            self._take_snapshot(node, raft)
-        raft.check_invariants()
-
-    # -- snapshots ----------------------------------------------------------------------------
-
-    def _take_snapshot(self, node: _Node, raft: Raft) -> None:
-        """Snapshot the state machine at its applied index and compact the log to it. The file
-        is durable before the log refers to it, so a crash in between leaves the old state."""
-        index = node.last_applied
-        term = raft.log.term(index)
-        assert term is not None
-        meta = SnapshotMeta(index, term, raft.conf_state())
-        sm = node.sm
-        assert sm is not None
-        state = io.BytesIO()
-        sm.snapshot(state)
-        envelope = msgspec.msgpack.encode((node.applied, state.getvalue()))
-        node.snaps.create(meta, lambda out: out.write(envelope))
-        node.storage.create_snapshot(meta)
-        node.snaps.retain([meta])
-        self.snapshots_taken += 1
-
-    def _restore(self, node: _Node, meta: SnapshotMeta) -> None:
-        """Load node's state machine (and its applied list) from its stored snapshot."""
-        with node.snaps.open_body(meta) as body:
-            applied, state = _snapshot_envelope.decode(body.read())
-        sm = self._factory()
-        sm.restore(io.BytesIO(state))
-        node.sm = sm
-        # State machine safety through snapshots: what it holds is what was committed.
-        committed = self._committed
-        for index, command in applied:
-            seen = committed[index] if index < len(committed) else None
-            if seen is not None and seen.data != command:
-                raise InvariantViolation(
-                    self._tag(
-                        f"node {node.id} restored a snapshot holding {command!r} at index {index},"
-                        f" but {seen.data!r} was applied there (state machine safety)"
-                    )
-                )
-        if applied and applied[-1][0] > meta.index:
-            raise InvariantViolation(self._tag(f"snapshot {meta.index} holds later entries"))
-        node.applied = [(index, command) for index, command in applied]
-        node.last_applied = meta.index
-
-    def _install(self, node: _Node, meta: SnapshotMeta) -> None:
-        """The core took a snapshot from the leader: make it durable, then restore it."""
-        sink = node.received.pop((meta.index, meta.term))
-        node.snaps.install(sink)
-        node.storage.apply_snapshot(meta)
-        if meta.index < node.last_applied:
-            raise InvariantViolation(
-                self._tag(f"node {node.id} installs snapshot {meta.index} below applied")
-            )
-        self._restore(node, meta)
-        node.snaps.retain([meta])
-        self.snapshots_installed += 1
-
-    def _on_snapshot_answer(self, node: _Node, m: InstallSnapshotResponse) -> None:
-        if node.senders is not None:
-            outcome = node.senders.on_answer(m)
-            if outcome is not None:
-                assert node.raft is not None
-                request, ok = outcome
-                node.raft.report_snapshot(request, ok)
-
-    def _on_snapshot_chunk(self, node: _Node, m: InstallSnapshot) -> None:
-        receiver = node.receiver
-        assert receiver is not None and node.raft is not None
-        answer, completed = receiver.on_chunk(m)
-        if completed is not None:
-            answer = self._complete(node, completed)
-        if answer is not None:
-            self._send(node.id, answer)
-
-    def _complete(self, node: _Node, completed: Completed[SnapshotSink]) -> InstallSnapshotResponse:
-        """A whole snapshot file arrived: verify it, then hand it to the core."""
-        m = completed.message
-        sink = completed.sink
-        try:
-            ok = sink.finish() == m.meta
-        except CorruptSnapshotError:
-            ok = False
-        receiver = node.receiver
-        assert receiver is not None and node.raft is not None
-        answer = receiver.finished(completed, ok)
-        if not ok:
-            sink.abort()
-            return answer
-        if node.raft.install_snapshot(m.meta, m.src, m.term):
-            node.received[(m.meta.index, m.meta.term)] = sink  # for _install (Ready.snapshot)
-        else:
-            sink.abort()  # stale, or the log already holds what it covers
-        self._process(node)
-        return answer
-
-    def _handle_ready(self, node: _Node, raft: Raft, rd: Ready) -> None:
-        if rd.soft_state is not None:
-            if rd.soft_state.role is Role.LEADER:
-                self._on_new_leader(node, raft)
-            elif node.senders is not None:
-                node.senders.stop()  # its transfers end with its leadership
-        # Messages that do not depend on durability may leave first (Thesis §10.2.1), and
-        # snapshot transfers may start.
-        for m in rd.messages:
-            self._send(node.id, m)
-        for request in rd.snapshot_requests:
-            assert node.senders is not None
-            node.senders.start(request, node.snaps.open_source(request.meta))
-        # Persist, then sync when the Ready says so: only synced writes survive a crash.
-        storage = node.storage
-        if rd.snapshot is not None:
-            self._install(node, rd.snapshot)
-        if rd.entries:
-            self._check_log_matching(node.id, rd.entries)
-            storage.append(rd.entries)
-        if rd.hard_state is not None:
-            hs = rd.hard_state
-            self._check_not_backwards(node.id, hs, self._hard[node.id], "persisted")
-            self._hard[node.id] = (hs.term, hs.commit)
-            storage.set_hard_state(hs)
-        if rd.must_sync or node.fs is None:
-            storage.sync()
-            self._synced[node.id] = self._hard[node.id]
-        for m in rd.persisted_messages:
-            self._send(node.id, m)
-        if rd.committed_entries:
-            self._apply(node, rd.committed_entries)
-            raft.applied_to(rd.committed_entries[-1].index)
-
-    def _apply(self, node: _Node, entries: Sequence[Entry]) -> None:
-        # Apply checker: each node applies in order, and every node applies the same entry at
-        # each index (state machine safety). Whole batches are compared at once (in C).
-        lo = entries[0].index
-        hi = lo + len(entries)
-        if lo != node.last_applied + 1 or [e.index for e in entries] != list(range(lo, hi)):
-            raise InvariantViolation(
-                self._tag(
-                    f"node {node.id} applied indexes {[e.index for e in entries][:10]}... after "
-                    f"{node.last_applied} (out of order)"
-                )
-            )
-        committed = self._committed
-        known = committed[lo:hi]
-        if known != entries[: len(known)]:
-            for entry, seen in zip(entries, known, strict=False):
-                if seen is not None and seen != entry:
-                    raise InvariantViolation(
-                        self._tag(
-                            f"node {node.id} applied {entry} at index {entry.index}, but another "
-                            f"node applied {seen} there (state machine safety)"
-                        )
-                    )
-                if seen is None:
-                    committed[entry.index] = entry
-        if len(committed) < lo:
-            committed.extend([None] * (lo - len(committed)))
-        committed.extend(entries[len(committed) - lo :])
-        node.last_applied = hi - 1
-        sm = node.sm
-        assert sm is not None
-        command = EntryKind.COMMAND
-        commands = [(e.index, e.data) for e in entries if e.kind is command]
-        node.applied.extend(commands)
-        sm_apply = sm.apply
-        for _, data in commands:
-            sm_apply(data)
-
-    def _check_log_matching(self, node_id: int, entries: Sequence[Entry]) -> None:
-        # Raft §5.3 Log Matching: two entries with the same index and term are identical.
-        # _stored[index] is the first entry stored at index by any node; entries of other
-        # terms at that index (rare: conflicting leaders) go to _stored_other.
-        stored = self._stored
-        lo = entries[0].index
-        if stored[lo : lo + len(entries)] == list(entries):
-            return
-        for e in entries:
-            index = e.index
-            if index >= len(stored):
-                stored.extend([None] * (index + 1 - len(stored)))
-            first = stored[index]
-            if first is None:
-                stored[index] = e
-                continue
-            other = (
-                first if first.term == e.term else self._stored_other.setdefault((index, e.term), e)
-            )
-            if other != e:
-                raise InvariantViolation(
-                    self._tag(
-                        f"node {node_id} stored a different entry at index {index} term "
-                        f"{e.term} (log matching)"
-                    )
-                )
-
-    def _on_new_leader(self, node: _Node, raft: Raft) -> None:
-        term = raft.term
-        other = self._leaders.setdefault(term, node.id)
-        if other != node.id:
-            raise InvariantViolation(
-                self._tag(f"nodes {other} and {node.id} both lead term {term} (election safety)")
-            )
-        # Raft §5.4 Leader Completeness: the new leader holds every committed entry.
-        log = raft.log
-        first = log.first_index()
-        for index in range(first, len(self._committed)):
-            entry = self._committed[index]
-            if entry is not None and log.term(index) != entry.term:
-                raise InvariantViolation(
-                    self._tag(
-                        f"leader {node.id} of term {term} lacks committed entry {index} "
-                        f"(term {entry.term}); it has term {log.term(index)} (leader completeness)"
-                    )
-                )

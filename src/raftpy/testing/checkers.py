@@ -1,0 +1,317 @@
+"""The simulator's cluster-wide safety checks: Raft's guarantees (Figure 3), checked across all
+nodes of a :class:`~raftpy.testing.sim.SimCluster` as they happen.
+
+A single node checks its own invariants (``Raft.check_invariants``); what only the whole
+cluster can see is checked here, each property by one small class named for it:
+
+- :class:`ElectionSafety`: at most one leader per term (Raft §5.2);
+- :class:`LogMatching`: two stored entries with the same index and term are identical
+  (Raft §5.3);
+- :class:`LeaderCompleteness`: a new leader holds every committed entry (Raft §5.4);
+- :class:`StateMachineSafety`: every node applies the same entry at each index, in order
+  (Raft §5.4.3);
+- :class:`SnapshotRestoreSafety`: a restored snapshot holds exactly what was committed
+  (Raft §7);
+- :class:`TermAndCommitMonotonic`: a node's term and commit index never go backwards, also
+  across restarts (Raft §5.1, Figure 2);
+- :class:`ReadIndexSafety`: a linearizable read reflects every write committed before it
+  began (Thesis §6.4).
+
+The node drivers (:mod:`raftpy.testing.sim_node`) feed them from the Ready loop, after every
+event. A violation raises :class:`~raftpy.errors.InvariantViolation` at once; ``tag`` puts the
+seed and the virtual time in its message, so the run can be replayed. No checker draws random
+numbers: checking never changes a run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from raftpy.core.log import RaftLog
+from raftpy.core.messages import Entry, SnapshotMeta
+from raftpy.core.ready import ReadState
+from raftpy.core.storage import HardState
+from raftpy.errors import InvariantViolation
+
+__all__ = [
+    "ElectionSafety",
+    "LeaderCompleteness",
+    "LogMatching",
+    "ReadIndexSafety",
+    "SafetyCheckers",
+    "SnapshotRestoreSafety",
+    "StateMachineSafety",
+    "TermAndCommitMonotonic",
+]
+
+Tag = Callable[[str], str]
+"""Prefixes a violation's message with the seed and the virtual time."""
+
+
+class ElectionSafety:
+    """Raft §5.2, Figure 3 "Election Safety": at most one leader can be elected in a given
+    term."""
+
+    def __init__(self, tag: Tag) -> None:
+        self._tag = tag
+        self._leaders: dict[int, int] = {}  # term -> the node that led it
+
+    def on_leader(self, node_id: int, term: int) -> None:
+        """``node_id`` became leader of ``term``."""
+        other = self._leaders.setdefault(term, node_id)
+        if other != node_id:
+            raise InvariantViolation(
+                self._tag(f"nodes {other} and {node_id} both lead term {term} (election safety)")
+            )
+
+
+class LogMatching:
+    """Raft §5.3, Figure 3 "Log Matching": if two logs contain an entry with the same index
+    and term, the entries are identical (so are the logs up to it)."""
+
+    def __init__(self, tag: Tag) -> None:
+        self._tag = tag
+        # _stored[index] is the first entry stored at index by any node; entries of other
+        # terms at that index (rare: conflicting leaders) go to _stored_other.
+        self._stored: list[Entry | None] = [None]
+        self._stored_other: dict[tuple[int, int], Entry] = {}
+
+    def on_stored(self, node_id: int, entries: Sequence[Entry]) -> None:
+        """``node_id`` appends ``entries`` (consecutive, non-empty) to its stable log."""
+        stored = self._stored
+        lo = entries[0].index
+        if stored[lo : lo + len(entries)] == list(entries):
+            return  # the common case, compared at once
+        for e in entries:
+            index = e.index
+            if index >= len(stored):
+                stored.extend([None] * (index + 1 - len(stored)))
+            first = stored[index]
+            if first is None:
+                stored[index] = e
+                continue
+            other = (
+                first if first.term == e.term else self._stored_other.setdefault((index, e.term), e)
+            )
+            if other != e:
+                raise InvariantViolation(
+                    self._tag(
+                        f"node {node_id} stored a different entry at index {index} term "
+                        f"{e.term} (log matching)"
+                    )
+                )
+
+
+class StateMachineSafety:
+    """Raft §5.4.3, Figure 3 "State Machine Safety": if a server has applied a log entry at a
+    given index, no other server ever applies a different entry at that index. Each node also
+    applies in index order, without gaps (Raft §5.3: "apply log[lastApplied]" in turn).
+
+    :attr:`committed` is the cluster's record of what was applied (hence committed) at each
+    index; :class:`LeaderCompleteness` and :class:`SnapshotRestoreSafety` check against it."""
+
+    def __init__(self, tag: Tag) -> None:
+        self._tag = tag
+        # committed[index]: the entry some node applied at index (None: not applied yet).
+        self.committed: list[Entry | None] = [None]
+
+    def on_apply(self, node_id: int, last_applied: int, entries: Sequence[Entry]) -> None:
+        """``node_id``, which applied up to ``last_applied``, applies ``entries`` (non-empty).
+        Whole batches are compared at once (in C): this runs for every entry of every node."""
+        lo = entries[0].index
+        hi = lo + len(entries)
+        if lo != last_applied + 1 or [e.index for e in entries] != list(range(lo, hi)):
+            raise InvariantViolation(
+                self._tag(
+                    f"node {node_id} applied indexes {[e.index for e in entries][:10]}... after "
+                    f"{last_applied} (out of order)"
+                )
+            )
+        committed = self.committed
+        known = committed[lo:hi]
+        if known != entries[: len(known)]:
+            for entry, seen in zip(entries, known, strict=False):
+                if seen is not None and seen != entry:
+                    raise InvariantViolation(
+                        self._tag(
+                            f"node {node_id} applied {entry} at index {entry.index}, but another "
+                            f"node applied {seen} there (state machine safety)"
+                        )
+                    )
+                if seen is None:
+                    committed[entry.index] = entry
+        if len(committed) < lo:
+            committed.extend([None] * (lo - len(committed)))
+        committed.extend(entries[len(committed) - lo :])
+
+
+class LeaderCompleteness:
+    """Raft §5.4, Figure 3 "Leader Completeness": if a log entry is committed in a given term,
+    it is present in the logs of the leaders of all higher terms (the election restriction of
+    Raft §5.4.1 is what ensures it)."""
+
+    def __init__(self, tag: Tag, applied: StateMachineSafety) -> None:
+        self._tag = tag
+        self._applied = applied
+
+    def on_leader(self, node_id: int, term: int, log: RaftLog) -> None:
+        """``node_id`` became leader of ``term`` with ``log``: it must hold every entry any
+        node applied (entries below its snapshot are covered by the snapshot)."""
+        committed = self._applied.committed
+        for index in range(log.first_index(), len(committed)):
+            entry = committed[index]
+            if entry is not None and log.term(index) != entry.term:
+                raise InvariantViolation(
+                    self._tag(
+                        f"leader {node_id} of term {term} lacks committed entry {index} "
+                        f"(term {entry.term}); it has term {log.term(index)} (leader completeness)"
+                    )
+                )
+
+
+class SnapshotRestoreSafety:
+    """Raft §7: a snapshot stands for a prefix of the committed log, so restoring one must
+    give a state machine holding exactly what was applied at those indexes (State Machine
+    Safety through snapshots), never less than a node already applied, and the snapshot a
+    log was compacted to must exist (its file is durable before the log refers to it)."""
+
+    def __init__(self, tag: Tag, applied: StateMachineSafety) -> None:
+        self._tag = tag
+        self._applied = applied
+
+    def on_boot(self, node_id: int, meta: SnapshotMeta, has_file: bool) -> None:
+        """``node_id`` starts from a log compacted to ``meta``."""
+        if not has_file:
+            raise InvariantViolation(
+                self._tag(f"node {node_id}: no snapshot file for index {meta.index}")
+            )
+
+    def on_install(self, node_id: int, meta: SnapshotMeta, last_applied: int) -> None:
+        """``node_id``, which applied up to ``last_applied``, installs the leader's ``meta``."""
+        if meta.index < last_applied:
+            raise InvariantViolation(
+                self._tag(f"node {node_id} installs snapshot {meta.index} below applied")
+            )
+
+    def on_restore(
+        self, node_id: int, meta: SnapshotMeta, applied: Sequence[tuple[int, bytes]]
+    ) -> None:
+        """``node_id`` restores snapshot ``meta``, whose state machine applied ``applied``
+        (``(index, command)`` in order)."""
+        committed = self._applied.committed
+        for index, command in applied:
+            seen = committed[index] if index < len(committed) else None
+            if seen is not None and seen.data != command:
+                raise InvariantViolation(
+                    self._tag(
+                        f"node {node_id} restored a snapshot holding {command!r} at index {index},"
+                        f" but {seen.data!r} was applied there (state machine safety)"
+                    )
+                )
+        if applied and applied[-1][0] > meta.index:
+            raise InvariantViolation(self._tag(f"snapshot {meta.index} holds later entries"))
+
+
+class TermAndCommitMonotonic:
+    """Raft §5.1 and Figure 2: a server's current term only increases, and an index once
+    committed stays committed, so neither the persisted term nor the persisted commit index
+    ever goes backwards. Across a crash only synced writes must survive: a restart is
+    compared with what was last synced, and continues from what survived."""
+
+    def __init__(self, tag: Tag, n: int) -> None:
+        self._tag = tag
+        self._written: list[tuple[int, int]] = [(0, 0)] * n  # last written (term, commit)
+        self._synced: list[tuple[int, int]] = [(0, 0)] * n  # last synced (term, commit)
+
+    def on_persist(self, node_id: int, hs: HardState) -> None:
+        """``node_id`` writes hard state ``hs``."""
+        self._check(node_id, hs, self._written[node_id], "persisted")
+        self._written[node_id] = (hs.term, hs.commit)
+
+    def on_sync(self, node_id: int) -> None:
+        """``node_id``'s writes so far are durable."""
+        self._synced[node_id] = self._written[node_id]
+
+    def on_restart(self, node_id: int, hs: HardState) -> None:
+        """``node_id`` starts again with the hard state ``hs`` its storage recovered."""
+        self._check(node_id, hs, self._synced[node_id], "restarted with")
+        # Writes that were not synced may be gone: monotonicity restarts from what survived.
+        self._written[node_id] = (hs.term, hs.commit)
+
+    def _check(self, node_id: int, hs: HardState, before: tuple[int, int], what: str) -> None:
+        if hs.term < before[0] or hs.commit < before[1]:
+            raise InvariantViolation(
+                self._tag(
+                    f"node {node_id} {what} term {hs.term} commit {hs.commit}, below term "
+                    f"{before[0]} commit {before[1]}"
+                )
+            )
+
+
+class ReadIndexSafety:
+    """Thesis §6.4: a linearizable read must reflect every write committed before the read
+    began. With ReadIndex the leader answers a read with a :class:`ReadState` whose index the
+    read is served at, so that index must be at least the highest commit index any node had
+    reached when the read was issued. A stale leader (cut off from the majority, or elected
+    but without an entry of its own term committed yet) would answer below it.
+
+    Also: a ReadState answers a read issued at that node, and each read is answered or
+    dropped at most once."""
+
+    def __init__(self, tag: Tag) -> None:
+        self._tag = tag
+        self._highest_commit = 0  # the highest commit index any node has persisted
+        self._open: dict[bytes, tuple[int, int]] = {}  # context -> (node, commit at issue)
+
+    def on_commit(self, index: int) -> None:
+        """Some node reached commit index ``index`` (it persists it in its hard state)."""
+        if index > self._highest_commit:
+            self._highest_commit = index
+
+    def on_issue(self, node_id: int, context: bytes) -> None:
+        """A read tagged ``context`` (unique) is issued at ``node_id``, the leader."""
+        if context in self._open:
+            raise ValueError(f"read context {context!r} is already open")
+        self._open[context] = (node_id, self._highest_commit)
+
+    def on_read_state(self, node_id: int, rs: ReadState) -> None:
+        """``node_id``'s Ready says the read ``rs.context`` may be served at ``rs.index``."""
+        floor = self._take(node_id, rs.context, "answered")
+        if rs.index < floor:
+            raise InvariantViolation(
+                self._tag(
+                    f"node {node_id} answered read {rs.context!r} at index {rs.index}, but "
+                    f"index {floor} was committed before the read was issued (stale read)"
+                )
+            )
+
+    def on_dropped(self, node_id: int, context: bytes) -> None:
+        """``node_id`` lost leadership before the read ``context`` was confirmed."""
+        self._take(node_id, context, "dropped")
+
+    def on_crash(self, node_id: int) -> None:
+        """``node_id`` stopped: its open reads are lost with its core."""
+        self._open = {c: v for c, v in self._open.items() if v[0] != node_id}
+
+    def _take(self, node_id: int, context: bytes, what: str) -> int:
+        """Close the read ``context`` open at ``node_id``; return its commit floor."""
+        issued = self._open.pop(context, None)
+        if issued is None or issued[0] != node_id:
+            raise InvariantViolation(
+                self._tag(f"node {node_id} {what} read {context!r}, which is not open there")
+            )
+        return issued[1]
+
+
+class SafetyCheckers:
+    """Every cluster-wide check of one simulated cluster of ``n`` nodes, for its node
+    drivers to feed."""
+
+    def __init__(self, n: int, tag: Tag) -> None:
+        self.election = ElectionSafety(tag)
+        self.log_matching = LogMatching(tag)
+        self.state_machine = StateMachineSafety(tag)
+        self.leader_completeness = LeaderCompleteness(tag, self.state_machine)
+        self.snapshots = SnapshotRestoreSafety(tag, self.state_machine)
+        self.monotonic = TermAndCommitMonotonic(tag, n)
+        self.reads = ReadIndexSafety(tag)
