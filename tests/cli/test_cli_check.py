@@ -1,4 +1,4 @@
-"""The ``raftpy check FILE`` command: verdicts and exit statuses (DESIGN §7)."""
+"""The ``raftpy check FILE`` command: verdicts and exit statuses (docs/history-format.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""One test per rule of the Raft paper's Figure 2 and per rule named in DESIGN §3.
+"""One test per rule of the Raft paper's Figure 2 and per rule the core promises
+(docs/architecture.md, "Where each rule lives").
 
 Each test is named for the rule it checks and drives the sans-I/O core directly (or a few cores
 wired by :class:`tests.corehelpers.Network`), asserting exact roles, terms, indexes and message
@@ -276,7 +277,7 @@ def test_leader_log_is_append_only() -> None:
 def test_config_enables_prevote_and_check_quorum_by_default() -> None:
     """PreVote and CheckQuorum are on unless turned off.
 
-    Reference: DESIGN §3; Thesis §9.6, §6.2."""
+    Reference: Thesis §9.6, §6.2."""
     r = new_raft(1, PEERS)
     assert (RaftConfig(id=1).pre_vote, RaftConfig(id=1).check_quorum) == (True, True)
     r.campaign()
@@ -326,7 +327,7 @@ def test_election_timeout_is_randomized_in_range(election: int) -> None:
     [election_ticks, 2 * election_ticks), drawn anew at every reset; different seeds and
     successive resets give different timeouts.
 
-    Reference: §5.2; DESIGN §3."""
+    Reference: §5.2."""
     first = [
         _ticks_between_campaigns(new_raft(1, PEERS, election=election, seed=s), 1)[0]
         for s in range(200)
@@ -595,7 +596,7 @@ def test_leader_appends_noop_on_election() -> None:
     """A new leader appends a no-op entry of its term at once and sends it to every peer
     (the initial AppendEntries), before persisting it locally.
 
-    Reference: §5.2, §8; Thesis §6.4; DESIGN §3."""
+    Reference: §5.2, §8; Thesis §6.4."""
     r = new_raft(1, PEERS, storage=new_storage(PEERS, [1, 1], term=1))
     make_leader(r)
     assert r.term == 2
@@ -860,7 +861,7 @@ def test_leader_uses_conflict_hint_to_set_next() -> None:
     """With a hint (index, term), the leader jumps nextIndex to just past the last entry of
     its own log at or below the hint index whose term is at most the hint term.
 
-    Reference: §5.3 (the optimisation after Figure 7); DESIGN §3."""
+    Reference: §5.3 (the optimisation after Figure 7)."""
     leader_log = (1, 1, 1, 4, 4, 5, 5, 6, 6, 6)  # Figure 7's leader
     r = new_raft(1, PEERS, storage=new_storage(PEERS, leader_log, term=7))
     make_leader(r)
@@ -894,7 +895,7 @@ def test_conflict_hint_skips_a_whole_term(follower_log: tuple[int, ...], rejecti
     at most one rejection, however many entries of however many terms conflict (one entry
     per round trip would take up to seven for (f)).
 
-    Reference: §5.3 (the optimisation after Figure 7); DESIGN §3."""
+    Reference: §5.3 (the optimisation after Figure 7)."""
     net = Network.of(
         PEERS,
         logs={1: FIGURE_7_LEADER, 2: follower_log, 3: FIGURE_7_LEADER},
@@ -914,7 +915,7 @@ def test_only_current_term_entries_commit_by_counting() -> None:
     """Figure 8 at unit level: an entry of an earlier term stored on a majority is not
     committed by counting replicas; it commits only with (below) an entry of the current term.
 
-    Reference: §5.4.2 (Figure 8); DESIGN §3."""
+    Reference: §5.4.2 (Figure 8)."""
     r = new_raft(1, PEERS, storage=new_storage(PEERS, [1, 2], term=2, commit=1))
     make_leader(r)  # term 3, no-op at index 3
     drain(r)
@@ -954,7 +955,7 @@ def test_stale_responses_never_move_match_or_next_backwards(sent_as_probe: bool)
     """A delayed success for an index below match, or a rejection of an index the leader no
     longer probes (or already knows is matched), leaves match, next and the state alone.
 
-    Reference: §5.3; DESIGN §3 ("stale responses never move match/next backwards")."""
+    Reference: §5.3."""
     net = Network.of(PEERS)
     leader = net.elect(1)
     for k in range(4):
@@ -1020,7 +1021,7 @@ def test_leader_counts_own_entry_only_once_durable(voters: tuple[int, ...]) -> N
     Ready.messages of the Ready that carries the entry), but it does not count itself towards
     commitment until advance() reports the entry durable.
 
-    Reference: Thesis §10.2.1; DESIGN §3."""
+    Reference: Thesis §10.2.1."""
     r = leader_with_acks(voters) if len(voters) > 1 else make_leader(new_raft(1, voters))
     if len(voters) == 1:
         rd = r.ready()
@@ -1059,7 +1060,7 @@ def test_new_leader_counts_only_its_durable_entries() -> None:
     """Entries a node received but has not yet persisted when it wins an election do not
     count as its own copy until a Ready carrying them is advanced.
 
-    Reference: Thesis §10.2.1; DESIGN §3."""
+    Reference: Thesis §10.2.1."""
     r = follower(term=1)
     r.step(AppendEntries(1, 2, 1, 0, 0, tuple(entries([1, 1])), 0))
     make_leader(r)  # term 2; entries 1-2 and the no-op (3) are all in memory only
@@ -1232,7 +1233,7 @@ def test_check_quorum_leader_steps_down_without_quorum() -> None:
     """A leader that has not heard from a majority within an election timeout steps down
     (same term, no leader known); one that hears from a majority stays.
 
-    Reference: Thesis §6.2; DESIGN §3."""
+    Reference: Thesis §6.2."""
     net = Network.of(PEERS)
     leader = net.elect(1)
     net.cut(1, 3)  # a majority (1 and 2) is still connected
@@ -1342,7 +1343,7 @@ def test_proposals_beyond_uncommitted_bytes_are_refused() -> None:
     bytes appended but not yet committed past max_uncommitted_bytes; once they commit,
     proposals are accepted again. A single proposal is admitted when nothing is pending.
 
-    Reference: no paper section; DESIGN §4 (definite failures), as etcd raft's
+    Reference: no paper section; definite failures (raftpy.outcomes), as etcd raft's
     MaxUncommittedEntriesSize."""
     net = Network.of(PEERS, max_uncommitted_bytes=10)
     leader = net.elect(1)
@@ -1366,7 +1367,7 @@ def test_proposals_beyond_uncommitted_bytes_are_refused() -> None:
 def test_proposal_larger_than_max_entry_bytes_is_refused() -> None:
     """A command larger than max_entry_bytes is refused outright.
 
-    Reference: no paper section; DESIGN §4 (definite failures)."""
+    Reference: no paper section; definite failures (raftpy.outcomes)."""
     net = Network.of(PEERS, max_entry_bytes=4)
     leader = net.elect(1)
     with pytest.raises(ProposalDropped):
@@ -1521,7 +1522,7 @@ def test_ready_advance_contract() -> None:
     """``ready()`` twice without ``advance()`` raises LocalProtocolError, and so does
     ``advance()`` with anything but the outstanding Ready (including advancing it twice).
 
-    Reference: no paper section; DESIGN §3 (the driver contract)."""
+    Reference: no paper section; the driver contract (docs/architecture.md, "The Ready loop")."""
     r = new_raft(1, PEERS)
     r.campaign()
     rd = r.ready()

@@ -1,4 +1,5 @@
-"""End-to-end tests of the example services as real processes on 127.0.0.1 (DESIGN §5).
+"""End-to-end tests of the example services as real processes on 127.0.0.1 (their command line
+is in README.md).
 
 Ports are chosen free by the test; every wait is bounded; every process is killed when a test
 ends, pass or fail.

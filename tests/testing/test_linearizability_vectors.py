@@ -3,8 +3,9 @@
 The vectors live outside the repository, in ``../shared/linearizability-vectors`` (see its
 README). Two formats, parsed here rather than in the library:
 
-- Jepsen etcd logs (a single cas register) become DESIGN §7 operations and go through
-  :func:`raftpy.testing.linearizability.check`, the same path as ``raftpy check``.
+- Jepsen etcd logs (a single cas register) become history operations (docs/history-format.md)
+  and go through :func:`raftpy.testing.linearizability.check`, the same path as
+  ``raftpy check``.
 - porcupine's key-value EDN histories (get / put / append on string keys) use a model
   plugged into :func:`check_operations`: :class:`KvAppendModel`.
 """
@@ -54,7 +55,7 @@ def _jepsen_value(text: str) -> Any:
 
 
 def parse_jepsen_log(path: Path) -> list[Operation]:
-    """Parse a Jepsen etcd log into DESIGN §7 operations on the key ``"etcd"``.
+    """Parse a Jepsen etcd log into history operations on the key ``"etcd"``.
 
     Times are line numbers. ``ok`` completes an operation; ``fail`` on a cas completes it with
     ``ok=False``; ``info``, a ``fail`` with ``:timed-out`` and an invoke never completed are
