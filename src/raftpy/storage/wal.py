@@ -1,27 +1,8 @@
 """FileStorage: Raft's persistent state in a segmented write-ahead log.
 
-Layout of a data directory::
-
-    LOCK                      flock'ed while a FileStorage has the directory open
-    0000000000000001.wal      segments, numbered 1, 2, ... without gaps (a compacted prefix
-    0000000000000002.wal      of them may be gone)
-
-A segment starts with a 24-byte header: the magic ``b"RAFTWAL\\0"``, the format version (u32),
-the segment's number (u64) and a CRC-32 of those 20 bytes. Records follow, back to back; the
-rest of the file is preallocated zeros (so a write inside it changes no metadata and
-``fdatasync`` stays cheap). A record is a 15-byte header and a msgspec msgpack payload::
-
-    marker  2s   b"\\xa5\\x5a": lets recovery find record starts quickly
-    type    u8   ENTRIES, HARD_STATE, TRUNCATE, SNAPSHOT; the 0x80 bit marks a batch's last record
-    length  u32  payload bytes
-    back    u32  bytes from the start of this record's batch to this record
-    crc     u32  zlib.crc32 (plain CRC-32, stdlib) of (segment number, file offset, type,
-                 length, back, payload): a record copied or left over at another place fails it
-
-Record payloads: ``ENTRIES`` a list of contiguous :class:`Entry`; ``HARD_STATE`` a
-:class:`HardState`; ``TRUNCATE`` an index ``n``: "entries after ``n`` are gone"; ``SNAPSHOT``
-the snapshot's :class:`SnapshotMeta` and whether the entries after it were kept (compaction)
-or dropped (a snapshot from the leader that replaced a conflicting log).
+The data directory holds a ``LOCK`` file, ``flock``'ed while a FileStorage has it open, and the
+log's segments: numbered files of records, preallocated, written in batches. Their format is
+described in :mod:`raftpy.storage.segments`, which owns the bytes; this module owns the log.
 
 **Group commit.** ``append``, ``set_hard_state`` and the snapshot calls only buffer records;
 ``sync()`` writes the whole buffer as one *batch* with one ``pwrite`` and makes it durable with
@@ -55,9 +36,6 @@ import errno
 import itertools
 import logging
 import os
-import re
-import struct
-import zlib
 from array import array
 from bisect import bisect_right
 from collections import OrderedDict
@@ -81,16 +59,40 @@ from raftpy.storage.errors import (
     DataDirLockedError,
     FatalStorageError,
     StorageFullError,
-    UnsupportedFormatError,
 )
 from raftpy.storage.fs import File, FileSystem, Lock, OsFileSystem
+from raftpy.storage.segments import (
+    _HDR,
+    _RH,
+    ENTRIES,
+    FORMAT_VERSION,
+    HARD_STATE,
+    MAGIC,
+    SNAPSHOT,
+    TRUNCATE,
+    Damage,
+    _dec_entries,
+    _dec_hard,
+    _dec_snap,
+    _dec_trunc,
+    _enc,
+    _SnapshotRecord,
+    decode_entries_record,
+    encode_batch,
+    scan_segment,
+    segment_header,
+    segment_name,
+    segment_numbers,
+)
+
+# Re-exported: the tests read segments through these.
+from raftpy.storage.segments import _MARKER as _MARKER
+from raftpy.storage.segments import _REC as _REC
 
 __all__ = ["DEFAULT_SEGMENT_SIZE", "FORMAT_VERSION", "MAGIC", "MIN_SEGMENT_SIZE", "FileStorage"]
 
 log = logging.getLogger("raftpy.storage.wal")
 
-MAGIC = b"RAFTWAL\x00"
-FORMAT_VERSION = 1
 DEFAULT_SEGMENT_SIZE = 64 << 20
 MIN_SEGMENT_SIZE = 4096
 """The smallest segment :class:`FileStorage` accepts, in bytes."""
@@ -98,55 +100,11 @@ DEFAULT_CACHE_BYTES = 32 << 20
 ENTRY_CACHE_OVERHEAD = 120
 """Bytes a cached entry costs beyond its payload (Entry struct, bytes header, list slot)."""
 
-_SEG_HEADER = struct.Struct("<8sIQI")  # magic, version, segment number, crc of the first 20
-_REC = struct.Struct("<2sBIII")  # marker, type, length, back, crc
-_POS = struct.Struct("<QQBII")  # what the crc covers besides the payload
-_MARKER = b"\xa5\x5a"
-_HDR = _SEG_HEADER.size
-_RH = _REC.size
-
-ENTRIES = 1
-HARD_STATE = 2
-TRUNCATE = 3
-SNAPSHOT = 4
-_END = 0x80
-_TYPES = frozenset({ENTRIES, HARD_STATE, TRUNCATE, SNAPSHOT})
-_NAME = re.compile(r"^([0-9a-f]{16})\.wal$")
-
-
-class _SnapshotRecord(msgspec.Struct, frozen=True, array_like=True):
-    """Payload of a SNAPSHOT record: the snapshot, and whether the log after it was kept."""
-
-    meta: SnapshotMeta
-    keep: bool
-
-
-_enc = msgspec.msgpack.Encoder()
-_dec_entries = msgspec.msgpack.Decoder(list[Entry])
-_dec_hard = msgspec.msgpack.Decoder(HardState)
-_dec_trunc = msgspec.msgpack.Decoder(int)
-_dec_snap = msgspec.msgpack.Decoder(_SnapshotRecord)
 _dec_conf = msgspec.msgpack.Decoder(ConfState)
-
-
-def _seg_name(seq: int) -> str:
-    return f"{seq:016x}.wal"
-
-
-def _crc(seq: int, off: int, typ: int, payload: bytes | memoryview, back: int) -> int:
-    return zlib.crc32(payload, zlib.crc32(_POS.pack(seq, off, typ, len(payload), back)))
 
 
 def _cost(entries: Sequence[Entry]) -> int:
     return sum([len(e.data) for e in entries]) + ENTRY_CACHE_OVERHEAD * len(entries)
-
-
-class _Replay:
-    """What recovery found in one segment: where its data ends and the batches to apply."""
-
-    def __init__(self) -> None:
-        self.end = _HDR
-        self.cut: int | None = None  # offset where a torn last batch was cut off
 
 
 class FileStorage:
@@ -495,11 +453,7 @@ class FileStorage:
             self._cache.move_to_end(key)
             return cached
         raw = self._files[seq].read_at(off, self._sp_len[j])
-        path = self._seg_path(seq)
-        bad = _check_record(raw, 0, seq, off, len(raw))
-        if bad is not None:
-            raise CorruptLogError(path, off, bad)
-        entries = _decode_entries(raw[_RH:], path, off)
+        entries = decode_entries_record(raw, seq, off, self._seg_path(seq))
         self._cache_put(key, entries)
         return entries
 
@@ -527,7 +481,7 @@ class FileStorage:
         )
 
     def _seg_path(self, seq: int) -> str:
-        return os.path.join(self._dir, _seg_name(seq))
+        return os.path.join(self._dir, segment_name(seq))
 
     def _write_batch(self) -> None:
         ops = self._ops
@@ -546,17 +500,7 @@ class FileStorage:
             ops = head + ops
         seq = self._seq
         start = self._seg_end[seq]
-        buf = bytearray()
-        offsets: dict[int, tuple[int, int]] = {}
-        last = len(ops) - 1
-        for i, (typ, payload, k) in enumerate(ops):
-            off = start + len(buf)
-            t = typ | (_END if i == last else 0)
-            back = off - start
-            buf += _REC.pack(_MARKER, t, len(payload), back, _crc(seq, off, t, payload, back))
-            buf += payload
-            if k >= 0:
-                offsets[k] = (off, _RH + len(payload))
+        buf, offsets = encode_batch(seq, start, ops)
         f = self._files[seq]
         try:
             f.write_at(start, buf)
@@ -617,10 +561,8 @@ class FileStorage:
         final = self._seg_path(seq)
         tmp = final + ".tmp"
         f = self._fs.open(tmp, create=True)
-        header = _SEG_HEADER.pack(MAGIC, FORMAT_VERSION, seq, 0)
-        header = header[:-4] + struct.pack("<I", zlib.crc32(header[:-4]))
         try:
-            f.write_at(0, header)
+            f.write_at(0, segment_header(seq))
             f.preallocate(self._segment_size)
         except OSError as exc:
             f.close()
@@ -680,7 +622,7 @@ class FileStorage:
             self._fs.unlink(os.path.join(self._dir, name))
         if stale:
             self._fs.sync_dir(self._dir)
-        seqs = sorted(int(m.group(1), 16) for n in names if (m := _NAME.match(n)))
+        seqs = segment_numbers(names)
         if not seqs:
             # A new data directory: make the initial membership durable.
             self._write_batch()
@@ -698,9 +640,11 @@ class FileStorage:
             f = self._fs.open(path)
             self._files[seq] = f
             self._seg_max[seq] = 0
-            data = f.read_at(0, f.size())
-            self._check_header(data, seq, path)
-            for typ, payload, off in self._scan(data, seq, path, last):
+            scan = scan_segment(f.read_at(0, f.size()), seq, path)
+            if scan.damage is not None:
+                self._repair(scan.damage, seq, path, last)
+            self._seg_end[seq] = scan.end
+            for typ, payload, off in scan.records:
                 seen_snapshot |= typ == SNAPSHOT
                 replayed = True
                 self._replay(typ, payload, seq, off, path)
@@ -736,74 +680,27 @@ class FileStorage:
         except OSError as exc:
             log.warning("could not preallocate %s: %s", last_path, exc)
 
-    @staticmethod
-    def _check_header(data: bytes, seq: int, path: str) -> None:
-        if len(data) < _HDR:
-            raise CorruptLogError(path, 0, f"segment header truncated ({len(data)} bytes)")
-        magic, version, hseq, hcrc = _SEG_HEADER.unpack_from(data)
-        if magic != MAGIC:
-            raise UnsupportedFormatError(
-                f"{path} is not a raftpy write-ahead log segment: magic number {magic!r}, "
-                f"expected {MAGIC!r}"
+    def _repair(self, damage: Damage, seq: int, path: str, last: bool) -> None:
+        """Cut off the damaged end of segment ``seq`` if it is a torn last batch: in the last
+        segment, with no record of a later batch after it (the batch was being written when
+        the process died, and was never reported durable). Any other damage raises."""
+        if not last:
+            raise CorruptLogError(path, damage.offset, damage.reason)
+        if damage.later is not None:
+            raise CorruptLogError(
+                path,
+                damage.offset,
+                f"{damage.reason} (a later batch follows at offset {damage.later})",
             )
-        if version != FORMAT_VERSION:
-            raise UnsupportedFormatError(
-                f"{path} has write-ahead log format version {version}; this raftpy reads "
-                f"version {FORMAT_VERSION} only (written by a newer raftpy?)"
-            )
-        if zlib.crc32(data[: _HDR - 4]) != hcrc:
-            raise CorruptLogError(path, 0, "segment header checksum mismatch")
-        if hseq != seq:
-            raise CorruptLogError(path, 12, f"segment header says number {hseq}, name says {seq}")
-
-    def _scan(
-        self, data: bytes, seq: int, path: str, last: bool
-    ) -> list[tuple[int, memoryview, int]]:
-        """The records of the complete batches of one segment, in order: (type, payload,
-        offset). Cuts a torn last batch of the last segment; raises on any other damage."""
-        out: list[tuple[int, memoryview, int]] = []
-        view = memoryview(data)
-        size = len(data)
-        off = _HDR
-        batch_start = _HDR
-        batch: list[tuple[int, memoryview, int]] = []
-        while True:
-            reason = _check_record(data, off, seq, off, size)
-            if reason is None:
-                _, t, length, back, _ = _REC.unpack_from(data, off)
-                if back != off - batch_start:
-                    reason = f"record claims its batch starts at {off - back}, not {batch_start}"
-            if reason is not None:
-                if reason == "end" and not batch:
-                    break  # clean end of data
-                if reason == "end":
-                    reason = "batch has no final record"
-                if not last:
-                    raise CorruptLogError(path, off, reason)
-                later = _later_batch(data, seq, off)
-                if later is not None:
-                    raise CorruptLogError(
-                        path, off, f"{reason} (a later batch follows at offset {later})"
-                    )
-                log.warning(
-                    "cutting a torn write off the end of %s at offset %d (%s at offset %d): "
-                    "a crash interrupted it before it was synced",
-                    path,
-                    batch_start,
-                    reason,
-                    off,
-                )
-                self._cut(seq, path, batch_start)
-                off = batch_start
-                break
-            batch.append((t & 0x7F, view[off + _RH : off + _RH + length], off))
-            off += _RH + length
-            if t & _END:
-                out.extend(batch)
-                batch = []
-                batch_start = off
-        self._seg_end[seq] = off
-        return out
+        log.warning(
+            "cutting a torn write off the end of %s at offset %d (%s at offset %d): "
+            "a crash interrupted it before it was synced",
+            path,
+            damage.batch_start,
+            damage.reason,
+            damage.offset,
+        )
+        self._cut(seq, path, damage.batch_start)
 
     def _cut(self, seq: int, path: str, offset: int) -> None:
         f = self._files[seq]
@@ -855,45 +752,3 @@ class FileStorage:
         self._terms.extend([e.term for e in batch])
         self._note_confs(batch)
         self._seg_max[seq] = max(self._seg_max[seq], batch[-1].index)
-
-
-def _check_record(data: bytes, pos: int, seq: int, off: int, size: int) -> str | None:
-    """Why the record at ``data[pos:]`` (file offset ``off``) is bad, ``"end"`` for clean
-    zeros to the end of ``data``, or ``None`` when it is intact."""
-    if pos + _RH > size:
-        return "end" if not data[pos:size].strip(b"\0") else "truncated record header"
-    marker, t, length, back, crc = _REC.unpack_from(data, pos)
-    if marker != _MARKER:
-        if not data[pos:size].strip(b"\0"):
-            return "end"
-        return f"bad record marker {bytes(marker)!r}"
-    if t & 0x7F not in _TYPES:
-        return f"unknown record type {t}"
-    if length > size - pos - _RH:
-        return f"impossible length {length} (only {size - pos - _RH} bytes follow)"
-    if back > off - _HDR:
-        return f"impossible batch offset {back}"
-    payload = memoryview(data)[pos + _RH : pos + _RH + length]
-    if _crc(seq, off, t, payload, back) != crc:
-        return "checksum mismatch"
-    return None
-
-
-def _later_batch(data: bytes, seq: int, bad: int) -> int | None:
-    """The offset of an intact record after ``bad`` that belongs to a batch starting after it
-    (proof that the damaged batch had been synced), or ``None``."""
-    pos = data.find(_MARKER, bad + 1)
-    while pos != -1:
-        if _check_record(data, pos, seq, pos, len(data)) is None:
-            back = _REC.unpack_from(data, pos)[3]
-            if pos - back > bad:
-                return pos
-        pos = data.find(_MARKER, pos + 1)
-    return None
-
-
-def _decode_entries(payload: bytes | memoryview, path: str, off: int) -> list[Entry]:
-    try:
-        return _dec_entries.decode(payload)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise CorruptLogError(path, off, f"undecodable entries payload: {exc}") from exc
