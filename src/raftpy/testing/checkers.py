@@ -115,6 +115,18 @@ class StateMachineSafety:
         # committed[index]: the entry some node applied at index (None: not applied yet).
         self.committed: list[Entry | None] = [None]
 
+    def on_core_applied(self, node_id: int, core_applied: int, last_applied: int) -> None:
+        """The core's applied index (Raft Figure 2, lastApplied, moved by the driver's
+        ``applied_to``) must be what ``node_id``'s state machine really applied: this checker
+        counts on its own so that it never has to trust the core."""
+        if core_applied != last_applied:
+            raise InvariantViolation(
+                self._tag(
+                    f"node {node_id}: the core says applied {core_applied}, its state machine "
+                    f"applied {last_applied}"
+                )
+            )
+
     def on_apply(self, node_id: int, last_applied: int, entries: Sequence[Entry]) -> None:
         """``node_id``, which applied up to ``last_applied``, applies ``entries`` (non-empty).
         Whole batches are compared at once (in C): this runs for every entry of every node."""

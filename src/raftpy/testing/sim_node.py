@@ -216,6 +216,7 @@ class SimNode:
         if rd.committed_entries:
             self._apply(rd.committed_entries)
             raft.applied_to(rd.committed_entries[-1].index)
+            checks.state_machine.on_core_applied(self.id, raft.log.applied, self.last_applied)
         # Thesis §6.4: each read may be served once its index is applied. The simulator
         # serves none; it records and checks the read points.
         for rs in rd.read_states:
