@@ -157,7 +157,7 @@ def test_sigkill_all_and_restart_keeps_every_acknowledged_write(tmp_path: Path) 
 
 
 def put_until_acknowledged(
-    addresses: list[str], key: str, value: str, timeout: float = 60.0
+    addresses: list[str], key: str, value: object, timeout: float = 60.0
 ) -> object:
     """Put ``key = value`` until a leader acknowledges it; return the previous value.
 
