@@ -22,6 +22,7 @@ from raftpy.client import Client, SyncClient
 from raftpy.config import NodeConfig
 from raftpy.errors import ClusterUnavailableError, RemoteProtocolError
 from raftpy.examples import service
+from raftpy.examples.hashmap import HashMapClient
 from raftpy.node import RaftNode
 from tests.examples.test_examples_process import put_until_acknowledged
 from tests.nodehelpers import KV, set_cmd, wait_for
@@ -92,8 +93,9 @@ def test_snapshot_of_the_leader_and_of_a_follower(tmp_path: Path) -> None:
     # Automatic snapshots off: every snapshot here is one the command asked for.
     extra = ["--snapshot-entries", "0", "--snapshot-bytes", "0"]
     with ProcessCluster("hashmap", 3, tmp_path, extra=extra).start_all() as c:
-        for i in range(20):
-            put_until_acknowledged(c.addresses, f"k{i}", i)
+        with HashMapClient(c.addresses) as client:
+            for i in range(20):
+                put_until_acknowledged(client, f"k{i}", i)
 
         with SyncClient(c.addresses) as sc:
             settled = committed_leader(sc, c)
