@@ -95,7 +95,8 @@ class Ready:
       ``Raft.report_snapshot``.
     - ``persisted_messages``: send only after the writes above are durable.
     - ``committed_entries``: apply in order, then report it with ``Raft.applied_to`` (the
-      core marks nothing applied by itself: the driver may hold applies back).
+      core marks no entry applied by itself: the driver may hold applies back; only a
+      restored ``snapshot`` counts as applied up to its index at ``advance()``).
     - ``read_states``: linearizable reads now servable once their index is applied.
     - ``soft_state``: role or leader changed when not ``None``.
     """
