@@ -11,7 +11,7 @@ import pytest
 
 from raftpy.core.messages import ConfState, Entry, EntryKind, SnapshotMeta
 from raftpy.core.storage import CompactedError, HardState
-from raftpy.storage import wal
+from raftpy.storage import segments, wal
 from raftpy.storage.base import LogStore
 from raftpy.storage.errors import (
     CorruptLogError,
@@ -51,11 +51,11 @@ def records(fs: FaultyFileSystem, path: str) -> list[tuple[int, int, int]]:
     """(offset, type, payload length) of every record in a segment, read straight off the disk."""
     data = fs.open(path).read_at(0, 1 << 30)
     out = []
-    off = wal._HDR
-    while off + wal._RH <= len(data) and data[off : off + 2] == wal._MARKER:
-        _, t, length, _, _ = wal._REC.unpack_from(data, off)
+    off = segments._HDR
+    while off + segments._RH <= len(data) and data[off : off + 2] == segments._MARKER:
+        _, t, length, _, _ = segments._REC.unpack_from(data, off)
         out.append((off, t, length))
-        off += wal._RH + length
+        off += segments._RH + length
     return out
 
 
@@ -158,7 +158,7 @@ def test_config_entries_give_the_membership() -> None:
     fs = FaultyFileSystem()
     s = open_fs(fs)
     conf = ConfState(voters=(1, 2, 3, 4))
-    s.append([*ents(1, 2), Entry(1, 3, EntryKind.CONFIG, wal._enc.encode(conf))])
+    s.append([*ents(1, 2), Entry(1, 3, EntryKind.CONFIG, segments._enc.encode(conf))])
     s.sync()
     s.close()
     s = open_fs(fs)
@@ -205,7 +205,7 @@ def test_torn_tail_is_cut_with_a_warning(caplog: pytest.LogCaptureFixture) -> No
     fs = FaultyFileSystem()
     three_batches(fs)
     last_off, _, length = records(fs, SEG1)[-1]
-    poke(fs, SEG1, last_off + wal._RH + length - 1)  # the last byte of the last batch
+    poke(fs, SEG1, last_off + segments._RH + length - 1)  # the last byte of the last batch
     with caplog.at_level(logging.WARNING, logger="raftpy.storage.wal"):
         s = open_fs(fs)
     assert all_entries(s) == ents(1, 20)
@@ -239,7 +239,7 @@ def _first_batch_record(fs: FaultyFileSystem) -> int:
 
 @pytest.mark.parametrize(
     ("region", "delta"),
-    [("length", 3), ("checksum", 11), ("payload", wal._RH + 5), ("type", 2), ("marker", 0)],
+    [("length", 3), ("checksum", 11), ("payload", segments._RH + 5), ("type", 2), ("marker", 0)],
 )
 def test_corruption_before_a_later_batch_names_file_and_offset(region: str, delta: int) -> None:
     fs = FaultyFileSystem()
@@ -272,7 +272,7 @@ def test_corruption_in_a_sealed_segment_is_never_cut() -> None:
     s.close()
     assert fs.exists(SEG2)
     last_off, _, length = records(fs, SEG1)[-1]
-    poke(fs, SEG1, last_off + wal._RH + length - 1)  # the tail of a segment that is not last
+    poke(fs, SEG1, last_off + segments._RH + length - 1)  # the tail of a segment that is not last
     with pytest.raises(CorruptLogError) as info:
         open_fs(fs, segment_size=4096)
     assert (info.value.file, info.value.offset) == (SEG1, last_off)
@@ -295,7 +295,7 @@ def test_corruption_found_when_reading_later() -> None:
     three_batches(fs)
     s = open_fs(fs, cache_bytes=0)
     off = _first_batch_record(fs)
-    poke(fs, SEG1, off + wal._RH + 5)
+    poke(fs, SEG1, off + segments._RH + 5)
     with pytest.raises(CorruptLogError) as info:
         s.entries(1, 5)
     assert info.value.offset == off

@@ -86,8 +86,6 @@ from raftpy.storage.segments import (
 )
 
 # Re-exported: the tests read segments through these.
-from raftpy.storage.segments import _MARKER as _MARKER
-from raftpy.storage.segments import _REC as _REC
 
 __all__ = ["DEFAULT_SEGMENT_SIZE", "FORMAT_VERSION", "MAGIC", "MIN_SEGMENT_SIZE", "FileStorage"]
 
