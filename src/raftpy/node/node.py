@@ -170,6 +170,7 @@ class RaftNode:
             self._wake.set,
             self.stats.snapshots,
             lambda exc: self._fatal("fatal storage error", str(exc)),
+            authority=self._authority,
         )
         try:
             applied = await self._snaps.recover()
@@ -313,6 +314,11 @@ class RaftNode:
             self._apply_entries(held)
             self._serve_reads()
         return await asyncio.shield(snaps.start(raft, self._applied))
+
+    def _authority(self) -> tuple[int, int | None]:
+        """Our term and the leader we know in it: whose snapshot chunks we take."""
+        raft = self._raft
+        return (0, None) if raft is None else (raft.term, raft.lead)
 
     def _send_peer(self, message: PeerMessage) -> None:
         if self._transport is not None:

@@ -69,8 +69,10 @@ class NodeSnapshots:
     ``send`` puts a message on the wire; ``wake`` wakes the node's loop (a background step
     finished and the loop has work: a file or an outcome for the core, held-back applies).
     ``stats`` is the snapshot part of the node's counters, counted here (default: counters of
-    its own). ``fatal`` hears of a :class:`FatalStorageError` met off the loop (writing or
-    verifying a file in a worker thread); the node ends itself (default: re-raise it).
+    its own). ``authority()`` is the node's current term and leader: only that leader's
+    snapshot chunks of that term are taken (:mod:`raftpy.node.transfer`). ``fatal`` hears of a
+    :class:`FatalStorageError` met off the loop (writing or verifying a file in a worker
+    thread); the node ends itself (default: re-raise it).
 
     Failures of the user's state machine: a ``prepare_snapshot()`` or ``snapshot()`` that
     raises fails that snapshot attempt only (logged; an automatic one is retried later, an
@@ -90,6 +92,8 @@ class NodeSnapshots:
         wake: Callable[[], None],
         stats: SnapshotStats | None = None,
         fatal: Callable[[FatalStorageError], None] | None = None,
+        *,
+        authority: Callable[[], tuple[int, int | None]],
     ) -> None:
         self.node_id = node_id
         self.store = store
@@ -110,7 +114,7 @@ class NodeSnapshots:
             give_up_ticks=max(config.raft.election_ticks * 2, round(10.0 / config.tick_seconds)),
         )
         self._receiver: SnapshotReceiver[SnapshotSink] = SnapshotReceiver(
-            store.begin_receive, _abort
+            store.begin_receive, _abort, authority=authority
         )
         # Received and verified files: waiting for the core, then (if it took one) for
         # Ready.snapshot to install it.
@@ -370,9 +374,11 @@ class NodeSnapshots:
     # ------------------------------------------------------------------------------------------
 
     def on_chunk(self, m: InstallSnapshot) -> None:
-        self.stats.bytes_received += len(m.data)  # duplicates included
+        self.stats.bytes_received += len(m.data)  # duplicates and refused chunks included
+        receiver = self._receiver
+        refused = receiver.refused
         try:
-            answer, completed = self._receiver.on_chunk(m)
+            answer, completed = receiver.on_chunk(m)
         except FatalStorageError:
             raise
         except (OSError, StorageError) as exc:
@@ -380,6 +386,8 @@ class NodeSnapshots:
             self._receiver.reset()
             self._send(InstallSnapshotResponse(m.term, m.dst, m.src, m.meta.index, 0, False, True))
             return
+        finally:
+            self.stats.chunks_refused += receiver.refused - refused
         if answer is not None:
             self._send(answer)
         if completed is not None:
