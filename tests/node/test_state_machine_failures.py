@@ -27,6 +27,9 @@ from raftpy.examples.register import RegisterStateMachine
 from raftpy.node import RaftNode
 from raftpy.node.config import NodeConfig
 from raftpy.statemachine import StateMachine
+from raftpy.storage.errors import FatalStorageError
+from raftpy.storage.fs import FaultyFileSystem
+from raftpy.storage.snapshots import SnapshotStore
 from raftpy.transport.address import free_port
 from raftpy.transport.protocol import (
     ClientOp,
@@ -300,5 +303,28 @@ def test_register_malformed_commands_are_answered_with_an_error() -> None:
                 assert await client.query(b"\xff") == b"x"
             finally:
                 await client.close()
+
+    asyncio.run(main())
+
+
+def test_a_failed_fsync_of_a_snapshot_file_ends_the_node() -> None:
+    """A storage error the node cannot survive, met off the loop (the snapshot file is written
+    in a worker thread), takes the same fatal path as one in the loop."""
+
+    async def main() -> None:
+        async with running([one_node(KV())]) as (node,):
+            await leading(node)
+            await node.propose(set_cmd("a", "1"))
+            snaps = node._snaps
+            assert snaps is not None
+            fs = FaultyFileSystem(seed=1)
+            snaps.store = SnapshotStore("/snapshots", fs=fs)
+            fs.fail_next_fsync()
+            with pytest.raises(FatalStorageError):
+                await node.snapshot()
+            failed = node.status().failed
+            assert failed is not None and failed.startswith("fatal storage error: ")
+            with pytest.raises(ProposalDropped, match="has failed: fatal storage error"):
+                await node.propose(set_cmd("a", "2"))
 
     asyncio.run(main())
