@@ -609,7 +609,8 @@ class RaftNode:
         """The node cannot go on (``kind``: a storage error it cannot survive, or an internal
         error): say so at CRITICAL, fail every waiting request, and end the process with
         :data:`FATAL_EXIT_STATUS` so a supervisor restarts it from what is on disk (README.md,
-        "Failures"). With ``exit_on_fatal`` off (tests), the node stays up refusing requests.
+        "Failures"). With ``exit_on_fatal`` off (tests), its loop ends and the node stays up
+        refusing requests.
         """
         if self._failed is not None:
             return
@@ -630,3 +631,6 @@ class RaftNode:
             # the disk, which a live process refusing everything would never get.
             logging.shutdown()
             os._exit(FATAL_EXIT_STATUS)
+        task = self._task
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()  # met off the loop (a snapshot's worker thread): the loop ends too
