@@ -18,6 +18,7 @@ from raftpy.errors import (
     ProposalDropped,
     RaftError,
     RemoteProtocolError,
+    StateMachineError,
 )
 from raftpy.outcomes import (
     OUTCOMES,
@@ -42,6 +43,7 @@ EXPECTED_EXIT: dict[type[BaseException], int] = {
     MessageDecodeError: 3,
     LocalProtocolError: 3,
     InvariantViolation: 3,
+    StateMachineError: 3,
     RaftError: 3,
     TimeoutError: 3,
 }

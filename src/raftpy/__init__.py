@@ -35,8 +35,9 @@ from raftpy.errors import (
     ProposalDropped,
     RaftError,
     RemoteProtocolError,
+    StateMachineError,
 )
-from raftpy.node import RaftNode
+from raftpy.node import FATAL_EXIT_STATUS, RaftNode
 from raftpy.node.config import NodeConfig
 from raftpy.node.stats import NodeStats
 from raftpy.node.status import NodeStatus
@@ -49,6 +50,7 @@ from raftpy.storage.wal import FileStorage
 __version__ = "0.1.0"
 
 __all__ = [
+    "FATAL_EXIT_STATUS",
     "Client",
     "ClusterUnavailableError",
     "ConfState",
@@ -83,6 +85,7 @@ __all__ = [
     "SnapshotRequest",
     "SoftState",
     "StateMachine",
+    "StateMachineError",
     "Status",
     "StorageError",
     "StorageFullError",

@@ -84,6 +84,13 @@ class MessageDecodeError(RemoteProtocolError):
     msgpack, an unknown message tag, or fields of the wrong type or range."""
 
 
+class StateMachineError(RaftError):
+    """The user's state machine failed where the node cannot go on without it: ``restore``
+    raised on a snapshot whose checksum was verified, so this replica's state is unknown. The
+    node ends its process (README.md, "Failures"); exceptions from ``apply``, ``query`` and
+    ``snapshot`` only fail the request or the snapshot attempt that called them."""
+
+
 class InvariantViolation(RaftError):
     """A Raft safety invariant was broken (one leader per term, log matching, leader
     completeness, state machine safety, monotonic commit). Raised by checkers such as the

@@ -9,6 +9,11 @@ Contract (hashicorp/raft's FSM contract, adapted):
 - ``snapshot`` writes the whole state to ``out``, streamed (the state may not fit in memory);
   ``restore`` replaces all state with what ``snapshot`` wrote. Write and read in pieces (for
   example one record per key), never the whole state as one ``bytes``.
+- Exceptions: one raised by ``apply`` fails that proposal only (it must be deterministic too,
+  so every replica raises alike); one raised by ``query`` fails that read only; one raised by
+  ``prepare_snapshot`` or ``snapshot`` fails that snapshot attempt only. The client gets the
+  exception's type and message. A ``restore`` that raises on a verified snapshot ends the node
+  (exit status 70), since its state is then unknown. README.md, "Failures", has the details.
 
 Snapshots and threads (what a state machine author must guarantee). A node snapshots when its
 log since the last snapshot passes ``NodeConfig.snapshot_entries`` / ``snapshot_bytes`` (or an

@@ -130,6 +130,7 @@ async def receive_whole(state: bytes, storage: LogStore, sm: KV) -> NodeSnapshot
         FAST,
         sent.append,
         lambda: None,
+        authority=lambda: (2, 1),  # term 2, leader 1: the sender below
     )
     request = SnapshotRequest(2, 2, META)
     with leader_store.open_source(META) as source:

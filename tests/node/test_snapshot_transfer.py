@@ -27,6 +27,7 @@ chunk size.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import random
@@ -82,8 +83,10 @@ def chunk(
     leader: int = LEADER,
     term: int = TERM,
     meta: SnapshotMeta = META,
+    size: int = 50,
 ) -> InstallSnapshot:
-    return InstallSnapshot(term, leader, FOLLOWER, meta, offset, data, done)
+    """A chunk of a ``size``-byte file (by default PARTIAL's 50 bytes)."""
+    return InstallSnapshot(term, leader, FOLLOWER, meta, offset, data, done, size)
 
 
 def probe(**kw: object) -> InstallSnapshot:
@@ -138,12 +141,29 @@ class MemSink:
         self.writes += 1
 
 
+class Authority:
+    """The follower's current term and leader, as its core knows them: the receiver takes
+    chunks from that leader in that term only (``learn`` plays the leader's heartbeat)."""
+
+    def __init__(self, term: int = TERM, leader: int | None = LEADER) -> None:
+        self.term = term
+        self.leader = leader
+
+    def __call__(self) -> tuple[int, int | None]:
+        return self.term, self.leader
+
+    def learn(self, term: int, leader: int | None) -> None:
+        self.term, self.leader = term, leader
+
+
 class Sinks:
-    """The receiver's ``begin``/``abort`` callbacks, recording every sink opened and aborted."""
+    """The receiver's ``begin``/``abort`` callbacks, recording every sink opened and aborted,
+    and the follower's :class:`Authority`."""
 
     def __init__(self) -> None:
         self.opened: list[MemSink] = []
         self.aborted: list[MemSink] = []
+        self.auth = Authority()
 
     def begin(self, tag: str) -> MemSink:
         sink = MemSink(tag)
@@ -158,7 +178,7 @@ class Sinks:
 
 def new_receiver() -> tuple[SnapshotReceiver[MemSink], Sinks]:
     sinks = Sinks()
-    return SnapshotReceiver(sinks.begin, sinks.abort), sinks
+    return SnapshotReceiver(sinks.begin, sinks.abort, authority=sinks.auth), sinks
 
 
 def keep(_m: object) -> bool:
@@ -201,6 +221,8 @@ class Link:
         if receiver is None:
             receiver, sinks = new_receiver()
         assert sinks is not None
+        # The follower knows this leader and term (its heartbeat came first).
+        sinks.auth.learn(self.request.term, leader)
         self.receiver = receiver
         self.sinks = sinks
         self.window = window_bytes
@@ -297,7 +319,7 @@ def test_happy_path(size: int) -> None:
     data = payload(size)
     link = Link(data, chunk_bytes=10, window_bytes=40, auto_finish=False)
     first = link.start()
-    assert first == [InstallSnapshot(TERM, LEADER, FOLLOWER, META, 0, b"", False)]
+    assert first == [InstallSnapshot(TERM, LEADER, FOLLOWER, META, 0, b"", False, size)]
 
     # The probe: the follower holds nothing yet and opens a sink for this transfer.
     link.deliver_to_follower()
@@ -354,7 +376,7 @@ def test_window_is_refilled_as_acks_arrive() -> None:
     link.round()
     assert [m.offset for m in link.sent[1:]] == [0, 10, 20]
     s = link.sender
-    assert s.on_response(answer(10)) == [chunk(30, data[30:40])]
+    assert s.on_response(answer(10)) == [chunk(30, data[30:40], size=100)]
     assert s.on_response(answer(10)) == []  # a repeat of the same offset opens nothing
     assert [m.offset for m in s.on_response(answer(30))] == [40, 50]
     assert s.acked == 30 and s.next == 60
@@ -408,7 +430,7 @@ def test_lost_chunk_go_back_n() -> None:
     assert [link.tick() for _ in range(3)] == [[], [], []]
     resent = link.tick()
     assert [m.offset for m in resent] == [10, 20, 30, 40]
-    assert resent == [chunk(off, data[off : off + 10]) for off in (10, 20, 30, 40)]
+    assert resent == [chunk(off, data[off : off + 10], size=200) for off in (10, 20, 30, 40)]
 
     link.run()
     assert link.sender.done and not link.sender.failed
@@ -466,7 +488,7 @@ def test_lost_probe_is_repeated() -> None:
     link.start()
     link.to_follower.clear()
     assert link.tick() == []
-    assert link.tick() == [probe()]
+    assert link.tick() == [probe(size=30)]
     assert link.run() == 0
     assert link.sender.done and bytes(link.sink.buf) == data
     assert link.sender.bytes_sent == 30
@@ -792,40 +814,65 @@ def answer_to(
 REFUSED = answer(0, rejected=True)  # "I hold nothing of this transfer": the sender ends
 
 
+def new_authority(other: dict[str, object]) -> bool:
+    """Whether the key ``other`` names another leader or term (the follower takes its chunks
+    only once it learned them from that leader's heartbeat)."""
+    return "leader" in other or "term" in other
+
+
+def learn(sinks: Sinks, other: dict[str, object]) -> None:
+    """The follower hears the heartbeat of the leader of the key ``other``."""
+    sinks.auth.learn(int(other.get("term", TERM)), int(other.get("leader", LEADER)))  # type: ignore[call-overload]
+
+
 @pytest.mark.parametrize("other", OTHER_KEYS)
 def test_chunk_of_another_key_is_not_appended(other: dict[str, object]) -> None:
     """Another transfer's chunk that starts exactly where the partial ends is still not
-    appended to it: it is refused (nothing held of *that* transfer: offset 0, rejected)."""
+    appended to it: it is refused (nothing held of *that* transfer: offset 0, rejected), or,
+    from a leader or term the follower does not know (yet), dropped unanswered."""
     receiver, sinks, sink = partial_receiver(held=20)
-    m = chunk(20, b"X" * 10, **other)  # type: ignore[arg-type]
-    assert receiver.on_chunk(m) == (answer_to(m, 0, rejected=True), None)
-    m = chunk(20, b"X" * 10, done=True, **other)  # type: ignore[arg-type]
-    assert receiver.on_chunk(m) == (answer_to(m, 0, rejected=True), None)
+    if new_authority(other):
+        for done in (False, True):
+            m = chunk(20, b"X" * 10, done=done, **other)  # type: ignore[arg-type]
+            assert receiver.on_chunk(m) == (None, None)
+        assert receiver.refused == 2
+        learn(sinks, other)
+    for done in (False, True):
+        m = chunk(20, b"X" * 10, done=done, **other)  # type: ignore[arg-type]
+        assert receiver.on_chunk(m) == (answer_to(m, 0, rejected=True), None)
     assert bytes(sink.buf) == PARTIAL[:20] and sink.writes == 2
     assert len(sinks.opened) == 1 and sinks.aborted == []
-    # The original transfer goes on where it was.
-    assert receiver.on_chunk(chunk(20, PARTIAL[20:30])) == (answer(30), None)
-    assert bytes(sink.buf) == PARTIAL[:30]
+    nxt = chunk(20, PARTIAL[20:30])
+    if new_authority(other):
+        # The original leader is deposed: its chunks are dropped unwritten.
+        assert receiver.on_chunk(nxt) == (None, None)
+        assert bytes(sink.buf) == PARTIAL[:20]
+    else:
+        # The original transfer goes on where it was.
+        assert receiver.on_chunk(nxt) == (answer(30), None)
+        assert bytes(sink.buf) == PARTIAL[:30]
 
 
 @pytest.mark.parametrize("other", OTHER_KEYS)
 def test_new_transfer_from_offset_0_replaces_partial(other: dict[str, object]) -> None:
     receiver, sinks, old_sink = partial_receiver(held=20)
     fresh = payload(30, salt=9)
-    m = chunk(0, fresh[:10], **other)  # type: ignore[arg-type]
+    if new_authority(other):
+        learn(sinks, other)
+    m = chunk(0, fresh[:10], size=30, **other)  # type: ignore[arg-type]
     assert receiver.on_chunk(m) == (answer_to(m, 10), None)
     assert sinks.aborted == [old_sink]
     assert len(sinks.opened) == 2
     new_sink = sinks.opened[1]
     assert bytes(new_sink.buf) == fresh[:10]
     assert bytes(old_sink.buf) == PARTIAL[:20]
-    # The old transfer's next chunks go nowhere: ignored (older leader term) or refused (it
+    # The old transfer's next chunks go nowhere: dropped (its leader is deposed) or refused (it
     # is unknown now); in neither case appended to the new partial.
-    stale = None if other.get("term") == TERM + 1 else REFUSED
+    stale = None if new_authority(other) else REFUSED
     assert receiver.on_chunk(chunk(20, PARTIAL[20:30])) == (stale, None)
     assert receiver.on_chunk(chunk(10, PARTIAL[10:20], done=True)) == (stale, None)
     assert bytes(new_sink.buf) == fresh[:10] and bytes(old_sink.buf) == PARTIAL[:20]
-    m = chunk(10, fresh[10:30], done=True, **other)  # type: ignore[arg-type]
+    m = chunk(10, fresh[10:30], done=True, size=30, **other)  # type: ignore[arg-type]
     ans, completed = receiver.on_chunk(m)
     assert ans == answer_to(m, 30)
     assert completed is not None and bytes(completed.sink.buf) == fresh
@@ -873,12 +920,14 @@ def test_other_transfers_ignored_while_verifying() -> None:
     for m in (
         probe(term=TERM + 1, leader=OTHER_LEADER),
         chunk(0, b"n" * 10, term=TERM + 1),
-        chunk(50, b"n" * 10, meta=SnapshotMeta(101, 4, CONF)),
+        chunk(50, b"n" * 10, meta=SnapshotMeta(101, 4, CONF), size=60),
     ):
         assert receiver.on_chunk(m) == (None, None), m
     # The same transfer's repeats are answered with the whole size, never completed again.
-    for m in (probe(), chunk(0, PARTIAL[:10]), last, chunk(50, b"w", done=True)):
+    for m in (probe(), chunk(0, PARTIAL[:10]), last, chunk(50, b"", done=True)):
         assert receiver.on_chunk(m) == (answer(50), None), m
+    # A byte past its announced size is refused; the file being verified is not touched.
+    assert receiver.on_chunk(chunk(50, b"w", done=True)) == (REFUSED, None)
     assert sinks.aborted == [] and len(sinks.opened) == 1 and bytes(sink.buf) == PARTIAL
 
     assert receiver.finished(completed, ok=True) == answer(50, done=True)
@@ -890,7 +939,8 @@ def test_other_transfers_ignored_while_verifying() -> None:
         assert ans.done and not ans.rejected, m
         assert (ans.term, ans.src, ans.dst, ans.index) == (TERM, FOLLOWER, LEADER, 100)
     assert len(sinks.opened) == 1
-    # And the next transfer is taken again.
+    # And the next transfer is taken again, once its leader is known.
+    sinks.auth.learn(TERM + 1, OTHER_LEADER)
     m = probe(term=TERM + 1, leader=OTHER_LEADER)
     assert receiver.on_chunk(m) == (answer_to(m, 0), None)
     assert len(sinks.opened) == 2 and sinks.aborted == []
@@ -932,6 +982,122 @@ def test_reset_aborts_partial_but_not_a_file_being_verified() -> None:
     receiver.reset()
     assert sinks.aborted == []  # the driver owns the sink being verified
     assert receiver.finished(completed, ok=True) == answer(50, done=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# Who may write, and how much: the current leader of the current term, up to the announced size
+# ----------------------------------------------------------------------------------------------
+
+
+def test_chunks_from_anyone_but_the_current_leader_of_its_term_open_and_write_nothing() -> None:
+    receiver, sinks = new_receiver()  # the follower knows leader 1 in term 5
+    data = PARTIAL[:10]
+    refused = [
+        probe(term=TERM - 1),  # a deposed leader
+        chunk(0, data, term=TERM - 1),
+        probe(term=TERM + 1),  # a newer term, not learned yet
+        chunk(0, data, term=TERM + 1, leader=OTHER_LEADER),
+        chunk(0, data, leader=OTHER_LEADER),  # not the leader of this term
+        chunk(0, data, leader=FOLLOWER),
+    ]
+    for m in refused:
+        assert receiver.on_chunk(m) == (None, None), m
+    # No leader known in this term (just voted, say): nobody's chunks are taken.
+    sinks.auth.learn(TERM, None)
+    assert receiver.on_chunk(probe()) == (None, None)
+    assert sinks.opened == [] and not receiver.receiving
+    assert receiver.refused == len(refused) + 1
+    # The leader's heartbeat arrives: its chunks are taken.
+    sinks.auth.learn(TERM, LEADER)
+    assert receiver.on_chunk(chunk(0, data)) == (answer(10), None)
+    assert len(sinks.opened) == 1 and bytes(sinks.opened[0].buf) == data
+
+
+def test_a_newer_leader_transfer_resumes_once_its_heartbeat_taught_the_term() -> None:
+    data = payload(100)
+    link = Link(data, request=make_request(term=TERM + 1), leader=OTHER_LEADER)
+    link.sinks.auth.learn(TERM, LEADER)  # the new leader's heartbeat has not arrived yet
+    link.start()
+    for _ in range(12):  # probes are dropped unanswered; the sender retries
+        link.round()
+        link.tick()
+    assert link.sinks.opened == [] and link.answers == [] and not link.sender.finished
+    assert link.receiver.refused >= 3
+    link.sinks.auth.learn(TERM + 1, OTHER_LEADER)
+    link.run()
+    assert link.sender.done and bytes(link.sink.buf) == data
+
+
+def test_a_never_ending_stale_term_transfer_writes_nothing_and_logs_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    receiver, sinks = new_receiver()
+    sinks.auth.learn(TERM + 1, OTHER_LEADER)  # leader 1 of term 5 was deposed
+    block = b"s" * 4096
+    with caplog.at_level(logging.WARNING, logger="raftpy.snapshot"):
+        for k in range(5000):  # 20 MB of a file that "never ends"
+            m = InstallSnapshot(TERM, LEADER, FOLLOWER, META, k * 4096, block, False, 1 << 40)
+            assert receiver.on_chunk(m) == (None, None)
+    assert sinks.opened == [] and receiver.refused == 5000
+    lines = [r for r in caplog.records if "refused" in r.getMessage()]
+    assert len(lines) == 1, [r.getMessage() for r in lines]
+    assert "term 5 is stale (ours is 6)" in lines[0].getMessage()
+
+
+def test_refusal_log_lines_are_rate_limited_across_transfers(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    now = [0.0]
+    sinks = Sinks()
+    receiver = SnapshotReceiver(
+        sinks.begin, sinks.abort, authority=sinks.auth, clock=lambda: now[0]
+    )
+    with caplog.at_level(logging.WARNING, logger="raftpy.snapshot"):
+        for k in range(100):  # a new (stale) transfer every chunk
+            receiver.on_chunk(probe(term=TERM - 1, meta=SnapshotMeta(1000 + k, 1, CONF)))
+        now[0] = 1.5
+        receiver.on_chunk(probe(term=TERM - 1))
+    assert receiver.refused == 101
+    assert len([r for r in caplog.records if "refused" in r.getMessage()]) == 2
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        pytest.param(chunk(20, b"x" * 31), id="chunk-ends-past-the-size"),
+        pytest.param(chunk(20, b"x" * 10, size=60), id="another-size-announced"),
+        pytest.param(chunk(20, b"x" * 10, size=20), id="a-smaller-size-announced"),
+        pytest.param(chunk(20, b"x" * 10, done=True), id="last-chunk-leaves-it-short"),
+    ],
+)
+def test_bytes_past_the_announced_size_end_the_transfer_and_delete_the_partial(
+    bad: InstallSnapshot,
+) -> None:
+    receiver, sinks, sink = partial_receiver(held=20)  # a 50-byte file, 20 bytes held
+    assert receiver.on_chunk(bad) == (REFUSED, None)
+    assert sinks.aborted == [sink] and not receiver.receiving
+    assert bytes(sink.buf) == PARTIAL[:20] and sink.writes == 2  # nothing more was written
+    assert receiver.refused == 1
+    # Its next chunks find nothing to continue: refused, so the sender ends.
+    assert receiver.on_chunk(chunk(20, PARTIAL[20:30])) == (REFUSED, None)
+    assert len(sinks.opened) == 1
+
+
+def test_a_first_chunk_past_its_own_size_opens_nothing() -> None:
+    receiver, sinks = new_receiver()
+    for m in (chunk(0, b"x" * 11, size=10), chunk(0, b"x", size=0)):
+        assert receiver.on_chunk(m) == (REFUSED, None)
+    # A sender that announces no size (0) may probe, never write.
+    assert receiver.on_chunk(probe(size=0)) == (answer(0), None)
+    assert receiver.on_chunk(chunk(0, b"x", size=0)) == (REFUSED, None)
+    assert [s.writes for s in sinks.opened] == [0] and sinks.aborted == sinks.opened
+
+
+def test_the_sender_announces_the_file_size_in_every_chunk() -> None:
+    link = Link(payload(95), chunk_bytes=10, window_bytes=40)
+    link.run()
+    assert link.sender.done
+    assert {m.size for m in link.sent} == {95}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1070,6 +1236,28 @@ def test_lost_final_answer_still_ends_done() -> None:
     assert link.sender.done, "the follower holds the snapshot, yet the transfer failed"
 
 
+def test_follower_that_lost_a_whole_acknowledged_file_ends_the_transfer() -> None:
+    """The follower restarted while verifying the whole file: it answers every probe with
+    offset 0 (a sign of life each time), so the sender, which holds every byte acknowledged,
+    used to probe forever. It now ends the transfer (the core starts a new one)."""
+    data = payload(40)
+    link = Link(data, chunk_bytes=10, window_bytes=40, retry_ticks=2, give_up_ticks=20)
+    link.auto_finish = False
+    link.start()
+    while not link.completed:
+        link.round()
+    link.deliver_to_leader()
+    assert link.sender.acked == 40
+    link.receiver, link.sinks = new_receiver()  # restarted: the file being verified is gone
+    for _ in range(100):
+        link.tick()
+        link.round()
+        if link.sender.finished:
+            break
+    assert link.sender.failed, "the sender never ends"
+    assert ended(link.sender) == (make_request(), False, 40)
+
+
 def test_window_not_multiple_of_chunk_is_respected() -> None:
     s = SnapshotSender(
         LEADER, make_request(), MemSource(payload(200)), chunk_bytes=10, window_bytes=35
@@ -1176,9 +1364,10 @@ class FollowerSide:
     handed_over: set[int] = field(default_factory=set)  # id(sink) of completed files
     verified: set[Key] = field(default_factory=set)
     current: InstallSnapshot | None = None
+    auth: Authority = field(default_factory=Authority)  # what its core knows; kept on restart
 
     def __post_init__(self) -> None:
-        self.receiver = SnapshotReceiver(self._begin, self._abort)
+        self.receiver = SnapshotReceiver(self._begin, self._abort, authority=self.auth)
 
     def _begin(self, tag: str) -> MemSink:
         assert self.current is not None
@@ -1197,7 +1386,7 @@ class FollowerSide:
     def restart(self) -> None:
         """The node restarts: the partial file and the receiver's memory are gone."""
         self.receiver.reset()
-        self.receiver = SnapshotReceiver(self._begin, self._abort)
+        self.receiver = SnapshotReceiver(self._begin, self._abort, authority=self.auth)
         self.incarnation += 1
 
     def held(self, key: Key, size: int) -> int:
@@ -1237,11 +1426,14 @@ def run_random(seed: int) -> None:
     lag = rng.randint(0, 60)
     size_b = size if rng.random() < 0.5 else rng.randint(1, 600)
     follower_restart_at = rng.randint(0, 200) if rng.random() < 0.15 else None
+    # The follower learns the newer leader (its heartbeat) this many ticks after it started:
+    # meanwhile that leader's chunks are dropped unwritten, and its retries resume the transfer.
+    learn_delay = rng.randint(0, 10)
     params = (
         f"seed={seed} size={size} chunk={chunk_bytes} window={window} retry={retry} "
         f"give_up={give_up} drop={ch.p_drop} dup={ch.p_dup} delay<={ch.max_delay} "
         f"outage={outage} second={second}@{second_at} lag={lag} size_b={size_b} "
-        f"follower_restart_at={follower_restart_at}"
+        f"follower_restart_at={follower_restart_at} learn_delay={learn_delay}"
     )
     print(params)
     where = f"[{params}] replay: {replay_command(seed)}"
@@ -1330,6 +1522,8 @@ def run_random(seed: int) -> None:
     max_ticks = 30_000
     for now in range(max_ticks):
         ch.now = now
+        if second == "newer" and second_at is not None and now == second_at + learn_delay:
+            follower.auth.learn(TERM + 1, OTHER_LEADER)
         if now == second_at:
             if second == "newer":
                 stop_at[LEADER] = now + lag
@@ -1467,7 +1661,7 @@ def test_senders_route_answers_and_report_the_end() -> None:
     table = SnapshotSenders(LEADER, sent.append, chunk_bytes=10, window_bytes=20)
     source = ClosingSource(payload(25))
     table.start(make_request(), source)
-    assert sent == [probe()] and len(table) == 1
+    assert sent == [probe(size=25)] and len(table) == 1
     assert table.on_answer(answer(0)) is None
     assert [m.offset for m in sent[1:]] == [0, 10]
     assert table.on_answer(answer(0, src=3)) is None  # nobody sends to 3: ignored

@@ -187,6 +187,7 @@ class InstallSnapshot(msgspec.Struct, frozen=True, array_like=True, gc=False, ta
     offset: NonNeg
     data: bytes
     done: bool
+    size: NonNeg = 0  # the whole file's length: receivers refuse bytes past it
 
 
 class InstallSnapshotResponse(msgspec.Struct, frozen=True, array_like=True, gc=False, tag=8):

@@ -35,7 +35,11 @@ class HashMapStateMachine:
     """Keys to JSON-encoded values (kept as their canonical JSON text, so any JSON value
     round-trips). Commands are msgpack arrays: ``["put", key, json]`` returns the previous
     JSON (``null`` when absent); ``["cas", key, expected_json, new_json]`` returns ``true`` or
-    ``false``. A query is the key; it returns the JSON value or ``null``."""
+    ``false``. A query is the key (UTF-8); it returns the JSON value or ``null``.
+
+    Malformed bytes (a command that is not one of these, a key that is not UTF-8) raise
+    ``ValueError`` saying so: the node fails that one request with that message and serves on
+    (README.md, "Failures")."""
 
     def __init__(self) -> None:
         self.data: dict[str, str] = {}
@@ -45,6 +49,8 @@ class HashMapStateMachine:
             op = msgspec.msgpack.decode(command, type=tuple[str, ...])
         except msgspec.DecodeError:
             raise ValueError("malformed hashmap command") from None
+        if not op:
+            raise ValueError("malformed hashmap command: empty")
         if op[0] == "put" and len(op) == 3:
             previous = self.data.get(op[1], "null")
             self.data[op[1]] = op[2]
@@ -59,7 +65,13 @@ class HashMapStateMachine:
         raise ValueError(f"unknown hashmap command {op[0]!r}")
 
     def query(self, query: bytes) -> bytes:
-        return self.data.get(query.decode(), "null").encode()
+        try:
+            key = query.decode()
+        except UnicodeDecodeError as exc:
+            raise ValueError(
+                f"malformed hashmap key: not UTF-8 ({exc.reason} at byte {exc.start})"
+            ) from None
+        return self.data.get(key, "null").encode()
 
     # Snapshot format: batches of at most _BATCH (key, value) pairs, each a u32 length and a
     # msgpack array; a zero length ends it. Streamed both ways: neither side builds the whole

@@ -30,7 +30,9 @@ _QUERY_GET = b"get"
 
 class RegisterStateMachine:
     """Holds one string. Commands are msgpack arrays: ``["put", new]`` or
-    ``["cas", expected, new]``; both return the previous value (UTF-8)."""
+    ``["cas", expected, new]``; both return the previous value (UTF-8). Any query returns the
+    value (its bytes are ignored). A malformed command raises ``ValueError`` saying so: the
+    node fails that one proposal with that message and serves on (README.md, "Failures")."""
 
     def __init__(self) -> None:
         self.value = ""
@@ -40,6 +42,8 @@ class RegisterStateMachine:
             op = msgspec.msgpack.decode(command, type=tuple[str, ...])
         except msgspec.DecodeError:
             raise ValueError("malformed register command") from None
+        if not op:
+            raise ValueError("malformed register command: empty")
         previous = self.value
         if op[0] == "put" and len(op) == 2:
             self.value = op[1]

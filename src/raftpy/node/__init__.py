@@ -13,12 +13,13 @@ transport and the user's state machine. No Raft rule lives here (docs/architectu
 """
 
 from raftpy.node.config import NODE_RAFT_DEFAULTS, NodeConfig
-from raftpy.node.node import RaftNode
+from raftpy.node.node import FATAL_EXIT_STATUS, RaftNode
 from raftpy.node.stats import NodeStats
 from raftpy.node.status import NodeStatus
 from raftpy.transport.base import ClientConnectionLike, Transport, TransportFactory
 
 __all__ = [
+    "FATAL_EXIT_STATUS",
     "NODE_RAFT_DEFAULTS",
     "ClientConnectionLike",
     "NodeConfig",

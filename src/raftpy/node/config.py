@@ -47,8 +47,11 @@ class NodeConfig:
     - ``snapshot_chunk_bytes`` / ``snapshot_window_bytes``: a snapshot goes to a follower in
       chunks of this size, with at most this many bytes unacknowledged (bounds the leader's
       memory whatever the snapshot's size).
-    - ``exit_on_fatal``: end the process on a fatal storage error (an fsync failure), as it
-      must in production: the kernel may have dropped the dirty pages. Tests turn it off.
+    - ``exit_on_fatal``: end the process with status 70 (``FATAL_EXIT_STATUS``) on a storage
+      error the node cannot survive (an fsync failure: the kernel may have dropped the dirty
+      pages) or an internal error in its loop, as it must in production so that a supervisor
+      restarts it. Tests that run nodes in their own process turn it off to observe the failure
+      (the node then refuses every request).
     - ``unsafe_stale_reads``: TEST ONLY. A node that believes it leads answers linearizable
       reads from local state without confirming leadership, which breaks linearizability
       under partitions. It exists to prove that fault harnesses catch such a bug.

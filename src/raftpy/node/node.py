@@ -39,6 +39,7 @@ from raftpy.errors import (
     LocalProtocolError,
     NotLeaderError,
     ProposalDropped,
+    StateMachineError,
 )
 from raftpy.node.config import NodeConfig
 from raftpy.node.requests import PendingRequests
@@ -65,6 +66,10 @@ from raftpy.transport.protocol import (
 )
 
 logger = logging.getLogger("raftpy.node")
+
+FATAL_EXIT_STATUS = 70
+"""The exit status of a node process that ended itself (EX_SOFTWARE): a storage error it
+cannot survive or an internal error; a supervisor should restart it (README.md, "Failures")."""
 
 
 class RaftNode:
@@ -164,6 +169,8 @@ class RaftNode:
             self._send_peer,
             self._wake.set,
             self.stats.snapshots,
+            lambda exc: self._fatal("fatal storage error", str(exc)),
+            authority=self._authority,
         )
         try:
             applied = await self._snaps.recover()
@@ -307,6 +314,11 @@ class RaftNode:
             self._apply_entries(held)
             self._serve_reads()
         return await asyncio.shield(snaps.start(raft, self._applied))
+
+    def _authority(self) -> tuple[int, int | None]:
+        """Our term and the leader we know in it: whose snapshot chunks we take."""
+        raft = self._raft
+        return (0, None) if raft is None else (raft.term, raft.lead)
 
     def _send_peer(self, message: PeerMessage) -> None:
         if self._transport is not None:
@@ -457,12 +469,16 @@ class RaftNode:
         except asyncio.CancelledError:
             raise
         except FatalStorageError as exc:
-            self._fatal(str(exc))
-        except Exception as exc:  # a bug: fail loudly, never hang proposers
-            logger.exception("node %d loop crashed", self.node_id)
-            self._failed = f"internal error: {exc!r}"
-            self._requests.fail_all(self._failed)
-            raise
+            self._fatal("fatal storage error", str(exc))
+        except StateMachineError as exc:
+            self._fatal("state machine error", str(exc))
+        except Exception as exc:
+            # A broken invariant (a raftpy bug, or a state the node cannot serve from): the
+            # traceback goes to the log, and the process ends rather than live on refusing
+            # every request (the state machine's own exceptions never get here: they fail
+            # the request they serve).
+            logger.critical("node %d: internal error in its loop", self.node_id, exc_info=exc)
+            self._fatal("internal error", f"{type(exc).__name__}: {exc}")
         finally:
             timer.cancel()
 
@@ -589,13 +605,32 @@ class RaftNode:
         if was_leader and role is not Role.LEADER:
             self._requests.on_leadership_lost()
 
-    def _fatal(self, reason: str) -> None:
-        logger.critical("node %d: fatal storage error: %s", self.node_id, reason)
-        self._failed = reason
-        self._requests.fail_all(f"fatal storage error: {reason}")
-        if self.config.exit_on_fatal:
-            # The kernel may have dropped dirty pages: retrying an fsync could report success
-            # for data that is gone. The only safe move is to stop the process and recover
-            # from what is on disk.
+    def _fatal(self, kind: str, reason: str) -> None:
+        """The node cannot go on (``kind``: a storage error it cannot survive, or an internal
+        error): say so at CRITICAL, fail every waiting request, and end the process with
+        :data:`FATAL_EXIT_STATUS` so a supervisor restarts it from what is on disk (README.md,
+        "Failures"). With ``exit_on_fatal`` off (tests), its loop ends and the node stays up
+        refusing requests.
+        """
+        if self._failed is not None:
+            return
+        self._failed = f"{kind}: {reason}"
+        exiting = self.config.exit_on_fatal
+        logger.critical(
+            "node %d: %s: %s%s",
+            self.node_id,
+            kind,
+            reason,
+            f"; exiting with status {FATAL_EXIT_STATUS}" if exiting else "",
+        )
+        self._requests.fail_all(self._failed)
+        if exiting:
+            # After a failed fsync the kernel may have dropped dirty pages, so retrying could
+            # report success for data that is gone; after a broken invariant nothing the loop
+            # holds can be trusted. Either way the safe move is a restart that recovers from
+            # the disk, which a live process refusing everything would never get.
             logging.shutdown()
-            os._exit(70)
+            os._exit(FATAL_EXIT_STATUS)
+        task = self._task
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()  # met off the loop (a snapshot's worker thread): the loop ends too

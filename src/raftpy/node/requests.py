@@ -78,6 +78,8 @@ class PendingRequests:
       core confirmed with a heartbeat quorum (Thesis §6.4). One that cannot be confirmed
       fails with :class:`NotLeaderError` or :class:`ClusterUnavailableError`; a read changes
       nothing, so either is definite.
+    - An exception raised by the state machine (``apply`` or ``query``) fails only the
+      request it serves: its future holds that exception, and the loop goes on.
     """
 
     def __init__(
@@ -119,9 +121,10 @@ class PendingRequests:
         return fut
 
     def answer_now(self, query: bytes) -> asyncio.Future[bytes]:
-        """A future already holding the answer from local state (a stale read)."""
+        """A future already holding the answer from local state (a stale read), or the
+        exception the state machine's ``query`` raised."""
         fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        fut.set_result(self._sm.query(query))
+        _answer(self._sm, query, fut)
         return fut
 
     # ------------------------------------------------------------------------------------------
@@ -213,7 +216,7 @@ class PendingRequests:
             _, _, batch = heapq.heappop(waiting)
             for r in batch.reads:
                 if not r.future.done():
-                    r.future.set_result(sm.query(r.query))
+                    _answer(sm, r.query, r.future)
                     served += 1
         return served
 
@@ -286,3 +289,15 @@ class PendingRequests:
         for r in reads:
             if not r.future.done():
                 r.future.set_exception(exc)
+
+
+def _answer(sm: StateMachine, query: bytes, future: asyncio.Future[bytes]) -> None:
+    """Resolve ``future`` with ``sm.query(query)``, or with the exception it raised: a query
+    the state machine cannot answer (malformed bytes, a bug in it) fails that read alone, never
+    the node's loop (README.md, "Failures")."""
+    try:
+        result = sm.query(query)
+    except Exception as exc:
+        future.set_exception(exc)
+        return
+    future.set_result(result)

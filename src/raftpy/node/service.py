@@ -6,6 +6,11 @@ The transport hands every :class:`~raftpy.transport.protocol.ClientRequest` to
 ``QUERY`` when their future resolves (or at once when the node refuses them), ``SNAPSHOT`` when
 the snapshot is written. Which status an error becomes is :mod:`raftpy.outcomes`' business, so
 the client reads it back as the same error.
+
+An exception that is not a raftpy error comes from the user's state machine (``apply``,
+``query``, ``prepare_snapshot``, ``snapshot``): it fails that one request with ``ERROR``,
+naming the exception's type and message, and ``retryable`` false, since the same request
+would raise again (README.md, "Failures").
 """
 
 from __future__ import annotations
@@ -88,7 +93,8 @@ def _snapshot_response(request_id: int, task: asyncio.Task[SnapshotMeta]) -> Cli
         return ClientResponse(request_id, ResponseStatus.ERROR, message="snapshot cancelled")
     exc = task.exception()
     if exc is not None:
-        return response_for_error(request_id, exc)
+        # Not only the state machine's snapshot() or prepare_snapshot(): the file may fail.
+        return _error_response(request_id, exc, "the snapshot failed:")
     meta = task.result()
     data = msgspec.msgpack.encode(SnapshotTaken(meta.index, meta.term))
     return ClientResponse(request_id, ResponseStatus.OK, data)
@@ -100,5 +106,19 @@ def _future_response(request_id: int, fut: asyncio.Future[bytes]) -> ClientRespo
         return response_for_error(request_id, IndeterminateError("cancelled"))
     exc = fut.exception()
     if exc is not None:
-        return response_for_error(request_id, exc)
+        return _error_response(request_id, exc, "the state machine raised")
     return ClientResponse(request_id, ResponseStatus.OK, fut.result())
+
+
+def _error_response(request_id: int, exc: BaseException, what: str) -> ClientResponse:
+    """The answer to a request that failed with ``exc``; ``what`` says who raised an
+    exception that is not a raftpy error."""
+    if isinstance(exc, RaftError):
+        return response_for_error(request_id, exc)
+    # The same request would raise again: retrying cannot help.
+    return ClientResponse(
+        request_id,
+        ResponseStatus.ERROR,
+        message=f"{what} {type(exc).__name__}: {exc}",
+        retryable=False,
+    )

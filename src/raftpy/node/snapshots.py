@@ -38,12 +38,18 @@ from raftpy.core.messages import (
 )
 from raftpy.core.raft import Raft
 from raftpy.core.ready import SnapshotRequest
+from raftpy.errors import StateMachineError
 from raftpy.node.config import NodeConfig
 from raftpy.node.stats import SnapshotStats
 from raftpy.node.transfer import Completed, Outcome, SnapshotReceiver, SnapshotSenders
 from raftpy.statemachine import ConcurrentSnapshot, StateMachine
 from raftpy.storage.base import LogStore
-from raftpy.storage.errors import CorruptSnapshotError, StorageError, StorageFullError
+from raftpy.storage.errors import (
+    CorruptSnapshotError,
+    FatalStorageError,
+    StorageError,
+    StorageFullError,
+)
 from raftpy.storage.snapshots import SnapshotSink, SnapshotStore
 
 logger = logging.getLogger("raftpy.snapshot")
@@ -53,13 +59,26 @@ def _abort(sink: SnapshotSink) -> None:
     sink.abort()
 
 
+def _reraise(exc: FatalStorageError) -> None:
+    raise exc
+
+
 class NodeSnapshots:
     """Snapshot work of one node: see the module docstring.
 
     ``send`` puts a message on the wire; ``wake`` wakes the node's loop (a background step
     finished and the loop has work: a file or an outcome for the core, held-back applies).
     ``stats`` is the snapshot part of the node's counters, counted here (default: counters of
-    its own).
+    its own). ``authority()`` is the node's current term and leader: only that leader's
+    snapshot chunks of that term are taken (:mod:`raftpy.node.transfer`). ``fatal`` hears of a
+    :class:`FatalStorageError` met off the loop (writing or verifying a file in a worker
+    thread); the node ends itself (default: re-raise it).
+
+    Failures of the user's state machine: a ``prepare_snapshot()`` or ``snapshot()`` that
+    raises fails that snapshot attempt only (logged; an automatic one is retried later, an
+    operator's gets the error), and the node keeps serving with a longer log. A ``restore()``
+    that raises on a verified file is :class:`~raftpy.errors.StateMachineError`: the state
+    machine may be half replaced, so this replica cannot go on (the node ends its process).
     """
 
     def __init__(
@@ -72,6 +91,9 @@ class NodeSnapshots:
         send: Callable[[PeerMessage], None],
         wake: Callable[[], None],
         stats: SnapshotStats | None = None,
+        fatal: Callable[[FatalStorageError], None] | None = None,
+        *,
+        authority: Callable[[], tuple[int, int | None]],
     ) -> None:
         self.node_id = node_id
         self.store = store
@@ -81,6 +103,7 @@ class NodeSnapshots:
         self._send = send
         self._wake = wake
         self.stats = stats if stats is not None else SnapshotStats()
+        self._fatal = fatal or _reraise
         self._outcomes: list[Outcome] = []  # transfers that ended, for Raft.report_snapshot
         self._senders = SnapshotSenders(
             node_id,
@@ -91,7 +114,7 @@ class NodeSnapshots:
             give_up_ticks=max(config.raft.election_ticks * 2, round(10.0 / config.tick_seconds)),
         )
         self._receiver: SnapshotReceiver[SnapshotSink] = SnapshotReceiver(
-            store.begin_receive, _abort
+            store.begin_receive, _abort, authority=authority
         )
         # Received and verified files: waiting for the core, then (if it took one) for
         # Ready.snapshot to install it.
@@ -214,8 +237,14 @@ class NodeSnapshots:
         and retried a few seconds later (the node carries on with a longer log)."""
         try:
             self.start(raft, applied)
+        except FatalStorageError:
+            raise  # the node ends itself
         except (StorageError, OSError) as exc:
             logger.error("node %d: cannot start a snapshot: %s", self.node_id, exc)
+            self._retry_at = now + 5.0
+        except Exception:
+            # The state machine's prepare_snapshot() raised: this attempt fails, nothing else.
+            logger.exception("node %d: prepare_snapshot() raised; snapshot skipped", self.node_id)
             self._retry_at = now + 5.0
 
     def start(self, raft: Raft, applied: int) -> asyncio.Future[SnapshotMeta]:
@@ -259,7 +288,11 @@ class NodeSnapshots:
             self._retry_at = loop.time() + 5.0
             if isinstance(exc, StorageFullError):
                 logger.error("node %d: snapshot %d failed: %s", self.node_id, meta.index, exc)
+            elif isinstance(exc, FatalStorageError):
+                self._fatal(exc)
             elif not isinstance(exc, asyncio.CancelledError):
+                # The state machine's snapshot() (or its writer) raised: this attempt fails,
+                # the node keeps serving and tries again later.
                 logger.exception("node %d: snapshot %d failed", self.node_id, meta.index)
             raise
         self.hold_applies = False
@@ -341,14 +374,20 @@ class NodeSnapshots:
     # ------------------------------------------------------------------------------------------
 
     def on_chunk(self, m: InstallSnapshot) -> None:
-        self.stats.bytes_received += len(m.data)  # duplicates included
+        self.stats.bytes_received += len(m.data)  # duplicates and refused chunks included
+        receiver = self._receiver
+        refused = receiver.refused
         try:
-            answer, completed = self._receiver.on_chunk(m)
+            answer, completed = receiver.on_chunk(m)
+        except FatalStorageError:
+            raise
         except (OSError, StorageError) as exc:
             logger.error("node %d: writing a received snapshot failed: %s", self.node_id, exc)
             self._receiver.reset()
             self._send(InstallSnapshotResponse(m.term, m.dst, m.src, m.meta.index, 0, False, True))
             return
+        finally:
+            self.stats.chunks_refused += receiver.refused - refused
         if answer is not None:
             self._send(answer)
         if completed is not None:
@@ -368,6 +407,10 @@ class NodeSnapshots:
                 logger.error(
                     "node %d: received snapshot names %s, not %s", self.node_id, meta, m.meta
                 )
+        except FatalStorageError as exc:
+            sink.abort()
+            self._fatal(exc)
+            return
         except (CorruptSnapshotError, OSError, StorageError) as exc:
             logger.error(
                 "node %d: received snapshot %d is bad: %s", self.node_id, m.meta.index, exc
@@ -425,7 +468,18 @@ class NodeSnapshots:
                         break
                     except StorageFullError:
                         continue
-            await asyncio.to_thread(self._restore, meta)
+            try:
+                await asyncio.to_thread(self._restore, meta)
+            except (StorageError, OSError):
+                raise
+            except Exception as exc:
+                # The file's checksum was verified, so the state machine itself failed, part
+                # way through replacing its state: this replica cannot serve from it.
+                raise StateMachineError(
+                    f"the state machine's restore() raised {type(exc).__name__}: {exc} on "
+                    f"verified snapshot {meta.index} (term {meta.term}); this replica's state "
+                    "is unknown"
+                ) from exc
         finally:
             installing.set_result(None)
         self.latest = meta

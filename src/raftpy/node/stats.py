@@ -34,7 +34,10 @@ class SnapshotStats(msgspec.Struct, kw_only=True):
     bytes_sent: int = 0
     """Snapshot bytes put on the wire in chunks, resends included."""
     bytes_received: int = 0
-    """Snapshot bytes that arrived in chunks, duplicates included."""
+    """Snapshot bytes that arrived in chunks, duplicates and refused chunks included."""
+    chunks_refused: int = 0
+    """Snapshot chunks refused unwritten: not from the current leader of the current term, or
+    past the snapshot's announced size (:mod:`raftpy.node.transfer`)."""
 
 
 class NodeStats(msgspec.Struct, kw_only=True):

@@ -25,10 +25,11 @@ The classes:
 
 Wire protocol:
 
-- ``InstallSnapshot(term, src, dst, meta, offset, data, done)``: bytes
+- ``InstallSnapshot(term, src, dst, meta, offset, data, done, size)``: bytes
   ``[offset, offset + len(data))`` of the snapshot *file* (header, body and trailer, see
-  :mod:`raftpy.storage.snapshots`); ``done`` marks the last chunk. A transfer starts with an
-  empty probe (offset 0, no data) that asks how much the receiver already holds.
+  :mod:`raftpy.storage.snapshots`); ``done`` marks the last chunk; ``size`` is the file's whole
+  length, the same in every chunk of a transfer. A transfer starts with an empty probe (offset
+  0, no data) that asks how much the receiver already holds.
 - ``InstallSnapshotResponse(term, src, dst, index, offset, done, rejected)``: ``offset`` is the
   length of the contiguous prefix the receiver holds; ``done``: it holds the whole file, verified
   its checksum and handed it to its core; ``rejected``: it will not take this snapshot (bad
@@ -49,6 +50,20 @@ Partial transfers are keyed by (leader, leader term, snapshot index, snapshot te
 leaders' files for the same index may differ byte for byte (state machines need not serialize
 deterministically), so bytes from one are never continued with bytes from another.
 
+What a receiver takes (checked before anything touches the disk):
+
+- chunks from the node's current leader in the node's current term only (Raft §5.1: a
+  stale term's message is refused). A chunk of a newer term is dropped too, unwritten: the new
+  leader's heartbeat teaches the node its term and leader, and the sender's retry resumes the
+  transfer. A chunk of an older term, or from a node that is not the leader, is dropped. So a
+  deposed leader, or anyone who is not the leader, writes nothing at all;
+- bytes up to the announced ``size`` only: a chunk that would end past it, a chunk announcing
+  another size than the transfer's first, or a last chunk that leaves the file shorter, ends
+  the transfer (its partial file is deleted; the answer is ``rejected``).
+
+Refused chunks are counted (:attr:`SnapshotReceiver.refused`) and logged once per transfer, at
+most one line a second.
+
 Nothing here does I/O itself: the sender reads through a :class:`SnapshotSource`, the receiver
 writes through a :class:`SnapshotSink`, both passed in (the simulator passes in-memory ones).
 """
@@ -56,6 +71,8 @@ writes through a :class:`SnapshotSink`, both passed in (the simulator passes in-
 from __future__ import annotations
 
 import logging
+import math
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -155,6 +172,8 @@ class SnapshotSender:
         self._probing = True
         self._stalled = 0  # ticks without progress (acked unchanged)
         self._silent = 0  # ticks without any answer
+        self._best_answer = -1  # the highest offset answered since the last final probe
+        self._lost_probes = 0  # final probes answered only with less than was acknowledged
         self.done = False
         self.failed = False
         self.chunks_sent = 0
@@ -165,7 +184,9 @@ class SnapshotSender:
         return self.done or self.failed
 
     def _probe(self) -> InstallSnapshot:
-        return InstallSnapshot(self.request.term, self.leader, self.dst, self.meta, 0, b"", False)
+        return InstallSnapshot(
+            self.request.term, self.leader, self.dst, self.meta, 0, b"", False, self.size
+        )
 
     def start(self) -> list[InstallSnapshot]:
         """The first message: a probe asking how much the receiver already holds."""
@@ -196,6 +217,7 @@ class SnapshotSender:
             # will start a fresh one later.
             self.failed = True
             return []
+        self._best_answer = max(self._best_answer, m.offset)
         if m.offset > self.acked:
             self.acked = m.offset
             self._stalled = 0
@@ -232,9 +254,29 @@ class SnapshotSender:
         # Go-back-N: whatever followed the acknowledged prefix was lost or is stuck.
         self.next = self.acked
         chunks = self._fill()
+        if chunks:
+            return chunks
         # Every byte is acknowledged but the final answer (done or rejected) was lost: a probe
-        # asks again (the receiver answers done for a transfer it completed).
-        return chunks or [self._probe()]
+        # asks again (the receiver answers done for a transfer it completed). A receiver that
+        # answers probe after probe, for about half of give_up_ticks, only with less than it
+        # acknowledged lost its copy (it restarted while verifying; late answers cannot last
+        # that long): end the transfer, or it would answer forever (each answer is a sign of
+        # life) and never finish; the core starts a new one.
+        if 0 <= self._best_answer < self.acked:
+            self._lost_probes += 1
+            if self._lost_probes >= max(2, self._give_up_ticks // (2 * self._retry_ticks)):
+                logger.warning(
+                    "follower %d lost snapshot %d after acknowledging all %d bytes; giving up",
+                    self.dst,
+                    self.meta.index,
+                    self.size,
+                )
+                self.failed = True
+                return []
+        elif self._best_answer >= self.acked:
+            self._lost_probes = 0
+        self._best_answer = -1
+        return [self._probe()]
 
     def _fill(self) -> list[InstallSnapshot]:
         out: list[InstallSnapshot] = []
@@ -252,7 +294,14 @@ class SnapshotSender:
             end = self.next + n
             out.append(
                 InstallSnapshot(
-                    term, self.leader, self.dst, self.meta, self.next, data, end == self.size
+                    term,
+                    self.leader,
+                    self.dst,
+                    self.meta,
+                    self.next,
+                    data,
+                    end == self.size,
+                    self.size,
                 )
             )
             self.next = end
@@ -358,11 +407,12 @@ class _Key:
 
 
 class _Partial(Generic[SinkT]):
-    __slots__ = ("finishing", "key", "sink")
+    __slots__ = ("finishing", "key", "sink", "size")
 
-    def __init__(self, key: _Key, sink: SinkT) -> None:
+    def __init__(self, key: _Key, sink: SinkT, size: int) -> None:
         self.key = key
         self.sink = sink
+        self.size = size  # announced by the transfer's first chunk
         self.finishing = False
 
 
@@ -379,19 +429,30 @@ class Completed(Generic[SinkT]):
 class SnapshotReceiver(Generic[SinkT]):
     """Takes snapshot chunks from leaders into a sink (see the module docstring).
 
-    ``begin(tag)`` opens a new sink; ``abort(sink)`` discards one. One transfer is received at
-    a time; a newer leader's transfer replaces an older one's, a stale leader's is ignored.
+    ``begin(tag)`` opens a new sink; ``abort(sink)`` discards one. ``authority()`` returns the
+    node's current term and the leader it knows in that term (``None``: none yet); only that
+    leader's chunks of that term are taken. One transfer is received at a time; a newer
+    leader's transfer replaces an older one's, a stale leader's is ignored.
     """
 
     def __init__(
         self,
         begin: Callable[[str], SinkT],
         abort: Callable[[SinkT], None],
+        *,
+        authority: Callable[[], tuple[int, int | None]],
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._begin = begin
         self._abort = abort
+        self._authority = authority
+        self._clock = clock
         self._current: _Partial[SinkT] | None = None
         self._completed: deque[_Key] = deque(maxlen=8)
+        self.refused = 0
+        """Chunks (and probes) refused unwritten: see the module docstring."""
+        self._logged_key: _Key | None = None
+        self._logged_at = -math.inf
 
     @property
     def receiving(self) -> bool:
@@ -403,6 +464,19 @@ class SnapshotReceiver(Generic[SinkT]):
         """Take one chunk (or probe). Returns the answer to send (``None``: ignore it) and, when
         this chunk completed the file, what the driver must verify and hand to its core."""
         key = _Key(m.src, m.term, m.meta.index, m.meta.term)
+        term, leader = self._authority()
+        if m.term != term or m.src != leader:
+            if m.term > term:
+                why = f"its term {m.term} is ahead of ours ({term}): waiting for its heartbeat"
+            elif m.term < term:
+                why = f"its term {m.term} is stale (ours is {term})"
+            else:
+                why = f"node {m.src} is not our leader in term {term} (leader: {leader})"
+            self._refuse(key, why)
+            return None, None
+        end = m.offset + len(m.data)
+        if end > m.size:
+            return self._oversize(m, key, f"bytes up to {end} of a {m.size}-byte snapshot")
         if key in self._completed:
             return self._answer(m, 0, done=True), None
         cur = self._current
@@ -416,16 +490,51 @@ class SnapshotReceiver(Generic[SinkT]):
             if cur is not None:
                 self._abort(cur.sink)
             tag = f"recv-{key.leader}-{key.leader_term}-{key.index}-{key.term}"
-            cur = self._current = _Partial(key, self._begin(tag))
+            cur = self._current = _Partial(key, self._begin(tag), m.size)
         sink = cur.sink
+        if m.size != cur.size:
+            return self._oversize(
+                m, key, f"it announces {m.size} bytes, the transfer began with {cur.size}"
+            )
         if cur.finishing or m.offset != sink.size:
             return self._answer(m, sink.size), None
+        if m.done and end != cur.size:
+            return self._oversize(m, key, f"it ends at byte {end} of {cur.size}")
         if m.data:
             sink.write(m.data)
         if m.done:
             cur.finishing = True
             return self._answer(m, sink.size), Completed(m, sink)
         return self._answer(m, sink.size), None
+
+    def _oversize(
+        self, m: InstallSnapshot, key: _Key, why: str
+    ) -> tuple[InstallSnapshotResponse, None]:
+        """A chunk that breaks the announced size: that transfer ends, its partial file goes
+        (a sender that breaks its own announcement is not to be trusted with more bytes)."""
+        self._refuse(key, f"past the snapshot's announced size: {why}")
+        cur = self._current
+        if cur is not None and cur.key == key and not cur.finishing:
+            self._abort(cur.sink)
+            self._current = None
+        return self._answer(m, 0, rejected=True), None
+
+    def _refuse(self, key: _Key, why: str) -> None:
+        self.refused += 1
+        now = self._clock()
+        if key == self._logged_key or now - self._logged_at < 1.0:
+            return  # once per transfer, and at most one line a second
+        self._logged_key = key
+        self._logged_at = now
+        logger.warning(
+            "snapshot chunk from node %d (term %d, snapshot %d term %d) refused, unwritten: %s"
+            "; further refusals of this transfer are counted, not logged",
+            key.leader,
+            key.leader_term,
+            key.index,
+            key.term,
+            why,
+        )
 
     def finished(self, completed: Completed[SinkT], ok: bool) -> InstallSnapshotResponse:
         """The driver verified (``ok``) or refused the completed file; returns the final answer

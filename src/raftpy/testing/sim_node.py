@@ -123,7 +123,13 @@ class SimNode:
         self.sm = env.factory()
         self.applied = []
         self.last_applied = self.storage.first_index() - 1
-        self.receiver = SnapshotReceiver(self.snaps.begin_receive, lambda sink: sink.abort())
+        raft = self.raft
+        self.receiver = SnapshotReceiver(
+            self.snaps.begin_receive,
+            lambda sink: sink.abort(),
+            authority=lambda: (raft.term, raft.lead),
+            clock=lambda: 0.0,  # the simulation's logs must not depend on the wall clock
+        )
         self.senders = SnapshotSenders(
             self.id,
             lambda m: env.send(self.id, m),
