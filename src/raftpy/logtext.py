@@ -67,6 +67,13 @@ class RateLimitedLog:
     def log(self, level: int, kind: str, msg: str, *args: object) -> None:
         """Log ``msg % args`` at ``level`` unless ``kind`` used up its lines this interval.
         The arguments must already be safe (see :func:`untrusted`)."""
+        self._log(level, kind, msg, args)
+
+    def warning(self, kind: str, msg: str, *args: object) -> None:
+        """:meth:`log` at ``WARNING``."""
+        self._log(logging.WARNING, kind, msg, args)
+
+    def _log(self, level: int, kind: str, msg: str, args: tuple[object, ...]) -> None:
         now = self._clock()
         state = self._kinds.get(kind)
         if state is None:
@@ -76,13 +83,11 @@ class RateLimitedLog:
             state[0], state[1], state[2] = now, 0, 0
         if state[1] < self._burst:
             state[1] += 1
-            self._logger.log(level, msg, *args)
+            # stacklevel: the record names the caller of log() or warning(), not this module.
+            self._logger.log(level, msg, *args, stacklevel=3)
         else:
             state[2] += 1
             self.suppressed += 1
-
-    def warning(self, kind: str, msg: str, *args: object) -> None:
-        self.log(logging.WARNING, kind, msg, *args)
 
     def flush(self) -> None:
         """Report the kinds whose interval is over and that suppressed lines (called

@@ -53,7 +53,7 @@ class NodeConfig:
     - ``max_peer_connections`` / ``max_client_connections``: accepted connections of each kind
       at once; more are refused at the handshake, with a reason, and counted. At start the
       node lowers the client cap (with a warning) when the descriptor limit (``ulimit -n``)
-      would not leave room for storage (README.md, "Security").
+      would not leave room for storage (docs/resource-limits.md).
     - ``peer_idle_timeout`` / ``client_idle_timeout``: seconds after which an accepted peer
       connection that carried no frame, or a client connection that sent nothing and waits
       for no answer, is closed (``None``: never). The peer timeout must be well above the

@@ -7,7 +7,7 @@ would stop serving. So at construction the transport checks that its caps (peer 
 client connections, connections still shaking hands, and its own outbound connections to peers)
 fit in what the limit leaves after the descriptors already open plus a reserve for storage.
 
-The choice, documented in README.md ("Security"): when they do not fit, the caps are
+The choice, documented in docs/resource-limits.md: when they do not fit, the caps are
 **lowered** (client connections first, then pending handshakes) and a warning says so and how
 to raise the limit (``ulimit -n``); start-up fails only when not even the peers and a handful
 of clients fit, with an error saying what is needed.
