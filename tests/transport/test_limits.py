@@ -121,6 +121,23 @@ def test_a_large_frame_still_arrives_whole_and_the_buffer_shrinks_back() -> None
     run(body(), 40)
 
 
+def test_a_busy_replication_stream_reads_many_frames_per_call() -> None:
+    """Frames larger than the small starting buffer, arriving faster than they are read, grow
+    the buffer to the streaming size (one read per frame would halve throughput)."""
+
+    async def body() -> None:
+        async with cluster(2) as nodes:
+            a, b = nodes[1], nodes[2]
+            entries = tuple(Entry(1, i, EntryKind.COMMAND, b"x" * 100) for i in range(1, 65))
+            for k in range(300):  # ~7 KB each, all written at once
+                a.t.send(AppendEntries(1, 1, 2, 0, 0, entries, k))
+            await until(lambda: len(b.inbox) == 300, "the 300 appends", timeout=10)
+            (proto,) = [p for p in inbound(b) if p._peer_id == 1]
+            assert len(proto._buf) >= 256 << 10, len(proto._buf)
+
+    run(body())
+
+
 def append(src: int, dst: int, blob: bytes) -> AppendEntries:
     return AppendEntries(1, src, dst, 0, 0, (Entry(1, 1, EntryKind.COMMAND, blob),), 0)
 

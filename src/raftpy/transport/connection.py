@@ -202,14 +202,17 @@ class FrameReader(asyncio.BufferedProtocol):
         size = len(buf)
         need = self._need
         min_free = self._min_free
+        target = size
         if need and size - tail < min_free:
             # Full of the frame in progress: double, up to the frame's size (and room for
             # the next header). The frame's bytes arrived; only then is memory spent on them.
-            size = max(min(size * 2, need + min_free), tail + min_free)
-            self._light_reads = 0
-        elif self._grow and not need:
+            target = min(size * 2, need + min_free)
+        if self._grow:
             # The last read filled the buffer: the socket holds more. Read more per call.
-            size = max(min(size * 2, self._stream_max), tail + min_free)
+            target = max(target, min(size * 2, self._stream_max))
+        if target != size:
+            size = max(target, tail + min_free)
+            self._light_reads = 0
         elif not need and self._light_reads > _SHRINK_AFTER_READS:
             size = max(self._base, tail + min_free)
             self._light_reads = 0
