@@ -32,6 +32,15 @@ OLD_NODE_DEFAULTS: dict[str, object] = {
 }
 """NodeConfig's runtime defaults before it held a RaftConfig (copied from that version)."""
 
+RESOURCE_LIMITS: dict[str, object] = {
+    "max_client_frame_bytes": None,
+    "max_peer_connections": 64,
+    "max_client_connections": 1024,
+    "peer_idle_timeout": 300.0,
+    "client_idle_timeout": 300.0,
+}
+"""The limits on what connections may cost, added later with these defaults."""
+
 OLD_CONSENSUS_DEFAULTS: dict[str, object] = {
     "election_ticks": 10,
     "heartbeat_ticks": 1,
@@ -48,8 +57,9 @@ OLD_CONSENSUS_DEFAULTS: dict[str, object] = {
 def test_every_runtime_default_is_unchanged() -> None:
     config = NodeConfig()
     assert {name: getattr(config, name) for name in OLD_NODE_DEFAULTS} == OLD_NODE_DEFAULTS
+    assert {name: getattr(config, name) for name in RESOURCE_LIMITS} == RESOURCE_LIMITS
     names = {f.name for f in dataclasses.fields(NodeConfig)}
-    assert names == {*OLD_NODE_DEFAULTS, "raft"}  # nothing else came or went
+    assert names == {*OLD_NODE_DEFAULTS, *RESOURCE_LIMITS, "raft"}  # nothing else came or went
 
 
 def test_every_consensus_default_is_unchanged() -> None:
@@ -114,6 +124,16 @@ def test_the_node_fills_in_its_id() -> None:
             id="segment-size",
         ),
         pytest.param(
+            NodeConfig(peer_idle_timeout=0.5),
+            r"peer_idle_timeout \(0.5 s\) must be well above the longest election timeout",
+            id="peer-idle-vs-election",
+        ),
+        pytest.param(
+            NodeConfig(max_client_connections=0),
+            "max_client_connections must be >= 1, got 0",
+            id="client-cap",
+        ),
+        pytest.param(
             NodeConfig(max_frame_bytes=1 << 20),
             r"snapshot_chunk_bytes \(1048576\) must fit in a frame \(max_frame_bytes 1048576\)",
             id="chunk-vs-frame",
@@ -129,3 +149,11 @@ def test_validation_lives_in_the_configs(config: NodeConfig, message: str) -> No
 
 def test_the_smallest_segment_is_accepted() -> None:
     NodeConfig(segment_size=4096).validate()
+
+
+def test_the_client_frame_limit_follows_the_largest_command() -> None:
+    assert NodeConfig().client_frame_limit() == (16 << 20) + (64 << 10)
+    bigger = NodeConfig(raft=dataclasses.replace(NODE_RAFT_DEFAULTS, max_entry_bytes=32 << 20))
+    assert bigger.client_frame_limit() == (32 << 20) + (64 << 10)
+    assert NodeConfig(max_client_frame_bytes=1 << 20).client_frame_limit() == 1 << 20
+    assert NodeConfig(max_frame_bytes=8 << 20).client_frame_limit() == 8 << 20

@@ -447,13 +447,15 @@ def test_reconnects_after_the_listener_restarts_and_delivers_what_was_queued() -
             a.t.send(hb(1, 2, commit=0))
             await until(lambda: len(b.inbox) == 1, "first delivery")
             await b.t.close()
-            # Wait until a knows the peer is gone: a redial has failed.
-            await until(lambda: a.stat("dial_failures") >= 1, "a failed redial")
+            # Wait until a knows the peer is gone; it redials only once it has something to
+            # send (the messages below), and that fails while b is down.
+            await until(lambda: a.t._links[2]._proto is None, "a to notice the loss")
             for k in range(1, 31):
                 a.t.send(hb(1, 2, commit=k))
             stats = a.t.stats()
             assert stats["queued_bytes"] == 20 * frame_size
             assert stats["dropped_queue_full"] == 10
+            await until(lambda: a.stat("dial_failures") >= 1, "a failed redial")
             await b2.t.start()  # the same port again
             await until(lambda: len(b2.inbox) == 20, "the queued messages")
             assert [m.commit for m in b2.inbox if isinstance(m, Heartbeat)] == list(range(1, 21))

@@ -11,6 +11,9 @@ node unreachable for this attempt. Requests are pipelined: any number may be out
 connection, each matched to its response by a per-connection ``id``. Requests issued in the
 same event-loop iteration are written with one ``write`` call. A connection that breaks fails
 its outstanding requests; a proposal that had been written counts as "sent, outcome unknown".
+The node announces in its handshake how long it keeps an idle connection open; the client
+stops using a connection idle for half that time and opens a new one, so a request is never
+written into a connection the node is closing.
 
 Finding the leader. A call goes first to the last known leader, else to the next address in
 rotation. A ``NOT_LEADER`` answer naming the leader's address sends the next attempt there
@@ -29,7 +32,9 @@ Outcomes of :meth:`Client.propose`:
   never handed to a node that could have appended it (every attempt was refused, answered
   ``NOT_LEADER`` or ``DROPPED``, or never left this process). Definite: it did not happen;
 - :class:`~raftpy.errors.ProposalDropped` at once when the leader refused it for a reason a
-  retry cannot fix (an entry larger than the leader accepts). Definite;
+  retry cannot fix (an entry larger than the leader accepts), or when the request is larger
+  than the frame limit the node announced in its handshake (then it is not even sent).
+  Definite;
 - :class:`~raftpy.errors.IndeterminateError` when the command was written to a node and its
   fate is unknown: the node answered ``INDETERMINATE``, the connection broke after the request
   was written, or the deadline passed while waiting for the answer. It may have been applied,

@@ -22,11 +22,22 @@ import asyncio
 import logging
 import random
 from dataclasses import dataclass
+from typing import NoReturn
 
-from raftpy.client.connection import AttemptTimeout, ConnectFailed, ConnectionLost
+from raftpy.client.connection import (
+    AttemptTimeout,
+    ConnectFailed,
+    ConnectionLost,
+    RequestTooLarge,
+)
 from raftpy.client.pool import ConnectionPool
 from raftpy.client.targets import Targets
-from raftpy.errors import ClusterUnavailableError, IndeterminateError, RemoteProtocolError
+from raftpy.errors import (
+    ClusterUnavailableError,
+    IndeterminateError,
+    ProposalDropped,
+    RemoteProtocolError,
+)
 from raftpy.outcomes import error_for_status
 from raftpy.transport.address import parse_address
 from raftpy.transport.protocol import (
@@ -159,6 +170,8 @@ class Call:
             except AttemptTimeout as exc:
                 self.on_attempt_timeout(exc.sent)
                 continue
+            except RequestTooLarge as exc:
+                self.on_too_large(exc)
             if self.on_response(resp):
                 return resp
         raise self.final_error(budget)
@@ -193,6 +206,14 @@ class Call:
             )
         self.targets.forget_leader(self.target)
         self._move_on()
+
+    def on_too_large(self, exc: RequestTooLarge) -> NoReturn:
+        """The node announced it accepts no frame this large: nothing was sent, and sending
+        it anywhere else cannot help (every node of a cluster shares its settings)."""
+        if self.uncertain is not None:
+            raise self._indeterminate(f"{self.uncertain}; then refused: {exc}")
+        what = "proposal" if self.is_write else "request"
+        raise ProposalDropped(f"{what} not sent: {exc}", retryable=False)
 
     def on_attempt_timeout(self, sent: bool) -> None:
         if self.is_write and sent:

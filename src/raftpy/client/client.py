@@ -139,7 +139,8 @@ class Client:
     ) -> bytes:
         """Answer ``query`` with ``StateMachine.query`` at ``consistency`` (``"linearizable"``,
         ``"lease"`` or ``"stale"``). Retried until the deadline; raises
-        ``ClusterUnavailableError`` if no node answered in time."""
+        ``ClusterUnavailableError`` if no node answered in time, and ``ProposalDropped`` at
+        once if ``query`` is larger than the node accepts (it was not sent)."""
         level = parse_consistency(consistency)
         resp = await self._call(ClientOp.QUERY, query, level, timeout, None, True)
         return resp.result if resp.result is not None else b""

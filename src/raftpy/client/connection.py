@@ -23,6 +23,7 @@ import msgspec
 
 from raftpy.core.messages import PROTOCOL_VERSION
 from raftpy.errors import RemoteProtocolError
+from raftpy.logtext import untrusted
 from raftpy.transport.address import parse_address
 from raftpy.transport.codec import FrameDecoder, encode_frame
 from raftpy.transport.protocol import (
@@ -42,6 +43,8 @@ log = logging.getLogger(__name__)
 
 # How often a connection checks its outstanding requests' deadlines.
 _SWEEP_INTERVAL: Final = 0.02
+# A connection is given up once idle for this share of the idle timeout the node announced.
+_IDLE_MARGIN: Final = 0.5
 
 
 class ConnectFailed(Exception):
@@ -62,6 +65,18 @@ class ConnectionLost(Exception):
         self.address = address
         self.reason = reason
         self.sent = sent
+
+
+class RequestTooLarge(Exception):
+    """The node announced a smaller frame limit than this request needs. Nothing was sent."""
+
+    def __init__(self, address: str, size: int, limit: int) -> None:
+        super().__init__(
+            f"{address}: a request of {size} bytes exceeds the node's limit of {limit} bytes"
+        )
+        self.address = address
+        self.size = size
+        self.limit = limit
 
 
 class AttemptTimeout(Exception):
@@ -108,9 +123,23 @@ class Connection(asyncio.Protocol):
         self._sweeper: asyncio.TimerHandle | None = None
         self._outbox: list[_Slot] = []
         self._flush_scheduled = False
+        # What the node announced in its HelloReply (None: an older node said nothing).
+        self.max_request_bytes: int | None = None
+        self._idle_limit: float | None = None
+        self._last_sent = loop.time()
 
     @property
     def usable(self) -> bool:
+        if (
+            self._idle_limit is not None
+            and not self._pending
+            and self._ready
+            and not self._closing
+            and self._loop.time() - self._last_sent > self._idle_limit
+        ):
+            # The node closes a connection idle for its announced timeout; a request written
+            # just as it does would be lost with an unknown outcome. Stop using it well before.
+            self.abort("idle: the node is about to close it")
         return self._ready and not self._closing
 
     @property
@@ -127,7 +156,11 @@ class Connection(asyncio.Protocol):
             for payload in self._decoder.feed(data):
                 self._on_frame(payload)
         except (RemoteProtocolError, msgspec.DecodeError) as exc:
-            log.warning("closing connection to %s: bad frame: %s", self.address, exc)
+            log.warning(
+                "closing connection to %s: bad frame: %s",
+                self.address,
+                untrusted(str(exc), quote=False),
+            )
             self.abort(f"protocol error from the node: {exc}")
 
     def eof_received(self) -> bool | None:
@@ -159,6 +192,9 @@ class Connection(asyncio.Protocol):
                 raise RemoteProtocolError("unexpected frame before the handshake completed")
             self.node_id = hello.node_id
             self._ready = hello.ok
+            self.max_request_bytes = hello.max_frame_bytes
+            if hello.idle_timeout is not None:
+                self._idle_limit = hello.idle_timeout * _IDLE_MARGIN
             self._hello.set_result(hello)
             return
         frame = client_decoder.decode(payload)
@@ -192,13 +228,20 @@ class Connection(asyncio.Protocol):
         deadline: float = math.inf,
     ) -> _Slot:
         """Queue a request for the next flush; raise :class:`ConnectionLost` (not sent) if
-        the connection is already unusable. Past ``deadline`` (loop time) the slot fails with
-        :class:`AttemptTimeout`, checked by one sweep timer per connection."""
+        the connection is already unusable, :class:`RequestTooLarge` (not sent) if the
+        request exceeds the frame limit the node announced. Past ``deadline`` (loop time) the
+        slot fails with :class:`AttemptTimeout`, checked by one sweep timer per connection."""
         if not self.usable:
             raise ConnectionLost(self.address, self._reason, sent=False)
         rid = self._next_id
-        self._next_id += 1
         payload = encode_frame_payload(ClientRequest(rid, op, data, consistency, timeout))
+        limit = self.max_request_bytes
+        if limit is not None and len(payload) > limit:
+            # The node would close the connection on it, leaving a proposal's outcome
+            # unknown; refused here, it definitely did not happen.
+            raise RequestTooLarge(self.address, len(payload), limit)
+        self._next_id += 1
+        self._last_sent = self._loop.time()
         slot = _Slot(rid, encode_frame(payload), self._loop.create_future(), deadline)
         self._pending[rid] = slot
         if self._sweeper is None:

@@ -7,6 +7,17 @@ from dataclasses import dataclass, replace
 
 from raftpy.core.config import RaftConfig
 from raftpy.storage.wal import MIN_SEGMENT_SIZE
+from raftpy.transport.codec import DEFAULT_MAX_FRAME_BYTES
+from raftpy.transport.tcp import (
+    CLIENT_IDLE_TIMEOUT,
+    MAX_CLIENT_CONNECTIONS,
+    MAX_PEER_CONNECTIONS,
+    PEER_IDLE_TIMEOUT,
+)
+
+CLIENT_REQUEST_OVERHEAD = 64 << 10
+"""Room for a client request around its command (its id, op, consistency and timeout), in
+the default client frame limit."""
 
 NODE_RAFT_DEFAULTS = RaftConfig(id=0, max_msg_bytes=256 << 10, max_inflight_bytes=2 << 20)
 """The consensus settings a node uses unless told otherwise: the core's defaults with smaller
@@ -34,7 +45,19 @@ class NodeConfig:
       election and heartbeat ticks, PreVote, CheckQuorum, message and inflight limits,
       back-pressure), by default :data:`NODE_RAFT_DEFAULTS`. One ``raft`` serves every member:
       its ``id`` is ignored, the node sets its own (:meth:`raft_config`).
-    - ``max_frame_bytes``: the largest frame accepted on any connection.
+    - ``max_frame_bytes``: the largest frame accepted on a peer connection.
+    - ``max_client_frame_bytes``: the largest frame accepted on a client connection (announced
+      to clients in the handshake, so they refuse a larger request before sending it).
+      ``None``: the largest command (``raft.max_entry_bytes``) plus 64 KiB for the request
+      around it, at most ``max_frame_bytes``.
+    - ``max_peer_connections`` / ``max_client_connections``: accepted connections of each kind
+      at once; more are refused at the handshake, with a reason, and counted. At start the
+      node lowers the client cap (with a warning) when the descriptor limit (``ulimit -n``)
+      would not leave room for storage (docs/resource-limits.md).
+    - ``peer_idle_timeout`` / ``client_idle_timeout``: seconds after which an accepted peer
+      connection that carried no frame, or a client connection that sent nothing and waits
+      for no answer, is closed (``None``: never). The peer timeout must be well above the
+      election timeout: a leader's followers hear from it every heartbeat.
     - ``peer_queue_bytes``: bytes queued per peer before further messages to it are dropped
       (Raft retries them; memory never grows without bound).
     - ``request_timeout``: how long the node works on a client request that gave no timeout.
@@ -60,7 +83,12 @@ class NodeConfig:
     cluster_id: str = "raftpy"
     tick_seconds: float = 0.05
     raft: RaftConfig = NODE_RAFT_DEFAULTS
-    max_frame_bytes: int = 64 << 20
+    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
+    max_client_frame_bytes: int | None = None
+    max_peer_connections: int = MAX_PEER_CONNECTIONS
+    max_client_connections: int = MAX_CLIENT_CONNECTIONS
+    peer_idle_timeout: float | None = PEER_IDLE_TIMEOUT
+    client_idle_timeout: float | None = CLIENT_IDLE_TIMEOUT
     peer_queue_bytes: int = 64 << 20
     request_timeout: float = 5.0
     max_batch: int = 4096
@@ -81,9 +109,29 @@ class NodeConfig:
             raise ValueError(f"tick_seconds must be > 0, got {self.tick_seconds}")
         if self.request_timeout <= 0:
             raise ValueError(f"request_timeout must be > 0, got {self.request_timeout}")
-        for name in ("max_frame_bytes", "peer_queue_bytes", "max_batch"):
+        for name in (
+            "max_frame_bytes",
+            "peer_queue_bytes",
+            "max_batch",
+            "max_peer_connections",
+            "max_client_connections",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_client_frame_bytes is not None and self.max_client_frame_bytes < 1:
+            raise ValueError(
+                f"max_client_frame_bytes must be >= 1 or None, got {self.max_client_frame_bytes}"
+            )
+        for name in ("peer_idle_timeout", "client_idle_timeout"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be > 0 or None, got {value}")
+        election = 2 * self.raft.election_ticks * self.tick_seconds
+        if self.peer_idle_timeout is not None and self.peer_idle_timeout <= election:
+            raise ValueError(
+                f"peer_idle_timeout ({self.peer_idle_timeout} s) must be well above the longest "
+                f"election timeout ({election} s)"
+            )
         if self.segment_size < MIN_SEGMENT_SIZE:
             # The write-ahead log's own minimum: refused here, before a node is built.
             raise ValueError(
@@ -104,6 +152,13 @@ class NodeConfig:
                 f"(max_frame_bytes {self.max_frame_bytes})"
             )
         self.raft.validate()
+
+    def client_frame_limit(self) -> int:
+        """The largest frame a client may send: :attr:`max_client_frame_bytes`, or by default
+        the largest command plus room for the request around it (at most the peer limit)."""
+        if self.max_client_frame_bytes is not None:
+            return min(self.max_client_frame_bytes, self.max_frame_bytes)
+        return min(self.raft.max_entry_bytes + CLIENT_REQUEST_OVERHEAD, self.max_frame_bytes)
 
     def raft_config(self, node_id: int) -> RaftConfig:
         """The core's settings for node ``node_id``: :attr:`raft` with its id filled in."""

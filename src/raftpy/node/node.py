@@ -212,6 +212,11 @@ class RaftNode:
             on_message=on_message,
             on_client_request=on_client,
             max_frame_bytes=self.config.max_frame_bytes,
+            max_client_frame_bytes=self.config.client_frame_limit(),
+            max_peer_connections=self.config.max_peer_connections,
+            max_client_connections=self.config.max_client_connections,
+            peer_idle_timeout=self.config.peer_idle_timeout,
+            client_idle_timeout=self.config.client_idle_timeout,
             peer_queue_bytes=self.config.peer_queue_bytes,
             rng=random.Random(self._rng.getrandbits(64)),
         )

@@ -27,7 +27,16 @@ class ClientConnection:
     thread; responses queued in one loop iteration go out in one write.
     """
 
-    __slots__ = ("_closed", "_dirty", "_out", "_owner", "_proto", "_transport", "peername")
+    __slots__ = (
+        "_closed",
+        "_dirty",
+        "_out",
+        "_outstanding",
+        "_owner",
+        "_proto",
+        "_transport",
+        "peername",
+    )
 
     def __init__(
         self, owner: TcpTransport, proto: InboundConnection, transport: asyncio.Transport
@@ -38,6 +47,9 @@ class ClientConnection:
         self._out = bytearray()
         self._dirty = False
         self._closed = False
+        # Requests handed to the node and not answered yet: a connection waiting for an
+        # answer is not idle, however long the answer takes.
+        self._outstanding = 0
         self.peername: str = proto._name
         """The client's ``host:port``, for logs."""
 
@@ -48,6 +60,8 @@ class ClientConnection:
 
     def respond(self, response: ClientResponse) -> None:
         """Queue ``response`` for the client. Never blocks; does nothing once closed."""
+        if self._outstanding:
+            self._outstanding -= 1
         if self._closed:
             return
         buf = self._out

@@ -15,6 +15,10 @@ from raftpy.errors import RemoteProtocolError
 HEADER: Final = struct.Struct(">I")
 HEADER_SIZE: Final = HEADER.size
 DEFAULT_MAX_FRAME_BYTES: Final = 64 << 20
+"""The largest frame on a peer connection (a snapshot chunk or an AppendEntries batch)."""
+DEFAULT_MAX_CLIENT_FRAME_BYTES: Final = (16 << 20) + (64 << 10)
+"""The largest frame on a client connection: the largest command a node accepts by default
+(``RaftConfig.max_entry_bytes``, 16 MiB) plus room for the request around it."""
 
 
 class FrameTooLarge(RemoteProtocolError):

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Final, cast
 import msgspec
 
 from raftpy.errors import RemoteProtocolError
+from raftpy.logtext import untrusted
 from raftpy.transport.address import format_address
 from raftpy.transport.codec import HEADER, HEADER_SIZE, FrameTooLarge
 from raftpy.transport.protocol import Hello, HelloReply
@@ -35,8 +36,9 @@ TCP_USER_TIMEOUT_MS: Final = 15_000
 behind a partition), so that it is redialed instead of waiting out TCP's ~15-minute limit."""
 
 _SHRINK_AFTER_READS = 64
-"""Reads without a large frame after which a grown receive buffer goes back to its normal
-size (so one large message does not pin a large buffer to a connection for ever)."""
+"""Consecutive light reads (each leaving three quarters of the buffer empty) after which a
+grown receive buffer goes back to its base size (so one burst or one large message does not
+pin a large buffer to a connection for ever)."""
 
 _encoder = msgspec.msgpack.Encoder()
 encode_into = _encoder.encode_into
@@ -80,10 +82,16 @@ class FrameReader(asyncio.BufferedProtocol):
     ``self._handle`` gets each payload as a ``memoryview`` into the buffer, valid only during
     the call (decoders copy what they keep). The buffer holds ``[_start, _end)`` unparsed bytes;
     ``_need`` is the full size (header included) of the incomplete frame at ``_start`` once
-    its header has arrived, else 0. A frame larger than the buffer grows it to fit (bounded by
-    ``max_frame_bytes``), with room for what follows; it shrinks back once no large frame came
-    for a while (a stream of large frames, such as snapshot chunks, reuses one buffer instead
-    of allocating and copying twice per frame).
+    its header has arrived, else 0.
+
+    The buffer grows with the bytes that actually arrive, never with what a header claims: a
+    frame larger than the buffer doubles it each time the buffer fills up (up to the frame's
+    size, bounded by ``_limit``), so a header announcing 64 MiB followed by 2 KiB costs the
+    small buffer, while a real large frame (a snapshot chunk) still arrives in a few large
+    reads. Between frames, a read that fills the buffer doubles it too, up to ``_stream_max``
+    (a busy replication stream reads many frames per call); after ``_SHRINK_AFTER_READS``
+    light reads a grown buffer goes back to ``_base``, so one burst does not pin memory to a
+    connection for ever.
     """
 
     def __init__(self, owner: TcpTransport, bufsize: int) -> None:
@@ -92,13 +100,16 @@ class FrameReader(asyncio.BufferedProtocol):
         # Until the handshake is done a frame may not be large: a stranger must not make us
         # allocate max_frame_bytes per connection.
         self._limit = min(HANDSHAKE_MAX_BYTES, owner._max_frame_bytes)
-        self._bufsize = bufsize
-        self._min_free = bufsize // 4
+        self._base = bufsize
+        self._stream_max = bufsize
+        self._min_free = max(bufsize // 4, 1)
         self._buf = bytearray(bufsize)
-        self._idle_big = 0  # reads since the buffer last had to hold a large frame
+        self._light_reads = 0  # consecutive reads that left a grown buffer mostly empty
+        self._grow = False  # the last read filled the buffer: more is waiting in the socket
         self._start = 0
         self._end = 0
         self._need = 0
+        self._active = True  # set by every read; the idle sweep clears it
         self._transport: asyncio.Transport | None = None
         self._closed = False
         self._name = "?"
@@ -114,26 +125,34 @@ class FrameReader(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
+        self._buf = bytearray()  # a closed connection keeps no buffer, whoever holds it
+        self._start = self._end = self._need = 0
         self._owner._protocol_gone(self)
 
     def get_buffer(self, sizehint: int) -> memoryview:
         buf = self._buf
-        if self._need:
-            if self._start + self._need > len(buf):
-                buf = self._make_room()
-        elif len(buf) - self._end < self._min_free:
+        if (
+            self._grow
+            or len(buf) - self._end < self._min_free
+            or (
+                self._light_reads > _SHRINK_AFTER_READS and not self._need and len(buf) > self._base
+            )
+        ):
             buf = self._make_room()
-        elif len(buf) != self._bufsize:
-            self._idle_big += 1
-            if self._idle_big > _SHRINK_AFTER_READS:
-                buf = self._make_room()
         return memoryview(buf)[self._end :]
 
     def buffer_updated(self, nbytes: int) -> None:
         if self._closed:
             return
+        self._active = True
         self._stats.bytes_received += nbytes
         end = self._end = self._end + nbytes
+        size = len(self._buf)
+        if end * 4 <= size:
+            self._light_reads += 1
+        else:
+            self._light_reads = 0
+            self._grow = end == size and size < self._stream_max
         pos = self._start
         need = self._need
         if need and end - pos < need:
@@ -174,21 +193,30 @@ class FrameReader(asyncio.BufferedProtocol):
     # -- helpers -----------------------------------------------------------------------------
 
     def _make_room(self) -> bytearray:
-        """Move the unparsed bytes to the front of a buffer big enough for the frame in
-        progress (a new one when the size must change: a buffer the loop may still export
-        is never resized in place)."""
+        """Move the unparsed bytes to the front of the buffer, growing it when they fill it
+        (a new buffer when the size must change: one the loop may still export is never
+        resized in place). Every size is at most about twice the bytes actually held."""
         buf = self._buf
         start, end = self._start, self._end
         tail = end - start
+        size = len(buf)
         need = self._need
-        if need:
-            self._idle_big = 0
-            size = max(len(buf), need + self._bufsize) if need > self._bufsize else len(buf)
-            size = max(size, self._bufsize)
-        elif len(buf) > self._bufsize and self._idle_big <= _SHRINK_AFTER_READS:
-            size = len(buf)
-        else:
-            size = self._bufsize
+        min_free = self._min_free
+        target = size
+        if need and size - tail < min_free:
+            # Full of the frame in progress: double, up to the frame's size (and room for
+            # the next header). The frame's bytes arrived; only then is memory spent on them.
+            target = min(size * 2, need + min_free)
+        if self._grow:
+            # The last read filled the buffer: the socket holds more. Read more per call.
+            target = max(target, min(size * 2, self._stream_max))
+        if target != size:
+            size = max(target, tail + min_free)
+            self._light_reads = 0
+        elif not need and self._light_reads > _SHRINK_AFTER_READS:
+            size = max(self._base, tail + min_free)
+            self._light_reads = 0
+        self._grow = False
         if size == len(buf):
             if start:
                 buf[:tail] = buf[start:end]
@@ -212,7 +240,9 @@ class FrameReader(asyncio.BufferedProtocol):
 
     def _protocol_error(self, reason: str) -> None:
         self._stats.malformed_frames += 1
-        log.warning("closing connection %s: %s", self._name, reason)
+        self._owner._badlog.warning(
+            "malformed", "closing connection %s: %s", self._name, untrusted(reason, quote=False)
+        )
         self.abort()
 
     def write_frame(self, frame: Hello | HelloReply) -> None:

@@ -19,11 +19,13 @@ import msgspec
 
 from raftpy.core.messages import PeerMessage
 from raftpy.errors import MessageDecodeError, RemoteProtocolError
+from raftpy.logtext import untrusted
 from raftpy.transport.clients import ClientConnection
 from raftpy.transport.connection import FrameReader, tune_socket
 from raftpy.transport.protocol import (
     ClientRequest,
     ConnectionRole,
+    Hello,
     HelloReply,
     client_decoder,
     decode_hello,
@@ -34,8 +36,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("raftpy.transport")
 
-_CLIENT_BUFFER: Final = 32 << 10  # handshaking and client connections (grows for big frames)
-_PEER_BUFFER: Final = 1 << 20  # accepted peer connections: the replication stream
+_BASE_BUFFER: Final = 4 << 10
+"""Every accepted connection starts with this much (a handshake is small; a connection that
+sends nothing, or announces a large frame and stops, costs no more)."""
+_CLIENT_STREAM: Final = 256 << 10
+"""A client connection's buffer grows to this when reads keep filling it (a pipelining
+client); larger only for a frame in progress that large."""
+_PEER_STREAM: Final = 1 << 20
+"""As :data:`_CLIENT_STREAM` for a peer connection: the replication stream."""
 
 # The same decoder as raftpy.core.messages.decode_message, called directly on the hot path.
 _message_decoder: msgspec.msgpack.Decoder[PeerMessage] = msgspec.msgpack.Decoder(PeerMessage)
@@ -45,12 +53,14 @@ class InboundConnection(FrameReader):
     """An accepted connection: a handshake, then a peer's messages or a client's requests."""
 
     def __init__(self, owner: TcpTransport) -> None:
-        super().__init__(owner, _CLIENT_BUFFER)
+        super().__init__(owner, _BASE_BUFFER)
         self._handle = self._on_hello
         self._timer: asyncio.TimerHandle | None = None
         self._peer_id: int | None = None
         self._client: ClientConnection | None = None
         self._paused = False
+        self._handshaking = False  # counted in owner._handshaking
+        self._idle_since = 0.0  # loop time of the idle sweep that last saw it read nothing
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -59,16 +69,29 @@ class InboundConnection(FrameReader):
         if owner._closing:
             self.abort()
             return
+        if owner._handshaking >= owner._caps.handshakes:
+            # Too many strangers at once: each costs a descriptor, which storage needs too.
+            self._stats.handshakes_over_cap += 1
+            owner._badlog.warning(
+                "over-cap",
+                "closing connection %s: %d connections are already shaking hands",
+                self._name,
+                owner._handshaking,
+            )
+            self.abort()
+            return
+        owner._handshaking += 1
+        self._handshaking = True
         tune_socket(transport, outbound=False)
         loop = asyncio.get_running_loop()
         self._timer = loop.call_later(owner._handshake_timeout, self._handshake_expired)
+        owner._watch_idle()
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._handshake_done()
         if self._client is not None:
+            self._owner._clients -= 1
             self._client._lost()
         if self._peer_id is not None and self._owner._inbound_peers.get(self._peer_id) is self:
             del self._owner._inbound_peers[self._peer_id]
@@ -90,12 +113,21 @@ class InboundConnection(FrameReader):
             self._client._flush()
         return super().eof_received()
 
+    def _handshake_done(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._handshaking:
+            self._handshaking = False
+            self._owner._handshaking -= 1
+
     def _handshake_expired(self) -> None:
         self._timer = None
         if self._closed:
             return
         self._stats.handshake_timeouts += 1
-        log.warning(
+        self._owner._badlog.warning(
+            "handshake-timeout",
             "closing connection %s: no handshake within %.1f s",
             self._name,
             self._owner._handshake_timeout,
@@ -104,36 +136,69 @@ class InboundConnection(FrameReader):
 
     def _on_hello(self, view: memoryview) -> None:
         frame = decode_hello(view)
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._handshake_done()
         owner = self._owner
-        reason = owner._check_hello(frame)
+        reason = owner._check_hello(frame) or self._over_cap(frame)
         transport = self._transport
         assert transport is not None
         if reason is not None:
             self._stats.handshakes_refused += 1
-            log.warning("refused %s connection from %s: %s", frame.role.value, self._name, reason)
+            owner._badlog.warning(
+                "refused",
+                "refused %s connection from %s: %s",
+                frame.role.value,
+                self._name,
+                untrusted(reason, quote=False),
+            )
             self.write_frame(HelloReply(False, owner.node_id, reason))
             self.close()
             return
-        self.write_frame(HelloReply(True, owner.node_id))
-        self._limit = owner._max_frame_bytes
+        self._idle_since = asyncio.get_running_loop().time()
         if frame.role is ConnectionRole.PEER:
             assert frame.node_id is not None
+            self.write_frame(HelloReply(True, owner.node_id))
             self._become_peer(frame.node_id)
         else:
+            limit = owner._max_client_frame_bytes
+            self.write_frame(
+                HelloReply(
+                    True,
+                    owner.node_id,
+                    max_frame_bytes=limit,
+                    idle_timeout=owner._client_idle_timeout,
+                )
+            )
+            # A client's frames are commands and queries: far smaller than a peer's.
+            self._limit = limit
+            self._stream_max = _CLIENT_STREAM
             self._stats.client_connections += 1
+            owner._clients += 1
             self._client = ClientConnection(owner, self, transport)
             self._handle = self._on_request
             log.debug("client connection from %s", self._name)
+
+    def _over_cap(self, hello: Hello) -> str | None:
+        """Why a handshake that passed the checks is refused for lack of room, or None."""
+        owner = self._owner
+        if hello.role is ConnectionRole.CLIENT:
+            if owner._clients >= owner._caps.clients:
+                self._stats.client_connections_over_cap += 1
+                return f"too many client connections (at most {owner._caps.clients})"
+            return None
+        # A peer replaces its own older connection, so only a new peer id takes room.
+        if hello.node_id not in owner._inbound_peers and (
+            len(owner._inbound_peers) >= owner._caps.peers
+        ):
+            self._stats.peer_connections_over_cap += 1
+            return f"too many peer connections (at most {owner._caps.peers})"
+        return None
 
     def _become_peer(self, peer_id: int) -> None:
         owner = self._owner
         self._stats.peer_connections += 1
         self._peer_id = peer_id
-        self._bufsize = _PEER_BUFFER
-        self._min_free = _PEER_BUFFER // 4
+        self._limit = owner._max_frame_bytes
+        self._stream_max = _PEER_STREAM
         self._handle = self._on_message
         # A peer that dials again has given up on its old connection (it restarted, or the
         # old one broke in a way we have not noticed yet): keep only the newest.
@@ -143,11 +208,47 @@ class InboundConnection(FrameReader):
         if link is not None:
             link.poke()
         if old is not None and old is not self:
-            log.info(
-                "peer %d reconnected from %s; closing its older connection", peer_id, self._name
+            owner._badlog.log(
+                logging.INFO,
+                "peer-reconnect",
+                "peer %d reconnected from %s; closing its older connection",
+                peer_id,
+                self._name,
             )
             old.close()
         log.debug("peer %d connected from %s", peer_id, self._name)
+
+    def check_idle(self, now: float) -> None:
+        """Called by the transport's idle sweep: close a connection that read nothing for its
+        idle timeout (a client only with no request outstanding)."""
+        if self._active:
+            self._active = False
+            self._idle_since = now
+            return
+        owner = self._owner
+        if self._peer_id is not None:
+            timeout = owner._peer_idle_timeout
+            if timeout is None or now - self._idle_since < timeout:
+                return
+            self._stats.peer_idle_closed += 1
+            what = f"peer {self._peer_id}"
+        elif self._client is not None:
+            timeout = owner._client_idle_timeout
+            if timeout is None or now - self._idle_since < timeout or self._client._outstanding:
+                return
+            self._stats.client_idle_closed += 1
+            what = "client"
+        else:
+            return  # still shaking hands: the handshake timeout's business
+        owner._badlog.log(
+            logging.INFO,
+            "idle",
+            "closing %s connection %s: idle for %.0f s",
+            what,
+            self._name,
+            now - self._idle_since,
+        )
+        self.close()
 
     def _on_message(self, view: memoryview) -> None:
         try:
@@ -178,6 +279,7 @@ class InboundConnection(FrameReader):
         self._stats.client_requests += 1
         client = self._client
         assert client is not None
+        client._outstanding += 1
         try:
             self._owner._on_client_request(client, request)
         except Exception:

@@ -117,6 +117,7 @@ class PeerLink:
         "_proto",
         "_retry_now",
         "_room",
+        "_work",
         "address",
         "closed",
         "host",
@@ -143,6 +144,8 @@ class PeerLink:
         self.task: asyncio.Task[None] | None = None
         # Set when the peer dials us: it is back, so stop waiting out the backoff.
         self._retry_now = asyncio.Event()
+        # Set when a message is queued while there is no connection (see _wait_for_work).
+        self._work = asyncio.Event()
 
     def push(self, message: PeerMessage) -> None:
         if self.closed:
@@ -162,7 +165,9 @@ class PeerLink:
             return
         pack_header_into(buf, start, size)
         self._pending_frames += 1
-        if not self._dirty and self._proto is not None:
+        if self._proto is None:
+            self._work.set()
+        elif not self._dirty:
             self._dirty = True
             self._owner._mark_dirty(self)
 
@@ -236,6 +241,7 @@ class PeerLink:
             return
         self._flush()
         self.closed = True
+        self._work.set()
         if self._proto is not None:
             self._proto.close()
         if self.task is not None:
@@ -292,6 +298,7 @@ class PeerLink:
                     if self._owner._closing:
                         return
                     log.info("connection to peer %d at %s lost", self.peer_id, self.address)
+                    await self._wait_for_work()
                 else:
                     proto.close()
                     stats.handshakes_rejected += 1
@@ -308,6 +315,15 @@ class PeerLink:
                     await self._retry_now.wait()
             if self._retry_now.is_set():
                 backoff = owner._backoff_initial
+
+    async def _wait_for_work(self) -> None:
+        """Wait until a message is queued. The peer closes a connection that carried nothing
+        for its idle timeout (a follower rarely speaks to another follower): redialing at
+        once would only open another idle connection, so the next one waits for a message,
+        as the first one did."""
+        while not self._pending and not self.closed:
+            self._work.clear()
+            await self._work.wait()
 
     def poke(self) -> None:
         """The peer just connected to us, so it is up: redial now if we are backing off."""

@@ -50,11 +50,19 @@ class Hello(msgspec.Struct, frozen=True, tag="hello"):
 
 
 class HelloReply(msgspec.Struct, frozen=True, tag="hello-reply"):
-    """The acceptor's answer. ``ok`` false comes with a ``reason`` and the connection closes."""
+    """The acceptor's answer. ``ok`` false comes with a ``reason`` and the connection closes.
+
+    To a client that was accepted, the acceptor announces the largest request frame it
+    accepts (``max_frame_bytes``, so a client refuses a larger request before sending it) and
+    how long it keeps a connection with nothing outstanding open (``idle_timeout``, seconds;
+    ``None``: for ever), so the client stops using it before then. ``None`` in either: not
+    announced (an older node)."""
 
     ok: bool
     node_id: NodeId
     reason: str | None = None
+    max_frame_bytes: NonNeg | None = None
+    idle_timeout: Annotated[float, msgspec.Meta(gt=0)] | None = None
 
 
 class ClientOp(enum.Enum):

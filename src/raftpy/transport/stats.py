@@ -22,6 +22,11 @@ class TransportStats:
     """Every byte handed to a socket on every connection (as for ``bytes_received``)."""
     client_connections: int = 0
     """Accepted connections whose handshake made them client connections."""
+    client_connections_over_cap: int = 0
+    """Client handshakes refused because ``max_client_connections`` were open."""
+    client_idle_closed: int = 0
+    """Client connections closed for sending nothing, with nothing outstanding, for
+    ``client_idle_timeout``."""
     client_requests: int = 0
     """Client requests handed to ``on_client_request``."""
     client_responses: int = 0
@@ -40,8 +45,11 @@ class TransportStats:
     """Messages dropped because their frame exceeds ``max_frame_bytes``."""
     handshake_timeouts: int = 0
     """Accepted connections closed for not completing a handshake in time."""
+    handshakes_over_cap: int = 0
+    """Connections closed at accept because ``max_handshakes`` were already shaking hands."""
     handshakes_refused: int = 0
-    """Handshakes this node refused (wrong cluster, version, target or unknown peer)."""
+    """Handshakes this node refused (wrong cluster, version, target or unknown peer, or over
+    a connection cap: those are counted again by their ``*_over_cap`` counter)."""
     handshakes_rejected: int = 0
     """Handshakes of ours that a peer refused (or answered as another node)."""
     malformed_frames: int = 0
@@ -54,6 +62,10 @@ class TransportStats:
     lost uncounted."""
     peer_connections: int = 0
     """Accepted connections whose handshake made them peer connections."""
+    peer_connections_over_cap: int = 0
+    """Peer handshakes refused because ``max_peer_connections`` peers were connected."""
+    peer_idle_closed: int = 0
+    """Accepted peer connections closed for carrying no frame for ``peer_idle_timeout``."""
     peer_connects: int = 0
     """Completed outbound handshakes."""
     reconnects: int = 0

@@ -45,10 +45,13 @@ from typing import TYPE_CHECKING, Final
 
 from raftpy.core.messages import PROTOCOL_VERSION, PeerMessage
 from raftpy.errors import LocalProtocolError
+from raftpy.logtext import RateLimitedLog
 from raftpy.transport.address import format_address, parse_address
 from raftpy.transport.base import ClientConnectionLike, CountingTransport, Transport
 from raftpy.transport.clients import ClientConnection
+from raftpy.transport.codec import DEFAULT_MAX_CLIENT_FRAME_BYTES, DEFAULT_MAX_FRAME_BYTES
 from raftpy.transport.connection import FrameReader
+from raftpy.transport.descriptors import ConnectionCaps, fit_to_this_process
 from raftpy.transport.inbound import InboundConnection
 from raftpy.transport.outbound import PeerLink
 from raftpy.transport.protocol import ClientRequest, ConnectionRole, Hello
@@ -64,6 +67,22 @@ HANDSHAKE_TIMEOUT: Final = 5.0
 """Seconds a connection may take from accept (or dial) to a completed handshake."""
 CLOSE_TIMEOUT: Final = 1.0
 """Seconds :meth:`TcpTransport.close` lets connections flush before it aborts them."""
+MAX_PEER_CONNECTIONS: Final = 64
+"""Accepted peer connections at once (each peer has at most one: a newer one replaces it)."""
+MAX_CLIENT_CONNECTIONS: Final = 1024
+"""Accepted client connections at once; more are refused at the handshake."""
+MAX_HANDSHAKES: Final = 256
+"""Accepted connections still shaking hands at once; more are closed at accept."""
+PEER_IDLE_TIMEOUT: Final = 300.0
+"""Seconds an accepted peer connection may carry no frame before it is closed. A leader's
+followers hear from it every heartbeat; a follower that sends nothing for this long (to
+another follower, after an election) redials when it has something to say."""
+CLIENT_IDLE_TIMEOUT: Final = 300.0
+"""Seconds a client connection with no request outstanding may send nothing before it is
+closed. Announced in the handshake reply so the client stops using it well before."""
+_IDLE_SWEEPS_PER_TIMEOUT: Final = 4
+"""Idle connections are found by a sweep this many times per timeout: one is closed between
+one and 1.25 timeouts after its last read."""
 
 
 class TcpTransport:
@@ -87,16 +106,34 @@ class TcpTransport:
         cluster_id: str,
         on_message: Callable[[PeerMessage], None],
         on_client_request: Callable[[ClientConnection, ClientRequest], None],
-        max_frame_bytes: int = 64 << 20,
+        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        max_client_frame_bytes: int = DEFAULT_MAX_CLIENT_FRAME_BYTES,
         peer_queue_bytes: int = 64 << 20,
         backoff_initial: float = 0.05,
         backoff_max: float = 10.0,
         rng: random.Random | None = None,
         handshake_timeout: float = HANDSHAKE_TIMEOUT,
         close_timeout: float = CLOSE_TIMEOUT,
+        max_peer_connections: int = MAX_PEER_CONNECTIONS,
+        max_client_connections: int = MAX_CLIENT_CONNECTIONS,
+        max_handshakes: int = MAX_HANDSHAKES,
+        peer_idle_timeout: float | None = PEER_IDLE_TIMEOUT,
+        client_idle_timeout: float | None = CLIENT_IDLE_TIMEOUT,
     ) -> None:
-        if max_frame_bytes < 1 or peer_queue_bytes < 1:
-            raise ValueError("max_frame_bytes and peer_queue_bytes must be >= 1")
+        if min(max_frame_bytes, max_client_frame_bytes, peer_queue_bytes) < 1:
+            raise ValueError(
+                "max_frame_bytes, max_client_frame_bytes and peer_queue_bytes must be >= 1"
+            )
+        if min(max_peer_connections, max_client_connections, max_handshakes) < 1:
+            raise ValueError(
+                "max_peer_connections, max_client_connections and max_handshakes must be >= 1"
+            )
+        for name, value in (
+            ("peer_idle_timeout", peer_idle_timeout),
+            ("client_idle_timeout", client_idle_timeout),
+        ):
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be > 0 or None, got {value}")
         if not 0 < backoff_initial <= backoff_max:
             raise ValueError("backoff must satisfy 0 < backoff_initial <= backoff_max")
         if handshake_timeout <= 0 or close_timeout <= 0:
@@ -109,6 +146,7 @@ class TcpTransport:
         self._on_message = on_message
         self._on_client_request = on_client_request
         self._max_frame_bytes = max_frame_bytes
+        self._max_client_frame_bytes = min(max_client_frame_bytes, max_frame_bytes)
         self._peer_queue_bytes = peer_queue_bytes
         self._backoff_initial = backoff_initial
         self._backoff_max = backoff_max
@@ -127,6 +165,18 @@ class TcpTransport:
         self._closing = False
         self._all_gone: asyncio.Event | None = None
         self._warned_no_route: set[int] = set()
+        self._peer_idle_timeout = peer_idle_timeout
+        self._client_idle_timeout = client_idle_timeout
+        # The caps must leave descriptors for storage (see raftpy.transport.descriptors).
+        self._caps = fit_to_this_process(
+            ConnectionCaps(max_peer_connections, max_client_connections, max_handshakes),
+            outbound=len(self._peers),
+        )
+        self._clients = 0  # live client connections (handshake done)
+        self._handshaking = 0  # accepted connections still shaking hands
+        self._idle_sweep: asyncio.TimerHandle | None = None
+        # Lines about bad connections: a stranger must not be able to flood the log.
+        self._badlog = RateLimitedLog(log)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -168,6 +218,9 @@ class TcpTransport:
 
     def _shutdown(self) -> None:
         self._all_gone = asyncio.Event()
+        if self._idle_sweep is not None:
+            self._idle_sweep.cancel()
+            self._idle_sweep = None
         if self._server is not None:
             self._server.close()
         self._flush_dirty()
@@ -195,6 +248,31 @@ class TcpTransport:
         self._protocols.discard(proto)
         if self._all_gone is not None and not self._protocols:
             self._all_gone.set()
+
+    def _watch_idle(self) -> None:
+        """Start the idle sweep if it is not running (on each accepted connection, so a
+        transport that accepts nothing never wakes up for it)."""
+        if self._idle_sweep is None and not self._closing:
+            loop = self._loop or asyncio.get_running_loop()
+            self._idle_sweep = loop.call_later(self._sweep_period(), self._sweep_idle)
+
+    def _sweep_period(self) -> float:
+        timeouts = [t for t in (self._peer_idle_timeout, self._client_idle_timeout) if t]
+        # Without idle timeouts the sweep still reports rate-limited log lines now and then.
+        return min(timeouts) / _IDLE_SWEEPS_PER_TIMEOUT if timeouts else 10.0
+
+    def _sweep_idle(self) -> None:
+        self._idle_sweep = None
+        if self._closing:
+            return
+        loop = self._loop or asyncio.get_running_loop()
+        now = loop.time()
+        for proto in list(self._protocols):
+            if isinstance(proto, InboundConnection) and not proto._closed:
+                proto.check_idle(now)
+        self._badlog.flush()
+        if self._protocols:
+            self._idle_sweep = loop.call_later(self._sweep_period(), self._sweep_idle)
 
     # -- sending -----------------------------------------------------------------------------
 
@@ -314,9 +392,11 @@ class TcpTransport:
     def stats(self) -> dict[str, int]:
         """Counters since creation, by name (each is described on
         :class:`~raftpy.transport.stats.TransportStats`), with ``messages_dropped`` (every
-        drop) and the ``queued_bytes`` gauge (bytes now waiting to be sent to peers)."""
+        drop), the ``queued_bytes`` gauge (bytes now waiting to be sent to peers) and
+        ``log_lines_suppressed`` (lines about bad connections left out by rate limiting)."""
         out = self._stats.as_dict()
         out["queued_bytes"] = sum(link.queued_bytes() for link in self._links.values())
+        out["log_lines_suppressed"] = self._badlog.suppressed
         return out
 
 
