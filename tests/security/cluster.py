@@ -32,7 +32,7 @@ from tests.security.probe import Probe, Refused, attacker_context
 
 T = TypeVar("T")
 
-TLS_UNAVAILABLE = "mutual TLS is not built yet: `python -m raftpy tls --help` fails"
+TLS_UNAVAILABLE = "mutual TLS is not built yet: `raftpy tls --help` fails"
 CLIENT_NAME = "app"
 
 
@@ -41,7 +41,7 @@ def tls_available() -> bool:
     """Whether this raftpy has ``raftpy tls`` (checked once, by running it)."""
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "raftpy", "tls", "--help"],
+            [sys.executable, "-m", "raftpy.cli", "tls", "--help"],
             capture_output=True,
             timeout=30,
             check=False,
@@ -96,7 +96,7 @@ class AttackedCluster:
                 [
                     sys.executable,
                     "-m",
-                    "raftpy",
+                    "raftpy.cli",
                     "tls",
                     "init",
                     str(self.certs),
