@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import dataclasses
 import os
+import signal
 import threading
 import time
 import uuid
@@ -120,6 +121,21 @@ def expect_refused(attacked: AttackedCluster, probes: list[tuple[str, Probe]]) -
     finally:
         for _how, probe in probes:
             probe.close()
+
+
+def attack_and_expect_close(
+    attacked: AttackedCluster, target: int, claim: int, messages: list[PeerMessage]
+) -> None:
+    """Send invariant-breaking ``messages`` to ``target`` as node ``claim`` (see :func:`forge`)
+    and expect the connection closed (plain) or refused (TLS). The real ``claim`` is paused
+    meanwhile (it must be a follower, so a quorum stays): it would otherwise dial again within
+    a moment, and the node keeps only a peer's newest connection, closing the forged one for
+    that reason alone."""
+    attacked.procs.signal(claim, signal.SIGSTOP)
+    try:
+        expect_refused_or_closed(attacked, forge(attacked, target, claim, messages))
+    finally:
+        attacked.procs.signal(claim, signal.SIGCONT)
 
 
 def forged_put(term: int, index: int, value: str) -> Entry:
@@ -233,19 +249,18 @@ def test_append_with_entries_inconsistent_with_prev_index_is_refused(
     # follow prev_index, and close the connection.
     leader, last, last_term = settled_tail(attacked)
     term = attacked.max_term() + 1  # an entry term unlike the committed one's: a conflict
-    probes: list[tuple[str, Probe]] = []
-    for target in (i for i in (1, 2, 3) if i != leader.id):
+    f1, f2 = (i for i in (1, 2, 3) if i != leader.id)
+    for target, claim in ((f1, f2), (f2, f1)):
         forged = AppendEntries(
             term,
-            leader.id,
+            claim,
             target,
             last,
             last_term,
             (forged_put(term, attacked.target_index, "conflict"),),
             0,
         )
-        probes += forge(attacked, target, leader.id, [forged])
-    expect_refused_or_closed(attacked, probes)
+        attack_and_expect_close(attacked, target, claim, [forged])
     attacked.intact()
 
 
@@ -253,11 +268,9 @@ def test_append_with_entries_inconsistent_with_prev_index_is_refused(
 def test_heartbeat_with_term_2_64_minus_1_is_refused_and_survives_a_restart(
     attacked: AttackedCluster,
 ) -> None:
-    probes: list[tuple[str, Probe]] = []
-    for target in (1, 2, 3):
-        claim = next(i for i in (1, 2, 3) if i != target)
-        probes += forge(attacked, target, claim, [Heartbeat(2**64 - 1, claim, target, 0)])
-    expect_refused_or_closed(attacked, probes)
+    leader, f1, f2 = followers(attacked)
+    for target, claim in ((leader.id, f1), (f1, f2), (f2, f1)):
+        attack_and_expect_close(attacked, target, claim, [Heartbeat(2**64 - 1, claim, target, 0)])
     attacked.intact()
     # The term must not have been persisted either: every node starts and serves again.
     attacked.restart_all()
@@ -271,9 +284,8 @@ def test_heartbeat_of_the_leaders_term_from_another_id_is_refused(
 ) -> None:
     leader, f1, f2 = followers(attacked)
     term = leader.term or 0
-    probes = forge(attacked, f1, f2, [Heartbeat(term, f2, f1, 0)])
-    probes += forge(attacked, leader.id, f1, [Heartbeat(term, f1, leader.id, 0)])
-    expect_refused_or_closed(attacked, probes)
+    attack_and_expect_close(attacked, f1, f2, [Heartbeat(term, f2, f1, 0)])
+    attack_and_expect_close(attacked, leader.id, f1, [Heartbeat(term, f1, leader.id, 0)])
     attacked.intact()
 
 
@@ -531,18 +543,25 @@ def test_stale_term_snapshot_chunks_write_nothing(attacked: AttackedCluster) -> 
     data_dir = attacked.root / f"data{target}"
     before = tree_bytes(data_dir)
     chunk = b"\x00" * MIB
-    probes = attacked.peer_probes(target, claim)
     sent = 0
-    for _how, probe in probes:
-        deadline = time.monotonic() + 2.0
-        offset = 0
-        while time.monotonic() < deadline and offset < 64 * MIB:
-            try:
-                probe.send_message(InstallSnapshot(term, claim, target, meta, offset, chunk, False))
-            except OSError:
-                break
-            offset += len(chunk)
-        sent += offset
+    # The real member `claim` is paused meanwhile: it would otherwise dial again within a
+    # moment, and the node keeps only a peer's newest connection, closing the forged one.
+    attacked.procs.signal(claim, signal.SIGSTOP)
+    try:
+        probes = attacked.peer_probes(target, claim)
+        for _how, probe in probes:
+            deadline = time.monotonic() + 2.0
+            offset = 0
+            while time.monotonic() < deadline and offset < 64 * MIB:
+                message = InstallSnapshot(term, claim, target, meta, offset, chunk, False)
+                try:
+                    probe.send_message(message)
+                except OSError:
+                    break
+                offset += len(chunk)
+            sent += offset
+    finally:
+        attacked.procs.signal(claim, signal.SIGCONT)
     bound = 4 * MIB
     grew = wait_for(lambda: tree_bytes(data_dir) - before > bound, 2.0)
     growth = tree_bytes(data_dir) - before
