@@ -51,6 +51,12 @@ def tls_available() -> bool:
     return done.returncode == 0
 
 
+def _usual_umask() -> None:
+    # In the child before the server starts: a node must make its files owner-only by itself,
+    # whatever umask it inherits, so the tests give it the common permissive one.
+    os.umask(0o022)
+
+
 def encode_put(key: str, value: Any) -> bytes:
     return msgspec.msgpack.encode(("put", key, json.dumps(value, separators=(",", ":"))))
 
@@ -137,7 +143,9 @@ class AttackedCluster:
             self.cluster.stop_all()
         for i in (1, 2, 3):
             shutil.rmtree(self.root / f"data{i}", ignore_errors=True)
-        self.cluster = ProcessCluster("hashmap", 3, self.root, self.extra, node_args=self.node_args)
+        self.cluster = ProcessCluster(
+            "hashmap", 3, self.root, self.extra, node_args=self.node_args, preexec_fn=_usual_umask
+        )
         self.cluster.start_all()
         self.keys = {}
         self._write_known_data()
