@@ -45,11 +45,24 @@ def run_cli(example: str, *args: str, timeout: float = 30.0) -> subprocess.Compl
 class ProcessCluster:
     """n example servers as real processes (for tests)."""
 
-    def __init__(self, example: str, n: int, root: Path, extra: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        example: str,
+        n: int,
+        root: Path,
+        extra: list[str] | None = None,
+        *,
+        node_args: Callable[[int], list[str]] | None = None,
+        preexec_fn: Callable[[], None] | None = None,
+    ) -> None:
         self.example = example
         self.n = n
         self.root = root
         self.extra = FAST_ARGS + (extra or [])
+        # Options that differ per node (its own certificate, say), and what runs in the child
+        # before the server starts (a lowered resource limit, say).
+        self.node_args = node_args
+        self.preexec_fn = preexec_fn
         self.ports = {i: free_port() for i in range(1, n + 1)}
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         self.logs: dict[int, Path] = {}
@@ -79,10 +92,12 @@ class ProcessCluster:
                     "--data-dir",
                     str(self.root / f"data{i}"),
                     *self.extra,
+                    *(self.node_args(i) if self.node_args is not None else []),
                 ],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, "RAFTPY_LOG": "info"},
+                preexec_fn=self.preexec_fn,
             )
         wait_until(lambda: self._listening(i), 10, f"node {i} to listen")
 
