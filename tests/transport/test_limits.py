@@ -362,7 +362,18 @@ def test_caps_that_do_not_fit_the_descriptor_limit_are_lowered_with_a_warning(
 
 def test_a_descriptor_limit_too_low_for_the_peers_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match=r"file descriptor limit \(100, 30 open\).*ulimit -n"):
-        fit_caps(ConnectionCaps(peers=10, clients=100, handshakes=10), 10, limit=100, in_use=30)
+        fit_caps(ConnectionCaps(peers=30, clients=100, handshakes=10), 10, limit=100, in_use=30)
+
+
+def test_a_low_limit_lowers_the_peer_cap_to_what_the_members_can_use() -> None:
+    # 128 descriptors (a limit met in the field) must still run a 3-node cluster: the peer
+    # cap of 64 is lowered towards two connections per member instead of refusing to start.
+    wanted = ConnectionCaps(peers=64, clients=1024, handshakes=256)
+    fitted = fit_caps(wanted, 2, limit=128, in_use=12)
+    room = 128 - 12 - 2 - STORAGE_DESCRIPTORS
+    assert 2 * 2 + 2 <= fitted.peers < 64
+    assert fitted.peers + fitted.clients + fitted.handshakes <= room
+    assert fitted.clients >= 8 and fitted.handshakes >= 8
 
 
 def test_the_transport_lowers_its_caps_to_the_process_limit(

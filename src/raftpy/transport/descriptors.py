@@ -8,7 +8,8 @@ client connections, connections still shaking hands, and its own outbound connec
 fit in what the limit leaves after the descriptors already open plus a reserve for storage.
 
 The choice, documented in docs/resource-limits.md: when they do not fit, the caps are
-**lowered** (client connections first, then pending handshakes) and a warning says so and how
+**lowered** (client connections first, then pending handshakes, then peer connections down
+to what the members can use) and a warning says so and how
 to raise the limit (``ulimit -n``); start-up fails only when not even the peers and a handful
 of clients fit, with an error saying what is needed.
 """
@@ -78,26 +79,36 @@ def fit_caps(
     room = limit - (in_use or 0) - outbound - STORAGE_DESCRIPTORS
     if wanted.peers + wanted.clients + wanted.handshakes <= room:
         return wanted
-    floor = wanted.peers + min(wanted.clients, MIN_CLIENT_CONNECTIONS)
+    # Each member keeps one inbound connection (a reconnect briefly makes two), so twice the
+    # members we dial, plus a little, is all the peers ever need at once.
+    peers_floor = min(wanted.peers, 2 * outbound + 2)
+    floor = peers_floor + min(wanted.clients, MIN_CLIENT_CONNECTIONS)
     floor += min(wanted.handshakes, MIN_HANDSHAKES)
     if room < floor:
         raise ValueError(
             f"the file descriptor limit ({limit}, {in_use} open) leaves room for {max(room, 0)} "
             f"connections after {outbound} outbound and {STORAGE_DESCRIPTORS} kept for storage; "
-            f"at least {floor} are needed ({wanted.peers} peers and a few clients): raise it "
+            f"at least {floor} are needed ({peers_floor} peers and a few clients): raise it "
             f"(ulimit -n) or lower max_peer_connections"
         )
-    spare = room - wanted.peers
+    # Clients and pending handshakes are lowered first; peers only when the minimum of those
+    # would not fit beside the wanted peer cap.
+    least_others = floor - peers_floor
+    peers = wanted.peers if wanted.peers + least_others <= room else room - least_others
+    spare = room - peers
     handshakes = max(min(wanted.handshakes, spare // 4), min(wanted.handshakes, MIN_HANDSHAKES))
     clients = min(wanted.clients, spare - handshakes)
-    fitted = ConnectionCaps(wanted.peers, clients, handshakes)
+    fitted = ConnectionCaps(peers, clients, handshakes)
     log.warning(
-        "the file descriptor limit (%d, %s open) is too low for %d client connections and %d "
-        "pending handshakes; accepting at most %d and %d (raise it with ulimit -n)",
+        "the file descriptor limit (%d, %s open) is too low for %d peer and %d client "
+        "connections and %d pending handshakes; accepting at most %d, %d and %d (raise it "
+        "with ulimit -n)",
         limit,
         in_use,
+        wanted.peers,
         wanted.clients,
         wanted.handshakes,
+        fitted.peers,
         fitted.clients,
         fitted.handshakes,
     )
