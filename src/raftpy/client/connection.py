@@ -37,6 +37,7 @@ from raftpy.transport.protocol import (
     decode_hello_reply,
     encode_frame_payload,
 )
+from raftpy.transport.tls import TlsContexts
 
 log = logging.getLogger(__name__)
 
@@ -90,9 +91,17 @@ class _Slot:
 class Connection(asyncio.Protocol):
     """A client connection to one node: handshake, pipelined requests, response dispatch."""
 
-    def __init__(self, address: str, loop: asyncio.AbstractEventLoop, max_frame_bytes: int) -> None:
+    def __init__(
+        self,
+        address: str,
+        loop: asyncio.AbstractEventLoop,
+        max_frame_bytes: int,
+        tls: TlsContexts | None = None,
+    ) -> None:
         self.address = address
         self.node_id: int | None = None
+        self._tls = tls
+        self._cert_node_id: int | None = None
         self._loop = loop
         self._transport: asyncio.Transport | None = None
         self._decoder = FrameDecoder(max_frame_bytes)
@@ -121,6 +130,14 @@ class Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
+        if self._tls is not None:
+            # Only a node of the cluster may answer: a certificate of the cluster CA that
+            # names a node id (a client certificate cannot pose as a node).
+            identity = self._tls.identity(transport.get_extra_info("peercert"))
+            if identity is None or identity.node_id is None:
+                self.abort("its certificate is not a node certificate of the cluster")
+                return
+            self._cert_node_id = identity.node_id
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -157,6 +174,11 @@ class Connection(asyncio.Protocol):
             hello = decode_hello_reply(payload)
             if self._hello.done():
                 raise RemoteProtocolError("unexpected frame before the handshake completed")
+            if self._tls is not None and hello.node_id != self._cert_node_id:
+                raise RemoteProtocolError(
+                    f"node {hello.node_id} answered with the certificate of node "
+                    f"{self._cert_node_id}"
+                )
             self.node_id = hello.node_id
             self._ready = hello.ok
             self._hello.set_result(hello)
@@ -178,6 +200,8 @@ class Connection(asyncio.Protocol):
     async def handshake(self, cluster_id: str | None) -> HelloReply:
         """Send Hello and wait for the reply (the caller bounds the wait)."""
         hello = Hello(version=PROTOCOL_VERSION, role=ConnectionRole.CLIENT, cluster_id=cluster_id)
+        if self._closing:  # refused already (the node's certificate)
+            return await self._hello
         self._write(encode_frame(encode_frame_payload(hello)))
         return await self._hello
 
@@ -276,16 +300,24 @@ def _retrieve(future: asyncio.Future[Any]) -> None:
 
 
 async def connect(
-    address: str, *, cluster_id: str | None, connect_timeout: float, max_frame_bytes: int
+    address: str,
+    *,
+    cluster_id: str | None,
+    connect_timeout: float,
+    max_frame_bytes: int,
+    tls: TlsContexts | None = None,
 ) -> Connection:
     """Open a connection to ``address`` and complete the handshake within
-    ``connect_timeout``. Raises :class:`ConnectFailed`."""
+    ``connect_timeout``; with ``tls``, mutual TLS to a node certificate of the cluster.
+    Raises :class:`ConnectFailed`."""
     host, port = parse_address(address)
     loop = asyncio.get_running_loop()
-    conn = Connection(address, loop, max_frame_bytes)
+    conn = Connection(address, loop, max_frame_bytes, tls)
     try:
         async with asyncio.timeout(connect_timeout):
-            await loop.create_connection(lambda: conn, host, port)
+            await loop.create_connection(
+                lambda: conn, host, port, ssl=tls.client if tls is not None else None
+            )
             reply = await conn.handshake(cluster_id)
     except TimeoutError:
         conn.abort("connect timeout")

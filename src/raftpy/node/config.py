@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 
 from raftpy.core.config import RaftConfig
 from raftpy.storage.wal import MIN_SEGMENT_SIZE
+from raftpy.transport.tls import TlsConfig
 
 NODE_RAFT_DEFAULTS = RaftConfig(id=0, max_msg_bytes=256 << 10, max_inflight_bytes=2 << 20)
 """The consensus settings a node uses unless told otherwise: the core's defaults with smaller
@@ -49,6 +50,12 @@ class NodeConfig:
       memory whatever the snapshot's size).
     - ``exit_on_fatal``: end the process on a fatal storage error (an fsync failure), as it
       must in production: the kernel may have dropped the dirty pages. Tests turn it off.
+    - ``tls``: serve and dial with mutual TLS (:class:`~raftpy.transport.tls.TlsConfig`:
+      this node's certificate, which names its node id, its key and the cluster CA). ``None``
+      serves plain TCP: anyone who can reach the port and knows ``cluster_id`` can then act
+      as a member (see README.md, Security), so plain TCP is allowed on a loopback address
+      only, unless ``insecure`` is set.
+    - ``insecure``: allow plain TCP on an address other machines can reach.
     - ``unsafe_stale_reads``: TEST ONLY. A node that believes it leads answers linearizable
       reads from local state without confirming leadership, which breaks linearizability
       under partitions. It exists to prove that fault harnesses catch such a bug.
@@ -67,6 +74,8 @@ class NodeConfig:
     snapshot_chunk_bytes: int = 1 << 20
     snapshot_window_bytes: int = 4 << 20
     exit_on_fatal: bool = True
+    tls: TlsConfig | None = None
+    insecure: bool = False
     unsafe_stale_reads: bool = False
 
     def validate(self) -> None:
@@ -74,6 +83,8 @@ class NodeConfig:
         checked by :meth:`RaftConfig.validate <raftpy.core.config.RaftConfig.validate>`)."""
         if not self.cluster_id:
             raise ValueError("cluster_id must not be empty")
+        if self.tls is not None and self.insecure:
+            raise ValueError("insecure (plain TCP) and tls exclude each other: choose one")
         if self.tick_seconds <= 0:
             raise ValueError(f"tick_seconds must be > 0, got {self.tick_seconds}")
         if self.request_timeout <= 0:

@@ -207,6 +207,8 @@ class RaftNode:
             max_frame_bytes=self.config.max_frame_bytes,
             peer_queue_bytes=self.config.peer_queue_bytes,
             rng=random.Random(self._rng.getrandbits(64)),
+            tls=self.config.tls,
+            insecure=self.config.insecure,
         )
 
     async def stop(self) -> None:

@@ -28,6 +28,7 @@ from raftpy.transport.protocol import (
     client_decoder,
     decode_hello,
 )
+from raftpy.transport.tls import PeerIdentity
 
 if TYPE_CHECKING:
     from raftpy.transport.tcp import TcpTransport
@@ -51,6 +52,7 @@ class InboundConnection(FrameReader):
         self._peer_id: int | None = None
         self._client: ClientConnection | None = None
         self._paused = False
+        self._identity: PeerIdentity | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -60,6 +62,9 @@ class InboundConnection(FrameReader):
             self.abort()
             return
         tune_socket(transport, outbound=False)
+        if owner._tls is not None:
+            # The TLS handshake is done (asyncio calls us after it): the certificate is verified.
+            self._identity = owner._tls.identity(transport.get_extra_info("peercert"))
         loop = asyncio.get_running_loop()
         self._timer = loop.call_later(owner._handshake_timeout, self._handshake_expired)
 
@@ -108,13 +113,14 @@ class InboundConnection(FrameReader):
             self._timer.cancel()
             self._timer = None
         owner = self._owner
-        reason = owner._check_hello(frame)
+        refusal = owner._check_hello(frame, self._identity)
         transport = self._transport
         assert transport is not None
-        if reason is not None:
+        if refusal is not None:
+            reply, detail = refusal
             self._stats.handshakes_refused += 1
-            log.warning("refused %s connection from %s: %s", frame.role.value, self._name, reason)
-            self.write_frame(HelloReply(False, owner.node_id, reason))
+            log.warning("refused %s connection from %s: %s", frame.role.value, self._name, detail)
+            self.write_frame(HelloReply(False, owner.node_id, reply))
             self.close()
             return
         self.write_frame(HelloReply(True, owner.node_id))

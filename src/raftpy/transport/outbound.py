@@ -62,6 +62,25 @@ class OutboundConnection(FrameReader):
             self.abort()
             return
         tune_socket(transport, outbound=True)
+        tls = owner._tls
+        if tls is not None:
+            # Check whom we reached before telling it anything: the acceptor's certificate
+            # must name the node we meant to dial (see raftpy.transport.tls).
+            identity = tls.identity(transport.get_extra_info("peercert"))
+            if identity is None or identity.node_id != self._link.peer_id:
+                named = (
+                    "no node"
+                    if identity is None or identity.node_id is None
+                    else (f"node {identity.node_id}")
+                )
+                self.handshake.set_exception(
+                    RemoteProtocolError(
+                        f"its certificate names {named}, not node {self._link.peer_id}"
+                    )
+                )
+                self.handshake.exception()
+                self.abort()
+                return
         hello = Hello(
             PROTOCOL_VERSION,
             ConnectionRole.PEER,
