@@ -25,6 +25,7 @@ import argparse
 import datetime
 import ipaddress
 import os
+import secrets
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, TextIO
@@ -59,14 +60,17 @@ def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
-def make_ca(common_name: str = "raftpy cluster CA", days: int = CA_DAYS) -> Issuer:
-    """A new self-signed CA."""
+def make_ca(common_name: str | None = None, days: int = CA_DAYS) -> Issuer:
+    """A new self-signed CA. Its default name is unique (``raftpy cluster CA <random>``): two
+    CAs in one bundle (a rotation), or a client CA beside the cluster's, must not share one."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
 
     key = ec.generate_private_key(ec.SECP256R1())
+    if common_name is None:
+        common_name = f"raftpy cluster CA {secrets.token_hex(4)}"
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = _now()
     cert = (

@@ -275,13 +275,17 @@ class PeerLink:
         loop = asyncio.get_running_loop()
         backoff = owner._backoff_initial
         failures = 0
+        tls = owner._tls
         while not self.closed:
             proto: OutboundConnection | None = None
             stats.dials += 1
             try:
                 async with asyncio.timeout(owner._handshake_timeout):
                     _, proto = await loop.create_connection(
-                        lambda: OutboundConnection(owner, self), self.host, self.port
+                        lambda: OutboundConnection(owner, self),
+                        self.host,
+                        self.port,
+                        ssl=tls.client if tls is not None else None,
                     )
                     reply = await proto.handshake
             except asyncio.CancelledError:
