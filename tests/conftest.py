@@ -19,6 +19,7 @@ MARKERS = {
         "tests/demos/test_demo_cluster.py",
         "tests/examples/test_examples_process.py",
         "tests/examples/test_snapshot_process.py",
+        "tests/examples/test_tls_process.py",
         "tests/testing/test_jepsen.py",
     ),
     "sweep": (

@@ -45,8 +45,18 @@ def run_cli(example: str, *args: str, timeout: float = 30.0) -> subprocess.Compl
 class ProcessCluster:
     """n example servers as real processes (for tests)."""
 
-    def __init__(self, example: str, n: int, root: Path, extra: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        example: str,
+        n: int,
+        root: Path,
+        extra: list[str] | None = None,
+        node_args: Callable[[int], list[str]] | None = None,
+    ) -> None:
+        """``extra``: options for every server; ``node_args(i)``: options for server ``i``
+        only (its certificate, for example)."""
         self.example = example
+        self.node_args = node_args
         self.n = n
         self.root = root
         self.extra = FAST_ARGS + (extra or [])
@@ -79,6 +89,7 @@ class ProcessCluster:
                     "--data-dir",
                     str(self.root / f"data{i}"),
                     *self.extra,
+                    *(self.node_args(i) if self.node_args is not None else []),
                 ],
                 stdout=out,
                 stderr=subprocess.STDOUT,

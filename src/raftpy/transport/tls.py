@@ -167,6 +167,28 @@ def _subjects(path: StrPath, what: str) -> frozenset[DistinguishedName]:
     return subjects
 
 
+def tls_from_files(
+    cert: StrPath | None, key: StrPath | None, ca: StrPath | None, client_ca: StrPath | None = None
+) -> TlsConfig | None:
+    """A :class:`TlsConfig` from the command lines' ``--tls-cert``, ``--tls-key``, ``--tls-ca``
+    and ``--tls-client-ca`` (``None`` when none is given), with its files read once.
+    ``ValueError`` for an incomplete set (a certificate without its key, ...) or a file that
+    cannot be read."""
+    given = {"--tls-cert": cert, "--tls-key": key, "--tls-ca": ca}
+    if all(value is None for value in given.values()):
+        if client_ca is not None:
+            raise ValueError("--tls-client-ca needs --tls-cert, --tls-key and --tls-ca")
+        return None
+    missing = [option for option, value in given.items() if value is None]
+    if cert is None or key is None or ca is None:
+        raise ValueError(
+            f"TLS needs --tls-cert, --tls-key and --tls-ca (missing {', '.join(missing)})"
+        )
+    config = TlsConfig(cert, key, ca, client_ca)
+    config.load()
+    return config
+
+
 def is_loopback(host: str) -> bool:
     """Whether a listening ``host`` is reachable from this machine only (a loopback address,
     or ``localhost``). Any other name counts as reachable from outside."""
