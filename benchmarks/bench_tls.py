@@ -11,7 +11,10 @@ when the machine's speed drifts (other work on a shared machine).
 - ``plain_writes_per_s`` / ``tls_writes_per_s``: the median of the runs;
 - ``tls_writes_ratio``: the median of each pair's TLS / plain ratio (target: at least 0.85,
   that is at most 15% fewer writes per second with TLS);
-- ``tls_p50_ms`` / ``tls_p99_ms``: the latencies of the TLS run of the median pair.
+- ``tls_p50_ms`` / ``tls_p99_ms``: the latencies of the TLS run of the median pair;
+- ``plain_cpu_us_per_write`` / ``tls_cpu_us_per_write`` / ``tls_cpu_ratio``: the CPU time of
+  the three servers and the client per write (microseconds), and the median pair's ratio: the
+  cost of TLS itself, which the rest of a shared machine's load disturbs less than the rate.
 """
 
 from __future__ import annotations
@@ -22,8 +25,8 @@ import statistics
 import tempfile
 from pathlib import Path
 
+from benchmarks.bench_cluster import _CpuMeter, _RaftCluster, _run_load
 from benchmarks.bench_cluster import _env_float as env_float
-from benchmarks.bench_cluster import _RaftCluster, _run_load
 from benchmarks.machine import load_text
 
 TARGETS: dict[str, tuple[str, float]] = {"tls_writes_ratio": (">=", 0.85)}
@@ -50,14 +53,22 @@ async def one_run(root: Path, tls_dir: Path | None, seconds: float) -> dict[str,
         if tls_dir is not None:
             args += ["--tls-dir", str(tls_dir)]
         load = load_text()
-        result = await _run_load(args, seconds + 60)
+        meter = _CpuMeter({f"node{i}": cluster.procs[i].pid for i in cluster.ids})
+        result = await _run_load(args, seconds + 60, meter)
+        # CPU of the three servers and the client per write: what TLS costs, measured in a
+        # way that other work on the machine disturbs less than the rate.
+        cores = sum(meter.usage.values()) + float(result["client_cpu"])
+        cpu_us = cores / max(float(result["writes_per_s"]), 1e-9) * 1e6
         kind = "tls  " if tls_dir is not None else "plain"
         print(
             f"  {kind}: {result['writes_per_s']:,.0f} writes/s, p50 {result['p50_ms']:.2f} ms, "
-            f"p99 {result['p99_ms']:.2f} ms, {result['errors']} errors ({load})",
+            f"p99 {result['p99_ms']:.2f} ms, {cpu_us:.1f} us CPU/write, "
+            f"{result['errors']} errors ({load})",
             flush=True,
         )
-        return {k: float(result[k]) for k in ("writes_per_s", "p50_ms", "p99_ms")}
+        out = {k: float(result[k]) for k in ("writes_per_s", "p50_ms", "p99_ms")}
+        out["cpu_us_per_write"] = cpu_us
+        return out
     finally:
         cluster.stop_all()
         await cluster.close()
@@ -85,6 +96,11 @@ async def _suite() -> dict[str, float]:
         "tls_writes_ratio": statistics.median(ratios),
         "tls_p50_ms": pairs[median_pair][1]["p50_ms"],
         "tls_p99_ms": pairs[median_pair][1]["p99_ms"],
+        "plain_cpu_us_per_write": statistics.median(p["cpu_us_per_write"] for p, _ in pairs),
+        "tls_cpu_us_per_write": statistics.median(t["cpu_us_per_write"] for _, t in pairs),
+        "tls_cpu_ratio": statistics.median(
+            t["cpu_us_per_write"] / p["cpu_us_per_write"] for p, t in pairs
+        ),
     }
 
 
