@@ -12,6 +12,7 @@ import struct
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -371,6 +372,46 @@ def test_a_dialer_refuses_an_acceptor_whose_certificate_names_another_node(
     with caplog.at_level(logging.WARNING, logger="raftpy.transport"):
         run(body())
     assert "its certificate names node 3, not node 2" in caplog.text
+
+
+# -- rotation ----------------------------------------------------------------------------------
+
+
+def test_a_ca_bundle_lets_old_and_new_certificates_work_together(
+    tls_files: TlsFiles, tmp_path: Path, loop_kind: str
+) -> None:
+    """The CA rotation of README.md, Security: with a bundle of the old and the new CA, a
+    member still on its old certificate and one already on its new certificate exchange
+    messages both ways, and a client of either CA is served; a member that trusts only the
+    old CA cannot reach the one on the new certificate."""
+    old, new = tls_files.cluster, tls_files.other
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_bytes((old / "ca.pem").read_bytes() + (new / "ca.pem").read_bytes())
+
+    def member(d: Path, node_id: int, ca: Path) -> TlsConfig:
+        return TlsConfig(d / f"node-{node_id}.pem", d / f"node-{node_id}-key.pem", ca)
+
+    async def body() -> None:
+        configs = {
+            1: member(old, 1, bundle),
+            2: member(new, 2, bundle),
+            3: member(old, 3, old / "ca.pem"),
+        }
+        async with nodes(configs) as ns:
+            ns[1].t.send(hb(1, 2))
+            ns[2].t.send(hb(2, 1))
+            ns[3].t.send(hb(3, 2))
+            await until(lambda: len(ns[1].inbox) == 1 and len(ns[2].inbox) == 1, "1 <-> 2")
+            await until(lambda: ns[3].stat("dial_failures") >= 2, "3 failing to reach 2")
+            assert [m.src for m in ns[2].inbox] == [1]
+            for d in (old, new):
+                client = TlsConfig(d / "client-app.pem", d / "client-app-key.pem", bundle)
+                reader, writer = await dial(ns[2].t.bound_address, client)
+                writer.write(frame(CLIENT_HELLO))
+                assert (await read_reply(reader)).ok
+                await close(writer)
+
+    run(body())
 
 
 # -- configuration -----------------------------------------------------------------------------
