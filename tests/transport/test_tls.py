@@ -272,6 +272,42 @@ def test_a_certificate_the_cluster_ca_did_not_issue_or_out_of_date_is_refused(
     run(body())
 
 
+def test_a_tls_client_without_a_certificate_is_refused(tls_files: TlsFiles, loop_kind: str) -> None:
+    """Verification is required, not optional: a TLS client that trusts the cluster CA but
+    shows no certificate of its own gets no status and no handshake."""
+
+    async def body() -> None:
+        async with nodes({1: tls_files.node(1)}) as ns:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.check_hostname = False
+            ctx.load_verify_locations(tls_files.cluster / "ca.pem")
+            host, port = parse_address(ns[1].t.bound_address)
+            with pytest.raises((ssl.SSLError, ConnectionError, asyncio.IncompleteReadError)):
+                reader, writer = await asyncio.open_connection(host, port, ssl=ctx)
+                try:
+                    writer.write(frame(CLIENT_HELLO))
+                    await read_frame(reader)
+                finally:
+                    await close(writer)
+            assert ns[1].stat("client_connections") == 0
+
+    run(body())
+
+
+def test_tls_older_than_1_3_is_refused(tls_files: TlsFiles, loop_kind: str) -> None:
+    async def body() -> None:
+        async with nodes({1: tls_files.node(1)}) as ns:
+            ctx = tls_files.client().load().client
+            ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+            ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+            host, port = parse_address(ns[1].t.bound_address)
+            with pytest.raises((ssl.SSLError, ConnectionError)):
+                await asyncio.open_connection(host, port, ssl=ctx)
+            assert ns[1].stat("client_connections") == 0
+
+    run(body())
+
+
 def test_a_peer_with_a_certificate_of_another_ca_never_delivers(
     tls_files: TlsFiles, loop_kind: str
 ) -> None:
