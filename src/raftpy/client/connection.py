@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 
 # How often a connection checks its outstanding requests' deadlines.
 _SWEEP_INTERVAL: Final = 0.02
+# The receive buffer of a connection (a larger response arrives in several reads).
+_READ_BUFFER: Final = 64 << 10
 
 
 class ConnectFailed(Exception):
@@ -88,8 +90,13 @@ class _Slot:
         self.deadline = deadline
 
 
-class Connection(asyncio.Protocol):
-    """A client connection to one node: handshake, pipelined requests, response dispatch."""
+class Connection(asyncio.BufferedProtocol):
+    """A client connection to one node: handshake, pipelined requests, response dispatch.
+
+    A ``BufferedProtocol``: the event loop reads into one fixed buffer instead of handing over
+    a new ``bytes`` per read. Over TLS that matters: asyncio's and uvloop's TLS layer would
+    otherwise allocate a 256 KiB object for every read (see README.md, Security, for what
+    TLS costs)."""
 
     def __init__(
         self,
@@ -117,6 +124,7 @@ class Connection(asyncio.Protocol):
         self._sweeper: asyncio.TimerHandle | None = None
         self._outbox: list[_Slot] = []
         self._flush_scheduled = False
+        self._rbuf = memoryview(bytearray(_READ_BUFFER))
 
     @property
     def usable(self) -> bool:
@@ -139,7 +147,13 @@ class Connection(asyncio.Protocol):
                 return
             self._cert_node_id = identity.node_id
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._rbuf
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(self._rbuf[:nbytes])  # the decoder copies what it keeps
+
+    def data_received(self, data: bytes | memoryview) -> None:
         try:
             for payload in self._decoder.feed(data):
                 self._on_frame(payload)
