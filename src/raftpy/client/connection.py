@@ -95,8 +95,8 @@ class Connection(asyncio.BufferedProtocol):
 
     A ``BufferedProtocol``: the event loop reads into one fixed buffer instead of handing over
     a new ``bytes`` per read. Over TLS that matters: asyncio's and uvloop's TLS layer would
-    otherwise allocate a 256 KiB object for every read (see README.md, Security, for what
-    TLS costs)."""
+    otherwise allocate a 256 KiB object for every read (README.md, Security, says what TLS
+    costs)."""
 
     def __init__(
         self,

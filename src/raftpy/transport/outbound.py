@@ -71,7 +71,7 @@ class OutboundConnection(FrameReader):
                 named = (
                     "no node"
                     if identity is None or identity.node_id is None
-                    else (f"node {identity.node_id}")
+                    else f"node {identity.node_id}"
                 )
                 self.handshake.set_exception(
                     RemoteProtocolError(

@@ -331,7 +331,7 @@ class TcpTransport:
             named = (
                 "a client"
                 if identity is None or identity.node_id is None
-                else (f"node {identity.node_id}")
+                else f"node {identity.node_id}"
             )
             return (
                 f"the certificate does not name node {hello.node_id}",
