@@ -5,6 +5,8 @@ is killed at the end."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 from raftpy.client import SyncClient
@@ -55,3 +57,19 @@ def test_a_tls_hashmap_cluster_serves_writes_and_status(
         assert again.stdout.strip() == '"3"', again.stderr
         for i in (1, 2, 3):
             assert "(mutual TLS)" in c.logs[i].read_text()
+
+        # The operators' command speaks TLS too, and gets nowhere without it.
+        snap = raftpy_cli("snapshot", c.address(1), "--timeout", "20", *client_tls)
+        assert snap.returncode == 0 and snap.stdout.startswith("snapshot at index"), snap.stderr
+        refused = raftpy_cli("snapshot", c.address(1), "--timeout", "2")
+        assert refused.returncode == 1, (refused.stdout, refused.stderr)
+
+
+def raftpy_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "raftpy.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
