@@ -77,7 +77,9 @@ async def until(cond: Callable[[], bool], what: str, timeout: float = 8.0) -> No
 class Node:
     """A TLS transport plus what it received (answers STATUS at once)."""
 
-    def __init__(self, node_id: int, peers: dict[int, str], tls: TlsConfig | None) -> None:
+    def __init__(
+        self, node_id: int, peers: dict[int, str], tls: TlsConfig | None, **kw: Any
+    ) -> None:
         self.inbox: list[PeerMessage] = []
         self.t = TcpTransport(
             node_id,
@@ -88,6 +90,7 @@ class Node:
             on_client_request=self._on_request,
             tls=tls,
             backoff_max=0.2,
+            **kw,
         )
 
     def _on_request(self, conn: ClientConnection, req: ClientRequest) -> None:
@@ -290,6 +293,26 @@ def test_a_tls_client_without_a_certificate_is_refused(tls_files: TlsFiles, loop
                 finally:
                     await close(writer)
             assert ns[1].stat("client_connections") == 0
+
+    run(body())
+
+
+def test_a_stalled_tls_handshake_is_closed_in_time(tls_files: TlsFiles, loop_kind: str) -> None:
+    """A connection that never completes the TLS handshake costs its socket for the
+    handshake timeout only."""
+
+    async def body() -> None:
+        node = Node(1, {}, tls_files.node(1), handshake_timeout=0.3)
+        await node.t.start()
+        try:
+            reader, writer = await dial(node.t.bound_address, None)
+            started = time.monotonic()
+            with contextlib.suppress(ConnectionError):
+                assert await reader.read() == b""  # closed by the node, never answered
+            assert time.monotonic() - started < 5
+            await close(writer)
+        finally:
+            await node.t.close()
 
     run(body())
 
