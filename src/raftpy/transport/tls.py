@@ -8,7 +8,8 @@ the raftpy handshake. What a certificate may then do depends on what it names:
 - **A node certificate** names its node id in a URI subject alternative name,
   ``raftpy://node/<id>`` (exactly one such name; ``<id>`` in decimal), and must be issued by the
   cluster CA (``ca``). Its common name is ``raftpy-node-<id>``, for people reading it; only the
-  URI counts. A node certificate may connect as that node, and as a client.
+  URI counts. A node certificate may connect as that node, and as a client. "Issued by" means
+  directly: with an intermediate CA, the intermediate belongs in ``ca``.
 - **A client certificate** is any other certificate verified against ``ca`` or ``client_ca``
   (``raftpy tls init`` writes ``raftpy://client/<name>`` and CN ``<name>``). It may send client
   requests (including ``status``), never peer messages: a peer handshake is accepted only from
