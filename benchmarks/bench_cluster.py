@@ -271,12 +271,25 @@ def _etcd_bodies() -> list[bytes]:
     ]
 
 
-async def _load_client(system: str, inflight: int, seconds: float, addresses: list[str]) -> None:
+def tls_files(tls_dir: str | Path | None, stem: str) -> Any:
+    """The :class:`~raftpy.transport.tls.TlsConfig` of ``stem`` (``node-1``, ``client-bench``)
+    in a ``raftpy tls init`` directory; ``None`` without one."""
+    if tls_dir is None:
+        return None
+    from raftpy.transport.tls import TlsConfig
+
+    d = Path(tls_dir)
+    return TlsConfig(d / f"{stem}.pem", d / f"{stem}-key.pem", d / "ca.pem")
+
+
+async def _load_client(
+    system: str, inflight: int, seconds: float, addresses: list[str], tls_dir: str | None = None
+) -> None:
     if system == "raftpy":
         from raftpy.client import Client
 
         commands = _hashmap_commands()
-        client = Client(addresses, timeout=10.0)
+        client = Client(addresses, timeout=10.0, tls=tls_files(tls_dir, "client-bench"))
         await client.propose(commands[0])  # connect and find the leader before the clock runs
 
         async def issue(w: int, k: int) -> None:
@@ -562,14 +575,20 @@ def _line(title: str, result: dict[str, Any], load: str) -> str:
 class _RaftCluster:
     """Three hashmap servers as processes, and a status client for the parent."""
 
-    def __init__(self, root: Path, n: int = 3) -> None:
+    def __init__(self, root: Path, n: int = 3, tls_dir: Path | None = None) -> None:
         from raftpy.client import Client
 
         self.root = root
+        self.tls_dir = tls_dir
         self.ids = list(range(1, n + 1))
         self.ports = dict(zip(self.ids, free_ports(n), strict=True))
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
-        self.client = Client(self.addresses, timeout=2.0, connect_timeout=0.3)
+        self.client = Client(
+            self.addresses,
+            timeout=2.0,
+            connect_timeout=0.3,
+            tls=tls_files(tls_dir, "client-bench"),
+        )
 
     @property
     def addresses(self) -> list[str]:
@@ -598,6 +617,7 @@ class _RaftCluster:
                     str(TICK_MS),
                     "--election-ticks",
                     str(ELECTION_TICKS),
+                    *self._tls_args(i),
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -606,6 +626,19 @@ class _RaftCluster:
         finally:
             log.close()
         _wait_listening(self.ports[i], self.procs[i], f"node {i}", 15)
+
+    def _tls_args(self, i: int) -> list[str]:
+        if self.tls_dir is None:
+            return []
+        d = self.tls_dir
+        return [
+            "--tls-cert",
+            str(d / f"node-{i}.pem"),
+            "--tls-key",
+            str(d / f"node-{i}-key.pem"),
+            "--tls-ca",
+            str(d / "ca.pem"),
+        ]
 
     def kill(self, i: int) -> None:
         self.procs[i].send_signal(signal.SIGKILL)
@@ -992,6 +1025,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_load.add_argument("inflight", type=int)
     p_load.add_argument("seconds", type=float)
     p_load.add_argument("addresses", nargs="+")
+    p_load.add_argument("--tls-dir", help="a raftpy tls init directory: connect with TLS")
     p_fail = sub.add_parser("failover", help="(internal) the failover writer process")
     p_fail.add_argument("addresses", nargs="+")
     p_sync = sub.add_parser("syncobj-node", help="(internal) a PySyncObj member")
@@ -1002,7 +1036,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.mode == "load":
-        _run_loop(_load_client(args.system, args.inflight, args.seconds, args.addresses))
+        _run_loop(
+            _load_client(args.system, args.inflight, args.seconds, args.addresses, args.tls_dir)
+        )
     elif args.mode == "failover":
         _run_loop(_failover_client(args.addresses))
     elif args.mode == "syncobj-node":

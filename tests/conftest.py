@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests.tlshelpers import TlsFiles, make_tls_files
+
 MARKERS = {
     "process": (
         "tests/cli/test_cli_check.py",
@@ -17,6 +19,7 @@ MARKERS = {
         "tests/demos/test_demo_cluster.py",
         "tests/examples/test_examples_process.py",
         "tests/examples/test_snapshot_process.py",
+        "tests/examples/test_tls_process.py",
         "tests/testing/test_jepsen.py",
     ),
     "sweep": (
@@ -40,3 +43,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for marker, modules in MARKERS.items():
             if path in modules:
                 item.add_marker(getattr(pytest.mark, marker))
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+    """Real certificates made once per session by ``raftpy tls init`` (tests/tlshelpers.py)."""
+    return make_tls_files(tmp_path_factory.mktemp("tls"))

@@ -55,12 +55,13 @@ class ProcessCluster:
         node_args: Callable[[int], list[str]] | None = None,
         preexec_fn: Callable[[], None] | None = None,
     ) -> None:
+        """``extra``: options for every server; ``node_args(i)``: options for server ``i``
+        only (its certificate, for example); ``preexec_fn`` runs in each child before the
+        server starts (a lowered resource limit, for example)."""
         self.example = example
         self.n = n
         self.root = root
         self.extra = FAST_ARGS + (extra or [])
-        # Options that differ per node (its own certificate, say), and what runs in the child
-        # before the server starts (a lowered resource limit, say).
         self.node_args = node_args
         self.preexec_fn = preexec_fn
         self.ports = {i: free_port() for i in range(1, n + 1)}

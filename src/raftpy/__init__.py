@@ -46,6 +46,7 @@ from raftpy.storage.base import LogStore
 from raftpy.storage.errors import CorruptLogError, StorageError, StorageFullError
 from raftpy.storage.memory import MemoryStorage
 from raftpy.storage.wal import FileStorage
+from raftpy.transport.tls import TlsConfig
 
 __version__ = "0.1.0"
 
@@ -90,5 +91,6 @@ __all__ = [
     "StorageError",
     "StorageFullError",
     "SyncClient",
+    "TlsConfig",
     "__version__",
 ]

@@ -179,7 +179,8 @@ def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]
 def test_help_names_the_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli_main(["snapshot", "--help"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("usage: raftpy snapshot [-h] [--timeout S] [--cluster-id ID] ADDRESS")
+    assert out.startswith("usage: raftpy snapshot [-h] [--timeout S] [--cluster-id ID]")
+    assert "--tls-cert F" in out and "ADDRESS" in out
 
 
 class CannotSnapshot(KV):

@@ -15,11 +15,11 @@ from raftpy.errors import (
 )
 from raftpy.examples import service
 from raftpy.examples.hashmap import HashMapStateMachine
-from raftpy.examples.service import ClientCommand
+from raftpy.examples.service import ClientCommand, ClientOptions
 
 
 def _main(exc: BaseException | None) -> int:
-    async def action(args: list[str], addresses: list[str], timeout: float) -> str:
+    async def action(args: list[str], addresses: list[str], options: ClientOptions) -> str:
         if exc is not None:
             raise exc
         return "fine"

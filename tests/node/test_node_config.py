@@ -13,6 +13,7 @@ from raftpy import NodeConfig as ExportedNodeConfig
 from raftpy.core.config import RaftConfig
 from raftpy.node import NODE_RAFT_DEFAULTS, RaftNode
 from raftpy.node.config import NodeConfig
+from raftpy.transport.tls import TlsConfig
 from tests.nodehelpers import FAST, KV, LocalNetwork, wait_for
 
 OLD_NODE_DEFAULTS: dict[str, object] = {
@@ -59,7 +60,16 @@ def test_every_runtime_default_is_unchanged() -> None:
     assert {name: getattr(config, name) for name in OLD_NODE_DEFAULTS} == OLD_NODE_DEFAULTS
     assert {name: getattr(config, name) for name in RESOURCE_LIMITS} == RESOURCE_LIMITS
     names = {f.name for f in dataclasses.fields(NodeConfig)}
-    assert names == {*OLD_NODE_DEFAULTS, *RESOURCE_LIMITS, "raft"}  # nothing else came or went
+    # Nothing else came or went; the security settings came later, off by default.
+    assert names == {*OLD_NODE_DEFAULTS, *RESOURCE_LIMITS, "raft", "tls", "insecure"}
+    assert config.tls is None and config.insecure is False
+
+
+def test_tls_and_insecure_exclude_each_other() -> None:
+    tls = TlsConfig("cert.pem", "key.pem", "ca.pem")
+    with pytest.raises(ValueError, match="exclude each other"):
+        NodeConfig(tls=tls, insecure=True).validate()
+    NodeConfig(tls=tls).validate()  # the files are read when the node starts
 
 
 def test_every_consensus_default_is_unchanged() -> None:

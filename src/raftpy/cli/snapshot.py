@@ -1,5 +1,5 @@
-"""``raftpy snapshot ADDRESS [--timeout SECONDS] [--cluster-id ID]``: ask one node to take a
-snapshot now and compact its log.
+"""``raftpy snapshot ADDRESS [--timeout SECONDS] [--cluster-id ID] [--tls-cert F --tls-key F
+--tls-ca F]``: ask one node to take a snapshot now and compact its log.
 
 Any node will do, not only the leader: each node snapshots its own state. Prints
 ``snapshot at index I term T``. Exit status: 0 done, 1 the node could not be reached, did not
@@ -24,14 +24,21 @@ DEFAULT_SNAPSHOT_TIMEOUT = 60.0
 
 def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """``raftpy snapshot``: ask one node to take a snapshot now; print its index and term."""
+    from raftpy.cli.arguments import EXIT_USAGE
     from raftpy.client import Client
     from raftpy.errors import RaftError
+    from raftpy.transport.tls import tls_from_files
 
     node: str = args.address
     timeout: float = args.timeout
+    try:
+        tls = tls_from_files(args.tls_cert, args.tls_key, args.tls_ca)
+    except ValueError as exc:
+        print(f"raftpy snapshot: {exc}", file=err)
+        return EXIT_USAGE
 
     async def take() -> tuple[int, int]:
-        async with Client([node], cluster_id=args.cluster_id, timeout=timeout) as client:
+        async with Client([node], cluster_id=args.cluster_id, timeout=timeout, tls=tls) as client:
             return await client.snapshot(node)
 
     try:
@@ -73,4 +80,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         default=None,
         help="the cluster id to present in the handshake (default: accept any cluster)",
     )
+    p.add_argument("--tls-cert", metavar="F", help="mutual TLS: this client's certificate")
+    p.add_argument("--tls-key", metavar="F", help="mutual TLS: its key")
+    p.add_argument("--tls-ca", metavar="F", help="mutual TLS: the cluster CA")
     p.set_defaults(handler=_run)

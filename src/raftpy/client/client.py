@@ -22,6 +22,7 @@ from raftpy.node.status import NodeStatus, decode_status
 from raftpy.transport.address import parse_address
 from raftpy.transport.codec import DEFAULT_MAX_FRAME_BYTES
 from raftpy.transport.protocol import ClientOp, ClientResponse, Consistency
+from raftpy.transport.tls import TlsConfig
 
 
 def parse_consistency(consistency: str | Consistency) -> Consistency:
@@ -47,7 +48,9 @@ class Client:
     proposal whose outcome became unknown (it may then apply twice; see :mod:`raftpy.client`).
     ``attempt_timeout``: how long one query or status attempt waits for its answer before
     trying another node. ``rng``: the source of backoff jitter (seed it for reproducible
-    tests).
+    tests). ``tls``: connect with mutual TLS (:class:`~raftpy.transport.tls.TlsConfig`: this
+    client's certificate and key, and the cluster CA); a node is then accepted only if its
+    certificate is a node certificate of that CA naming the node id it answers with.
 
     Use as ``async with Client([...]) as client:`` or call :meth:`close`.
     """
@@ -65,6 +68,7 @@ class Client:
         attempt_timeout: float = 2.0,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         rng: random.Random | None = None,
+        tls: TlsConfig | None = None,
     ) -> None:
         if isinstance(addresses, str):
             raise TypeError("addresses must be a sequence of 'host:port' strings, not a str")
@@ -87,7 +91,11 @@ class Client:
             raise ValueError(f"backoff_max ({backoff_max}) must be >= backoff_initial")
         self._targets = Targets(known)
         self._pool = ConnectionPool(
-            cluster_id=cluster_id, connect_timeout=connect_timeout, max_frame_bytes=max_frame_bytes
+            cluster_id=cluster_id,
+            connect_timeout=connect_timeout,
+            max_frame_bytes=max_frame_bytes,
+            # Read the files now: a bad path fails here, not on every connection attempt.
+            tls=tls.load() if tls is not None else None,
         )
         self._policy = RetryPolicy(
             backoff_initial=backoff_initial,

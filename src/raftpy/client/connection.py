@@ -38,6 +38,7 @@ from raftpy.transport.protocol import (
     decode_hello_reply,
     encode_frame_payload,
 )
+from raftpy.transport.tls import TlsContexts
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,8 @@ log = logging.getLogger(__name__)
 _SWEEP_INTERVAL: Final = 0.02
 # A connection is given up once idle for this share of the idle timeout the node announced.
 _IDLE_MARGIN: Final = 0.5
+# The receive buffer of a connection (a larger response arrives in several reads).
+_READ_BUFFER: Final = 64 << 10
 
 
 class ConnectFailed(Exception):
@@ -102,12 +105,25 @@ class _Slot:
         self.deadline = deadline
 
 
-class Connection(asyncio.Protocol):
-    """A client connection to one node: handshake, pipelined requests, response dispatch."""
+class Connection(asyncio.BufferedProtocol):
+    """A client connection to one node: handshake, pipelined requests, response dispatch.
 
-    def __init__(self, address: str, loop: asyncio.AbstractEventLoop, max_frame_bytes: int) -> None:
+    A ``BufferedProtocol``: the event loop reads into one fixed buffer instead of handing over
+    a new ``bytes`` per read. Over TLS that matters: asyncio's and uvloop's TLS layer would
+    otherwise allocate a 256 KiB object for every read (README.md, Security, says what TLS
+    costs)."""
+
+    def __init__(
+        self,
+        address: str,
+        loop: asyncio.AbstractEventLoop,
+        max_frame_bytes: int,
+        tls: TlsContexts | None = None,
+    ) -> None:
         self.address = address
         self.node_id: int | None = None
+        self._tls = tls
+        self._cert_node_id: int | None = None
         self._loop = loop
         self._transport: asyncio.Transport | None = None
         self._decoder = FrameDecoder(max_frame_bytes)
@@ -127,6 +143,7 @@ class Connection(asyncio.Protocol):
         self.max_request_bytes: int | None = None
         self._idle_limit: float | None = None
         self._last_sent = loop.time()
+        self._rbuf = memoryview(bytearray(_READ_BUFFER))
 
     @property
     def usable(self) -> bool:
@@ -150,8 +167,22 @@ class Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
+        if self._tls is not None:
+            # Only a node of the cluster may answer: a certificate of the cluster CA that
+            # names a node id (a client certificate cannot pose as a node).
+            identity = self._tls.identity(transport.get_extra_info("peercert"))
+            if identity is None or identity.node_id is None:
+                self.abort("its certificate is not a node certificate of the cluster")
+                return
+            self._cert_node_id = identity.node_id
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._rbuf
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(self._rbuf[:nbytes])  # the decoder copies what it keeps
+
+    def data_received(self, data: bytes | memoryview) -> None:
         try:
             for payload in self._decoder.feed(data):
                 self._on_frame(payload)
@@ -190,6 +221,11 @@ class Connection(asyncio.Protocol):
             hello = decode_hello_reply(payload)
             if self._hello.done():
                 raise RemoteProtocolError("unexpected frame before the handshake completed")
+            if self._tls is not None and hello.node_id != self._cert_node_id:
+                raise RemoteProtocolError(
+                    f"node {hello.node_id} answered with the certificate of node "
+                    f"{self._cert_node_id}"
+                )
             self.node_id = hello.node_id
             self._ready = hello.ok
             self.max_request_bytes = hello.max_frame_bytes
@@ -214,6 +250,8 @@ class Connection(asyncio.Protocol):
     async def handshake(self, cluster_id: str | None) -> HelloReply:
         """Send Hello and wait for the reply (the caller bounds the wait)."""
         hello = Hello(version=PROTOCOL_VERSION, role=ConnectionRole.CLIENT, cluster_id=cluster_id)
+        if self._closing:  # refused already (the node's certificate)
+            return await self._hello
         self._write(encode_frame(encode_frame_payload(hello)))
         return await self._hello
 
@@ -319,16 +357,24 @@ def _retrieve(future: asyncio.Future[Any]) -> None:
 
 
 async def connect(
-    address: str, *, cluster_id: str | None, connect_timeout: float, max_frame_bytes: int
+    address: str,
+    *,
+    cluster_id: str | None,
+    connect_timeout: float,
+    max_frame_bytes: int,
+    tls: TlsContexts | None = None,
 ) -> Connection:
     """Open a connection to ``address`` and complete the handshake within
-    ``connect_timeout``. Raises :class:`ConnectFailed`."""
+    ``connect_timeout``; with ``tls``, mutual TLS to a node certificate of the cluster.
+    Raises :class:`ConnectFailed`."""
     host, port = parse_address(address)
     loop = asyncio.get_running_loop()
-    conn = Connection(address, loop, max_frame_bytes)
+    conn = Connection(address, loop, max_frame_bytes, tls)
     try:
         async with asyncio.timeout(connect_timeout):
-            await loop.create_connection(lambda: conn, host, port)
+            await loop.create_connection(
+                lambda: conn, host, port, ssl=tls.client if tls is not None else None
+            )
             reply = await conn.handshake(cluster_id)
     except TimeoutError:
         conn.abort("connect timeout")
@@ -343,7 +389,7 @@ async def connect(
         raise
     if not reply.ok:
         conn.abort("handshake refused")
-        log.warning("%s refused the handshake: %s", address, reply.reason)
+        log.warning("%s refused the handshake: %s", address, untrusted(reply.reason))
         raise ConnectFailed(address, f"handshake refused: {reply.reason}")
     log.debug("connected to %s (node %s)", address, reply.node_id)
     return conn

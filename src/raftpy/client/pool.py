@@ -11,13 +11,22 @@ from __future__ import annotations
 import asyncio
 
 from raftpy.client.connection import Connection, connect
+from raftpy.transport.tls import TlsContexts
 
 
 class ConnectionPool:
     """Open connections by address, and whether the client is closed."""
 
-    def __init__(self, *, cluster_id: str | None, connect_timeout: float, max_frame_bytes: int):
+    def __init__(
+        self,
+        *,
+        cluster_id: str | None,
+        connect_timeout: float,
+        max_frame_bytes: int,
+        tls: TlsContexts | None = None,
+    ):
         self._cluster_id = cluster_id
+        self._tls = tls
         self._connect_timeout = connect_timeout
         self._max_frame_bytes = max_frame_bytes
         self._conns: dict[str, Connection] = {}
@@ -45,6 +54,7 @@ class ConnectionPool:
                 cluster_id=self._cluster_id,
                 connect_timeout=self._connect_timeout,
                 max_frame_bytes=self._max_frame_bytes,
+                tls=self._tls,
             )
             task = asyncio.get_running_loop().create_task(opening)
             self._connecting[address] = task

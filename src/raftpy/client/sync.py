@@ -18,6 +18,7 @@ from raftpy.errors import ClusterUnavailableError, IndeterminateError, LocalProt
 from raftpy.node.status import NodeStatus
 from raftpy.transport.codec import DEFAULT_MAX_FRAME_BYTES
 from raftpy.transport.protocol import Consistency
+from raftpy.transport.tls import TlsConfig
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,7 @@ class SyncClient:
         attempt_timeout: float = 2.0,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         rng: random.Random | None = None,
+        tls: TlsConfig | None = None,
     ) -> None:
         self._client = Client(
             addresses,
@@ -75,6 +77,7 @@ class SyncClient:
             attempt_timeout=attempt_timeout,
             max_frame_bytes=max_frame_bytes,
             rng=rng,
+            tls=tls,
         )
         self._timeout = timeout
         self._grace = connect_timeout + 5.0

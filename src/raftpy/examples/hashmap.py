@@ -27,8 +27,9 @@ from typing import Any, BinaryIO
 import msgspec
 
 from raftpy.client import Client, SyncClient
-from raftpy.examples.service import ClientCommand
+from raftpy.examples.service import ClientCommand, ClientOptions
 from raftpy.examples.service import main as service_main
+from raftpy.transport.tls import TlsConfig
 
 
 class HashMapStateMachine:
@@ -130,8 +131,10 @@ def _canonical(value: Any) -> str:
 class AsyncHashMapClient:
     """The hash map's client for asyncio code. Values are JSON values (str, int, list, ...)."""
 
-    def __init__(self, addresses: Sequence[str], *, timeout: float = 10.0) -> None:
-        self._client = Client(list(addresses), timeout=timeout)
+    def __init__(
+        self, addresses: Sequence[str], *, timeout: float = 10.0, tls: TlsConfig | None = None
+    ) -> None:
+        self._client = Client(list(addresses), timeout=timeout, tls=tls)
 
     async def get(self, key: str) -> Any:
         """The value at ``key``, or ``None`` when absent."""
@@ -160,8 +163,10 @@ class AsyncHashMapClient:
 class HashMapClient:
     """The hash map's blocking client, for code without an event loop."""
 
-    def __init__(self, addresses: Sequence[str], *, timeout: float = 10.0) -> None:
-        self._client = SyncClient(list(addresses), timeout=timeout)
+    def __init__(
+        self, addresses: Sequence[str], *, timeout: float = 10.0, tls: TlsConfig | None = None
+    ) -> None:
+        self._client = SyncClient(list(addresses), timeout=timeout, tls=tls)
 
     def get(self, key: str) -> Any:
         return json.loads(self._client.query(key.encode()))
@@ -185,18 +190,18 @@ class HashMapClient:
         self.close()
 
 
-async def _get(args: list[str], addresses: list[str], timeout: float) -> str:
-    async with AsyncHashMapClient(addresses, timeout=timeout) as client:
+async def _get(args: list[str], addresses: list[str], options: ClientOptions) -> str:
+    async with AsyncHashMapClient(addresses, timeout=options.timeout, tls=options.tls) as client:
         return _canonical(await client.get(args[0]))
 
 
-async def _put(args: list[str], addresses: list[str], timeout: float) -> str:
-    async with AsyncHashMapClient(addresses, timeout=timeout) as client:
+async def _put(args: list[str], addresses: list[str], options: ClientOptions) -> str:
+    async with AsyncHashMapClient(addresses, timeout=options.timeout, tls=options.tls) as client:
         return _canonical(await client.put(args[0], args[1]))
 
 
-async def _cas(args: list[str], addresses: list[str], timeout: float) -> str:
-    async with AsyncHashMapClient(addresses, timeout=timeout) as client:
+async def _cas(args: list[str], addresses: list[str], options: ClientOptions) -> str:
+    async with AsyncHashMapClient(addresses, timeout=options.timeout, tls=options.tls) as client:
         return "true" if await client.cas(args[0], args[1], args[2]) else "false"
 
 

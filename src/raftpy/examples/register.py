@@ -22,8 +22,9 @@ from typing import BinaryIO
 import msgspec
 
 from raftpy.client import Client, SyncClient
-from raftpy.examples.service import ClientCommand
+from raftpy.examples.service import ClientCommand, ClientOptions
 from raftpy.examples.service import main as service_main
+from raftpy.transport.tls import TlsConfig
 
 _QUERY_GET = b"get"
 
@@ -76,8 +77,10 @@ class AsyncRegisterClient:
     """The register's client for asyncio code. Errors are raftpy's typed errors
     (:mod:`raftpy.errors`)."""
 
-    def __init__(self, addresses: Sequence[str], *, timeout: float = 10.0) -> None:
-        self._client = Client(list(addresses), timeout=timeout)
+    def __init__(
+        self, addresses: Sequence[str], *, timeout: float = 10.0, tls: TlsConfig | None = None
+    ) -> None:
+        self._client = Client(list(addresses), timeout=timeout, tls=tls)
 
     async def get(self) -> str:
         return (await self._client.query(_QUERY_GET)).decode()
@@ -104,8 +107,10 @@ class AsyncRegisterClient:
 class RegisterClient:
     """The register's blocking client, for code without an event loop."""
 
-    def __init__(self, addresses: Sequence[str], *, timeout: float = 10.0) -> None:
-        self._client = SyncClient(list(addresses), timeout=timeout)
+    def __init__(
+        self, addresses: Sequence[str], *, timeout: float = 10.0, tls: TlsConfig | None = None
+    ) -> None:
+        self._client = SyncClient(list(addresses), timeout=timeout, tls=tls)
 
     def get(self) -> str:
         return self._client.query(_QUERY_GET).decode()
@@ -126,18 +131,18 @@ class RegisterClient:
         self.close()
 
 
-async def _get(args: list[str], addresses: list[str], timeout: float) -> str:
-    async with AsyncRegisterClient(addresses, timeout=timeout) as client:
+async def _get(args: list[str], addresses: list[str], options: ClientOptions) -> str:
+    async with AsyncRegisterClient(addresses, timeout=options.timeout, tls=options.tls) as client:
         return await client.get()
 
 
-async def _put(args: list[str], addresses: list[str], timeout: float) -> str:
-    async with AsyncRegisterClient(addresses, timeout=timeout) as client:
+async def _put(args: list[str], addresses: list[str], options: ClientOptions) -> str:
+    async with AsyncRegisterClient(addresses, timeout=options.timeout, tls=options.tls) as client:
         return await client.put(args[0])
 
 
-async def _cas(args: list[str], addresses: list[str], timeout: float) -> str:
-    async with AsyncRegisterClient(addresses, timeout=timeout) as client:
+async def _cas(args: list[str], addresses: list[str], options: ClientOptions) -> str:
+    async with AsyncRegisterClient(addresses, timeout=options.timeout, tls=options.tls) as client:
         return await client.cas(args[0], args[1])
 
 

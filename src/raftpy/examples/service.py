@@ -26,6 +26,8 @@ from raftpy.outcomes import ExitStatus, exit_status_for
 from raftpy.statemachine import StateMachine
 from raftpy.storage.wal import MIN_SEGMENT_SIZE
 from raftpy.transport.address import parse_address
+from raftpy.transport.tcp import check_plaintext_bind
+from raftpy.transport.tls import TlsConfig, tls_from_files
 
 EXIT_OK = int(ExitStatus.DONE)
 EXIT_NOT_DONE = int(ExitStatus.NOT_DONE)
@@ -43,8 +45,18 @@ _OPTION_OF = {
     "segment_size": "--segment-size",
 }
 
-ClientAction = Callable[[list[str], list[str], float], Awaitable[str]]
-"""(command arguments, node addresses, timeout in seconds) -> the line to print."""
+
+@dataclass(frozen=True)
+class ClientOptions:
+    """What every client command takes besides its arguments: the overall deadline in
+    seconds, and the TLS files when the cluster uses TLS."""
+
+    timeout: float = 10.0
+    tls: TlsConfig | None = None
+
+
+ClientAction = Callable[[list[str], list[str], ClientOptions], Awaitable[str]]
+"""(command arguments, node addresses, client options) -> the line to print."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +88,12 @@ def usage(prog: str, commands: Sequence[ClientCommand]) -> str:
         "  --election-ticks N    election timeout in ticks, randomized up to 2N (default 10)",
         "  --heartbeat-ticks N   heartbeat interval in ticks (default 1)",
         "  --cluster-id ID       refuse peers and clients of other clusters (default raftpy)",
+        "  --tls-cert F --tls-key F --tls-ca F",
+        "                        mutual TLS: this node's certificate (naming its id), key, and",
+        "                        the cluster CA (see raftpy tls init, README.md Security)",
+        "  --tls-client-ca F     also accept clients with certificates of this CA",
+        "  --insecure            serve plain TCP on an address other machines can reach",
+        "                        (unauthenticated: anyone who can connect can join)",
         f"  --snapshot-entries N  snapshot after N applied entries; 0 = off (default "
         f"{_DEFAULTS.snapshot_entries})",
         f"  --snapshot-bytes N    snapshot after N applied command bytes; 0 = off (default "
@@ -84,6 +102,8 @@ def usage(prog: str, commands: Sequence[ClientCommand]) -> str:
         f"{_DEFAULTS.segment_size})",
         "client options (before the addresses or after):",
         "  --timeout S           overall deadline in seconds (default 10)",
+        "  --tls-cert F --tls-key F --tls-ca F",
+        "                        mutual TLS: this client's certificate, key, and the cluster CA",
         "",
         "exit status: 0 done, 1 not done, 2 usage error, 3 outcome unknown",
     ]
@@ -104,6 +124,30 @@ def _check_address(address: str) -> str:
     return address
 
 
+_SERVER_TLS_OPTIONS = ("--tls-cert", "--tls-key", "--tls-ca", "--tls-client-ca")
+_CLIENT_TLS_OPTIONS = ("--tls-cert", "--tls-key", "--tls-ca")
+
+
+def tls_from_options(
+    cert: str | None,
+    key: str | None,
+    ca: str | None,
+    client_ca: str | None = None,
+    *,
+    insecure: bool = False,
+) -> TlsConfig | None:
+    """The :class:`TlsConfig` the ``--tls-*`` options name (``None`` when none is given);
+    :class:`UsageError` for an incomplete set, a file that cannot be read, or ``--insecure``
+    with TLS (see :func:`raftpy.transport.tls.tls_from_files`)."""
+    try:
+        config = tls_from_files(cert, key, ca, client_ca)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if config is not None and insecure:
+        raise UsageError("--insecure (plain TCP) and the --tls-* options exclude each other")
+    return config
+
+
 def parse_server_args(name: str, argv: list[str]) -> tuple[int, dict[int, str], argparse.Namespace]:
     parser = argparse.ArgumentParser(add_help=False, exit_on_error=False)
     parser.add_argument("--data-dir")
@@ -114,6 +158,9 @@ def parse_server_args(name: str, argv: list[str]) -> tuple[int, dict[int, str], 
     parser.add_argument("--snapshot-entries", type=int, default=_DEFAULTS.snapshot_entries or 0)
     parser.add_argument("--snapshot-bytes", type=int, default=_DEFAULTS.snapshot_bytes or 0)
     parser.add_argument("--segment-size", type=int, default=_DEFAULTS.segment_size)
+    for option in _SERVER_TLS_OPTIONS:
+        parser.add_argument(option)
+    parser.add_argument("--insecure", action="store_true")
     try:
         opts, rest = parser.parse_known_args(argv)
     except (argparse.ArgumentError, SystemExit) as exc:
@@ -137,6 +184,13 @@ def parse_server_args(name: str, argv: list[str]) -> tuple[int, dict[int, str], 
         peers[peer] = _check_address(pairs[k + 1])
     if node_id not in peers:
         raise UsageError(f"the member list must include this server's own id {node_id}")
+    opts.tls = tls_from_options(
+        opts.tls_cert, opts.tls_key, opts.tls_ca, opts.tls_client_ca, insecure=opts.insecure
+    )
+    try:
+        check_plaintext_bind(parse_address(peers[node_id])[0], tls=opts.tls, insecure=opts.insecure)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     if opts.data_dir is None:
         opts.data_dir = os.path.join("raftpy-data", f"{name}-{node_id}")
     for option, value in (
@@ -167,6 +221,8 @@ def server_config(opts: argparse.Namespace) -> NodeConfig:
         # 0 on the command line turns a trigger off (None in NodeConfig).
         snapshot_entries=opts.snapshot_entries or None,
         snapshot_bytes=opts.snapshot_bytes or None,
+        tls=opts.tls,
+        insecure=opts.insecure,
         # TEST ONLY: lets fault-harness tests prove they catch stale reads.
         unsafe_stale_reads=os.environ.get("RAFTPY_UNSAFE_STALE_READS") == "1",
     )
@@ -237,21 +293,10 @@ def main(
     spec = next((c for c in commands if c.name == command), None)
     if spec is None:
         _fail_usage(prog, commands, f"unknown command {command!r}")
-    timeout = 10.0
-    positional: list[str] = []
-    k = 0
-    while k < len(rest):
-        if rest[k] == "--timeout" and k + 1 < len(rest):
-            try:
-                timeout = float(rest[k + 1])
-            except ValueError:
-                _fail_usage(prog, commands, f"bad --timeout {rest[k + 1]!r}")
-            k += 2
-            continue
-        if rest[k].startswith("--"):
-            _fail_usage(prog, commands, f"unknown option {rest[k]}")
-        positional.append(rest[k])
-        k += 1
+    try:
+        options, positional = parse_client_args(rest)
+    except UsageError as exc:
+        _fail_usage(prog, commands, str(exc))
     n = len(spec.args)
     if len(positional) < n + 1:
         _fail_usage(prog, commands, f"{command} needs {n} argument(s) and at least one address")
@@ -260,12 +305,45 @@ def main(
     except UsageError as exc:
         _fail_usage(prog, commands, str(exc))
     configure_logging(default="error")
+    timeout = options.timeout
     try:
-        line = run(asyncio.wait_for(spec.action(positional[:n], addresses, timeout), timeout + 5))
+        line = run(asyncio.wait_for(spec.action(positional[:n], addresses, options), timeout + 5))
     except (RaftError, TimeoutError) as exc:
         return _report_failure(exc)
     print(line)
     return EXIT_OK
+
+
+def parse_client_args(rest: list[str]) -> tuple[ClientOptions, list[str]]:
+    """A client command's options (anywhere among its arguments) and its positional
+    arguments; :class:`UsageError` for a bad or unknown option."""
+    timeout = 10.0
+    files: dict[str, str] = {}
+    positional: list[str] = []
+    k = 0
+    while k < len(rest):
+        arg = rest[k]
+        if arg == "--timeout" or arg in _CLIENT_TLS_OPTIONS:
+            if k + 1 >= len(rest):
+                raise UsageError(f"{arg} needs a value")
+            value = rest[k + 1]
+            if arg == "--timeout":
+                try:
+                    timeout = float(value)
+                except ValueError:
+                    raise UsageError(f"bad --timeout {value!r}") from None
+                if not timeout > 0:
+                    raise UsageError(f"bad --timeout {value!r}")
+            else:
+                files[arg] = value
+            k += 2
+            continue
+        if arg.startswith("--"):
+            raise UsageError(f"unknown option {arg}")
+        positional.append(arg)
+        k += 1
+    tls = tls_from_options(files.get("--tls-cert"), files.get("--tls-key"), files.get("--tls-ca"))
+    return ClientOptions(timeout, tls), positional
 
 
 def _report_failure(exc: RaftError | TimeoutError) -> int:

@@ -14,6 +14,7 @@ from raftpy.transport.tcp import (
     MAX_PEER_CONNECTIONS,
     PEER_IDLE_TIMEOUT,
 )
+from raftpy.transport.tls import TlsConfig
 
 CLIENT_REQUEST_OVERHEAD = 64 << 10
 """Room for a client request around its command (its id, op, consistency and timeout), in
@@ -75,6 +76,12 @@ class NodeConfig:
       pages) or an internal error in its loop, as it must in production so that a supervisor
       restarts it. Tests that run nodes in their own process turn it off to observe the failure
       (the node then refuses every request).
+    - ``tls``: serve and dial with mutual TLS (:class:`~raftpy.transport.tls.TlsConfig`:
+      this node's certificate, which names its node id, its key and the cluster CA). ``None``
+      serves plain TCP: anyone who can reach the port and knows ``cluster_id`` can then act
+      as a member (see README.md, Security), so plain TCP is allowed on a loopback address
+      only, unless ``insecure`` is set.
+    - ``insecure``: allow plain TCP on an address other machines can reach.
     - ``unsafe_stale_reads``: TEST ONLY. A node that believes it leads answers linearizable
       reads from local state without confirming leadership, which breaks linearizability
       under partitions. It exists to prove that fault harnesses catch such a bug.
@@ -98,6 +105,8 @@ class NodeConfig:
     snapshot_chunk_bytes: int = 1 << 20
     snapshot_window_bytes: int = 4 << 20
     exit_on_fatal: bool = True
+    tls: TlsConfig | None = None
+    insecure: bool = False
     unsafe_stale_reads: bool = False
 
     def validate(self) -> None:
@@ -105,10 +114,36 @@ class NodeConfig:
         checked by :meth:`RaftConfig.validate <raftpy.core.config.RaftConfig.validate>`)."""
         if not self.cluster_id:
             raise ValueError("cluster_id must not be empty")
+        if self.tls is not None and self.insecure:
+            raise ValueError("insecure (plain TCP) and tls exclude each other: choose one")
         if self.tick_seconds <= 0:
             raise ValueError(f"tick_seconds must be > 0, got {self.tick_seconds}")
         if self.request_timeout <= 0:
             raise ValueError(f"request_timeout must be > 0, got {self.request_timeout}")
+        self._validate_connections()
+        if self.segment_size < MIN_SEGMENT_SIZE:
+            # The write-ahead log's own minimum: refused here, before a node is built.
+            raise ValueError(
+                f"segment_size {self.segment_size} is below the minimum of {MIN_SEGMENT_SIZE} bytes"
+            )
+        for name in ("snapshot_entries", "snapshot_bytes"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1 or None, got {value}")
+        if not 1 <= self.snapshot_chunk_bytes <= self.snapshot_window_bytes:
+            raise ValueError(
+                f"need 1 <= snapshot_chunk_bytes ({self.snapshot_chunk_bytes}) <= "
+                f"snapshot_window_bytes ({self.snapshot_window_bytes})"
+            )
+        if self.snapshot_chunk_bytes + 4096 > self.max_frame_bytes:
+            raise ValueError(
+                f"snapshot_chunk_bytes ({self.snapshot_chunk_bytes}) must fit in a frame "
+                f"(max_frame_bytes {self.max_frame_bytes})"
+            )
+        self.raft.validate()
+
+    def _validate_connections(self) -> None:
+        """The network settings: frame limits, queues, connection caps and idle timeouts."""
         for name in (
             "max_frame_bytes",
             "peer_queue_bytes",
@@ -132,26 +167,6 @@ class NodeConfig:
                 f"peer_idle_timeout ({self.peer_idle_timeout} s) must be well above the longest "
                 f"election timeout ({election} s)"
             )
-        if self.segment_size < MIN_SEGMENT_SIZE:
-            # The write-ahead log's own minimum: refused here, before a node is built.
-            raise ValueError(
-                f"segment_size {self.segment_size} is below the minimum of {MIN_SEGMENT_SIZE} bytes"
-            )
-        for name in ("snapshot_entries", "snapshot_bytes"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"{name} must be >= 1 or None, got {value}")
-        if not 1 <= self.snapshot_chunk_bytes <= self.snapshot_window_bytes:
-            raise ValueError(
-                f"need 1 <= snapshot_chunk_bytes ({self.snapshot_chunk_bytes}) <= "
-                f"snapshot_window_bytes ({self.snapshot_window_bytes})"
-            )
-        if self.snapshot_chunk_bytes + 4096 > self.max_frame_bytes:
-            raise ValueError(
-                f"snapshot_chunk_bytes ({self.snapshot_chunk_bytes}) must fit in a frame "
-                f"(max_frame_bytes {self.max_frame_bytes})"
-            )
-        self.raft.validate()
 
     def client_frame_limit(self) -> int:
         """The largest frame a client may send: :attr:`max_client_frame_bytes`, or by default

@@ -219,6 +219,8 @@ class RaftNode:
             client_idle_timeout=self.config.client_idle_timeout,
             peer_queue_bytes=self.config.peer_queue_bytes,
             rng=random.Random(self._rng.getrandbits(64)),
+            tls=self.config.tls,
+            insecure=self.config.insecure,
         )
 
     async def stop(self) -> None:

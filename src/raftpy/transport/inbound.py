@@ -30,6 +30,7 @@ from raftpy.transport.protocol import (
     client_decoder,
     decode_hello,
 )
+from raftpy.transport.tls import PeerIdentity
 
 if TYPE_CHECKING:
     from raftpy.transport.tcp import TcpTransport
@@ -61,6 +62,7 @@ class InboundConnection(FrameReader):
         self._paused = False
         self._handshaking = False  # counted in owner._handshaking
         self._idle_since = 0.0  # loop time of the idle sweep that last saw it read nothing
+        self._identity: PeerIdentity | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -83,6 +85,9 @@ class InboundConnection(FrameReader):
         owner._handshaking += 1
         self._handshaking = True
         tune_socket(transport, outbound=False)
+        if owner._tls is not None:
+            # The TLS handshake is done (asyncio calls us after it): the certificate is verified.
+            self._identity = owner._tls.identity(transport.get_extra_info("peercert"))
         loop = asyncio.get_running_loop()
         self._timer = loop.call_later(owner._handshake_timeout, self._handshake_expired)
         owner._watch_idle()
@@ -138,19 +143,20 @@ class InboundConnection(FrameReader):
         frame = decode_hello(view)
         self._handshake_done()
         owner = self._owner
-        reason = owner._check_hello(frame) or self._over_cap(frame)
+        refusal = owner._check_hello(frame, self._identity) or self._over_cap(frame)
         transport = self._transport
         assert transport is not None
-        if reason is not None:
+        if refusal is not None:
+            reply, detail = refusal
             self._stats.handshakes_refused += 1
             owner._badlog.warning(
                 "refused",
                 "refused %s connection from %s: %s",
                 frame.role.value,
                 self._name,
-                untrusted(reason, quote=False),
+                untrusted(detail, quote=False),
             )
-            self.write_frame(HelloReply(False, owner.node_id, reason))
+            self.write_frame(HelloReply(False, owner.node_id, reply))
             self.close()
             return
         self._idle_since = asyncio.get_running_loop().time()
@@ -177,20 +183,23 @@ class InboundConnection(FrameReader):
             self._handle = self._on_request
             log.debug("client connection from %s", self._name)
 
-    def _over_cap(self, hello: Hello) -> str | None:
-        """Why a handshake that passed the checks is refused for lack of room, or None."""
+    def _over_cap(self, hello: Hello) -> tuple[str, str] | None:
+        """Why a handshake that passed the checks is refused for lack of room (the reason sent
+        back and the one logged, here the same), or None."""
         owner = self._owner
         if hello.role is ConnectionRole.CLIENT:
             if owner._clients >= owner._caps.clients:
                 self._stats.client_connections_over_cap += 1
-                return f"too many client connections (at most {owner._caps.clients})"
+                reason = f"too many client connections (at most {owner._caps.clients})"
+                return reason, reason
             return None
         # A peer replaces its own older connection, so only a new peer id takes room.
         if hello.node_id not in owner._inbound_peers and (
             len(owner._inbound_peers) >= owner._caps.peers
         ):
             self._stats.peer_connections_over_cap += 1
-            return f"too many peer connections (at most {owner._caps.peers})"
+            reason = f"too many peer connections (at most {owner._caps.peers})"
+            return reason, reason
         return None
 
     def _become_peer(self, peer_id: int) -> None:

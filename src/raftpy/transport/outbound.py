@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Final
 
 from raftpy.core.messages import PROTOCOL_VERSION, PeerMessage
 from raftpy.errors import RemoteProtocolError
+from raftpy.logtext import untrusted
 from raftpy.transport.address import parse_address
 from raftpy.transport.codec import HEADER_SIZE
 from raftpy.transport.connection import (
@@ -62,6 +63,25 @@ class OutboundConnection(FrameReader):
             self.abort()
             return
         tune_socket(transport, outbound=True)
+        tls = owner._tls
+        if tls is not None:
+            # Check whom we reached before telling it anything: the acceptor's certificate
+            # must name the node we meant to dial (see raftpy.transport.tls).
+            identity = tls.identity(transport.get_extra_info("peercert"))
+            if identity is None or identity.node_id != self._link.peer_id:
+                named = (
+                    "no node"
+                    if identity is None or identity.node_id is None
+                    else f"node {identity.node_id}"
+                )
+                self.handshake.set_exception(
+                    RemoteProtocolError(
+                        f"its certificate names {named}, not node {self._link.peer_id}"
+                    )
+                )
+                self.handshake.exception()
+                self.abort()
+                return
         hello = Hello(
             PROTOCOL_VERSION,
             ConnectionRole.PEER,
@@ -262,13 +282,17 @@ class PeerLink:
         loop = asyncio.get_running_loop()
         backoff = owner._backoff_initial
         failures = 0
+        tls = owner._tls
         while not self.closed:
             proto: OutboundConnection | None = None
             stats.dials += 1
             try:
                 async with asyncio.timeout(owner._handshake_timeout):
                     _, proto = await loop.create_connection(
-                        lambda: OutboundConnection(owner, self), self.host, self.port
+                        lambda: OutboundConnection(owner, self),
+                        self.host,
+                        self.port,
+                        ssl=tls.client if tls is not None else None,
                     )
                     reply = await proto.handshake
             except asyncio.CancelledError:
@@ -303,7 +327,8 @@ class PeerLink:
                     proto.close()
                     stats.handshakes_rejected += 1
                     failures += 1
-                    why = reply.reason if not reply.ok else f"it is node {reply.node_id}"
+                    # The reason is the acceptor's text: escaped, so it cannot forge a line.
+                    why = untrusted(reply.reason) if not reply.ok else f"it is node {reply.node_id}"
                     log.warning(
                         "peer %d at %s refused our handshake: %s", self.peer_id, self.address, why
                     )

@@ -56,6 +56,7 @@ from raftpy.transport.inbound import InboundConnection
 from raftpy.transport.outbound import PeerLink
 from raftpy.transport.protocol import ClientRequest, ConnectionRole, Hello
 from raftpy.transport.stats import TransportStats
+from raftpy.transport.tls import PeerIdentity, TlsConfig, TlsContexts, is_loopback
 
 __all__ = ["ClientConnection", "TcpTransport", "parse_address"]  # parse_address: old path
 
@@ -119,6 +120,8 @@ class TcpTransport:
         max_handshakes: int = MAX_HANDSHAKES,
         peer_idle_timeout: float | None = PEER_IDLE_TIMEOUT,
         client_idle_timeout: float | None = CLIENT_IDLE_TIMEOUT,
+        tls: TlsConfig | None = None,
+        insecure: bool = False,
     ) -> None:
         if min(max_frame_bytes, max_client_frame_bytes, peer_queue_bytes) < 1:
             raise ValueError(
@@ -141,6 +144,9 @@ class TcpTransport:
         self.node_id = node_id
         self.cluster_id = cluster_id
         self._listen = parse_address(address, listen=True)
+        check_plaintext_bind(self._listen[0], tls=tls, insecure=insecure)
+        # Read the certificate files now: a bad file fails the node's start, not each dial.
+        self._tls: TlsContexts | None = tls.load() if tls is not None else None
         self._peers: dict[int, str] = {}
         self._set_peer_map(peers)
         self._on_message = on_message
@@ -186,12 +192,29 @@ class TcpTransport:
             raise LocalProtocolError("TcpTransport.start() may be called once, before close()")
         loop = self._loop = asyncio.get_running_loop()
         host, port = self._listen
+        tls = self._tls
         self._server = await loop.create_server(
-            lambda: InboundConnection(self), host, port, reuse_address=True, backlog=1024
+            lambda: InboundConnection(self),
+            host,
+            port,
+            reuse_address=True,
+            backlog=1024,
+            ssl=tls.server if tls is not None else None,
+            ssl_handshake_timeout=self._handshake_timeout if tls is not None else None,
         )
         sockname = self._server.sockets[0].getsockname()
         self._bound = format_address(str(sockname[0]), int(sockname[1]))
-        log.info("node %d listening on %s", self.node_id, self._bound)
+        if tls is not None:
+            log.info("node %d listening on %s (mutual TLS)", self.node_id, self._bound)
+        else:
+            # Say it every time: a cluster without TLS takes any peer that knows the cluster id.
+            log.log(
+                logging.INFO if is_loopback(host) else logging.WARNING,
+                "node %d listening on %s WITHOUT TLS: peers and clients are unauthenticated "
+                "(see README.md, Security)",
+                self.node_id,
+                self._bound,
+            )
 
     async def close(self) -> None:
         """Close the listener and every connection. Idempotent.
@@ -353,25 +376,46 @@ class TcpTransport:
                 proto.close()
         self._warned_no_route.clear()
 
-    def _check_hello(self, hello: Hello) -> str | None:
-        """Why ``hello`` is refused, or None to accept it."""
+    def _check_hello(self, hello: Hello, identity: PeerIdentity | None) -> tuple[str, str] | None:
+        """Why ``hello`` is refused, or None to accept it: the reason sent back, and the one
+        logged here. The reply never holds what the dialer should have sent (the cluster id
+        is a shared secret of sorts: a refusal must not teach it)."""
         if hello.version != PROTOCOL_VERSION:
-            return (
+            reason = (
                 f"protocol version {hello.version} is not supported "
                 f"(this node speaks version {PROTOCOL_VERSION})"
             )
+            return reason, reason
         if hello.target_id is not None and hello.target_id != self.node_id:
-            return f"this is node {self.node_id}, not node {hello.target_id}"
+            reason = f"this is node {self.node_id}, not node {hello.target_id}"
+            return reason, reason
+        if hello.cluster_id != self.cluster_id and (
+            hello.role is ConnectionRole.PEER or hello.cluster_id is not None
+        ):
+            return (
+                "cluster id does not match",
+                f"cluster id {hello.cluster_id!r} does not match this node's {self.cluster_id!r}",
+            )
         if hello.role is ConnectionRole.CLIENT:
-            if hello.cluster_id is not None and hello.cluster_id != self.cluster_id:
-                return f"cluster id {hello.cluster_id!r} does not match {self.cluster_id!r}"
-            return None
-        if hello.cluster_id != self.cluster_id:
-            return f"cluster id {hello.cluster_id!r} does not match {self.cluster_id!r}"
+            return None  # with TLS, any verified certificate may be a client's
         if hello.node_id is None:
-            return "a peer must give its node id"
+            return "a peer must give its node id", "a peer must give its node id"
         if hello.node_id == self.node_id or hello.node_id not in self._peers:
-            return f"node {hello.node_id} is not a peer of node {self.node_id}"
+            reason = f"node {hello.node_id} is not a peer of node {self.node_id}"
+            return reason, reason
+        if self._tls is not None and (identity is None or identity.node_id != hello.node_id):
+            # Only a node certificate naming this very id may speak for the node: neither a
+            # client certificate nor another member's.
+            named = (
+                "a client"
+                if identity is None or identity.node_id is None
+                else f"node {identity.node_id}"
+            )
+            return (
+                f"the certificate does not name node {hello.node_id}",
+                f"a peer claimed to be node {hello.node_id} with the certificate of {named}"
+                f" ({identity.name if identity is not None else '?'!r})",
+            )
         return None
 
     # -- introspection -----------------------------------------------------------------------
@@ -406,3 +450,15 @@ if TYPE_CHECKING:
     _transport_contract: type[Transport] = TcpTransport
     _counting_contract: type[CountingTransport] = TcpTransport
     _client_contract: type[ClientConnectionLike] = ClientConnection
+
+
+def check_plaintext_bind(host: str, *, tls: TlsConfig | None, insecure: bool) -> None:
+    """Refuse to serve plain TCP on an address reachable from other machines unless the
+    caller said ``insecure``: without TLS, anyone who can reach the port and knows the cluster
+    id can join as a peer (see README.md, Security). ``ValueError`` says what to do."""
+    if tls is None and not insecure and not is_loopback(host):
+        raise ValueError(
+            f"refusing to serve plain TCP on {host or '*'!r}, which other machines can reach: "
+            "configure TLS (tls=TlsConfig(...), --tls-cert/--tls-key/--tls-ca) or accept an "
+            "unauthenticated cluster explicitly (insecure=True, --insecure)"
+        )
