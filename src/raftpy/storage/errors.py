@@ -11,7 +11,9 @@ from raftpy.errors import RaftError
 __all__ = [
     "CorruptLogError",
     "CorruptSnapshotError",
+    "DataDirError",
     "DataDirLockedError",
+    "DataLossError",
     "FatalStorageError",
     "StorageError",
     "StorageFullError",
@@ -37,6 +39,42 @@ class CorruptLogError(StorageError):
         self.offset = offset
         self.reason = reason
         super().__init__(f"corrupt write-ahead log {file} at byte offset {offset}: {reason}")
+
+
+RECOVERY_ADVICE = (
+    "This node must not start on this data dir (it could vote again in a term it voted in, or "
+    "deny entries it acknowledged). Restore the data dir from a backup taken while the node "
+    "was stopped; or remove this member from the cluster and add it back as a new member with "
+    "an empty data dir (raftpy cannot change membership yet: until it can, restore from a "
+    "backup). See README.md, section Storage."
+)
+"""What an operator can do when acknowledged state is gone (every :class:`DataLossError`
+says it)."""
+
+
+class DataLossError(CorruptLogError):
+    """Raised at start-up when the data dir lost state this node had synced, so possibly
+    acknowledged: its vote, its term or entries it reported as stored. For example the end of
+    the last segment cut off, a segment missing, the log gone beside its identity file or
+    beside snapshots, a checksum failure inside a batch that was written whole.
+
+    ``file`` and ``offset`` say where the loss was seen, ``reason`` what is missing. The message
+    ends with what the operator can do (:data:`RECOVERY_ADVICE`). Retrying cannot help.
+    """
+
+    def __init__(self, file: str, offset: int, reason: str) -> None:
+        super().__init__(file, offset, reason)
+        self.args = (
+            f"data lost from the write-ahead log: {file} at byte offset {offset}: {reason}. "
+            f"{RECOVERY_ADVICE}",
+        )
+
+
+class DataDirError(StorageError):
+    """Raised when the data dir cannot be used: it cannot be created, read or written (a
+    read-only file system, missing permissions), or it belongs to another node or cluster.
+    The message names the directory and the reason. Nothing in it was changed; fix the
+    directory (or the node's settings) and start again."""
 
 
 class UnsupportedFormatError(StorageError):

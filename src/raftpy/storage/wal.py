@@ -15,11 +15,30 @@ segment's first batch starts with the current snapshot marker and hard state, so
 segments before it loses nothing.
 
 **Recovery** (on open) reads the segments in order, checks every checksum and rebuilds the
-index. The only damage it repairs is a torn last batch: a bad record in the *last* segment
-after which no record of a *later* batch can be found (such a batch was being written when the
-process died, and was never reported durable). That batch is cut off, with a warning. Any other
-bad checksum, impossible length, undecodable payload, missing segment or contradiction raises
-:class:`CorruptLogError` naming the file and byte offset: never a silent skip.
+index; :meth:`FileStorage._repair` alone decides what damage means. The only damage it repairs
+is a write a crash interrupted: the last batch of the last segment incomplete, nothing of a
+later batch after it, the segment as long as it was created, and the batch either missing its
+``TAIL`` (its end never reached the disk) or holding a hole of zeros where a lost sector was.
+That batch is never acknowledged (the ``fdatasync`` did not return), so it is cut off, with a
+warning saying just that. Everything else that lost synced state raises
+:class:`DataLossError` (a :class:`CorruptLogError`) naming the file, the byte offset, what is
+missing and what the operator can do: a segment ending without its ``TAIL`` (cut at a record
+boundary), a segment shorter than it was created (cut inside a record), a sealed last segment
+(the next one is missing), a gap in the numbering, a checksum failure inside a batch that was
+written whole, entries missing before the log resumes, a commit index beyond the log, or an
+identity file with no log at all (every segment deleted). The ``.wal`` format and what each
+of those looks like on disk are in :mod:`raftpy.storage.segments`.
+
+**Nothing changes before the node decides to start.** Opening only reads: the cut of a torn
+batch, the removal of half-created segments, the first batch of a new directory and the
+identity file are written by the first write call (``append``, ``set_hard_state``, ``sync``,
+``create_snapshot``, ``apply_snapshot``), so a caller that refuses to start after opening (a
+snapshot file the log cannot account for) leaves the directory as it found it.
+
+**Identity.** ``IDENTITY`` (JSON: ``cluster_id``, ``node_id``) is written once the first batch
+of a new directory is durable. A directory with an identity and no segment lost its whole log
+and is refused; one whose identity names another cluster or node raises
+:class:`DataDirError`. Files are created owner-only (0600, directories 0700).
 
 **Memory.** The index keeps one term per entry in an ``array('q')`` (8 bytes) plus, per
 record, its first index, segment, offset and length (4 x 8 bytes, shared by all entries of a
@@ -56,21 +75,23 @@ from raftpy.core.storage import CompactedError, HardState
 from raftpy.errors import LocalProtocolError
 from raftpy.storage.errors import (
     CorruptLogError,
+    DataDirError,
     DataDirLockedError,
+    DataLossError,
     FatalStorageError,
     StorageFullError,
 )
 from raftpy.storage.fs import File, FileSystem, Lock, OsFileSystem
 from raftpy.storage.segments import (
-    _HDR,
     _RH,
     ENTRIES,
     FORMAT_VERSION,
     HARD_STATE,
     MAGIC,
     SNAPSHOT,
+    TAIL_SIZE,
     TRUNCATE,
-    Damage,
+    SegmentScan,
     _dec_entries,
     _dec_hard,
     _dec_snap,
@@ -79,6 +100,9 @@ from raftpy.storage.segments import (
     _SnapshotRecord,
     decode_entries_record,
     encode_batch,
+    encode_seal,
+    encode_tail,
+    header_size,
     scan_segment,
     segment_header,
     segment_name,
@@ -100,6 +124,17 @@ ENTRY_CACHE_OVERHEAD = 120
 
 _dec_conf = msgspec.msgpack.Decoder(ConfState)
 
+IDENTITY = "IDENTITY"
+"""The file naming the cluster and node a data directory belongs to."""
+
+
+class _Identity(msgspec.Struct, frozen=True):
+    cluster_id: str | None = None
+    node_id: int | None = None
+
+
+_dec_identity = msgspec.json.Decoder(_Identity)
+
 
 def _cost(entries: Sequence[Entry]) -> int:
     return sum([len(e.data) for e in entries]) + ENTRY_CACHE_OVERHEAD * len(entries)
@@ -116,10 +151,13 @@ class FileStorage:
     (segments are deleted only once the snapshot marker is durable).
 
     ``voters`` is the initial membership of a new data directory (ignored when it already
-    holds a log). ``fs`` is the file layer (default: the real one; tests pass a
-    :class:`~raftpy.storage.fs.FaultyFileSystem`). Opening recovers as described above and may
-    raise :class:`CorruptLogError`, :class:`UnsupportedFormatError` or
-    :class:`DataDirLockedError`. Not thread-safe: one driver owns it.
+    holds a log). ``cluster_id`` and ``node_id`` are the identity recorded in a new directory
+    and checked in an old one (``None``: not checked). ``fs`` is the file layer (default: the
+    real one; tests pass a :class:`~raftpy.storage.fs.FaultyFileSystem`). Opening recovers as
+    described above, changes nothing on disk until the first write, and may raise
+    :class:`DataLossError` or :class:`CorruptLogError`, :class:`UnsupportedFormatError`,
+    :class:`DataDirError` (the directory cannot be read or written, or belongs to another node)
+    or :class:`DataDirLockedError`. Not thread-safe: one driver owns it.
 
     Only snapshot *metadata* lives here; the snapshot files are kept by
     :class:`~raftpy.storage.snapshots.SnapshotStore`, and the driver writes a file durably
@@ -134,6 +172,8 @@ class FileStorage:
         fs: FileSystem | None = None,
         segment_size: int = DEFAULT_SEGMENT_SIZE,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
+        cluster_id: str | None = None,
+        node_id: int | None = None,
     ) -> None:
         if segment_size < MIN_SEGMENT_SIZE:
             raise ValueError(
@@ -152,6 +192,23 @@ class FileStorage:
         self._seg_max: dict[int, int] = {}
         self._seq = 0  # the segment being written (0: none yet)
         self._dirty = False  # written to the current segment but not fdatasync'ed
+        # Per segment: its format version, where its records start, where its last batch starts
+        # (what its TAIL points back to).
+        self._seg_version: dict[int, int] = {}
+        self._seg_start: dict[int, int] = {}
+        self._seg_batch: dict[int, int] = {}
+        self._roll = False  # the next batch must start a new segment (the last one is format 1)
+
+        # Recovery only reads; what it decided to change waits for the first write (_settle).
+        self._identity = _Identity(cluster_id, node_id)
+        self._settled = True
+        self._new = False  # no log yet: the first write creates it
+        self._write_identity = False
+        self._repairs: list[tuple[int, int, int]] = []  # (segment, offset, end) to clear
+        self._stale: list[str] = []  # half-created segments to delete
+        self.vouches_for_tail = True
+        """Whether the log can tell a cut-off end from a clean one (its last segment is format
+        2); a caller holding other evidence (snapshot files) weighs it with this."""
 
         # The index. Invariant (outside recovery): self._first == self._snap.index + 1, and the
         # entry at index i has term self._terms[i - self._first]. Spans: record j holds entries
@@ -179,16 +236,23 @@ class FileStorage:
         self._cache: OrderedDict[tuple[int, int], list[Entry]] = OrderedDict()
         self._cache_used = 0
 
-        self._fs.makedirs(self._dir)
         lock_path = os.path.join(self._dir, "LOCK")
+        self._lock: Lock | None = None
         try:
-            self._lock: Lock | None = self._fs.lock(lock_path)
+            self._fs.makedirs(self._dir)
+            self._lock = self._fs.lock(lock_path)
         except BlockingIOError:
             raise DataDirLockedError(
                 f"data dir {self._dir} is in use by another process (lock file {lock_path})"
             ) from None
+        except OSError as exc:
+            raise DataDirError(f"cannot use data dir {self._dir}: {exc}") from exc
         try:
+            self._check_writable()
             self._recover()
+        except OSError as exc:
+            self.close()
+            raise DataDirError(f"cannot use data dir {self._dir}: {exc}") from exc
         except BaseException:
             self.close()
             raise
@@ -469,6 +533,8 @@ class FileStorage:
             raise FatalStorageError(f"storage in {self._dir} is unusable: {self._fatal}")
         if self._closed:
             raise LocalProtocolError(f"storage in {self._dir} is closed")
+        if not self._settled:
+            self._settle()
 
     def _die(self, reason: str) -> FatalStorageError:
         self._fatal = reason
@@ -483,12 +549,17 @@ class FileStorage:
 
     def _write_batch(self) -> None:
         ops = self._ops
-        size = sum(len(p) + _RH for _, p, _ in ops)
-        if self._seq == 0 or (
-            self._seg_end[self._seq] > _HDR and self._seg_end[self._seq] + size > self._segment_size
+        size = sum(len(p) + _RH for _, p, _ in ops) + TAIL_SIZE
+        if (
+            self._seq == 0
+            or self._roll
+            or (
+                self._seg_end[self._seq] > self._seg_start[self._seq]
+                and self._seg_end[self._seq] + size > self._segment_size
+            )
         ):
             self._roll_over()
-        if self._seg_end[self._seq] == _HDR:
+        if self._seg_end[self._seq] == self._seg_start[self._seq]:
             # A segment's first batch restates the snapshot and hard state, so every segment
             # before it can be deleted without losing them.
             head = [
@@ -498,14 +569,16 @@ class FileStorage:
             ops = head + ops
         seq = self._seq
         start = self._seg_end[seq]
-        buf, offsets = encode_batch(seq, start, ops)
+        tail = self._seg_version[seq] >= 2
+        buf, offsets = encode_batch(seq, start, ops, tail)
         f = self._files[seq]
         try:
             f.write_at(start, buf)
         except OSError as exc:
             self._undo_write(f, start, exc)
         self._dirty = True
-        self._seg_end[seq] = start + len(buf)
+        self._seg_batch[seq] = start
+        self._seg_end[seq] = start + len(buf) - (TAIL_SIZE if tail else 0)
         # The records now have a place: point the pending spans at it and cache their entries.
         j = len(self._sp_seg) - 1
         while j >= 0 and self._sp_seg[j] == -1:
@@ -535,6 +608,9 @@ class FileStorage:
             # Still full: then later writes extend the file instead.
             with contextlib.suppress(OSError):
                 f.preallocate(self._segment_size)
+            if self._seg_version[self._seq] >= 2:
+                # The failed write began over the TAIL: put it back.
+                f.write_at(start, encode_tail(self._seq, start, self._seg_batch[self._seq]))
             f.datasync()
         except OSError as exc2:
             raise self._die(f"could not undo a partial write to {path}: {exc2}") from exc2
@@ -559,8 +635,10 @@ class FileStorage:
         final = self._seg_path(seq)
         tmp = final + ".tmp"
         f = self._fs.open(tmp, create=True)
+        start = header_size(FORMAT_VERSION)
         try:
-            f.write_at(0, segment_header(seq))
+            # The header and a TAIL: an empty segment that says it ends here.
+            f.write_at(0, segment_header(seq, self._segment_size) + encode_tail(seq, start, start))
             f.preallocate(self._segment_size)
         except OSError as exc:
             f.close()
@@ -575,16 +653,32 @@ class FileStorage:
         except OSError as exc:
             raise self._die(f"could not create segment {final}: {exc}") from exc
         if old:
-            # Give back the old segment's unused preallocated space. Not synced on purpose:
-            # zeros or nothing after its last record read the same on recovery.
-            try:
-                self._files[old].truncate(self._seg_end[old])
-            except OSError as exc:
-                log.warning("could not trim segment %s: %s", self._seg_path(old), exc)
+            self._seal(old, seq)
         self._files[seq] = f
-        self._seg_end[seq] = _HDR
+        self._seg_version[seq] = FORMAT_VERSION
+        self._seg_start[seq] = self._seg_end[seq] = self._seg_batch[seq] = start
         self._seg_max[seq] = 0
         self._seq = seq
+        self._roll = False
+
+    def _seal(self, old: int, seq: int) -> None:
+        """Close segment ``old`` now that ``seq`` exists: a SEAL after its TAIL says the log
+        goes on in ``seq`` (so a missing last segment is seen), and its unused preallocated
+        space is given back. A failure loses only that evidence: logged, not fatal."""
+        f = self._files[old]
+        end = self._seg_end[old]
+        try:
+            if self._seg_version[old] >= 2:
+                at = end + TAIL_SIZE
+                seal = encode_seal(old, at, seq)
+                f.write_at(at, seal)
+                f.truncate(at + len(seal))
+                f.datasync()
+            else:
+                # Not synced: zeros or nothing after its last record read the same.
+                f.truncate(end)
+        except OSError as exc:
+            log.warning("could not seal segment %s: %s", self._seg_path(old), exc)
 
     def _delete_old_segments(self) -> None:
         """Delete the oldest segments whose entries all lie at or below the snapshot index
@@ -598,7 +692,10 @@ class FileStorage:
             return
         for seq in doomed:
             self._files.pop(seq).close()
-            del self._seg_end[seq], self._seg_max[seq]
+            for table in (self._seg_end, self._seg_max, self._seg_version):
+                del table[seq]
+            self._seg_start.pop(seq)
+            self._seg_batch.pop(seq)
             for key in [k for k in self._cache if k[0] == seq]:
                 self._cache_used -= _cost(self._cache.pop(key))
             try:
@@ -612,23 +709,75 @@ class FileStorage:
 
     # -- recovery ----------------------------------------------------------------------------------
 
+    def _check_writable(self) -> None:
+        """Fail now, as a data dir problem, if files cannot be created here (a read-only
+        file system, missing permissions): not later, at the first write of a running node."""
+        probe = os.path.join(self._dir, "LOCK.probe")
+        self._fs.open(probe, create=True).close()
+        self._fs.unlink(probe)
+
+    def _read_identity(self, names: list[str]) -> _Identity | None:
+        if IDENTITY not in names:
+            return None
+        path = os.path.join(self._dir, IDENTITY)
+        f = self._fs.open(path)
+        try:
+            raw = f.read_at(0, 1 << 16)
+        finally:
+            f.close()
+        try:
+            return _dec_identity.decode(raw)
+        except msgspec.DecodeError as exc:
+            raise DataDirError(
+                f"identity file {path} is damaged ({exc}): it names the cluster and node this "
+                "data dir belongs to. If the log beside it is intact, delete the file (it is "
+                "written again at start-up)."
+            ) from None
+
+    def _check_identity(self, found: _Identity | None) -> None:
+        want = self._identity
+        if found is None:
+            self._write_identity = True
+            return
+        for name, mine, theirs in (
+            ("cluster id", want.cluster_id, found.cluster_id),
+            ("node id", want.node_id, found.node_id),
+        ):
+            if mine is not None and theirs is not None and mine != theirs:
+                raise DataDirError(
+                    f"data dir {self._dir} belongs to {name} {theirs!r} "
+                    f"({os.path.join(self._dir, IDENTITY)}), not {mine!r}: start the node with "
+                    "its own data dir"
+                )
+        self._write_identity = (want.cluster_id is not None and found.cluster_id is None) or (
+            want.node_id is not None and found.node_id is None
+        )
+        if not self._write_identity:
+            self._identity = found
+
     def _recover(self) -> None:
         names = self._fs.listdir(self._dir)
-        stale = [n for n in names if n.endswith(".wal.tmp")]
-        for name in stale:
-            # A segment whose creation never finished: it holds no record.
-            self._fs.unlink(os.path.join(self._dir, name))
-        if stale:
-            self._fs.sync_dir(self._dir)
+        # A segment whose creation never finished holds no record: deleted at the first write.
+        self._stale = [n for n in names if n.endswith(".wal.tmp")]
         seqs = segment_numbers(names)
+        identity = self._read_identity(names)
         if not seqs:
-            # A new data directory: make the initial membership durable.
-            self._write_batch()
-            self.sync()
+            if identity is not None:
+                raise DataLossError(
+                    os.path.join(self._dir, IDENTITY),
+                    0,
+                    f"the data dir belongs to node {identity.node_id} of cluster "
+                    f"{identity.cluster_id!r} but holds no write-ahead log segment (*.wal): the "
+                    "whole log is gone, with the node's term, its vote and every entry",
+                )
+            self._check_identity(None)
+            self._new = True
+            self._settled = False
             return
+        self._check_identity(identity)
         for prev, seq in itertools.pairwise(seqs):
             if seq != prev + 1:
-                raise CorruptLogError(
+                raise DataLossError(
                     self._seg_path(seq), 0, f"segments {prev + 1}..{seq - 1} are missing"
                 )
         seen_snapshot = replayed = False
@@ -639,25 +788,35 @@ class FileStorage:
             self._files[seq] = f
             self._seg_max[seq] = 0
             scan = scan_segment(f.read_at(0, f.size()), seq, path)
-            if scan.damage is not None:
-                self._repair(scan.damage, seq, path, last)
+            self._seg_version[seq] = scan.version
+            self._seg_start[seq] = header_size(scan.version)
+            self._seg_batch[seq] = scan.last_batch
+            self._check_end(scan, seq, path, last)
             self._seg_end[seq] = scan.end
             for typ, payload, off in scan.records:
                 seen_snapshot |= typ == SNAPSHOT
                 replayed = True
                 self._replay(typ, payload, seq, off, path)
         self._seq = seqs[-1]
+        self._roll = self._seg_version[self._seq] < 2
+        self.vouches_for_tail = not self._roll
         last_path = self._seg_path(self._seq)
+        self._settled = False
         if not replayed and len(seqs) == 1:
-            # The very first batch of a new directory was torn off: it is still new.
-            self._written_snap = self._snap
-            self._write_batch()
-            self.sync()
+            if identity is not None:
+                raise DataLossError(
+                    last_path,
+                    self._seg_end[self._seq],
+                    "the data dir has its identity file, written once the first batch was "
+                    "synced, but the log holds no record: its batches are gone",
+                )
+            # The very first batch of a new directory never reached the disk: it is still new.
+            self._new = True
             return
         if not seen_snapshot:
-            raise CorruptLogError(last_path, 0, "no snapshot record in any segment")
+            raise DataLossError(last_path, 0, "no snapshot record in any segment")
         if self._terms and self._first > self._snap.index + 1:
-            raise CorruptLogError(
+            raise DataLossError(
                 last_path,
                 0,
                 f"entries {self._snap.index + 1}..{self._first - 1} are missing "
@@ -666,50 +825,186 @@ class FileStorage:
         self._compact_index(self._snap)
         if not self._terms:
             self._first = self._snap.index + 1
+        if self._hard.commit > self.last_index():
+            # etcd refuses the same: the node said these entries were stored.
+            raise DataLossError(
+                last_path,
+                self._seg_end[self._seq],
+                f"the commit index {self._hard.commit} lies beyond the log's last entry "
+                f"{self.last_index()}: entries {self.last_index() + 1}..{self._hard.commit} "
+                "were stored and are gone",
+            )
         self._written_snap = self._snap
         self._written_hard = self._hard
+
+    def _check_end(self, scan: SegmentScan, seq: int, path: str, last: bool) -> None:
+        """How segment ``seq`` ends: damage goes to :meth:`_repair`; a format 2 segment must
+        end with its TAIL, and only the last one without a SEAL."""
+        if scan.damage is not None:
+            self._repair(scan, seq, path, last)
+        elif scan.version >= 2 and scan.tail is None:
+            if not last or scan.size < scan.preallocated:
+                raise DataLossError(
+                    path,
+                    scan.end,
+                    f"the segment ends at offset {scan.end} without its end marker and is "
+                    f"{scan.size} bytes{self._created(scan, last)}: everything written after "
+                    f"offset {scan.end} (batches that had been synced) was cut off",
+                )
+            # Whole batches, then zeros where the last one's TAIL should be: that TAIL's piece of
+            # the write never reached the disk, so the crash came before the fdatasync returned.
+            # The batch is whole, so it is kept (keeping what was never acknowledged is safe).
+            log.warning(
+                "%s: the end marker after the last batch (offset %d) is missing: a crash "
+                "interrupted that batch's write before its fdatasync returned; the batch is "
+                "whole and is kept",
+                path,
+                scan.end,
+            )
+            self._repairs.append((seq, scan.end, scan.end))
+        elif last and scan.sealed is not None:
+            raise DataLossError(
+                path,
+                scan.end,
+                f"segment {seq} was sealed: the log continues in segment {scan.sealed} "
+                f"({self._seg_path(scan.sealed)}), which is missing",
+            )
+        elif last and scan.leftover is not None:
+            # Pieces of a batch whose write was interrupted before any of it replaced the TAIL:
+            # never synced. Cleared before the first write (they must not follow a new batch).
+            self._repairs.append((seq, scan.end, scan.data_end))
+
+    @staticmethod
+    def _created(scan: SegmentScan, last: bool) -> str:
+        if not last:
+            return ", in a segment that is not the last one (sealed when the next was created)"
+        return f", shorter than the {scan.preallocated} it was created with"
+
+    def _repair(self, scan: SegmentScan, seq: int, path: str, last: bool) -> None:
+        """Decide what the damage :func:`scan_segment` found in segment ``seq`` means. The one
+        thing a crash leaves is an incomplete last batch (its write interrupted before its
+        fdatasync returned, so never acknowledged): cut off at the first write, with a
+        warning. Anything else lost synced state and raises :class:`DataLossError`."""
+        damage = scan.damage
+        assert damage is not None
+        if not last:
+            raise DataLossError(
+                path,
+                damage.offset,
+                f"{damage.reason} in a segment that is not the last one (its batches had "
+                "been synced before the next segment was created)",
+            )
+        if damage.later is not None:
+            raise DataLossError(
+                path,
+                damage.offset,
+                f"{damage.reason} (a later batch follows at offset {damage.later}, so this "
+                "batch had been synced)",
+            )
+        if scan.version >= 2:
+            if scan.size < scan.preallocated:
+                raise DataLossError(
+                    path,
+                    damage.offset,
+                    f"{damage.reason}; the segment is {scan.size} bytes, shorter than the "
+                    f"{scan.preallocated} it was created with, so its end was cut off (a crash "
+                    "never shortens it), with every batch written after offset "
+                    f"{damage.batch_start}",
+                )
+            if damage.tail is not None and damage.hole is None:
+                raise DataLossError(
+                    path,
+                    damage.offset,
+                    f"{damage.reason} inside the batch at offset {damage.batch_start}, which "
+                    f"was written whole (its end marker at offset {damage.tail} is intact): "
+                    "the batch was damaged after it was written",
+                )
+            log.warning(
+                "%s: the last batch, at offset %d, is incomplete (%s at offset %d) and nothing "
+                "written after it survives: a write that a crash interrupted before its "
+                "fdatasync returned, so it was never acknowledged; it is cut off",
+                path,
+                damage.batch_start,
+                damage.reason,
+                damage.offset,
+            )
+        else:
+            log.warning(
+                "%s: the last batch, at offset %d, is incomplete (%s at offset %d); it is cut "
+                "off. A crash that interrupted its write leaves this, but so does damage to a "
+                "synced batch, which this old (format 1) segment cannot tell apart",
+                path,
+                damage.batch_start,
+                damage.reason,
+                damage.offset,
+            )
+        self._repairs.append((seq, damage.batch_start, max(damage.data_end, damage.batch_start)))
+
+    def _settle(self) -> None:
+        """Carry out what recovery decided, before the first write: delete half-created
+        segments, clear torn ends, create a new directory's log, reserve the last segment's
+        space again, and write the identity file."""
+        self._settled = True
         try:
-            # The last segment may have been trimmed when it was closed: reserve its space
-            # again, so that appending to it keeps fdatasync cheap.
-            f = self._files[self._seq]
+            if self._stale:
+                for name in self._stale:
+                    self._fs.unlink(os.path.join(self._dir, name))
+                self._fs.sync_dir(self._dir)
+                self._stale = []
+            for seq, start, end in self._repairs:
+                self._clear(seq, start, end)
+            self._repairs = []
+            if self._new:
+                self._new = False
+                self._written_snap = self._snap
+                self._write_batch()
+                self.sync()
+            else:
+                self._reserve()
+            if self._write_identity:
+                self._store_identity()
+        except OSError as exc:
+            raise self._die(f"could not prepare {self._dir} for writing: {exc}") from exc
+
+    def _clear(self, seq: int, start: int, end: int) -> None:
+        """Zero bytes ``[start, end)`` of segment ``seq`` (a torn batch, or leftovers after the
+        TAIL) and write a TAIL at ``start``, durably. Zeros, not a shorter file: the segment
+        keeps the size it was created with, and a later, shorter batch can never be followed
+        by stale records of the torn one."""
+        f = self._files[seq]
+        data = bytearray(max(0, end - start))
+        if self._seg_version[seq] >= 2:
+            tail = encode_tail(seq, start, self._seg_batch[seq])
+            data[: len(tail)] = tail
+            if len(data) < len(tail):
+                data = bytearray(tail)
+        f.write_at(start, data)
+        f.datasync()
+
+    def _reserve(self) -> None:
+        """The last segment may have been trimmed when it was closed: reserve its space again,
+        so that appending to it keeps fdatasync cheap."""
+        f = self._files[self._seq]
+        try:
             if f.size() < self._segment_size:
                 f.preallocate(self._segment_size)
                 f.datasync()
         except OSError as exc:
-            log.warning("could not preallocate %s: %s", last_path, exc)
+            log.warning("could not preallocate %s: %s", self._seg_path(self._seq), exc)
 
-    def _repair(self, damage: Damage, seq: int, path: str, last: bool) -> None:
-        """Cut off the damaged end of segment ``seq`` if it is a torn last batch: in the last
-        segment, with no record of a later batch after it (the batch was being written when
-        the process died, and was never reported durable). Any other damage raises."""
-        if not last:
-            raise CorruptLogError(path, damage.offset, damage.reason)
-        if damage.later is not None:
-            raise CorruptLogError(
-                path,
-                damage.offset,
-                f"{damage.reason} (a later batch follows at offset {damage.later})",
-            )
-        log.warning(
-            "cutting a torn write off the end of %s at offset %d (%s at offset %d): "
-            "a crash interrupted it before it was synced",
-            path,
-            damage.batch_start,
-            damage.reason,
-            damage.offset,
-        )
-        self._cut(seq, path, damage.batch_start)
-
-    def _cut(self, seq: int, path: str, offset: int) -> None:
-        f = self._files[seq]
+    def _store_identity(self) -> None:
+        path = os.path.join(self._dir, IDENTITY)
+        tmp = path + ".tmp"
+        f = self._fs.open(tmp, create=True)
         try:
-            # Truncate then preallocate again, so the cut bytes read as zeros: a later, shorter
-            # batch can never be followed by stale records of the torn one.
-            f.truncate(offset)
-            f.preallocate(self._segment_size)
+            f.truncate(0)
+            f.write_at(0, msgspec.json.encode(self._identity) + b"\n")
             f.datasync()
-        except OSError as exc:
-            raise self._die(f"could not cut the torn end of {path}: {exc}") from exc
+        finally:
+            f.close()
+        self._fs.rename(tmp, path)
+        self._fs.sync_dir(self._dir)
+        self._write_identity = False
 
     def _replay(self, typ: int, payload: memoryview, seq: int, off: int, path: str) -> None:
         try:
