@@ -65,7 +65,7 @@ class DataLossError(CorruptLogError):
     def __init__(self, file: str, offset: int, reason: str) -> None:
         super().__init__(file, offset, reason)
         self.args = (
-            f"data lost from the write-ahead log: {file} at byte offset {offset}: {reason}. "
+            f"acknowledged state is gone: {file} at byte offset {offset}: {reason}. "
             f"{RECOVERY_ADVICE}",
         )
 

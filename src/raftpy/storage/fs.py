@@ -190,6 +190,10 @@ class OsFileSystem:
         return os.path.exists(path)
 
     def makedirs(self, path: str) -> None:
+        # os.makedirs gives its mode to the leaf only: create each missing parent owner-only too.
+        parent = os.path.dirname(os.path.abspath(path))
+        if parent != path and not os.path.isdir(parent):
+            self.makedirs(parent)
         os.makedirs(path, mode=DIR_MODE, exist_ok=True)
 
     def listdir(self, path: str) -> list[str]:

@@ -253,6 +253,13 @@ class FileStorage:
         except OSError as exc:
             self.close()
             raise DataDirError(f"cannot use data dir {self._dir}: {exc}") from exc
+        except DataLossError:
+            self.close()
+            raise
+        except CorruptLogError as exc:
+            # Whatever recovery cannot read held synced state: refused like any other loss.
+            self.close()
+            raise DataLossError(exc.file, exc.offset, exc.reason) from exc
         except BaseException:
             self.close()
             raise
