@@ -237,6 +237,13 @@ def test_identity_of_another_node_or_cluster_is_refused(tmp_path: Path) -> None:
     open_dir(tmp_path).close()
 
 
+def test_unusable_data_dir_is_a_data_dir_error(tmp_path: Path) -> None:
+    # Under a plain file no directory can be created, root or not.
+    (tmp_path / "file").write_bytes(b"")
+    with pytest.raises(DataDirError, match="cannot use data dir"):
+        open_dir(tmp_path / "file" / "data")
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root ignores permissions")
 def test_read_only_data_dir_is_a_data_dir_error(tmp_path: Path) -> None:
     write_log(tmp_path)
