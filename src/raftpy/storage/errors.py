@@ -26,12 +26,11 @@ class StorageError(RaftError):
 
 
 class CorruptLogError(StorageError):
-    """Raised when opening (or reading) the log finds damage that is not a torn write at the
-    very end of the last segment: a bad checksum, an impossible length, an undecodable payload,
-    a missing segment, or records that contradict each other.
+    """Raised when reading the log finds damage: a bad checksum, an impossible length, an
+    undecodable payload, or records that contradict each other. At start-up it is always the
+    subclass :class:`DataLossError`, which also says what the operator can do.
 
-    ``file`` and ``offset`` (bytes from the start of the file) say where. Start-up stops: the
-    data must be repaired or the node rebuilt from its peers. Retrying cannot help.
+    ``file`` and ``offset`` (bytes from the start of the file) say where. Retrying cannot help.
     """
 
     def __init__(self, file: str, offset: int, reason: str) -> None:
