@@ -388,3 +388,28 @@ def test_a_snapshot_beyond_a_format_1_log_is_refused(tmp_path: Path) -> None:
 
 def test_refusals_are_storage_errors() -> None:
     assert issubclass(DataLossError, StorageError) and issubclass(DataDirError, StorageError)
+
+
+def test_flipped_byte_in_the_only_batch_of_the_newest_segment_is_not_missing_entries(
+    tmp_path: Path,
+) -> None:
+    """The issue's report: one flipped byte in the last batch of a multi-segment log, where
+    that batch is the first of its segment (it restates the snapshot and hard state), was
+    reported as "entries ... are missing". It is a checksum failure at its offset."""
+    s = open_dir(tmp_path)
+    k = 0
+    while len(wal_files(tmp_path)) < 2:
+        s.append(ents(1 + 3 * k, 3))
+        s.set_hard_state(HardState(1, 2, 3 * k))
+        s.sync()
+        k += 1
+    s.close()
+    last = wal_files(tmp_path)[-1]
+    (start,) = batch_starts(last)
+    data = bytearray(last.read_bytes())
+    data[start + segments._RH + 2] ^= 0x01  # inside the restated snapshot record
+    last.write_bytes(bytes(data))
+    with pytest.raises(DataLossError) as info:
+        open_dir(tmp_path)
+    assert (info.value.file, info.value.offset) == (str(last), start)
+    assert "checksum mismatch" in info.value.reason and "missing" not in info.value.reason
