@@ -113,6 +113,7 @@ SNAPSHOT = 4
 TAIL = 5
 SEAL = 6
 _END = 0x80
+_TAIL_TYPE = TAIL | _END
 _TYPES = frozenset({ENTRIES, HARD_STATE, TRUNCATE, SNAPSHOT, TAIL, SEAL})
 _NAME = re.compile(r"^([0-9a-f]{16})\.wal$")
 
@@ -211,7 +212,11 @@ def encode_batch(
         if k >= 0:
             offsets[k] = (off, _RH + len(payload))
     if tail:
-        buf += encode_tail(seq, start + len(buf), start)
+        # encode_tail, inlined: this runs once per sync.
+        off = start + len(buf)
+        back = off - start
+        crc = zlib.crc32(_POS.pack(seq, off, _TAIL_TYPE, 0, back))
+        buf += _REC.pack(_MARKER, _TAIL_TYPE, 0, back, crc)
     return buf, offsets
 
 

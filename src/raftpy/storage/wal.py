@@ -519,16 +519,19 @@ class FileStorage(Recovery):
     def _write_batch(self) -> None:
         ops = self._ops
         size = sum(len(p) + _RH for _, p, _ in ops) + TAIL_SIZE
+        seq = self._seq
         if (
-            self._seq == 0
+            seq == 0
             or self._roll
             or (
-                self._seg_end[self._seq] > self._seg_start[self._seq]
-                and self._seg_end[self._seq] + size > self._segment_size
+                self._seg_end[seq] > self._seg_start[seq]
+                and self._seg_end[seq] + size > self._segment_size
             )
         ):
             self._roll_over()
-        if self._seg_end[self._seq] == self._seg_start[self._seq]:
+            seq = self._seq
+        start = self._seg_end[seq]
+        if start == self._seg_start[seq]:
             # A segment's first batch restates the snapshot and hard state, so every segment
             # before it can be deleted without losing them.
             head = [
@@ -536,8 +539,6 @@ class FileStorage(Recovery):
                 (HARD_STATE, _enc.encode(self._written_hard), -1),
             ]
             ops = head + ops
-        seq = self._seq
-        start = self._seg_end[seq]
         tail = self._seg_version[seq] >= 2
         buf, offsets = encode_batch(seq, start, ops, tail)
         f = self._files[seq]
