@@ -371,7 +371,7 @@ class SegmentScan:
 
 
 def _seal_at(data: bytes, seq: int, off: int) -> int | None:
-    if _check_record(data, off, seq, off, len(data)) is not None:
+    if data[off : off + 2] != _MARKER or _check_record(data, off, seq, off, len(data)) is not None:
         return None
     _, t, length, back, _ = _REC.unpack_from(data, off)
     if t & 0x7F != SEAL or back != 0:
@@ -380,6 +380,16 @@ def _seal_at(data: bytes, seq: int, off: int) -> int | None:
         return int(_dec_seal.decode(data[off + _RH : off + _RH + length]))
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None
+
+
+def _leftover(data: bytes, after: int, size: int) -> tuple[int | None, int]:
+    """Where non-zero bytes after offset ``after`` start and end (``None`` and ``after`` when
+    there are none). The common case, all zeros, is one ``memcmp`` against a zero-filled
+    buffer, not a byte-by-byte strip of what may be most of a 64 MiB segment."""
+    if data[after:size] == bytes(size - after):
+        return None, after
+    rest = data[after:size]
+    return after + len(rest) - len(rest.lstrip(b"\0")), after + len(rest.rstrip(b"\0"))
 
 
 def scan_segment(data: bytes, seq: int, path: str) -> SegmentScan:
@@ -402,10 +412,7 @@ def scan_segment(data: bytes, seq: int, path: str) -> SegmentScan:
                 sealed = _seal_at(data, seq, after)
                 if sealed is not None:
                     after += _RH + len(_enc.encode(sealed))
-                rest = data[after:size]
-                stripped = rest.lstrip(b"\0")
-                leftover = after + len(rest) - len(stripped) if stripped else None
-                data_end = after + len(rest.rstrip(b"\0"))
+                leftover, data_end = _leftover(data, after, size)
                 return SegmentScan(
                     out,
                     off,
