@@ -200,8 +200,7 @@ class NodeSnapshots:
             logger.warning(
                 "node %d: deleting snapshot file %s (index %d, term %d): the log does not vouch "
                 "for it (its last entry is %d, its commit index %d%s); a crash while installing "
-                "a snapshot received from the leader leaves such a file, and the log, which "
-                "can tell a cut-off end, shows no loss",
+                "a snapshot received from the leader leaves such a file",
                 self.node_id,
                 self.store.path_of(index, term),
                 index,
