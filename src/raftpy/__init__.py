@@ -43,7 +43,13 @@ from raftpy.node.stats import NodeStats
 from raftpy.node.status import NodeStatus
 from raftpy.statemachine import StateMachine
 from raftpy.storage.base import LogStore
-from raftpy.storage.errors import CorruptLogError, StorageError, StorageFullError
+from raftpy.storage.errors import (
+    CorruptLogError,
+    DataDirError,
+    DataLossError,
+    StorageError,
+    StorageFullError,
+)
 from raftpy.storage.memory import MemoryStorage
 from raftpy.storage.wal import FileStorage
 from raftpy.transport.tls import TlsConfig
@@ -56,6 +62,8 @@ __all__ = [
     "ClusterUnavailableError",
     "ConfState",
     "CorruptLogError",
+    "DataDirError",
+    "DataLossError",
     "Entry",
     "EntryKind",
     "FileStorage",

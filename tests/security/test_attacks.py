@@ -595,7 +595,7 @@ def test_stale_term_snapshot_chunks_write_nothing(attacked: AttackedCluster) -> 
     assert not grew and growth <= bound, f"stale-term chunks wrote {growth / MIB:.0f} MiB"
 
 
-@modes(plain="disk: data files 0600 and directories 0700", only="plain")
+@modes(only="plain")
 def test_data_files_and_directories_are_owner_only(attacked: AttackedCluster) -> None:
     attacked.intact()
     loose: list[str] = []

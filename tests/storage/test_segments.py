@@ -19,12 +19,18 @@ def hs(term: int) -> bytes:
 
 
 def segment(*batches: list[segments.Op], tail: int = 64) -> bytearray:
-    """A segment holding ``batches`` written one after the other, then ``tail`` zero bytes."""
-    data = bytearray(segments.segment_header(SEQ))
+    """A segment holding ``batches`` written one after the other (each over the TAIL of the
+    one before), then ``tail`` zero bytes."""
+    data = bytearray(segments.segment_header(SEQ, 0))
+    data += segments.encode_tail(SEQ, len(data), len(data))
     for ops in batches:
-        buf, _ = encode_batch(SEQ, len(data), ops)
-        data += buf
+        start = len(data) - segments.TAIL_SIZE
+        buf, _ = encode_batch(SEQ, start, ops)
+        data[start:] = buf
     return data + bytes(tail)
+
+
+END = 64 + segments.TAIL_SIZE  # bytes after the last batch: its TAIL and the zeros
 
 
 def test_names() -> None:
@@ -38,7 +44,7 @@ def test_encode_batch_reports_tagged_records() -> None:
     buf, offsets = encode_batch(SEQ, start, [(HARD_STATE, hs(1), -1), (HARD_STATE, hs(2), 5)])
     first = segments._RH + len(hs(1))
     assert offsets == {5: (start + first, segments._RH + len(hs(2)))}
-    assert len(buf) == first + segments._RH + len(hs(2))
+    assert len(buf) == first + segments._RH + len(hs(2)) + segments.TAIL_SIZE
 
 
 def test_scan_returns_the_records_of_complete_batches() -> None:
@@ -46,17 +52,18 @@ def test_scan_returns_the_records_of_complete_batches() -> None:
     scan = scan_segment(bytes(data), SEQ, PATH)
     assert scan.damage is None
     assert [bytes(p) for _, p, _ in scan.records] == [hs(1), hs(2), hs(3)]
-    assert scan.end == len(data) - 64
+    assert scan.end == len(data) - END
+    assert scan.tail == scan.end and scan.sealed is None and scan.leftover is None
 
 
-def test_scan_reports_a_torn_last_batch() -> None:
+def test_scan_reports_a_damaged_last_batch_and_its_intact_tail() -> None:
     data = segment([(HARD_STATE, hs(1), -1)], [(HARD_STATE, hs(2), -1)])
-    end = len(data) - 64
+    end = len(data) - END
     data[end - 1] ^= 0xFF  # the last payload byte of the second batch
     scan = scan_segment(bytes(data), SEQ, PATH)
     second = segments._HDR + segments._RH + len(hs(1))
-    assert scan.damage == Damage(second, "checksum mismatch", second, None)
-    assert scan.end == second
+    assert scan.damage == Damage(second, "checksum mismatch", second, None, end, None, end + 15)
+    assert scan.end == second and scan.last_batch == segments._HDR
     assert [bytes(p) for _, p, _ in scan.records] == [hs(1)]
 
 
@@ -66,11 +73,12 @@ def test_scan_reports_a_later_batch_after_damage() -> None:
     scan = scan_segment(bytes(data), SEQ, PATH)
     assert scan.damage is not None
     assert scan.damage.later == segments._HDR + segments._RH + len(hs(1))
+    assert scan.damage.tail is None  # the TAIL belongs to the later batch
     assert scan.records == [] and scan.end == segments._HDR
 
 
 def test_scan_reports_a_batch_without_its_final_record() -> None:
-    data = bytearray(segments.segment_header(SEQ))
+    data = bytearray(segments.segment_header(SEQ, 0))
     buf, _ = encode_batch(SEQ, len(data), [(HARD_STATE, hs(1), -1), (HARD_STATE, hs(2), -1)])
     data += buf[: segments._RH + len(hs(1))] + bytes(64)  # the second record never landed
     scan = scan_segment(bytes(data), SEQ, PATH)
@@ -89,8 +97,31 @@ def test_scan_checks_the_header() -> None:
 
 def test_decode_entries_record_rejects_damage() -> None:
     data = segment([(HARD_STATE, hs(1), -1)])
-    raw = bytes(data[segments._HDR : len(data) - 64])
+    raw = bytes(data[segments._HDR : len(data) - END])
     with pytest.raises(CorruptLogError, match="undecodable entries payload"):
         segments.decode_entries_record(raw, SEQ, segments._HDR, PATH)
     with pytest.raises(CorruptLogError, match="checksum mismatch"):
         segments.decode_entries_record(raw, SEQ, segments._HDR + 1, PATH)
+
+
+def test_scan_tells_a_missing_tail_a_seal_and_leftovers() -> None:
+    data = segment([(HARD_STATE, hs(1), -1)])
+    end = len(data) - END
+    cut = scan_segment(bytes(data[:end]), SEQ, PATH)  # cut at the batch boundary
+    assert cut.damage is None and cut.tail is None and cut.end == end
+    sealed = data[: end + segments.TAIL_SIZE] + segments.encode_seal(
+        SEQ, end + segments.TAIL_SIZE, SEQ + 1
+    )
+    assert scan_segment(bytes(sealed), SEQ, PATH).sealed == SEQ + 1
+    data[end + 40] = 7  # a piece of an interrupted write after the TAIL
+    scan = scan_segment(bytes(data), SEQ, PATH)
+    assert scan.tail == end and scan.leftover == end + 40 and scan.data_end == end + 41
+
+
+def test_scan_reads_format_1_segments() -> None:
+    data = bytearray(segments.segment_header(SEQ, 0, version=1))
+    buf, _ = encode_batch(SEQ, len(data), [(HARD_STATE, hs(1), -1)], tail=False)
+    data += buf + bytes(64)
+    scan = scan_segment(bytes(data), SEQ, PATH)
+    assert scan.version == 1 and scan.damage is None and scan.tail is None
+    assert [bytes(p) for _, p, _ in scan.records] == [hs(1)]

@@ -698,7 +698,7 @@ def test_receive_edge_cases() -> None:
             follower.begin_receive(bad)
 
 
-def test_leftovers_are_deleted_durably_on_open() -> None:
+def test_leftovers_are_deleted_durably_when_asked_never_on_open() -> None:
     fs = FaultyFileSystem()
     store = SnapshotStore(D, fs=fs)
     store.create(META, writes([b"keep me"]))
@@ -707,7 +707,9 @@ def test_leftovers_are_deleted_durably_on_open() -> None:
         f.write_at(0, b"half written")
         f.datasync()
     fs.sync_dir(D)
-    SnapshotStore(D, fs=fs)
+    store = SnapshotStore(D, fs=fs)
+    assert len(fs.listdir(D)) == 3  # opening deletes nothing
+    store.remove_leftovers()
     assert fs.listdir(D) == [snapshot_file_name(META)]
     fs.crash("drop")  # the deletions were made durable
     assert fs.listdir(D) == [snapshot_file_name(META)]
@@ -717,7 +719,7 @@ def test_leftovers_are_deleted_durably_on_open() -> None:
 def test_leftovers_are_deleted_on_the_real_file_system(tmp_path: Path) -> None:
     (tmp_path / "a.partial").write_bytes(b"x")
     (tmp_path / "b.snap.tmp").write_bytes(b"y")
-    SnapshotStore(str(tmp_path))
+    SnapshotStore(str(tmp_path)).remove_leftovers()
     assert list(tmp_path.iterdir()) == []
 
 

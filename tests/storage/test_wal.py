@@ -16,6 +16,7 @@ from raftpy.storage.base import LogStore
 from raftpy.storage.errors import (
     CorruptLogError,
     DataDirLockedError,
+    DataLossError,
     FatalStorageError,
     StorageFullError,
     UnsupportedFormatError,
@@ -54,6 +55,8 @@ def records(fs: FaultyFileSystem, path: str) -> list[tuple[int, int, int]]:
     off = segments._HDR
     while off + segments._RH <= len(data) and data[off : off + 2] == segments._MARKER:
         _, t, length, _, _ = segments._REC.unpack_from(data, off)
+        if t & 0x7F in (segments.TAIL, segments.SEAL):
+            break  # the end of the batches
         out.append((off, t, length))
         off += segments._RH + length
     return out
@@ -78,9 +81,18 @@ def three_batches(fs: FaultyFileSystem) -> None:
 # -- basics ----------------------------------------------------------------------------------
 
 
+def test_opening_a_new_dir_writes_nothing_until_the_first_write() -> None:
+    fs = FaultyFileSystem()
+    s = open_fs(fs)
+    assert s.initial_state() == (HardState(), ConfState(voters=(1, 2, 3)))
+    assert fs.listdir(D) == ["LOCK"]
+    s.sync()
+    assert sorted(fs.listdir(D)) == ["0000000000000001.wal", "IDENTITY", "LOCK"]
+
+
 def test_new_dir_has_initial_membership_durably() -> None:
     fs = FaultyFileSystem()
-    open_fs(fs)
+    open_fs(fs).sync()
     fs.crash("drop")
     s = FileStorage(D, fs=fs)
     assert s.initial_state() == (HardState(), ConfState(voters=(1, 2, 3)))
@@ -92,9 +104,10 @@ def test_crash_during_the_first_sync_of_a_new_dir(mode: str) -> None:
     fs = FaultyFileSystem(3)
     fs.crash_on_next_sync(mode, after=1)  # type: ignore[arg-type]  # the first batch's sync
     with pytest.raises(SimulatedCrash):
-        open_fs(fs)
+        open_fs(fs).sync()
     s = open_fs(fs)
     assert s.initial_state() == (HardState(), ConfState(voters=(1, 2, 3)))
+    s.sync()
     fs.crash_on_next_sync(mode)  # type: ignore[arg-type]
     s.append(ents(1, 2))
     with pytest.raises(SimulatedCrash):
@@ -128,6 +141,7 @@ def test_reads_match_memory_storage_before_and_after_reopen(tmp_path: Path) -> N
 def test_group_commit_one_fdatasync_per_sync() -> None:
     fs = FaultyFileSystem()
     s = open_fs(fs)
+    s.sync()
     before = fs.syncs
     for k in range(5):
         s.append(ents(1 + k, 1))
@@ -201,16 +215,30 @@ def test_crash_during_truncation_leaves_old_or_new_log(mode: str, seed: int) -> 
 # -- torn tail and corruption ------------------------------------------------------------------
 
 
-def test_torn_tail_is_cut_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+def test_checksum_failure_in_the_last_batch_is_refused_at_its_offset() -> None:
     fs = FaultyFileSystem()
     three_batches(fs)
     last_off, _, length = records(fs, SEG1)[-1]
     poke(fs, SEG1, last_off + segments._RH + length - 1)  # the last byte of the last batch
+    with pytest.raises(DataLossError) as info:
+        open_fs(fs)
+    assert (info.value.file, info.value.offset) == (SEG1, last_off)
+    assert "checksum mismatch" in info.value.reason and "written whole" in info.value.reason
+
+
+def test_torn_tail_is_cut_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    fs = FaultyFileSystem()
+    three_batches(fs)
+    last_off, _, length = records(fs, SEG1)[-1]
+    # A write cut short: the end of the last batch (and its TAIL) never reached the disk.
+    end = last_off + segments._RH + length + segments.TAIL_SIZE
+    fs.open(SEG1).write_at(last_off + 5, bytes(end - last_off - 5))
     with caplog.at_level(logging.WARNING, logger="raftpy.storage.wal"):
         s = open_fs(fs)
     assert all_entries(s) == ents(1, 20)
     assert s.hard_state == HardState(1, 1, 10)
-    assert "cutting a torn write" in caplog.text and SEG1 in caplog.text
+    assert "incomplete" in caplog.text and "never acknowledged" in caplog.text
+    assert SEG1 in caplog.text
     # The cut is durable, and appending after it works.
     s.append(ents(21, 2, term=2))
     s.sync()
@@ -308,7 +336,7 @@ def test_unknown_format_version_is_refused_clearly() -> None:
     fs = FaultyFileSystem()
     three_batches(fs)
     fs.open(SEG1).write_at(8, struct.pack("<I", 99))
-    with pytest.raises(UnsupportedFormatError, match=r"format version 99.*reads version 1"):
+    with pytest.raises(UnsupportedFormatError, match=r"format version 99.*reads versions 1, 2"):
         open_fs(fs)
 
 

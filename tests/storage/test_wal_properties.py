@@ -3,6 +3,9 @@ conflicting-suffix truncations), hard-state writes, syncs, compactions, snapshot
 leader, failed fsyncs and crashes (every FaultyFileSystem crash mode, also in the middle of a
 sync) recovers exactly a synced state, and never loses one reported as persisted.
 
+The operations keep Raft's rules that recovery checks: the commit index never passes the last
+entry, and neither a conflicting append nor a leader's snapshot replaces committed entries.
+
 The model is a MemoryStorage that receives every operation; its state is recorded at each
 point where FileStorage reports durability (``sync()`` returned; a snapshot call returned).
 After a crash the recovered state must equal the last such state, or, when the crash hit a
@@ -60,7 +63,9 @@ class WalMachine(RuleBasedStateMachine):
         self.term = 1
 
     def _open(self) -> FileStorage:
-        return FileStorage(D, VOTERS, fs=self.fs, segment_size=4096, cache_bytes=2000)
+        s = FileStorage(D, VOTERS, fs=self.fs, segment_size=4096, cache_bytes=2000)
+        s.sync()  # carry out what recovery decided (done by the first write otherwise)
+        return s
 
     def _live(self) -> bool:
         return not self.dead
@@ -78,7 +83,11 @@ class WalMachine(RuleBasedStateMachine):
         if not self._live():
             return
         self.term += bump
-        first = max(self.model.first_index(), self.model.last_index() + 1 - back)
+        first = max(
+            self.model.first_index(),
+            self.model.last_index() + 1 - back,
+            self.model.hard_state.commit + 1,  # committed entries are never replaced (Raft §5.3)
+        )
         batch = [
             Entry(self.term, i, EntryKind.COMMAND, bytes([i % 256]) * size)
             for i in range(first, first + n)
@@ -93,7 +102,7 @@ class WalMachine(RuleBasedStateMachine):
     def hard_state(self, vote: int | None, commit: int) -> None:
         if not self._live():
             return
-        hs = HardState(self.term, vote, commit)
+        hs = HardState(self.term, vote, min(commit, self.model.last_index()))
         self.s.set_hard_state(hs)
         self.model.set_hard_state(hs)
 
@@ -128,7 +137,7 @@ class WalMachine(RuleBasedStateMachine):
         if not self._live():
             return
         index = self.model.last_index() - 3 + ahead
-        if index <= self.model.first_index() - 1:
+        if index <= max(self.model.first_index() - 1, self.model.hard_state.commit):
             return
         term = self.model.term(index) if match and index <= self.model.last_index() else self.term
         meta = SnapshotMeta(index, term, ConfState(voters=VOTERS))

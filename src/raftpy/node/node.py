@@ -153,7 +153,11 @@ class RaftNode:
             self._storage = MemoryStorage(voters)
         else:
             self._storage = FileStorage(
-                self.data_dir, voters, segment_size=self.config.segment_size
+                self.data_dir,
+                voters,
+                segment_size=self.config.segment_size,
+                cluster_id=self.config.cluster_id,
+                node_id=self.node_id,
             )
         if self.data_dir is not None:
             store = SnapshotStore(os.path.join(self.data_dir, "snapshots"))

@@ -15,7 +15,8 @@ taken). What this module guarantees:
   the leader's: the received file is verified and renamed into place first, then the WAL
   records the snapshot. On start-up, :meth:`NodeSnapshots.recover` uses only a snapshot that
   the log vouches for (the WAL's own, or a newer one whose index is committed in the log with
-  the same term); any other file is a leftover and is deleted.
+  the same term); it refuses to start when the files show the log lost state, and deletes
+  nothing before it has decided (other files are then deleted, a newer one with a warning).
 - **Followers that lag a little catch up from the log.** The log is compacted to the
   *previous* snapshot, not the newest: one snapshot interval of entries stays behind the newest
   snapshot (etcd keeps 5,000 "catch-up entries", hashicorp/raft ``TrailingLogs`` for the same
@@ -46,6 +47,7 @@ from raftpy.statemachine import ConcurrentSnapshot, StateMachine
 from raftpy.storage.base import LogStore
 from raftpy.storage.errors import (
     CorruptSnapshotError,
+    DataLossError,
     FatalStorageError,
     StorageError,
     StorageFullError,
@@ -137,18 +139,35 @@ class NodeSnapshots:
         """Restore the state machine from the newest snapshot the log vouches for; return the
         applied index to start the core with (``None``: no snapshot, apply from the start).
 
-        Raises :class:`StorageError` when the log was compacted to a snapshot whose file is
-        gone (the state before it cannot be rebuilt here) and
-        :class:`~raftpy.storage.errors.CorruptSnapshotError` for a damaged file.
+        Decides first and changes nothing until it has: it raises
+        :class:`~raftpy.storage.errors.DataLossError` when the log was compacted to a snapshot
+        whose file is gone, when snapshot files exist beside an empty log (the log was lost),
+        and when a file lies beyond the end of a log that cannot vouch for its own end (a
+        format 1 log), and :class:`~raftpy.storage.errors.CorruptSnapshotError` for a damaged
+        file. Only after the restore does it delete files: leftovers of interrupted writes,
+        old snapshots, and (with a warning naming each) files newer than the log vouches for.
         """
         storage = self._storage
         wal = storage.snapshot_meta()
-        commit = storage.hard_state.commit
+        hard = storage.hard_state
+        commit = hard.commit
+        last = storage.last_index()
+        keys = self.store.keys()
+        if keys and hard.term == 0 and last == 0 and wal.index == 0:
+            # No member holds a snapshot before it has a term (the leader's, or its own
+            # entries'): the log these files came from is gone.
+            index, term = keys[-1]
+            raise DataLossError(
+                self.store.path_of(index, term),
+                0,
+                f"snapshot files exist (the newest at index {index}, term {term}) but the log "
+                f"in {storage.location} is empty, with no term and no vote: the log was lost",
+            )
         chosen: SnapshotMeta | None = None
         own: SnapshotMeta | None = None
-        # By file name first: files the log does not vouch for are never even opened (they
-        # are leftovers, deleted below, whatever their content).
-        for index, term in reversed(self.store.keys()):
+        unvouched: list[tuple[int, int]] = []
+        # By file name first: files the log does not vouch for are never even opened.
+        for index, term in reversed(keys):
             if index == wal.index and term == wal.term:
                 own = self.store.read_meta(index, term)
                 if chosen is None:
@@ -156,32 +175,63 @@ class NodeSnapshots:
                 break
             if (
                 chosen is None
-                and wal.index < index <= min(storage.last_index(), commit)
+                and wal.index < index <= min(last, commit)
                 and storage.term(index) == term
             ):
                 chosen = self.store.read_meta(index, term)
-        if wal.index > 0 and own is None:
-            if chosen is None:
-                raise StorageError(
-                    f"the log in {storage.location} was compacted to a snapshot at index "
-                    f"{wal.index} (term {wal.term}) whose file is missing from "
-                    f"{self.store.directory}: the state it held is lost here. Restore the "
-                    "file, or empty the data directory so the node is rebuilt from its peers."
-                )
+            elif index > wal.index:
+                unvouched.append((index, term))
+        if wal.index > 0 and own is None and chosen is None:
+            raise DataLossError(
+                self.store.path(wal),
+                0,
+                f"the log in {storage.location} was compacted to a snapshot at index "
+                f"{wal.index} (term {wal.term}) whose file is missing: the state before it is "
+                "lost here",
+            )
+        beyond = [(i, t) for i, t in unvouched if i > last]
+        if beyond and not getattr(storage, "vouches_for_tail", True):
+            index, term = beyond[0]
+            raise DataLossError(
+                self.store.path_of(index, term),
+                0,
+                f"this snapshot file (index {index}, term {term}) lies beyond the log's last "
+                f"entry {last}, and the log's last segment (format 1) cannot tell whether its "
+                "end was cut off: the node took a snapshot there, so the log reached it. (If "
+                "the node crashed while installing a snapshot from the leader instead, delete "
+                "this file and start again.)",
+            )
+        if chosen is not None:
+            logger.info(
+                "node %d restores its state machine from snapshot %d (term %d)",
+                self.node_id,
+                chosen.index,
+                chosen.term,
+            )
+            await asyncio.to_thread(self._restore, chosen)
+        # Decided: from here on, files may change.
+        if wal.index > 0 and own is None and chosen is not None:
             # The WAL's own file is gone but a newer usable one exists: compact to that one
             # so what we would send to followers is a file we have.
             storage.create_snapshot(chosen)
             own = chosen
+        for index, term in unvouched:
+            logger.warning(
+                "node %d: deleting snapshot file %s (index %d, term %d): the log does not vouch "
+                "for it (its last entry is %d, its commit index %d%s); a crash while installing "
+                "a snapshot received from the leader leaves such a file",
+                self.node_id,
+                self.store.path_of(index, term),
+                index,
+                term,
+                last,
+                commit,
+                "" if index > last else f", its term at {index} is {storage.term(index)}",
+            )
         self.store.retain([m for m in (own, chosen) if m is not None])
+        self.store.remove_leftovers()
         if chosen is None:
             return None
-        logger.info(
-            "node %d restores its state machine from snapshot %d (term %d)",
-            self.node_id,
-            chosen.index,
-            chosen.term,
-        )
-        await asyncio.to_thread(self._restore, chosen)
         self.latest = chosen
         self.entries_since = max(0, commit - chosen.index)
         return chosen.index

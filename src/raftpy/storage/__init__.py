@@ -5,7 +5,9 @@ from raftpy.storage.base import LogStore
 from raftpy.storage.errors import (
     CorruptLogError,
     CorruptSnapshotError,
+    DataDirError,
     DataDirLockedError,
+    DataLossError,
     FatalStorageError,
     StorageError,
     StorageFullError,
@@ -18,7 +20,9 @@ from raftpy.storage.wal import FileStorage
 __all__ = [
     "CorruptLogError",
     "CorruptSnapshotError",
+    "DataDirError",
     "DataDirLockedError",
+    "DataLossError",
     "FatalStorageError",
     "FileStorage",
     "LogStore",

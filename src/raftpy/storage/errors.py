@@ -11,7 +11,9 @@ from raftpy.errors import RaftError
 __all__ = [
     "CorruptLogError",
     "CorruptSnapshotError",
+    "DataDirError",
     "DataDirLockedError",
+    "DataLossError",
     "FatalStorageError",
     "StorageError",
     "StorageFullError",
@@ -24,12 +26,11 @@ class StorageError(RaftError):
 
 
 class CorruptLogError(StorageError):
-    """Raised when opening (or reading) the log finds damage that is not a torn write at the
-    very end of the last segment: a bad checksum, an impossible length, an undecodable payload,
-    a missing segment, or records that contradict each other.
+    """Raised when reading the log finds damage: a bad checksum, an impossible length, an
+    undecodable payload, or records that contradict each other. At start-up it is always the
+    subclass :class:`DataLossError`, which also says what the operator can do.
 
-    ``file`` and ``offset`` (bytes from the start of the file) say where. Start-up stops: the
-    data must be repaired or the node rebuilt from its peers. Retrying cannot help.
+    ``file`` and ``offset`` (bytes from the start of the file) say where. Retrying cannot help.
     """
 
     def __init__(self, file: str, offset: int, reason: str) -> None:
@@ -37,6 +38,42 @@ class CorruptLogError(StorageError):
         self.offset = offset
         self.reason = reason
         super().__init__(f"corrupt write-ahead log {file} at byte offset {offset}: {reason}")
+
+
+RECOVERY_ADVICE = (
+    "This node must not start on this data dir (it could vote again in a term it voted in, or "
+    "deny entries it acknowledged). Restore the data dir from a backup taken while the node "
+    "was stopped; or remove this member from the cluster and add it back as a new member with "
+    "an empty data dir (raftpy cannot change membership yet: until it can, restore from a "
+    "backup). See README.md, section Storage."
+)
+"""What an operator can do when acknowledged state is gone (every :class:`DataLossError`
+says it)."""
+
+
+class DataLossError(CorruptLogError):
+    """Raised at start-up when the data dir lost state this node had synced, so possibly
+    acknowledged: its vote, its term or entries it reported as stored. For example the end of
+    the last segment cut off, a segment missing, the log gone beside its identity file or
+    beside snapshots, a checksum failure inside a batch that was written whole.
+
+    ``file`` and ``offset`` say where the loss was seen, ``reason`` what is missing. The message
+    ends with what the operator can do (:data:`RECOVERY_ADVICE`). Retrying cannot help.
+    """
+
+    def __init__(self, file: str, offset: int, reason: str) -> None:
+        super().__init__(file, offset, reason)
+        self.args = (
+            f"acknowledged state is gone: {file} at byte offset {offset}: {reason}. "
+            f"{RECOVERY_ADVICE}",
+        )
+
+
+class DataDirError(StorageError):
+    """Raised when the data dir cannot be used: it cannot be created, read or written (a
+    read-only file system, missing permissions), or it belongs to another node or cluster.
+    The message names the directory and the reason. Nothing in it was changed; fix the
+    directory (or the node's settings) and start again."""
 
 
 class UnsupportedFormatError(StorageError):

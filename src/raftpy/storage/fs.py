@@ -169,20 +169,32 @@ class _OsLock:
             self._fd = -1
 
 
+FILE_MODE = 0o600
+"""Permissions of the files a node creates: the log, snapshots and the lock file hold the
+cluster's data, for the node's own user only."""
+DIR_MODE = 0o700
+"""Permissions of the directories a node creates."""
+
+
 class OsFileSystem:
     """The real file system: ``os`` calls, ``os.fdatasync``, ``os.posix_fallocate`` when
     available and an ``fcntl.flock`` lock file (released by the kernel when the process dies,
-    so a crashed node never leaves a stale lock behind)."""
+    so a crashed node never leaves a stale lock behind). Files and directories it creates are
+    owner-only (:data:`FILE_MODE`, :data:`DIR_MODE`); existing ones keep their permissions."""
 
     def open(self, path: str, create: bool = False) -> File:
         flags = os.O_RDWR | (os.O_CREAT if create else 0) | getattr(os, "O_CLOEXEC", 0)
-        return _OsFile(path, os.open(path, flags, 0o644))
+        return _OsFile(path, os.open(path, flags, FILE_MODE))
 
     def exists(self, path: str) -> bool:
         return os.path.exists(path)
 
     def makedirs(self, path: str) -> None:
-        os.makedirs(path, exist_ok=True)
+        # os.makedirs gives its mode to the leaf only: create each missing parent owner-only too.
+        parent = os.path.dirname(os.path.abspath(path))
+        if parent != path and not os.path.isdir(parent):
+            self.makedirs(parent)
+        os.makedirs(path, mode=DIR_MODE, exist_ok=True)
 
     def listdir(self, path: str) -> list[str]:
         return os.listdir(path)
@@ -203,7 +215,7 @@ class OsFileSystem:
     def lock(self, path: str) -> Lock:
         import fcntl
 
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), FILE_MODE)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

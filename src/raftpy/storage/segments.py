@@ -10,13 +10,15 @@ them may be gone)::
     0000000000000002.wal
     0000000000000003.wal.tmp  one being created (renamed into place once synced)
 
-A segment starts with a 24-byte header: the magic ``b"RAFTWAL\\0"``, the format version (u32),
-the segment's number (u64) and a CRC-32 of those 20 bytes. Records follow, back to back; the
-rest of the file is preallocated zeros (so a write inside it changes no metadata and
+A segment starts with a header: the magic ``b"RAFTWAL\\0"``, the format version (u32), the
+segment's number (u64), in version 2 the size the segment was preallocated to (u64), and a
+CRC-32 of the bytes before it (24 bytes in version 1, 32 in version 2). Records follow, back to
+back; the rest of the file is preallocated zeros (so a write inside it changes no metadata and
 ``fdatasync`` stays cheap). A record is a 15-byte header and a msgspec msgpack payload::
 
     marker  2s   b"\\xa5\\x5a": lets recovery find record starts quickly
-    type    u8   ENTRIES, HARD_STATE, TRUNCATE, SNAPSHOT; the 0x80 bit marks a batch's last record
+    type    u8   ENTRIES, HARD_STATE, TRUNCATE, SNAPSHOT, TAIL, SEAL; the 0x80 bit marks a
+                 batch's last record
     length  u32  payload bytes
     back    u32  bytes from the start of this record's batch to this record
     crc     u32  zlib.crc32 (plain CRC-32, stdlib) of (segment number, file offset, type,
@@ -25,15 +27,27 @@ rest of the file is preallocated zeros (so a write inside it changes no metadata
 Record payloads: ``ENTRIES`` a list of contiguous :class:`Entry`; ``HARD_STATE`` a
 :class:`HardState`; ``TRUNCATE`` an index ``n``: "entries after ``n`` are gone"; ``SNAPSHOT``
 the snapshot's :class:`SnapshotMeta` and whether the entries after it were kept (compaction)
-or dropped (a snapshot from the leader that replaced a conflicting log).
+or dropped (a snapshot from the leader that replaced a conflicting log); ``TAIL`` nothing;
+``SEAL`` the number of the segment the log continues in.
+
+**What tells "never written" from "written and lost"** (version 2). Every batch is written
+together with a ``TAIL`` record right after it (same ``pwrite``, same ``fdatasync``), whose
+``back`` points at the batch it closes; the next batch is written over it. So a segment's data
+always ends with an intact ``TAIL``: a segment that ends without one lost its end (a crash
+cannot do that: the next batch's first bytes, never zeros, are what overwrites a ``TAIL``).
+When the log moves on to a new segment, the old one gets a ``SEAL`` after its ``TAIL``, so a
+missing last segment is seen too. The header's preallocated size tells a segment cut short
+(a crash never shrinks a preallocated file) from a torn write inside it. Version 1 segments
+(no ``TAIL``, ``SEAL`` or size) are still read, with what they can tell.
 
 **Batches.** Records are written in *batches* (:func:`encode_batch`: one ``pwrite`` each); a
 batch counts only when its last record, the one with the 0x80 bit, is intact.
 :func:`scan_segment` reads a segment the way recovery needs it: the records of its complete
-batches, where they end, and the first damage (:class:`Damage`) if any, together with whether
-an intact record of a *later* batch follows it (the ``back`` field says where a record's
-batch starts): evidence that the damaged batch was not the last one written. What to make of
-damage is the log's decision, not the format's.
+batches, where they end, whether a ``TAIL`` closes them, and the first damage
+(:class:`Damage`) if any, together with what follows it: an intact record of a *later* batch
+(the ``back`` field says where a record's batch starts: evidence that the damaged batch was not
+the last one written), or the damaged batch's own ``TAIL`` (evidence that the whole batch was
+written). What to make of damage is the log's decision, not the format's.
 
 Names with a leading underscore are shared inside :mod:`raftpy.storage` (the log and its
 tests read segments through them), not part of the public API.
@@ -58,12 +72,17 @@ __all__ = [
     "FORMAT_VERSION",
     "HARD_STATE",
     "MAGIC",
+    "SEAL",
     "SNAPSHOT",
+    "TAIL",
     "TRUNCATE",
     "Damage",
     "SegmentScan",
     "decode_entries_record",
     "encode_batch",
+    "encode_seal",
+    "encode_tail",
+    "header_size",
     "scan_segment",
     "segment_header",
     "segment_name",
@@ -71,21 +90,31 @@ __all__ = [
 ]
 
 MAGIC = b"RAFTWAL\x00"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""The version new segments are written in; version 1 segments are still read."""
+_VERSIONS = (1, 2)
 
-_SEG_HEADER = struct.Struct("<8sIQI")  # magic, version, segment number, crc of the first 20
+_SEG_HEADER = struct.Struct("<8sIQI")  # v1: magic, version, segment number, crc of the first 20
+_SEG_HEADER2 = struct.Struct("<8sIQQI")  # v2: ... preallocated size, crc of the first 28
 _REC = struct.Struct("<2sBIII")  # marker, type, length, back, crc
 _POS = struct.Struct("<QQBII")  # what the crc covers besides the payload
 _MARKER = b"\xa5\x5a"
-_HDR = _SEG_HEADER.size
+_HDR = _SEG_HEADER2.size  # where the records of a new segment start
+_HDR1 = _SEG_HEADER.size
 _RH = _REC.size
+HOLE = 480
+"""Zero bytes in a row that a lost sector of an interrupted write leaves inside a batch (a
+512-byte sector, less what a ``TAIL`` it replaced may still hold)."""
 
 ENTRIES = 1
 HARD_STATE = 2
 TRUNCATE = 3
 SNAPSHOT = 4
+TAIL = 5
+SEAL = 6
 _END = 0x80
-_TYPES = frozenset({ENTRIES, HARD_STATE, TRUNCATE, SNAPSHOT})
+_TAIL_TYPE = TAIL | _END
+_TYPES = frozenset({ENTRIES, HARD_STATE, TRUNCATE, SNAPSHOT, TAIL, SEAL})
 _NAME = re.compile(r"^([0-9a-f]{16})\.wal$")
 
 
@@ -101,6 +130,7 @@ _dec_entries = msgspec.msgpack.Decoder(list[Entry])
 _dec_hard = msgspec.msgpack.Decoder(HardState)
 _dec_trunc = msgspec.msgpack.Decoder(int)
 _dec_snap = msgspec.msgpack.Decoder(_SnapshotRecord)
+_dec_seal = msgspec.msgpack.Decoder(int)
 
 Op = tuple[int, bytes, int]
 """A record to write: (type, payload, tag). :func:`encode_batch` reports where each record
@@ -130,18 +160,46 @@ def _crc(seq: int, off: int, typ: int, payload: bytes | memoryview, back: int) -
     return zlib.crc32(payload, zlib.crc32(_POS.pack(seq, off, typ, len(payload), back)))
 
 
-def segment_header(seq: int) -> bytes:
-    """The header that starts segment number ``seq``."""
-    header = _SEG_HEADER.pack(MAGIC, FORMAT_VERSION, seq, 0)
+def header_size(version: int) -> int:
+    """Bytes of a segment header in format ``version``: where its records start."""
+    return _HDR1 if version == 1 else _HDR
+
+
+def segment_header(seq: int, preallocated: int, version: int = FORMAT_VERSION) -> bytes:
+    """The header that starts segment number ``seq``, preallocated to ``preallocated`` bytes
+    (``version`` 1 only for tests of old data directories: it cannot say)."""
+    if version == 1:
+        header = _SEG_HEADER.pack(MAGIC, 1, seq, 0)
+    else:
+        header = _SEG_HEADER2.pack(MAGIC, version, seq, preallocated, 0)
     return header[:-4] + struct.pack("<I", zlib.crc32(header[:-4]))
 
 
+def _record(seq: int, off: int, typ: int, payload: bytes, back: int) -> bytes:
+    t = typ | _END
+    return _REC.pack(_MARKER, t, len(payload), back, _crc(seq, off, t, payload, back)) + payload
+
+
+def encode_tail(seq: int, off: int, batch_start: int) -> bytes:
+    """The ``TAIL`` record at offset ``off`` closing the batch that starts at ``batch_start``
+    (``off`` itself for a segment that has no batch yet)."""
+    return _record(seq, off, TAIL, b"", off - batch_start)
+
+
+def encode_seal(seq: int, off: int, next_seq: int) -> bytes:
+    """The ``SEAL`` record at offset ``off`` (right after the ``TAIL``): the log goes on in
+    segment ``next_seq``."""
+    return _record(seq, off, SEAL, _enc.encode(next_seq), 0)
+
+
 def encode_batch(
-    seq: int, start: int, ops: Sequence[Op]
+    seq: int, start: int, ops: Sequence[Op], tail: bool = True
 ) -> tuple[bytearray, dict[int, tuple[int, int]]]:
     """The bytes of one batch holding ``ops``, to be written at offset ``start`` of segment
-    ``seq`` (the offset is part of every checksum), and, for each tag ``>= 0``, the offset and
-    length of its record."""
+    ``seq`` (the offset is part of every checksum), followed by its ``TAIL`` record (unless
+    ``tail`` is false: a version 1 segment), and, for each tag ``>= 0``, the offset and length
+    of its record. The next batch goes where the ``TAIL`` starts: ``start + len(bytes) -
+    TAIL_SIZE``."""
     buf = bytearray()
     offsets: dict[int, tuple[int, int]] = {}
     last = len(ops) - 1
@@ -153,7 +211,17 @@ def encode_batch(
         buf += payload
         if k >= 0:
             offsets[k] = (off, _RH + len(payload))
+    if tail:
+        # encode_tail, inlined: this runs once per sync.
+        off = start + len(buf)
+        back = off - start
+        crc = zlib.crc32(_POS.pack(seq, off, _TAIL_TYPE, 0, back))
+        buf += _REC.pack(_MARKER, _TAIL_TYPE, 0, back, crc)
     return buf, offsets
+
+
+TAIL_SIZE = _RH
+"""Bytes of a ``TAIL`` record (it has no payload)."""
 
 
 # -- reading ----------------------------------------------------------------------------------
@@ -173,7 +241,7 @@ def _check_record(data: bytes, pos: int, seq: int, off: int, size: int) -> str |
         return f"unknown record type {t}"
     if length > size - pos - _RH:
         return f"impossible length {length} (only {size - pos - _RH} bytes follow)"
-    if back > off - _HDR:
+    if back > off - _HDR1:
         return f"impossible batch offset {back}"
     payload = memoryview(data)[pos + _RH : pos + _RH + length]
     if _crc(seq, off, t, payload, back) != crc:
@@ -193,8 +261,10 @@ def decode_entries_record(raw: bytes, seq: int, off: int, path: str) -> list[Ent
         raise CorruptLogError(path, off, f"undecodable entries payload: {exc}") from exc
 
 
-def _check_header(data: bytes, seq: int, path: str) -> None:
-    if len(data) < _HDR:
+def _check_header(data: bytes, seq: int, path: str) -> tuple[int, int]:
+    """Check the header of segment ``seq``; its format version and preallocated size (0 for
+    version 1, which does not record it)."""
+    if len(data) < _HDR1:
         raise CorruptLogError(path, 0, f"segment header truncated ({len(data)} bytes)")
     magic, version, hseq, hcrc = _SEG_HEADER.unpack_from(data)
     if magic != MAGIC:
@@ -202,28 +272,47 @@ def _check_header(data: bytes, seq: int, path: str) -> None:
             f"{path} is not a raftpy write-ahead log segment: magic number {magic!r}, "
             f"expected {MAGIC!r}"
         )
-    if version != FORMAT_VERSION:
+    if version not in _VERSIONS:
         raise UnsupportedFormatError(
             f"{path} has write-ahead log format version {version}; this raftpy reads "
-            f"version {FORMAT_VERSION} only (written by a newer raftpy?)"
+            f"versions {', '.join(map(str, _VERSIONS))} only (written by a newer raftpy?)"
         )
-    if zlib.crc32(data[: _HDR - 4]) != hcrc:
+    preallocated = 0
+    size = _HDR1
+    if version >= 2:
+        if len(data) < _HDR:
+            raise CorruptLogError(path, 0, f"segment header truncated ({len(data)} bytes)")
+        _, _, hseq, preallocated, hcrc = _SEG_HEADER2.unpack_from(data)
+        size = _HDR
+    if zlib.crc32(data[: size - 4]) != hcrc:
         raise CorruptLogError(path, 0, "segment header checksum mismatch")
     if hseq != seq:
         raise CorruptLogError(path, 12, f"segment header says number {hseq}, name says {seq}")
+    return version, preallocated
 
 
-def _later_batch(data: bytes, seq: int, bad: int) -> int | None:
-    """The offset of an intact record after ``bad`` that belongs to a batch starting after it
-    (proof that the damaged batch had been synced), or ``None``."""
+def _after(data: bytes, seq: int, bad: int, batch_start: int) -> tuple[int | None, int | None]:
+    """What follows the bad record at ``bad`` in a batch starting at ``batch_start``: the
+    offset of an intact record of a batch that starts after it (proof that the damaged batch
+    had been synced), and the offset of the damaged batch's own intact ``TAIL`` (proof that
+    the whole batch was written)."""
+    tail = None
     pos = data.find(_MARKER, bad + 1)
     while pos != -1:
         if _check_record(data, pos, seq, pos, len(data)) is None:
-            back = _REC.unpack_from(data, pos)[3]
-            if pos - back > bad:
-                return pos
+            _, t, _, back, _ = _REC.unpack_from(data, pos)
+            if t & 0x7F == TAIL and pos - back == batch_start and tail is None:
+                tail = pos
+            elif t & 0x7F not in (TAIL, SEAL) and pos - back > bad:
+                return pos, tail
         pos = data.find(_MARKER, pos + 1)
-    return None
+    return None, tail
+
+
+def _hole(data: bytes, start: int, end: int) -> int | None:
+    """The offset of a run of :data:`HOLE` zero bytes in ``data[start:end]``, or ``None``."""
+    at = data.find(bytes(HOLE), start, end)
+    return None if at == -1 else at
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,6 +328,15 @@ class Damage:
     later: int | None
     """The offset of an intact record of a batch that starts after the bad record, or
     ``None``: with one, the damaged batch was not the last one written."""
+    tail: int | None = None
+    """The offset of the damaged batch's own intact ``TAIL`` record, or ``None``: with one, the
+    whole batch reached the disk (its last bytes are there), so the damage is not a write cut
+    short, unless a :attr:`hole` says a piece of it went missing."""
+    hole: int | None = None
+    """The offset of a run of zero bytes inside the damaged batch as long as a lost sector
+    (an interrupted write whose pieces reached the disk out of order), or ``None``."""
+    data_end: int = 0
+    """Where the segment's non-zero bytes end (what a repair must clear)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,36 +348,107 @@ class SegmentScan:
     end: int
     """Where those batches end: the offset the next batch would be written at."""
     damage: Damage | None
-    """The first damage, or ``None`` when the data ends in clean zeros."""
+    """The first damage, or ``None`` when the data ends cleanly."""
+    version: int = FORMAT_VERSION
+    """The segment's format version."""
+    preallocated: int = 0
+    """The size the segment was created with (version 2; 0 for version 1)."""
+    size: int = 0
+    """The file's size in bytes."""
+    tail: int | None = None
+    """Where the ``TAIL`` closing the batches is (at :attr:`end`), or ``None`` when there is
+    none (always ``None`` for version 1, which has no ``TAIL``)."""
+    sealed: int | None = None
+    """The segment the log continues in, from the ``SEAL`` after the ``TAIL``, or ``None``."""
+    leftover: int | None = None
+    """The offset of non-zero bytes after the ``TAIL`` (and ``SEAL``): pieces of a batch
+    whose write was interrupted before any of it overwrote the ``TAIL``."""
+    data_end: int = 0
+    """Where the non-zero bytes after :attr:`leftover` end (when there are any)."""
+    last_batch: int = 0
+    """Where the last complete batch starts (the header's end when there is none): what a
+    ``TAIL`` at :attr:`end` points back to."""
+
+
+def _seal_at(data: bytes, seq: int, off: int) -> int | None:
+    if data[off : off + 2] != _MARKER or _check_record(data, off, seq, off, len(data)) is not None:
+        return None
+    _, t, length, back, _ = _REC.unpack_from(data, off)
+    if t & 0x7F != SEAL or back != 0:
+        return None
+    try:
+        return int(_dec_seal.decode(data[off + _RH : off + _RH + length]))
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+
+
+def _leftover(data: bytes, after: int, size: int) -> tuple[int | None, int]:
+    """Where non-zero bytes after offset ``after`` start and end (``None`` and ``after`` when
+    there are none). The common case, all zeros, is one ``memcmp`` against a zero-filled
+    buffer, not a byte-by-byte strip of what may be most of a 64 MiB segment."""
+    if data[after:size] == bytes(size - after):
+        return None, after
+    rest = data[after:size]
+    return after + len(rest) - len(rest.lstrip(b"\0")), after + len(rest.rstrip(b"\0"))
 
 
 def scan_segment(data: bytes, seq: int, path: str) -> SegmentScan:
     """Read segment number ``seq`` (all of its bytes ``data``, from the file at ``path``):
     check its header and every record. A bad header raises :class:`CorruptLogError` or
     :class:`UnsupportedFormatError`; damage in the records is reported, not raised."""
-    _check_header(data, seq, path)
+    version, preallocated = _check_header(data, seq, path)
     out: list[Record] = []
     view = memoryview(data)
     size = len(data)
-    off = _HDR
-    batch_start = _HDR
+    off = batch_start = prev_start = header_size(version)
     batch: list[Record] = []
     while True:
         reason = _check_record(data, off, seq, off, size)
         if reason is None:
             _, t, length, back, _ = _REC.unpack_from(data, off)
-            if back != off - batch_start:
+            if not batch and t & 0x7F == TAIL and back == off - prev_start:
+                # The batches end here; after the TAIL, at most a SEAL and leftovers.
+                after = off + _RH + length
+                sealed = _seal_at(data, seq, after)
+                if sealed is not None:
+                    after += _RH + len(_enc.encode(sealed))
+                leftover, data_end = _leftover(data, after, size)
+                return SegmentScan(
+                    out,
+                    off,
+                    None,
+                    version,
+                    preallocated,
+                    size,
+                    off,
+                    sealed,
+                    leftover,
+                    data_end,
+                    prev_start,
+                )
+            if t & 0x7F in (TAIL, SEAL):
+                reason = f"end marker (type {t & 0x7F}) where a record was expected"
+            elif back != off - batch_start:
                 reason = f"record claims its batch starts at {off - back}, not {batch_start}"
         if reason is not None:
             if reason == "end" and not batch:
-                return SegmentScan(out, off, None)  # clean end of data
+                # Clean zeros, but no TAIL.
+                return SegmentScan(
+                    out, off, None, version, preallocated, size, last_batch=prev_start
+                )
             if reason == "end":
                 reason = "batch has no final record"
-            damage = Damage(off, reason, batch_start, _later_batch(data, seq, off))
-            return SegmentScan(out, batch_start, damage)
+            later, tail = _after(data, seq, off, batch_start)
+            data_end = len(data[:size].rstrip(b"\0"))
+            hole = _hole(data, batch_start, tail if tail is not None else data_end)
+            damage = Damage(off, reason, batch_start, later, tail, hole, data_end)
+            return SegmentScan(
+                out, batch_start, damage, version, preallocated, size, last_batch=prev_start
+            )
         batch.append((t & 0x7F, view[off + _RH : off + _RH + length], off))
         off += _RH + length
         if t & _END:
             out.extend(batch)
             batch = []
+            prev_start = batch_start
             batch_start = off

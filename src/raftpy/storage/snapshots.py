@@ -2,8 +2,10 @@
 
 The write-ahead log keeps only a snapshot's metadata (:class:`SnapshotMeta`); the state
 machine's bytes live here, one file per snapshot, written and read as streams so that a
-snapshot may be far larger than memory. The directory belongs to the store alone: opening it
-deletes the leftovers of interrupted writes (``*.tmp``, ``*.partial``).
+snapshot may be far larger than memory. The directory belongs to the store alone. Opening it
+changes nothing; :meth:`SnapshotStore.remove_leftovers` deletes the leftovers of interrupted
+writes (``*.tmp``, ``*.partial``) once the node has decided to start. Files are created
+owner-only (0600, the directory 0700).
 
 Layout of the directory::
 
@@ -60,6 +62,7 @@ from raftpy.core.messages import SnapshotMeta
 from raftpy.errors import LocalProtocolError
 from raftpy.storage.errors import (
     CorruptSnapshotError,
+    DataDirError,
     FatalStorageError,
     StorageFullError,
     UnsupportedFormatError,
@@ -461,8 +464,9 @@ class SnapshotStore:
 
     ``fs`` is the file layer: the real one by default; a node without a data directory passes
     a :class:`~raftpy.storage.fs.MemoryFileSystem`, the simulator and tests a
-    :class:`~raftpy.storage.fs.FaultyFileSystem`. Opening deletes leftovers of interrupted
-    writes.
+    :class:`~raftpy.storage.fs.FaultyFileSystem`. Opening creates the directory if needed
+    (:class:`~raftpy.storage.errors.DataDirError` when it cannot) and deletes nothing:
+    :meth:`remove_leftovers` does, once the caller has decided to use the store.
 
     Errors: :class:`CorruptSnapshotError` and :class:`UnsupportedFormatError` for bad files;
     :class:`StorageFullError` when the disk is full (nothing half-written is left behind);
@@ -481,14 +485,20 @@ class SnapshotStore:
         self._dir = os.fspath(directory)
         self._headers: dict[str, _Header] = {}  # complete files only: immutable once named
         self._fatal: str | None = None
-        self._fs.makedirs(self._dir)
+        try:
+            self._fs.makedirs(self._dir)
+        except OSError as exc:
+            raise DataDirError(f"cannot use snapshot directory {self._dir}: {exc}") from exc
+
+    def remove_leftovers(self) -> None:
+        """Delete the leftovers of interrupted writes (``*.tmp``, ``*.partial``: a create() or
+        a receive that never finished, which no snapshot name points at), durably."""
         leftovers = [n for n in self._fs.listdir(self._dir) if n.endswith(_LEFTOVER_SUFFIXES)]
         for name in leftovers:
-            # A create() or a receive that never finished: no snapshot name points at it.
             log.info("deleting leftover snapshot file %s", self._path(name))
             self._fs.unlink(self._path(name))
         if leftovers:
-            self._fs.sync_dir(self._dir)
+            self._sync_dir()
 
     @property
     def directory(self) -> str:
@@ -500,6 +510,10 @@ class SnapshotStore:
     def path(self, meta: SnapshotMeta) -> str:
         """Where the snapshot ``meta`` is (or would be) stored."""
         return self._path(snapshot_file_name(meta))
+
+    def path_of(self, index: int, term: int) -> str:
+        """Where the snapshot at ``(index, term)`` is (or would be) stored."""
+        return self._path(_file_name(index, term))
 
     def _die(self, reason: str) -> FatalStorageError:
         self._fatal = reason

@@ -14,12 +14,10 @@ truncation never leaves a half-truncated log). A batch never spans two segments;
 segment's first batch starts with the current snapshot marker and hard state, so deleting the
 segments before it loses nothing.
 
-**Recovery** (on open) reads the segments in order, checks every checksum and rebuilds the
-index. The only damage it repairs is a torn last batch: a bad record in the *last* segment
-after which no record of a *later* batch can be found (such a batch was being written when the
-process died, and was never reported durable). That batch is cut off, with a warning. Any other
-bad checksum, impossible length, undecodable payload, missing segment or contradiction raises
-:class:`CorruptLogError` naming the file and byte offset: never a silent skip.
+**Recovery** (on open; :mod:`raftpy.storage.recovery`, a base class of :class:`FileStorage`)
+reads the segments, decides what any damage means (``FileStorage._repair``), refuses with
+:class:`~raftpy.storage.errors.DataLossError` whatever lost synced state, and changes nothing
+on disk before the first write call. Files are created owner-only (0600, directories 0700).
 
 **Memory.** The index keeps one term per entry in an ``array('q')`` (8 bytes) plus, per
 record, its first index, segment, offset and length (4 x 8 bytes, shared by all entries of a
@@ -33,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import itertools
 import logging
 import os
 from array import array
@@ -56,33 +53,33 @@ from raftpy.core.storage import CompactedError, HardState
 from raftpy.errors import LocalProtocolError
 from raftpy.storage.errors import (
     CorruptLogError,
+    DataDirError,
     DataDirLockedError,
+    DataLossError,
     FatalStorageError,
     StorageFullError,
 )
 from raftpy.storage.fs import File, FileSystem, Lock, OsFileSystem
+from raftpy.storage.identity import Identity
+from raftpy.storage.recovery import Recovery
 from raftpy.storage.segments import (
-    _HDR,
     _RH,
     ENTRIES,
     FORMAT_VERSION,
     HARD_STATE,
     MAGIC,
     SNAPSHOT,
+    TAIL_SIZE,
     TRUNCATE,
-    Damage,
-    _dec_entries,
-    _dec_hard,
-    _dec_snap,
-    _dec_trunc,
     _enc,
     _SnapshotRecord,
     decode_entries_record,
     encode_batch,
-    scan_segment,
+    encode_seal,
+    encode_tail,
+    header_size,
     segment_header,
     segment_name,
-    segment_numbers,
 )
 
 # Re-exported: the tests read segments through these.
@@ -105,7 +102,7 @@ def _cost(entries: Sequence[Entry]) -> int:
     return sum([len(e.data) for e in entries]) + ENTRY_CACHE_OVERHEAD * len(entries)
 
 
-class FileStorage:
+class FileStorage(Recovery):
     """Durable Raft storage in a segmented write-ahead log (see the module docstring).
 
     Implements :class:`~raftpy.storage.base.LogStore`: the core's
@@ -116,10 +113,13 @@ class FileStorage:
     (segments are deleted only once the snapshot marker is durable).
 
     ``voters`` is the initial membership of a new data directory (ignored when it already
-    holds a log). ``fs`` is the file layer (default: the real one; tests pass a
-    :class:`~raftpy.storage.fs.FaultyFileSystem`). Opening recovers as described above and may
-    raise :class:`CorruptLogError`, :class:`UnsupportedFormatError` or
-    :class:`DataDirLockedError`. Not thread-safe: one driver owns it.
+    holds a log). ``cluster_id`` and ``node_id`` are the identity recorded in a new directory
+    and checked in an old one (``None``: not checked). ``fs`` is the file layer (default: the
+    real one; tests pass a :class:`~raftpy.storage.fs.FaultyFileSystem`). Opening recovers as
+    described above, changes nothing on disk until the first write, and may raise
+    :class:`DataLossError` or :class:`CorruptLogError`, :class:`UnsupportedFormatError`,
+    :class:`DataDirError` (the directory cannot be read or written, or belongs to another node)
+    or :class:`DataDirLockedError`. Not thread-safe: one driver owns it.
 
     Only snapshot *metadata* lives here; the snapshot files are kept by
     :class:`~raftpy.storage.snapshots.SnapshotStore`, and the driver writes a file durably
@@ -134,6 +134,8 @@ class FileStorage:
         fs: FileSystem | None = None,
         segment_size: int = DEFAULT_SEGMENT_SIZE,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
+        cluster_id: str | None = None,
+        node_id: int | None = None,
     ) -> None:
         if segment_size < MIN_SEGMENT_SIZE:
             raise ValueError(
@@ -152,6 +154,23 @@ class FileStorage:
         self._seg_max: dict[int, int] = {}
         self._seq = 0  # the segment being written (0: none yet)
         self._dirty = False  # written to the current segment but not fdatasync'ed
+        # Per segment: its format version, where its records start, where its last batch starts
+        # (what its TAIL points back to).
+        self._seg_version: dict[int, int] = {}
+        self._seg_start: dict[int, int] = {}
+        self._seg_batch: dict[int, int] = {}
+        self._roll = False  # the next batch must start a new segment (the last one is format 1)
+
+        # Recovery only reads; what it decided to change waits for the first write (_settle).
+        self._identity = Identity(cluster_id, node_id)
+        self._settled = True
+        self._new = False  # no log yet: the first write creates it
+        self._write_identity: Identity | None = None
+        self._repairs: list[tuple[int, int, int]] = []  # (segment, offset, end) to clear
+        self._stale: list[str] = []  # half-created segments to delete
+        self.vouches_for_tail = True
+        """Whether the log can tell a cut-off end from a clean one (its last segment is format
+        2); a caller holding other evidence (snapshot files) weighs it with this."""
 
         # The index. Invariant (outside recovery): self._first == self._snap.index + 1, and the
         # entry at index i has term self._terms[i - self._first]. Spans: record j holds entries
@@ -179,16 +198,30 @@ class FileStorage:
         self._cache: OrderedDict[tuple[int, int], list[Entry]] = OrderedDict()
         self._cache_used = 0
 
-        self._fs.makedirs(self._dir)
         lock_path = os.path.join(self._dir, "LOCK")
+        self._lock: Lock | None = None
         try:
-            self._lock: Lock | None = self._fs.lock(lock_path)
+            self._fs.makedirs(self._dir)
+            self._lock = self._fs.lock(lock_path)
         except BlockingIOError:
             raise DataDirLockedError(
                 f"data dir {self._dir} is in use by another process (lock file {lock_path})"
             ) from None
+        except OSError as exc:
+            raise DataDirError(f"cannot use data dir {self._dir}: {exc}") from exc
         try:
+            self._check_writable()
             self._recover()
+        except OSError as exc:
+            self.close()
+            raise DataDirError(f"cannot use data dir {self._dir}: {exc}") from exc
+        except DataLossError:
+            self.close()
+            raise
+        except CorruptLogError as exc:
+            # Whatever recovery cannot read held synced state: refused like any other loss.
+            self.close()
+            raise DataLossError(exc.file, exc.offset, exc.reason) from exc
         except BaseException:
             self.close()
             raise
@@ -469,6 +502,8 @@ class FileStorage:
             raise FatalStorageError(f"storage in {self._dir} is unusable: {self._fatal}")
         if self._closed:
             raise LocalProtocolError(f"storage in {self._dir} is closed")
+        if not self._settled:
+            self._settle()
 
     def _die(self, reason: str) -> FatalStorageError:
         self._fatal = reason
@@ -483,12 +518,20 @@ class FileStorage:
 
     def _write_batch(self) -> None:
         ops = self._ops
-        size = sum(len(p) + _RH for _, p, _ in ops)
-        if self._seq == 0 or (
-            self._seg_end[self._seq] > _HDR and self._seg_end[self._seq] + size > self._segment_size
+        size = sum(len(p) + _RH for _, p, _ in ops) + TAIL_SIZE
+        seq = self._seq
+        if (
+            seq == 0
+            or self._roll
+            or (
+                self._seg_end[seq] > self._seg_start[seq]
+                and self._seg_end[seq] + size > self._segment_size
+            )
         ):
             self._roll_over()
-        if self._seg_end[self._seq] == _HDR:
+            seq = self._seq
+        start = self._seg_end[seq]
+        if start == self._seg_start[seq]:
             # A segment's first batch restates the snapshot and hard state, so every segment
             # before it can be deleted without losing them.
             head = [
@@ -496,16 +539,16 @@ class FileStorage:
                 (HARD_STATE, _enc.encode(self._written_hard), -1),
             ]
             ops = head + ops
-        seq = self._seq
-        start = self._seg_end[seq]
-        buf, offsets = encode_batch(seq, start, ops)
+        tail = self._seg_version[seq] >= 2
+        buf, offsets = encode_batch(seq, start, ops, tail)
         f = self._files[seq]
         try:
             f.write_at(start, buf)
         except OSError as exc:
             self._undo_write(f, start, exc)
         self._dirty = True
-        self._seg_end[seq] = start + len(buf)
+        self._seg_batch[seq] = start
+        self._seg_end[seq] = start + len(buf) - (TAIL_SIZE if tail else 0)
         # The records now have a place: point the pending spans at it and cache their entries.
         j = len(self._sp_seg) - 1
         while j >= 0 and self._sp_seg[j] == -1:
@@ -535,6 +578,9 @@ class FileStorage:
             # Still full: then later writes extend the file instead.
             with contextlib.suppress(OSError):
                 f.preallocate(self._segment_size)
+            if self._seg_version[self._seq] >= 2:
+                # The failed write began over the TAIL: put it back.
+                f.write_at(start, encode_tail(self._seq, start, self._seg_batch[self._seq]))
             f.datasync()
         except OSError as exc2:
             raise self._die(f"could not undo a partial write to {path}: {exc2}") from exc2
@@ -559,8 +605,10 @@ class FileStorage:
         final = self._seg_path(seq)
         tmp = final + ".tmp"
         f = self._fs.open(tmp, create=True)
+        start = header_size(FORMAT_VERSION)
         try:
-            f.write_at(0, segment_header(seq))
+            # The header and a TAIL: an empty segment that says it ends here.
+            f.write_at(0, segment_header(seq, self._segment_size) + encode_tail(seq, start, start))
             f.preallocate(self._segment_size)
         except OSError as exc:
             f.close()
@@ -575,16 +623,32 @@ class FileStorage:
         except OSError as exc:
             raise self._die(f"could not create segment {final}: {exc}") from exc
         if old:
-            # Give back the old segment's unused preallocated space. Not synced on purpose:
-            # zeros or nothing after its last record read the same on recovery.
-            try:
-                self._files[old].truncate(self._seg_end[old])
-            except OSError as exc:
-                log.warning("could not trim segment %s: %s", self._seg_path(old), exc)
+            self._seal(old, seq)
         self._files[seq] = f
-        self._seg_end[seq] = _HDR
+        self._seg_version[seq] = FORMAT_VERSION
+        self._seg_start[seq] = self._seg_end[seq] = self._seg_batch[seq] = start
         self._seg_max[seq] = 0
         self._seq = seq
+        self._roll = False
+
+    def _seal(self, old: int, seq: int) -> None:
+        """Close segment ``old`` now that ``seq`` exists: a SEAL after its TAIL says the log
+        goes on in ``seq`` (so a missing last segment is seen), and its unused preallocated
+        space is given back. A failure loses only that evidence: logged, not fatal."""
+        f = self._files[old]
+        end = self._seg_end[old]
+        try:
+            if self._seg_version[old] >= 2:
+                at = end + TAIL_SIZE
+                seal = encode_seal(old, at, seq)
+                f.write_at(at, seal)
+                f.truncate(at + len(seal))
+                f.datasync()
+            else:
+                # Not synced: zeros or nothing after its last record read the same.
+                f.truncate(end)
+        except OSError as exc:
+            log.warning("could not seal segment %s: %s", self._seg_path(old), exc)
 
     def _delete_old_segments(self) -> None:
         """Delete the oldest segments whose entries all lie at or below the snapshot index
@@ -598,7 +662,10 @@ class FileStorage:
             return
         for seq in doomed:
             self._files.pop(seq).close()
-            del self._seg_end[seq], self._seg_max[seq]
+            for table in (self._seg_end, self._seg_max, self._seg_version):
+                del table[seq]
+            self._seg_start.pop(seq)
+            self._seg_batch.pop(seq)
             for key in [k for k in self._cache if k[0] == seq]:
                 self._cache_used -= _cost(self._cache.pop(key))
             try:
@@ -609,144 +676,3 @@ class FileStorage:
             self._fs.sync_dir(self._dir)
         except OSError as exc:
             raise self._die(f"fsync of directory {self._dir} failed: {exc}") from exc
-
-    # -- recovery ----------------------------------------------------------------------------------
-
-    def _recover(self) -> None:
-        names = self._fs.listdir(self._dir)
-        stale = [n for n in names if n.endswith(".wal.tmp")]
-        for name in stale:
-            # A segment whose creation never finished: it holds no record.
-            self._fs.unlink(os.path.join(self._dir, name))
-        if stale:
-            self._fs.sync_dir(self._dir)
-        seqs = segment_numbers(names)
-        if not seqs:
-            # A new data directory: make the initial membership durable.
-            self._write_batch()
-            self.sync()
-            return
-        for prev, seq in itertools.pairwise(seqs):
-            if seq != prev + 1:
-                raise CorruptLogError(
-                    self._seg_path(seq), 0, f"segments {prev + 1}..{seq - 1} are missing"
-                )
-        seen_snapshot = replayed = False
-        for seq in seqs:
-            last = seq == seqs[-1]
-            path = self._seg_path(seq)
-            f = self._fs.open(path)
-            self._files[seq] = f
-            self._seg_max[seq] = 0
-            scan = scan_segment(f.read_at(0, f.size()), seq, path)
-            if scan.damage is not None:
-                self._repair(scan.damage, seq, path, last)
-            self._seg_end[seq] = scan.end
-            for typ, payload, off in scan.records:
-                seen_snapshot |= typ == SNAPSHOT
-                replayed = True
-                self._replay(typ, payload, seq, off, path)
-        self._seq = seqs[-1]
-        last_path = self._seg_path(self._seq)
-        if not replayed and len(seqs) == 1:
-            # The very first batch of a new directory was torn off: it is still new.
-            self._written_snap = self._snap
-            self._write_batch()
-            self.sync()
-            return
-        if not seen_snapshot:
-            raise CorruptLogError(last_path, 0, "no snapshot record in any segment")
-        if self._terms and self._first > self._snap.index + 1:
-            raise CorruptLogError(
-                last_path,
-                0,
-                f"entries {self._snap.index + 1}..{self._first - 1} are missing "
-                f"(the log resumes at {self._first}, the snapshot ends at {self._snap.index})",
-            )
-        self._compact_index(self._snap)
-        if not self._terms:
-            self._first = self._snap.index + 1
-        self._written_snap = self._snap
-        self._written_hard = self._hard
-        try:
-            # The last segment may have been trimmed when it was closed: reserve its space
-            # again, so that appending to it keeps fdatasync cheap.
-            f = self._files[self._seq]
-            if f.size() < self._segment_size:
-                f.preallocate(self._segment_size)
-                f.datasync()
-        except OSError as exc:
-            log.warning("could not preallocate %s: %s", last_path, exc)
-
-    def _repair(self, damage: Damage, seq: int, path: str, last: bool) -> None:
-        """Cut off the damaged end of segment ``seq`` if it is a torn last batch: in the last
-        segment, with no record of a later batch after it (the batch was being written when
-        the process died, and was never reported durable). Any other damage raises."""
-        if not last:
-            raise CorruptLogError(path, damage.offset, damage.reason)
-        if damage.later is not None:
-            raise CorruptLogError(
-                path,
-                damage.offset,
-                f"{damage.reason} (a later batch follows at offset {damage.later})",
-            )
-        log.warning(
-            "cutting a torn write off the end of %s at offset %d (%s at offset %d): "
-            "a crash interrupted it before it was synced",
-            path,
-            damage.batch_start,
-            damage.reason,
-            damage.offset,
-        )
-        self._cut(seq, path, damage.batch_start)
-
-    def _cut(self, seq: int, path: str, offset: int) -> None:
-        f = self._files[seq]
-        try:
-            # Truncate then preallocate again, so the cut bytes read as zeros: a later, shorter
-            # batch can never be followed by stale records of the torn one.
-            f.truncate(offset)
-            f.preallocate(self._segment_size)
-            f.datasync()
-        except OSError as exc:
-            raise self._die(f"could not cut the torn end of {path}: {exc}") from exc
-
-    def _replay(self, typ: int, payload: memoryview, seq: int, off: int, path: str) -> None:
-        try:
-            if typ == ENTRIES:
-                self._replay_entries(_dec_entries.decode(payload), len(payload), seq, off, path)
-            elif typ == HARD_STATE:
-                self._hard = _dec_hard.decode(payload)
-            elif typ == TRUNCATE:
-                self._truncate_index(_dec_trunc.decode(payload))
-            else:
-                rec = _dec_snap.decode(payload)
-                if rec.keep:
-                    self._compact_index(rec.meta)
-                else:
-                    self._clear_index(rec.meta)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            raise CorruptLogError(path, off, f"undecodable payload: {exc}") from exc
-
-    def _replay_entries(
-        self, batch: list[Entry], length: int, seq: int, off: int, path: str
-    ) -> None:
-        if not batch:
-            raise CorruptLogError(path, off, "empty entries record")
-        first = batch[0].index
-        if batch[-1].index != first + len(batch) - 1:
-            raise CorruptLogError(path, off, f"entries from {first} are not contiguous")
-        if self._terms:
-            last = self.last_index()
-            if first != last + 1:
-                raise CorruptLogError(
-                    path, off, f"entries start at {first} but the log ends at {last}"
-                )
-        else:
-            # Either the log starts here, or the segments holding the entries before were
-            # deleted after a snapshot (checked once every segment is read).
-            self._first = first
-        self._add_span(first, seq, off, _RH + length)
-        self._terms.extend([e.term for e in batch])
-        self._note_confs(batch)
-        self._seg_max[seq] = max(self._seg_max[seq], batch[-1].index)
