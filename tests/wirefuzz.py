@@ -85,6 +85,10 @@ class WireFuzzer:
         self._types = {kind: mi.type_info(schema) for kind, schema in SCHEMAS.items()}
         self._encode = msgspec.msgpack.Encoder().encode
 
+    def encode(self, value: Any) -> bytes:
+        """msgpack ``value`` (what :meth:`valid` and :meth:`mutated` return)."""
+        return self._encode(value)
+
     # -- whole payloads ----------------------------------------------------------------------
 
     def payload(self, kind: Kind, *, src: int | None = None, dst: int | None = None) -> bytes:

@@ -1,0 +1,357 @@
+"""Live fuzz of the wire surface: hostile frames on real loopback connections to a listening
+:class:`~raftpy.transport.tcp.TcpTransport`, then proof that it still serves.
+
+Each connection is fresh and speaks one of three phases: frames before any handshake, frames
+after a client handshake, frames after a peer handshake as member 2. Its frames come from
+``tests/wirefuzz.py`` (valid, mutated, damaged, random, zero-length) and may end with a wrong
+length (2^31, 2^32 - 1, longer than what follows) or a cut header before EOF. A connection stops
+at its first frame the node must refuse (so nearly every frame sent is read by the node), and
+several connections run at once. After each batch:
+
+- a real :class:`~raftpy.client.Client` on a fresh connection writes a key and reads it back,
+  and a real peer's message still arrives (the peer's own connection may have been replaced
+  by the fuzz's, so it redials);
+- memory traced since the first batch (``tracemalloc``, after a collection) has not grown by
+  more than :data:`GROWTH_BOUND`;
+- no exception reached the event loop's handler (a decoder or callback raising anything but a
+  protocol error shows up there, even though asyncio then closes only that connection).
+
+``RAFTPY_FUZZ_FRAMES`` sets how many frames (default 3,000, a few seconds);
+``RAFTPY_FUZZ_FRAMES=1000000`` is the long run. The seed is printed; ``RAFTPY_SEED=N`` replays
+it (the order in which parallel connections are served may differ; the frames do not).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import random
+import struct
+import time
+import tracemalloc
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import msgspec
+import pytest
+
+from raftpy.client import Client
+from raftpy.core.messages import PROTOCOL_VERSION, Heartbeat, PeerMessage, decode_message
+from raftpy.errors import RemoteProtocolError
+from raftpy.transport.address import parse_address
+from raftpy.transport.codec import encode_frame
+from raftpy.transport.protocol import (
+    ClientOp,
+    ClientRequest,
+    ClientResponse,
+    ConnectionRole,
+    Hello,
+    ResponseStatus,
+    client_decoder,
+    encode_frame_payload,
+)
+from raftpy.transport.tcp import ClientConnection, TcpTransport
+from tests.wirefuzz import Kind, WireFuzzer, frames_from_env, seed_from_env
+
+pytestmark = pytest.mark.timeout(0)  # bounded by the run's own deadlines (the long run is long)
+
+CLUSTER: Final = "fuzz-cluster"
+CHECK_PREFIX: Final = b"check:"
+GROWTH_BOUND: Final = 8 << 20
+"""Traced memory may exceed the first batch's by this much at a batch's end (the long run's
+logs, counters and allocator noise; a leak of one buffer per connection is far above it)."""
+BATCH_FRAMES: Final = 1000
+PARALLEL: Final = 16
+VALID_SHARE: Final = 0.7
+"""After a handshake, the share of frames that are valid (so a connection carries several
+frames, served, before the hostile one that ends it)."""
+CONNECTION_DEADLINE: Final = 15.0
+"""Seconds one fuzz connection may take to be closed by the node after our EOF."""
+
+PEER_HELLO: Final = encode_frame(
+    encode_frame_payload(Hello(PROTOCOL_VERSION, ConnectionRole.PEER, CLUSTER, 2, 1))
+)
+CLIENT_HELLO: Final = encode_frame(
+    encode_frame_payload(Hello(PROTOCOL_VERSION, ConnectionRole.CLIENT, CLUSTER))
+)
+
+
+class Phase:
+    """What a fuzz connection has said before its fuzzed frames."""
+
+    NONE = "before-handshake"
+    CLIENT = "client"
+    PEER = "peer"
+
+
+class CheckStore:
+    """The node's side for the fuzz: answers every client request at once; keeps only the
+    health check's keys (``check:KEY=VALUE``), so what fuzz frames propose cannot look like
+    a leak, and counts peer messages instead of keeping them."""
+
+    def __init__(self) -> None:
+        self.data: dict[bytes, bytes] = {}
+        self.messages = 0
+        self.requests = 0
+
+    def on_message(self, message: PeerMessage) -> None:
+        self.messages += 1
+
+    def on_request(self, conn: ClientConnection, req: ClientRequest) -> None:
+        self.requests += 1
+        result = b""
+        if req.data.startswith(CHECK_PREFIX):
+            key, _, value = req.data[len(CHECK_PREFIX) :].partition(b"=")
+            if req.op is ClientOp.PROPOSE:
+                self.data[key] = value
+            elif req.op is ClientOp.QUERY:
+                result = self.data.get(key, b"")
+        conn.respond(ClientResponse(req.id, ResponseStatus.OK, result=result))
+
+
+@dataclass
+class Run:
+    """What one fuzz run did."""
+
+    seed: int
+    frames: int = 0
+    connections: int = 0
+    by_phase: dict[str, int] = field(default_factory=dict)
+    checks: int = 0
+    baseline: int = 0
+    worst_growth: int = 0
+    peak: int = 0
+    loop_errors: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _accepted(phase: str, payload: bytes) -> bool:
+    """Whether the node keeps a connection open after this frame (so more may follow)."""
+    if phase == Phase.CLIENT:
+        try:
+            return isinstance(client_decoder.decode(payload), ClientRequest)
+        except msgspec.DecodeError:
+            return False
+    if phase == Phase.PEER:
+        try:
+            message = decode_message(payload)
+        except RemoteProtocolError:
+            return False
+        return message.src == 2 and message.dst == 1
+    return False  # before the handshake: the Hello is the one frame that matters
+
+
+def connection_bytes(fuzzer: WireFuzzer, phase: str, budget: int) -> tuple[bytes, int]:
+    """One connection's bytes after its handshake: up to ``budget`` frames, ending at the
+    first the node must refuse, sometimes with a bad last frame. Returns (bytes, frames)."""
+    rng = fuzzer.rng
+    kind = {Phase.NONE: Kind.HANDSHAKE, Phase.CLIENT: Kind.CLIENT, Phase.PEER: Kind.PEER}[phase]
+    prefix = {Phase.NONE: b"", Phase.CLIENT: CLIENT_HELLO, Phase.PEER: PEER_HELLO}[phase]
+    parts = [prefix]
+    frames = 0
+    while frames < budget:
+        if rng.random() < 0.05:
+            parts.append(fuzzer.bad_ending())
+            frames += 1
+            break
+        if phase != Phase.NONE and rng.random() < VALID_SHARE:
+            payload = fuzzer.encode(fuzzer.valid(kind, src=2, dst=1))
+        else:
+            payload = fuzzer.payload(kind, src=2, dst=1)
+        parts.append(fuzzer.frame(payload))
+        frames += 1
+        if not _accepted(phase, payload):
+            break
+    return b"".join(parts), frames
+
+
+async def _drain_until_closed(reader: asyncio.StreamReader) -> None:
+    try:
+        while await reader.read(1 << 16):
+            pass
+    except ConnectionError:
+        pass
+
+
+async def send_one(address: str, data: bytes) -> None:
+    """Write ``data`` on a fresh connection, half-close, and wait for the node to close."""
+    host, port = parse_address(address)
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(data)
+        try:
+            await writer.drain()
+            if writer.can_write_eof():
+                writer.write_eof()
+        except ConnectionError:
+            pass  # the node closed first: that is its answer
+        async with asyncio.timeout(CONNECTION_DEADLINE):
+            await _drain_until_closed(reader)
+    finally:
+        writer.transport.abort()
+
+
+@asynccontextmanager
+async def fuzz_target() -> AsyncIterator[tuple[TcpTransport, TcpTransport, CheckStore]]:
+    """Node 1 (the target) and node 2 (a real peer), started on loopback."""
+    store = CheckStore()
+    peer_inbox = CheckStore()
+    placeholder = {1: "127.0.0.1:1", 2: "127.0.0.1:1"}
+    fast = {"backoff_initial": 0.01, "backoff_max": 0.1}
+    target = TcpTransport(
+        1,
+        "127.0.0.1:0",
+        placeholder,
+        cluster_id=CLUSTER,
+        on_message=store.on_message,
+        on_client_request=store.on_request,
+        **fast,  # type: ignore[arg-type]
+    )
+    peer = TcpTransport(
+        2,
+        "127.0.0.1:0",
+        placeholder,
+        cluster_id=CLUSTER,
+        on_message=peer_inbox.on_message,
+        on_client_request=peer_inbox.on_request,
+        **fast,  # type: ignore[arg-type]
+    )
+    try:
+        await target.start()
+        await peer.start()
+        real = {1: target.bound_address, 2: peer.bound_address}
+        target.update_peers(real)
+        peer.update_peers(real)
+        yield target, peer, store
+    finally:
+        await peer.close()
+        await target.close()
+
+
+async def health_check(target: TcpTransport, peer: TcpTransport, store: CheckStore, n: int) -> None:
+    """A real client writes and reads back on a fresh connection; a real peer gets through."""
+    address = target.bound_address
+    async with Client([address], cluster_id=CLUSTER, timeout=10) as client:
+        await client.propose(CHECK_PREFIX + b"k%d=v%d" % (n % 16, n))
+        got = await client.query(CHECK_PREFIX + b"k%d" % (n % 16))
+        assert got == b"v%d" % n, f"check {n}: read {got!r} back"
+    before = store.messages
+    deadline = time.monotonic() + 10
+    while store.messages == before:
+        # Resent until it arrives: the fuzz may have replaced the peer's connection (as
+        # member 2), and a message sent on a connection the node just closed is lost.
+        peer.send(Heartbeat(term=1, src=2, dst=1, commit=0))
+        await asyncio.sleep(0.01)
+        assert time.monotonic() < deadline, f"check {n}: the real peer no longer gets through"
+
+
+class FormatAndDiscard(logging.Handler):
+    """Formats every record (so network text goes through the log path) and keeps none: a
+    capturing handler would hold a record per bad connection and look like a leak."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.format(record)
+
+
+@contextmanager
+def logs_discarded() -> Iterator[None]:
+    logger = logging.getLogger("raftpy")
+    handler = FormatAndDiscard()
+    saved = logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.propagate = saved
+        logger.removeHandler(handler)
+
+
+def traced_now() -> int:
+    gc.collect()
+    return tracemalloc.get_traced_memory()[0]
+
+
+async def fuzz(frames: int, seed: int) -> Run:
+    run = Run(seed)
+    rng = random.Random(seed)
+    fuzzer = WireFuzzer(rng)
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _loop, context: run.loop_errors.append(context))
+    phases = (Phase.NONE, Phase.CLIENT, Phase.PEER)
+    async with fuzz_target() as (target, peer, store):
+        address = target.bound_address
+        await health_check(target, peer, store, 0)
+        next_check = BATCH_FRAMES
+        started = time.perf_counter()
+        while run.frames < frames:
+            jobs = []
+            for _ in range(PARALLEL):
+                phase = rng.choice(phases)
+                data, n = connection_bytes(fuzzer, phase, rng.randint(1, 40))
+                run.frames += n
+                run.connections += 1
+                run.by_phase[phase] = run.by_phase.get(phase, 0) + n
+                jobs.append(send_one(address, data))
+            await asyncio.gather(*jobs)
+            assert not run.loop_errors, f"seed {seed}: the loop saw {run.loop_errors[:3]}"
+            if run.frames >= next_check or run.frames >= frames:
+                next_check += BATCH_FRAMES
+                run.checks += 1
+                await health_check(target, peer, store, run.checks)
+                now = traced_now()
+                if run.checks == 1:
+                    run.baseline = now  # after warm-up: caches, logging, interned names
+                run.worst_growth = max(run.worst_growth, now - run.baseline)
+                run.peak = max(run.peak, tracemalloc.get_traced_memory()[1])
+                assert now - run.baseline <= GROWTH_BOUND, (
+                    f"seed {seed}: traced memory grew by {(now - run.baseline) >> 10} KiB "
+                    f"after {run.frames} frames"
+                )
+                if run.checks % 50 == 0:
+                    rate = run.frames / (time.perf_counter() - started)
+                    print(f"  {run.frames} frames, {rate:,.0f}/s, +{run.worst_growth >> 10} KiB")
+        stats = target.stats()
+        print(
+            f"  node counters: malformed {stats['malformed_frames']}, "
+            f"refused handshakes {stats['handshakes_refused']}, client requests "
+            f"{stats['client_requests']}, peer messages {stats['messages_received']}"
+        )
+        # The fuzz reached every decoder, and valid frames among the hostile ones were served.
+        assert stats["malformed_frames"] > 0 and stats["client_requests"] > run.checks * 2
+        assert store.messages > run.checks
+    return run
+
+
+def test_live_fuzz_leaves_the_node_serving_with_bounded_memory() -> None:
+    seed = seed_from_env()
+    frames = frames_from_env(3000)
+    print(f"live wire fuzz: seed {seed}, {frames} frames (replay: RAFTPY_SEED={seed})")
+    tracemalloc.start()
+    started = time.perf_counter()
+    try:
+        with logs_discarded():
+            run = asyncio.run(fuzz(frames, seed))
+    finally:
+        tracemalloc.stop()
+    elapsed = time.perf_counter() - started
+    print(
+        f"  {run.frames} frames on {run.connections} connections {run.by_phase} in "
+        f"{elapsed:.1f} s ({run.frames / elapsed:,.0f} frames/s); {run.checks} checks; "
+        f"traced memory growth at most {run.worst_growth >> 10} KiB over "
+        f"{run.baseline >> 10} KiB, peak {run.peak >> 20} MiB"
+    )
+
+
+def test_the_announced_lengths_reach_the_node() -> None:
+    """The edge lengths the fuzz sends (0, 2^31, 2^32 - 1) are what the node reads: a fuzz
+    whose frames were all refused by their length would never reach a decoder."""
+    fuzzer = WireFuzzer(random.Random(3))
+    lengths = set()
+    for _ in range(2000):
+        ending = fuzzer.bad_ending()
+        if len(ending) >= 4:
+            lengths.add(struct.unpack(">I", ending[:4])[0])
+    assert {0, 2**31, 2**32 - 1} <= lengths
