@@ -31,9 +31,9 @@ import struct
 import time
 import tracemalloc
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass, field
-from typing import Any, Final
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
+from dataclasses import dataclass, field, replace
+from typing import Any, BinaryIO, Final, Protocol
 
 import msgspec
 import pytest
@@ -41,7 +41,9 @@ import pytest
 from raftpy.client import Client
 from raftpy.core.messages import PROTOCOL_VERSION, Heartbeat, PeerMessage, decode_message
 from raftpy.errors import RemoteProtocolError
-from raftpy.transport.address import parse_address
+from raftpy.node import RaftNode
+from raftpy.node.config import NODE_RAFT_DEFAULTS, NodeConfig
+from raftpy.transport.address import free_ports, parse_address
 from raftpy.transport.codec import encode_frame
 from raftpy.transport.protocol import (
     ClientOp,
@@ -193,58 +195,146 @@ async def send_one(address: str, data: bytes) -> None:
         writer.transport.abort()
 
 
-@asynccontextmanager
-async def fuzz_target() -> AsyncIterator[tuple[TcpTransport, TcpTransport, CheckStore]]:
-    """Node 1 (the target) and node 2 (a real peer), started on loopback."""
-    store = CheckStore()
-    peer_inbox = CheckStore()
-    placeholder = {1: "127.0.0.1:1", 2: "127.0.0.1:1"}
-    fast = {"backoff_initial": 0.01, "backoff_max": 0.1}
-    target = TcpTransport(
-        1,
-        "127.0.0.1:0",
-        placeholder,
-        cluster_id=CLUSTER,
-        on_message=store.on_message,
-        on_client_request=store.on_request,
-        **fast,  # type: ignore[arg-type]
-    )
-    peer = TcpTransport(
-        2,
-        "127.0.0.1:0",
-        placeholder,
-        cluster_id=CLUSTER,
-        on_message=peer_inbox.on_message,
-        on_client_request=peer_inbox.on_request,
-        **fast,  # type: ignore[arg-type]
-    )
-    try:
-        await target.start()
-        await peer.start()
-        real = {1: target.bound_address, 2: peer.bound_address}
-        target.update_peers(real)
-        peer.update_peers(real)
-        yield target, peer, store
-    finally:
-        await peer.close()
-        await target.close()
+class Target(Protocol):
+    """What the fuzz attacks: node 1 of a cluster whose member 2 the fuzz impersonates."""
+
+    address: str
+
+    def running(self) -> AbstractAsyncContextManager[Any]:
+        """Start the cluster; stop it on the way out."""
+
+    async def check(self, n: int) -> None:
+        """Raise unless the node still serves a real client and a real peer."""
+
+    def counters(self) -> dict[str, int]:
+        """Node 1's transport counters."""
 
 
-async def health_check(target: TcpTransport, peer: TcpTransport, store: CheckStore, n: int) -> None:
-    """A real client writes and reads back on a fresh connection; a real peer gets through."""
-    address = target.bound_address
-    async with Client([address], cluster_id=CLUSTER, timeout=10) as client:
+async def write_and_read_back(addresses: list[str], n: int) -> None:
+    """A real client writes ``check:kN=vN`` on fresh connections and reads it back."""
+    async with Client(addresses, cluster_id=CLUSTER, timeout=20) as client:
         await client.propose(CHECK_PREFIX + b"k%d=v%d" % (n % 16, n))
         got = await client.query(CHECK_PREFIX + b"k%d" % (n % 16))
         assert got == b"v%d" % n, f"check {n}: read {got!r} back"
-    before = store.messages
-    deadline = time.monotonic() + 10
-    while store.messages == before:
-        # Resent until it arrives: the fuzz may have replaced the peer's connection (as
-        # member 2), and a message sent on a connection the node just closed is lost.
-        peer.send(Heartbeat(term=1, src=2, dst=1, commit=0))
-        await asyncio.sleep(0.01)
-        assert time.monotonic() < deadline, f"check {n}: the real peer no longer gets through"
+
+
+class TransportTarget:
+    """Node 1 (the target) and node 2 (a real peer): bare transports, node 1 answering
+    clients with :class:`CheckStore`."""
+
+    def __init__(self) -> None:
+        self.store = CheckStore()
+        self.peer_inbox = CheckStore()
+        placeholder = {1: "127.0.0.1:1", 2: "127.0.0.1:1"}
+        self.node = TcpTransport(1, "127.0.0.1:0", placeholder, cluster_id=CLUSTER,
+                                 on_message=self.store.on_message,
+                                 on_client_request=self.store.on_request,
+                                 backoff_initial=0.01, backoff_max=0.1)  # fmt: skip
+        self.peer = TcpTransport(2, "127.0.0.1:0", placeholder, cluster_id=CLUSTER,
+                                 on_message=self.peer_inbox.on_message,
+                                 on_client_request=self.peer_inbox.on_request,
+                                 backoff_initial=0.01, backoff_max=0.1)  # fmt: skip
+        self.address = ""
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[TransportTarget]:
+        try:
+            await self.node.start()
+            await self.peer.start()
+            real = {1: self.node.bound_address, 2: self.peer.bound_address}
+            self.node.update_peers(real)
+            self.peer.update_peers(real)
+            self.address = self.node.bound_address
+            yield self
+        finally:
+            await self.peer.close()
+            await self.node.close()
+
+    async def check(self, n: int) -> None:
+        await write_and_read_back([self.address], n)
+        before = self.store.messages
+        deadline = time.monotonic() + 10
+        while self.store.messages == before:
+            # Resent until it arrives: the fuzz may have replaced the peer's connection (as
+            # member 2), and a message sent on a connection the node just closed is lost.
+            self.peer.send(Heartbeat(term=1, src=2, dst=1, commit=0))
+            await asyncio.sleep(0.01)
+            assert time.monotonic() < deadline, f"check {n}: the real peer no longer gets through"
+
+    def counters(self) -> dict[str, int]:
+        return self.node.stats()
+
+    def served(self, run: Run) -> None:
+        # Valid frames among the hostile ones reached the callbacks.
+        assert self.store.requests > run.checks * 2 and self.store.messages > run.checks
+
+
+class CheckMachine:
+    """A state machine for the node under fuzz: applies any command without raising (the
+    fuzz is about the wire, not about a state machine's input checks) and keeps only the
+    health check's keys, so its state stays small."""
+
+    def __init__(self) -> None:
+        self.store = CheckStore()
+
+    def apply(self, command: bytes) -> bytes:
+        key, _, value = command[len(CHECK_PREFIX) :].partition(b"=")
+        if command.startswith(CHECK_PREFIX):
+            self.store.data[key] = value
+        return b""
+
+    def query(self, query: bytes) -> bytes:
+        return self.store.data.get(query[len(CHECK_PREFIX) :], b"")
+
+    def snapshot(self, out: BinaryIO) -> None:
+        out.write(msgspec.msgpack.encode(self.store.data))
+
+    def restore(self, inp: BinaryIO) -> None:
+        self.store.data = msgspec.msgpack.decode(inp.read(), type=dict[bytes, bytes])
+
+
+NODE_CONFIG: Final = NodeConfig(
+    cluster_id=CLUSTER,
+    tick_seconds=0.01,
+    raft=replace(NODE_RAFT_DEFAULTS, election_ticks=20),
+    exit_on_fatal=False,
+    snapshot_entries=500,  # what the fuzz proposes is compacted away, not kept
+)
+
+
+class NodeTarget:
+    """Three real :class:`~raftpy.node.RaftNode` processes' worth of nodes in this process,
+    on loopback TCP; the fuzz attacks node 1 (and impersonates node 2 to it)."""
+
+    def __init__(self) -> None:
+        ports = free_ports(3)
+        self.peers = {i: f"127.0.0.1:{port}" for i, port in zip((1, 2, 3), ports, strict=True)}
+        self.nodes = [
+            RaftNode(i, self.peers[i], self.peers, CheckMachine(), None, NODE_CONFIG)
+            for i in self.peers
+        ]
+        self.address = self.peers[1]
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[NodeTarget]:
+        try:
+            for node in self.nodes:
+                await node.start()
+            yield self
+        finally:
+            for node in self.nodes:
+                await node.stop()
+
+    async def check(self, n: int) -> None:
+        for node in self.nodes:
+            failed = node.status().failed
+            assert failed is None, f"check {n}: node {node.node_id} has failed: {failed}"
+        await write_and_read_back(list(self.peers.values()), n)
+
+    def counters(self) -> dict[str, int]:
+        transport = self.nodes[0]._transport
+        assert isinstance(transport, TcpTransport)
+        return transport.stats()
 
 
 class FormatAndDiscard(logging.Handler):
@@ -274,66 +364,71 @@ def traced_now() -> int:
     return tracemalloc.get_traced_memory()[0]
 
 
-async def fuzz(frames: int, seed: int) -> Run:
+async def fuzz(target: Target, frames: int, seed: int) -> Run:
     run = Run(seed)
     rng = random.Random(seed)
     fuzzer = WireFuzzer(rng)
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(lambda _loop, context: run.loop_errors.append(context))
     phases = (Phase.NONE, Phase.CLIENT, Phase.PEER)
-    async with fuzz_target() as (target, peer, store):
-        address = target.bound_address
-        await health_check(target, peer, store, 0)
-        next_check = BATCH_FRAMES
-        started = time.perf_counter()
-        while run.frames < frames:
-            jobs = []
-            for _ in range(PARALLEL):
-                phase = rng.choice(phases)
-                data, n = connection_bytes(fuzzer, phase, rng.randint(1, 40))
-                run.frames += n
-                run.connections += 1
-                run.by_phase[phase] = run.by_phase.get(phase, 0) + n
-                jobs.append(send_one(address, data))
-            await asyncio.gather(*jobs)
-            assert not run.loop_errors, f"seed {seed}: the loop saw {run.loop_errors[:3]}"
-            if run.frames >= next_check or run.frames >= frames:
-                next_check += BATCH_FRAMES
-                run.checks += 1
-                await health_check(target, peer, store, run.checks)
-                now = traced_now()
-                if run.checks == 1:
-                    run.baseline = now  # after warm-up: caches, logging, interned names
-                run.worst_growth = max(run.worst_growth, now - run.baseline)
-                run.peak = max(run.peak, tracemalloc.get_traced_memory()[1])
-                assert now - run.baseline <= GROWTH_BOUND, (
-                    f"seed {seed}: traced memory grew by {(now - run.baseline) >> 10} KiB "
-                    f"after {run.frames} frames"
-                )
-                if run.checks % 50 == 0:
-                    rate = run.frames / (time.perf_counter() - started)
-                    print(f"  {run.frames} frames, {rate:,.0f}/s, +{run.worst_growth >> 10} KiB")
-        stats = target.stats()
-        print(
-            f"  node counters: malformed {stats['malformed_frames']}, "
-            f"refused handshakes {stats['handshakes_refused']}, client requests "
-            f"{stats['client_requests']}, peer messages {stats['messages_received']}"
-        )
-        # The fuzz reached every decoder, and valid frames among the hostile ones were served.
-        assert stats["malformed_frames"] > 0 and stats["client_requests"] > run.checks * 2
-        assert store.messages > run.checks
+    address = target.address
+    await target.check(0)
+    next_check = BATCH_FRAMES
+    started = time.perf_counter()
+    while run.frames < frames:
+        jobs = []
+        for _ in range(PARALLEL):
+            phase = rng.choice(phases)
+            data, n = connection_bytes(fuzzer, phase, rng.randint(1, 40))
+            run.frames += n
+            run.connections += 1
+            run.by_phase[phase] = run.by_phase.get(phase, 0) + n
+            jobs.append(send_one(address, data))
+        await asyncio.gather(*jobs)
+        assert not run.loop_errors, f"seed {seed}: the loop saw {run.loop_errors[:3]}"
+        if run.frames >= next_check or run.frames >= frames:
+            next_check += BATCH_FRAMES
+            run.checks += 1
+            await target.check(run.checks)
+            now = traced_now()
+            if run.checks == 1:
+                run.baseline = now  # after warm-up: caches, logging, interned names
+            run.worst_growth = max(run.worst_growth, now - run.baseline)
+            run.peak = max(run.peak, tracemalloc.get_traced_memory()[1])
+            assert now - run.baseline <= GROWTH_BOUND, (
+                f"seed {seed}: traced memory grew by {(now - run.baseline) >> 10} KiB "
+                f"after {run.frames} frames"
+            )
+            if run.checks % 50 == 0:
+                rate = run.frames / (time.perf_counter() - started)
+                print(f"  {run.frames} frames, {rate:,.0f}/s, +{run.worst_growth >> 10} KiB")
+    stats = target.counters()
+    print(
+        f"  node counters: malformed {stats['malformed_frames']}, "
+        f"refused handshakes {stats['handshakes_refused']}, client requests "
+        f"{stats['client_requests']}, peer messages {stats['messages_received']}"
+    )
+    assert stats["malformed_frames"] > 0 and stats["client_requests"] > run.checks * 2
     return run
 
 
-def test_live_fuzz_leaves_the_node_serving_with_bounded_memory() -> None:
+def run_fuzz(target: Target, default_frames: int) -> Run:
+    """The fuzz against ``target`` with the seed and length from the environment, under
+    tracemalloc, printing what it did."""
     seed = seed_from_env()
-    frames = frames_from_env(3000)
-    print(f"live wire fuzz: seed {seed}, {frames} frames (replay: RAFTPY_SEED={seed})")
+    frames = frames_from_env(default_frames)
+    name = type(target).__name__
+    print(f"live wire fuzz of a {name}: seed {seed}, {frames} frames (replay: RAFTPY_SEED={seed})")
+
+    async def body() -> Run:
+        async with target.running():
+            return await fuzz(target, frames, seed)
+
     tracemalloc.start()
     started = time.perf_counter()
     try:
         with logs_discarded():
-            run = asyncio.run(fuzz(frames, seed))
+            run = asyncio.run(body())
     finally:
         tracemalloc.stop()
     elapsed = time.perf_counter() - started
@@ -343,6 +438,24 @@ def test_live_fuzz_leaves_the_node_serving_with_bounded_memory() -> None:
         f"traced memory growth at most {run.worst_growth >> 10} KiB over "
         f"{run.baseline >> 10} KiB, peak {run.peak >> 20} MiB"
     )
+    return run
+
+
+def test_live_fuzz_leaves_the_transport_serving_with_bounded_memory() -> None:
+    target = TransportTarget()
+    run = run_fuzz(target, 3000)
+    target.served(run)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a forged peer message from a member fails the node: a term of 2^64 - 1 is accepted, "
+    "then 'internal error: OverflowError(can't serialize ints > 2**64 - 1)' on the next term "
+    "increment (reproducer: Heartbeat(term=2**64 - 1, src=2, dst=1, commit=0) on a peer "
+    "connection as member 2); decode-time bounds are not in yet",
+)
+def test_live_fuzz_leaves_a_real_node_serving_with_bounded_memory() -> None:
+    run_fuzz(NodeTarget(), 2000)
 
 
 def test_the_announced_lengths_reach_the_node() -> None:
