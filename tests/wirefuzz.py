@@ -79,9 +79,14 @@ def frames_from_env(default: int, name: str = "RAFTPY_FUZZ_FRAMES") -> int:
 class WireFuzzer:
     """Hostile and valid frame payloads from one seeded ``random.Random`` (for tests)."""
 
-    def __init__(self, rng: random.Random, *, max_nesting: int = MAX_NESTING) -> None:
+    def __init__(
+        self, rng: random.Random, *, max_nesting: int = MAX_NESTING, strings: tuple[str, ...] = ()
+    ) -> None:
         self.rng = rng
         self.max_nesting = max_nesting
+        # Valid strings: some that mean nothing, and the target's own (its cluster id), so a
+        # generated handshake is now and then accepted and what follows it is read.
+        self._strings = ("", "raftpy", "a" * 100, "é\n", *strings, *strings)
         self._types = {kind: mi.type_info(schema) for kind, schema in SCHEMAS.items()}
         self._encode = msgspec.msgpack.Encoder().encode
 
@@ -259,7 +264,7 @@ class WireFuzzer:
         if isinstance(t, mi.NoneType):
             return None
         if isinstance(t, mi.StrType):
-            return rng.choice(("", "raftpy", "a" * 100, "é\n"))
+            return rng.choice(self._strings)
         if isinstance(t, mi.BytesType):
             return rng.randbytes(rng.choice((0, 1, 8, 100, 3000)))
         if isinstance(t, mi.EnumType):

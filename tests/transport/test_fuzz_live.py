@@ -53,6 +53,7 @@ from raftpy.transport.protocol import (
     Hello,
     ResponseStatus,
     client_decoder,
+    decode_hello,
     encode_frame_payload,
 )
 from raftpy.transport.tcp import ClientConnection, TcpTransport
@@ -145,11 +146,27 @@ def _accepted(phase: str, payload: bytes) -> bool:
     return False  # before the handshake: the Hello is the one frame that matters
 
 
+def _role_after(payload: bytes) -> str | None:
+    """The phase a connection enters when ``payload`` is its first frame (the node accepts
+    the Hello), or None when the node refuses it. Node ids other than 2 are not predicted
+    (the connection then just ends)."""
+    try:
+        hello = decode_hello(payload)
+    except RemoteProtocolError:
+        return None
+    if hello.version != PROTOCOL_VERSION or hello.target_id not in (None, 1):
+        return None
+    if hello.role is ConnectionRole.CLIENT:
+        return Phase.CLIENT if hello.cluster_id in (None, CLUSTER) else None
+    return Phase.PEER if hello.cluster_id == CLUSTER and hello.node_id == 2 else None
+
+
 def connection_bytes(fuzzer: WireFuzzer, phase: str, budget: int) -> tuple[bytes, int]:
-    """One connection's bytes after its handshake: up to ``budget`` frames, ending at the
-    first the node must refuse, sometimes with a bad last frame. Returns (bytes, frames)."""
+    """One connection's bytes: the phase's handshake, then up to ``budget`` frames, ending at
+    the first the node must refuse, sometimes with a bad last frame. Before the handshake the
+    first frame is a generated Hello; when the node would accept it, the connection goes on
+    in the role it claimed. Returns (bytes, frames)."""
     rng = fuzzer.rng
-    kind = {Phase.NONE: Kind.HANDSHAKE, Phase.CLIENT: Kind.CLIENT, Phase.PEER: Kind.PEER}[phase]
     prefix = {Phase.NONE: b"", Phase.CLIENT: CLIENT_HELLO, Phase.PEER: PEER_HELLO}[phase]
     parts = [prefix]
     frames = 0
@@ -158,13 +175,19 @@ def connection_bytes(fuzzer: WireFuzzer, phase: str, budget: int) -> tuple[bytes
             parts.append(fuzzer.bad_ending())
             frames += 1
             break
+        kind = {Phase.NONE: Kind.HANDSHAKE, Phase.CLIENT: Kind.CLIENT, Phase.PEER: Kind.PEER}[phase]
         if phase != Phase.NONE and rng.random() < VALID_SHARE:
             payload = fuzzer.encode(fuzzer.valid(kind, src=2, dst=1))
         else:
             payload = fuzzer.payload(kind, src=2, dst=1)
         parts.append(fuzzer.frame(payload))
         frames += 1
-        if not _accepted(phase, payload):
+        if phase == Phase.NONE:
+            role = _role_after(payload)
+            if role is None:
+                break
+            phase = role
+        elif not _accepted(phase, payload):
             break
     return b"".join(parts), frames
 
@@ -367,7 +390,7 @@ def traced_now() -> int:
 async def fuzz(target: Target, frames: int, seed: int) -> Run:
     run = Run(seed)
     rng = random.Random(seed)
-    fuzzer = WireFuzzer(rng)
+    fuzzer = WireFuzzer(rng, strings=(CLUSTER,))
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(lambda _loop, context: run.loop_errors.append(context))
     phases = (Phase.NONE, Phase.CLIENT, Phase.PEER)
