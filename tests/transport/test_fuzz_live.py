@@ -1,5 +1,8 @@
-"""Live fuzz of the wire surface: hostile frames on real loopback connections to a listening
-:class:`~raftpy.transport.tcp.TcpTransport`, then proof that it still serves.
+"""Live fuzz of the wire surface: hostile frames on real loopback connections, then proof
+that the node still serves. Two targets: a bare :class:`~raftpy.transport.tcp.TcpTransport`
+(the transport alone: what it does with any bytes), and node 1 of three real
+:class:`~raftpy.node.RaftNode` instances (valid frames reach the consensus core; an expected
+failure until forged peer messages are refused, see its reason).
 
 Each connection is fresh and speaks one of three phases: frames before any handshake, frames
 after a client handshake, frames after a peer handshake as member 2. Its frames come from
@@ -16,7 +19,8 @@ several connections run at once. After each batch:
 - no exception reached the event loop's handler (a decoder or callback raising anything but a
   protocol error shows up there, even though asyncio then closes only that connection).
 
-``RAFTPY_FUZZ_FRAMES`` sets how many frames (default 3,000, a few seconds);
+``RAFTPY_FUZZ_FRAMES`` sets how many frames (default 3,000 for the transport and 2,000 for the
+nodes, seconds each);
 ``RAFTPY_FUZZ_FRAMES=1000000`` is the long run. The seed is printed; ``RAFTPY_SEED=N`` replays
 it (the order in which parallel connections are served may differ; the frames do not).
 """
@@ -59,7 +63,8 @@ from raftpy.transport.protocol import (
 from raftpy.transport.tcp import ClientConnection, TcpTransport
 from tests.wirefuzz import Kind, WireFuzzer, frames_from_env, seed_from_env
 
-pytestmark = pytest.mark.timeout(0)  # bounded by the run's own deadlines (the long run is long)
+# A whole run is bounded too, by its length: at least 25 frames/s even on a loaded machine.
+pytestmark = pytest.mark.timeout(max(300, frames_from_env(3000) // 25))
 
 CLUSTER: Final = "fuzz-cluster"
 CHECK_PREFIX: Final = b"check:"
@@ -298,22 +303,22 @@ class CheckMachine:
     health check's keys, so its state stays small."""
 
     def __init__(self) -> None:
-        self.store = CheckStore()
+        self.data: dict[bytes, bytes] = {}
 
     def apply(self, command: bytes) -> bytes:
-        key, _, value = command[len(CHECK_PREFIX) :].partition(b"=")
         if command.startswith(CHECK_PREFIX):
-            self.store.data[key] = value
+            key, _, value = command[len(CHECK_PREFIX) :].partition(b"=")
+            self.data[key] = value
         return b""
 
     def query(self, query: bytes) -> bytes:
-        return self.store.data.get(query[len(CHECK_PREFIX) :], b"")
+        return self.data.get(query[len(CHECK_PREFIX) :], b"")
 
     def snapshot(self, out: BinaryIO) -> None:
-        out.write(msgspec.msgpack.encode(self.store.data))
+        out.write(msgspec.msgpack.encode(self.data))
 
     def restore(self, inp: BinaryIO) -> None:
-        self.store.data = msgspec.msgpack.decode(inp.read(), type=dict[bytes, bytes])
+        self.data = msgspec.msgpack.decode(inp.read(), type=dict[bytes, bytes])
 
 
 NODE_CONFIG: Final = NodeConfig(
@@ -326,8 +331,8 @@ NODE_CONFIG: Final = NodeConfig(
 
 
 class NodeTarget:
-    """Three real :class:`~raftpy.node.RaftNode` processes' worth of nodes in this process,
-    on loopback TCP; the fuzz attacks node 1 (and impersonates node 2 to it)."""
+    """Three real :class:`~raftpy.node.RaftNode` instances in this process, on loopback TCP;
+    the fuzz attacks node 1 (and impersonates node 2 to it)."""
 
     def __init__(self) -> None:
         ports = free_ports(3)
