@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 from raftpy.core.config import RaftConfig
 from raftpy.storage.wal import MIN_SEGMENT_SIZE
 from raftpy.transport.codec import DEFAULT_MAX_FRAME_BYTES
+from raftpy.transport.protocol import MIN_FRAME_BYTES
 from raftpy.transport.tcp import (
     CLIENT_IDLE_TIMEOUT,
     MAX_CLIENT_CONNECTIONS,
@@ -144,8 +145,11 @@ class NodeConfig:
 
     def _validate_connections(self) -> None:
         """The network settings: frame limits, queues, connection caps and idle timeouts."""
+        for name in ("max_frame_bytes", "max_client_frame_bytes"):
+            value = getattr(self, name)
+            if value is not None and value < MIN_FRAME_BYTES:
+                raise ValueError(f"{name} must be >= {MIN_FRAME_BYTES}, got {value}")
         for name in (
-            "max_frame_bytes",
             "peer_queue_bytes",
             "max_batch",
             "max_peer_connections",
@@ -153,10 +157,6 @@ class NodeConfig:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.max_client_frame_bytes is not None and self.max_client_frame_bytes < 1:
-            raise ValueError(
-                f"max_client_frame_bytes must be >= 1 or None, got {self.max_client_frame_bytes}"
-            )
         for name in ("peer_idle_timeout", "client_idle_timeout"):
             value = getattr(self, name)
             if value is not None and not value > 0:

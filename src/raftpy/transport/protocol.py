@@ -49,6 +49,13 @@ class Hello(msgspec.Struct, frozen=True, tag="hello"):
     target_id: NodeId | None = None
 
 
+MIN_FRAME_BYTES = 1024
+"""The smallest frame limit a node may have (and announce): below it not even a small request
+fits, so a smaller announced limit is malformed, not a limit."""
+FrameLimit = Annotated[int, msgspec.Meta(ge=MIN_FRAME_BYTES, le=(1 << 32) - 1)]
+"""A frame limit as announced: a frame's length header is 32 bits."""
+
+
 class HelloReply(msgspec.Struct, frozen=True, tag="hello-reply"):
     """The acceptor's answer. ``ok`` false comes with a ``reason`` and the connection closes.
 
@@ -61,7 +68,7 @@ class HelloReply(msgspec.Struct, frozen=True, tag="hello-reply"):
     ok: bool
     node_id: NodeId
     reason: str | None = None
-    max_frame_bytes: NonNeg | None = None
+    max_frame_bytes: FrameLimit | None = None
     idle_timeout: Annotated[float, msgspec.Meta(gt=0)] | None = None
 
 

@@ -54,7 +54,7 @@ from raftpy.transport.connection import FrameReader
 from raftpy.transport.descriptors import ConnectionCaps, fit_to_this_process
 from raftpy.transport.inbound import InboundConnection
 from raftpy.transport.outbound import PeerLink
-from raftpy.transport.protocol import ClientRequest, ConnectionRole, Hello
+from raftpy.transport.protocol import MIN_FRAME_BYTES, ClientRequest, ConnectionRole, Hello
 from raftpy.transport.stats import TransportStats
 from raftpy.transport.tls import PeerIdentity, TlsConfig, TlsContexts, is_loopback
 
@@ -123,9 +123,10 @@ class TcpTransport:
         tls: TlsConfig | None = None,
         insecure: bool = False,
     ) -> None:
-        if min(max_frame_bytes, max_client_frame_bytes, peer_queue_bytes) < 1:
+        if min(max_frame_bytes, max_client_frame_bytes) < MIN_FRAME_BYTES or peer_queue_bytes < 1:
             raise ValueError(
-                "max_frame_bytes, max_client_frame_bytes and peer_queue_bytes must be >= 1"
+                f"max_frame_bytes and max_client_frame_bytes must be >= {MIN_FRAME_BYTES}, "
+                "peer_queue_bytes >= 1"
             )
         if min(max_peer_connections, max_client_connections, max_handshakes) < 1:
             raise ValueError(
