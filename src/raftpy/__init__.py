@@ -34,6 +34,7 @@ from raftpy.errors import (
     NotLeaderError,
     ProposalDropped,
     RaftError,
+    RejectedMessage,
     RemoteProtocolError,
 )
 from raftpy.node import RaftNode
@@ -77,6 +78,7 @@ __all__ = [
     "RaftNode",
     "ReadState",
     "Ready",
+    "RejectedMessage",
     "RemoteProtocolError",
     "Role",
     "SnapshotMeta",

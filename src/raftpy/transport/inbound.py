@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Final
 
 import msgspec
 
-from raftpy.core.messages import PeerMessage
+from raftpy.core.messages import PeerMessage, validate_message
 from raftpy.errors import MessageDecodeError, RemoteProtocolError
 from raftpy.transport.clients import ClientConnection
 from raftpy.transport.connection import FrameReader, tune_socket
@@ -37,7 +37,7 @@ log = logging.getLogger("raftpy.transport")
 _CLIENT_BUFFER: Final = 32 << 10  # handshaking and client connections (grows for big frames)
 _PEER_BUFFER: Final = 1 << 20  # accepted peer connections: the replication stream
 
-# The same decoder as raftpy.core.messages.decode_message, called directly on the hot path.
+# The same decoder and checks as raftpy.core.messages.decode_message, inlined on the hot path.
 _message_decoder: msgspec.msgpack.Decoder[PeerMessage] = msgspec.msgpack.Decoder(PeerMessage)
 
 
@@ -154,6 +154,9 @@ class InboundConnection(FrameReader):
             message = _message_decoder.decode(view)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise MessageDecodeError(f"malformed message: {exc}") from None
+        problem = validate_message(message)
+        if problem is not None:
+            raise MessageDecodeError(f"invalid {type(message).__name__}: {problem}")
         owner = self._owner
         if message.src != self._peer_id or message.dst != owner.node_id:
             raise RemoteProtocolError(
