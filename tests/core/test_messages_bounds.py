@@ -208,3 +208,25 @@ def test_out_of_range_client_request_is_refused(fields: list[Any]) -> None:
 def test_longest_client_timeout_is_accepted() -> None:
     request = ClientRequest(INT64_MAX, ClientOp.QUERY, timeout=MAX_REQUEST_TIMEOUT)
     assert client_decoder.decode(encode_frame_payload(request)) == request
+
+
+def test_membership_entry_must_hold_a_valid_membership() -> None:
+    """Storage reads every membership entry it appends (the newest is the membership after a
+    restart), so an AppendEntries whose CONFIG entry is not a valid membership is refused."""
+    bad = [
+        b"\xc1",
+        msgspec.msgpack.encode(ConfState(())),
+        msgspec.msgpack.encode(ConfState((1, 2), (2,))),
+    ]
+    for data in bad:
+        m = AppendEntries(3, 2, 1, 0, 0, (Entry(3, 1, EntryKind.CONFIG, data),), 0)
+        with pytest.raises(MessageDecodeError, match="entry 1: "):
+            decode_message(encode_message(m))
+    good = AppendEntries(
+        3, 2, 1, 0, 0, (Entry(3, 1, EntryKind.CONFIG, encode_conf(ConfState((1, 2)))),), 0
+    )
+    assert decode_message(encode_message(good)) == good
+
+
+def encode_conf(conf: ConfState) -> bytes:
+    return msgspec.msgpack.encode(conf)

@@ -28,8 +28,8 @@ kind means adding a new tag, never renumbering one.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
-from typing import Annotated, Final
+from collections.abc import Callable, Mapping, Sequence
+from typing import Annotated, Any, Final
 
 import msgspec
 
@@ -280,9 +280,11 @@ def decode_message(data: bytes | bytearray | memoryview) -> PeerMessage:
         message = _decoder.decode(data)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise MessageDecodeError(f"malformed message: {exc}") from None
-    problem = validate_message(message)
-    if problem is not None:
-        raise MessageDecodeError(f"invalid {type(message).__name__}: {problem}")
+    check = MESSAGE_CHECKS.get(type(message))
+    if check is not None:
+        problem = check(message)
+        if problem is not None:
+            raise MessageDecodeError(f"invalid {type(message).__name__}: {problem}")
     return message
 
 
@@ -290,18 +292,8 @@ def validate_message(m: PeerMessage) -> str | None:
     """What is wrong with ``m`` beyond single fields (those msgspec checks while decoding), or
     ``None``. Only rules any message from a correct peer keeps, whatever the receiver's state;
     rules that need the receiver's state are the core's (``RejectedMessage``)."""
-    kind = type(m)
-    if kind is AppendEntries:
-        return _validate_append(m)  # type: ignore[arg-type]
-    if kind is Heartbeat or kind is HeartbeatResponse or kind is TimeoutNow:
-        return None
-    if kind is RequestVote:
-        return _validate_vote(m)  # type: ignore[arg-type]
-    if kind is AppendEntriesResponse:
-        return _validate_append_response(m)  # type: ignore[arg-type]
-    if kind is InstallSnapshot:
-        return _validate_snapshot_chunk(m)  # type: ignore[arg-type]
-    return None
+    check = MESSAGE_CHECKS.get(type(m))
+    return None if check is None else check(m)
 
 
 def _validate_append(m: AppendEntries) -> str | None:
@@ -315,17 +307,22 @@ def _validate_append(m: AppendEntries) -> str | None:
     # Raft §5.3: the entries follow prev_index one by one (Log Matching relies on it), and
     # their terms never decrease (a log's terms only grow, Raft §5.4) nor pass the leader's.
     # One plain loop: measured cheaper than building lists of indexes and terms to compare.
-    index = m.prev_index
     term = m.prev_term
-    for entry in entries:
-        index += 1
+    config = _CONFIG
+    for index, entry in enumerate(entries, m.prev_index + 1):
         if entry.index != index:
             return f"entry {entry.index} where {index} should follow prev_index {m.prev_index}"
         if entry.term < term:
             return f"entry {index} has term {entry.term}, below the {term} before it"
         term = entry.term
+        if entry.kind is config:
+            # Storage reads every membership entry it appends (the latest one is the
+            # membership at restart): it must be one.
+            problem = _validate_conf_entry(entry.data)
+            if problem is not None:
+                return f"entry {index}: {problem}"
     if term > m.term:
-        return f"entry {index} has term {term}, past the message's term {m.term}"
+        return f"entry {entries[-1].index} has term {term}, past the message's term {m.term}"
     return None
 
 
@@ -352,6 +349,18 @@ def _validate_snapshot_chunk(m: InstallSnapshot) -> str | None:
     if meta.term > m.term:
         return f"snapshot term {meta.term} is past the message's term {m.term}"
     return validate_conf_state(meta.conf)
+
+
+_CONFIG: Final = EntryKind.CONFIG
+_conf_decoder = msgspec.msgpack.Decoder(ConfState)
+
+
+def _validate_conf_entry(data: bytes) -> str | None:
+    try:
+        conf = _conf_decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        return f"a membership entry that is not a membership ({exc})"
+    return validate_conf_state(conf)
 
 
 def validate_conf_state(conf: ConfState) -> str | None:
@@ -396,3 +405,13 @@ def limit_size(entries: list[Entry], max_bytes: int | None) -> list[Entry]:
         if total > max_bytes and k > 0:
             return entries[:k]
     return entries
+
+
+MESSAGE_CHECKS: Final[Mapping[type, Callable[[Any], str | None]]] = {
+    AppendEntries: _validate_append,
+    RequestVote: _validate_vote,
+    AppendEntriesResponse: _validate_append_response,
+    InstallSnapshot: _validate_snapshot_chunk,
+}
+"""The check of :func:`validate_message` for each message kind that has rules beyond single
+fields; kinds without any are absent, so decoding them costs one dictionary lookup."""

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Final
 
 import msgspec
 
-from raftpy.core.messages import PeerMessage, validate_message
+from raftpy.core.messages import MESSAGE_CHECKS, PeerMessage
 from raftpy.errors import MessageDecodeError, RemoteProtocolError
 from raftpy.transport.clients import ClientConnection
 from raftpy.transport.connection import FrameReader, tune_socket
@@ -154,9 +154,11 @@ class InboundConnection(FrameReader):
             message = _message_decoder.decode(view)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise MessageDecodeError(f"malformed message: {exc}") from None
-        problem = validate_message(message)
-        if problem is not None:
-            raise MessageDecodeError(f"invalid {type(message).__name__}: {problem}")
+        check = MESSAGE_CHECKS.get(type(message))
+        if check is not None:
+            problem = check(message)
+            if problem is not None:
+                raise MessageDecodeError(f"invalid {type(message).__name__}: {problem}")
         owner = self._owner
         if message.src != self._peer_id or message.dst != owner.node_id:
             raise RemoteProtocolError(
