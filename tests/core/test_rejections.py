@@ -249,6 +249,22 @@ def test_transfer_vote_is_ignored_when_the_leader_names_another_transferee() -> 
     )
 
 
+def test_transfer_needs_the_followers_so_the_leader_names_the_transferee_first() -> None:
+    """In five voters the old leader's vote and the target's own are not a majority: the
+    other followers must let the transfer election through their lease, so the leader names
+    the target in a heartbeat before it sends TimeoutNow.
+
+    Reference: Thesis §3.10, §4.2.3."""
+    net = Network.of((1, 2, 3, 4, 5))
+    lead = net.elect(1)
+    lead.transfer_leadership(2)
+    net.stabilize()
+    assert [net[i].role for i in (1, 2, 3, 4, 5)] == [Role.FOLLOWER, Role.LEADER] + [
+        Role.FOLLOWER
+    ] * 3
+    assert {net[i].vote for i in (3, 4, 5)} == {2}
+
+
 def test_leader_ignores_a_transfer_vote_it_did_not_start() -> None:
     """Without a transfer in progress, a live leader ignores a transfer vote as any other
     vote of a higher term (with CheckQuorum, the lease holds for the leader too).

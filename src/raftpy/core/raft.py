@@ -457,12 +457,9 @@ class Raft:
             self._check_append_ack(m)
 
     def _check_leader_claim(self, src: int, kind: str) -> None:
-        # Raft §5.2 (Election Safety): at most one leader per term. We are it, or we already
-        # follow another one: the sender's claim is false.
-        if self.role is Role.LEADER:
-            raise RejectedMessage(
-                src, f"{kind} for term {self.term}, of which node {self.id} is the leader"
-            )
+        # Raft §5.2 (Election Safety): at most one leader per term. We know this term's leader
+        # (ourselves, if we lead: then ``lead`` is our id) and it is not the sender: the
+        # sender's claim is false.
         if self.lead is not None and self.lead != src:
             raise RejectedMessage(
                 src, f"{kind} for term {self.term}, of which node {self.lead} is the leader"
