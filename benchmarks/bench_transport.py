@@ -189,7 +189,7 @@ async def _ping_pong() -> tuple[float, float]:
 
 def _append(k: int) -> Message:
     entries = tuple(Entry(1, 64 * k + i, EntryKind.COMMAND, b"x" * 100) for i in range(1, 65))
-    return AppendEntries(1, 1, 2, 64 * k, 1, entries, 64 * k)
+    return AppendEntries(1, 1, 2, 64 * k, 1 if k else 0, entries, 64 * k)  # index 0 has no term
 
 
 _ENTRY_POOL: list[Message] = []

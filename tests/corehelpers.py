@@ -325,3 +325,32 @@ class Network:
     def check_invariants(self) -> None:
         for node in self.nodes.values():
             node.raft.check_invariants()
+
+
+def core_state(raft: Raft) -> tuple[object, ...]:
+    """Everything a step may change in a core, as one comparable value: a message the core
+    rejects must leave it equal (roles, term, vote, leader, timers, log, commit and apply
+    cursors, progress, transfer, pending output)."""
+    log = raft.log
+    return (
+        raft.role,
+        raft.term,
+        raft.vote,
+        raft.lead,
+        raft.election_elapsed,
+        raft.heartbeat_elapsed,
+        raft.randomized_election_timeout,
+        raft.lead_transferee,
+        raft._leader_transferee,
+        log.committed,
+        log.applying,
+        log.applied,
+        log.first_index(),
+        log.last_index(),
+        tuple(log.unstable_entries()),
+        log.unstable_snapshot(),
+        raft.conf_state(),
+        tuple(sorted((i, pr.match, pr.next, pr.state) for i, pr in raft.prs.items())),
+        dict(raft.tracker.votes()),
+        raft.has_ready(),
+    )

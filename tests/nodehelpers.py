@@ -55,6 +55,7 @@ class LocalTransport:
         self.node_id = node_id
         self.on_message = on_message
         self.closed = False
+        self.rejected: list[tuple[int, str]] = []
 
     async def start(self) -> None:
         self.net.endpoints[self.node_id] = self
@@ -64,6 +65,10 @@ class LocalTransport:
 
     def flush(self) -> None:
         """Messages are already scheduled for delivery."""
+
+    def reject_peer(self, peer_id: int, reason: str) -> None:
+        """Record the rejection; the "connection" (delivery from that peer) stays usable."""
+        self.rejected.append((peer_id, reason))
 
     async def close(self) -> None:
         self.closed = True

@@ -17,6 +17,7 @@ from raftpy.errors import (
     NotLeaderError,
     ProposalDropped,
     RaftError,
+    RejectedMessage,
     RemoteProtocolError,
     StateMachineError,
 )
@@ -41,6 +42,7 @@ EXPECTED_EXIT: dict[type[BaseException], int] = {
     IndeterminateError: 3,
     RemoteProtocolError: 3,
     MessageDecodeError: 3,
+    RejectedMessage: 3,
     LocalProtocolError: 3,
     InvariantViolation: 3,
     StateMachineError: 3,
@@ -60,6 +62,8 @@ EXPECTED_STATUS: dict[ResponseStatus, type[RaftError]] = {
 def _instance(error: type[BaseException]) -> BaseException:
     if error is NotLeaderError:
         return NotLeaderError(2, "127.0.0.1:7002")
+    if error is RejectedMessage:
+        return RejectedMessage(2, "why")
     return error("why")
 
 

@@ -34,6 +34,7 @@ from raftpy.errors import (
     NotLeaderError,
     ProposalDropped,
     RaftError,
+    RejectedMessage,
     RemoteProtocolError,
     StateMachineError,
 )
@@ -88,6 +89,7 @@ __all__ = [
     "RaftNode",
     "ReadState",
     "Ready",
+    "RejectedMessage",
     "RemoteProtocolError",
     "Role",
     "SnapshotMeta",

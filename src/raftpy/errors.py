@@ -91,6 +91,23 @@ class StateMachineError(RaftError):
     ``snapshot`` only fail the request or the snapshot attempt that called them."""
 
 
+class RejectedMessage(RemoteProtocolError):
+    """Raised by ``Raft.step`` (and ``Raft.install_snapshot``) for a well-formed message that
+    no correct peer sends in this node's state: a second leader in one term, entries that
+    contradict the committed log, an acknowledgement of entries the leader never had. The
+    core raised it *before* changing anything, so its state is what it was before the call.
+
+    ``peer_id`` is the sender, ``reason`` what is wrong. The runtime drops the message, closes
+    that peer's connection, logs and counts it, and keeps serving; the simulator, whose peers
+    cannot forge, treats it as a bug.
+    """
+
+    def __init__(self, peer_id: int, reason: str) -> None:
+        super().__init__(f"rejected a message from node {peer_id}: {reason}")
+        self.peer_id = peer_id
+        self.reason = reason
+
+
 class InvariantViolation(RaftError):
     """A Raft safety invariant was broken (one leader per term, log matching, leader
     completeness, state machine safety, monotonic commit). Raised by checkers such as the

@@ -18,15 +18,17 @@ from raftpy.core.messages import (
     AppendEntries,
     AppendEntriesResponse,
     ConfState,
+    Heartbeat,
     HeartbeatResponse,
     SnapshotMeta,
 )
 from raftpy.core.progress import ProgressState
 from raftpy.core.raft import Raft
 from raftpy.core.ready import Role, SnapshotRequest
-from raftpy.errors import InvariantViolation
+from raftpy.errors import RejectedMessage
 from tests.corehelpers import (
     Network,
+    core_state,
     drain,
     drive,
     make_leader,
@@ -223,15 +225,45 @@ def test_candidate_concedes_to_a_snapshot_of_its_term() -> None:
     assert (f.role, f.term, f.vote, f.lead) == (Role.FOLLOWER, 2, 2, 3)
 
 
-def test_snapshot_from_another_leader_of_our_term_is_a_safety_violation() -> None:
+def test_snapshot_from_another_leader_of_our_term_is_rejected_unchanged() -> None:
     """Two leaders in one term break election safety: a leader handed a snapshot of its own
-    term from another node raises instead of taking it.
+    term from another node rejects it, naming the sender, and changes nothing.
 
     Reference: Raft §5.2 (Figure 3, "Election Safety"), Raft §7"""
     leader = make_leader(new_raft(1, PEERS))
     drain(leader)
-    with pytest.raises(InvariantViolation, match="sent InstallSnapshot for the same term"):
+    before = core_state(leader)
+    with pytest.raises(RejectedMessage, match="of which node 1 is the leader") as info:
         leader.install_snapshot(SnapshotMeta(5, leader.term, CONF), 2, leader.term)
+    assert info.value.peer_id == 2
+    assert core_state(leader) == before
+
+
+def test_snapshot_from_a_second_leader_our_follower_knows_is_rejected_unchanged() -> None:
+    """A follower of node 2 in term 2 handed a term-2 snapshot "from node 3" rejects it.
+
+    Reference: Raft §5.2 (Figure 3, "Election Safety"), Raft §7"""
+    f = new_raft(1, PEERS)
+    f.step(Heartbeat(2, 2, 1, 0))
+    drain(f)
+    before = core_state(f)
+    with pytest.raises(RejectedMessage, match="of which node 2 is the leader"):
+        f.install_snapshot(SnapshotMeta(5, 2, CONF), 3, 2)
+    assert core_state(f) == before
+
+
+def test_snapshot_that_contradicts_the_committed_log_is_rejected_unchanged() -> None:
+    """A snapshot whose last entry has another term than our committed entry at that index
+    cannot come from a correct leader of a later term (it holds every committed entry).
+
+    Reference: Raft §5.4 (Leader Completeness), Raft §7"""
+    f = new_raft(1, PEERS, storage=new_storage(PEERS, [1, 1, 2], commit=3))
+    before = core_state(f)
+    with pytest.raises(RejectedMessage, match="committed entry has term 2"):
+        f.install_snapshot(SnapshotMeta(3, 3, CONF), 2, 5)
+    assert core_state(f) == before
+    # The honest snapshot at that index is no conflict (it is merely stale).
+    assert not f.install_snapshot(SnapshotMeta(3, 2, CONF), 2, 5)
 
 
 def test_install_snapshot_returns_false_for_a_snapshot_already_held() -> None:

@@ -1266,8 +1266,8 @@ def test_leader_without_check_quorum_keeps_leading_alone() -> None:
 def test_check_quorum_ignores_votes_while_leader_alive() -> None:
     """A follower that heard from its leader within the election timeout (the leader lease)
     ignores vote and pre-vote requests of higher terms: no term change, no vote, no answer.
-    After the lease expires it handles them; a leadership transfer request bypasses the lease.
-    A live leader ignores them too.
+    After the lease expires it handles them; a leadership transfer the leader started bypasses
+    the lease (see the transfer rules below). A live leader ignores them too.
 
     Reference: Thesis §4.2.3, §6.2."""
     r = follower(term=1)
@@ -1277,6 +1277,8 @@ def test_check_quorum_ignores_votes_while_leader_alive() -> None:
     r.step(RequestVote(2, 3, 1, 5, 1, pre_vote=True))
     assert (r.term, r.vote, r.lead) == (1, None, 2)
     assert not r.has_ready()
+    r.step(Heartbeat(1, 2, 1, 0, transferee=3))
+    drain(r)
     r.step(RequestVote(2, 3, 1, 5, 1, transfer=True))
     assert (r.term, r.vote) == (2, 3)
 

@@ -65,8 +65,6 @@ pytestmark = pytest.mark.process
 LONG = os.environ.get("RAFTPY_SECURITY") == "long"
 MIB = 1 << 20
 
-VALIDATE = "validate: the core refuses peer messages that break an invariant and closes the link"
-
 
 # -- helpers -----------------------------------------------------------------------------------
 
@@ -233,7 +231,7 @@ def test_forged_append_after_the_log_is_refused(attacked: AttackedCluster) -> No
         attacked.intact()
 
 
-@modes(plain=VALIDATE)
+@modes()
 def test_append_with_entries_inconsistent_with_prev_index_is_refused(
     attacked: AttackedCluster,
 ) -> None:
@@ -259,7 +257,7 @@ def test_append_with_entries_inconsistent_with_prev_index_is_refused(
     attacked.intact()
 
 
-@modes(plain=VALIDATE)
+@modes()
 def test_heartbeat_with_term_2_64_minus_1_is_refused_and_survives_a_restart(
     attacked: AttackedCluster,
 ) -> None:
@@ -273,7 +271,7 @@ def test_heartbeat_with_term_2_64_minus_1_is_refused_and_survives_a_restart(
     assert attacked.max_term() < 2**63
 
 
-@modes(plain=VALIDATE)
+@modes()
 def test_heartbeat_of_the_leaders_term_from_another_id_is_refused(
     attacked: AttackedCluster,
 ) -> None:
@@ -341,7 +339,7 @@ class Writer:
         return sum(1 for t in self.done if start <= t < end)
 
 
-@modes(plain="validate: a transfer vote never bypasses the leader lease unless the leader sent it")
+@modes()
 def test_transfer_votes_do_not_keep_the_cluster_leaderless(attacked: AttackedCluster) -> None:
     count = 600 if LONG else 200  # measured: 147 kept the cluster leaderless for 15 s
     leader = attacked.leader()

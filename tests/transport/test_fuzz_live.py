@@ -490,13 +490,6 @@ def test_live_fuzz_leaves_the_transport_serving_with_bounded_memory(loop: str) -
     target.served(run)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a forged peer message from a member fails the node: a term of 2^64 - 1 is accepted, "
-    "then 'internal error: OverflowError(can't serialize ints > 2**64 - 1)' on the next term "
-    "increment (reproducer: Heartbeat(term=2**64 - 1, src=2, dst=1, commit=0) on a peer "
-    "connection as member 2); decode-time bounds are not in yet",
-)
 def test_live_fuzz_leaves_a_real_node_serving_with_bounded_memory() -> None:
     run_fuzz(NodeTarget(), 2000)
 

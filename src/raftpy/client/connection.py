@@ -19,9 +19,7 @@ import logging
 import math
 from typing import Any, Final, cast
 
-import msgspec
-
-from raftpy.core.messages import PROTOCOL_VERSION
+from raftpy.core.messages import DECODE_ERRORS, PROTOCOL_VERSION
 from raftpy.errors import RemoteProtocolError
 from raftpy.logtext import untrusted
 from raftpy.transport.address import parse_address
@@ -186,7 +184,7 @@ class Connection(asyncio.BufferedProtocol):
         try:
             for payload in self._decoder.feed(data):
                 self._on_frame(payload)
-        except (RemoteProtocolError, msgspec.DecodeError) as exc:
+        except (RemoteProtocolError, *DECODE_ERRORS) as exc:
             log.warning(
                 "closing connection to %s: bad frame: %s",
                 self.address,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from raftpy.core.messages import MAX_NODE_ID
+
 
 @dataclass(frozen=True, slots=True)
 class RaftConfig:
@@ -41,8 +43,8 @@ class RaftConfig:
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first bad setting."""
-        if self.id < 0:
-            raise ValueError(f"id must be >= 0, got {self.id}")
+        if not 0 <= self.id <= MAX_NODE_ID:
+            raise ValueError(f"id must be in [0, {MAX_NODE_ID}], got {self.id}")
         if self.heartbeat_ticks < 1:
             raise ValueError(f"heartbeat_ticks must be >= 1, got {self.heartbeat_ticks}")
         if self.election_ticks <= self.heartbeat_ticks:

@@ -8,7 +8,10 @@ reporting what it applied with :meth:`Raft.applied_to` (see :mod:`raftpy.core.re
 
 ``step`` works in two phases (etcd raft's design): first it settles terms (Raft §5.1: a higher
 term makes us a follower, a lower one is ignored or answered), then it hands the message to the
-current role's step function. Only the ``_become_*`` methods swap that function.
+current role's step function. Only the ``_become_*`` methods swap that function. Before either
+phase, a message no correct peer could send in our state (a second leader in one term, entries
+that contradict our committed log, ...) raises :class:`~raftpy.errors.RejectedMessage` and
+changes nothing: a forged or buggy peer costs its connection, never the node.
 
 The core never reads a clock or a global random generator: time is ``tick()``, randomness a
 ``random.Random`` passed in. The same inputs in the same order give the same outputs.
@@ -25,6 +28,7 @@ from typing import assert_never
 from raftpy.core.config import RaftConfig
 from raftpy.core.log import RaftLog
 from raftpy.core.messages import (
+    MAX_TERM,
     AppendEntries,
     AppendEntriesResponse,
     ConfState,
@@ -47,7 +51,13 @@ from raftpy.core.status import PeerStatus as PeerStatus  # re-exported (lived he
 from raftpy.core.status import Status as Status  # re-exported (lived here before)
 from raftpy.core.storage import HardState, LogStorage
 from raftpy.core.tracker import ProgressTracker
-from raftpy.errors import InvariantViolation, LocalProtocolError, NotLeaderError, ProposalDropped
+from raftpy.errors import (
+    InvariantViolation,
+    LocalProtocolError,
+    NotLeaderError,
+    ProposalDropped,
+    RejectedMessage,
+)
 
 logger = logging.getLogger("raftpy.core")
 
@@ -55,6 +65,8 @@ logger = logging.getLogger("raftpy.core")
 # beyond its term, which was persisted before it could win (Thesis §10.2.1). Snapshot requests
 # (Ready.snapshot_requests) do not wait for persistence either.
 _SEND_NOW = (AppendEntries, Heartbeat, TimeoutNow)
+# Messages only the leader of their term sends (Raft §5.2, Thesis §3.10).
+_FROM_LEADER = (AppendEntries, Heartbeat, TimeoutNow)
 
 
 class Raft:
@@ -94,6 +106,9 @@ class Raft:
         self.heartbeat_elapsed = 0
         self.randomized_election_timeout = config.election_ticks
         self.lead_transferee: int | None = None
+        # On a follower: the voter our leader said (in its heartbeats) it hands leadership to;
+        # only that voter's transfer election may bypass the leader lease (Thesis §3.10).
+        self._leader_transferee: int | None = None
         self._uncommitted: deque[tuple[int, int]] = deque()
         self._uncommitted_bytes = 0
         self._read_only = ReadOnly()
@@ -138,6 +153,7 @@ class Raft:
         self.heartbeat_elapsed = 0
         self._reset_randomized_election_timeout()
         self.lead_transferee = None
+        self._leader_transferee = None
         self.tracker.reset_votes()
         # Thesis §10.2.1: our own entries count only once durable.
         self.tracker.reset_progress(self.log.last_index(), self.log.stable_last_index())
@@ -324,7 +340,7 @@ class Raft:
         # The transfer must finish within one election timeout or it is aborted.
         self.election_elapsed = 0
         if self.prs[to].match == self.log.last_index():
-            self._send(TimeoutNow(self.term, self.id, to))
+            self._send_timeout_now(to)
         else:
             self._maybe_send_append(to)
 
@@ -337,13 +353,15 @@ class Raft:
         persist and restore. ``False``: the term is stale, or we already hold what it covers;
         the driver drops the file. The acknowledgement to ``leader`` is a persisted message.
         """
+        if term < self.term:
+            return False  # Raft §5.1: from a deposed leader; dropped
+        # Checked before anything changes, so a rejected snapshot leaves no trace.
+        if term == self.term:
+            self._check_leader_claim(leader, "InstallSnapshot")
+        self._check_snapshot_against_commit(meta, leader)
         if term > self.term:
             # Raft §5.1: a higher term makes us a follower of that term, under its sender.
             self._become_follower(term, leader)
-        elif term < self.term:
-            return False  # Raft §5.1: from a deposed leader; dropped
-        if self.role is Role.LEADER:
-            raise self._second_leader(leader, "InstallSnapshot")
         if self.role is not Role.FOLLOWER:
             # Raft §5.2: a leader of our term exists; concede.
             self._become_follower(term, leader)
@@ -379,6 +397,8 @@ class Raft:
         if m.dst != self.id:
             logger.warning("%d dropped %s addressed to %d", self.id, type(m).__name__, m.dst)
             return
+        if m.term >= self.term:
+            self._check_message(m)  # raises RejectedMessage; nothing has changed yet
         if m.term > self.term:
             if isinstance(m, RequestVote):
                 in_lease = (
@@ -386,12 +406,13 @@ class Raft:
                     and self.lead is not None
                     and self.election_elapsed < self.config.election_ticks
                 )
-                if in_lease and not m.transfer:
+                if in_lease and not (m.transfer and self._transfer_sanctioned(m.src)):
                     # Thesis §4.2.3: while we hear from a live leader, ignore votes from a
                     # server that may have been removed or partitioned, and do not adopt its
                     # term. A pre-vote is refused the same way even without CheckQuorum
                     # (Thesis §9.6): otherwise a half-partitioned server could still win one
-                    # and depose a healthy leader.
+                    # and depose a healthy leader. Only the transfer the live leader itself
+                    # started may pass (Thesis §3.10): otherwise any server could claim one.
                     return
                 if m.pre_vote:
                     # Thesis §9.6: a pre-vote never changes our term.
@@ -411,6 +432,90 @@ class Raft:
             self._handle_request_vote(m)
             return
         self._step(m)
+
+    def _transfer_sanctioned(self, candidate: int) -> bool:
+        """Whether the leader we know is handing leadership to ``candidate`` (Thesis §3.10):
+        we are that leader and chose it, or our leader named it in its heartbeats. etcd raft
+        trusts the candidate's word for it; then any server could depose a healthy leader."""
+        if self.role is Role.LEADER:
+            return self.lead_transferee == candidate
+        return self._leader_transferee == candidate
+
+    # ------------------------------------------------------------------------------------------
+    # step: rejections, checked before anything changes
+    # ------------------------------------------------------------------------------------------
+
+    def _check_message(self, m: Message) -> None:
+        """Raise :class:`RejectedMessage` if no correct peer sends ``m`` (of our term or a later
+        one) to a node in our state. Runs before ``step`` changes anything."""
+        if isinstance(m, _FROM_LEADER):
+            if m.term == self.term:
+                self._check_leader_claim(m.src, type(m).__name__)
+            if isinstance(m, AppendEntries):
+                self._check_append_against_commit(m)
+        elif isinstance(m, AppendEntriesResponse):
+            self._check_append_ack(m)
+
+    def _check_leader_claim(self, src: int, kind: str) -> None:
+        # Raft §5.2 (Election Safety): at most one leader per term. We know this term's leader
+        # (ourselves, if we lead: then ``lead`` is our id) and it is not the sender: the
+        # sender's claim is false.
+        if self.lead is not None and self.lead != src:
+            raise RejectedMessage(
+                src, f"{kind} for term {self.term}, of which node {self.lead} is the leader"
+            )
+
+    def _check_append_against_commit(self, m: AppendEntries) -> None:
+        # Raft §5.4 (Leader Completeness): a leader of our term or a later one holds every
+        # entry we know committed, so its prev entry and entries agree with our committed
+        # prefix wherever they overlap (compacted entries cannot be compared and are skipped).
+        # Decoding checked that the entries follow prev_index one by one.
+        committed = self.log.committed
+        if m.prev_index <= committed:
+            ours = self.log.term(m.prev_index)
+            if ours is not None and ours != m.prev_term:
+                raise RejectedMessage(
+                    m.src,
+                    f"AppendEntries has term {m.prev_term} at index {m.prev_index}, where the "
+                    f"committed entry has term {ours}",
+                )
+        for entry in m.entries:
+            if entry.index > committed:
+                break
+            ours = self.log.term(entry.index)
+            if ours is not None and ours != entry.term:
+                raise RejectedMessage(
+                    m.src,
+                    f"AppendEntries has term {entry.term} at index {entry.index}, where the "
+                    f"committed entry has term {ours}",
+                )
+
+    def _check_snapshot_against_commit(self, meta: SnapshotMeta, leader: int) -> None:
+        # Raft §5.4, as for AppendEntries: a snapshot's last entry, if we committed that
+        # index, is our committed entry.
+        if meta.index <= self.log.committed:
+            ours = self.log.term(meta.index)
+            if ours is not None and ours != meta.term:
+                raise RejectedMessage(
+                    leader,
+                    f"snapshot has term {meta.term} at index {meta.index}, where the committed "
+                    f"entry has term {ours}",
+                )
+
+    def _check_append_ack(self, m: AppendEntriesResponse) -> None:
+        # A follower acknowledges at most what the leader sent it in this term, and a leader's
+        # log only grows within its term: an acknowledgement past our log is false.
+        if (
+            m.success
+            and m.term == self.term
+            and self.role is Role.LEADER
+            and m.index > self.log.last_index()
+        ):
+            raise RejectedMessage(
+                m.src,
+                f"AppendEntriesResponse acknowledges index {m.index}, past the leader's last "
+                f"index {self.log.last_index()}",
+            )
 
     def _answer_stale(self, m: Message) -> None:
         """Raft §5.1: a stale-term request is rejected; answering lets a deposed leader or a
@@ -473,19 +578,17 @@ class Raft:
             self._handle_append_response(m)
         elif isinstance(m, HeartbeatResponse):
             self._handle_heartbeat_response(m)
-        elif isinstance(m, AppendEntries | Heartbeat):
-            raise self._second_leader(m.src, type(m).__name__)
-
-    def _second_leader(self, src: int, kind: str) -> InvariantViolation:
-        # Raft §5.2 guarantees one leader per term: another one is a safety violation.
-        return InvariantViolation(
-            f"node {self.id} is leader of term {self.term} but {src} sent {kind} for the same term"
-        )
+        # A second leader's messages were rejected before this (_check_leader_claim).
 
     # -- candidate ----------------------------------------------------------------------------
 
     def _campaign(self, transfer: bool) -> None:
         if not self._promotable():
+            return
+        if self.term >= MAX_TERM:
+            # Peers refuse terms past MAX_TERM (raftpy.core.messages), so an election there
+            # could never be won; only a forged term can have brought us here.
+            logger.error("%d cannot campaign: term %d is the largest allowed", self.id, self.term)
             return
         if self.config.pre_vote and not transfer:
             # Thesis §9.6: first ask whether we could win, without disturbing anyone's term.
@@ -554,6 +657,7 @@ class Raft:
     def _handle_heartbeat(self, m: Heartbeat) -> None:
         # The leader sends commit = min(our match, its commit), never past our log.
         self.log.commit_to(min(m.commit, self.log.last_index()))
+        self._leader_transferee = m.transferee
         self._send(HeartbeatResponse(self.term, self.id, m.src, m.context))
 
     def _handle_install_snapshot(self, meta: SnapshotMeta, leader: int) -> bool:
@@ -627,7 +731,7 @@ class Raft:
         while self._maybe_send_append(m.src, send_if_empty=False):
             pass
         if m.src == self.lead_transferee and pr.match == self.log.last_index():
-            self._send(TimeoutNow(self.term, self.id, m.src))
+            self._send_timeout_now(m.src)
 
     def _handle_heartbeat_response(self, m: HeartbeatResponse) -> None:
         pr = self.prs.get(m.src)
@@ -736,9 +840,20 @@ class Raft:
 
     def _bcast_heartbeat(self, context: bytes | None) -> None:
         committed = self.log.committed
+        transferee = self.lead_transferee
         for peer, pr in self.tracker.visit_peers():
             # Never tell a follower to commit past what it is known to hold.
-            self._send(Heartbeat(self.term, self.id, peer, min(pr.match, committed), context))
+            self._send(
+                Heartbeat(self.term, self.id, peer, min(pr.match, committed), context, transferee)
+            )
+
+    def _send_timeout_now(self, to: int) -> None:
+        # Thesis §3.10: first tell every follower whom we hand over to (in a heartbeat), so
+        # they let that candidate's election bypass the lease (Thesis §4.2.3), then tell it to
+        # campaign. Its RequestVotes leave only after it persisted its new term, which gives
+        # the heartbeats a head start; if one loses the race, the transfer times out.
+        self._bcast_heartbeat(self._read_only.last_context())
+        self._send(TimeoutNow(self.term, self.id, to))
 
     # ------------------------------------------------------------------------------------------
     # Ready / advance

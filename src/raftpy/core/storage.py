@@ -13,7 +13,7 @@ from typing import Protocol
 
 import msgspec
 
-from raftpy.core.messages import ConfState, Entry, NodeId, NonNeg, SnapshotMeta
+from raftpy.core.messages import ConfState, Entry, Index, NodeId, SnapshotMeta, Term
 from raftpy.errors import RaftError
 
 
@@ -24,9 +24,9 @@ class HardState(msgspec.Struct, frozen=True, array_like=True, gc=False):
     ``commit`` the highest index known committed. Written as one atomic record.
     """
 
-    term: NonNeg = 0
+    term: Term = 0
     vote: NodeId | None = None
-    commit: NonNeg = 0
+    commit: Index = 0
 
 
 class CompactedError(RaftError):

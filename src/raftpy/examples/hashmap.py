@@ -27,6 +27,7 @@ from typing import Any, BinaryIO
 import msgspec
 
 from raftpy.client import Client, SyncClient
+from raftpy.core.messages import DECODE_ERRORS
 from raftpy.examples.service import ClientCommand, ClientOptions
 from raftpy.examples.service import main as service_main
 from raftpy.transport.tls import TlsConfig
@@ -48,7 +49,7 @@ class HashMapStateMachine:
     def apply(self, command: bytes) -> bytes:
         try:
             op = msgspec.msgpack.decode(command, type=tuple[str, ...])
-        except msgspec.DecodeError:
+        except DECODE_ERRORS:
             raise ValueError("malformed hashmap command") from None
         if not op:
             raise ValueError("malformed hashmap command: empty")
@@ -96,7 +97,7 @@ class HashMapStateMachine:
                 break
             try:
                 pairs = _pairs_decoder.decode(_read_exact(inp, size))
-            except msgspec.DecodeError as exc:
+            except DECODE_ERRORS as exc:
                 raise ValueError(f"malformed hashmap snapshot: {exc}") from None
             data.update(pairs)
         self.data = data

@@ -22,6 +22,7 @@ from typing import BinaryIO
 import msgspec
 
 from raftpy.client import Client, SyncClient
+from raftpy.core.messages import DECODE_ERRORS
 from raftpy.examples.service import ClientCommand, ClientOptions
 from raftpy.examples.service import main as service_main
 from raftpy.transport.tls import TlsConfig
@@ -41,7 +42,7 @@ class RegisterStateMachine:
     def apply(self, command: bytes) -> bytes:
         try:
             op = msgspec.msgpack.decode(command, type=tuple[str, ...])
-        except msgspec.DecodeError:
+        except DECODE_ERRORS:
             raise ValueError("malformed register command") from None
         if not op:
             raise ValueError("malformed register command: empty")

@@ -39,9 +39,11 @@ from raftpy.errors import (
     LocalProtocolError,
     NotLeaderError,
     ProposalDropped,
+    RejectedMessage,
     StateMachineError,
 )
 from raftpy.node.config import NodeConfig
+from raftpy.node.rejections import PeerRejections
 from raftpy.node.requests import PendingRequests
 from raftpy.node.service import ClientService
 from raftpy.node.snapshots import NodeSnapshots
@@ -130,6 +132,7 @@ class RaftNode:
         self._leader: int | None = None
         self.stats = NodeStats()
         """Every counter of this node, live (see :class:`~raftpy.node.stats.NodeStats`)."""
+        self._rejections = PeerRejections(node_id, self.stats)
 
     # ------------------------------------------------------------------------------------------
     # Lifecycle
@@ -469,7 +472,7 @@ class RaftNode:
                     if next_tick < now:  # the loop was blocked for long: do not burst ticks
                         next_tick = now + interval
                     timer = loop.call_at(next_tick, fire)
-                snaps.feed_core(raft)
+                snaps.feed_core(raft, self._on_rejected)
                 await self._drain_ready(raft)
                 if self._held and not snaps.hold_applies:
                     held, self._held = self._held, []
@@ -505,7 +508,16 @@ class RaftNode:
             elif isinstance(message, InstallSnapshotResponse):
                 snaps.on_answer(message)
             else:
-                raft.step(message)
+                try:
+                    raft.step(message)
+                except RejectedMessage as exc:
+                    self._on_rejected(exc)  # the core changed nothing; serve on
+
+    def _on_rejected(self, exc: RejectedMessage) -> None:
+        """A peer's message the core rejected costs that peer its connection, never the node
+        (:mod:`raftpy.node.rejections`)."""
+        assert self._transport is not None
+        self._rejections.on_rejected(exc, self._transport)
 
     def _append_proposals(self, raft: Raft) -> None:
         appended, batches = self._requests.append_proposals(raft, self.config.max_batch)

@@ -39,7 +39,7 @@ from raftpy.core.messages import (
 )
 from raftpy.core.raft import Raft
 from raftpy.core.ready import SnapshotRequest
-from raftpy.errors import StateMachineError
+from raftpy.errors import RejectedMessage, StateMachineError
 from raftpy.node.config import NodeConfig
 from raftpy.node.stats import SnapshotStats
 from raftpy.node.transfer import Completed, Outcome, SnapshotReceiver, SnapshotSenders
@@ -473,18 +473,29 @@ class NodeSnapshots:
         self._verified.append(completed)
         self._wake()
 
-    def feed_core(self, raft: Raft) -> None:
+    def feed_core(
+        self, raft: Raft, on_rejected: Callable[[RejectedMessage], None] | None = None
+    ) -> None:
         """Hand the core what arrived since the last call: how our transfers ended
         (``Raft.report_snapshot``) and the files received whole and verified
         (``Raft.install_snapshot``). A file the core does not take is deleted now; the one it
-        takes waits for ``Ready.snapshot`` (:meth:`install`)."""
+        takes waits for ``Ready.snapshot`` (:meth:`install`). A file the core rejects
+        (``RejectedMessage``) is deleted and handed to ``on_rejected`` (raised without one)."""
         outcomes, self._outcomes = self._outcomes, []
         for request, ok in outcomes:
             raft.report_snapshot(request, ok)
         verified, self._verified = self._verified, []
         for completed in verified:
             m = completed.message
-            if not raft.install_snapshot(m.meta, m.src, m.term):
+            try:
+                taken = raft.install_snapshot(m.meta, m.src, m.term)
+            except RejectedMessage as exc:  # a second leader's, or contradicts our commit
+                completed.sink.abort()
+                if on_rejected is None:
+                    raise
+                on_rejected(exc)
+                continue
+            if not taken:
                 completed.sink.abort()  # stale, or the log already holds what it covers
                 continue
             # A file taken earlier in this batch is superseded: Ready.snapshot holds only the

@@ -59,6 +59,10 @@ class NodeStats(msgspec.Struct, kw_only=True):
     applied: int = 0
     """Committed entries handed to the state machine (no-ops and configuration entries
     included; entries covered by an installed snapshot are not)."""
+    rejected_messages: int = 0
+    """Peer messages the core rejected as impossible from a correct peer (a second leader in
+    one term, entries contradicting the committed log, ...): each was dropped and its sender's
+    connection closed (see :mod:`raftpy.node.rejections`)."""
     snapshots: SnapshotStats = msgspec.field(default_factory=SnapshotStats)
     """Snapshot work."""
     transport: TransportStats | None = None

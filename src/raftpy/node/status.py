@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import msgspec
 
-from raftpy.core.messages import NodeId, NonNeg
+from raftpy.core.messages import DECODE_ERRORS, NodeId, NonNeg
 from raftpy.errors import RemoteProtocolError
 from raftpy.node.stats import NodeStats
 
@@ -112,5 +112,5 @@ def decode_status(data: bytes) -> NodeStatus:
     garbage, or something that is not a status)."""
     try:
         return _DECODER.decode(data)
-    except msgspec.DecodeError as exc:
+    except DECODE_ERRORS as exc:
         raise RemoteProtocolError(f"malformed status from the node: {exc}") from None

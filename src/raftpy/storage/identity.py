@@ -14,6 +14,7 @@ import os
 
 import msgspec
 
+from raftpy.core.messages import DECODE_ERRORS
 from raftpy.storage.errors import DataDirError
 from raftpy.storage.fs import FileSystem
 
@@ -45,7 +46,7 @@ def read_identity(fs: FileSystem, directory: str, names: list[str]) -> Identity 
         f.close()
     try:
         return _dec.decode(raw)
-    except msgspec.DecodeError as exc:
+    except DECODE_ERRORS as exc:
         raise DataDirError(
             f"identity file {path} is damaged ({exc}): it names the cluster and node this data "
             "dir belongs to. If the log beside it is intact, delete the file (it is written "

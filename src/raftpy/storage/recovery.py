@@ -38,9 +38,7 @@ import os
 from array import array
 from typing import TYPE_CHECKING
 
-import msgspec
-
-from raftpy.core.messages import Entry, SnapshotMeta
+from raftpy.core.messages import DECODE_ERRORS, Entry, SnapshotMeta
 from raftpy.core.storage import HardState
 from raftpy.storage.errors import CorruptLogError, DataLossError, FatalStorageError
 from raftpy.storage.fs import File, FileSystem
@@ -387,7 +385,7 @@ class Recovery:
                     self._compact_index(rec.meta)
                 else:
                     self._clear_index(rec.meta)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except DECODE_ERRORS as exc:
             raise CorruptLogError(path, off, f"undecodable payload: {exc}") from exc
 
     def _replay_entries(

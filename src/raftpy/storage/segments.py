@@ -63,7 +63,7 @@ from dataclasses import dataclass
 
 import msgspec
 
-from raftpy.core.messages import Entry, SnapshotMeta
+from raftpy.core.messages import DECODE_ERRORS, Entry, SnapshotMeta
 from raftpy.core.storage import HardState
 from raftpy.storage.errors import CorruptLogError, UnsupportedFormatError
 
@@ -257,7 +257,7 @@ def decode_entries_record(raw: bytes, seq: int, off: int, path: str) -> list[Ent
         raise CorruptLogError(path, off, bad)
     try:
         return _dec_entries.decode(raw[_RH:])
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except DECODE_ERRORS as exc:
         raise CorruptLogError(path, off, f"undecodable entries payload: {exc}") from exc
 
 
@@ -378,7 +378,7 @@ def _seal_at(data: bytes, seq: int, off: int) -> int | None:
         return None
     try:
         return int(_dec_seal.decode(data[off + _RH : off + _RH + length]))
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except DECODE_ERRORS:
         return None
 
 

@@ -58,7 +58,7 @@ from typing import TYPE_CHECKING, BinaryIO, cast
 
 import msgspec
 
-from raftpy.core.messages import SnapshotMeta
+from raftpy.core.messages import DECODE_ERRORS, SnapshotMeta
 from raftpy.errors import LocalProtocolError
 from raftpy.storage.errors import (
     CorruptSnapshotError,
@@ -181,7 +181,7 @@ def _read_header(f: File, path: str, name_key: tuple[int, int] | None) -> _Heade
         )
     try:
         meta = _dec_meta.decode(rest[:length])
-    except msgspec.DecodeError as exc:
+    except DECODE_ERRORS as exc:
         raise CorruptSnapshotError(path, _META_AT, f"undecodable meta: {exc}") from exc
     if name_key is not None and (meta.index, meta.term) != name_key:
         raise CorruptSnapshotError(

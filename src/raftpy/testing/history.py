@@ -35,6 +35,8 @@ from typing import Literal, TypeAlias
 
 import msgspec
 
+from raftpy.core.messages import DECODE_ERRORS
+
 __all__ = [
     "HistoryFormatError",
     "HistoryRecorder",
@@ -182,7 +184,7 @@ def parse_history(data: str | bytes, *, source: str | None = None) -> list[Opera
             wire = _DECODER.decode(line)
         except msgspec.ValidationError as e:
             raise HistoryFormatError(str(e), line=number, source=source) from None
-        except msgspec.DecodeError as e:
+        except DECODE_ERRORS as e:
             reason = f"not a JSON object: {e}"
             raise HistoryFormatError(reason, line=number, source=source) from None
         try:

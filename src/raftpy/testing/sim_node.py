@@ -34,6 +34,7 @@ from raftpy.core.messages import (
 )
 from raftpy.core.raft import Raft
 from raftpy.core.ready import ReadState, Ready, Role
+from raftpy.errors import InvariantViolation, RejectedMessage
 from raftpy.node.transfer import Completed, SnapshotReceiver, SnapshotSenders
 from raftpy.statemachine import StateMachine
 from raftpy.storage.base import LogStore
@@ -166,7 +167,15 @@ class SimNode:
         elif isinstance(m, InstallSnapshotResponse):
             self._on_snapshot_answer(m)
         else:
-            self.raft.step(m)
+            try:
+                self.raft.step(m)
+            except RejectedMessage as exc:
+                raise self._rejection_is_a_bug(exc) from exc
+
+    def _rejection_is_a_bug(self, exc: RejectedMessage) -> InvariantViolation:
+        # Simulated peers run the real core and cannot forge: a message a correct core
+        # rejects means a core sent it, which is a bug for the fuzz to report.
+        return InvariantViolation(f"node {self.id} rejected a message a core sent: {exc}")
 
     def process(self) -> None:
         """Run the Ready loop until the core has nothing more to do, then snapshot if due."""
@@ -312,7 +321,11 @@ class SimNode:
         if not ok:
             sink.abort()
             return answer
-        if self.raft.install_snapshot(m.meta, m.src, m.term):
+        try:
+            taken = self.raft.install_snapshot(m.meta, m.src, m.term)
+        except RejectedMessage as exc:
+            raise self._rejection_is_a_bug(exc) from exc
+        if taken:
             self.received[(m.meta.index, m.meta.term)] = sink  # for _install (Ready.snapshot)
         else:
             sink.abort()  # stale, or the log already holds what it covers

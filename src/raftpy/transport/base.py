@@ -16,6 +16,8 @@ The contract, in short:
 - **Inbound callbacks** run on the event loop and must not block: one for each peer message
   addressed to this node, one for each client request (answered through the
   :class:`ClientConnectionLike` it came with, in any order and at any later time).
+- **A rejected peer loses its connection**: a message the node's core rejects costs its
+  sender the inbound connection (:meth:`Transport.reject_peer`), never the node.
 - **Counters are optional.** A transport that counts exposes its
   :class:`~raftpy.transport.stats.TransportStats` as ``counters`` (:class:`CountingTransport`);
   the node shows them in its stats. In-process fakes need not count.
@@ -61,6 +63,12 @@ class Transport(Protocol):
 
     def flush(self) -> None:
         """Put queued messages on the wire now (called before a blocking fsync)."""
+        ...
+
+    def reject_peer(self, peer_id: int, reason: str) -> None:
+        """The node rejected a message from ``peer_id`` (``reason`` says why): close the
+        connection that peer's messages arrive on, so whatever sent it must reconnect. Never
+        blocks or raises; does nothing when there is no such connection."""
         ...
 
     async def close(self) -> None:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Final
 
 import msgspec
 
-from raftpy.core.messages import PeerMessage
+from raftpy.core.messages import DECODE_ERRORS, MESSAGE_CHECKS, PeerMessage
 from raftpy.errors import MessageDecodeError, RemoteProtocolError
 from raftpy.logtext import untrusted
 from raftpy.transport.clients import ClientConnection
@@ -46,7 +46,7 @@ client); larger only for a frame in progress that large."""
 _PEER_STREAM: Final = 1 << 20
 """As :data:`_CLIENT_STREAM` for a peer connection: the replication stream."""
 
-# The same decoder as raftpy.core.messages.decode_message, called directly on the hot path.
+# The same decoder and checks as raftpy.core.messages.decode_message, inlined on the hot path.
 _message_decoder: msgspec.msgpack.Decoder[PeerMessage] = msgspec.msgpack.Decoder(PeerMessage)
 
 
@@ -262,8 +262,13 @@ class InboundConnection(FrameReader):
     def _on_message(self, view: memoryview) -> None:
         try:
             message = _message_decoder.decode(view)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except DECODE_ERRORS as exc:
             raise MessageDecodeError(f"malformed message: {exc}") from None
+        check = MESSAGE_CHECKS.get(type(message))
+        if check is not None:
+            problem = check(message)
+            if problem is not None:
+                raise MessageDecodeError(f"invalid {type(message).__name__}: {problem}")
         owner = self._owner
         if message.src != self._peer_id or message.dst != owner.node_id:
             raise RemoteProtocolError(
@@ -281,7 +286,7 @@ class InboundConnection(FrameReader):
     def _on_request(self, view: memoryview) -> None:
         try:
             request = client_decoder.decode(view)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except DECODE_ERRORS as exc:
             raise RemoteProtocolError(f"malformed client request: {exc}") from None
         if not isinstance(request, ClientRequest):
             raise RemoteProtocolError("a client sent a frame that is not a ClientRequest")

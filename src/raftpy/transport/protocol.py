@@ -18,12 +18,23 @@ otherwise the acceptor refuses with a reason. New fields are only ever added wit
 from __future__ import annotations
 
 import enum
-from typing import Annotated
+from typing import Annotated, Final
 
 import msgspec
 
-from raftpy.core.messages import NodeId, NonNeg
+from raftpy.core.messages import DECODE_ERRORS, Index, NodeId, NonNeg, Term
 from raftpy.errors import RemoteProtocolError
+
+MAX_NAME_CHARS: Final = 256
+"""The longest cluster id a handshake may carry."""
+MAX_TEXT_CHARS: Final = 4096
+"""The longest refusal reason or address a frame may carry."""
+MAX_REQUEST_TIMEOUT: Final = 86_400.0
+"""The longest ``ClientRequest.timeout`` (seconds) a node accepts: a day. A request holds
+memory on the node until its deadline, so the deadline must be finite (and not NaN)."""
+
+Name = Annotated[str, msgspec.Meta(max_length=MAX_NAME_CHARS)]
+Text = Annotated[str, msgspec.Meta(max_length=MAX_TEXT_CHARS)]
 
 
 class ConnectionRole(enum.Enum):
@@ -44,7 +55,7 @@ class Hello(msgspec.Struct, frozen=True, tag="hello"):
 
     version: NonNeg
     role: ConnectionRole
-    cluster_id: str | None = None
+    cluster_id: Name | None = None
     node_id: NodeId | None = None
     target_id: NodeId | None = None
 
@@ -67,7 +78,7 @@ class HelloReply(msgspec.Struct, frozen=True, tag="hello-reply"):
 
     ok: bool
     node_id: NodeId
-    reason: str | None = None
+    reason: Text | None = None
     max_frame_bytes: FrameLimit | None = None
     idle_timeout: Annotated[float, msgspec.Meta(gt=0)] | None = None
 
@@ -106,7 +117,7 @@ class ClientRequest(msgspec.Struct, frozen=True, array_like=True, tag="request")
     op: ClientOp
     data: bytes = b""
     consistency: Consistency = Consistency.LINEARIZABLE
-    timeout: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    timeout: Annotated[float, msgspec.Meta(gt=0, le=MAX_REQUEST_TIMEOUT)] | None = None
 
 
 class ResponseStatus(enum.Enum):
@@ -133,7 +144,7 @@ class ClientResponse(msgspec.Struct, frozen=True, array_like=True, tag="response
     status: ResponseStatus
     result: bytes | None = None
     leader_id: NodeId | None = None
-    leader_address: str | None = None
+    leader_address: Text | None = None
     message: str | None = None
     retryable: bool = True
 
@@ -142,8 +153,8 @@ class SnapshotTaken(msgspec.Struct, frozen=True):
     """The result of a SNAPSHOT request: the snapshot's last included index and term (a map on
     the wire, so fields can be added)."""
 
-    index: NonNeg
-    term: NonNeg
+    index: Index
+    term: Term
 
 
 _snapshot_decoder = msgspec.msgpack.Decoder(SnapshotTaken)
@@ -153,7 +164,7 @@ def decode_snapshot_taken(payload: bytes) -> SnapshotTaken:
     """Read a SNAPSHOT result; :class:`RemoteProtocolError` if it is malformed."""
     try:
         return _snapshot_decoder.decode(payload)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except DECODE_ERRORS as exc:
         raise RemoteProtocolError(f"malformed snapshot result {payload!r}: {exc}") from None
 
 
@@ -184,7 +195,7 @@ def decode_hello_reply(payload: bytes | bytearray | memoryview) -> HelloReply:
 def _decode_handshake(payload: bytes | bytearray | memoryview, what: str) -> HandshakeFrame:
     try:
         return hello_decoder.decode(payload)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except DECODE_ERRORS as exc:
         raise RemoteProtocolError(f"malformed handshake frame (expected a {what}): {exc}") from None
 
 

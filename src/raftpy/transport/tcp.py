@@ -348,6 +348,14 @@ class TcpTransport:
         for writer in dirty:
             writer._flush()
 
+    def reject_peer(self, peer_id: int, reason: str) -> None:
+        """Close the connection peer ``peer_id``'s messages arrive on: the node rejected one
+        of them (``reason``; the node logs it). The peer may dial again."""
+        proto = self._inbound_peers.get(peer_id)
+        if proto is not None:
+            log.debug("closing the connection of peer %d: %s", peer_id, reason)
+            proto.close()
+
     # -- peers and handshakes ----------------------------------------------------------------
 
     def _set_peer_map(self, peers: Mapping[int, str]) -> None:
