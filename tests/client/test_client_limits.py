@@ -85,3 +85,16 @@ def test_a_connection_idle_for_half_the_announced_timeout_is_replaced() -> None:
                 await wait_for(lambda: stats.client_idle_closed == 1, timeout=5)
 
     asyncio.run(main())
+
+
+def test_a_client_timeout_over_a_day_still_reaches_the_node() -> None:
+    """The node refuses a request frame whose timeout exceeds a day (a deadline must be
+    finite); a client asked to wait longer sends the longest the node takes, so it is served
+    instead of every request being refused as malformed."""
+
+    async def main() -> None:
+        async with one_node() as (node, address), Client([address], timeout=3 * 86_400) as client:
+            assert await client.propose(set_cmd("k", "1")) == b""
+            assert node.stats.transport.malformed_frames == 0  # type: ignore[union-attr]
+
+    asyncio.run(main())

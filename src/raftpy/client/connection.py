@@ -25,6 +25,7 @@ from raftpy.logtext import untrusted
 from raftpy.transport.address import parse_address
 from raftpy.transport.codec import FrameDecoder, encode_frame
 from raftpy.transport.protocol import (
+    MAX_REQUEST_TIMEOUT,
     ClientOp,
     ClientRequest,
     ClientResponse,
@@ -270,6 +271,9 @@ class Connection(asyncio.BufferedProtocol):
         if not self.usable:
             raise ConnectionLost(self.address, self._reason, sent=False)
         rid = self._next_id
+        # The node refuses a frame whose timeout exceeds a day; a longer wait is still ours to
+        # keep (``deadline``), the node just works on the request for at most that long.
+        timeout = min(timeout, MAX_REQUEST_TIMEOUT)
         payload = encode_frame_payload(ClientRequest(rid, op, data, consistency, timeout))
         limit = self.max_request_bytes
         if limit is not None and len(payload) > limit:
