@@ -472,23 +472,20 @@ class Raft:
         # Decoding checked that the entries follow prev_index one by one.
         committed = self.log.committed
         if m.prev_index <= committed:
-            ours = self.log.term(m.prev_index)
-            if ours is not None and ours != m.prev_term:
-                raise RejectedMessage(
-                    m.src,
-                    f"AppendEntries has term {m.prev_term} at index {m.prev_index}, where the "
-                    f"committed entry has term {ours}",
-                )
+            self._check_committed_term(m.src, m.prev_index, m.prev_term)
         for entry in m.entries:
             if entry.index > committed:
                 break
-            ours = self.log.term(entry.index)
-            if ours is not None and ours != entry.term:
-                raise RejectedMessage(
-                    m.src,
-                    f"AppendEntries has term {entry.term} at index {entry.index}, where the "
-                    f"committed entry has term {ours}",
-                )
+            self._check_committed_term(m.src, entry.index, entry.term)
+
+    def _check_committed_term(self, src: int, index: int, term: int) -> None:
+        ours = self.log.term(index)
+        if ours is not None and ours != term:
+            raise RejectedMessage(
+                src,
+                f"AppendEntries has term {term} at index {index}, where the committed entry "
+                f"has term {ours}",
+            )
 
     def _check_snapshot_against_commit(self, meta: SnapshotMeta, leader: int) -> None:
         # Raft §5.4, as for AppendEntries: a snapshot's last entry, if we committed that
