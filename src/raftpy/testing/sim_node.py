@@ -113,8 +113,10 @@ class SimNode:
             self.storage = FileStorage(
                 f"/node{self.id}", range(self.env.n), fs=self.fs, segment_size=self.env.segment_size
             )
-        # Reopening the snapshot directory removes partial files, as a real restart would.
+        # Reopen the snapshot directory; the simulated node always goes on to start, so it
+        # deletes the leftovers of interrupted transfers as a real node does once it decided.
         self.snaps = SnapshotStore(f"/node{self.id}/snap", fs=self.snap_fs)
+        self.snaps.remove_leftovers()
 
     def boot(self, rng: random.Random) -> None:
         """Start a new core (drawing from ``rng``) and state machine from the storage."""
