@@ -16,6 +16,7 @@ import pytest
 
 from raftpy.core.messages import (
     MAX_TERM,
+    MAX_TERM_JUMP,
     AppendEntries,
     AppendEntriesResponse,
     Heartbeat,
@@ -200,6 +201,31 @@ def test_node_never_campaigns_past_max_term() -> None:
         r.campaign()
         assert (r.role, r.term, r.has_ready()) == (Role.FOLLOWER, MAX_TERM, False)
         assert storage_of(r).initial_state()[0].term == MAX_TERM
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda t: Heartbeat(t, 2, 1, 0),
+        lambda t: AppendEntries(t, 2, 1, 0, 0, (), 0),
+        lambda t: RequestVote(t, 2, 1, 0, 0),
+        lambda t: RequestVoteResponse(t, 2, 1, False),
+    ],
+    ids=["heartbeat", "append", "vote", "vote-response"],
+)
+def test_a_term_too_far_ahead_is_rejected(make: Callable[[int], Message]) -> None:
+    """Terms grow by one per election, so no real peer is MAX_TERM_JUMP terms ahead: a message
+    claiming it is forged, and adopting its term could wedge every later election at MAX_TERM
+    (after every restart too, since the term is persisted). The honest jump just inside the
+    bound is still taken (a vote within the leader lease is ignored instead, Thesis §4.2.3).
+
+    Reference: Raft §5.2 (a term begins with an election; terms increase by one per election)."""
+    for r in (leader(), follower_of_2()):
+        assert_rejected(r, make(r.term + MAX_TERM_JUMP + 1), "more than")
+        term = r.term + MAX_TERM_JUMP
+        r.step(make(term))
+        if not isinstance(make(0), RequestVote):
+            assert r.term == term
 
 
 # -------------------------------------------------------------------------------------------

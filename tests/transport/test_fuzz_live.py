@@ -43,7 +43,13 @@ import msgspec
 import pytest
 
 from raftpy.client import Client
-from raftpy.core.messages import PROTOCOL_VERSION, Heartbeat, PeerMessage, decode_message
+from raftpy.core.messages import (
+    DECODE_ERRORS,
+    PROTOCOL_VERSION,
+    Heartbeat,
+    PeerMessage,
+    decode_message,
+)
 from raftpy.errors import RemoteProtocolError
 from raftpy.node import RaftNode
 from raftpy.node.config import NODE_RAFT_DEFAULTS, NodeConfig
@@ -140,7 +146,7 @@ def _accepted(phase: str, payload: bytes) -> bool:
     if phase == Phase.CLIENT:
         try:
             return isinstance(client_decoder.decode(payload), ClientRequest)
-        except msgspec.DecodeError:
+        except DECODE_ERRORS:
             return False
     if phase == Phase.PEER:
         try:

@@ -54,6 +54,14 @@ every node fail at its next election, and again after each restart). 2^62 leaves
 elections of headroom, which no cluster reaches; a node never campaigns past it (Raft core,
 ``Raft._campaign``)."""
 
+MAX_TERM_JUMP: Final = 1 << 31
+"""How far past a node's own term a message's term may lie. Terms grow by one per election
+(Raft §5.2), so a real peer is never 2^31 elections (decades of one a second) ahead of a node
+that hears from it; a message claiming to be is forged. The bound turns "one packet of term
+MAX_TERM wedges every election for good" into billions of packets: plain TCP still cannot
+authenticate a member (README.md, "Security"), but one stray frame cannot end a cluster.
+"""
+
 MAX_INDEX: Final = 1 << 62
 """The largest log index a message may carry: a leader appends at ``last_index + 1`` and a
 snapshot covers ``index + 1`` onwards, which must still be stored."""

@@ -29,6 +29,7 @@ from raftpy.core.config import RaftConfig
 from raftpy.core.log import RaftLog
 from raftpy.core.messages import (
     MAX_TERM,
+    MAX_TERM_JUMP,
     AppendEntries,
     AppendEntriesResponse,
     ConfState,
@@ -448,6 +449,11 @@ class Raft:
     def _check_message(self, m: Message) -> None:
         """Raise :class:`RejectedMessage` if no correct peer sends ``m`` (of our term or a later
         one) to a node in our state. Runs before ``step`` changes anything."""
+        if m.term > self.term + MAX_TERM_JUMP:
+            # Raft §5.2: terms grow by one per election; no real peer is this far ahead.
+            raise RejectedMessage(
+                m.src, f"term {m.term} is more than {MAX_TERM_JUMP} past this node's {self.term}"
+            )
         if isinstance(m, _FROM_LEADER):
             if m.term == self.term:
                 self._check_leader_claim(m.src, type(m).__name__)
