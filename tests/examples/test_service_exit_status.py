@@ -13,7 +13,7 @@ from raftpy.errors import (
     ProposalDropped,
     RemoteProtocolError,
 )
-from raftpy.examples import service
+from raftpy.examples import hashmap, service
 from raftpy.examples.hashmap import HashMapStateMachine
 from raftpy.examples.service import ClientCommand, ClientOptions
 
@@ -65,3 +65,13 @@ def test_exit_constants_are_the_documented_numbers() -> None:
         2,
         3,
     )
+
+
+def test_an_argument_that_is_not_utf8_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    """Bytes the terminal could not decode reach argv as lone surrogates: a usage error naming
+    the argument (exit 2), never a traceback, and nothing is sent."""
+    with pytest.raises(SystemExit) as exit_info:
+        hashmap.main(["get", "caf\udce9", "127.0.0.1:1"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "is not UTF-8" in err and "usage:" in err

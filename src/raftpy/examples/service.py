@@ -304,6 +304,12 @@ def main(
         addresses = [_check_address(a) for a in positional[n:]]
     except UsageError as exc:
         _fail_usage(prog, commands, str(exc))
+    for arg in positional[:n]:
+        try:
+            arg.encode()
+        except UnicodeEncodeError:
+            # Bytes the terminal's encoding could not decode reach us as lone surrogates.
+            _fail_usage(prog, commands, f"{arg.encode(errors='backslashreplace')!r} is not UTF-8")
     configure_logging(default="error")
     timeout = options.timeout
     try:
