@@ -15,6 +15,7 @@ import pytest
 
 from raftpy.core.config import RaftConfig
 from raftpy.core.messages import (
+    MAX_TERM_JUMP,
     AppendEntries,
     AppendEntriesResponse,
     ConfState,
@@ -264,6 +265,18 @@ def test_snapshot_that_contradicts_the_committed_log_is_rejected_unchanged() -> 
     assert core_state(f) == before
     # The honest snapshot at that index is no conflict (it is merely stale).
     assert not f.install_snapshot(SnapshotMeta(3, 2, CONF), 2, 5)
+
+
+def test_snapshot_of_a_term_too_far_ahead_is_rejected_unchanged() -> None:
+    """A snapshot handed over in a term more than MAX_TERM_JUMP past ours is forged (terms
+    grow by one per election) and would wedge every later election once persisted.
+
+    Reference: Raft §5.2, Raft §7"""
+    f = new_raft(1, PEERS)
+    before = core_state(f)
+    with pytest.raises(RejectedMessage, match="more than"):
+        f.install_snapshot(SnapshotMeta(5, 2, CONF), 2, f.term + MAX_TERM_JUMP + 1)
+    assert core_state(f) == before
 
 
 def test_install_snapshot_returns_false_for_a_snapshot_already_held() -> None:

@@ -25,11 +25,11 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import assert_never
 
+from raftpy.core.admission import check_message, check_snapshot
 from raftpy.core.config import RaftConfig
 from raftpy.core.log import RaftLog
 from raftpy.core.messages import (
     MAX_TERM,
-    MAX_TERM_JUMP,
     AppendEntries,
     AppendEntriesResponse,
     ConfState,
@@ -57,7 +57,6 @@ from raftpy.errors import (
     LocalProtocolError,
     NotLeaderError,
     ProposalDropped,
-    RejectedMessage,
 )
 
 logger = logging.getLogger("raftpy.core")
@@ -67,7 +66,6 @@ logger = logging.getLogger("raftpy.core")
 # (Ready.snapshot_requests) do not wait for persistence either.
 _SEND_NOW = (AppendEntries, Heartbeat, TimeoutNow)
 # Messages only the leader of their term sends (Raft §5.2, Thesis §3.10).
-_FROM_LEADER = (AppendEntries, Heartbeat, TimeoutNow)
 
 
 class Raft:
@@ -357,9 +355,7 @@ class Raft:
         if term < self.term:
             return False  # Raft §5.1: from a deposed leader; dropped
         # Checked before anything changes, so a rejected snapshot leaves no trace.
-        if term == self.term:
-            self._check_leader_claim(leader, "InstallSnapshot")
-        self._check_snapshot_against_commit(meta, leader)
+        check_snapshot(meta, leader, term, self.term, self.lead, self.log)
         if term > self.term:
             # Raft §5.1: a higher term makes us a follower of that term, under its sender.
             self._become_follower(term, leader)
@@ -399,7 +395,8 @@ class Raft:
             logger.warning("%d dropped %s addressed to %d", self.id, type(m).__name__, m.dst)
             return
         if m.term >= self.term:
-            self._check_message(m)  # raises RejectedMessage; nothing has changed yet
+            # Raises RejectedMessage for what no correct peer sends; nothing has changed yet.
+            check_message(m, self.term, self.lead, self.role is Role.LEADER, self.log)
         if m.term > self.term:
             if isinstance(m, RequestVote):
                 in_lease = (
@@ -441,84 +438,6 @@ class Raft:
         if self.role is Role.LEADER:
             return self.lead_transferee == candidate
         return self._leader_transferee == candidate
-
-    # ------------------------------------------------------------------------------------------
-    # step: rejections, checked before anything changes
-    # ------------------------------------------------------------------------------------------
-
-    def _check_message(self, m: Message) -> None:
-        """Raise :class:`RejectedMessage` if no correct peer sends ``m`` (of our term or a later
-        one) to a node in our state. Runs before ``step`` changes anything."""
-        if m.term > self.term + MAX_TERM_JUMP:
-            # Raft §5.2: terms grow by one per election; no real peer is this far ahead.
-            raise RejectedMessage(
-                m.src, f"term {m.term} is more than {MAX_TERM_JUMP} past this node's {self.term}"
-            )
-        if isinstance(m, _FROM_LEADER):
-            if m.term == self.term:
-                self._check_leader_claim(m.src, type(m).__name__)
-            if isinstance(m, AppendEntries):
-                self._check_append_against_commit(m)
-        elif isinstance(m, AppendEntriesResponse):
-            self._check_append_ack(m)
-
-    def _check_leader_claim(self, src: int, kind: str) -> None:
-        # Raft §5.2 (Election Safety): at most one leader per term. We know this term's leader
-        # (ourselves, if we lead: then ``lead`` is our id) and it is not the sender: the
-        # sender's claim is false.
-        if self.lead is not None and self.lead != src:
-            raise RejectedMessage(
-                src, f"{kind} for term {self.term}, of which node {self.lead} is the leader"
-            )
-
-    def _check_append_against_commit(self, m: AppendEntries) -> None:
-        # Raft §5.4 (Leader Completeness): a leader of our term or a later one holds every
-        # entry we know committed, so its prev entry and entries agree with our committed
-        # prefix wherever they overlap (compacted entries cannot be compared and are skipped).
-        # Decoding checked that the entries follow prev_index one by one.
-        committed = self.log.committed
-        if m.prev_index <= committed:
-            self._check_committed_term(m.src, m.prev_index, m.prev_term)
-        for entry in m.entries:
-            if entry.index > committed:
-                break
-            self._check_committed_term(m.src, entry.index, entry.term)
-
-    def _check_committed_term(self, src: int, index: int, term: int) -> None:
-        ours = self.log.term(index)
-        if ours is not None and ours != term:
-            raise RejectedMessage(
-                src,
-                f"AppendEntries has term {term} at index {index}, where the committed entry "
-                f"has term {ours}",
-            )
-
-    def _check_snapshot_against_commit(self, meta: SnapshotMeta, leader: int) -> None:
-        # Raft §5.4, as for AppendEntries: a snapshot's last entry, if we committed that
-        # index, is our committed entry.
-        if meta.index <= self.log.committed:
-            ours = self.log.term(meta.index)
-            if ours is not None and ours != meta.term:
-                raise RejectedMessage(
-                    leader,
-                    f"snapshot has term {meta.term} at index {meta.index}, where the committed "
-                    f"entry has term {ours}",
-                )
-
-    def _check_append_ack(self, m: AppendEntriesResponse) -> None:
-        # A follower acknowledges at most what the leader sent it in this term, and a leader's
-        # log only grows within its term: an acknowledgement past our log is false.
-        if (
-            m.success
-            and m.term == self.term
-            and self.role is Role.LEADER
-            and m.index > self.log.last_index()
-        ):
-            raise RejectedMessage(
-                m.src,
-                f"AppendEntriesResponse acknowledges index {m.index}, past the leader's last "
-                f"index {self.log.last_index()}",
-            )
 
     def _answer_stale(self, m: Message) -> None:
         """Raft §5.1: a stale-term request is rejected; answering lets a deposed leader or a
@@ -581,7 +500,7 @@ class Raft:
             self._handle_append_response(m)
         elif isinstance(m, HeartbeatResponse):
             self._handle_heartbeat_response(m)
-        # A second leader's messages were rejected before this (_check_leader_claim).
+        # A second leader's messages were rejected before this (admission.check_message).
 
     # -- candidate ----------------------------------------------------------------------------
 
