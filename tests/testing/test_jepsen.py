@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 
 from raftpy.cli import main
+from raftpy.client import Client
+from raftpy.errors import RaftError
 from raftpy.node.config import NodeConfig
 from raftpy.testing import nemesis
 from raftpy.testing.history import Operation
@@ -168,6 +170,13 @@ def test_cluster_process_control_and_partitions(tmp_path: Path) -> None:
                 assert leader is not None
                 st = await c.status(leader)
                 assert st is not None
+                # Each run has its own cluster id: a client (or a server left over from
+                # another run on a reused port) of another cluster is refused.
+                assert c.cluster_id.startswith("jepsen-")
+                assert c.cluster_id != Cluster(3, tmp_path, seed=7).cluster_id
+                async with Client([c.addresses[0]], cluster_id="raftpy", timeout=2) as stranger:
+                    with pytest.raises(RaftError, match="cluster id does not match"):
+                        await stranger.status(c.addresses[0], timeout=2)
                 term = st.term
                 assert term is not None and st.peers is not None
                 # Its peers are dialed through the proxy: its member list names proxy ports.

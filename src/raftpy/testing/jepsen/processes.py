@@ -15,6 +15,7 @@ import contextlib
 import logging
 import os
 import random
+import secrets
 import signal
 import subprocess
 import sys
@@ -237,6 +238,10 @@ class Cluster:
         never listened. Each is a finding of the run, not a failure of the harness."""
         self._rng = random.Random(seed)
         self._status_client: Client | None = None
+        self.cluster_id = f"jepsen-{secrets.token_hex(6)}"
+        """Fresh for every run (not drawn from ``seed``: a replay must not match the run it
+        replays), so a server left over from another run on a reused port is refused at the
+        handshake instead of joining this cluster or answering its clients."""
 
     async def start(self, timeout: float = 30.0) -> None:
         """Bind the proxy, start every server and wait until all listen."""
@@ -272,6 +277,8 @@ class Cluster:
                 f"{self.tick_ms:g}",
                 "--election-ticks",
                 str(self.election_ticks),
+                "--cluster-id",
+                self.cluster_id,
                 *self.server_args,
             ]
         for node in self.nodes.values():
@@ -371,7 +378,11 @@ class Cluster:
             return None
         if self._status_client is None:
             self._status_client = Client(
-                self.addresses, timeout=timeout, connect_timeout=timeout, attempt_timeout=timeout
+                self.addresses,
+                timeout=timeout,
+                connect_timeout=timeout,
+                attempt_timeout=timeout,
+                cluster_id=self.cluster_id,
             )
         try:
             return await self._status_client.status(node.address, timeout=timeout)

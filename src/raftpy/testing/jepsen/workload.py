@@ -84,12 +84,18 @@ class _KvSession:
     :class:`raftpy.examples.hashmap.HashMapStateMachine`), with a per-call consistency."""
 
     def __init__(
-        self, addresses: list[str], timeout: float, consistency: str, rng: random.Random
+        self,
+        addresses: list[str],
+        timeout: float,
+        consistency: str,
+        rng: random.Random,
+        cluster_id: str | None,
     ) -> None:
         self.timeout = timeout
         self.consistency = consistency
         self.client = Client(
             addresses,
+            cluster_id=cluster_id,
             timeout=timeout,
             connect_timeout=min(0.5, timeout),
             attempt_timeout=max(0.05, timeout / 3),
@@ -147,7 +153,13 @@ class Workload:
 
     def _session(self, home: int | None, rng: random.Random) -> _KvSession:
         addresses = self.cluster.client_addresses(home)
-        return _KvSession(addresses, self.config.op_timeout, self.config.read_consistency, rng)
+        return _KvSession(
+            addresses,
+            self.config.op_timeout,
+            self.config.read_consistency,
+            rng,
+            self.cluster.cluster_id,
+        )
 
     async def run(self, stop_at: float) -> None:
         await asyncio.gather(*(self._worker(w, stop_at) for w in range(self.config.clients)))
@@ -242,7 +254,13 @@ class Workload:
             remaining = heal_started + limit - loop.time()
             if remaining <= 0.01:
                 return False, loop.time() - heal_started
-            session = _KvSession(self.cluster.addresses, min(1.0, remaining), "linearizable", rng)
+            session = _KvSession(
+                self.cluster.addresses,
+                min(1.0, remaining),
+                "linearizable",
+                rng,
+                self.cluster.cluster_id,
+            )
             try:
                 attempt += 1
                 outcome = await self.operation(
@@ -261,7 +279,9 @@ class Workload:
         seconds pass; returns the keys that could not be read."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + budget
-        session = _KvSession(self.cluster.addresses, 2.0, "linearizable", rng)
+        session = _KvSession(
+            self.cluster.addresses, 2.0, "linearizable", rng, self.cluster.cluster_id
+        )
         missing: list[str] = []
         try:
             for key in keys:
@@ -273,7 +293,9 @@ class Workload:
                         missing.append(key)
                         break
                     await session.close()
-                    session = _KvSession(self.cluster.addresses, 2.0, "linearizable", rng)
+                    session = _KvSession(
+                        self.cluster.addresses, 2.0, "linearizable", rng, self.cluster.cluster_id
+                    )
                     await asyncio.sleep(0.1)
         finally:
             await session.close()
