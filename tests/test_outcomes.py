@@ -10,6 +10,7 @@ import pytest
 from raftpy import errors
 from raftpy.errors import (
     ClusterUnavailableError,
+    ConfChangeError,
     IndeterminateError,
     InvariantViolation,
     LocalProtocolError,
@@ -44,6 +45,7 @@ EXPECTED_EXIT: dict[type[BaseException], int] = {
     MessageDecodeError: 3,
     RejectedMessage: 3,
     LocalProtocolError: 3,
+    ConfChangeError: 3,
     InvariantViolation: 3,
     StateMachineError: 3,
     RaftError: 3,

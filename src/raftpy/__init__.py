@@ -27,6 +27,7 @@ from raftpy.core.status import Status
 from raftpy.core.storage import HardState, LogStorage
 from raftpy.errors import (
     ClusterUnavailableError,
+    ConfChangeError,
     IndeterminateError,
     InvariantViolation,
     LocalProtocolError,
@@ -61,6 +62,7 @@ __all__ = [
     "FATAL_EXIT_STATUS",
     "Client",
     "ClusterUnavailableError",
+    "ConfChangeError",
     "ConfState",
     "CorruptLogError",
     "DataDirError",

@@ -71,6 +71,13 @@ class LocalProtocolError(RaftError):
     ``advance()``). A bug in the caller: retrying cannot help."""
 
 
+class ConfChangeError(LocalProtocolError):
+    """A membership change that cannot be applied to the configuration in force (see
+    :mod:`raftpy.core.confchange`): more than one voter changed without joint consensus, a
+    change while already joint, a configuration left without voters, the same node twice in one
+    change. Raised before anything changed; the message says what is wrong."""
+
+
 class RemoteProtocolError(RaftError):
     """A peer sent bytes or a message that break the protocol.
 

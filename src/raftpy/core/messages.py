@@ -110,11 +110,20 @@ class ConfState(msgspec.Struct, frozen=True, array_like=True, gc=False):
     ``voters`` count for elections and commitment; ``learners`` receive the log but never vote.
     ``voters_outgoing`` is non-empty only during a joint-consensus change (Thesis §4.3): then
     decisions need a majority of ``voters`` *and* of ``voters_outgoing``.
+
+    Two fields only matter while joint (see :mod:`raftpy.core.confchange`): ``learners_next``
+    are outgoing voters being demoted, which become learners when the joint configuration is
+    left (until then they still vote in the outgoing half, so they cannot be learners yet);
+    ``auto_leave`` says the leader leaves the joint configuration on its own once it commits,
+    rather than waiting for an explicit empty change. Both are trailing fields with defaults, so
+    a membership without them decodes as before and an older decoder skips them.
     """
 
     voters: tuple[NodeId, ...]
     learners: tuple[NodeId, ...] = ()
     voters_outgoing: tuple[NodeId, ...] = ()
+    learners_next: tuple[NodeId, ...] = ()
+    auto_leave: bool = False
 
 
 class SnapshotMeta(msgspec.Struct, frozen=True, array_like=True, gc=False):
@@ -393,6 +402,20 @@ def validate_conf_state(conf: ConfState) -> str | None:
         return "a learner listed twice"
     if learners & voters:
         return f"nodes {sorted(learners & voters)} are both voters and learners"
+    return _validate_joint_fields(conf, voters, learners)
+
+
+def _validate_joint_fields(
+    conf: ConfState, voters: set[NodeId], learners: set[NodeId]
+) -> str | None:
+    """The fields that only mean something during a joint change (Thesis §4.3)."""
+    if not conf.voters_outgoing and (conf.learners_next or conf.auto_leave):
+        return "a pending demotion or automatic leave outside a joint configuration"
+    nxt = set(conf.learners_next)
+    if len(nxt) != len(conf.learners_next):
+        return "a pending learner listed twice"
+    if not nxt <= set(conf.voters_outgoing) or nxt & (voters | learners):
+        return "a pending learner that is not only an outgoing voter"
     return None
 
 
