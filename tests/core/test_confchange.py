@@ -569,24 +569,13 @@ def majorities(voters: set[int]) -> list[set[int]]:
     ]
 
 
-def naive_wire_valid(conf: ConfState) -> bool:
-    """What a peer may send: ``naive_valid`` except that a learner may still be an outgoing
-    voter (the check on the wire predates demotions through ``learners_next``)."""
-    fields = (conf.voters, conf.learners, conf.voters_outgoing, conf.learners_next)
-    if any(len(set(f)) != len(f) for f in fields):
-        return False
-    voters, learners, out, nxt = (set(f) for f in fields)
-    if not out and (nxt or conf.auto_leave):
-        return False
-    return bool(voters) and not learners & voters and nxt <= out - voters - learners
-
-
 @settings(max_examples=400)
 @given(st.one_of(raw_confs, near_misses))
 def test_wire_validation_matches_reference(conf: ConfState) -> None:
-    """validate_conf_state (what a node accepts from a peer) accepts exactly the memberships
-    with voters, no duplicates, no learner among the incoming voters, and joint-only fields
-    only while joint, naming outgoing voters that are nothing else.
+    """validate_conf_state (what a node accepts from a peer, and what every change must keep)
+    accepts exactly the memberships with voters, no duplicates, no learner among the voters of
+    either half, and joint-only fields only while joint, naming outgoing voters that are
+    nothing else: a peer cannot hand over a membership a later change would refuse.
 
     Reference: Thesis §4, §4.3."""
-    assert (validate_conf_state(conf) is None) is naive_wire_valid(conf)
+    assert (validate_conf_state(conf) is None) is naive_valid(conf)

@@ -113,7 +113,7 @@ REFUSED: list[tuple[str, bytes, str]] = [
     ("hint-term-past-term", enc([4, 3, 2, 1, False, 5, 4, 4]), "hint_term 4"),
     ("snapshot-term-past-term", snapshot_chunk(meta_term=4), "snapshot term 4"),
     ("snapshot-no-voters", snapshot_chunk(voters=[]), "without voters"),
-    ("snapshot-voter-twice", snapshot_chunk(voters=[1, 1]), "voter listed twice"),
+    ("snapshot-voter-twice", snapshot_chunk(voters=[1, 1]), "voters lists a node twice"),
     ("snapshot-learner-voter", snapshot_chunk(learners=[3]), r"\[3\] are both"),
 ]
 
@@ -141,7 +141,7 @@ ACCEPTED = [
     ),
     AppendEntriesResponse(3, 2, 1, False, 5, 5, 3),
     InstallSnapshot(
-        3, 2, 1, SnapshotMeta(9, 3, ConfState((1, 2), (3,), (1, 3))), MAX_SIZE, b"", True
+        3, 2, 1, SnapshotMeta(9, 3, ConfState((1, 2), (4,), (1, 3))), MAX_SIZE, b"", True
     ),
 ]
 

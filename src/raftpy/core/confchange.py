@@ -40,7 +40,7 @@ from dataclasses import dataclass
 
 import msgspec
 
-from raftpy.core.messages import MAX_NODE_ID, ConfState, NodeId
+from raftpy.core.messages import MAX_NODE_ID, ConfState, NodeId, validate_conf_state
 from raftpy.errors import ConfChangeError
 
 
@@ -91,34 +91,12 @@ def is_joint(conf: ConfState) -> bool:
 
 
 def check_conf(conf: ConfState) -> None:
-    """Raise :class:`ConfChangeError` unless ``conf`` is a membership this module can produce.
-
-    Invariants: no id listed twice in a field; at least one voter (an empty majority config
-    decides nothing, Thesis §4); no learner is a voter of either half (a learner never votes,
-    Thesis §4.2.1); ``learners_next`` are outgoing voters only, on their way to be learners;
-    outside a joint configuration ``learners_next`` is empty and ``auto_leave`` is false.
-    """
-    for name, ids in (
-        ("voters", conf.voters),
-        ("learners", conf.learners),
-        ("voters_outgoing", conf.voters_outgoing),
-        ("learners_next", conf.learners_next),
-    ):
-        if len(set(ids)) != len(ids):
-            raise ConfChangeError(f"{name} lists a node twice: {list(ids)}")
-    voters, learners = set(conf.voters), set(conf.learners)
-    outgoing, nxt = set(conf.voters_outgoing), set(conf.learners_next)
-    if not voters:
-        raise ConfChangeError("a membership without voters")
-    if not outgoing and (nxt or conf.auto_leave):
-        raise ConfChangeError("a pending demotion or automatic leave outside a joint configuration")
-    _refuse_overlap(learners, voters, "both learners and voters")
-    _refuse_overlap(learners, outgoing, "both learners and outgoing voters")
-    _refuse_overlap(nxt, voters, "both pending learners and voters")
-    if not nxt <= outgoing:
-        raise ConfChangeError(
-            f"nodes {sorted(nxt - outgoing)} are pending learners but not outgoing voters"
-        )
+    """Raise :class:`ConfChangeError` unless ``conf`` keeps the membership invariants (stated
+    once, in :func:`raftpy.core.messages.validate_conf_state`, which peers' memberships pass
+    too)."""
+    problem = validate_conf_state(conf)
+    if problem is not None:
+        raise ConfChangeError(problem)
 
 
 def apply_simple(conf: ConfState, changes: Sequence[ConfChangeSingle]) -> ConfState:
@@ -206,11 +184,6 @@ def apply(conf: ConfState, cc: ConfChange) -> ConfState:
 # ----------------------------------------------------------------------------------------------
 # The working copy
 # ----------------------------------------------------------------------------------------------
-
-
-def _refuse_overlap(a: set[int], b: set[int], what: str) -> None:
-    if a & b:
-        raise ConfChangeError(f"nodes {sorted(a & b)} are {what}")
 
 
 def _voters_changed(conf: ConfState, changes: Sequence[ConfChangeSingle]) -> int:

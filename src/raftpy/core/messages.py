@@ -388,34 +388,39 @@ def _validate_conf_entry(data: bytes) -> str | None:
 
 
 def validate_conf_state(conf: ConfState) -> str | None:
-    """What is wrong with a membership from a peer, or ``None`` (Thesis §4: at least one voter;
-    nobody listed twice; a learner is not also a voter of the incoming configuration)."""
-    voters = set(conf.voters)
+    """What is wrong with a membership, or ``None``: the one statement of its invariants, used
+    on every membership a peer sends (snapshots, configuration entries) and on every one a
+    change produces (:func:`raftpy.core.confchange.check_conf`).
+
+    No id listed twice in a field; at least one voter (an empty majority config decides
+    nothing, Thesis §4); no learner is a voter of either half (a learner never votes, Thesis
+    §4.2.1); ``learners_next`` holds outgoing voters only, on their way to be learners when the
+    joint configuration is left (Thesis §4.3); outside a joint configuration it is empty and
+    ``auto_leave`` is false.
+    """
+    for name, ids in (
+        ("voters", conf.voters),
+        ("learners", conf.learners),
+        ("voters_outgoing", conf.voters_outgoing),
+        ("learners_next", conf.learners_next),
+    ):
+        if len(set(ids)) != len(ids):
+            return f"{name} lists a node twice: {list(ids)}"
+    voters, learners = set(conf.voters), set(conf.learners)
+    outgoing, nxt = set(conf.voters_outgoing), set(conf.learners_next)
     if not voters:
         return "a membership without voters"
-    if len(voters) != len(conf.voters) or len(set(conf.voters_outgoing)) != len(
-        conf.voters_outgoing
-    ):
-        return "a voter listed twice"
-    learners = set(conf.learners)
-    if len(learners) != len(conf.learners):
-        return "a learner listed twice"
-    if learners & voters:
-        return f"nodes {sorted(learners & voters)} are both voters and learners"
-    return _validate_joint_fields(conf, voters, learners)
-
-
-def _validate_joint_fields(
-    conf: ConfState, voters: set[NodeId], learners: set[NodeId]
-) -> str | None:
-    """The fields that only mean something during a joint change (Thesis §4.3)."""
-    if not conf.voters_outgoing and (conf.learners_next or conf.auto_leave):
+    if not outgoing and (nxt or conf.auto_leave):
         return "a pending demotion or automatic leave outside a joint configuration"
-    nxt = set(conf.learners_next)
-    if len(nxt) != len(conf.learners_next):
-        return "a pending learner listed twice"
-    if not nxt <= set(conf.voters_outgoing) or nxt & (voters | learners):
-        return "a pending learner that is not only an outgoing voter"
+    for a, b, what in (
+        (learners, voters, "both learners and voters"),
+        (learners, outgoing, "both learners and outgoing voters"),
+        (nxt, voters, "both pending learners and voters"),
+    ):
+        if a & b:
+            return f"nodes {sorted(a & b)} are {what}"
+    if not nxt <= outgoing:
+        return f"nodes {sorted(nxt - outgoing)} are pending learners but not outgoing voters"
     return None
 
 
