@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Final
 
 from raftpy.errors import RejectedMessage
+from raftpy.logtext import RateLimitedLog
 from raftpy.node.stats import NodeStats
 from raftpy.transport.base import Transport
 
@@ -34,9 +35,9 @@ class PeerRejections:
     ) -> None:
         self._node_id = node_id
         self._stats = stats
-        self._clock = clock
-        self._last_logged: dict[int, float] = {}
-        self._unlogged: dict[int, int] = {}
+        # One line per peer per interval; the rest are counted and reported in one
+        # "suppressed" line when that peer's next interval begins.
+        self._log = RateLimitedLog(logger, burst=1, interval=LOG_INTERVAL, clock=clock)
 
     def on_rejected(self, exc: RejectedMessage, transport: Transport) -> None:
         """The core rejected a message from ``exc.peer_id``: count it, close that peer's
@@ -44,18 +45,11 @@ class PeerRejections:
         self._stats.rejected_messages += 1
         peer = exc.peer_id
         transport.reject_peer(peer, exc.reason)
-        now = self._clock()
-        last = self._last_logged.get(peer)
-        if last is not None and now - last < LOG_INTERVAL:
-            self._unlogged[peer] = self._unlogged.get(peer, 0) + 1
-            return
-        self._last_logged[peer] = now
-        more = self._unlogged.pop(peer, 0)
         # The reason is our own text (numbers the message carried), never the peer's bytes.
-        logger.warning(
-            "node %d rejected a message from node %d and closed its connection: %s%s",
+        self._log.warning(
+            f"rejected messages from node {peer}",
+            "node %d rejected a message from node %d and closed its connection: %s",
             self._node_id,
             peer,
             exc.reason,
-            f" ({more} more since the last report)" if more else "",
         )
