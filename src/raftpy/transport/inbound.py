@@ -15,10 +15,8 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Final
 
-import msgspec
-
-from raftpy.core.messages import DECODE_ERRORS, MESSAGE_CHECKS, PeerMessage
-from raftpy.errors import MessageDecodeError, RemoteProtocolError
+from raftpy.core.messages import DECODE_ERRORS, decode_message
+from raftpy.errors import RemoteProtocolError
 from raftpy.logtext import untrusted
 from raftpy.transport.clients import ClientConnection
 from raftpy.transport.connection import FrameReader, tune_socket
@@ -45,9 +43,6 @@ _CLIENT_STREAM: Final = 256 << 10
 client); larger only for a frame in progress that large."""
 _PEER_STREAM: Final = 1 << 20
 """As :data:`_CLIENT_STREAM` for a peer connection: the replication stream."""
-
-# The same decoder and checks as raftpy.core.messages.decode_message, inlined on the hot path.
-_message_decoder: msgspec.msgpack.Decoder[PeerMessage] = msgspec.msgpack.Decoder(PeerMessage)
 
 
 class InboundConnection(FrameReader):
@@ -260,15 +255,7 @@ class InboundConnection(FrameReader):
         self.close()
 
     def _on_message(self, view: memoryview) -> None:
-        try:
-            message = _message_decoder.decode(view)
-        except DECODE_ERRORS as exc:
-            raise MessageDecodeError(f"malformed message: {exc}") from None
-        check = MESSAGE_CHECKS.get(type(message))
-        if check is not None:
-            problem = check(message)
-            if problem is not None:
-                raise MessageDecodeError(f"invalid {type(message).__name__}: {problem}")
+        message = decode_message(view)  # MessageDecodeError: this connection closes
         owner = self._owner
         if message.src != self._peer_id or message.dst != owner.node_id:
             raise RemoteProtocolError(
