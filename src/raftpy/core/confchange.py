@@ -40,7 +40,14 @@ from dataclasses import dataclass
 
 import msgspec
 
-from raftpy.core.messages import MAX_NODE_ID, ConfState, NodeId, validate_conf_state
+from raftpy.core.messages import (
+    MAX_NODE_ID,
+    Address,
+    ConfState,
+    MemberAddress,
+    NodeId,
+    validate_conf_state,
+)
 from raftpy.errors import ConfChangeError
 
 
@@ -68,10 +75,13 @@ class ConfChangeTransition(enum.IntEnum):
 
 
 class ConfChangeSingle(msgspec.Struct, frozen=True, array_like=True, gc=False):
-    """One change to one node."""
+    """One change to one node. ``address`` (for ``ADD_*``) records where the node listens;
+    ``None`` keeps the address already recorded. Adding a voter that already is one with a new
+    address changes only the address."""
 
     kind: ConfChangeKind
     node_id: NodeId
+    address: Address | None = None
 
 
 class ConfChange(msgspec.Struct, frozen=True, array_like=True, gc=False):
@@ -155,6 +165,10 @@ def leave_joint(conf: ConfState) -> ConfState:
     draft.learners |= draft.learners_next
     draft.learners_next = set()
     draft.outgoing = set()
+    # Outgoing voters that are not staying on are no longer members: forget where they were.
+    for node in list(draft.addresses):
+        if node not in draft.voters and node not in draft.learners:
+            del draft.addresses[node]
     return draft.result(auto_leave=False)
 
 
@@ -205,11 +219,16 @@ class _Draft:
     learners: set[int]
     outgoing: set[int]
     learners_next: set[int]
+    addresses: dict[int, str]
 
     @classmethod
     def of(cls, conf: ConfState) -> _Draft:
         return cls(
-            set(conf.voters), set(conf.learners), set(conf.voters_outgoing), set(conf.learners_next)
+            set(conf.voters),
+            set(conf.learners),
+            set(conf.voters_outgoing),
+            set(conf.learners_next),
+            conf.address_map(),
         )
 
     def apply(self, changes: Sequence[ConfChangeSingle]) -> None:
@@ -226,6 +245,8 @@ class _Draft:
                 raise ConfChangeError(f"node {node} is changed twice in one change")
             seen.add(node)
             self._apply_one(change.kind, node)
+            if change.address is not None and change.kind is not ConfChangeKind.REMOVE_NODE:
+                self.addresses[node] = change.address
 
     def _apply_one(self, kind: ConfChangeKind, node: int) -> None:
         if kind is ConfChangeKind.ADD_VOTER:
@@ -243,6 +264,10 @@ class _Draft:
             self.voters.discard(node)
             self.learners.discard(node)
             self.learners_next.discard(node)
+            if node not in self.outgoing:
+                # An outgoing voter still votes (and is dialed) until the joint configuration
+                # is left; anyone else is gone now.
+                self.addresses.pop(node, None)
         else:
             raise ConfChangeError(f"unknown change kind {kind!r}")
 
@@ -255,6 +280,7 @@ class _Draft:
             voters_outgoing=_sorted(self.outgoing),
             learners_next=_sorted(self.learners_next),
             auto_leave=auto_leave,
+            addresses=tuple(MemberAddress(n, self.addresses[n]) for n in sorted(self.addresses)),
         )
         check_conf(conf)
         return conf

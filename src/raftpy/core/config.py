@@ -27,6 +27,8 @@ class RaftConfig:
       but not committed (back-pressure; ``None`` disables it).
     - ``max_apply_bytes``: committed entry bytes handed out per Ready.
     - ``max_entry_bytes``: the largest single command accepted.
+    - ``max_learner_lag``: a membership change making a server a voter is refused (unless
+      forced) while it is more than this many entries behind the leader (Thesis §4.2.1).
     """
 
     id: int
@@ -40,6 +42,7 @@ class RaftConfig:
     max_uncommitted_bytes: int | None = 64 << 20
     max_apply_bytes: int = 64 << 20
     max_entry_bytes: int = 16 << 20
+    max_learner_lag: int = 1000
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first bad setting."""
@@ -52,6 +55,8 @@ class RaftConfig:
                 f"election_ticks ({self.election_ticks}) must exceed heartbeat_ticks "
                 f"({self.heartbeat_ticks})"
             )
+        if self.max_learner_lag < 0:
+            raise ValueError(f"max_learner_lag must be >= 0, got {self.max_learner_lag}")
         for name in ("max_msg_bytes", "max_inflight_msgs", "max_apply_bytes", "max_entry_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

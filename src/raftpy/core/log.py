@@ -15,13 +15,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from raftpy.core.conf_history import ConfHistory
 from raftpy.core.messages import Entry, SnapshotMeta, limit_size
 from raftpy.core.storage import CompactedError, LogStorage
 from raftpy.errors import InvariantViolation
 
 
 class RaftLog:
-    """Stable and unstable entries, the commit index and the apply cursor."""
+    """Stable and unstable entries, the commit index and the apply cursor, and the membership
+    entries among them (``confs``, Thesis §4.1: the configuration in force follows the log)."""
 
     def __init__(self, storage: LogStorage, applied: int | None = None) -> None:
         self.storage = storage
@@ -43,6 +45,7 @@ class RaftLog:
             )
         self.applied = start
         self.applying = start
+        self.confs = ConfHistory(storage.snapshot_meta().conf, storage.conf_entries(), start)
 
     # -- bounds and terms ---------------------------------------------------------------------
 
@@ -160,6 +163,7 @@ class RaftLog:
             )
         if first > self.last_index() + 1:
             raise InvariantViolation(f"append at {first} leaves a gap after {self.last_index()}")
+        self.confs.appended(entries)
         offset = self._unstable_offset
         if first == offset + len(self._unstable):
             self._unstable.extend(entries)
@@ -221,6 +225,7 @@ class RaftLog:
         self._unstable = []
         self._unstable_offset = meta.index + 1
         self._unstable_snapshot = meta
+        self.confs.restored(meta.conf, meta.index)
 
     # -- commitment and application -----------------------------------------------------------
 
@@ -259,3 +264,4 @@ class RaftLog:
             self.applied = index
             if index > self.applying:
                 self.applying = index
+            self.confs.applied_to(index)

@@ -28,6 +28,7 @@ kind means adding a new tag, never renumbering one.
 from __future__ import annotations
 
 import enum
+import itertools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Any, Final
 
@@ -79,6 +80,10 @@ Index = Annotated[int, msgspec.Meta(ge=0, le=MAX_INDEX)]
 NodeId = Annotated[int, msgspec.Meta(ge=0, le=MAX_NODE_ID)]
 Size = Annotated[int, msgspec.Meta(ge=0, le=MAX_SIZE)]
 
+MAX_ADDRESS_CHARS: Final = 4096
+"""The longest member address a membership may hold (``host:port``; far below this)."""
+Address = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ADDRESS_CHARS)]
+
 
 class EntryKind(enum.IntEnum):
     """What a log entry holds."""
@@ -104,6 +109,15 @@ class Entry(msgspec.Struct, frozen=True, array_like=True, gc=False):
     data: bytes
 
 
+class MemberAddress(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """Where a member listens (``host:port``), as the membership records it (Thesis §4: the
+    configuration, addresses included, lives in the log, so every server learns how to reach
+    a new member from the entry that adds it)."""
+
+    node_id: NodeId
+    address: Address
+
+
 class ConfState(msgspec.Struct, frozen=True, array_like=True, gc=False):
     """A cluster membership (Thesis §4). Lives in the log and in every snapshot.
 
@@ -117,6 +131,10 @@ class ConfState(msgspec.Struct, frozen=True, array_like=True, gc=False):
     ``auto_leave`` says the leader leaves the joint configuration on its own once it commits,
     rather than waiting for an explicit empty change. Both are trailing fields with defaults, so
     a membership without them decodes as before and an older decoder skips them.
+
+    ``addresses`` says where members listen, in id order; a member without one is reached at
+    the address its node was configured with (a cluster bootstrapped from a command line
+    starts so, until its first leader records them).
     """
 
     voters: tuple[NodeId, ...]
@@ -124,6 +142,15 @@ class ConfState(msgspec.Struct, frozen=True, array_like=True, gc=False):
     voters_outgoing: tuple[NodeId, ...] = ()
     learners_next: tuple[NodeId, ...] = ()
     auto_leave: bool = False
+    addresses: tuple[MemberAddress, ...] = ()
+
+    def members(self) -> frozenset[int]:
+        """Every voter (of both halves) and learner (pending learners included)."""
+        return frozenset((*self.voters, *self.learners, *self.voters_outgoing, *self.learners_next))
+
+    def address_map(self) -> dict[int, str]:
+        """The recorded addresses, by member id."""
+        return {a.node_id: a.address for a in self.addresses}
 
 
 class SnapshotMeta(msgspec.Struct, frozen=True, array_like=True, gc=False):
@@ -379,6 +406,25 @@ _CONFIG: Final = EntryKind.CONFIG
 _conf_decoder = msgspec.msgpack.Decoder(ConfState)
 
 
+def encode_conf_state(conf: ConfState) -> bytes:
+    """The payload of a configuration entry (:attr:`EntryKind.CONFIG`)."""
+    return _encoder.encode(conf)
+
+
+def decode_conf_state(data: bytes) -> ConfState:
+    """A configuration entry's membership. Entries reach the log only after
+    :func:`validate_message` (from a peer) or from this node's own leader, so malformed data
+    here is a bug or a damaged file: :class:`~raftpy.errors.MessageDecodeError`."""
+    try:
+        conf = _conf_decoder.decode(data)
+    except DECODE_ERRORS as exc:
+        raise MessageDecodeError(f"a membership entry that is not a membership ({exc})") from None
+    problem = validate_conf_state(conf)
+    if problem is not None:
+        raise MessageDecodeError(f"invalid membership entry: {problem}")
+    return conf
+
+
 def _validate_conf_entry(data: bytes) -> str | None:
     try:
         conf = _conf_decoder.decode(data)
@@ -396,7 +442,7 @@ def validate_conf_state(conf: ConfState) -> str | None:
     nothing, Thesis §4); no learner is a voter of either half (a learner never votes, Thesis
     §4.2.1); ``learners_next`` holds outgoing voters only, on their way to be learners when the
     joint configuration is left (Thesis §4.3); outside a joint configuration it is empty and
-    ``auto_leave`` is false.
+    ``auto_leave`` is false; addresses are listed once each, in id order, for members only.
     """
     for name, ids in (
         ("voters", conf.voters),
@@ -421,6 +467,12 @@ def validate_conf_state(conf: ConfState) -> str | None:
             return f"nodes {sorted(a & b)} are {what}"
     if not nxt <= outgoing:
         return f"nodes {sorted(nxt - outgoing)} are pending learners but not outgoing voters"
+    listed = [a.node_id for a in conf.addresses]
+    if any(a >= b for a, b in itertools.pairwise(listed)):
+        return f"addresses are not listed once each in id order: {listed}"
+    strangers = set(listed) - (voters | learners | outgoing | nxt)
+    if strangers:
+        return f"addresses of nodes {sorted(strangers)}, which are not members"
     return None
 
 

@@ -70,6 +70,7 @@ class Progress:
     __slots__ = (
         "inflights",
         "is_learner",
+        "lost_entries",
         "match",
         "next",
         "pending_snapshot",
@@ -92,6 +93,8 @@ class Progress:
         # flow (at most once per heartbeat interval, however many ReadIndex heartbeats fly).
         self.resume_on_heartbeat = False
         self.is_learner = False
+        # How often the follower refused an entry it had acknowledged (see maybe_decr_to).
+        self.lost_entries = 0
         self.inflights = Inflights(max_inflight, max_inflight_bytes)
 
     def __repr__(self) -> str:
@@ -147,6 +150,16 @@ class Progress:
         # In probe state only the answer to the latest probe counts.
         if self.next - 1 != rejected:
             return False
+        if rejected <= self.match:
+            # The follower refuses an entry it acknowledged: it lost part of its log (a wiped
+            # disk, a restored backup; README "Changing members"), or, rarely, this answer is
+            # older than its acknowledgement. Either way the only way forward is to find where
+            # the logs match now; probing at ``match`` for ever would never get there.
+            self.lost_entries += 1
+            self.match = max(0, min(match_hint, rejected - 1))
+            self.next = self.match + 1
+            self.probe_sent = False
+            return True
         self.next = max(min(rejected, match_hint + 1), self.match + 1)
         self.probe_sent = False
         return True

@@ -25,7 +25,9 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import assert_never
 
+from raftpy.core import confchange
 from raftpy.core.admission import check_message, check_snapshot
+from raftpy.core.confchange import ConfChange
 from raftpy.core.config import RaftConfig
 from raftpy.core.log import RaftLog
 from raftpy.core.messages import (
@@ -42,12 +44,14 @@ from raftpy.core.messages import (
     RequestVoteResponse,
     SnapshotMeta,
     TimeoutNow,
+    encode_conf_state,
     entries_size,
 )
 from raftpy.core.progress import Progress, ProgressState
 from raftpy.core.quorum import VoteResult
 from raftpy.core.read_only import ReadOnly
 from raftpy.core.ready import Appended, ReadState, Ready, Role, SnapshotRequest, SoftState
+from raftpy.core.safe_change import check_caught_up, check_reachable
 from raftpy.core.status import PeerStatus as PeerStatus  # re-exported (lived here before)
 from raftpy.core.status import Status as Status  # re-exported (lived here before)
 from raftpy.core.storage import HardState, LogStorage
@@ -88,15 +92,16 @@ class Raft:
         self.id = config.id
         self._rng = rng
         self.log = RaftLog(storage, applied)
-        hard_state, conf = storage.initial_state()
+        hard_state, _ = storage.initial_state()
         self.term = hard_state.term
         self.vote: int | None = hard_state.vote
         self.lead: int | None = None
         self.role = Role.FOLLOWER
         # Membership, progress and votes; the progress is rebuilt by _become_follower below.
+        # Thesis §4.1: the membership in force is the latest in the log, committed or not.
         self.tracker = ProgressTracker(
             self.id,
-            conf,
+            self.log.confs.latest(),
             self.log.last_index(),
             config.max_inflight_msgs,
             config.max_inflight_bytes,
@@ -108,6 +113,9 @@ class Raft:
         # On a follower: the voter our leader said (in its heartbeats) it hands leadership to;
         # only that voter's transfer election may bypass the leader lease (Thesis §3.10).
         self._leader_transferee: int | None = None
+        # Voters that answered us during the last complete CheckQuorum period: with those
+        # answering in the current one, whom a membership change may count on (safe_change).
+        self._lately_active: frozenset[int] = frozenset()
         self._uncommitted: deque[tuple[int, int]] = deque()
         self._uncommitted_bytes = 0
         self._read_only = ReadOnly()
@@ -343,6 +351,111 @@ class Raft:
         else:
             self._maybe_send_append(to)
 
+    # ------------------------------------------------------------------------------------------
+    # Membership changes (Thesis §4)
+    # ------------------------------------------------------------------------------------------
+
+    def propose_conf_change(self, cc: ConfChange, *, force: bool = False) -> int:
+        """Append a membership change to the leader's log; return its index.
+
+        The change takes effect on each server as soon as it appends the entry, committed or
+        not (Thesis §4.1). Raises :class:`NotLeaderError` on a non-leader;
+        :class:`ProposalDropped` (retryable) during a leadership transfer, before this leader
+        committed an entry of its own term, or while the previous change is not committed; and
+        :class:`~raftpy.errors.ConfChangeError` for a change that is invalid
+        (:mod:`raftpy.core.confchange`) or, unless ``force``, unwise
+        (:mod:`raftpy.core.safe_change`). Nothing was appended then.
+        """
+        if self.role is not Role.LEADER:
+            raise NotLeaderError(self.lead)
+        if self.lead_transferee is not None:
+            raise ProposalDropped(
+                f"leadership transfer to {self.lead_transferee} in progress; retry there"
+            )
+        if not self._committed_in_current_term():
+            # The fix to single-server changes (Ongaro, raft-dev, 2015): a leader changes the
+            # membership only after committing an entry of its term. Otherwise a change of a
+            # deposed leader, not yet overwritten, and one of its successor could each take
+            # effect on majorities that do not overlap, and elect two leaders in one term.
+            raise ProposalDropped(
+                "this leader has not yet committed an entry of its term; retry shortly"
+            )
+        if self.log.confs.pending(self.log.committed):
+            # Thesis §4.1: one change at a time; the next starts once the previous committed.
+            raise ProposalDropped(
+                f"the membership change at index {self.log.confs.latest_index()} is not "
+                "committed yet; retry once it is"
+            )
+        old = self.tracker.conf_state()
+        new = confchange.apply(old, cc)
+        if not force:
+            check_caught_up(old, new, self.prs, self.log.last_index(), self.config.max_learner_lag)
+            check_reachable(new, self._reachable())
+        index = self._append_conf(new)
+        self._bcast_append()
+        return index
+
+    def _reachable(self) -> set[int]:
+        """Ourselves and the peers we heard from in this or the last CheckQuorum period."""
+        reachable = {self.id, *self._lately_active}
+        reachable.update(node for node, pr in self.tracker.visit_peers() if pr.recent_active)
+        return reachable
+
+    def _append_conf(self, conf: ConfState) -> int:
+        index = self.log.last_index() + 1
+        self.log.append([Entry(self.term, index, EntryKind.CONFIG, encode_conf_state(conf))])
+        self._sync_conf()
+        return index
+
+    def _sync_conf(self) -> None:
+        """Adopt the membership the log now ends with, if it changed: forward on appending a
+        configuration entry, back when one was truncated (Thesis §4.1)."""
+        conf = self.log.confs.latest()
+        if conf is self.tracker.conf_state():
+            return
+        self.tracker.set_config(conf, self.log.last_index())
+        logger.info(
+            "%d membership: voters %s%s, learners %s",
+            self.id,
+            list(conf.voters),
+            f" and outgoing {list(conf.voters_outgoing)}" if conf.voters_outgoing else "",
+            list(conf.learners + conf.learners_next),
+        )
+        if self.lead_transferee is not None and not self.tracker.is_voter(self.lead_transferee):
+            self.lead_transferee = None  # Thesis §3.10: only a voter can take over
+
+    def _finish_conf_change(self) -> None:
+        """The commit index moved on the leader: do what a committed change asks of it."""
+        if self.log.confs.pending(self.log.committed):
+            return
+        conf = self.tracker.conf_state()
+        if not self.tracker.is_voter(self.id):
+            self._step_down_removed()
+        elif conf.auto_leave and confchange.is_joint(conf):
+            # Thesis §4.3: once C_old,new has committed, the leader moves on to C_new itself.
+            self._append_conf(confchange.leave_joint(conf))
+
+    def _step_down_removed(self) -> None:
+        """Thesis §4.2.2: a leader no longer a voter led the cluster without counting itself
+        until the change committed; now it steps down. It hands over to an up-to-date voter
+        (Thesis §3.10) rather than leave the cluster without a leader for an election timeout."""
+        last = self.log.last_index()
+        ready = [
+            node
+            for node, pr in self.tracker.visit_peers()
+            if self.tracker.is_voter(node) and pr.match == last
+        ]
+        logger.info(
+            "%d steps down at term %d: no longer a voter%s",
+            self.id,
+            self.term,
+            f"; hands over to {ready[0]}" if ready else "",
+        )
+        if ready:
+            self.lead_transferee = ready[0]
+            self._send_timeout_now(ready[0])
+        self._become_follower(self.term, None)
+
     def install_snapshot(self, meta: SnapshotMeta, leader: int, term: int) -> bool:
         """A snapshot ``leader`` sent in ``term`` arrived whole and verified (Raft §7).
 
@@ -564,6 +677,7 @@ class Raft:
             return
         last_new = self.log.maybe_append(m.prev_index, m.prev_term, m.commit, m.entries)
         if last_new is not None:
+            self._sync_conf()  # Thesis §4.1: a configuration entry takes effect on append
             self._send(AppendEntriesResponse(self.term, self.id, m.src, True, last_new))
             return
         # Raft §5.3: reject, with a hint so the leader can skip a whole term.
@@ -620,15 +734,7 @@ class Raft:
             return
         pr.recent_active = True
         if not m.success:
-            match_hint = m.index
-            if m.hint_index is not None:
-                match_hint = m.hint_index
-                if m.hint_term:
-                    match_hint, _ = self.log.find_conflict_by_term(m.hint_index, m.hint_term)
-            if pr.maybe_decr_to(m.index, match_hint):
-                if pr.state is ProgressState.REPLICATE:
-                    pr.become_probe()
-                self._maybe_send_append(m.src)
+            self._handle_append_rejection(m, pr)
             return
         was_paused = pr.is_paused()
         if not pr.maybe_update(m.index):
@@ -643,6 +749,8 @@ class Raft:
             pr.become_probe()
             pr.become_replicate()
         if self._maybe_commit():
+            if self.role is not Role.LEADER:
+                return  # the change just committed removed us: stepped down
             # Followers with entries to receive get the new commit index with them; the others
             # learn it from the next heartbeat (at most one heartbeat interval later) instead
             # of costing each of them a message and a wakeup per commit now.
@@ -654,6 +762,29 @@ class Raft:
             pass
         if m.src == self.lead_transferee and pr.match == self.log.last_index():
             self._send_timeout_now(m.src)
+
+    def _handle_append_rejection(self, m: AppendEntriesResponse, pr: Progress) -> None:
+        """Raft §5.3: the follower lacks ``prev_index``; back off, skipping a whole
+        conflicting term per rejection when the hint allows."""
+        match_hint = m.index
+        if m.hint_index is not None:
+            match_hint = m.hint_index
+            if m.hint_term:
+                match_hint, _ = self.log.find_conflict_by_term(m.hint_index, m.hint_term)
+        lost = pr.lost_entries
+        if pr.maybe_decr_to(m.index, match_hint):
+            if pr.lost_entries != lost:
+                logger.warning(
+                    "%d: %d refused index %d it had acknowledged: it lost part of its log "
+                    "(a wiped or restored disk?); replicating again from %d",
+                    self.id,
+                    m.src,
+                    m.index,
+                    pr.next,
+                )
+            if pr.state is ProgressState.REPLICATE:
+                pr.become_probe()
+            self._maybe_send_append(m.src)
 
     def _handle_heartbeat_response(self, m: HeartbeatResponse) -> None:
         pr = self.prs.get(m.src)
@@ -681,6 +812,9 @@ class Raft:
         """Thesis §6.2: whether a quorum answered during the election timeout just ended; the
         next one starts from nothing."""
         active = self.tracker.quorum_active()
+        self._lately_active = frozenset(
+            node for node, pr in self.tracker.visit_peers() if pr.recent_active
+        )
         self.tracker.reset_recent_active()
         return active
 
@@ -698,6 +832,7 @@ class Raft:
         if self._read_only.has_waiting() and self._committed_in_current_term():
             for context in self._read_only.take_waiting():
                 self._start_read(context)
+        self._finish_conf_change()
         return True
 
     # -- sending ------------------------------------------------------------------------------
@@ -861,8 +996,13 @@ class Raft:
             self.log.stable_to(last.index, last.term)
             if self.role is Role.LEADER:
                 # Thesis §10.2.1: the leader's own copy counts once it is durable.
-                own = self.prs[self.id]
-                if own.maybe_update(self.log.stable_last_index()) and self._maybe_commit():
+                own = self.prs.get(self.id)  # None once a change removed us
+                if (
+                    own is not None
+                    and own.maybe_update(self.log.stable_last_index())
+                    and self._maybe_commit()
+                    and self.role is Role.LEADER
+                ):
                     self._bcast_append(send_if_empty=False)
 
     def applied_to(self, index: int) -> None:
@@ -886,6 +1026,7 @@ class Raft:
     # ------------------------------------------------------------------------------------------
 
     def status(self) -> Status:
+        conf = self.tracker.conf_state()
         peers: dict[int, PeerStatus] = {}
         if self.role is Role.LEADER:
             peers = {node: PeerStatus.of(pr) for node, pr in self.prs.items()}
@@ -900,6 +1041,8 @@ class Raft:
             last_index=self.log.last_index(),
             voters=tuple(sorted(self.tracker.voters())),
             peers=peers,
+            learners=tuple(sorted(conf.learners + conf.learners_next)),
+            voters_outgoing=conf.voters_outgoing,
         )
 
     def check_invariants(self) -> None:
@@ -924,4 +1067,10 @@ class Raft:
                 assert_never(self.role)
 
     def conf_state(self) -> ConfState:
+        """The membership in force: the latest in the log (Thesis §4.1)."""
         return self.tracker.conf_state()
+
+    def conf_state_at(self, index: int) -> ConfState:
+        """The membership in force at ``index`` (at or past the applied index): what a snapshot
+        taken there must record (Raft §7)."""
+        return self.log.confs.at(index)

@@ -17,10 +17,15 @@ class PeerStatus:
     next: int
     state: str
     recent_active: bool
+    learner: bool = False
+    lost_entries: int = 0
+    """How often the peer refused entries it had acknowledged (it lost data)."""
 
     @classmethod
     def of(cls, pr: Progress) -> PeerStatus:
-        return cls(pr.match, pr.next, pr.state.value, pr.recent_active)
+        return cls(
+            pr.match, pr.next, pr.state.value, pr.recent_active, pr.is_learner, pr.lost_entries
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,3 +42,6 @@ class Status:
     last_index: int
     voters: tuple[int, ...]
     peers: dict[int, PeerStatus]
+    learners: tuple[int, ...] = ()
+    voters_outgoing: tuple[int, ...] = ()
+    """Non-empty during a joint-consensus change (Thesis §4.3): the old configuration's voters."""

@@ -9,6 +9,7 @@ file-backed storage.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 import msgspec
@@ -70,4 +71,10 @@ class LogStorage(Protocol):
     def snapshot_meta(self) -> SnapshotMeta:
         """Metadata of the latest snapshot (index 0, term 0 and the initial membership when no
         snapshot was ever taken)."""
+        ...
+
+    def conf_entries(self) -> Sequence[tuple[int, ConfState]]:
+        """The membership entries (:attr:`~raftpy.core.messages.EntryKind.CONFIG`) held after
+        the snapshot, as ``(index, membership)`` in index order: the core rebuilds the
+        membership in force at each index from them (Thesis §4.1) without reading the log."""
         ...

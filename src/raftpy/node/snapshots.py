@@ -311,7 +311,7 @@ class NodeSnapshots:
         term = raft.log.term(applied)
         if term is None:
             raise StorageError(f"cannot snapshot at {applied}: its term is unknown")
-        meta = SnapshotMeta(applied, term, raft.conf_state())
+        meta = SnapshotMeta(applied, term, raft.conf_state_at(applied))
         # The file must never be ahead of the durable commit index (recover() checks it).
         self._storage.sync()
         sm = self._sm

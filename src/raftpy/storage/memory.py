@@ -160,6 +160,13 @@ class MemoryStorage:
         del self._entries[:drop]
         del self._cum[:drop]
 
+    def conf_entries(self) -> list[tuple[int, ConfState]]:
+        return [
+            (entry.index, msgspec.msgpack.decode(entry.data, type=ConfState))
+            for entry in self._entries
+            if entry.kind is EntryKind.CONFIG
+        ]
+
     def _latest_conf(self) -> ConfState:
         for entry in reversed(self._entries):
             if entry.kind is EntryKind.CONFIG:

@@ -231,6 +231,9 @@ class FileStorage(Recovery):
     def initial_state(self) -> tuple[HardState, ConfState]:
         return self._hard, (self._confs[-1][1] if self._confs else self._snap.conf)
 
+    def conf_entries(self) -> list[tuple[int, ConfState]]:
+        return list(self._confs)
+
     def first_index(self) -> int:
         return self._snap.index + 1
 

@@ -260,7 +260,7 @@ class SimNode:
         index = self.last_applied
         term = raft.log.term(index)
         assert term is not None
-        meta = SnapshotMeta(index, term, raft.conf_state())
+        meta = SnapshotMeta(index, term, raft.conf_state_at(index))
         sm = self.sm
         assert sm is not None
         state = io.BytesIO()
