@@ -120,8 +120,8 @@ def test_maybe_update(
 
 # (state, match, next, rejected prev_index, match hint) -> (moved, next after)
 MAYBE_DECR = [
-    # replicate: a rejection at or below match is stale; otherwise back to match + 1
-    (ProgressState.REPLICATE, 5, 10, 5, 5, False, 10),
+    # replicate: a rejection below match is stale; otherwise back to match + 1 (a rejection
+    # of match itself: test_rejection_of_an_acknowledged_entry_moves_match_back)
     (ProgressState.REPLICATE, 5, 10, 4, 4, False, 10),
     (ProgressState.REPLICATE, 5, 10, 9, 9, True, 6),
     (ProgressState.REPLICATE, 5, 10, 9, 2, True, 6),  # the hint is ignored in replicate
@@ -274,3 +274,24 @@ def test_inflights_match_list_model(
         assert inf.full() is (
             len(model) >= max_count or (max_bytes is not None and total >= max_bytes)
         )
+
+
+@pytest.mark.parametrize(
+    ("state", "next", "hint", "want_match"),
+    [
+        (ProgressState.REPLICATE, 10, 5, 4),  # never at or above the refused index
+        (ProgressState.REPLICATE, 10, 2, 2),
+        (ProgressState.PROBE, 6, 0, 0),  # a wiped follower: from the start
+        (ProgressState.PROBE, 6, 3, 3),  # a follower restored from an older copy
+    ],
+)
+def test_rejection_of_an_acknowledged_entry_moves_match_back(
+    state: ProgressState, next: int, hint: int, want_match: int
+) -> None:
+    """Reference: Raft §5.3 (nextIndex backs off until the logs match). A follower that refuses
+    the entry at its ``match`` lost what it acknowledged (a wiped or restored disk): probing at
+    ``match`` again could never succeed, so ``match`` moves back to where the logs match now,
+    and the loss is counted."""
+    pr = progress(state, 5, next)
+    assert pr.maybe_decr_to(5, hint)
+    assert (pr.match, pr.next, pr.lost_entries) == (want_match, want_match + 1, 1)

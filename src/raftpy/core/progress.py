@@ -142,14 +142,15 @@ class Progress:
         match up to ``match_hint``. Returns whether ``next`` moved (False for a stale
         rejection, which is ignored)."""
         if self.state is ProgressState.REPLICATE:
-            # Stale: we already know the follower holds ``rejected``.
-            if rejected <= self.match:
+            # Stale: we already know the follower holds more than ``rejected``.
+            if rejected < self.match:
                 return False
-            self.next = self.match + 1
-            return True
-        # In probe state only the answer to the latest probe counts.
-        if self.next - 1 != rejected:
-            return False
+            if rejected > self.match:
+                self.next = self.match + 1
+                return True
+            # ``rejected == match``: the follower refuses the very entry it acknowledged last.
+        elif self.next - 1 != rejected:
+            return False  # in probe state only the answer to the latest probe counts
         if rejected <= self.match:
             # The follower refuses an entry it acknowledged: it lost part of its log (a wiped
             # disk, a restored backup; README "Changing members"), or, rarely, this answer is

@@ -755,6 +755,8 @@ class Raft:
             # learn it from the next heartbeat (at most one heartbeat interval later) instead
             # of costing each of them a message and a wakeup per commit now.
             self._bcast_append(send_if_empty=False)
+            if m.src not in self.prs:
+                return  # the commit let us leave a joint configuration without the sender
         elif was_paused:
             self._maybe_send_append(m.src)
         # Stream whatever else the follower lacks, up to the inflight window.
