@@ -19,6 +19,7 @@ from raftpy.core.messages import (
     EntryKind,
     RequestVote,
     TimeoutNow,
+    decode_conf_state,
 )
 from raftpy.core.raft import Raft
 from raftpy.core.ready import Role
@@ -244,7 +245,7 @@ def test_joint_change_is_left_automatically() -> None:
         assert conf.voters == (1, 2, 3, 4, 5), (node, conf)
         assert conf.voters_outgoing == ()
     kinds = [e.kind for e in net.nodes[1].applied]
-    assert kinds.count(EntryKind.CONFIG) == 2
+    assert kinds.count(EntryKind.CONFIG) == 3  # the bootstrap record, enter joint, leave
 
 
 def test_explicit_joint_change_waits_for_the_leave() -> None:
@@ -369,6 +370,21 @@ def test_transfer_to_a_server_that_stops_voting_is_abandoned() -> None:
     assert leader.lead_transferee is None
     assert role_of(leader) is Role.LEADER
     net.propose(1, b"accepted")
+
+
+def test_first_leader_records_the_bootstrap_membership() -> None:
+    """Reference: Thesis §4 (the configuration lives in the log): the first entry of a new
+    cluster is its membership, so a server copying the log from the start learns it."""
+    net = elected()
+    first = net[2].log.entries(1, 2)[0]
+    assert first.kind is EntryKind.CONFIG
+    assert conf_of(net[2]) == ConfState(voters=(1, 2, 3))
+    join(net, 4)
+    net[1].propose_conf_change(change(add_learner(4)))
+    net.stabilize()
+    first_applied = net.nodes[4].applied[0]
+    assert first_applied.index == 1
+    assert decode_conf_state(first_applied.data) == ConfState(voters=(1, 2, 3))
 
 
 # ---------------------------------------------------------------------------------------------

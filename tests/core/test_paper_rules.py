@@ -944,7 +944,9 @@ def test_leader_commits_entry_on_majority_and_tells_followers() -> None:
     net.tick(1)  # the heartbeat carries the new commit index
     assert (leader.log.committed, net[2].log.committed, net[3].log.committed) == (index,) * 3
     assert net[4].log.committed == index - 1
-    assert [e.data for e in net.nodes[2].applied] == [b"", b"x"]
+    # Index 1 is the first leader's record of the membership, then the command.
+    assert [(e.kind, e.data) for e in net.nodes[2].applied][1:] == [(EntryKind.COMMAND, b"x")]
+    assert net.nodes[2].applied[0].kind is EntryKind.CONFIG
     net.cut(1, 3)
     index = net.propose(1, b"y")
     assert leader.log.committed == index - 1  # two of five hold it
@@ -1553,8 +1555,8 @@ def test_committed_entries_are_applied_in_order_once() -> None:
         net.propose(1, b"%d" % k)
     net.tick(1)  # followers learn the last commit index from the heartbeat
     for node in net.nodes.values():
-        assert [(e.index, e.data) for e in node.applied] == [
-            (1, b""),
+        assert node.applied[0].kind is EntryKind.CONFIG  # the first leader's membership record
+        assert [(e.index, e.data) for e in node.applied][1:] == [
             (2, b"0"),
             (3, b"1"),
             (4, b"2"),

@@ -214,7 +214,15 @@ class Raft:
         self.prs[self.id].become_replicate()
         # Raft §8 / Thesis §6.4: a new leader commits a no-op entry of its own term, which
         # commits every earlier entry and lets it serve reads.
-        self.log.append([Entry(self.term, self.log.last_index() + 1, EntryKind.NOOP, b"")])
+        index = self.log.last_index() + 1
+        if index == 1:
+            # The first leader of a new cluster records the membership it was started with as
+            # its first entry, so the log describes its own membership from the start: a
+            # server that joins later and copies the log learns it there (Thesis §4).
+            conf = encode_conf_state(self.tracker.conf_state())
+            self.log.append([Entry(self.term, index, EntryKind.CONFIG, conf)])
+        else:
+            self.log.append([Entry(self.term, index, EntryKind.NOOP, b"")])
         logger.info("%d became leader at term %d", self.id, self.term)
 
     # ------------------------------------------------------------------------------------------
