@@ -163,8 +163,10 @@ class PeerIncarnations:
         offset = 0
         for lineno, line in enumerate(raw.split(b"\n"), start=1):
             start, offset = offset, offset + len(line) + 1
-            if not line and start >= len(raw):
-                break  # after the last newline
+            if not line:
+                if start >= len(raw):
+                    break  # after the last newline
+                raise _damaged(path, lineno, start, "an empty line")
             try:
                 pin = _dec.decode(line)
             except DECODE_ERRORS as exc:
