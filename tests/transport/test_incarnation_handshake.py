@@ -136,7 +136,7 @@ def test_acceptor_refuses_a_peer_that_came_back_with_another_data_directory(
 def test_a_peer_is_pinned_only_once_it_passed_the_other_checks() -> None:
     async def body() -> None:
         pins = pins_of(INC[1])
-        async with cluster({1: pins, 2: pins_of(INC[2])}) as nodes:
+        async with cluster({1: pins, 2: pins_of(None)}) as nodes:  # 2 does not dial by itself
             reader, writer = await connect(nodes[1].t.bound_address)
             writer.write(frame(peer_hello(2, 1, incarnation=NEW_DISK, cluster_id="other")))
             assert not (await read_reply(reader)).ok
@@ -192,13 +192,19 @@ def test_peers_without_incarnations_are_not_checked() -> None:
     run(body())
 
 
-def test_first_contact_pins_both_ways() -> None:
+def test_members_meet_at_start_and_pin_each_other_before_any_message() -> None:
+    """Two followers may never exchange a message until one campaigns, which is just when a
+    member that lost its disk must already be known: every node with an incarnation dials
+    every member at start, so all pairs are pinned without any message sent."""
+
     async def body() -> None:
-        one, two = pins_of(INC[1]), pins_of(INC[2])
-        async with cluster({1: one, 2: two}) as nodes:
-            nodes[1].t.send(hb(1, 2))
-            await until(lambda: nodes[2].inbox != [], "delivery")
-            # 1 dialed 2: 2 pinned 1 from the Hello, 1 pinned 2 from the reply.
-            assert one.pinned() == {2: INC[2]} and two.pinned() == {1: INC[1]}
+        pins = {i: pins_of(INC[i]) for i in (1, 2, 3)}
+        async with cluster(pins) as nodes:
+
+            def all_pinned() -> bool:
+                return all(pins[i].pinned() == {j: INC[j] for j in pins if j != i} for i in pins)
+
+            await until(all_pinned, "every pair pinned")
+            assert all(n.inbox == [] for n in nodes.values())
 
     run(body())

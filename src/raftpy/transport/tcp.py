@@ -17,6 +17,8 @@ by :class:`~raftpy.transport.protocol.HelloReply`.
   ways); the first one seen from a member is pinned (:mod:`raftpy.storage.peers`) and a member
   that comes back with another one is refused both ways, said in one ERROR line (rate-limited)
   and shown by :meth:`TcpTransport.refused_peers`, until it is removed from the membership.
+  A node with an incarnation dials every member at start (and each member added later), so
+  that the pins exist before anyone needs them.
 - **Faults stay local.** Garbage, an oversized length, a frame cut short by EOF, an undecodable
   payload or a message that is not addressed from the handshaken peer to us closes that one
   connection (logged on ``raftpy.transport`` and counted); the transport serves on.
@@ -236,6 +238,7 @@ class TcpTransport:
                 self.node_id,
                 self._bound,
             )
+        self._meet_peers()
 
     async def close(self) -> None:
         """Close the listener and every connection. Idempotent.
@@ -406,6 +409,19 @@ class TcpTransport:
         self._warned_no_route.clear()
         # A removed member added back later is a new member: whatever disk it has is pinned then.
         self._incarnations.retain(i for i in self._peers if i != self.node_id)
+        if self._server is not None:
+            self._meet_peers()
+
+    def _meet_peers(self) -> None:
+        """Dial every member we have no link to yet, with nothing to send, so that both sides
+        pin each other's incarnation now: two followers may otherwise never speak until one
+        campaigns, which is just when a member that lost its disk must already be known. Only
+        a node with an incarnation of its own does (one without has no disk to lose)."""
+        if self._incarnations.own is None:
+            return
+        for peer_id in sorted(self._peers):
+            if peer_id != self.node_id and peer_id not in self._links:
+                self._new_link(peer_id)
 
     @property
     def incarnation(self) -> str | None:
