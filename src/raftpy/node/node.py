@@ -54,6 +54,7 @@ from raftpy.storage.base import LogStore
 from raftpy.storage.errors import FatalStorageError, StorageFullError
 from raftpy.storage.fs import MemoryFileSystem
 from raftpy.storage.memory import MemoryStorage
+from raftpy.storage.peers import PeerIncarnations
 from raftpy.storage.snapshots import SnapshotStore
 from raftpy.storage.wal import FileStorage
 from raftpy.transport.base import (
@@ -61,6 +62,7 @@ from raftpy.transport.base import (
     CountingTransport,
     Transport,
     TransportFactory,
+    refused_peers,
 )
 from raftpy.transport.protocol import (
     ClientRequest,
@@ -115,6 +117,7 @@ class RaftNode:
         self._transport_factory = transport_factory
         self._storage: LogStore | None = None
         self._transport: Transport | None = None
+        self._incarnations = PeerIncarnations()  # replaced at start: pins beside the log
         self._raft: Raft | None = None
         self._snaps: NodeSnapshots | None = None
         self._held: list[Entry] = []  # committed, held back while a snapshot reads the state
@@ -181,6 +184,7 @@ class RaftNode:
         )
         try:
             applied = await self._snaps.recover()
+            self._incarnations = PeerIncarnations.beside(self._storage)
         except BaseException:
             self._close_storage()
             raise
@@ -228,6 +232,7 @@ class RaftNode:
             rng=random.Random(self._rng.getrandbits(64)),
             tls=self.config.tls,
             insecure=self.config.insecure,
+            incarnations=self._incarnations,
         )
 
     async def stop(self) -> None:
@@ -395,6 +400,7 @@ class RaftNode:
             disk_full=self._disk_full,
             failed=self._failed,
             stats=stats,
+            refused_members=refused_peers(self._transport),
         )
 
     def _snapshot_status(self, stats: NodeStats) -> SnapshotStatus | None:

@@ -101,6 +101,11 @@ class NodeStatus(msgspec.Struct, frozen=True, kw_only=True):
     has not."""
     stats: NodeStats
     """Every counter of the node, copied when the status was taken."""
+    refused_members: dict[NodeId, str] = msgspec.field(default_factory=dict)
+    """Members this node refuses because they came back with another data directory (they
+    lost their disk and must not vote as their old selves): id -> why, with the fix (remove
+    the member and add it back; README.md, "Changing members"). Empty when there are none
+    (and from a node too old to report it)."""
 
 
 _DECODER = msgspec.msgpack.Decoder(NodeStatus)

@@ -32,6 +32,7 @@ __all__ = [
     "MemoryFileSystem",
     "OsFileSystem",
     "SimulatedCrash",
+    "write_durably",
 ]
 
 
@@ -109,6 +110,23 @@ class FileSystem(Protocol):
 
 
 # -- the real thing -------------------------------------------------------------------------
+
+
+def write_durably(fs: FileSystem, directory: str, name: str, data: bytes) -> None:
+    """Replace the file ``name`` in ``directory`` with ``data`` so that a crash leaves either
+    the old file or the new one, whole: write a temporary file, fsync it, rename it over the
+    old one, fsync the directory. Raises ``OSError`` as the file system reports it."""
+    path = os.path.join(directory, name)
+    tmp = path + ".tmp"
+    f = fs.open(tmp, create=True)
+    try:
+        f.truncate(0)
+        f.write_at(0, data)
+        f.datasync()
+    finally:
+        f.close()
+    fs.rename(tmp, path)
+    fs.sync_dir(directory)
 
 
 class _OsFile:

@@ -85,6 +85,12 @@ class MemoryStorage:
     def location(self) -> str:
         return "memory storage"
 
+    @property
+    def incarnation(self) -> None:
+        """No incarnation: memory holds no data directory whose loss peers could notice (a
+        node announcing none is not checked; see :mod:`raftpy.storage.identity`)."""
+        return None
+
     def set_hard_state(self, hard_state: HardState) -> None:
         """Persist the hard state (term, vote, commit) as one record."""
         self._hard_state = hard_state

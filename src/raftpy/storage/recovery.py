@@ -24,9 +24,10 @@ identity file are written by the first write call (``append``, ``set_hard_state`
 ``create_snapshot``, ``apply_snapshot``), so a caller that refuses to start after opening (a
 snapshot file the log cannot account for) leaves the directory as it found it.
 
-**Identity.** ``IDENTITY`` (JSON: ``cluster_id``, ``node_id``) is written once the first batch
-of a new directory is durable. A directory with an identity and no segment lost its whole log
-and is refused; one whose identity names another cluster or node raises
+**Identity.** ``IDENTITY`` (JSON: ``cluster_id``, ``node_id``, ``incarnation``) is written once
+the first batch of a new directory is durable (and rewritten once, at the first write, in a
+directory whose file has no incarnation yet). A directory with an identity and no segment
+lost its whole log and is refused; one whose identity names another cluster or node raises
 :class:`DataDirError` (:mod:`raftpy.storage.identity`).
 """
 
@@ -81,6 +82,7 @@ class Recovery:
     _seq: int
     _roll: bool
     _identity: Identity
+    _incarnation: str
     _settled: bool
     _new: bool
     _write_identity: Identity | None
@@ -153,6 +155,8 @@ class Recovery:
             self._settled = False
             return
         self._write_identity = reconcile(identity, self._identity, self._dir)
+        if identity is not None and identity.incarnation is not None:
+            self._incarnation = identity.incarnation
         for prev, seq in itertools.pairwise(seqs):
             if seq != prev + 1:
                 raise DataLossError(

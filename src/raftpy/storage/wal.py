@@ -60,7 +60,7 @@ from raftpy.storage.errors import (
     StorageFullError,
 )
 from raftpy.storage.fs import File, FileSystem, Lock, OsFileSystem
-from raftpy.storage.identity import Identity
+from raftpy.storage.identity import Identity, new_incarnation
 from raftpy.storage.recovery import Recovery
 from raftpy.storage.segments import (
     _RH,
@@ -162,7 +162,10 @@ class FileStorage(Recovery):
         self._roll = False  # the next batch must start a new segment (the last one is format 1)
 
         # Recovery only reads; what it decided to change waits for the first write (_settle).
-        self._identity = Identity(cluster_id, node_id)
+        # A fresh incarnation, used only if the directory records none (a new one, or one
+        # written before incarnations existed); recovery settles which one is ours.
+        self._incarnation = new_incarnation()
+        self._identity = Identity(cluster_id, node_id, self._incarnation)
         self._settled = True
         self._new = False  # no log yet: the first write creates it
         self._write_identity: Identity | None = None
@@ -284,6 +287,14 @@ class FileStorage(Recovery):
     def directory(self) -> str:
         """The data directory this log lives in."""
         return self._dir
+
+    @property
+    def incarnation(self) -> str:
+        """This data directory's incarnation (32 hex digits, :mod:`raftpy.storage.identity`):
+        drawn once when the directory was new and kept in ``IDENTITY``, so a wiped directory
+        comes back with another one. It is on disk once the first write (or :meth:`sync`)
+        returned; announce it only after that."""
+        return self._incarnation
 
     @property
     def location(self) -> str:

@@ -18,6 +18,9 @@ The contract, in short:
   :class:`ClientConnectionLike` it came with, in any order and at any later time).
 - **A rejected peer loses its connection**: a message the node's core rejects costs its
   sender the inbound connection (:meth:`Transport.reject_peer`), never the node.
+- **Refusing changed peers is optional.** A transport that refuses members which came back with
+  another data directory (:class:`RefusingTransport`) lists them; the node shows them in its
+  status (:func:`refused_peers`).
 - **Counters are optional.** A transport that counts exposes its
   :class:`~raftpy.transport.stats.TransportStats` as ``counters`` (:class:`CountingTransport`);
   the node shows them in its stats. In-process fakes need not count.
@@ -86,6 +89,22 @@ class CountingTransport(Protocol):
     def counters(self) -> TransportStats:
         """The live counters (the same object for the transport's whole life)."""
         ...
+
+
+@runtime_checkable
+class RefusingTransport(Protocol):
+    """A transport that refuses members whose data directory changed (they lost their disk;
+    see :mod:`raftpy.storage.peers`) and says which."""
+
+    def refused_peers(self) -> dict[int, str]:
+        """The members refused now: id -> why."""
+        ...
+
+
+def refused_peers(transport: object) -> dict[int, str]:
+    """The members ``transport`` refuses for a changed data directory (none for a transport
+    that does not check)."""
+    return transport.refused_peers() if isinstance(transport, RefusingTransport) else {}
 
 
 TransportFactory = Callable[[MessageCallback, ClientRequestCallback], Transport]

@@ -144,20 +144,21 @@ class InboundConnection(FrameReader):
         if refusal is not None:
             reply, detail = refusal
             self._stats.handshakes_refused += 1
-            owner._badlog.warning(
-                "refused",
-                "refused %s connection from %s: %s",
-                frame.role.value,
-                self._name,
-                untrusted(detail, quote=False),
-            )
+            if detail is not None:
+                owner._badlog.warning(
+                    "refused",
+                    "refused %s connection from %s: %s",
+                    frame.role.value,
+                    self._name,
+                    untrusted(detail, quote=False),
+                )
             self.write_frame(HelloReply(False, owner.node_id, reply))
             self.close()
             return
         self._idle_since = asyncio.get_running_loop().time()
         if frame.role is ConnectionRole.PEER:
             assert frame.node_id is not None
-            self.write_frame(HelloReply(True, owner.node_id))
+            self.write_frame(HelloReply(True, owner.node_id, incarnation=owner.incarnation))
             self._become_peer(frame.node_id)
         else:
             limit = owner._max_client_frame_bytes

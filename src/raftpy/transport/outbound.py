@@ -88,6 +88,7 @@ class OutboundConnection(FrameReader):
             cluster_id=owner.cluster_id,
             node_id=owner.node_id,
             target_id=self._link.peer_id,
+            incarnation=owner.incarnation,
         )
         self.write_frame(hello)
 
@@ -314,7 +315,17 @@ class PeerLink:
                     exc,
                 )
             else:
-                if reply.ok and reply.node_id == self.peer_id:
+                if (
+                    reply.ok
+                    and reply.node_id == self.peer_id
+                    and owner._changed_peer(self.peer_id, reply.incarnation) is not None
+                ):
+                    # It lost its disk: nothing of ours may reach it as if it were its old self
+                    # (the reason is logged; the link keeps redialing, slowly, until removed).
+                    proto.close()
+                    stats.handshakes_rejected += 1
+                    failures += 1
+                elif reply.ok and reply.node_id == self.peer_id:
                     self._connected(proto, failures)
                     failures = 0
                     backoff = owner._backoff_initial

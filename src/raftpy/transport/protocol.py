@@ -24,6 +24,7 @@ import msgspec
 
 from raftpy.core.messages import DECODE_ERRORS, Index, NodeId, NonNeg, Term
 from raftpy.errors import RemoteProtocolError
+from raftpy.storage.identity import Incarnation
 
 MAX_NAME_CHARS: Final = 256
 """The longest cluster id a handshake may carry."""
@@ -50,7 +51,10 @@ class Hello(msgspec.Struct, frozen=True, tag="hello"):
     ``cluster_id`` must match the acceptor's (``None`` from a client means "any cluster").
     ``node_id`` is the dialing peer's id (``None`` for clients). ``target_id`` is the node the
     dialer believes it reached (``None``: any), so a peer that dialed the wrong address is
-    refused instead of delivering messages to the wrong node.
+    refused instead of delivering messages to the wrong node. ``incarnation`` is the dialing
+    peer's data directory incarnation (32 hex digits; ``None``: it has none, or it is a client
+    or an older node), which the acceptor checks against the one it pinned for that peer
+    (:mod:`raftpy.storage.peers`).
     """
 
     version: NonNeg
@@ -58,6 +62,7 @@ class Hello(msgspec.Struct, frozen=True, tag="hello"):
     cluster_id: Name | None = None
     node_id: NodeId | None = None
     target_id: NodeId | None = None
+    incarnation: Incarnation | None = None
 
 
 MIN_FRAME_BYTES = 1024
@@ -74,13 +79,15 @@ class HelloReply(msgspec.Struct, frozen=True, tag="hello-reply"):
     accepts (``max_frame_bytes``, so a client refuses a larger request before sending it) and
     how long it keeps a connection with nothing outstanding open (``idle_timeout``, seconds;
     ``None``: for ever), so the client stops using it before then. ``None`` in either: not
-    announced (an older node)."""
+    announced (an older node). To an accepted peer it announces its data directory's
+    ``incarnation`` (as :attr:`Hello.incarnation`), which the dialer checks in turn."""
 
     ok: bool
     node_id: NodeId
     reason: Text | None = None
     max_frame_bytes: FrameLimit | None = None
     idle_timeout: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    incarnation: Incarnation | None = None
 
 
 class ClientOp(enum.Enum):

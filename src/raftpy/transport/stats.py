@@ -48,10 +48,12 @@ class TransportStats:
     handshakes_over_cap: int = 0
     """Connections closed at accept because ``max_handshakes`` were already shaking hands."""
     handshakes_refused: int = 0
-    """Handshakes this node refused (wrong cluster, version, target or unknown peer, or over
-    a connection cap: those are counted again by their ``*_over_cap`` counter)."""
+    """Handshakes this node refused (wrong cluster, version, target or unknown peer, a peer
+    that came back with another data directory, or over a connection cap: those are counted
+    again by their ``*_over_cap`` counter)."""
     handshakes_rejected: int = 0
-    """Handshakes of ours that a peer refused (or answered as another node)."""
+    """Handshakes of ours that a peer refused (or answered as another node, or from another
+    data directory than the one pinned for it)."""
     malformed_frames: int = 0
     """Connections closed for garbage, an oversized length, a truncated frame or a bad
     payload."""

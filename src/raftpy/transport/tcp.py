@@ -13,6 +13,12 @@ by :class:`~raftpy.transport.protocol.HelloReply`.
 - **Clients.** After a client ``Hello``, each :class:`~raftpy.transport.protocol.ClientRequest`
   is handed to ``on_client_request(conn, request)``; :meth:`ClientConnection.respond` sends the
   answer. Many requests may be outstanding; answers may come in any order.
+- **Lost disks.** Each peer announces its data directory's incarnation in the handshake (both
+  ways); the first one seen from a member is pinned (:mod:`raftpy.storage.peers`) and a member
+  that comes back with another one is refused both ways, said in one ERROR line (rate-limited)
+  and shown by :meth:`TcpTransport.refused_peers`, until it is removed from the membership.
+  A node with an incarnation dials every member at start (and each member added later), so
+  that the pins exist before anyone needs them.
 - **Faults stay local.** Garbage, an oversized length, a frame cut short by EOF, an undecodable
   payload or a message that is not addressed from the handshaken peer to us closes that one
   connection (logged on ``raftpy.transport`` and counted); the transport serves on.
@@ -46,8 +52,14 @@ from typing import TYPE_CHECKING, Final
 from raftpy.core.messages import PROTOCOL_VERSION, PeerMessage
 from raftpy.errors import LocalProtocolError
 from raftpy.logtext import RateLimitedLog
+from raftpy.storage.peers import PeerIncarnations
 from raftpy.transport.address import format_address, parse_address
-from raftpy.transport.base import ClientConnectionLike, CountingTransport, Transport
+from raftpy.transport.base import (
+    ClientConnectionLike,
+    CountingTransport,
+    RefusingTransport,
+    Transport,
+)
 from raftpy.transport.clients import ClientConnection
 from raftpy.transport.codec import DEFAULT_MAX_CLIENT_FRAME_BYTES, DEFAULT_MAX_FRAME_BYTES
 from raftpy.transport.connection import FrameReader
@@ -81,6 +93,9 @@ another follower, after an election) redials when it has something to say."""
 CLIENT_IDLE_TIMEOUT: Final = 300.0
 """Seconds a client connection with no request outstanding may send nothing before it is
 closed. Announced in the handshake reply so the client stops using it well before."""
+INCARNATION_LOG_INTERVAL: Final = 60.0
+"""Seconds between two log lines about the same member refused for its incarnation (it redials
+every few seconds; one line says it all)."""
 _IDLE_SWEEPS_PER_TIMEOUT: Final = 4
 """Idle connections are found by a sweep this many times per timeout: one is closed between
 one and 1.25 timeouts after its last read."""
@@ -96,6 +111,8 @@ class TcpTransport:
 
     ``peers`` maps every member's id to its ``host:port``; it may include this node itself.
     Inbound peer handshakes are accepted from the ids in ``peers`` other than ``node_id``.
+    ``incarnations`` holds this node's incarnation and the ones pinned for its peers (default:
+    none of its own, pins in memory); :meth:`update_peers` forgets the pins of removed members.
     """
 
     def __init__(
@@ -122,6 +139,7 @@ class TcpTransport:
         client_idle_timeout: float | None = CLIENT_IDLE_TIMEOUT,
         tls: TlsConfig | None = None,
         insecure: bool = False,
+        incarnations: PeerIncarnations | None = None,
     ) -> None:
         if min(max_frame_bytes, max_client_frame_bytes) < MIN_FRAME_BYTES or peer_queue_bytes < 1:
             raise ValueError(
@@ -184,6 +202,10 @@ class TcpTransport:
         self._idle_sweep: asyncio.TimerHandle | None = None
         # Lines about bad connections: a stranger must not be able to flood the log.
         self._badlog = RateLimitedLog(log)
+        self._incarnations = incarnations if incarnations is not None else PeerIncarnations()
+        # Members refused for their incarnation: id -> (the incarnation they announced, why).
+        self._refused: dict[int, tuple[str, str]] = {}
+        self._incarnation_log = RateLimitedLog(log, burst=1, interval=INCARNATION_LOG_INTERVAL)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -216,6 +238,7 @@ class TcpTransport:
                 self.node_id,
                 self._bound,
             )
+        self._meet_peers()
 
     async def close(self) -> None:
         """Close the listener and every connection. Idempotent.
@@ -384,11 +407,57 @@ class TcpTransport:
             if peer_id not in self._peers:
                 proto.close()
         self._warned_no_route.clear()
+        # A removed member added back later is a new member: whatever disk it has is pinned then.
+        self._incarnations.retain(i for i in self._peers if i != self.node_id)
+        if self._server is not None:
+            self._meet_peers()
 
-    def _check_hello(self, hello: Hello, identity: PeerIdentity | None) -> tuple[str, str] | None:
+    def _meet_peers(self) -> None:
+        """Dial every member we have no link to yet, with nothing to send, so that both sides
+        pin each other's incarnation now: two followers may otherwise never speak until one
+        campaigns, which is just when a member that lost its disk must already be known. Only
+        a node with an incarnation of its own does (one without has no disk to lose)."""
+        if self._incarnations.own is None:
+            return
+        for peer_id in sorted(self._peers):
+            if peer_id != self.node_id and peer_id not in self._links:
+                self._new_link(peer_id)
+
+    @property
+    def incarnation(self) -> str | None:
+        """The incarnation this node announces to its peers (``None``: none)."""
+        return self._incarnations.own
+
+    def _changed_peer(self, peer_id: int, incarnation: str | None) -> str | None:
+        """Whether peer ``peer_id``, announcing ``incarnation`` in a handshake, lost its disk
+        since this node pinned it: the reason (logged at ERROR, rate-limited, and recorded for
+        :meth:`refused_peers`), or ``None`` to accept it (pinned now if it is new)."""
+        reason = self._incarnations.check(peer_id, incarnation)
+        if reason is None:
+            self._refused.pop(peer_id, None)
+            return None
+        assert incarnation is not None
+        self._refused[peer_id] = (incarnation, reason)
+        self._incarnation_log.log(logging.ERROR, f"incarnation-{peer_id}", "%s", reason)
+        return reason
+
+    def refused_peers(self) -> dict[int, str]:
+        """The members refused because they came back with another data directory: id -> the
+        reason. A member leaves the list once it is accepted again, or once it is no longer
+        pinned (it was removed from the membership)."""
+        pins = self._incarnations.pinned()
+        return {
+            peer_id: reason
+            for peer_id, (announced, reason) in self._refused.items()
+            if pins.get(peer_id, announced) != announced
+        }
+
+    def _check_hello(
+        self, hello: Hello, identity: PeerIdentity | None
+    ) -> tuple[str, str | None] | None:
         """Why ``hello`` is refused, or None to accept it: the reason sent back, and the one
-        logged here. The reply never holds what the dialer should have sent (the cluster id
-        is a shared secret of sorts: a refusal must not teach it)."""
+        logged here (``None``: logged already). The reply never holds what the dialer should
+        have sent (the cluster id is a shared secret of sorts: a refusal must not teach it)."""
         if hello.version != PROTOCOL_VERSION:
             reason = (
                 f"protocol version {hello.version} is not supported "
@@ -425,6 +494,14 @@ class TcpTransport:
                 f"a peer claimed to be node {hello.node_id} with the certificate of {named}"
                 f" ({identity.name if identity is not None else '?'!r})",
             )
+        if self._changed_peer(hello.node_id, hello.incarnation) is not None:
+            # Checked last: only a peer that passed every other check may be pinned.
+            return (
+                f"node {self.node_id} knows node {hello.node_id} by another data directory: "
+                "a node that lost its disk must not vote as its old self; remove it from the "
+                'cluster and add it back (README.md, "Changing members")',
+                None,
+            )
         return None
 
     # -- introspection -----------------------------------------------------------------------
@@ -458,6 +535,7 @@ if TYPE_CHECKING:
     # each ClientConnection to code written against ClientConnectionLike.
     _transport_contract: type[Transport] = TcpTransport
     _counting_contract: type[CountingTransport] = TcpTransport
+    _refusing_contract: type[RefusingTransport] = TcpTransport
     _client_contract: type[ClientConnectionLike] = ClientConnection
 
 
