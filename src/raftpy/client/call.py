@@ -250,7 +250,9 @@ class Call:
             if self.is_write and not resp.retryable:
                 if self.uncertain is not None:
                     raise self._indeterminate(f"{self.uncertain}; then dropped: {message}")
-                raise error_for_status(status, message)
+                # Keep the node's word that retrying cannot help (a change the membership
+                # rules refuse, a command too large).
+                raise ProposalDropped(message, retryable=False)
             # Back-pressure or a transfer: the same node again, after a pause (it is in
             # `tried`); a redirect, if any, comes with its next answer.
             self.last = f"{target}: dropped: {message}"
