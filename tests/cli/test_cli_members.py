@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import io
 import json
 import threading
 from collections.abc import Callable, Iterator
@@ -21,6 +22,7 @@ import msgspec
 import pytest
 
 from raftpy.cli import main as cli_main
+from raftpy.cli.members import CatchUpProgress, members_table
 from raftpy.node import RaftNode
 from raftpy.node.stats import NodeStats
 from raftpy.node.status import NodeStatus, PeerReplication
@@ -443,3 +445,30 @@ def test_real_cluster_list_add_promote_transfer_remove(
         assert code == 0, err
         doc = json.loads(out)
         assert (doc["voters"], doc["leader"]) == ([2, 3, 4], 4)
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_is_shown_on_a_terminal_only() -> None:
+    term, pipe = Terminal(), io.StringIO()
+    for stream in (term, pipe):
+        progress = CatchUpProgress(stream, 4)
+        progress.update(400, 1000)
+        progress.update(500, 1000)  # within a second of the last line: not shown
+        progress.close()
+    assert term.getvalue() == "node 4: at 400 of 1000 (600 behind)\n"
+    assert pipe.getvalue() == ""
+
+
+def test_table_marks_a_joint_change() -> None:
+    joint = Members(voters=(1, 2), voters_outgoing=(1, 2, 3), addresses={3: "h:3"}, leader_id=1)
+    rows = members_table(joint).splitlines()
+    assert [r.split() for r in rows[1:4]] == [
+        ["1", "-", "voter", "*"],
+        ["2", "-", "voter"],
+        ["3", "h:3", "outgoing"],
+    ]
+    assert "joint change" in rows[4]
