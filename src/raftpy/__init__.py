@@ -54,6 +54,7 @@ from raftpy.storage.errors import (
 )
 from raftpy.storage.memory import MemoryStorage
 from raftpy.storage.wal import FileStorage
+from raftpy.transport.protocol import Members
 from raftpy.transport.tls import TlsConfig
 
 __version__ = "0.1.0"
@@ -76,6 +77,7 @@ __all__ = [
     "LocalProtocolError",
     "LogStorage",
     "LogStore",
+    "Members",
     "MemoryStorage",
     "Message",
     "MessageDecodeError",

@@ -6,21 +6,34 @@ from __future__ import annotations
 import asyncio
 
 import msgspec
+import pytest
 
-from raftpy.core.messages import ConfState, SnapshotMeta
-from raftpy.errors import NotLeaderError, ProposalDropped
-from raftpy.node.service import ClientService
+from raftpy.core.messages import ConfState, MemberAddress, SnapshotMeta
+from raftpy.errors import (
+    ConfChangeError,
+    IndeterminateError,
+    LocalProtocolError,
+    NotLeaderError,
+    ProposalDropped,
+)
+from raftpy.node.service import ClientService, MembershipNode
 from raftpy.transport.protocol import (
     ClientOp,
     ClientRequest,
     ClientResponse,
     Consistency,
+    MemberRequest,
+    Members,
     ResponseStatus,
+    decode_members,
 )
 
 
 class FakeNode:
     """Answers as told: ``refuse`` is raised at once, otherwise the future in ``futures``."""
+
+    node_id = 1
+    leader_id: int | None = 1
 
     def __init__(self) -> None:
         self.refuse: Exception | None = None
@@ -128,3 +141,203 @@ def test_snapshot_answers_with_its_index_and_term_or_its_error() -> None:
         assert (failed.id, failed.status) == (2, ResponseStatus.DROPPED)
 
     asyncio.run(main())
+
+
+# -- membership --------------------------------------------------------------------------------
+
+CONF = ConfState(
+    (1, 2, 3),
+    learners=(4,),
+    addresses=(
+        MemberAddress(1, "10.0.0.1:7000"),
+        MemberAddress(2, "10.0.0.2:7000"),
+        MemberAddress(3, "10.0.0.3:7000"),
+        MemberAddress(4, "10.0.0.4:7000"),
+    ),
+)
+
+
+class FakeMemberNode(FakeNode):
+    """A FakeNode that also changes members: each change waits for the test to resolve the
+    future it leaves in ``changes`` (with the ConfState after it, or an error)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conf = CONF
+        self.changes: list[asyncio.Future[ConfState]] = []
+
+    def members(self) -> ConfState:
+        return self.conf
+
+    async def _wait(self, *call: object) -> ConfState:
+        self.calls.append(call)
+        fut: asyncio.Future[ConfState] = asyncio.get_running_loop().create_future()
+        self.changes.append(fut)
+        return await fut
+
+    async def add_member(
+        self,
+        node_id: int,
+        address: str,
+        voter: bool = False,
+        *,
+        force: bool = False,
+        timeout: float | None = None,
+    ) -> ConfState:
+        return await self._wait("add", node_id, address, voter, force, timeout)
+
+    async def promote(
+        self, node_id: int, *, force: bool = False, timeout: float | None = None
+    ) -> ConfState:
+        return await self._wait("promote", node_id, force, timeout)
+
+    async def remove_member(
+        self, node_id: int, *, force: bool = False, timeout: float | None = None
+    ) -> ConfState:
+        return await self._wait("remove", node_id, force, timeout)
+
+    async def transfer_leadership(self, node_id: int, *, timeout: float | None = None) -> None:
+        await self._wait("transfer", node_id, timeout)
+        self.leader_id = node_id
+
+
+def member_request(op: ClientOp, request_id: int = 1, **fields: object) -> ClientRequest:
+    return ClientRequest(request_id, op, msgspec.msgpack.encode(fields), timeout=5.0)
+
+
+def test_the_fake_is_a_membership_node_and_the_plain_fake_is_not() -> None:
+    assert isinstance(FakeMemberNode(), MembershipNode)
+    assert not isinstance(FakeNode(), MembershipNode)
+
+
+def test_members_from_the_leader_or_any_node_when_stale() -> None:
+    async def main() -> None:
+        node, conn = FakeMemberNode(), Conn()
+        service = ClientService(node)
+        service.handle(conn, ClientRequest(1, ClientOp.MEMBERS))
+        node.node_id = 2  # now a follower of 1
+        service.handle(conn, ClientRequest(2, ClientOp.MEMBERS, consistency=Consistency.STALE))
+        service.handle(conn, ClientRequest(3, ClientOp.MEMBERS))
+        ok, stale, redirect = conn.answers
+        assert ok.status is ResponseStatus.OK and ok.result is not None
+        assert decode_members(ok.result) == Members.from_conf(CONF, leader_id=1, node_id=1)
+        assert stale.status is ResponseStatus.OK and stale.result is not None
+        assert decode_members(stale.result).node_id == 2
+        assert (redirect.status, redirect.leader_id, redirect.leader_address) == (
+            ResponseStatus.NOT_LEADER,
+            1,
+            "10.0.0.1:7000",
+        )
+
+    asyncio.run(main())
+
+
+def test_each_change_calls_the_node_and_answers_with_the_membership_after_it() -> None:
+    async def main() -> None:
+        node, conn = FakeMemberNode(), Conn()
+        service = ClientService(node)
+        service.handle(
+            conn, member_request(ClientOp.ADD_MEMBER, 1, node_id=5, address="h:5", voter=True)
+        )
+        service.handle(conn, member_request(ClientOp.PROMOTE, 2, node_id=4, force=True))
+        service.handle(conn, member_request(ClientOp.REMOVE_MEMBER, 3, node_id=3))
+        service.handle(conn, member_request(ClientOp.TRANSFER_LEADER, 4, node_id=2))
+        await settle()
+        assert node.calls == [
+            ("add", 5, "h:5", True, False, 5.0),
+            ("promote", 4, True, 5.0),
+            ("remove", 3, False, 5.0),
+            ("transfer", 2, 5.0),
+        ]
+        assert conn.answers == []
+        after = ConfState((1, 2), addresses=(MemberAddress(1, "10.0.0.1:7000"),))
+        for fut in node.changes:
+            fut.set_result(after)
+        await settle()
+        assert [a.status for a in conn.answers] == [ResponseStatus.OK] * 4
+        results = {a.id: decode_members(a.result or b"") for a in conn.answers}
+        assert results[1].voters == (1, 2)
+        # The transfer answers with the membership in force and the new leader.
+        assert (results[4].voters, results[4].leader_id) == ((1, 2, 3), 2)
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "retryable"),
+    [
+        (NotLeaderError(3, "10.0.0.3:7000"), ResponseStatus.NOT_LEADER, True),
+        (ProposalDropped("a change is pending"), ResponseStatus.DROPPED, True),
+        (ConfChangeError("node 4 lags 5000 entries"), ResponseStatus.DROPPED, False),
+        (IndeterminateError("leadership lost"), ResponseStatus.INDETERMINATE, True),
+        (LocalProtocolError("node is not running"), ResponseStatus.ERROR, True),
+        (ValueError("bug"), ResponseStatus.ERROR, False),
+        (None, ResponseStatus.INDETERMINATE, True),  # cancelled: may have been appended
+    ],
+    ids=["not-leader", "dropped", "refused", "indeterminate", "stopped", "bug", "cancelled"],
+)
+def test_change_errors_map_as_for_proposals(
+    error: Exception | None, status: ResponseStatus, retryable: bool
+) -> None:
+    async def main() -> None:
+        node, conn = FakeMemberNode(), Conn()
+        ClientService(node).handle(conn, member_request(ClientOp.PROMOTE, node_id=4))
+        await settle()
+        (fut,) = node.changes
+        if error is None:
+            fut.cancel()
+        else:
+            fut.set_exception(error)
+        await settle()
+        (answer,) = conn.answers
+        assert (answer.status, answer.retryable) == (status, retryable)
+        if isinstance(error, NotLeaderError):
+            assert (answer.leader_id, answer.leader_address) == (3, "10.0.0.3:7000")
+        if isinstance(error, ConfChangeError):
+            assert answer.message == "node 4 lags 5000 entries"
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize(
+    ("op", "data"),
+    [
+        (ClientOp.ADD_MEMBER, msgspec.msgpack.encode({"node_id": 5})),
+        (ClientOp.ADD_MEMBER, msgspec.msgpack.encode({"node_id": 5, "address": "no-port"})),
+        (ClientOp.PROMOTE, msgspec.msgpack.encode({"node_id": -1})),
+        (ClientOp.REMOVE_MEMBER, b"\xc1"),
+        (ClientOp.TRANSFER_LEADER, b""),
+    ],
+    ids=["add-without-address", "add-bad-address", "negative-id", "not-msgpack", "empty"],
+)
+def test_bad_request_data_fails_that_request_only(op: ClientOp, data: bytes) -> None:
+    async def main() -> None:
+        node, conn = FakeMemberNode(), Conn()
+        service = ClientService(node)
+        service.handle(conn, ClientRequest(1, op, data))
+        service.handle(conn, ClientRequest(2, ClientOp.MEMBERS))
+        await settle()
+        bad, good = conn.answers
+        assert (bad.id, bad.status, bad.retryable) == (1, ResponseStatus.ERROR, False)
+        assert (good.id, good.status) == (2, ResponseStatus.OK)
+        assert node.calls == []
+
+    asyncio.run(main())
+
+
+def test_a_node_without_membership_methods_fails_those_requests() -> None:
+    async def main() -> None:
+        conn = Conn()
+        service = ClientService(FakeNode())
+        service.handle(conn, ClientRequest(1, ClientOp.MEMBERS))
+        service.handle(conn, member_request(ClientOp.PROMOTE, 2, node_id=4))
+        assert [(a.status, a.retryable) for a in conn.answers] == [
+            (ResponseStatus.ERROR, False)
+        ] * 2
+
+    asyncio.run(main())
+
+
+def test_member_request_helper_encodes_a_member_request() -> None:
+    req = member_request(ClientOp.PROMOTE, node_id=4)
+    assert msgspec.msgpack.decode(req.data, type=MemberRequest) == MemberRequest(node_id=4)

@@ -1,20 +1,25 @@
-"""Decoding the handshake frames and a snapshot result: anything malformed is the remote's
-fault (RemoteProtocolError), never a crash of the reader."""
+"""Decoding the handshake frames, a snapshot result and the membership request and answer:
+anything malformed is the remote's fault (RemoteProtocolError), never a crash of the reader."""
 
 from __future__ import annotations
 
 import msgspec
 import pytest
 
-from raftpy.core.messages import PROTOCOL_VERSION
+from raftpy.core.messages import MAX_ADDRESS_CHARS, PROTOCOL_VERSION
 from raftpy.errors import RemoteProtocolError
 from raftpy.transport.protocol import (
+    MAX_MEMBERS,
     ConnectionRole,
     Hello,
     HelloReply,
+    MemberRequest,
+    Members,
     SnapshotTaken,
     decode_hello,
     decode_hello_reply,
+    decode_member_request,
+    decode_members,
     decode_snapshot_taken,
     encode_frame_payload,
 )
@@ -55,3 +60,102 @@ def test_snapshot_result_round_trip_and_refusals() -> None:
     for bad in (b"", msgspec.msgpack.encode({"index": -1, "term": 1}), msgspec.msgpack.encode([1])):
         with pytest.raises(RemoteProtocolError, match="malformed snapshot result"):
             decode_snapshot_taken(bad)
+
+
+# -- membership requests and answers ---------------------------------------------------------
+
+MEMBERS = Members(
+    voters=(1, 2, 3),
+    learners=(4,),
+    addresses={1: "10.0.0.1:7000", 2: "10.0.0.2:7000", 3: "10.0.0.3:7000", 4: "10.0.0.4:7000"},
+    leader_id=1,
+    node_id=2,
+    index=12,
+)
+
+
+def test_member_request_and_members_round_trip_as_maps() -> None:
+    req = MemberRequest(node_id=4, address="10.0.0.4:7000", voter=True, force=True)
+    assert decode_member_request(msgspec.msgpack.encode(req)) == req
+    assert decode_member_request(msgspec.msgpack.encode({"node_id": 5})) == MemberRequest(node_id=5)
+    # Unknown fields are skipped, so newer clients and nodes can add some.
+    assert decode_member_request(msgspec.msgpack.encode({"node_id": 5, "later": 1})).node_id == 5
+    wire = msgspec.msgpack.encode(MEMBERS)
+    assert decode_members(wire) == MEMBERS
+    assert msgspec.msgpack.decode(wire)["addresses"] == {
+        1: "10.0.0.1:7000",
+        2: "10.0.0.2:7000",
+        3: "10.0.0.3:7000",
+        4: "10.0.0.4:7000",
+    }
+    assert MEMBERS.members() == [1, 2, 3, 4]
+    assert [MEMBERS.role(i) for i in (1, 4, 9)] == ["voter", "learner", None]
+    joint = Members(voters=(1, 2), voters_outgoing=(1, 2, 3))
+    assert decode_members(msgspec.msgpack.encode(joint)) == joint
+    assert joint.role(3) == "outgoing"
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {},
+        {"node_id": -1},
+        {"node_id": (1 << 64) - 1},
+        {"node_id": "1"},
+        {"node_id": True},
+        {"node_id": 1, "address": ""},
+        {"node_id": 1, "address": "h" * (MAX_ADDRESS_CHARS + 1)},
+        {"node_id": 1, "voter": 1},
+        {"node_id": 1, "force": "yes"},
+    ],
+    ids=[
+        "no-id",
+        "negative-id",
+        "huge-id",
+        "id-text",
+        "id-bool",
+        "empty-address",
+        "long-address",
+        "voter-int",
+        "force-text",
+    ],
+)
+def test_bad_member_requests_are_refused(fields: dict[str, object]) -> None:
+    with pytest.raises(RemoteProtocolError, match="malformed membership request"):
+        decode_member_request(msgspec.msgpack.encode(fields))
+
+
+@pytest.mark.parametrize(
+    ("fields", "why"),
+    [
+        ({"voters": [-1]}, "malformed"),
+        ({"voters": [1], "leader_id": -2}, "malformed"),
+        ({"voters": [1], "index": -1}, "malformed"),
+        ({"voters": [1], "addresses": {1: ""}}, "malformed"),
+        ({"voters": [1], "addresses": {-1: "a:1"}}, "malformed"),
+        ({"voters": [1], "addresses": {1: "a" * (MAX_ADDRESS_CHARS + 1)}}, "malformed"),
+        ({"voters": list(range(MAX_MEMBERS + 1))}, "malformed"),
+        ({"voters": []}, "without voters"),
+        ({"voters": [1], "learners": [1]}, "both learners and voters"),
+        ({"voters": [1, 1]}, "twice"),
+        ({"voters": [1], "addresses": {2: "b:2"}}, "not members"),
+    ],
+    ids=[
+        "negative-voter",
+        "negative-leader",
+        "negative-index",
+        "empty-address",
+        "negative-address-id",
+        "long-address",
+        "too-many-voters",
+        "no-voters",
+        "learner-and-voter",
+        "voter-twice",
+        "stranger-address",
+    ],
+)
+def test_bad_members_answers_are_the_remotes_fault(fields: dict[str, object], why: str) -> None:
+    with pytest.raises(RemoteProtocolError, match=why):
+        decode_members(msgspec.msgpack.encode(fields))
+    with pytest.raises(RemoteProtocolError):
+        decode_members(b"\xc1")

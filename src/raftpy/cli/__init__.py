@@ -6,6 +6,8 @@ One module per subcommand, each with an ``add_parser`` that adds its parser and 
 - :mod:`raftpy.cli.check`: ``raftpy check FILE``, check that a history is linearizable;
 - :mod:`raftpy.cli.jepsen`: ``raftpy jepsen ...``, a Jepsen-style fault test against a real
   local cluster;
+- :mod:`raftpy.cli.members`: ``raftpy members list|add|promote|remove ...`` and
+  ``raftpy transfer-leader ID ADDR...``, change a running cluster's members;
 - :mod:`raftpy.cli.snapshot`: ``raftpy snapshot ADDRESS``, ask a node to take a snapshot now;
 - :mod:`raftpy.cli.tls`: ``raftpy tls init DIR --nodes 1,2,3``, make certificates for mutual TLS.
 
@@ -19,7 +21,7 @@ import sys
 from collections.abc import Callable
 from typing import TextIO
 
-from raftpy.cli import check, jepsen, snapshot, tls
+from raftpy.cli import check, jepsen, members, snapshot, tls
 from raftpy.cli.arguments import EXIT_USAGE
 from raftpy.cli.check import (
     DEFAULT_TIMEOUT,
@@ -51,6 +53,8 @@ __all__ = [
 _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     check.add_parser,
     jepsen.add_parser,
+    members.add_parser,
+    members.add_transfer_parser,
     snapshot.add_parser,
     tls.add_parser,
 ]

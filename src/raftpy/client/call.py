@@ -41,6 +41,7 @@ from raftpy.errors import (
 from raftpy.outcomes import error_for_status
 from raftpy.transport.address import parse_address
 from raftpy.transport.protocol import (
+    MEMBERSHIP_CHANGES,
     ClientOp,
     ClientResponse,
     Consistency,
@@ -122,7 +123,8 @@ class Call:
         self.op = op
         self.data = data
         self.consistency = consistency
-        self.is_write = op is ClientOp.PROPOSE
+        # A membership change is a write too: once sent, its outcome may be unknown.
+        self.is_write = op is ClientOp.PROPOSE or op in MEMBERSHIP_CHANGES
         self.pinned = pinned
         self.retry = retry_indeterminate
         self.target = pinned if pinned is not None else targets.first()
@@ -182,7 +184,8 @@ class Call:
             self.target = self.targets.next_after(self.target)
 
     def _indeterminate(self, why: str) -> IndeterminateError:
-        return IndeterminateError(f"outcome of the proposal is unknown: {why}")
+        what = "proposal" if self.op is ClientOp.PROPOSE else self.op.value.replace("-", " ")
+        return IndeterminateError(f"outcome of the {what} is unknown: {why}")
 
     def _unknown_outcome(self, why: str) -> None:
         """This attempt of a proposal may have been appended: stop unless told to resend."""
@@ -230,9 +233,11 @@ class Call:
         target = self.target
         status = resp.status
         if status is ResponseStatus.OK:
-            # Only a leader answers proposals and linearizable or lease reads.
-            leads = self.is_write or (
-                self.op is ClientOp.QUERY and self.consistency is not Consistency.STALE
+            # Only a leader answers writes and linearizable or lease reads (and membership
+            # reads that are not stale). A node that just handed leadership over does not lead.
+            leads = (self.is_write and self.op is not ClientOp.TRANSFER_LEADER) or (
+                self.op in (ClientOp.QUERY, ClientOp.MEMBERS)
+                and self.consistency is not Consistency.STALE
             )
             if leads and self.pinned is None:
                 self.targets.learn_leader(target)
@@ -245,7 +250,9 @@ class Call:
             if self.is_write and not resp.retryable:
                 if self.uncertain is not None:
                     raise self._indeterminate(f"{self.uncertain}; then dropped: {message}")
-                raise error_for_status(status, message)
+                # Keep the node's word that retrying cannot help (a change the membership
+                # rules refuse, a command too large).
+                raise ProposalDropped(message, retryable=False)
             # Back-pressure or a transfer: the same node again, after a pause (it is in
             # `tried`); a redirect, if any, comes with its next answer.
             self.last = f"{target}: dropped: {message}"

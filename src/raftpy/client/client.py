@@ -14,14 +14,24 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import Self
 
+import msgspec
+
 from raftpy.client.call import Call, RetryPolicy, take_snapshot
 from raftpy.client.pool import ConnectionPool
 from raftpy.client.targets import Targets
+from raftpy.core.messages import MAX_NODE_ID
 from raftpy.errors import LocalProtocolError
 from raftpy.node.status import NodeStatus, decode_status
 from raftpy.transport.address import parse_address
 from raftpy.transport.codec import DEFAULT_MAX_FRAME_BYTES
-from raftpy.transport.protocol import ClientOp, ClientResponse, Consistency
+from raftpy.transport.protocol import (
+    ClientOp,
+    ClientResponse,
+    Consistency,
+    MemberRequest,
+    Members,
+    decode_members,
+)
 from raftpy.transport.tls import TlsConfig
 
 
@@ -181,6 +191,98 @@ class Client:
         """
         parse_address(address)
         return await take_snapshot(self._pool, self._policy, address, self._budget(timeout))
+
+    # -- membership (operators: ``raftpy members ...``; README.md, "Changing members") -------
+    #
+    # Every change is sent to the leader (redirects followed) and returns once it is committed,
+    # with the membership after it. Errors are those of propose: ClusterUnavailableError and
+    # ProposalDropped are definite (nothing changed; ProposalDropped with ``retryable`` false
+    # is a change the leader's membership rules refuse, the message says why), IndeterminateError
+    # means the change may or may not take effect, RemoteProtocolError that the node failed it.
+    #
+    # Unlike proposals, a change whose outcome became unknown IS sent again until the deadline:
+    # each change is idempotent by construction (adding a member that already has that role,
+    # promoting a voter, removing a non-member change nothing; Thesis §4 and
+    # raftpy.core.confchange), so a resent change that had taken effect only confirms it. The
+    # exception is a concurrent change to the same node by someone else between the attempts,
+    # which the resend may undo (adding a learner that was promoted meanwhile demotes it).
+
+    async def members(self, *, stale: bool = False, timeout: float | None = None) -> Members:
+        """The cluster's membership: voters, learners, the outgoing voters of a joint change,
+        members' addresses and the leader. By default the leader answers (its log holds the
+        newest membership, Thesis §4.1); ``stale=True`` takes the answer of the first node
+        that replies, which may lag behind but needs no leader. Retried until the deadline
+        like a query (it changes nothing)."""
+        level = Consistency.STALE if stale else Consistency.LINEARIZABLE
+        resp = await self._call(ClientOp.MEMBERS, b"", level, timeout, None, True)
+        return decode_members(resp.result or b"")
+
+    async def add_member(
+        self,
+        node_id: int,
+        address: str,
+        voter: bool = False,
+        force: bool = False,
+        *,
+        timeout: float | None = None,
+    ) -> Members:
+        """Add node ``node_id`` listening at ``address`` as a learner (it receives the log but
+        does not vote, Thesis §4.2.1), or as a voter at once if ``voter``. Adding a member that
+        already has that role changes at most its address. ``force`` skips the leader's check
+        that the change leaves a reachable quorum. Returns the membership once the change is
+        committed; see the comment above for errors and retries."""
+        parse_address(address)
+        return await self._change(
+            ClientOp.ADD_MEMBER,
+            MemberRequest(node_id=node_id, address=address, voter=voter, force=force),
+            timeout,
+        )
+
+    async def promote(
+        self, node_id: int, force: bool = False, *, timeout: float | None = None
+    ) -> Members:
+        """Make the learner ``node_id`` a voter. The leader refuses (``ProposalDropped``,
+        definite) a learner that has not caught up yet unless ``force``: a voter that lags
+        can stall commitment (Thesis §4.2.1). Promoting a voter changes nothing."""
+        return await self._change(
+            ClientOp.PROMOTE, MemberRequest(node_id=node_id, force=force), timeout
+        )
+
+    async def remove_member(
+        self, node_id: int, force: bool = False, *, timeout: float | None = None
+    ) -> Members:
+        """Remove ``node_id`` from the cluster (a removed leader hands over and steps down
+        once the change commits, Thesis §4.2.2). The leader refuses a removal that leaves
+        fewer reachable voters than a quorum unless ``force``. Removing a non-member changes
+        nothing."""
+        return await self._change(
+            ClientOp.REMOVE_MEMBER, MemberRequest(node_id=node_id, force=force), timeout
+        )
+
+    async def transfer_leadership(self, node_id: int, *, timeout: float | None = None) -> None:
+        """Hand leadership to the voter ``node_id`` (Thesis §3.10); returns once it leads.
+        A transfer whose outcome became unknown is sent again: at the new leader, a transfer
+        to itself is already done."""
+        members = await self._change(
+            ClientOp.TRANSFER_LEADER, MemberRequest(node_id=node_id), timeout
+        )
+        # The node that answered no longer leads: send the next call to the one that does.
+        address = None
+        if members.leader_id is not None:
+            address = members.addresses.get(members.leader_id)
+        if address is not None:
+            self._targets.learn_leader(address)
+        elif self._targets.leader is not None:
+            self._targets.forget_leader(self._targets.leader)
+
+    async def _change(self, op: ClientOp, change: MemberRequest, timeout: float | None) -> Members:
+        if isinstance(change.node_id, bool) or not isinstance(change.node_id, int):
+            raise TypeError(f"node_id must be an int, got {change.node_id!r}")
+        if not 0 <= change.node_id <= MAX_NODE_ID:
+            raise ValueError(f"node_id must be in 0..{MAX_NODE_ID}, got {change.node_id}")
+        data = msgspec.msgpack.encode(change)
+        resp = await self._call(op, data, Consistency.LINEARIZABLE, timeout, None, True)
+        return decode_members(resp.result or b"")
 
     async def close(self) -> None:
         """Close every connection. Calls in flight fail (a proposal already written with

@@ -17,7 +17,7 @@ from raftpy.client.client import Client, parse_consistency
 from raftpy.errors import ClusterUnavailableError, IndeterminateError, LocalProtocolError
 from raftpy.node.status import NodeStatus
 from raftpy.transport.codec import DEFAULT_MAX_FRAME_BYTES
-from raftpy.transport.protocol import Consistency
+from raftpy.transport.protocol import Consistency, Members
 from raftpy.transport.tls import TlsConfig
 
 log = logging.getLogger(__name__)
@@ -124,6 +124,42 @@ class SyncClient:
     def status(self, address: str | None = None, *, timeout: float | None = None) -> NodeStatus:
         """Blocking :meth:`Client.status`."""
         return self._run(self._client.status(address, timeout=timeout), timeout)
+
+    def members(self, *, stale: bool = False, timeout: float | None = None) -> Members:
+        """Blocking :meth:`Client.members`."""
+        return self._run(self._client.members(stale=stale, timeout=timeout), timeout)
+
+    def add_member(
+        self,
+        node_id: int,
+        address: str,
+        voter: bool = False,
+        force: bool = False,
+        *,
+        timeout: float | None = None,
+    ) -> Members:
+        """Blocking :meth:`Client.add_member` (sent again after an unknown outcome: see
+        there)."""
+        coro = self._client.add_member(node_id, address, voter, force, timeout=timeout)
+        return self._run(coro, timeout, write=True)
+
+    def promote(
+        self, node_id: int, force: bool = False, *, timeout: float | None = None
+    ) -> Members:
+        """Blocking :meth:`Client.promote`."""
+        return self._run(self._client.promote(node_id, force, timeout=timeout), timeout, write=True)
+
+    def remove_member(
+        self, node_id: int, force: bool = False, *, timeout: float | None = None
+    ) -> Members:
+        """Blocking :meth:`Client.remove_member`."""
+        coro = self._client.remove_member(node_id, force, timeout=timeout)
+        return self._run(coro, timeout, write=True)
+
+    def transfer_leadership(self, node_id: int, *, timeout: float | None = None) -> None:
+        """Blocking :meth:`Client.transfer_leadership`."""
+        coro = self._client.transfer_leadership(node_id, timeout=timeout)
+        self._run(coro, timeout, write=True)
 
     def close(self) -> None:
         """Close the connections and stop the background thread (bounded; idempotent)."""

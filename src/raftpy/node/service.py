@@ -4,8 +4,12 @@ The transport hands every :class:`~raftpy.transport.protocol.ClientRequest` to
 :meth:`ClientService.handle` with the connection to answer on. Each request gets exactly one
 :class:`~raftpy.transport.protocol.ClientResponse`: ``STATUS`` at once, ``PROPOSE`` and
 ``QUERY`` when their future resolves (or at once when the node refuses them), ``SNAPSHOT`` when
-the snapshot is written. Which status an error becomes is :mod:`raftpy.outcomes`' business, so
-the client reads it back as the same error.
+the snapshot is written, ``MEMBERS`` at once, and the membership changes (``ADD_MEMBER``,
+``PROMOTE``, ``REMOVE_MEMBER``, ``TRANSFER_LEADER``) when the node's coroutine ends. Which status
+an error becomes is :mod:`raftpy.outcomes`' business, so the client reads it back as the same
+error. A change the membership rules refuse (:class:`~raftpy.errors.ConfChangeError`) is a
+definite ``DROPPED`` that retrying cannot fix; a request whose ``data`` is not a valid
+:class:`~raftpy.transport.protocol.MemberRequest` fails alone with ``ERROR``.
 
 An exception that is not a raftpy error comes from the user's state machine (``apply``,
 ``query``, ``prepare_snapshot``, ``snapshot``): it fails that one request with ``ERROR``,
@@ -16,21 +20,34 @@ would raise again (README.md, "Failures").
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
+from collections.abc import Coroutine
+from typing import Any, Protocol, runtime_checkable
 
 import msgspec
 
-from raftpy.core.messages import SnapshotMeta
-from raftpy.errors import IndeterminateError, RaftError
+from raftpy.core.messages import ConfState, SnapshotMeta
+from raftpy.errors import (
+    ConfChangeError,
+    IndeterminateError,
+    NotLeaderError,
+    ProposalDropped,
+    RaftError,
+    RemoteProtocolError,
+)
 from raftpy.outcomes import response_for_error
+from raftpy.transport.address import parse_address
 from raftpy.transport.base import ClientConnectionLike
 from raftpy.transport.protocol import (
+    MEMBERSHIP_CHANGES,
     ClientOp,
     ClientRequest,
     ClientResponse,
     Consistency,
+    MemberRequest,
+    Members,
     ResponseStatus,
     SnapshotTaken,
+    decode_member_request,
 )
 
 
@@ -55,14 +72,68 @@ class ServedNode(Protocol):
         """Take a snapshot now; its metadata."""
         ...
 
+    @property
+    def node_id(self) -> int:
+        """This node's id."""
+        ...
+
+    @property
+    def leader_id(self) -> int | None:
+        """The leader this node knows of (``None``: none)."""
+        ...
+
+
+@runtime_checkable
+class MembershipNode(ServedNode, Protocol):
+    """A served node that also changes its membership (:class:`~raftpy.node.RaftNode`; the
+    service answers membership requests with ``ERROR`` for a node without these methods)."""
+
+    def members(self) -> ConfState:
+        """The membership in force on this node (the latest in its log, Thesis §4.1)."""
+        ...
+
+    async def add_member(
+        self,
+        node_id: int,
+        address: str,
+        voter: bool = False,
+        *,
+        force: bool = False,
+        timeout: float | None = None,
+    ) -> ConfState:
+        """Add a member (a learner unless ``voter``); the membership once committed."""
+        ...
+
+    async def promote(
+        self, node_id: int, *, force: bool = False, timeout: float | None = None
+    ) -> ConfState:
+        """Make a learner a voter; the membership once committed."""
+        ...
+
+    async def remove_member(
+        self, node_id: int, *, force: bool = False, timeout: float | None = None
+    ) -> ConfState:
+        """Remove a member; the membership once committed."""
+        ...
+
+    async def transfer_leadership(self, node_id: int, *, timeout: float | None = None) -> None:
+        """Hand leadership to ``node_id``; returns once it leads."""
+        ...
+
 
 class ClientService:
     """Answers client requests on behalf of ``node``."""
 
     def __init__(self, node: ServedNode) -> None:
         self._node = node
-        # The loop keeps only weak references to tasks: hold snapshot tasks until they end.
-        self._tasks: set[asyncio.Task[SnapshotMeta]] = set()
+        # The loop keeps only weak references to tasks: hold them until they end.
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
 
     def handle(self, conn: ClientConnectionLike, req: ClientRequest) -> None:
         """Serve ``req``; the answer goes to ``conn``, now or when the request resolves."""
@@ -73,10 +144,11 @@ class ClientService:
                 conn.respond(ClientResponse(req.id, ResponseStatus.OK, data))
                 return
             if req.op is ClientOp.SNAPSHOT:
-                task = asyncio.get_running_loop().create_task(node.snapshot())
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                task = self._spawn(node.snapshot())
                 task.add_done_callback(lambda t: conn.respond(_snapshot_response(req.id, t)))
+                return
+            if req.op is ClientOp.MEMBERS or req.op in MEMBERSHIP_CHANGES:
+                self._membership(conn, req)
                 return
             if req.op is ClientOp.PROPOSE:
                 fut = node.submit(req.data, req.timeout)
@@ -86,6 +158,89 @@ class ClientService:
             conn.respond(response_for_error(req.id, exc))
             return
         fut.add_done_callback(lambda f: conn.respond(_future_response(req.id, f)))
+
+    def _membership(self, conn: ClientConnectionLike, req: ClientRequest) -> None:
+        """Serve a ``MEMBERS`` request at once, or start a membership change."""
+        node = self._node
+        if not isinstance(node, MembershipNode):
+            conn.respond(_refuse(req.id, f"node {node.node_id} does not serve membership requests"))
+            return
+        if req.op is ClientOp.MEMBERS:
+            conn.respond(ClientResponse(req.id, ResponseStatus.OK, _members(node, req)))
+            return
+        try:
+            change = _member_request(req)
+        except RemoteProtocolError as exc:
+            # The request's own fault: it fails alone, and the same bytes would fail again.
+            conn.respond(_refuse(req.id, str(exc)))
+            return
+        task = self._spawn(_change(node, req, change))
+        task.add_done_callback(lambda t: conn.respond(_change_response(req.id, t)))
+
+
+def _refuse(request_id: int, message: str) -> ClientResponse:
+    return ClientResponse(request_id, ResponseStatus.ERROR, message=message, retryable=False)
+
+
+def _members(node: MembershipNode, req: ClientRequest) -> bytes:
+    """The membership this node sees; unless the request accepts a stale view, only the
+    leader answers (the newest membership is the latest in the leader's log)."""
+    conf = node.members()
+    leader = node.leader_id
+    if req.consistency is not Consistency.STALE and leader != node.node_id:
+        address = None if leader is None else conf.address_map().get(leader)
+        raise NotLeaderError(leader, address)
+    return _encode_members(conf, node)
+
+
+async def _change(node: MembershipNode, req: ClientRequest, change: MemberRequest) -> bytes:
+    """Carry out one membership request; the membership after it, encoded."""
+    timeout = req.timeout
+    if req.op is ClientOp.ADD_MEMBER:
+        assert change.address is not None  # checked by _member_request
+        conf = await node.add_member(
+            change.node_id, change.address, change.voter, force=change.force, timeout=timeout
+        )
+    elif req.op is ClientOp.PROMOTE:
+        conf = await node.promote(change.node_id, force=change.force, timeout=timeout)
+    elif req.op is ClientOp.REMOVE_MEMBER:
+        conf = await node.remove_member(change.node_id, force=change.force, timeout=timeout)
+    else:
+        await node.transfer_leadership(change.node_id, timeout=timeout)
+        conf = node.members()
+    return _encode_members(conf, node)
+
+
+def _encode_members(conf: ConfState, node: MembershipNode) -> bytes:
+    members = Members.from_conf(conf, leader_id=node.leader_id, node_id=node.node_id)
+    return msgspec.msgpack.encode(members)
+
+
+def _member_request(req: ClientRequest) -> MemberRequest:
+    """The request's :class:`MemberRequest`, checked; RemoteProtocolError if it is not one."""
+    change = decode_member_request(req.data)
+    if req.op is ClientOp.ADD_MEMBER:
+        if change.address is None:
+            raise RemoteProtocolError("adding a member needs its address")
+        try:
+            parse_address(change.address)
+        except ValueError as exc:
+            raise RemoteProtocolError(f"bad member address: {exc}") from None
+    return change
+
+
+def _change_response(request_id: int, task: asyncio.Task[bytes]) -> ClientResponse:
+    if task.cancelled():
+        # The change may have been appended before the node stopped waiting for it.
+        return response_for_error(request_id, IndeterminateError("cancelled"))
+    exc = task.exception()
+    if isinstance(exc, ConfChangeError):
+        # Refused by the membership rules before anything was appended: definite, and the
+        # same change would be refused again (unless forced, or once a learner caught up).
+        exc = ProposalDropped(str(exc), retryable=False)
+    if exc is not None:
+        return _error_response(request_id, exc, "the node failed the change:")
+    return ClientResponse(request_id, ResponseStatus.OK, task.result())
 
 
 def _snapshot_response(request_id: int, task: asyncio.Task[SnapshotMeta]) -> ClientResponse:

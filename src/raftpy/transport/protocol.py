@@ -22,7 +22,17 @@ from typing import Annotated, Final
 
 import msgspec
 
-from raftpy.core.messages import DECODE_ERRORS, Index, NodeId, NonNeg, Term
+from raftpy.core.messages import (
+    DECODE_ERRORS,
+    Address,
+    ConfState,
+    Index,
+    MemberAddress,
+    NodeId,
+    NonNeg,
+    Term,
+    validate_conf_state,
+)
 from raftpy.errors import RemoteProtocolError
 from raftpy.storage.identity import Incarnation
 
@@ -102,6 +112,20 @@ class ClientOp(enum.Enum):
     SNAPSHOT = "snapshot"
     """Operators: take a snapshot now and compact the log; the answer is a msgpack map with
     the snapshot's ``index`` and ``term``."""
+    MEMBERS = "members"
+    """The membership (a :class:`Members` map). ``STALE`` consistency: any node answers with
+    its own view; otherwise only the leader answers (others redirect), since the newest
+    membership is the latest one in the leader's log (Thesis §4.1)."""
+    ADD_MEMBER = "add-member"
+    """Leader only: add ``MemberRequest.node_id`` at ``address``, as a learner unless
+    ``voter``; answered with the :class:`Members` after the change, once it is committed."""
+    PROMOTE = "promote"
+    """Leader only: make the learner ``MemberRequest.node_id`` a voter (Thesis §4.2.1)."""
+    REMOVE_MEMBER = "remove-member"
+    """Leader only: remove ``MemberRequest.node_id`` from the cluster."""
+    TRANSFER_LEADER = "transfer-leader"
+    """Leader only: hand leadership to the voter ``MemberRequest.node_id`` (Thesis §3.10);
+    answered with the :class:`Members` once it leads."""
 
 
 class Consistency(enum.Enum):
@@ -173,6 +197,128 @@ def decode_snapshot_taken(payload: bytes) -> SnapshotTaken:
         return _snapshot_decoder.decode(payload)
     except DECODE_ERRORS as exc:
         raise RemoteProtocolError(f"malformed snapshot result {payload!r}: {exc}") from None
+
+
+MEMBERSHIP_CHANGES: Final = frozenset(
+    {ClientOp.ADD_MEMBER, ClientOp.PROMOTE, ClientOp.REMOVE_MEMBER, ClientOp.TRANSFER_LEADER}
+)
+"""The ops whose ``data`` is a :class:`MemberRequest` and that only the leader serves."""
+
+MAX_MEMBERS: Final = 4096
+"""The most ids one list of a :class:`Members` answer may hold (a sanity bound: a frame is
+bounded anyway, but a list of ids should not be allowed to be the whole frame)."""
+
+MemberIds = Annotated[tuple[NodeId, ...], msgspec.Meta(max_length=MAX_MEMBERS)]
+
+
+class MemberRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """The ``data`` of a membership request (a map on the wire, so fields can be added).
+
+    ``node_id`` is the member the request is about. ``address`` (``host:port``) is where it
+    listens: needed by ``ADD_MEMBER``, ignored by the others. ``voter`` (``ADD_MEMBER`` only)
+    adds it as a voter at once instead of as a learner. ``force`` skips the leader's safety
+    checks (a learner still catching up, a change that leaves no reachable quorum)."""
+
+    node_id: NodeId
+    address: Address | None = None
+    voter: bool = False
+    force: bool = False
+
+
+class Members(msgspec.Struct, frozen=True, kw_only=True):
+    """A membership as a node reports it (the result of every membership op; a map on the
+    wire, so fields can be added).
+
+    ``voters``, ``learners``, ``voters_outgoing`` and ``learners_next`` are those of
+    :class:`~raftpy.core.messages.ConfState` (``voters_outgoing`` is non-empty only during a
+    joint change, Thesis §4.3); ``addresses`` maps a member id to where it listens (members
+    the cluster has no recorded address for are missing). ``leader_id`` is the leader the
+    answering node ``node_id`` knows of (``None``: none known). ``index`` is the log index of
+    the membership entry when the node reports it (``None``: not reported)."""
+
+    voters: MemberIds
+    learners: MemberIds = ()
+    voters_outgoing: MemberIds = ()
+    learners_next: MemberIds = ()
+    addresses: Annotated[dict[NodeId, Address], msgspec.Meta(max_length=MAX_MEMBERS)] = {}
+    leader_id: NodeId | None = None
+    node_id: NodeId | None = None
+    index: Index | None = None
+
+    @classmethod
+    def from_conf(
+        cls,
+        conf: ConfState,
+        *,
+        leader_id: int | None = None,
+        node_id: int | None = None,
+        index: int | None = None,
+    ) -> Members:
+        """The report of membership ``conf``."""
+        return cls(
+            voters=conf.voters,
+            learners=conf.learners,
+            voters_outgoing=conf.voters_outgoing,
+            learners_next=conf.learners_next,
+            addresses=conf.address_map(),
+            leader_id=leader_id,
+            node_id=node_id,
+            index=index,
+        )
+
+    def conf_state(self) -> ConfState:
+        """The membership as a :class:`~raftpy.core.messages.ConfState` (``auto_leave`` is
+        not reported and reads false)."""
+        return ConfState(
+            voters=self.voters,
+            learners=self.learners,
+            voters_outgoing=self.voters_outgoing,
+            learners_next=self.learners_next,
+            auto_leave=False,
+            addresses=tuple(MemberAddress(i, a) for i, a in sorted(self.addresses.items())),
+        )
+
+    def members(self) -> list[int]:
+        """Every member (voters of both halves and learners), in id order."""
+        return sorted(self.conf_state().members())
+
+    def role(self, node_id: int) -> str | None:
+        """``"voter"``, ``"learner"`` or ``"outgoing"`` (a voter of the old half of a joint
+        change only, on its way out or to be a learner); ``None`` for a non-member."""
+        if node_id in self.voters:
+            return "voter"
+        if node_id in self.learners:
+            return "learner"
+        if node_id in self.voters_outgoing:
+            return "outgoing"
+        return None
+
+
+_member_request_decoder = msgspec.msgpack.Decoder(MemberRequest)
+_members_decoder = msgspec.msgpack.Decoder(Members)
+
+
+def decode_member_request(payload: bytes) -> MemberRequest:
+    """Read a membership request's ``data``; :class:`RemoteProtocolError` if it is malformed
+    (a node id or address out of range, a field of the wrong type)."""
+    try:
+        return _member_request_decoder.decode(payload)
+    except DECODE_ERRORS as exc:
+        raise RemoteProtocolError(f"malformed membership request: {exc}") from None
+
+
+def decode_members(payload: bytes) -> Members:
+    """Read a membership answer; :class:`RemoteProtocolError` if it is malformed or is not a
+    valid membership (:func:`~raftpy.core.messages.validate_conf_state`: no voters, a node
+    both voter and learner, an address for a non-member, ...)."""
+    try:
+        members = _members_decoder.decode(payload)
+    except DECODE_ERRORS as exc:
+        raise RemoteProtocolError(f"malformed membership answer: {exc}") from None
+    problem = validate_conf_state(members.conf_state())
+    if problem is not None:
+        raise RemoteProtocolError(f"invalid membership answer: {problem}")
+    return members
 
 
 HandshakeFrame = Hello | HelloReply
