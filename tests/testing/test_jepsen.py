@@ -179,9 +179,10 @@ def test_cluster_process_control_and_partitions(tmp_path: Path) -> None:
                         await stranger.status(c.addresses[0], timeout=2)
                 term = st.term
                 assert term is not None and st.peers is not None
-                # Its peers are dialed through the proxy: its member list names proxy ports.
+                # Its peers are dialed through the proxy: its member list names their member
+                # ports (the proxy tells the link from the dialer's handshake).
                 assert st.peers[next(i for i in c.ids if i != leader)].address in {
-                    c.proxy.address(leader, j) for j in c.ids if j != leader
+                    c.member_address(j) for j in c.ids if j != leader
                 }
 
                 c.proxy.isolate(leader)

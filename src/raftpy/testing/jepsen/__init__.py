@@ -13,7 +13,8 @@ The pieces, usable on their own or together through :func:`run_jepsen` (and ``ra
     last resort, at interpreter exit).
 :class:`Nemesis` (:mod:`~raftpy.testing.jepsen.nemesis`)
     Faults chosen from a seeded random generator: partitions, SIGKILL and restart, SIGSTOP and
-    SIGCONT, and a flaky network. See :data:`NEMESES`.
+    SIGCONT, a flaky network, and membership changes (a node removed and added back, or
+    replaced after losing its disk). See :data:`NEMESES`.
 :mod:`~raftpy.testing.jepsen.workload`
     Concurrent clients doing read / write / cas on a few keys, recorded as a history (the format
     of :mod:`raftpy.testing.history`).
@@ -42,6 +43,7 @@ from raftpy.testing.jepsen.nemesis import (
     FAULTS,
     HEALED_LABEL,
     KILL_FAULTS,
+    MEMBER_FAULTS,
     NEMESES,
     PARTITION_FAULTS,
     PAUSE_FAULTS,
@@ -58,6 +60,7 @@ __all__ = [
     "HEALED_LABEL",
     "HOST",
     "KILL_FAULTS",
+    "MEMBER_FAULTS",
     "NEMESES",
     "PARTITION_FAULTS",
     "PAUSE_FAULTS",

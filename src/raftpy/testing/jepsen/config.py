@@ -93,7 +93,7 @@ class JepsenConfig:
     nemesis: str = field(
         default="partition",
         metadata=_cli(
-            "the faults to inject; partition, kill, pause and all mix their variants; none "
+            "the faults to inject; partition, kill, pause, member and all mix their variants; none "
             "runs without faults",
             choices=tuple(NEMESES),
         ),

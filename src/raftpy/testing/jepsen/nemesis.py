@@ -3,9 +3,10 @@ drawn from a seeded random generator, and the schedule that alternates them with
 
 Faults: partitions (random halves, the leader isolated, a bridge, and a "zombie" leader: paused,
 cut off, then resumed while still cut off), SIGKILL (random nodes or the leader) and restart,
-SIGSTOP (random nodes or the leader) and SIGCONT, and a flaky network (delays and drops on every
-link). See :data:`FAULTS` and :data:`NEMESES`. The schedule records each period of a run as a
-:class:`FaultWindow`.
+SIGSTOP (random nodes or the leader) and SIGCONT, a flaky network (delays and drops on every
+link), and membership changes (a node removed and added back, or replaced after losing its
+disk; :mod:`~raftpy.testing.jepsen.members`). See :data:`FAULTS` and :data:`NEMESES`. The
+schedule records each period of a run as a :class:`FaultWindow`.
 """
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from raftpy.testing.jepsen.members import MEMBER_FAULTS, MemberFaults
 from raftpy.testing.jepsen.processes import Cluster
 
 __all__ = [
     "FAULTS",
     "HEALED_LABEL",
     "KILL_FAULTS",
+    "MEMBER_FAULTS",
     "NEMESES",
     "PARTITION_FAULTS",
     "PAUSE_FAULTS",
@@ -45,8 +48,11 @@ PARTITION_FAULTS: Final = (
 )
 KILL_FAULTS: Final = ("kill-random", "kill-leader")
 PAUSE_FAULTS: Final = ("pause-random", "pause-leader")
-FAULTS: Final = (*PARTITION_FAULTS, *KILL_FAULTS, *PAUSE_FAULTS, "flaky")
+FAULTS: Final = (*PARTITION_FAULTS, *KILL_FAULTS, *PAUSE_FAULTS, "flaky", *MEMBER_FAULTS)
 """Every concrete fault the nemesis can inject.
+
+The membership faults (:data:`MEMBER_FAULTS`, see :mod:`~raftpy.testing.jepsen.members`) need
+servers that serve membership requests and take ``--join``, as the examples' servers do.
 
 ``partition-zombie-leader`` pauses the leader (SIGSTOP, like a long GC pause), cuts it off while it
 sleeps, and resumes it still cut off once the others have had time to elect a new leader
@@ -62,6 +68,7 @@ NEMESES: Final[Mapping[str, tuple[str, ...]]] = {
     "partition": PARTITION_FAULTS,
     "kill": KILL_FAULTS,
     "pause": PAUSE_FAULTS,
+    "member": MEMBER_FAULTS,
     "all": FAULTS,
     **{fault: (fault,) for fault in FAULTS},
 }
@@ -87,10 +94,11 @@ class Nemesis:
         self._paused: list[int] = []
         self._network = False
         self._waking: asyncio.Task[None] | None = None
+        self.members = MemberFaults(cluster, rng)
 
     @property
     def active(self) -> bool:
-        return bool(self._killed or self._paused or self._network)
+        return bool(self._killed or self._paused or self._network or self.members.active)
 
     async def _wake_later(self, node: int, delay: float) -> None:
         await asyncio.sleep(delay)
@@ -121,6 +129,8 @@ class Nemesis:
         ids = list(self.cluster.ids)
         if fault in ("kill-random", "kill-leader", "pause-random", "pause-leader"):
             return f"{fault}: {await self._stop_nodes(fault, ids)}"
+        if fault in MEMBER_FAULTS:
+            return await self.members.inject(fault)
         network = {
             "partition-halves": self._partition_halves,
             "partition-leader": self._partition_leader,
@@ -202,7 +212,10 @@ class Nemesis:
 
     async def repair(self, *, wait: bool = True) -> None:
         """Undo the current fault: heal the network, SIGCONT paused nodes, restart killed ones
-        (waiting until they listen when ``wait``)."""
+        (waiting until they listen when ``wait``), make every node a voter again after a
+        membership fault (always waited for: the membership must be whole again before the
+        run's healed window starts, and a wiped node may only start joining)."""
+        await self.members.repair()
         if self._waking is not None:
             self._waking.cancel()
             self._waking = None
@@ -215,7 +228,7 @@ class Nemesis:
         killed, self._killed = self._killed, []
         for i in killed:
             if not self.cluster.nodes[i].running:
-                self.cluster.nodes[i].start()
+                self.cluster.start_node(i)
         if wait and killed:
             await self.cluster.await_ready(killed)
 

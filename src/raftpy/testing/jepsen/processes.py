@@ -16,6 +16,7 @@ import logging
 import os
 import random
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,11 +24,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from raftpy.client import Client
+from raftpy.errors import RaftError, RemoteProtocolError
 from raftpy.node.status import NodeStatus
 from raftpy.testing.jepsen.proxy import HOST, FaultProxy
 from raftpy.transport.address import format_address, free_port
 
-__all__ = ["Cluster", "NodeProcess", "NodeProcessError"]
+__all__ = ["Cluster", "NodeProcess", "NodeProcessError", "serves_no_membership"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,12 @@ def _kill_leftovers() -> None:  # pragma: no cover - last resort
                 proc.kill()
                 proc.wait(timeout=5)
     _LIVE_PROCESSES.clear()
+
+
+def serves_no_membership(exc: BaseException) -> bool:
+    """Whether ``exc`` is a server's answer that it does not serve membership requests (a
+    server whose node has no membership methods)."""
+    return isinstance(exc, RemoteProtocolError) and "does not serve membership" in str(exc)
 
 
 class NodeProcessError(RuntimeError):
@@ -86,16 +94,19 @@ class NodeProcess:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def start(self) -> None:
-        """Start the process (it must not be running); :meth:`wait_ready` waits for it."""
+    def start(self, argv: Sequence[str] | None = None) -> None:
+        """Start the process (it must not be running) with :attr:`argv`, or with ``argv`` this
+        once (a server joining a running cluster); :meth:`wait_ready` waits for it."""
         if self.running:
             raise NodeProcessError(f"node {self.node_id} is already running")
+        command = list(self.argv if argv is None else argv)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as out:
-            out.write(f"--- harness: starting node {self.node_id}\n".encode())
+            how = "" if argv is None else f": {' '.join(command[3:])}"
+            out.write(f"--- harness: starting node {self.node_id}{how}\n".encode())
             out.flush()
             self.proc = subprocess.Popen(
-                self.argv,
+                command,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -233,11 +244,16 @@ class Cluster:
         self.proxy = FaultProxy(self.ids, host=host, seed=seed)
         self.nodes: dict[int, NodeProcess] = {}
         self.unexpected_exits: list[tuple[int, int]] = []
+        self.wiped: set[int] = set()
+        """Nodes whose data dir was deleted and that have not been members since: they may only
+        start joining (:meth:`start_node`), never bootstrap as the voters of a new cluster."""
         self.problems: list[str] = []
         """What went wrong with the servers themselves: exits nobody asked for, restarts that
         never listened. Each is a finding of the run, not a failure of the harness."""
         self._rng = random.Random(seed)
         self._status_client: Client | None = None
+        self._admin_client: Client | None = None
+        self._said_no_membership = False
         self.cluster_id = f"jepsen-{secrets.token_hex(6)}"
         """Fresh for every run (not drawn from ``seed``: a replay must not match the run it
         replays), so a server left over from another run on a reused port is refused at the
@@ -264,30 +280,42 @@ class Cluster:
             members: list[str] = []
             for j, address in sorted(self.proxy.member_addresses(i).items()):
                 members += [str(j), address]
-            self.nodes[i].argv = [
-                self.python,
-                "-m",
-                self.module,
-                "server",
-                str(i),
-                *members,
-                "--data-dir",
-                str(self.workdir / f"data{i}"),
-                "--tick-ms",
-                f"{self.tick_ms:g}",
-                "--election-ticks",
-                str(self.election_ticks),
-                "--cluster-id",
-                self.cluster_id,
-                *self.server_args,
-            ]
+            self.nodes[i].argv = self._server_argv(i, members)
         for node in self.nodes.values():
             node.start()
         await asyncio.gather(*(node.wait_ready(timeout) for node in self.nodes.values()))
 
+    def _server_argv(self, i: int, members: Sequence[str], extra: Sequence[str] = ()) -> list[str]:
+        return [
+            self.python,
+            "-m",
+            self.module,
+            "server",
+            str(i),
+            *members,
+            "--data-dir",
+            str(self.data_dir(i)),
+            "--tick-ms",
+            f"{self.tick_ms:g}",
+            "--election-ticks",
+            str(self.election_ticks),
+            "--cluster-id",
+            self.cluster_id,
+            *self.server_args,
+            *extra,
+        ]
+
     def address(self, i: int) -> str:
         """Where node ``i`` really listens."""
         return self.nodes[i].address
+
+    def member_address(self, i: int) -> str:
+        """The address the membership records for node ``i``: its member port on the proxy,
+        where every other node dials it (see :mod:`~raftpy.testing.jepsen.proxy`)."""
+        return self.proxy.member_address(i)
+
+    def data_dir(self, i: int) -> Path:
+        return self.workdir / f"data{i}"
 
     @property
     def addresses(self) -> list[str]:
@@ -311,6 +339,31 @@ class Cluster:
 
     async def restart(self, i: int, timeout: float = 15.0) -> None:
         await self.nodes[i].restart(timeout)
+
+    def wipe(self, i: int) -> None:
+        """Delete node ``i``'s data dir (a lost disk); the node must be down."""
+        if self.nodes[i].running:
+            raise NodeProcessError(f"node {i} is running: stop it before wiping its data dir")
+        shutil.rmtree(self.data_dir(i), ignore_errors=True)
+        self.wiped.add(i)
+
+    def start_node(self, i: int) -> None:
+        """Start node ``i`` (down): joining the cluster if its data dir was wiped (see
+        :meth:`start_joining`), else with its usual command line."""
+        if i in self.wiped:
+            self.start_joining(i)
+        else:
+            self.nodes[i].start()
+
+    def start_joining(self, i: int) -> None:
+        """Start node ``i`` (down, its data dir empty) as a server joining the running cluster:
+        its member list names only itself, and ``--join`` names every other node through the
+        links from ``i`` (so the join crosses the faulty network like node ``i``'s clients).
+        It asks to be added as a learner and promotes itself once caught up; later starts use
+        the usual command line (a node with a log ignores ``--join``)."""
+        join = [self.proxy.address(i, j) for j in self.ids if j != i]
+        argv = self._server_argv(i, [str(i), self.address(i)], ["--join", *join])
+        self.nodes[i].start(argv)
 
     def pause(self, i: int) -> None:
         self.nodes[i].pause()
@@ -360,7 +413,7 @@ class Cluster:
             if node.running:
                 node.resume()
             else:
-                node.start()
+                self.start_node(i)
                 restarted.append(i)
         if wait and restarted:
             await self.await_ready(restarted, timeout)
@@ -407,6 +460,57 @@ class Cluster:
                 return None
             await asyncio.sleep(0.05)
 
+    # -- membership --------------------------------------------------------------------------
+
+    @property
+    def admin(self) -> Client:
+        """The operator's client for membership changes: reaches every node directly (the
+        faults are the workload's, not the operator's), follows redirects."""
+        if self._admin_client is None:
+            self._admin_client = Client(
+                self.addresses,
+                timeout=10.0,
+                connect_timeout=1.0,
+                attempt_timeout=3.0,
+                cluster_id=self.cluster_id,
+            )
+        return self._admin_client
+
+    async def record_member_addresses(self, timeout: float = 10.0) -> bool:
+        """Make the membership record every member at its member port (where the others must
+        dial it for the proxy's faults to apply), changing addresses only. A leader records
+        the addresses its own command line gives, which names itself at its real port; a
+        server that joined records its real port too. Returns whether every address is right
+        within ``timeout``; False at once if the servers do not serve membership requests."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            left = deadline - loop.time()
+            if left <= 0:
+                return False
+            try:
+                members = await self.admin.members(timeout=min(left, 3.0))
+                wrong = [
+                    i
+                    for i in sorted(members.voters)
+                    if i in self.nodes and members.addresses.get(i) != self.member_address(i)
+                ]
+                if not wrong:
+                    return True
+                for i in wrong:
+                    await self.admin.add_member(
+                        i, self.member_address(i), voter=True, timeout=max(0.1, left)
+                    )
+                    log.info("membership records node %d at %s", i, self.member_address(i))
+            except RaftError as exc:
+                if serves_no_membership(exc):
+                    if not self._said_no_membership:
+                        self._said_no_membership = True
+                        log.warning("the servers do not serve membership requests: %s", exc)
+                    return False
+                log.debug("recording member addresses: %s", exc)
+                await asyncio.sleep(0.1)
+
     # -- teardown ----------------------------------------------------------------------------
 
     async def close(self) -> None:
@@ -419,10 +523,11 @@ class Cluster:
             for node in self.nodes.values():
                 if node.proc is not None and node.proc.poll() is None:  # pragma: no cover
                     node.proc.kill()
-            if self._status_client is not None:
-                with contextlib.suppress(Exception):
-                    await self._status_client.close()
-                self._status_client = None
+            for client in (self._status_client, self._admin_client):
+                if client is not None:
+                    with contextlib.suppress(Exception):
+                        await client.close()
+            self._status_client = self._admin_client = None
             await self.proxy.close()
 
     async def __aenter__(self) -> Cluster:

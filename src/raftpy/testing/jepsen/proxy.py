@@ -1,12 +1,16 @@
 """The fault proxy: an asyncio TCP proxy (no root needed) with one listening port per ordered
 pair of nodes, which blocks, delays and drops each direction of each link on its own.
 
-Node *i* listens on its real port; the member list it is started with names *i* at that real
-address and every other member *j* at the proxy port of the link (i, j). Because a node dials
-each peer for its own outbound messages (see :mod:`raftpy.transport.tcp`), every message from
-*i* to *j* crosses link (i, j). This needs no change to the server command line: each server
-simply gets its own member list (the addresses in it are only used to dial; members are known
-to each other by id).
+Node *i* listens on its real port. Every node also has one *member port* on the proxy, the
+address the others know it by: the member list a node is started with names itself at its real
+address and every other member *j* at *j*'s member port, and the membership the cluster records
+(members' addresses live in the log, so every node dials *j* at the same address) names *j* at
+its member port too. The proxy tells who dials a member port from the handshake (the dialer's
+node id is in its first frame), so a message from *i* to *j* crosses link (i, j) whichever
+address book it was dialed from (a node dials each peer for its own outbound messages, see
+:mod:`raftpy.transport.tcp`). Clients use the ports of the links instead: one port per ordered
+pair, so a client "living on" node *i* reaches *j* through link (i, j) and is partitioned with
+*i*. A client that dials a member port (a leader hint it was redirected to) passes unfaulted.
 
 The proxy understands the framing (a 4-byte length before each frame), so it drops whole
 messages, never a stream's bytes in the middle of a frame; the first frame in each direction
@@ -25,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from raftpy.transport.address import format_address
+from raftpy.transport.protocol import ConnectionRole, decode_hello
 
 __all__ = ["HOST", "FaultProxy", "LinkFaults", "LinkStats"]
 
@@ -34,6 +39,8 @@ HOST: Final = "127.0.0.1"
 _READ_CHUNK: Final = 1 << 16
 _DELAY_QUEUE_BYTES: Final = 16 << 20  # per direction of a connection; more is dropped
 _DIAL_TIMEOUT: Final = 2.0
+_HANDSHAKE_TIMEOUT: Final = 5.0  # a member port waits this long for the dialer's first frame
+_MAX_HANDSHAKE_BYTES: Final = 64 << 10
 
 
 @dataclass
@@ -85,8 +92,11 @@ class _Pump:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         rng: random.Random,
+        *,
+        handshake_sent: bool = False,
     ) -> None:
         self._link = link
+        self._first = not handshake_sent
         self._reader = reader
         self._writer = writer
         self._rng = rng
@@ -97,7 +107,7 @@ class _Pump:
 
     async def run(self) -> None:
         buf = bytearray()
-        first = True
+        first = self._first
         link = self._link
         stats = link.stats
         rng = self._rng
@@ -171,14 +181,15 @@ class _Pump:
 
 
 class FaultProxy:
-    """A proxy with one port per ordered pair of nodes, to block, delay and drop each
-    direction of each link (see the module docstring).
+    """A proxy with one port per ordered pair of nodes and one member port per node, to block,
+    delay and drop each direction of each link (see the module docstring).
 
     ``nodes``: the member ids. Call :meth:`start` (binds the proxy ports), then
     :meth:`set_target` for every node (where the node really listens), then hand each node
     :meth:`member_addresses` as its member list. A connection accepted on the port of link
     (a, b) is dialed on to node b; frames from the dialer to b obey the faults of (a, b), the
-    frames coming back obey those of (b, a).
+    frames coming back obey those of (b, a). A connection accepted on b's member port does
+    the same for the link (a, b) of the node a named in its handshake.
     """
 
     def __init__(self, nodes: Iterable[int], *, host: str = HOST, seed: int | None = None):
@@ -190,6 +201,12 @@ class FaultProxy:
         self._links: dict[tuple[int, int], _Link] = {
             (a, b): _Link(a, b) for a in self.nodes for b in self.nodes if a != b
         }
+        # What dials a member port without naming a member in its handshake (a client
+        # following a leader hint): never faulted.
+        self._client_links: dict[int, tuple[_Link, _Link]] = {
+            n: (_Link(0, n), _Link(n, 0)) for n in self.nodes
+        }
+        self._member_ports: dict[int, int] = {}
         self._targets: dict[int, tuple[str, int]] = {}
         self._servers: list[asyncio.Server] = []
         self._handlers: set[asyncio.Task[Any]] = set()
@@ -211,6 +228,16 @@ class FaultProxy:
             server = await asyncio.start_server(handle, self.host, 0)
             self._servers.append(server)
             link.port = int(server.sockets[0].getsockname()[1])
+        for node in self.nodes:
+
+            async def handle_member(
+                reader: asyncio.StreamReader, writer: asyncio.StreamWriter, dst: int = node
+            ) -> None:
+                await self._handle_member(dst, reader, writer)
+
+            server = await asyncio.start_server(handle_member, self.host, 0)
+            self._servers.append(server)
+            self._member_ports[node] = int(server.sockets[0].getsockname()[1])
 
     def set_target(self, node: int, host: str, port: int) -> None:
         """Where ``node`` really listens (connections to it are dialed on there)."""
@@ -225,14 +252,22 @@ class FaultProxy:
             raise RuntimeError("the proxy is not started")
         return format_address(self.host, link.port)
 
+    def member_address(self, node: int) -> str:
+        """``node``'s member port: the address every other node dials it at, and the one the
+        cluster's membership should record for it."""
+        port = self._member_ports.get(node)
+        if port is None:
+            raise RuntimeError("the proxy is not started")
+        return format_address(self.host, port)
+
     def member_addresses(self, node: int) -> dict[int, str]:
         """The member list to start ``node`` with: itself at its real address, every other
-        member at the proxy port of the link from ``node`` to it."""
+        member at its member port."""
         host, port = self._targets[node]
         members = {node: format_address(host, port)}
         for other in self.nodes:
             if other != node:
-                members[other] = self.address(node, other)
+                members[other] = self.member_address(other)
         return members
 
     # -- faults ------------------------------------------------------------------------------
@@ -306,15 +341,59 @@ class FaultProxy:
 
     # -- connections -------------------------------------------------------------------------
 
-    async def _handle(
-        self, link: _Link, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    async def _handle_member(
+        self, dst: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
+        """A connection to ``dst``'s member port: the dialer's handshake says which link it
+        crosses."""
+        try:
+            async with asyncio.timeout(_HANDSHAKE_TIMEOUT):
+                header = await reader.readexactly(4)
+                size = int.from_bytes(header, "big")
+                if size > _MAX_HANDSHAKE_BYTES:
+                    raise ValueError("handshake frame too large")
+                payload = await reader.readexactly(size)
+        except (OSError, TimeoutError, ValueError, asyncio.IncompleteReadError):
+            writer.transport.abort()
+            return
+        src = self._sender(payload, dst)
+        if src is None:
+            link, back = self._client_links[dst]
+        else:
+            link, back = self._links[(src, dst)], self._links[(dst, src)]
+        await self._handle(link, reader, writer, back=back, handshake=header + payload)
+
+    def _sender(self, payload: bytes, dst: int) -> int | None:
+        """The member that sent handshake ``payload`` to ``dst`` (None: a client, or not a
+        handshake the proxy understands)."""
+        try:
+            hello = decode_hello(payload)
+        except Exception:
+            return None
+        if hello.role is not ConnectionRole.PEER or hello.node_id is None:
+            return None
+        if hello.node_id == dst or hello.node_id not in self.nodes:
+            return None
+        return hello.node_id
+
+    async def _handle(
+        self,
+        link: _Link,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        back: _Link | None = None,
+        handshake: bytes | None = None,
+    ) -> None:
+        """Serve one accepted connection on ``link`` (frames coming back on ``back``, by
+        default the reverse link). ``handshake``: the dialer's first frame, already read."""
         task = asyncio.current_task()
         if task is not None:
             self._handlers.add(task)
         self._writers.add(writer)
         link.stats.connections += 1
-        back = self._links[(link.dst, link.src)]
+        if back is None:
+            back = self._links[(link.dst, link.src)]
         up_writer: asyncio.StreamWriter | None = None
         try:
             if link.faults.blocked or back.faults.blocked:
@@ -336,8 +415,14 @@ class FaultProxy:
                 return
             up_writer = upstream
             self._writers.add(upstream)
+            if handshake is not None:  # the handshake always passes
+                link.stats.forwarded += 1
+                link.stats.bytes += len(handshake)
+                upstream.write(handshake)
+                await upstream.drain()
+            pump = _Pump(link, reader, upstream, self._rng, handshake_sent=handshake is not None)
             tasks = [
-                asyncio.ensure_future(_Pump(link, reader, upstream, self._rng).run()),
+                asyncio.ensure_future(pump.run()),
                 asyncio.ensure_future(_Pump(back, up_reader, writer, self._rng).run()),
             ]
             try:

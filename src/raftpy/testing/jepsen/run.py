@@ -88,6 +88,9 @@ async def run_jepsen(
         leader = await cluster.leader(timeout=10.0)
         if leader is None:
             raise NodeProcessError("no leader was elected within 10 s of starting the cluster")
+        # Members' addresses live in the log: each must be its member port, or peers would
+        # dial it around the proxy's faults.
+        await cluster.record_member_addresses()
         nemesis = Nemesis(cluster, NEMESES[config.nemesis], random.Random(rng.random()))
         workload = Workload(config, cluster, recorder, seed)
         say(
@@ -110,6 +113,9 @@ async def run_jepsen(
         workload_ops = len(workload.samples)
 
         say("healing")
+        # A membership fault takes time to undo (a learner catching up, a node joining): the
+        # membership is whole again before the recovery check's clock starts.
+        await nemesis.members.repair()
         heal_started = loop.time()
         await nemesis.repair(wait=False)
         await cluster.heal(wait=False)
