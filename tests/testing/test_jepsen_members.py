@@ -100,7 +100,7 @@ def test_a_member_port_applies_the_faults_of_the_dialers_link() -> None:
                 assert await _read_frame(reader, 2.0) == hello[4:]  # the handshake passes
                 dialers[who] = (reader, writer)
 
-            async def roundtrip(who: object, payload: bytes, timeout: float = 1.0) -> bool:
+            async def roundtrip(who: int | str, payload: bytes, timeout: float = 1.0) -> bool:
                 reader, writer = dialers[who]
                 writer.write(_frame(payload))
                 await writer.drain()
