@@ -370,6 +370,27 @@ def test_the_repair_starts_from_whatever_a_cancelled_fault_left() -> None:
     assert c.admin.voters == {1, 2, 3} and not c.problems
 
 
+def test_a_repair_cancelled_half_way_is_finished_by_the_next_one() -> None:
+    """The run ends while the repair waits for a learner to catch up: the final heal's repair
+    must finish it, not find nothing to do."""
+    c = FakeCluster(leader=2)
+    m = _faults(c, _seed_picking(leader=True), repair_timeout=10.0)
+
+    async def run() -> None:
+        await m.inject("member-remove-add")
+        task = asyncio.get_running_loop().create_task(m.repair())
+        await asyncio.sleep(0.3)  # promotion refused: it has not caught up
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert m.active and c.admin.learners == {2}
+        c.admin.caught_up.add(2)
+        await m.repair()
+
+    asyncio.run(run())
+    assert c.admin.voters == {1, 2, 3} and not m.active and not c.problems
+
+
 def test_a_failed_step_ends_the_fault_and_a_repair_that_cannot_finish_is_a_problem() -> None:
     c = FakeCluster(leader=2)
     c.admin.unsupported = True

@@ -155,10 +155,13 @@ class MemberFaults:
         """Make every original node a running voter recorded at its member port again: start
         what is down (a wiped node joining), add back who is not a member, promote learners
         once the leader lets them, fix addresses. Bounded by ``repair_timeout``; what is still
-        wrong then is recorded in the cluster's problems."""
-        target, self.target = self.target, None
+        wrong then is recorded in the cluster's problems. Cancelled, it leaves the fault active
+        for the next call to finish."""
+        target = self.target
         if target is None:
             return
+        # The fault stays active until this returns: a repair cancelled half way (the run
+        # ended while it waited) is done again by the next call (the run's final heal).
         loop = asyncio.get_running_loop()
         started = loop.time()
         deadline = started + self.repair_timeout
@@ -188,7 +191,9 @@ class MemberFaults:
             )
             log.error("nemesis: %s", problem)
             cluster.problems.append(problem)
+            self.target = None
             return
+        self.target = None
         cluster.wiped.discard(target)
         log.info(
             "nemesis: membership repaired in %.2f s: %s",
