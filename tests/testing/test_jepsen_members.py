@@ -293,7 +293,7 @@ def test_remove_add_removes_stops_adds_a_learner_restarts_and_the_repair_promote
     asyncio.run(repair())
     assert c.admin.voters == {1, 2, 3} and not c.admin.learners
     assert c.events.count("promote 2") >= 2  # refused while it lagged
-    assert not c.problems and not m.active
+    assert not m.problems and not m.active
 
 
 def test_replace_wiped_kills_wipes_and_starts_a_joiner_that_the_repair_waits_for() -> None:
@@ -327,7 +327,7 @@ def test_replace_wiped_kills_wipes_and_starts_a_joiner_that_the_repair_waits_for
         f"add {target} voter {c.member_address(target)}",
     ]
     assert c.admin.voters == {1, 2, 3} and c.admin.addresses[target] == c.member_address(target)
-    assert not c.problems and target not in c.wiped
+    assert not m.problems and target not in c.wiped
 
 
 def test_a_joiner_that_never_promotes_itself_is_promoted_and_reported() -> None:
@@ -339,7 +339,7 @@ def test_a_joiner_that_never_promotes_itself_is_promoted_and_reported() -> None:
     c.admin.caught_up.add(target)
     asyncio.run(m.repair())
     assert c.admin.voters == {1, 2, 3}
-    assert len(c.problems) == 1 and "did not promote itself" in c.problems[0]
+    assert len(m.problems) == 1 and "did not promote itself" in m.problems[0]
 
 
 def test_the_repair_starts_from_whatever_a_cancelled_fault_left() -> None:
@@ -367,7 +367,7 @@ def test_the_repair_starts_from_whatever_a_cancelled_fault_left() -> None:
     asyncio.run(interrupted())
     assert c.events[:2] == ["remove 3", "stop 3"]
     assert "start 3" in c.events and "promote 3" in c.events
-    assert c.admin.voters == {1, 2, 3} and not c.problems
+    assert c.admin.voters == {1, 2, 3} and not m.problems
 
 
 def test_a_repair_cancelled_half_way_is_finished_by_the_next_one() -> None:
@@ -388,7 +388,7 @@ def test_a_repair_cancelled_half_way_is_finished_by_the_next_one() -> None:
         await m.repair()
 
     asyncio.run(run())
-    assert c.admin.voters == {1, 2, 3} and not m.active and not c.problems
+    assert c.admin.voters == {1, 2, 3} and not m.active and not m.problems
 
 
 def test_a_failed_step_ends_the_fault_and_a_repair_that_cannot_finish_is_a_problem() -> None:
@@ -401,7 +401,7 @@ def test_a_failed_step_ends_the_fault_and_a_repair_that_cannot_finish_is_a_probl
     assert c.events == ["remove 2"] and c.nodes[2].running
     asyncio.run(m.repair())
     assert time.monotonic() - started < 2.0  # no waiting for a server that cannot do it
-    assert len(c.problems) == 1 and "membership not repaired" in c.problems[0]
+    assert len(m.problems) == 1 and "membership not repaired" in m.problems[0]
 
     # A change refused until the step's deadline: the fault ends there, bounded.
     c = FakeCluster(leader=2)
@@ -426,8 +426,8 @@ def test_the_nemesis_repairs_a_membership_fault_before_the_next_fault() -> None:
         await nemesis.repair()
 
     asyncio.run(twice())
-    assert c.admin.voters == {1, 2, 3} and not nemesis.active and not c.problems
-    assert sum(e.startswith("promote") for e in c.events) == 2
+    assert c.admin.voters == {1, 2, 3} and not nemesis.active and not nemesis.members.problems
+    assert sum(e.startswith("promote") for e in c.events) == 2 == nemesis.members.injected
 
 
 # --- A real run ---------------------------------------------------------------------------------
@@ -464,3 +464,4 @@ def test_a_short_member_nemesis_run_is_linearizable(tmp_path: Path) -> None:
     assert all(w.label.startswith("member-") for w in faults), result.summary
     assert any(", restarted" in w.label for w in faults), result.summary
     assert result.counts["ok"] > 50, result.summary
+    assert result.checks[-1].name == "membership restored" and result.checks[-1].passed

@@ -136,7 +136,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         description=(
             "Start a cluster of the hashmap example as real processes on 127.0.0.1, run "
             "concurrent clients doing read/write/cas while a nemesis injects faults "
-            "(partitions through a fault proxy, SIGKILL and restart, SIGSTOP/SIGCONT), heal, "
+            "(partitions through a fault proxy, SIGKILL and restart, SIGSTOP/SIGCONT, "
+            "members removed and added back or replaced after losing their disk), heal, "
             "and check that the history is linearizable, that no acknowledged write was lost "
             f"and that a write succeeds within {RECOVERY_LIMIT:g} s of healing. Writes "
             "history.jsonl, "

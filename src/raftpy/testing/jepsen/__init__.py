@@ -20,7 +20,8 @@ The pieces, usable on their own or together through :func:`run_jepsen` (and ``ra
     of :mod:`raftpy.testing.history`).
 :func:`judge_history` (:mod:`~raftpy.testing.jepsen.checks`)
     The checks: the history is linearizable, no acknowledged write was lost, a write succeeds
-    within 5 s of healing, and no node exited on its own.
+    within 5 s of healing, no node exited on its own, and (with membership faults) every node
+    became a voter again after each of them.
 :class:`JepsenResult` (:mod:`~raftpy.testing.jepsen.report`)
     What a run found, its summary, and the files it writes: ``history.jsonl``,
     ``timeline.html`` (and ``violation.html``), ``summary.txt``.

@@ -24,6 +24,7 @@ __all__ = [
     "JepsenCheck",
     "crash_check",
     "judge_history",
+    "membership_check",
     "recovery_check",
 ]
 
@@ -131,4 +132,17 @@ def crash_check(problems: Sequence[str]) -> JepsenCheck:
         "no node crashed",
         not problems,
         "every exit was the nemesis'" if not problems else "; ".join(problems),
+    )
+
+
+def membership_check(problems: Sequence[str], faults: int) -> JepsenCheck:
+    """Check 5, in runs with membership faults: after each of the ``faults`` membership faults
+    every original node became a voter again on its own (``problems``: what did not, see
+    :attr:`~raftpy.testing.jepsen.members.MemberFaults.problems`)."""
+    return JepsenCheck(
+        "membership restored",
+        not problems,
+        f"every node a voter again after each of {faults} membership faults"
+        if not problems
+        else "; ".join(problems),
     )

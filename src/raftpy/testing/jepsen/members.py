@@ -46,8 +46,8 @@ class MemberFaults:
     ``step_timeout``: the deadline of each step of a fault (a change, a stop, a start).
     ``repair_timeout``: how long :meth:`repair` may take to make every original node a voter
     at its member port again; a server that joined and has not promoted itself within
-    ``join_grace`` of the repair's start is promoted by the harness, and recorded as a problem
-    of the run (joining is meant to finish on its own).
+    ``join_grace`` of the repair's start is promoted by the harness, and recorded in
+    :attr:`problems` (joining is meant to finish on its own).
     """
 
     def __init__(
@@ -67,6 +67,11 @@ class MemberFaults:
         self.target: int | None = None
         self.steps: list[str] = []
         """What the current fault did so far, in order."""
+        self.injected = 0
+        """Membership faults injected so far."""
+        self.problems: list[str] = []
+        """Repairs that did not restore the membership on their own: a finding of the run
+        (see :func:`~raftpy.testing.jepsen.checks.membership_check`)."""
 
     @property
     def active(self) -> bool:
@@ -81,6 +86,7 @@ class MemberFaults:
             raise ValueError(f"unknown membership fault {fault!r}")
         node, who = await self._pick_target()
         self.target, self.steps = node, []
+        self.injected += 1
         try:
             await self._step("removed", self._remove(node))
             if fault == "member-remove-add":
@@ -155,7 +161,7 @@ class MemberFaults:
         """Make every original node a running voter recorded at its member port again: start
         what is down (a wiped node joining), add back who is not a member, promote learners
         once the leader lets them, fix addresses. Bounded by ``repair_timeout``; what is still
-        wrong then is recorded in the cluster's problems. Cancelled, it leaves the fault active
+        wrong then is recorded in :attr:`problems`. Cancelled, it leaves the fault active
         for the next call to finish."""
         target = self.target
         if target is None:
@@ -190,7 +196,7 @@ class MemberFaults:
                 f"{type(exc).__name__}: {exc}"
             )
             log.error("nemesis: %s", problem)
-            cluster.problems.append(problem)
+            self.problems.append(problem)
             self.target = None
             return
         self.target = None
@@ -231,7 +237,7 @@ class MemberFaults:
                     await admin.promote(i, timeout=3.0)
                     actions.append(f"node {i} promoted")
                     if i == target and wiped:
-                        self.cluster.problems.append(
+                        self.problems.append(
                             f"node {i} joined with --join but did not promote itself within "
                             f"{self.join_grace:g} s; the harness promoted it"
                         )

@@ -25,10 +25,18 @@ from raftpy.testing.jepsen.checks import (
     JepsenCheck,
     crash_check,
     judge_history,
+    membership_check,
     recovery_check,
 )
 from raftpy.testing.jepsen.config import UNSAFE_STALE_READS_ENV, JepsenConfig
-from raftpy.testing.jepsen.nemesis import HEALED_LABEL, NEMESES, FaultWindow, Nemesis, run_schedule
+from raftpy.testing.jepsen.nemesis import (
+    HEALED_LABEL,
+    MEMBER_FAULTS,
+    NEMESES,
+    FaultWindow,
+    Nemesis,
+    run_schedule,
+)
 from raftpy.testing.jepsen.processes import Cluster, NodeProcessError
 from raftpy.testing.jepsen.report import JepsenResult, summarize, write_report
 from raftpy.testing.jepsen.workload import Workload
@@ -148,6 +156,8 @@ async def run_jepsen(
         )
         checks[:0] = judged
         checks.append(crash_check(cluster.problems))
+        if any(fault in MEMBER_FAULTS for fault in nemesis.faults):
+            checks.append(membership_check(nemesis.members.problems, nemesis.members.injected))
         result = JepsenResult(
             config=config,
             seed=seed,
