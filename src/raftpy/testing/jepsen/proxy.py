@@ -10,7 +10,9 @@ node id is in its first frame), so a message from *i* to *j* crosses link (i, j)
 address book it was dialed from (a node dials each peer for its own outbound messages, see
 :mod:`raftpy.transport.tcp`). Clients use the ports of the links instead: one port per ordered
 pair, so a client "living on" node *i* reaches *j* through link (i, j) and is partitioned with
-*i*. A client that dials a member port (a leader hint it was redirected to) passes unfaulted.
+*i*. A client that dials a member port (a leader hint names the leader's recorded address) is
+cut off after its handshake: the proxy cannot tell which node it lives on, and letting it
+through would carry it across partitions; it moves on to the addresses it was given.
 
 The proxy understands the framing (a 4-byte length before each frame), so it drops whole
 messages, never a stream's bytes in the middle of a frame; the first frame in each direction
@@ -189,7 +191,8 @@ class FaultProxy:
     :meth:`member_addresses` as its member list. A connection accepted on the port of link
     (a, b) is dialed on to node b; frames from the dialer to b obey the faults of (a, b), the
     frames coming back obey those of (b, a). A connection accepted on b's member port does
-    the same for the link (a, b) of the node a named in its handshake.
+    the same for the link (a, b) of the node a named in its handshake; one that names no
+    other member is cut.
     """
 
     def __init__(self, nodes: Iterable[int], *, host: str = HOST, seed: int | None = None):
@@ -201,11 +204,8 @@ class FaultProxy:
         self._links: dict[tuple[int, int], _Link] = {
             (a, b): _Link(a, b) for a in self.nodes for b in self.nodes if a != b
         }
-        # What dials a member port without naming a member in its handshake (a client
-        # following a leader hint): never faulted.
-        self._client_links: dict[int, tuple[_Link, _Link]] = {
-            n: (_Link(0, n), _Link(n, 0)) for n in self.nodes
-        }
+        self.clients_cut: dict[int, int] = dict.fromkeys(self.nodes, 0)
+        """Per node: connections to its member port that were not a peer's (see above)."""
         self._member_ports: dict[int, int] = {}
         self._targets: dict[int, tuple[str, int]] = {}
         self._servers: list[asyncio.Server] = []
@@ -358,14 +358,15 @@ class FaultProxy:
             return
         src = self._sender(payload, dst)
         if src is None:
-            link, back = self._client_links[dst]
-        else:
-            link, back = self._links[(src, dst)], self._links[(dst, src)]
-        await self._handle(link, reader, writer, back=back, handshake=header + payload)
+            self.clients_cut[dst] += 1
+            writer.transport.abort()
+            return
+        link = self._links[(src, dst)]
+        await self._handle(link, reader, writer, handshake=header + payload)
 
     def _sender(self, payload: bytes, dst: int) -> int | None:
         """The member that sent handshake ``payload`` to ``dst`` (None: a client, or not a
-        handshake the proxy understands)."""
+        peer's handshake the proxy understands)."""
         try:
             hello = decode_hello(payload)
         except Exception:
@@ -382,18 +383,16 @@ class FaultProxy:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         *,
-        back: _Link | None = None,
         handshake: bytes | None = None,
     ) -> None:
-        """Serve one accepted connection on ``link`` (frames coming back on ``back``, by
-        default the reverse link). ``handshake``: the dialer's first frame, already read."""
+        """Serve one accepted connection on ``link`` (frames coming back on the reverse link).
+        ``handshake``: the dialer's first frame, already read."""
         task = asyncio.current_task()
         if task is not None:
             self._handlers.add(task)
         self._writers.add(writer)
         link.stats.connections += 1
-        if back is None:
-            back = self._links[(link.dst, link.src)]
+        back = self._links[(link.dst, link.src)]
         up_writer: asyncio.StreamWriter | None = None
         try:
             if link.faults.blocked or back.faults.blocked:
