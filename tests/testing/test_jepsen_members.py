@@ -29,7 +29,13 @@ from raftpy.testing.jepsen import (
 )
 from raftpy.testing.jepsen.members import MemberFaults
 from raftpy.testing.jepsen.nemesis import Nemesis
-from raftpy.transport.protocol import ConnectionRole, Hello, Members
+from raftpy.transport.protocol import (
+    ClientResponse,
+    ConnectionRole,
+    Hello,
+    Members,
+    ResponseStatus,
+)
 
 # --- Names ------------------------------------------------------------------------------------
 
@@ -64,8 +70,8 @@ async def _read_frame(reader: asyncio.StreamReader, timeout: float) -> bytes | N
 
 def test_a_member_port_applies_the_faults_of_the_dialers_link() -> None:
     """Node 3 listens behind its member port: a dialer that says it is node 1 crosses link
-    (1, 3), one that says it is node 2 crosses (2, 3); a client (or anything that is not a
-    peer's handshake) is cut: it could not be partitioned with the node it lives on."""
+    (1, 3), one that says it is node 2 crosses (2, 3); a client (or anything that is not
+    another member's handshake) passes unfaulted."""
 
     async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -87,28 +93,22 @@ def test_a_member_port_applies_the_faults_of_the_dialers_link() -> None:
         assert proxy.member_addresses(1)[3] == proxy.member_address(3)
         assert proxy.member_address(3) not in {proxy.address(1, 3), proxy.address(2, 3)}
         try:
-            for hello in (
-                _hello(None, ConnectionRole.CLIENT),
-                _hello(3),  # itself: no link
-                _hello(7),  # not a member
-                _frame(b"\xc1 not msgpack"),
+            dialers = {}
+            for who, hello in (
+                (1, _hello(1)),
+                (2, _hello(2)),
+                ("client", _hello(None, ConnectionRole.CLIENT)),
+                ("itself", _hello(3)),
+                ("stranger", _hello(7)),
+                ("garbage", _frame(b"\xc1 not msgpack")),
             ):
                 reader, writer = await asyncio.open_connection(host, int(p))
                 writer.write(hello)
                 await writer.drain()
-                with pytest.raises((asyncio.IncompleteReadError, ConnectionError)):
-                    await asyncio.wait_for(reader.readexactly(1), 2.0)
-                writer.close()
-            assert proxy.clients_cut[3] == 4
-            dialers = {}
-            for who in (1, 2):
-                reader, writer = await asyncio.open_connection(host, int(p))
-                writer.write(_hello(who))
-                await writer.drain()
-                assert await _read_frame(reader, 2.0) == _hello(who)[4:]  # the handshake passes
+                assert await _read_frame(reader, 2.0) == hello[4:]  # the handshake passes
                 dialers[who] = (reader, writer)
 
-            async def roundtrip(who: int, payload: bytes, timeout: float = 1.0) -> bool:
+            async def roundtrip(who: int | str, payload: bytes, timeout: float = 1.0) -> bool:
                 reader, writer = dialers[who]
                 writer.write(_frame(payload))
                 await writer.drain()
@@ -117,6 +117,8 @@ def test_a_member_port_applies_the_faults_of_the_dialers_link() -> None:
             proxy.block(1, 3)
             assert not await roundtrip(1, b"cut", 0.3)
             assert await roundtrip(2, b"through")
+            for who in ("client", "itself", "stranger", "garbage"):
+                assert await roundtrip(who, b"through")
             assert proxy.stats()[(1, 3)].dropped == 1
             assert proxy.stats()[(2, 3)].forwarded == 2  # its handshake and one frame
             proxy.heal()
@@ -133,6 +135,64 @@ def test_a_member_port_applies_the_faults_of_the_dialers_link() -> None:
             writer.close()
             for _, w in dialers.values():
                 w.close()
+        finally:
+            await proxy.close()
+            server.close()
+
+    asyncio.run(run())
+
+
+def test_leader_hints_are_rewritten_to_the_clients_own_links() -> None:
+    """A client living on node 1 reaches node 1 through its home port and node 2 through link
+    (1, 2): a hint naming node 3's member port (the address the membership records) reaches
+    it as link (1, 3), and one naming node 1 as its home port, so a redirected client stays
+    partitioned with its home. Frames that are not client answers pass unchanged."""
+
+    def response(leader: int | None, address: str | None) -> bytes:
+        resp = ClientResponse(
+            7, ResponseStatus.NOT_LEADER, leader_id=leader, leader_address=address
+        )
+        return _frame(msgspec.msgpack.encode(resp))
+
+    async def run() -> None:
+        answers: list[bytes] = []
+
+        async def node(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                await reader.readexactly(4 + int.from_bytes(await reader.readexactly(4), "big"))
+            except (asyncio.IncompleteReadError, ConnectionError):
+                return
+            for answer in answers:
+                writer.write(answer)
+            await writer.drain()
+
+        server = await asyncio.start_server(node, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        proxy = FaultProxy([1, 2, 3], seed=1)
+        await proxy.start()
+        for n in (1, 2, 3):
+            proxy.set_target(n, "127.0.0.1", port)
+        answers[:] = [
+            _frame(b"\xc1 not a client frame"),
+            response(3, proxy.member_address(3)),
+            response(1, proxy.member_address(1)),
+            response(None, None),
+            response(9, "127.0.0.1:1"),  # not a member the proxy knows: unchanged
+        ]
+        try:
+            for port_of in (proxy.home_address(1), proxy.address(1, 2)):
+                host, _, p = port_of.rpartition(":")
+                reader, writer = await asyncio.open_connection(host, int(p))
+                writer.write(_hello(None, ConnectionRole.CLIENT) + _frame(b"request"))
+                await writer.drain()
+                got = [await _read_frame(reader, 2.0) or b"" for _ in answers]
+                writer.close()
+                assert got[0] == answers[0][4:]
+                hints = [
+                    msgspec.msgpack.decode(g, type=ClientResponse).leader_address for g in got[1:]
+                ]
+                assert hints == [proxy.address(1, 3), proxy.home_address(1), None, "127.0.0.1:1"]
+            assert proxy.hints_rewritten == 4
         finally:
             await proxy.close()
             server.close()

@@ -322,12 +322,15 @@ class Cluster:
         return [self.address(i) for i in self.ids]
 
     def client_addresses(self, home: int | None) -> list[str]:
-        """Addresses for a client living on node ``home``: its home directly, every other node
-        through the proxy link from ``home`` (so partitions cut the client off with its home).
+        """Addresses for a client living on node ``home``: its home through its home port
+        (never faulted), every other node through the proxy link from ``home`` (so partitions
+        cut the client off with its home; leader hints are rewritten to these addresses).
         ``None``: every node directly."""
         if home is None:
             return self.addresses
-        return [self.address(home)] + [self.proxy.address(home, j) for j in self.ids if j != home]
+        return [self.proxy.home_address(home)] + [
+            self.proxy.address(home, j) for j in self.ids if j != home
+        ]
 
     # -- process control ---------------------------------------------------------------------
 

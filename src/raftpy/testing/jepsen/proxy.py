@@ -10,9 +10,11 @@ node id is in its first frame), so a message from *i* to *j* crosses link (i, j)
 address book it was dialed from (a node dials each peer for its own outbound messages, see
 :mod:`raftpy.transport.tcp`). Clients use the ports of the links instead: one port per ordered
 pair, so a client "living on" node *i* reaches *j* through link (i, j) and is partitioned with
-*i*. A client that dials a member port (a leader hint names the leader's recorded address) is
-cut off after its handshake: the proxy cannot tell which node it lives on, and letting it
-through would carry it across partitions; it moves on to the addresses it was given.
+*i*, and it reaches *i* itself through *i*'s *home port* (never faulted). A node that does not
+lead names the leader's recorded address (its member port) in its answers; on the links and
+home ports the proxy rewrites that hint to the port the client should use (the link from its
+home to the leader), so that a redirected client keeps crossing its home's links. A client
+that dials a member port anyway (one given every node's real address) passes unfaulted.
 
 The proxy understands the framing (a 4-byte length before each frame), so it drops whole
 messages, never a stream's bytes in the middle of a frame; the first frame in each direction
@@ -26,12 +28,14 @@ import asyncio
 import contextlib
 import random
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+import msgspec
+
 from raftpy.transport.address import format_address
-from raftpy.transport.protocol import ConnectionRole, decode_hello
+from raftpy.transport.protocol import ClientResponse, ConnectionRole, client_decoder, decode_hello
 
 __all__ = ["HOST", "FaultProxy", "LinkFaults", "LinkStats"]
 
@@ -96,9 +100,11 @@ class _Pump:
         rng: random.Random,
         *,
         handshake_sent: bool = False,
+        rewrite: Callable[[bytes], bytes] | None = None,
     ) -> None:
         self._link = link
         self._first = not handshake_sent
+        self._rewrite = rewrite
         self._reader = reader
         self._writer = writer
         self._rng = rng
@@ -135,7 +141,10 @@ class _Pump:
                     else:
                         keep = not (faults.drop > 0 and rng.random() < faults.drop)
                     if keep:
-                        out += buf[pos:end]
+                        if self._rewrite is not None:
+                            out += self._rewrite(bytes(buf[pos:end]))
+                        else:
+                            out += buf[pos:end]
                         stats.forwarded += 1
                     else:
                         stats.dropped += 1
@@ -190,9 +199,10 @@ class FaultProxy:
     :meth:`set_target` for every node (where the node really listens), then hand each node
     :meth:`member_addresses` as its member list. A connection accepted on the port of link
     (a, b) is dialed on to node b; frames from the dialer to b obey the faults of (a, b), the
-    frames coming back obey those of (b, a). A connection accepted on b's member port does
-    the same for the link (a, b) of the node a named in its handshake; one that names no
-    other member is cut.
+    frames coming back obey those of (b, a), with leader hints rewritten for a client living
+    on a. A connection accepted on b's member port does the same for the link (a, b) of the
+    node a named in its handshake (one that names no other member passes unfaulted); one on
+    b's home port passes unfaulted, with hints rewritten for a client living on b.
     """
 
     def __init__(self, nodes: Iterable[int], *, host: str = HOST, seed: int | None = None):
@@ -204,8 +214,15 @@ class FaultProxy:
         self._links: dict[tuple[int, int], _Link] = {
             (a, b): _Link(a, b) for a in self.nodes for b in self.nodes if a != b
         }
-        self.clients_cut: dict[int, int] = dict.fromkeys(self.nodes, 0)
-        """Per node: connections to its member port that were not a peer's (see above)."""
+        # What dials a member port without naming a member in its handshake (a client given
+        # real addresses, following a leader hint): never faulted. A client's home port: the
+        # same, with hints rewritten.
+        self._client_links: dict[int, tuple[_Link, _Link]] = {
+            n: (_Link(0, n), _Link(n, 0)) for n in self.nodes
+        }
+        self._home_ports: dict[int, int] = {}
+        self.hints_rewritten = 0
+        """Leader hints rewritten to a client's own link so far."""
         self._member_ports: dict[int, int] = {}
         self._targets: dict[int, tuple[str, int]] = {}
         self._servers: list[asyncio.Server] = []
@@ -239,6 +256,16 @@ class FaultProxy:
             self._servers.append(server)
             self._member_ports[node] = int(server.sockets[0].getsockname()[1])
 
+            async def handle_home(
+                reader: asyncio.StreamReader, writer: asyncio.StreamWriter, home: int = node
+            ) -> None:
+                link, back = self._client_links[home]
+                await self._handle(link, reader, writer, back=back, hints_for=home)
+
+            server = await asyncio.start_server(handle_home, self.host, 0)
+            self._servers.append(server)
+            self._home_ports[node] = int(server.sockets[0].getsockname()[1])
+
     def set_target(self, node: int, host: str, port: int) -> None:
         """Where ``node`` really listens (connections to it are dialed on there)."""
         if node not in self.nodes:
@@ -259,6 +286,17 @@ class FaultProxy:
         if port is None:
             raise RuntimeError("the proxy is not started")
         return format_address(self.host, port)
+
+    def home_address(self, node: int) -> str:
+        """Where a client living on ``node`` reaches ``node`` itself (never faulted)."""
+        port = self._home_ports.get(node)
+        if port is None:
+            raise RuntimeError("the proxy is not started")
+        return format_address(self.host, port)
+
+    def client_address(self, home: int, node: int) -> str:
+        """Where a client living on ``home`` reaches ``node``: the home port, or the link."""
+        return self.home_address(home) if node == home else self.address(home, node)
 
     def member_addresses(self, node: int) -> dict[int, str]:
         """The member list to start ``node`` with: itself at its real address, every other
@@ -358,11 +396,10 @@ class FaultProxy:
             return
         src = self._sender(payload, dst)
         if src is None:
-            self.clients_cut[dst] += 1
-            writer.transport.abort()
-            return
-        link = self._links[(src, dst)]
-        await self._handle(link, reader, writer, handshake=header + payload)
+            link, back = self._client_links[dst]
+        else:
+            link, back = self._links[(src, dst)], self._links[(dst, src)]
+        await self._handle(link, reader, writer, back=back, handshake=header + payload)
 
     def _sender(self, payload: bytes, dst: int) -> int | None:
         """The member that sent handshake ``payload`` to ``dst`` (None: a client, or not a
@@ -377,22 +414,52 @@ class FaultProxy:
             return None
         return hello.node_id
 
+    def _hint_rewriter(self, home: int) -> Callable[[bytes], bytes]:
+        """Rewrites the leader hint in a client response frame to the address a client living
+        on ``home`` should dial (other frames pass unchanged)."""
+
+        def rewrite(frame: bytes) -> bytes:
+            try:
+                msg = client_decoder.decode(memoryview(frame)[4:])
+            except Exception:
+                return frame
+            if (
+                not isinstance(msg, ClientResponse)
+                or msg.leader_address is None
+                or msg.leader_id not in self._home_ports
+            ):
+                return frame
+            address = self.client_address(home, msg.leader_id)
+            if msg.leader_address == address:
+                return frame
+            self.hints_rewritten += 1
+            payload = msgspec.msgpack.encode(msgspec.structs.replace(msg, leader_address=address))
+            return len(payload).to_bytes(4, "big") + payload
+
+        return rewrite
+
     async def _handle(
         self,
         link: _Link,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         *,
+        back: _Link | None = None,
         handshake: bytes | None = None,
+        hints_for: int | None = None,
     ) -> None:
-        """Serve one accepted connection on ``link`` (frames coming back on the reverse link).
-        ``handshake``: the dialer's first frame, already read."""
+        """Serve one accepted connection on ``link`` (frames coming back on ``back``, by
+        default the reverse link). ``handshake``: the dialer's first frame, already read.
+        ``hints_for``: rewrite leader hints for a client living on that node (by default, on
+        a link's port, its source)."""
         task = asyncio.current_task()
         if task is not None:
             self._handlers.add(task)
         self._writers.add(writer)
         link.stats.connections += 1
-        back = self._links[(link.dst, link.src)]
+        if back is None:
+            back = self._links[(link.dst, link.src)]
+            hints_for = link.src
         up_writer: asyncio.StreamWriter | None = None
         try:
             if link.faults.blocked or back.faults.blocked:
@@ -422,7 +489,15 @@ class FaultProxy:
             pump = _Pump(link, reader, upstream, self._rng, handshake_sent=handshake is not None)
             tasks = [
                 asyncio.ensure_future(pump.run()),
-                asyncio.ensure_future(_Pump(back, up_reader, writer, self._rng).run()),
+                asyncio.ensure_future(
+                    _Pump(
+                        back,
+                        up_reader,
+                        writer,
+                        self._rng,
+                        rewrite=None if hints_for is None else self._hint_rewriter(hints_for),
+                    ).run()
+                ),
             ]
             try:
                 await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
