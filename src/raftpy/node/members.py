@@ -15,9 +15,12 @@ commands:
   :class:`~raftpy.errors.ProposalDropped`.
 - Whenever the membership in force changes (Thesis §4.1: on append, and back on truncation),
   the transport is told every member's address: the one recorded in the membership, or the
-  one the command line gave. The command line only bootstraps a new cluster; once a leader
-  committed an entry of its term it records the addresses it knows into the membership, so
-  that servers which join later learn them from the log.
+  one the command line gave. Members of the last *committed* membership stay reachable until
+  the change commits: a leader removing itself still leads until then (Thesis §4.2.2), and
+  needs its followers' answers to commit the change.
+- The command line only bootstraps a new cluster; once a leader committed an entry of its
+  term it records the addresses it knows into the membership, so that servers which join
+  later learn them from the log.
 """
 
 from __future__ import annotations
@@ -117,6 +120,8 @@ class NodeMembers:
         self._pending: dict[int, _Change] = {}  # by index, once appended
         self._transfers: list[_Transfer] = []
         self._conf: ConfState | None = None
+        self._committed_conf: ConfState | None = None
+        self._told: dict[int, str] | None = None  # the peer map the transport has
         self._transport: PeerMapTransport | None = None
         self._was_member = False
         self._said_removed = False
@@ -153,14 +158,15 @@ class NodeMembers:
             )
         return []
 
-    def peer_map(self, conf: ConfState) -> dict[int, str]:
-        """Every other member's address under ``conf``: recorded in it, else from the command
-        line, else learned while joining. While this node is not yet a member (joining), the
-        cluster's members it learned of are included too, so that it accepts their messages."""
-        recorded = conf.address_map()
+    def peer_map(self, conf: ConfState, committed: ConfState | None = None) -> dict[int, str]:
+        """Every other member's address under ``conf`` and ``committed`` (the last committed
+        membership): recorded in them, else from the command line, else learned while joining.
+        While this node is not yet a member (joining), the cluster's members it learned of are
+        included too, so that it accepts their messages."""
+        recorded = {**(committed.address_map() if committed else {}), **conf.address_map()}
         known = {**self._learned, **self._peers}
         found: dict[int, str] = {}
-        for node in conf.members():
+        for node in conf.members() | (committed.members() if committed else frozenset()):
             address = recorded.get(node) or known.get(node)
             if address is not None:
                 found[node] = address
@@ -184,7 +190,9 @@ class NodeMembers:
         """The node started: follow ``raft``'s membership with ``transport`` from now on."""
         self._transport = transport if isinstance(transport, PeerMapTransport) else None
         self._conf = raft.conf_state()
+        self._committed_conf = raft.conf_state_at(raft.log.committed)
         self._was_member = self._id in self._conf.members()
+        self._tell_transport()
 
     def start_join(
         self, raft: Raft, client: JoinClient, promote: bool, config: NodeConfig, rng: random.Random
@@ -219,7 +227,7 @@ class NodeMembers:
         fresh = {n: a for n, a in addresses.items() if n != self._id and self._learned.get(n) != a}
         if fresh:
             self._learned.update(fresh)
-            self._tell_transport(raft.conf_state())
+            self._tell_transport()
 
     # ------------------------------------------------------------------------------------------
     # Accepting requests
@@ -367,11 +375,16 @@ class NodeMembers:
         """Follow the membership in force and see how transfers went (after each Ready: the
         core changes the membership as entries are appended or truncated)."""
         conf = raft.conf_state()
+        committed = raft.conf_state_at(raft.log.committed)
         if conf is not self._conf:
             self._conf = conf
-            self._tell_transport(conf)
+            self._committed_conf = committed
+            self._tell_transport()
             self._note_removal(conf)
             self.on_membership(conf)
+        elif committed is not self._committed_conf:
+            self._committed_conf = committed
+            self._tell_transport()
         if self._transfers:
             self._check_transfers(raft)
 
@@ -382,9 +395,13 @@ class NodeMembers:
             self._check_transfers(raft)
         self.record_addresses(raft)
 
-    def _tell_transport(self, conf: ConfState) -> None:
-        if self._transport is not None:
-            self._transport.update_peers(self.peer_map(conf))
+    def _tell_transport(self) -> None:
+        if self._transport is None or self._conf is None:
+            return
+        peers = self.peer_map(self._conf, self._committed_conf)
+        if peers != self._told:
+            self._told = peers
+            self._transport.update_peers(peers)
 
     def _note_removal(self, conf: ConfState) -> None:
         member = self._id in conf.members()
