@@ -170,7 +170,11 @@ class NodesJoin:
     async def promote(self, node_id: int) -> MembersView:
         self.calls.append("promote")
         leader = self._leader()
-        return self._view(leader, await leader.promote(node_id))
+        try:
+            return self._view(leader, await leader.promote(node_id))
+        except ConfChangeError:
+            self.calls.append("promote refused")
+            raise
 
     async def close(self) -> None:
         pass
@@ -289,18 +293,24 @@ def test_promote_refused_while_lagging_and_accepted_once_caught_up() -> None:
 
 
 def test_join_adds_a_learner_then_promotes_it_once_caught_up() -> None:
+    config = replace(FAST, raft=replace(FAST.raft, max_learner_lag=5, max_msg_bytes=64))
+
     async def main() -> None:
         net = FollowingNetwork()
-        nodes = make_nodes(net)
+        nodes = make_nodes(net, config=config)
         async with running(nodes):
             leader = await settled_leader(nodes)
             for k in range(50):
                 await leader.propose(set_cmd(f"k{k}", "v"))
-            new = joiner(net, 4, nodes)
+            new = joiner(net, 4, nodes, config=config)
             nodes.append(new)
             await new.start()
             await wait_for(lambda: 4 in leader.members().voters, 10.0)
             assert new.status().member
+            # It asked once it was caught up: the leader never had to refuse it.
+            join = new._join_client
+            assert isinstance(join, NodesJoin)
+            assert join.calls == ["members", "add", "promote"]
             # It reached the members at the addresses the membership records.
             assert net.transport(4).peers == {i: addr(i) for i in (1, 2, 3)}
             await wait_for(lambda: new.status().applied == leader.status().commit)
@@ -419,9 +429,13 @@ def test_change_appended_then_leadership_lost_is_indeterminate() -> None:
             leader = await settled_leader(nodes)
             net.isolated.add(leader.node_id)
             # Forced: the leader still believes its followers reachable for a while anyway.
-            change = asyncio.ensure_future(leader.add_member(4, addr(4), force=True))
-            with pytest.raises(IndeterminateError):
+            change = asyncio.ensure_future(leader.add_member(4, addr(4), force=True, timeout=30))
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            with pytest.raises(IndeterminateError, match="leadership lost"):
                 await asyncio.wait_for(change, 10.0)
+            # As soon as it stops leading (CheckQuorum, Thesis §6.2), not at the deadline.
+            assert loop.time() - started < 5.0
 
     asyncio.run(main())
 
