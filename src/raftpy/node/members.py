@@ -135,9 +135,9 @@ class NodeMembers:
         """Say, in one line, when the membership stored in the data dir (its log, hard state
         or a snapshot hold something) differs from the command line's: the stored one is used
         (the command line only bootstraps a new cluster). Returns ``join`` when the node may
-        join (it holds nothing yet), else nothing."""
+        join (its log is empty: it may have learned a term, but no entry), else nothing."""
         hard, stored = storage.initial_state()
-        if storage.last_index() == 0 and hard.term == 0:
+        if storage.last_index() == 0 and (join or hard.term == 0):
             return join
         if join:
             logger.info("node %d has a log already: not joining %s", self._id, join)

@@ -348,7 +348,9 @@ class RaftNode:
     def members(self) -> ConfState:
         """The membership in force on this node (the latest in its log, Thesis §4.1)."""
         raft = self._raft
-        return raft.conf_state() if raft is not None else ConfState(tuple(sorted(self.peers)))
+        if raft is None:  # not started: what it would bootstrap with
+            return ConfState(() if self._join else tuple(sorted(self.peers)))
+        return raft.conf_state()
 
     async def add_member(
         self,
