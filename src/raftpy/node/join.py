@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Protocol, cast
 
 from raftpy.core.messages import ConfState
-from raftpy.errors import LocalProtocolError, RaftError
+from raftpy.errors import LocalProtocolError, ProposalDropped, RaftError
 from raftpy.node.config import NodeConfig
 
 logger = logging.getLogger("raftpy.node.join")
@@ -56,7 +56,7 @@ class _MembersAnswer(Protocol):
     learners: Sequence[int]
     addresses: Mapping[int, str]
     leader_id: int | None
-    index: int
+    index: int | None
 
 
 class _MembershipClient(Protocol):
@@ -79,7 +79,7 @@ def _view(answer: _MembersAnswer) -> MembersView:
         tuple(answer.learners),
         dict(answer.addresses),
         answer.leader_id,
-        answer.index,
+        answer.index or 0,
     )
 
 
@@ -172,18 +172,20 @@ class Joiner:
     async def _retrying(
         self, what: str, call: Callable[[], Awaitable[MembersView]], *, refusals: bool = False
     ) -> MembersView:
-        """``call`` until it succeeds. A refused change (:class:`ConfChangeError`) propagates
-        unless ``refusals``: a promotion is refused while the learner lags, or while too few
-        voters are reachable, and both may pass. Backoff with jitter, so joiners do not call
-        in step."""
+        """``call`` until it succeeds. A refused change (:class:`ConfChangeError` in process,
+        a ProposalDropped that says retrying cannot help over the network) propagates unless
+        ``refusals``: a promotion is refused while the learner lags, or while too few voters
+        are reachable, and both may pass. Backoff with jitter, so joiners do not call in
+        step."""
         pause = 0.05
         attempt = 0
         while True:
             attempt += 1
             try:
                 return await call()
-            except LocalProtocolError as exc:
-                if not refusals:
+            except (LocalProtocolError, ProposalDropped) as exc:
+                refused = not isinstance(exc, ProposalDropped) or not exc.retryable
+                if refused and not refusals:
                     raise
                 reason = str(exc)
             except (RaftError, OSError) as exc:
