@@ -16,7 +16,7 @@ from raftpy.core.messages import ConfState
 from raftpy.errors import ClusterUnavailableError, ConfChangeError, ProposalDropped
 from raftpy.node.join import Joiner, LocalProgress, MembersView
 
-VIEW = MembersView((1, 2, 3), (), {1: "127.0.0.1:7001"}, 1, 10)
+VIEW = MembersView((1, 2, 3), (), {i: f"127.0.0.1:700{i}" for i in (1, 2, 3)}, 1, 10)
 
 
 class Scripted:

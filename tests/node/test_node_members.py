@@ -317,6 +317,52 @@ def test_join_adds_a_learner_then_promotes_it_once_caught_up() -> None:
     asyncio.run(main())
 
 
+class EarlyJoin(NodesJoin):
+    """Answers its first ``early`` members() calls as a cluster that has not recorded its
+    members' addresses yet (only those added with one)."""
+
+    def __init__(self, nodes: list[RaftNode], early: int, recorded: dict[int, str]) -> None:
+        super().__init__(nodes)
+        self.early = early
+        self.recorded = recorded
+
+    async def members(self) -> MembersView:
+        view = await super().members()
+        if self.early > 0:
+            self.early -= 1
+            return replace(view, addresses=self.recorded)
+        return view
+
+
+def test_a_joiner_waits_until_it_knows_where_every_member_listens() -> None:
+    async def main() -> None:
+        net = FollowingNetwork()
+        nodes = make_nodes(net)
+        async with running(nodes):
+            leader = await settled_leader(nodes)
+            await leader.add_member(4, addr(4))  # an operator added it before it started
+            for k in range(10):
+                await leader.propose(set_cmd(f"k{k}", "v"))
+            new = RaftNode(
+                4,
+                addr(4),
+                {4: addr(4)},
+                KV(),
+                None,
+                FAST,
+                transport_factory=net.factory(4),
+                join=[addr(1)],
+                promote=False,
+                join_client=EarlyJoin(nodes, 2, {4: addr(4)}),
+            )
+            nodes.append(new)
+            await new.start()
+            await wait_for(lambda: new.status().applied == leader.status().commit, 10.0)
+            assert net.transport(4).peers == {i: addr(i) for i in (1, 2, 3)}
+
+    asyncio.run(main())
+
+
 # ----------------------------------------------------------------------------------------------
 # Removal and transfer
 # ----------------------------------------------------------------------------------------------

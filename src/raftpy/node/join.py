@@ -216,7 +216,30 @@ class Joiner:
             )
             self._learn(view.addresses)
         logger.info("node %d is a learner of the cluster; catching up", self._id)
+        await self._learn_every_address(view)
         return view
+
+    async def _learn_every_address(self, view: MembersView) -> None:
+        """Learn where every member listens before the log can say: this node accepts only
+        the members it knows of, so one it cannot name (the leader, say) could never send it
+        the log. A cluster bootstrapped from command lines records its members' addresses
+        once its leader has committed an entry of its term and no other change is pending:
+        until then, ask again."""
+        pause = 0.05
+        while True:
+            members = {*view.voters, *view.learners} - {self._id}
+            missing = sorted(members - set(view.addresses))
+            if not missing:
+                return
+            logger.info(
+                "node %d: waiting for the cluster to record the addresses of members %s",
+                self._id,
+                missing,
+            )
+            await asyncio.sleep(pause * (0.5 + self._rng.random()))
+            pause = min(pause * 2, 1.0)
+            view = await self._retrying("asking for the members", self._client.members)
+            self._learn(view.addresses)
 
     async def _promote_when_caught_up(self, added: MembersView) -> None:
         while True:
