@@ -363,6 +363,51 @@ def test_a_joiner_waits_until_it_knows_where_every_member_listens() -> None:
     asyncio.run(main())
 
 
+def test_a_joiner_restarted_with_its_log_does_not_join_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    storage = MemoryStorage([])
+
+    def node4(net: LocalNetwork, nodes: list[RaftNode]) -> RaftNode:
+        return RaftNode(
+            4,
+            addr(4),
+            {4: addr(4)},
+            KV(),
+            None,
+            FAST,
+            storage=storage,
+            transport_factory=net.factory(4),
+            join=[addr(1)],
+            join_client=NodesJoin(nodes),
+        )
+
+    async def main() -> None:
+        net = FollowingNetwork()
+        nodes = make_nodes(net)
+        async with running(nodes):
+            leader = await settled_leader(nodes)
+            first = node4(net, nodes)
+            nodes.append(first)
+            await first.start()
+            await wait_for(lambda: 4 in new_leader(nodes).members().voters, 10.0)
+            await first.stop()
+            caplog.clear()
+            again = node4(net, nodes)
+            nodes.append(again)
+            await again.start()
+            await leader.propose(set_cmd("after", "restart"))
+            await wait_for(lambda: again.status().applied == leader.status().commit, 10.0)
+            join = again._join_client
+            assert isinstance(join, NodesJoin) and join.calls == []
+            assert 4 in again.members().voters
+
+    with caplog.at_level(logging.INFO):
+        asyncio.run(main())
+    assert [r for r in caplog.records if "has a log already: not joining" in r.message]
+    assert not [r for r in caplog.records if "differs from the command line" in r.message]
+
+
 # ----------------------------------------------------------------------------------------------
 # Removal and transfer
 # ----------------------------------------------------------------------------------------------

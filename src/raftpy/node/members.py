@@ -140,7 +140,9 @@ class NodeMembers:
         if storage.last_index() == 0 and (join or hard.term == 0):
             return join
         if join:
+            # Its command line names only itself, on purpose: nothing more to compare.
             logger.info("node %d has a log already: not joining %s", self._id, join)
+            return []
         recorded = stored.address_map()
         differs = stored.members() != set(self._peers) or any(
             recorded.get(node, address) != address for node, address in self._peers.items()
