@@ -477,6 +477,7 @@ class RaftNode:
                 state=p.state,
                 lag=last - p.match,
                 active=p.recent_active,
+                lost_entries=p.lost_entries,
             )
             for node, p in st.peers.items()
         }

@@ -34,6 +34,9 @@ class PeerReplication(msgspec.Struct, frozen=True, kw_only=True):
     """Entries the member is behind the leader's log: ``last_index - match``."""
     active: bool
     """Whether the member was heard from within the last election timeout."""
+    lost_entries: NonNeg = 0
+    """How often the member refused entries it had acknowledged: it lost part of its log (a
+    wiped or restored disk; README.md, "Changing members")."""
 
 
 class SnapshotStatus(msgspec.Struct, frozen=True, kw_only=True):
