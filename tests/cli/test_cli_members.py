@@ -55,6 +55,8 @@ class FakeCluster:
     lag: int = 250
     catch_up: int = 100
     answers: dict[ClientOp, list[tuple[ResponseStatus, str, bool]]] = field(default_factory=dict)
+    refused: dict[int, str] = field(default_factory=dict)  # the leader's refused_members
+    lost: dict[int, int] = field(default_factory=dict)  # lost_entries of learners
 
     def __post_init__(self) -> None:
         self.voters = [f.node_id for f in self.fakes]
@@ -81,6 +83,7 @@ class FakeCluster:
                 state="replicate",
                 lag=self.lag,
                 active=True,
+                lost_entries=self.lost.get(i, 0),
             )
         self.lag = max(0, self.lag - self.catch_up)
         st = NodeStatus(
@@ -101,6 +104,7 @@ class FakeCluster:
             disk_full=False,
             failed=None,
             stats=NodeStats(),
+            refused_members=self.refused,
         )
         return msgspec.msgpack.encode(st)
 
@@ -227,6 +231,7 @@ def test_list_prints_a_table_or_stable_json(capsys: pytest.CaptureFixture[str]) 
             ["2", c.fakes[1].address, "voter"],
             ["3", c.fakes[2].address, "voter", "*"],
             ["4", NEW, "learner"],
+            ["problem:", "node", "4", "does", "not", "answer"],  # nothing listens at NEW
         ]
         code, out, _ = run_cli(capsys, "members", "list", first, "--json")
         assert code == 0
@@ -234,6 +239,29 @@ def test_list_prints_a_table_or_stable_json(capsys: pytest.CaptureFixture[str]) 
         assert list(doc) == sorted(doc)
         assert (doc["voters"], doc["learners"], doc["leader"]) == ([1, 2, 3], [4], 3)
         assert doc["members"][3] == {"id": 4, "address": NEW, "role": "learner", "leader": False}
+        assert doc["problems"] == ["node 4 does not answer"]
+
+
+def test_list_reports_members_that_lost_their_disk(capsys: pytest.CaptureFixture[str]) -> None:
+    """Reference: Thesis §4 (replacing a server); README "Changing members": a member that came
+    back with another data directory, or refused entries it had acknowledged, is reported with
+    the fix."""
+    with fake_cluster() as c:
+        c.learners.append(4)
+        c.addresses[4] = NEW
+        c.refused = {2: "node 2 came back with a different data directory"}
+        c.lost = {4: 2}
+        code, out, _ = run_cli(capsys, "members", "list", c.fakes[0].address)
+        assert code == 0
+        problems = [line for line in out.splitlines() if line.startswith("problem:")]
+        assert (
+            problems[0]
+            == "problem: node 3 refuses node 2: 'node 2 came back with a different data directory'"
+        )
+        assert problems[1].startswith(
+            "problem: node 4 refused entries it had acknowledged 2 time(s) (seen by leader 3)"
+        )
+        assert "remove it and add it back" in problems[1]
 
 
 def test_add_waits_for_the_learner_to_catch_up_then_promotes_it(

@@ -23,6 +23,7 @@ from raftpy.core.messages import (
 )
 from raftpy.core.raft import Raft
 from raftpy.core.ready import Role
+from raftpy.core.storage import HardState
 from raftpy.errors import ConfChangeError, ProposalDropped
 from raftpy.storage.memory import MemoryStorage
 from tests.corehelpers import Network, Node, drain, new_raft, of_kind, role_of
@@ -326,6 +327,7 @@ def test_removed_server_never_campaigns() -> None:
     # from its log: give 3 the leader's log, as a restart from a copy of it would.
     storage = MemoryStorage(voters=[1, 2, 3])
     storage.append(net[1].log.entries(1, net[1].log.last_index() + 1))
+    storage.set_hard_state(HardState(net[1].term, None, net[1].log.committed))
     removed = new_raft(3, [1, 2, 3], storage=storage)
     assert 3 not in removed.conf_state().members()
     for _ in range(50):
@@ -408,3 +410,25 @@ def test_follower_that_lost_its_log_is_replicated_again() -> None:
     assert leader.prs[3].lost_entries >= 1
     assert net[3].log.last_index() == leader.log.last_index()
     assert leader.prs[3].match == leader.log.last_index()
+
+
+def test_server_leaving_campaigns_until_its_removal_commits() -> None:
+    """Reference: Thesis §4.2.2 ("a server that is not part of its own latest configuration
+    should still start new elections, as it might still be needed until the C_new entry is
+    committed"; it does not count its own vote). Voters {1, 2}: 1 removes itself while cut
+    off from 2, then loses leadership. Its log (with the removal) is the newest, so only it can
+    win: if it never campaigned, the cluster would have no leader for ever."""
+    net = elected((1, 2))
+    net.isolate(1)
+    net[1].propose_conf_change(change(remove(1)), force=True)
+    net.tick(1, 2 * net[1].config.election_ticks)  # CheckQuorum: 1 steps down
+    assert role_of(net[1]) is Role.FOLLOWER
+    assert 1 not in conf_of(net[1]).voters
+    net.heal()
+    for _ in range(6 * net[1].config.election_ticks):
+        net.tick_all()
+        if net.leaders() == [2] and net[2].log.committed == net[2].log.last_index():
+            break
+    assert conf_of(net[2]) == ConfState(voters=(2,))
+    assert net.leaders() == [2]
+    assert role_of(net[1]) is Role.FOLLOWER

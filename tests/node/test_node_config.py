@@ -60,9 +60,18 @@ def test_every_runtime_default_is_unchanged() -> None:
     assert {name: getattr(config, name) for name in OLD_NODE_DEFAULTS} == OLD_NODE_DEFAULTS
     assert {name: getattr(config, name) for name in RESOURCE_LIMITS} == RESOURCE_LIMITS
     names = {f.name for f in dataclasses.fields(NodeConfig)}
-    # Nothing else came or went; the security settings came later, off by default.
-    assert names == {*OLD_NODE_DEFAULTS, *RESOURCE_LIMITS, "raft", "tls", "insecure"}
+    # Nothing else came or went; the security settings came later, off by default, and the
+    # joining deadline with membership changes.
+    assert names == {
+        *OLD_NODE_DEFAULTS,
+        *RESOURCE_LIMITS,
+        "raft",
+        "tls",
+        "insecure",
+        "join_timeout",
+    }
     assert config.tls is None and config.insecure is False
+    assert config.join_timeout == 300.0
 
 
 def test_tls_and_insecure_exclude_each_other() -> None:

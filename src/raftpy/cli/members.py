@@ -224,10 +224,50 @@ def _remaining(deadline: float) -> float:
     return left
 
 
+async def member_problems(client: Any, members: Members, timeout: float) -> list[str]:
+    """What the members report about each other, asked of every member with a known address
+    (one short status request each; a member that does not answer is reported too): members
+    that came back with another data directory (refused by their peers), and followers the
+    leader saw refuse entries they had acknowledged (a lost or restored disk)."""
+    from raftpy.logtext import untrusted
+
+    async def status_of(node: int, address: str) -> tuple[int, Any]:
+        try:
+            return node, await client.status(address, timeout=timeout)
+        except Exception:
+            return node, None
+
+    asked = [(n, a) for n, a in sorted(members.addresses.items()) if n in members.members()]
+    problems: list[str] = []
+    for node, st in await asyncio.gather(*(status_of(n, a) for n, a in asked)):
+        if st is None:
+            problems.append(f"node {node} does not answer")
+            continue
+        for other, reason in sorted(st.refused_members.items()):
+            problems.append(f"node {node} refuses node {other}: {untrusted(reason)}")
+        for other, peer in sorted((st.peers or {}).items()):
+            if peer.lost_entries:
+                problems.append(
+                    f"node {other} refused entries it had acknowledged {peer.lost_entries} "
+                    f"time(s) (seen by leader {node}): it lost part of its log; remove it and "
+                    "add it back (README.md, 'Changing members')"
+                )
+    return problems
+
+
 def _list(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     async def body(client: Any, deadline: float) -> None:
         members: Members = await client.members(stale=args.stale, timeout=_remaining(deadline))
-        print(members_json(members) if args.json else members_table(members), file=out)
+        left = deadline - asyncio.get_running_loop().time()
+        problems = await member_problems(client, members, max(0.1, min(1.0, left / 2)))
+        if args.json:
+            doc = json.loads(members_json(members))
+            doc["problems"] = problems
+            print(json.dumps(doc, sort_keys=True), file=out)
+            return
+        print(members_table(members), file=out)
+        for line in problems:
+            print(f"problem: {line}", file=out)
 
     return _run_command(args, err, body, changes=False)
 

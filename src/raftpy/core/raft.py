@@ -144,8 +144,17 @@ class Raft:
         return self.tracker.progress
 
     def _promotable(self) -> bool:
-        """Only a voter may campaign (Thesis §4.2.2: learners and removed servers never do)."""
-        return self.tracker.is_voter(self.id)
+        """Whether we may campaign: a voter of the membership in force, or of the membership
+        at the commit index while a change leaving us out is not committed yet (Thesis
+        §4.2.2: such a server "might still be needed until the C_new entry is committed"; it
+        does not count its own vote). Learners and removed servers never campaign."""
+        if self.tracker.is_voter(self.id):
+            return True
+        log = self.log
+        if not log.confs.pending(log.committed):
+            return False
+        committed = log.confs.at(log.committed)
+        return self.id in committed.voters or self.id in committed.voters_outgoing
 
     # ------------------------------------------------------------------------------------------
     # Role transitions: the only places that assign the step and tick functions
@@ -211,7 +220,9 @@ class Raft:
         self._reset(self.term)
         self.lead = self.id
         self.role = Role.LEADER
-        self.prs[self.id].become_replicate()
+        own = self.prs.get(self.id)  # None when elected while leaving (Thesis §4.2.2)
+        if own is not None:
+            own.become_replicate()
         # Raft §8 / Thesis §6.4: a new leader commits a no-op entry of its own term, which
         # commits every earlier entry and lets it serve reads.
         index = self.log.last_index() + 1

@@ -94,6 +94,10 @@ def usage(prog: str, commands: Sequence[ClientCommand]) -> str:
         "  --tls-client-ca F     also accept clients with certificates of this CA",
         "  --insecure            serve plain TCP on an address other machines can reach",
         "                        (unauthenticated: anyone who can connect can join)",
+        "  --join ADDR...        join a running cluster (any members' addresses): with an empty",
+        "                        data dir, ask to be added as a learner, then promoted once",
+        "                        caught up; the member list then names only this server",
+        "  --no-promote          with --join: stay a learner",
         f"  --snapshot-entries N  snapshot after N applied entries; 0 = off (default "
         f"{_DEFAULTS.snapshot_entries})",
         f"  --snapshot-bytes N    snapshot after N applied command bytes; 0 = off (default "
@@ -161,6 +165,8 @@ def parse_server_args(name: str, argv: list[str]) -> tuple[int, dict[int, str], 
     for option in _SERVER_TLS_OPTIONS:
         parser.add_argument(option)
     parser.add_argument("--insecure", action="store_true")
+    parser.add_argument("--join", nargs="+", default=[])
+    parser.add_argument("--no-promote", action="store_true")
     try:
         opts, rest = parser.parse_known_args(argv)
     except (argparse.ArgumentError, SystemExit) as exc:
@@ -184,6 +190,7 @@ def parse_server_args(name: str, argv: list[str]) -> tuple[int, dict[int, str], 
         peers[peer] = _check_address(pairs[k + 1])
     if node_id not in peers:
         raise UsageError(f"the member list must include this server's own id {node_id}")
+    _check_join(opts, peers)
     opts.tls = tls_from_options(
         opts.tls_cert, opts.tls_key, opts.tls_ca, opts.tls_client_ca, insecure=opts.insecure
     )
@@ -205,6 +212,20 @@ def parse_server_args(name: str, argv: list[str]) -> tuple[int, dict[int, str], 
         named = [option for name, option in _OPTION_OF.items() if name in str(exc)]
         raise UsageError(f"bad {' / '.join(named) or 'server options'}: {exc}") from None
     return node_id, peers, opts
+
+
+def _check_join(opts: argparse.Namespace, peers: dict[int, str]) -> None:
+    """``--join ADDR...`` takes a member list of this server alone; ``--no-promote`` goes with
+    it."""
+    if opts.join:
+        if len(peers) > 1:
+            raise UsageError(
+                "with --join the member list names only this server: the cluster's members "
+                "are learned from it"
+            )
+        opts.join = [_check_address(a) for a in opts.join]
+    elif opts.no_promote:
+        raise UsageError("--no-promote goes with --join")
 
 
 def server_config(opts: argparse.Namespace) -> NodeConfig:
@@ -231,7 +252,16 @@ def server_config(opts: argparse.Namespace) -> NodeConfig:
 async def serve(
     node_id: int, peers: dict[int, str], opts: argparse.Namespace, sm: StateMachine
 ) -> None:
-    node = RaftNode(node_id, peers[node_id], peers, sm, opts.data_dir, server_config(opts))
+    node = RaftNode(
+        node_id,
+        peers[node_id],
+        peers,
+        sm,
+        opts.data_dir,
+        server_config(opts),
+        join=opts.join,
+        promote=not opts.no_promote,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -4,6 +4,9 @@ transport and the user's state machine. No Raft rule lives here (docs/architectu
 - :mod:`raftpy.node.node`: :class:`RaftNode`, its lifecycle and the Ready loop;
 - :mod:`raftpy.node.requests`: proposals and reads waiting for their outcome;
 - :mod:`raftpy.node.service`: answering clients' requests;
+- :mod:`raftpy.node.members`: membership changes and transfers waiting for their outcome, and
+  the transport following the membership;
+- :mod:`raftpy.node.join`: joining a running cluster as a learner, then promotion;
 - :mod:`raftpy.node.config`: :class:`NodeConfig`, the runtime settings (the consensus ones
   are the core's :class:`~raftpy.core.config.RaftConfig`, held in ``NodeConfig.raft``);
 - :mod:`raftpy.node.status`: :class:`NodeStatus`, what :meth:`RaftNode.status` reports;

@@ -83,6 +83,8 @@ class NodeConfig:
       as a member (see README.md, Security), so plain TCP is allowed on a loopback address
       only, unless ``insecure`` is set.
     - ``insecure``: allow plain TCP on an address other machines can reach.
+    - ``join_timeout``: how long a joining node keeps asking the cluster to add it (and
+      promote it) before it gives up and says so (README.md, "Changing members").
     - ``unsafe_stale_reads``: TEST ONLY. A node that believes it leads answers linearizable
       reads from local state without confirming leadership, which breaks linearizability
       under partitions. It exists to prove that fault harnesses catch such a bug.
@@ -108,6 +110,7 @@ class NodeConfig:
     exit_on_fatal: bool = True
     tls: TlsConfig | None = None
     insecure: bool = False
+    join_timeout: float = 300.0
     unsafe_stale_reads: bool = False
 
     def validate(self) -> None:
@@ -121,6 +124,8 @@ class NodeConfig:
             raise ValueError(f"tick_seconds must be > 0, got {self.tick_seconds}")
         if self.request_timeout <= 0:
             raise ValueError(f"request_timeout must be > 0, got {self.request_timeout}")
+        if not self.join_timeout > 0:
+            raise ValueError(f"join_timeout must be > 0, got {self.join_timeout}")
         self._validate_connections()
         if self.segment_size < MIN_SEGMENT_SIZE:
             # The write-ahead log's own minimum: refused here, before a node is built.

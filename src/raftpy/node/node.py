@@ -23,9 +23,11 @@ import contextlib
 import logging
 import os
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
+from raftpy.core.confchange import ConfChange, ConfChangeKind, ConfChangeSingle
 from raftpy.core.messages import (
+    ConfState,
     Entry,
     EntryKind,
     InstallSnapshot,
@@ -43,6 +45,8 @@ from raftpy.errors import (
     StateMachineError,
 )
 from raftpy.node.config import NodeConfig
+from raftpy.node.join import ClientJoin, JoinClient
+from raftpy.node.members import NodeMembers, describe
 from raftpy.node.rejections import PeerRejections
 from raftpy.node.requests import PendingRequests
 from raftpy.node.service import ClientService
@@ -57,6 +61,7 @@ from raftpy.storage.memory import MemoryStorage
 from raftpy.storage.peers import PeerIncarnations
 from raftpy.storage.snapshots import SnapshotStore
 from raftpy.storage.wal import FileStorage
+from raftpy.transport.address import parse_address
 from raftpy.transport.base import (
     ClientConnectionLike,
     CountingTransport,
@@ -79,9 +84,13 @@ cannot survive or an internal error; a supervisor should restart it (README.md, 
 class RaftNode:
     """One member of a Raft cluster, serving peers and clients on ``address``.
 
-    ``peers`` maps every member's id to its address, this node included. ``data_dir`` holds the
-    durable log (``None``: in memory only, for tests; a restart then forgets everything).
-    ``storage`` and ``transport_factory`` replace the defaults (tests pass fakes).
+    ``peers`` maps every member's id to its address, this node included: it bootstraps a new
+    cluster; once the data dir holds a membership, that one is used (README.md, "Changing
+    members"). ``data_dir`` holds the durable log (``None``: in memory only, for tests; a
+    restart then forgets everything). ``join``: addresses of a running cluster's members; a node
+    with no log yet then asks to be added as a learner, and with ``promote`` to be promoted
+    once caught up (``peers`` then holds only this node). ``storage``, ``transport_factory``
+    and ``join_client`` replace the defaults (tests pass fakes).
 
     Use as ``async with RaftNode(...) as node:`` or call :meth:`start` / :meth:`stop`.
     """
@@ -98,6 +107,9 @@ class RaftNode:
         storage: LogStore | None = None,
         transport_factory: TransportFactory | None = None,
         rng: random.Random | None = None,
+        join: Sequence[str] = (),
+        promote: bool = True,
+        join_client: JoinClient | None = None,
     ) -> None:
         self.config = config or NodeConfig()
         self.config.validate()
@@ -136,6 +148,13 @@ class RaftNode:
         self.stats = NodeStats()
         """Every counter of this node, live (see :class:`~raftpy.node.stats.NodeStats`)."""
         self._rejections = PeerRejections(node_id, self.stats)
+        for a in join:
+            parse_address(a)  # a bad join address fails here, not later in the background
+        self._join = list(join)
+        self._promote = promote
+        self._join_client = join_client
+        self._members = NodeMembers(node_id, address, peers, self._leader_error, self.config)
+        self._members.on_membership = self._on_membership
 
     # ------------------------------------------------------------------------------------------
     # Lifecycle
@@ -152,7 +171,9 @@ class RaftNode:
         """Open storage (recovering it), start listening, and run the node."""
         if self._task is not None:
             raise LocalProtocolError("node already started")
-        voters = sorted(self.peers)
+        # A joining node starts with no voters: it never campaigns, and learns the membership
+        # from the leader (a data dir that already holds a log ignores this).
+        voters = [] if self._join else sorted(self.peers)
         if self._given_storage is not None:
             self._storage = self._given_storage
         elif self.data_dir is None:
@@ -194,6 +215,7 @@ class RaftNode:
             random.Random(self._rng.getrandbits(64)),
             applied,
         )
+        self._join = self._members.check_stored(self._storage, self._join)
         factory = self._transport_factory or self._default_transport
         self._transport = factory(self._on_message, self._service.handle)
         if isinstance(self._transport, CountingTransport):
@@ -203,10 +225,17 @@ class RaftNode:
         except BaseException:
             self._close_storage()
             raise
+        self._members.attach(self._raft, self._transport)
         if self._raft.voters() == {self.node_id}:
             self._raft.campaign()  # a one-member cluster need not wait for a timeout
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="raftpy-node")
-        logger.info("node %d serving on %s (members %s)", self.node_id, self.address, voters)
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self._run(), name="raftpy-node")
+        conf = self._raft.conf_state()
+        logger.info("node %d serving on %s (%s)", self.node_id, self.address, describe(conf))
+        if self._join:
+            client = self._join_client or ClientJoin(self._join, self.config)
+            rng = random.Random(self._rng.getrandbits(64))
+            self._members.start_join(self._raft, client, self._promote, self.config, rng)
 
     def _default_transport(
         self,
@@ -218,7 +247,7 @@ class RaftNode:
         return TcpTransport(
             self.node_id,
             self.address,
-            {i: a for i, a in self.peers.items() if i != self.node_id},
+            self._members.peer_map(self._raft.conf_state() if self._raft else ConfState(())),
             cluster_id=self.config.cluster_id,
             on_message=on_message,
             on_client_request=on_client,
@@ -241,12 +270,14 @@ class RaftNode:
         if self._stopping:
             return
         self._stopping = True
+        await self._members.stop_join()
         if self._task is not None:
             self._task.cancel()
             # A loop that crashed already logged why; stopping must still release everything.
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
         self._requests.fail_all("node stopped")
+        self._members.fail_all("node stopped")
         if self._snaps is not None:
             await self._snaps.close()
         if self._transport is not None:
@@ -264,7 +295,7 @@ class RaftNode:
 
     def _leader_error(self) -> NotLeaderError:
         leader = self._leader
-        return NotLeaderError(leader, None if leader is None else self.peers.get(leader))
+        return NotLeaderError(leader, self._members.address_of(leader))
 
     def _check_usable(self) -> None:
         if self._failed is not None:
@@ -318,6 +349,73 @@ class RaftNode:
         leadership with a heartbeat quorum first (ReadIndex, Thesis §6.4); ``lease`` is served
         the same way for now; ``stale`` answers from local state at once on any node."""
         return await asyncio.shield(self.submit_query(query, consistency, timeout))
+
+    def members(self) -> ConfState:
+        """The membership in force on this node (the latest in its log, Thesis §4.1)."""
+        raft = self._raft
+        if raft is None:  # not started: what it would bootstrap with
+            return ConfState(() if self._join else tuple(sorted(self.peers)))
+        return raft.conf_state()
+
+    async def add_member(
+        self,
+        node_id: int,
+        address: str,
+        voter: bool = False,
+        *,
+        force: bool = False,
+        timeout: float | None = None,
+    ) -> ConfState:
+        """Add ``node_id`` listening on ``address``: a learner (it receives the log but never
+        votes or counts; promote it once caught up), or with ``voter`` a voter at once. Returns
+        the membership after the change once committed and applied here. Raises NotLeaderError
+        (with the leader's hint), ConfChangeError (invalid; or unwise, unless ``force``: see
+        README.md, "Changing members") or ProposalDropped (another change pending: retry) when
+        nothing was appended; IndeterminateError when appended with an unknown outcome."""
+        return await self._change(NodeMembers.adding(node_id, address, voter), force, timeout)
+
+    async def promote(
+        self, node_id: int, *, force: bool = False, timeout: float | None = None
+    ) -> ConfState:
+        """Make learner ``node_id`` a voter; refused (ConfChangeError) while it lags more than
+        ``RaftConfig.max_learner_lag`` entries, unless ``force``. Errors as :meth:`add_member`;
+        promoting a voter changes nothing."""
+        single = ConfChangeSingle(ConfChangeKind.ADD_VOTER, node_id)
+        return await self._change(single, force, timeout, node_id)
+
+    async def remove_member(
+        self, node_id: int, *, force: bool = False, timeout: float | None = None
+    ) -> ConfState:
+        """Remove ``node_id`` (this node too: a removed leader steps down once the change
+        commits). Errors as :meth:`add_member`; removing a non-member changes nothing."""
+        single = ConfChangeSingle(ConfChangeKind.REMOVE_NODE, node_id)
+        return await self._change(single, force, timeout)
+
+    async def _change(
+        self, single: ConfChangeSingle, force: bool, timeout: float | None, promote: int = -1
+    ) -> ConfState:
+        self._check_usable()
+        if self._role is not Role.LEADER:
+            raise self._leader_error()
+        fut = self._members.change(ConfChange((single,)), force, timeout, promote)
+        self._wake.set()
+        return await asyncio.shield(fut)
+
+    async def transfer_leadership(self, node_id: int, *, timeout: float | None = None) -> None:
+        """Hand leadership to voter ``node_id`` (Thesis §3.10); returns once it leads. Raises
+        NotLeaderError on a follower, LocalProtocolError for a non-voter, ProposalDropped when
+        the transfer was aborted (``node_id`` did not take over within an election timeout),
+        IndeterminateError when the deadline passed first (it may still take over)."""
+        self._check_usable()
+        if self._role is not Role.LEADER:
+            raise self._leader_error()
+        fut = self._members.transfer(node_id, timeout)
+        self._wake.set()
+        await asyncio.shield(fut)
+
+    def _on_membership(self, conf: ConfState) -> None:
+        """The membership in force changed to ``conf`` (the transport already follows it).
+        Per-member state kept elsewhere in the node forgets removed members here."""
 
     async def snapshot(self) -> SnapshotMeta:
         """Take a snapshot now, at the current applied index, and compact the log as the
@@ -373,12 +471,13 @@ class RaftNode:
         last = st.last_index
         peers = {
             node: PeerReplication(
-                address=self.peers.get(node),
+                address=self._members.address_of(node),
                 match=p.match,
                 next=p.next,
                 state=p.state,
                 lag=last - p.match,
                 active=p.recent_active,
+                lost_entries=p.lost_entries,
             )
             for node, p in st.peers.items()
         }
@@ -389,13 +488,16 @@ class RaftNode:
             role=st.role.value,
             term=st.term,
             leader=st.leader_id,
-            leader_address=None if st.leader_id is None else self.peers.get(st.leader_id),
+            leader_address=self._members.address_of(st.leader_id),
             commit=st.commit,
             applied=self._applied,
             last_index=last,
             first_index=raft.log.first_index(),
             snapshot=self._snapshot_status(stats),
             members=st.voters,
+            learners=st.learners,
+            voters_outgoing=st.voters_outgoing,
+            member=self.node_id in raft.conf_state().members(),
             peers=peers,
             disk_full=self._disk_full,
             failed=self._failed,
@@ -467,6 +569,7 @@ class RaftNode:
                 self._wake.clear()
                 self._step_inbox(raft)
                 self._append_proposals(raft)
+                self._members.start(raft)
                 self._requests.start_reads(raft)
                 if tick_due:
                     tick_due = False
@@ -474,6 +577,7 @@ class RaftNode:
                     raft.tick()
                     snaps.tick()
                     self._requests.expire(now)
+                    self._members.tick(raft, now)
                     next_tick += interval
                     if next_tick < now:  # the loop was blocked for long: do not burst ticks
                         next_tick = now + interval
@@ -533,6 +637,7 @@ class RaftNode:
     async def _drain_ready(self, raft: Raft) -> None:
         while raft.has_ready():
             rd = raft.ready()
+            self._members.after_ready(raft)  # the transport must know new members first
             await self._handle_ready(raft, rd)
             raft.advance(rd)
         self._requests.on_dropped_reads(raft.take_dropped_reads())
@@ -606,6 +711,8 @@ class RaftNode:
                     # replicas stay equal; the proposer gets the error.
                     logger.exception("node %d: apply of entry %d raised", self.node_id, entry.index)
                     failure = exc
+            elif entry.kind is EntryKind.CONFIG:
+                self._members.on_applied(entry)
             on_applied(entry, result, failure)
         self.stats.applied += len(entries)
         raft = self._raft
@@ -633,6 +740,8 @@ class RaftNode:
             self._snaps.stop_sending()
         if was_leader and role is not Role.LEADER:
             self._requests.on_leadership_lost()
+            if self._raft is not None:
+                self._members.on_leadership_lost(self._raft)
 
     def _fatal(self, kind: str, reason: str) -> None:
         """The node cannot go on (``kind``: a storage error it cannot survive, or an internal
@@ -653,6 +762,7 @@ class RaftNode:
             f"; exiting with status {FATAL_EXIT_STATUS}" if exiting else "",
         )
         self._requests.fail_all(self._failed)
+        self._members.fail_all(self._failed)
         if exiting:
             # After a failed fsync the kernel may have dropped dirty pages, so retrying could
             # report success for data that is gone; after a broken invariant nothing the loop

@@ -34,6 +34,9 @@ class PeerReplication(msgspec.Struct, frozen=True, kw_only=True):
     """Entries the member is behind the leader's log: ``last_index - match``."""
     active: bool
     """Whether the member was heard from within the last election timeout."""
+    lost_entries: NonNeg = 0
+    """How often the member refused entries it had acknowledged: it lost part of its log (a
+    wiped or restored disk; README.md, "Changing members")."""
 
 
 class SnapshotStatus(msgspec.Struct, frozen=True, kw_only=True):
@@ -91,6 +94,14 @@ class NodeStatus(msgspec.Struct, frozen=True, kw_only=True):
     """Its newest snapshot with the snapshot counters; also ``None`` while it has none."""
     members: tuple[NodeId, ...] | None
     """The voting members, sorted."""
+    learners: tuple[NodeId, ...] | None = None
+    """The learners (members that receive the log but never vote), sorted."""
+    voters_outgoing: tuple[NodeId, ...] | None = None
+    """The old configuration's voters during a joint-consensus change (Thesis §4.3); empty
+    otherwise."""
+    member: bool | None = None
+    """Whether this node is a member (voter or learner) of the membership in force: false on a
+    node that was removed, or that is still joining."""
     peers: dict[NodeId, PeerReplication] | None
     """Replication to every member (itself included) while it leads; empty otherwise."""
     disk_full: bool
