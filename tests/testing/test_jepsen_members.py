@@ -200,6 +200,48 @@ def test_leader_hints_are_rewritten_to_the_clients_own_links() -> None:
     asyncio.run(run())
 
 
+def test_a_wiped_node_only_ever_starts_joining(tmp_path: Path) -> None:
+    """Once its data dir is deleted, a node restarted by anything (the nemesis, the final
+    heal) starts with ``--join`` and a member list of itself alone, never with the bootstrap
+    member list (with an empty data dir that would make it a voter of a new cluster)."""
+
+    class Recorder:
+        def __init__(self, argv: list[str], port: int) -> None:
+            self.argv = argv
+            self.address = f"127.0.0.1:{port}"
+            self.started: list[list[str]] = []
+            self.running = False
+
+        def start(self, argv: list[str] | None = None) -> None:
+            self.started.append(self.argv if argv is None else list(argv))
+
+    async def run() -> None:
+        c = Cluster(3, tmp_path)
+        await c.proxy.start()
+        try:
+            for i in c.ids:
+                c.proxy.set_target(i, "127.0.0.1", 10000 + i)
+                c.nodes[i] = cast(Any, Recorder([f"usual {i}"], 10000 + i))
+            (tmp_path / "data2").mkdir()
+            c.start_node(2)
+            c.wipe(2)
+            assert not (tmp_path / "data2").exists()
+            c.start_node(2)
+            c.wiped.discard(2)  # a member again (the repair's last step)
+            c.start_node(2)
+            usual, joining, again = cast(Recorder, c.nodes[2]).started
+            assert usual == again == ["usual 2"]
+            join = joining.index("--join")
+            assert joining[join + 1 :] == [c.proxy.address(2, 1), c.proxy.address(2, 3)]
+            server = joining.index("server")
+            assert joining[server + 1 : server + 4] == ["2", "2", c.address(2)]
+            assert joining[server + 4] == "--data-dir"
+        finally:
+            await c.proxy.close()
+
+    asyncio.run(run())
+
+
 # --- The faults and the repair, against a scripted cluster ---------------------------------
 
 
