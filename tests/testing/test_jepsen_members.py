@@ -538,6 +538,47 @@ def test_the_nemesis_repairs_a_membership_fault_before_the_next_fault() -> None:
     assert sum(e.startswith("promote") for e in c.events) == 2 == nemesis.members.injected
 
 
+# --- Real processes ---------------------------------------------------------------------------
+
+
+@pytest.mark.process
+@pytest.mark.timeout(120)
+@pytest.mark.skipif(
+    not hasattr(RaftNode, "add_member"), reason="the servers do not serve membership changes yet"
+)
+def test_members_are_recorded_at_their_member_ports_so_isolation_holds(tmp_path: Path) -> None:
+    """The leader records the addresses its command line gives, its own real port included;
+    the harness records every member at its member port instead. Isolated, the old leader
+    then hears nothing from the others: its term stays below the new leader's (dialed at its
+    real port, the others' messages would reach it around the proxy and raise its term)."""
+
+    async def run() -> None:
+        async with Cluster(3, tmp_path, seed=3) as c:
+            old = await c.leader(timeout=10)
+            assert old is not None
+            assert await c.record_member_addresses()
+            members = await c.admin.members()
+            assert members.addresses == {i: c.member_address(i) for i in c.ids}
+            c.proxy.isolate(old)
+            deadline = time.monotonic() + 20
+            new = None
+            while time.monotonic() < deadline:
+                new = await c.leader(timeout=0.5)
+                if new is not None and new != old:
+                    break
+                await asyncio.sleep(0.05)
+            assert new is not None and new != old, "no leader on the majority side"
+            new_status = await c.status(new)
+            assert new_status is not None and new_status.term is not None
+            for _ in range(10):  # about a second: long enough for heartbeats to arrive
+                st = await c.status(old)
+                assert st is not None and st.term is not None
+                assert st.term < new_status.term, (st, new_status)
+                await asyncio.sleep(0.1)
+
+    asyncio.run(run())
+
+
 # --- A real run ---------------------------------------------------------------------------------
 
 
