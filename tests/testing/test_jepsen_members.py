@@ -1,8 +1,9 @@
-"""The harness's membership nemesis (``member``): the proxy's member ports, the faults' steps and
-the repair, against a scripted cluster (no processes), and one short run of real processes.
+"""The harness's membership nemesis (``member``): the proxy's member ports and leader-hint
+rewriting, the faults' steps and the repair, against a scripted cluster (no processes).
 
-The process test (``-m process``) runs a few seconds of the workload on 3 nodes with the
-``member`` nemesis and checks the history like every other nemesis run.
+Two tests start real processes (``-m process``): members recorded at their member ports keep an
+isolated leader isolated, and a few seconds of the workload on 3 nodes with the ``member``
+nemesis give a history checked like every other nemesis run.
 """
 
 from __future__ import annotations
