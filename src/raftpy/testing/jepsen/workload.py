@@ -276,7 +276,9 @@ class Workload:
         self, keys: Sequence[str], client_id: int, rng: random.Random, budget: float
     ) -> list[str]:
         """A linearizable read of every key (through the leader), retried until ``budget``
-        seconds pass; returns the keys that could not be read."""
+        seconds pass; returns the keys that could not be read (once the budget is spent, the
+        keys not read yet are not tried: a cluster that lost its quorum must not cost one
+        timed-out read per key)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + budget
         session = _KvSession(
@@ -284,7 +286,10 @@ class Workload:
         )
         missing: list[str] = []
         try:
-            for key in keys:
+            for n, key in enumerate(keys):
+                if loop.time() >= deadline:
+                    missing.extend(keys[n:])
+                    break
                 while True:
                     outcome = await self.operation(session, client_id, key, rng, kind="read")
                     if outcome == "ok":
