@@ -77,6 +77,12 @@ class SimNode:
     snap_fs: FaultyFileSystem  # the disk holding the snapshot files (``fs`` in file mode)
     snaps: SnapshotStore
     fs: FaultyFileSystem | None = None
+    # The voters a brand-new disk is bootstrapped with: the initial cluster, or none for a node
+    # added later (or wiped), which learns the membership from the leader.
+    bootstrap: tuple[int, ...] = ()
+    # Which disk this is: bumped by ``wipe`` (peers compare it to the disk the node was added
+    # with, as the real handshake compares data dir identities).
+    disk: int = 0
     raft: Raft | None = None
     sm: StateMachine | None = None
     incarnation: int = 0
@@ -111,12 +117,30 @@ class SimNode:
             # is opened again by the real recovery code.
             self.fs.crash(mode)
             self.storage = FileStorage(
-                f"/node{self.id}", range(self.env.n), fs=self.fs, segment_size=self.env.segment_size
+                f"/node{self.id}", self.bootstrap, fs=self.fs, segment_size=self.env.segment_size
             )
         # Reopen the snapshot directory; the simulated node always goes on to start, so it
         # deletes the leftovers of interrupted transfers as a real node does once it decided.
         self.snaps = SnapshotStore(f"/node{self.id}/snap", fs=self.snap_fs)
         self.snaps.remove_leftovers()
+
+    def wipe(
+        self,
+        storage: LogStore,
+        snap_fs: FaultyFileSystem,
+        fs: FaultyFileSystem | None,
+    ) -> None:
+        """Crash (if up) and lose the disk: the node will boot from ``storage``, a brand-new
+        disk bootstrapped with no voters."""
+        if self.raft is not None:
+            self.crash("drop" if self.fs is not None else None)
+        self.storage = storage
+        self.snap_fs = snap_fs
+        self.fs = fs
+        self.bootstrap = ()
+        self.disk += 1
+        self.snaps = SnapshotStore(f"/node{self.id}/snap", fs=snap_fs)
+        self.env.checks.monotonic.on_wipe(self.id)
 
     def boot(self, rng: random.Random) -> None:
         """Start a new core (drawing from ``rng``) and state machine from the storage."""
@@ -234,6 +258,9 @@ class SimNode:
             self._apply(rd.committed_entries)
             raft.applied_to(rd.committed_entries[-1].index)
             checks.state_machine.on_core_applied(self.id, raft.log.applied, self.last_applied)
+            checks.membership.on_applied(
+                self.id, self.last_applied, raft.conf_state_at(self.last_applied)
+            )
         # Thesis §6.4: each read may be served once its index is applied. The simulator
         # serves none; it records and checks the read points.
         for rs in rd.read_states:
@@ -279,6 +306,7 @@ class SimNode:
         sm.restore(io.BytesIO(state))
         self.sm = sm
         self.env.checks.snapshots.on_restore(self.id, meta, applied)
+        self.env.checks.membership.on_applied(self.id, meta.index, meta.conf)
         self.applied = [(index, command) for index, command in applied]
         self.last_applied = meta.index
 
