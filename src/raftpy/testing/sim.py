@@ -181,6 +181,7 @@ class SimCluster:
         self._group = [0] * n
         # Nodes whose disk was wiped since they were last added: their peers refuse them.
         self._refused: set[int] = set()
+        self._last_conf = ConfState(voters=tuple(range(n)))  # for members() while all are down
         self._membership = MembershipDriver(
             self, self._current_leader, lambda i: self._nodes[i].process(), self._tag
         )
@@ -580,7 +581,7 @@ class SimCluster:
     def members(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """``(voters, learners)`` in force, sorted, as the leader sees them (the voters of both
         halves while joint). Without a leader: as the up node with the most recent log sees
-        them."""
+        them (with every node down: as last seen)."""
         conf = self._latest_conf()
         voters = tuple(sorted({*conf.voters, *conf.voters_outgoing}))
         return voters, tuple(sorted(conf.learners))
@@ -588,12 +589,13 @@ class SimCluster:
     def _latest_conf(self) -> ConfState:
         lead = self._current_leader()
         if lead is not None:
-            return self.raft(lead).conf_state()
+            self._last_conf = self.raft(lead).conf_state()
+            return self._last_conf
         up = [node.raft for node in self._nodes if node.raft is not None]
-        if not up:
-            raise RuntimeError("every node is down")
-        latest = max(up, key=lambda r: (r.log.last_term(), r.log.last_index(), r.term))
-        return latest.conf_state()
+        if up:  # else: every node is down; the last membership seen is still the best guess
+            latest = max(up, key=lambda r: (r.log.last_term(), r.log.last_index(), r.term))
+            self._last_conf = latest.conf_state()
+        return self._last_conf
 
     def _current_leader(self) -> int | None:
         """The connected up node leading the highest term, if any."""
