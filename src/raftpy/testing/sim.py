@@ -182,6 +182,7 @@ class SimCluster:
         # Nodes whose disk was wiped since they were last added: their peers refuse them.
         self._refused: set[int] = set()
         self._last_conf = ConfState(voters=tuple(range(n)))  # for members() while all are down
+        self._background: list[Callable[[], None]] = []
         self._membership = MembershipDriver(
             self, self._current_leader, lambda i: self._nodes[i].process(), self._tag
         )
@@ -263,6 +264,16 @@ class SimCluster:
             raise ValueError('disk() needs storage="file"')
         return fs
 
+    def hold_applies(self, i: int, hold: bool) -> None:
+        """Make node ``i``'s state machine slow (``hold``): committed entries wait unapplied
+        until ``hold_applies(i, False)``, which applies them (the core's applied index lags its
+        commit index meanwhile, as behind a slow state machine). A crash drops what waits."""
+        node = self._nodes[i]
+        node.hold_applies = hold
+        if not hold and node.raft is not None:
+            node.release_applies()
+            node.process()
+
     def is_up(self, i: int) -> bool:
         return self._nodes[i].raft is not None
 
@@ -341,8 +352,20 @@ class SimCluster:
         return raft
 
     def run_for(self, seconds: float) -> None:
-        """Advance virtual time by ``seconds``, processing every event due."""
+        """Advance virtual time by ``seconds``, processing every event due (after calling the
+        :meth:`add_background` functions once)."""
+        for fn in self._background:
+            fn()
         self.run_until_us(self.now_us + round(seconds * _US))
+
+    def add_background(self, fn: Callable[[], None] | None) -> None:
+        """Call ``fn`` at the start of every :meth:`run_for` (every helper that waits, such as
+        :meth:`add_member` or :meth:`one`, runs time in slices of 10-50 ms through it): a
+        client that keeps writing while a test does something else. ``None`` removes all."""
+        if fn is None:
+            self._background.clear()
+        else:
+            self._background.append(fn)
 
     def run_until_us(self, deadline: int) -> None:
         queue = self._queue

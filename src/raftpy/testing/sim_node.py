@@ -97,6 +97,9 @@ class SimNode:
     # Every read the core confirmed, and every read it dropped, since the cluster started.
     read_states: list[ReadState] = field(default_factory=list)
     dropped_reads: list[bytes] = field(default_factory=list)
+    # A slow state machine: while ``hold_applies``, committed entries wait in ``held``.
+    hold_applies: bool = False
+    held: list[Entry] = field(default_factory=list)
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -107,6 +110,7 @@ class SimNode:
         self.sm = None
         self.incarnation += 1
         self.applied = []
+        self.held = []
         self.senders = None
         self.receiver = None
         self.received = {}
@@ -255,17 +259,28 @@ class SimNode:
         for m in rd.persisted_messages:
             send(self.id, m)
         if rd.committed_entries:
-            self._apply(rd.committed_entries)
-            raft.applied_to(rd.committed_entries[-1].index)
-            checks.state_machine.on_core_applied(self.id, raft.log.applied, self.last_applied)
-            checks.membership.on_applied(
-                self.id, self.last_applied, raft.conf_state_at(self.last_applied)
-            )
+            self.held.extend(rd.committed_entries)
+            if not self.hold_applies:
+                self.release_applies()
         # Thesis §6.4: each read may be served once its index is applied. The simulator
         # serves none; it records and checks the read points.
         for rs in rd.read_states:
             checks.reads.on_read_state(self.id, rs)
             self.read_states.append(rs)
+
+    def release_applies(self) -> None:
+        """Apply the committed entries held back (a slow state machine catching up)."""
+        raft = self.raft
+        if not self.held or raft is None:
+            return
+        entries, self.held = self.held, []
+        checks = self.env.checks
+        self._apply(entries)
+        raft.applied_to(entries[-1].index)
+        checks.state_machine.on_core_applied(self.id, raft.log.applied, self.last_applied)
+        checks.membership.on_applied(
+            self.id, self.last_applied, raft.conf_state_at(self.last_applied)
+        )
 
     def _apply(self, entries: Sequence[Entry]) -> None:
         self.env.checks.state_machine.on_apply(self.id, self.last_applied, entries)
@@ -313,6 +328,7 @@ class SimNode:
     def _install(self, meta: SnapshotMeta) -> None:
         """The core took a snapshot from the leader: make it durable, then restore it."""
         sink = self.received.pop((meta.index, meta.term))
+        self.held = []  # the snapshot covers them: it is past every committed entry
         self.snaps.install(sink)
         self.storage.apply_snapshot(meta)
         self.env.checks.snapshots.on_install(self.id, meta, self.last_applied)
