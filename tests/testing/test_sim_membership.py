@@ -8,6 +8,8 @@ timeout is 0.1-0.2 s of virtual time.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import pytest
 
 from raftpy.core.confchange import (
@@ -154,7 +156,8 @@ def test_replace_a_dead_node() -> None:
     c.one(b"after", expected_servers=2)
 
 
-def test_replace_a_node_whose_disk_was_wiped() -> None:
+@pytest.mark.parametrize("storage", ["memory", "file"])
+def test_replace_a_node_whose_disk_was_wiped(storage: Literal["memory", "file"]) -> None:
     """A voter loses its disk and comes back empty with the same id: it is refused (it lost
     its votes and the entries it acknowledged, so it must not vote as that member), adding
     it while it is a member is refused, and the fix works: remove it, add it back as a new
@@ -162,7 +165,7 @@ def test_replace_a_node_whose_disk_was_wiped() -> None:
 
     Reference: Thesis §4.1 (membership changes); Raft §5.2 and §5.4 (a server that forgot its
     vote or its log could elect two leaders or lose a committed entry)."""
-    c = SimCluster(3, seed=14)
+    c = SimCluster(3, seed=14, storage=storage)
     lead = c.check_one_leader()
     wiped, other = (i for i in (0, 1, 2) if i != lead)
     for k in range(5):
@@ -187,6 +190,27 @@ def test_replace_a_node_whose_disk_was_wiped() -> None:
     ], tag(c, f"the replaced node applied {c.applied(wiped)}")
     c.crash(other)  # the replaced node makes the majority again
     assert c.one(b"after", expected_servers=2) > index
+
+
+def test_a_new_member_catches_up_from_a_snapshot() -> None:
+    """A server added to a cluster that compacted its log gets the leader's snapshot, with
+    the membership in it, then the log after it; promoted, it holds what the others hold.
+
+    Reference: Thesis §4.2.1 (catching up new servers), Raft §7 (the snapshot records the
+    configuration)."""
+    c = SimCluster(3, seed=23, snapshot_every=5)
+    c.check_one_leader()
+    for k in range(20):
+        c.one(b"before-%d" % k)
+    new = c.add_node()
+    installed = c.snapshots_installed
+    c.add_member(new)
+    c.promote(new)
+    c.one(b"after")
+    assert c.snapshots_installed > installed, tag(c, "the new member did not get a snapshot")
+    assert c.applied(new) == c.applied(0), tag(c, "the new member's state differs")
+    lead = c.check_one_leader()
+    assert c.raft(new).conf_state() == c.raft(lead).conf_state()
 
 
 def test_remove_the_leader() -> None:
