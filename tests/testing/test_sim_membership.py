@@ -546,3 +546,57 @@ def test_a_removed_server_with_the_newest_log_still_campaigns() -> None:
     assert not c.state(lead)[1]
     c.heal()
     c.check_one_leader(timeout=10.0)
+
+
+# ----------------------------------------------------------------------------------------------
+# The simulator's membership API itself
+# ----------------------------------------------------------------------------------------------
+
+
+def test_membership_api_refusals_and_timeouts() -> None:
+    """Definite refusals raise ConfChangeError at once (nothing changed), a change that cannot
+    commit raises IndeterminateError at its deadline, and the shapes are as documented."""
+    c = SimCluster(3, seed=24)
+    c.check_one_leader()
+    assert c.members() == ((0, 1, 2), ())
+    with pytest.raises(ConfChangeError, match="already a member"):
+        c.add_member(1)
+    with pytest.raises(ConfChangeError, match="not a member"):
+        c.promote(c.add_node())
+    with pytest.raises(ValueError, match="joint"):
+        c.change(ConfChange((), ConfChangeTransition.AUTO))
+    with pytest.raises(ValueError, match="joint"):
+        c.change(ConfChange((ConfChangeSingle(REMOVE, 1),), ConfChangeTransition.JOINT_EXPLICIT))
+    # No reachable quorum after the change: refused unless forced (Thesis §4.2).
+    c.crash(2)
+    c.run_for(0.5)
+    with pytest.raises(ConfChangeError, match="not a majority"):
+        c.change(ConfChange((ConfChangeSingle(ADD_VOTER, 3),)))
+    # Forced, it appends but cannot commit: {0, 1, 2, 3} with 2 and 3 silent.
+    c.crash(3)
+    t0 = c.now
+    with pytest.raises(IndeterminateError):
+        c.change(ConfChange((ConfChangeSingle(ADD_VOTER, 3),)), force=True, timeout=1.0)
+    assert 0.99 < c.now - t0 < 1.2
+    assert c.members() == ((0, 1, 2, 3), ())  # in force on append (Thesis §4.1)
+    c.restart(2)
+    c.restart(3)
+    c.one(b"committed-at-last")
+
+
+def test_membership_runs_replay_exactly() -> None:
+    """Same seed, same script: the same run, to the microsecond."""
+
+    def run() -> tuple[int, list[tuple[int, bytes]], tuple[tuple[int, ...], tuple[int, ...]]]:
+        c = SimCluster(3, seed=25)
+        c.add_background(Writer(c))
+        lead = c.check_one_leader()
+        grow(c)
+        c.remove_member(lead)
+        c.wipe(0)
+        c.restart(0)
+        c.add_background(None)
+        c.one(b"end", expected_servers=3)
+        return c.now_us, c.applied(1), c.members()
+
+    assert run() == run()
