@@ -14,8 +14,10 @@ final command must commit on every member, and:
 - whatever any node applied before the repair is in the final log (no committed entry lost),
   and what removed nodes applied agrees with it;
 - on its own, after every event, the simulator checks at most one leader per term, log
-  matching, leader completeness, state machine safety and that every node has the same
-  membership at the same applied index (``raftpy.testing.checkers``).
+  matching, leader completeness, state machine safety, that every node has the same
+  membership at the same applied index, and (odd seeds issue linearizable reads at leaders
+  and random nodes) that no read is answered below a commit index reached before it began
+  (``raftpy.testing.checkers``).
 
 Seeds: by default seeds 0..DEFAULT_SEEDS-1 on 3 and 5 nodes (test ids like ``n5-seed17``);
 ``RAFTPY_SEEDS=N`` runs seeds 0..N-1 instead and ``RAFTPY_SEED=s`` replays one seed, as for
@@ -34,7 +36,7 @@ import pytest
 from raftpy.core.confchange import ConfChange, ConfChangeKind, ConfChangeSingle
 from raftpy.errors import ConfChangeError, IndeterminateError
 from raftpy.testing.sim import SimCluster
-from tests.testing.test_sim_fuzz import _random_groups
+from tests.testing.test_sim_fuzz import _random_groups, _run_with_reads
 
 SIZES = (3, 5)
 DEFAULT_SEEDS = 100
@@ -192,6 +194,10 @@ def _fault_step(c: SimCluster, rng: random.Random, st: _Stats) -> None:
 def run_member_fuzz(n0: int, seed: int) -> str:
     """One run; raises AssertionError or InvariantViolation on failure; returns its stats."""
     rng = random.Random(seed * 1_000_003 + n0 + 700_000)  # the script's own stream
+    # Odd seeds also issue linearizable reads, at new leaders and at random nodes (removed
+    # leaders and leaders in joint configurations too); the simulator checks every answer.
+    read_rng = random.Random(seed * 1_000_003 + n0 + 900_000) if seed % 2 else None
+    read_terms: set[tuple[int, int]] = set()
     c = SimCluster(
         n=n0,
         seed=seed,
@@ -216,11 +222,20 @@ def run_member_fuzz(n0: int, seed: int) -> str:
         else:
             _fault_step(c, rng, st)
         for _ in range(rng.randrange(4)):
-            i = rng.randrange(c.n)
-            if c.start(i, b"n%d-s%d-%d" % (n0, seed, seq))[0] >= 0:
-                seq += 1
-                st.proposals += 1
-        c.run_for(rng.randrange(5, 200) / 1000)
+            # A client tries the nodes in random order until one takes the write (a stale
+            # leader may take it too).
+            order = list(range(c.n))
+            rng.shuffle(order)
+            for i in order:
+                if c.start(i, b"n%d-s%d-%d" % (n0, seed, seq))[0] >= 0:
+                    seq += 1
+                    st.proposals += 1
+                    break
+        wait_ms = rng.randrange(5, 200)
+        if read_rng is not None:
+            _run_with_reads(c, read_rng, wait_ms * 1000, read_terms)
+        else:
+            c.run_for(wait_ms / 1000)
 
     # Whatever any node applied was committed: it must survive in the final log.
     committed: dict[int, bytes] = {}
@@ -255,7 +270,8 @@ def run_member_fuzz(n0: int, seed: int) -> str:
     index = c.one(final, len(members))
     ids = sorted(members)
     first = c.applied(ids[0])
-    stats = f"{st}; members {voters} + learners {learners}"
+    reads = sum(len(c.read_states(i)) for i in range(c.n))
+    stats = f"{st}, {reads} reads answered; members {voters} + learners {learners}"
     assert first and first[-1] == (index, final), (
         f"[seed={seed} n={n0}] node {ids[0]}'s log does not end with the final command ({stats})"
     )
