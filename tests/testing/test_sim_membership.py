@@ -192,6 +192,38 @@ def test_replace_a_node_whose_disk_was_wiped(storage: Literal["memory", "file"])
     assert c.one(b"after", expected_servers=2) > index
 
 
+def test_a_wiped_member_added_back_is_still_refused_by_a_stale_removed_server() -> None:
+    """W's disk is wiped and W is replaced (removed, added back as a learner). S was removed
+    earlier while cut off, so its membership is still {S, W, L}. Cut off together with the
+    new W, S would win W's vote (W's log is empty) and lead without the entries the others
+    committed. The identity check stops it: S's log never saw W added back, so S still
+    expects W's old disk and refuses the new one.
+
+    Reference: Thesis §4.2.3 (removed servers), Raft §5.4.1 (a voter must not have lost the
+    log it acknowledged)."""
+    c = SimCluster(3, seed=26)
+    lead = c.check_one_leader()
+    s, w = (i for i in (0, 1, 2) if i != lead)
+    c.one(b"x")
+    c.partition([[s], [w, lead]])
+    y = c.add_node()
+    c.partition([[s], [w, lead, y]])
+    c.add_member(y)
+    c.promote(y)
+    c.remove_member(s)
+    assert c.raft(s).conf_state().voters == (0, 1, 2)
+    c.wipe(w)
+    c.restart(w)
+    c.remove_member(w)
+    c.partition([[s, w], [lead, y]])
+    c.add_member(w)
+    c.run_for(3.0)  # S campaigns on and on; the checkers raise if it ever leads
+    assert not c.state(s)[1] and c.raft(w).log.last_index() == 0
+    c.heal()
+    c.promote(w)
+    c.one(b"replaced", expected_servers=3)
+
+
 def test_a_new_member_catches_up_from_a_snapshot() -> None:
     """A server added to a cluster that compacted its log gets the leader's snapshot, with
     the membership in it, then the log after it; promoted, it holds what the others hold.

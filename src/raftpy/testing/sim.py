@@ -54,7 +54,7 @@ from raftpy.storage.memory import MemoryStorage
 from raftpy.storage.snapshots import SnapshotStore
 from raftpy.storage.wal import FileStorage
 from raftpy.testing.checkers import SafetyCheckers
-from raftpy.testing.sim_members import MembershipDriver
+from raftpy.testing.sim_members import DiskIdentities, MembershipDriver
 from raftpy.testing.sim_node import NodeEnv, SimNode
 
 __all__ = ["RecordingStateMachine", "SimCluster"]
@@ -179,12 +179,17 @@ class SimCluster:
         # Network state.
         self._connected = [True] * n
         self._group = [0] * n
-        # Nodes whose disk was wiped since they were last added: their peers refuse them.
-        self._refused: set[int] = set()
+        # Whose disk each node expects each member to have; consulted once a disk was wiped.
+        self._identities = DiskIdentities(self._checks.state_machine.committed)
+        self._wiped = False
         self._last_conf = ConfState(voters=tuple(range(n)))  # for members() while all are down
         self._background: list[Callable[[], None]] = []
         self._membership = MembershipDriver(
-            self, self._current_leader, lambda i: self._nodes[i].process(), self._tag
+            self,
+            self._current_leader,
+            lambda i: self._nodes[i].process(),
+            self._tag,
+            lambda i, index, term: self._identities.record_add(i, index, term, self._nodes[i].disk),
         )
         self._unreliable = False
         self._long_reordering = False
@@ -383,7 +388,10 @@ class SimCluster:
             else:
                 if not self._reachable(src, dst):
                     continue  # the link failed while the message was in flight
-                node.deliver(decode_message(payload))
+                m = decode_message(payload)
+                if self._wiped and not isinstance(m, _REQUESTS) and self._refuses(dst, src):
+                    continue  # an answer from a disk dst does not know as that member
+                node.deliver(m)
             node.process()
         self.now_us = max(self.now_us, deadline)
 
@@ -561,11 +569,15 @@ class SimCluster:
         :meth:`restart` starts it with an empty disk bootstrapped with no voters.
 
         A node that lost its disk lost its votes and its acknowledged entries, so it must never
-        vote as the member it was (Raft §5.2, §5.4). The simulator models the real node's data
-        dir identity check: until node ``i`` is added again (:meth:`add_member`, which refuses
-        a node that still is a member), its peers refuse it, so every message to or from it
-        is dropped. The fix is the operator's, as on a real cluster: ``remove_member(i)``,
-        then ``add_member(i)`` (a new learner, which catches up) and ``promote(i)``."""
+        count as the member it was (Raft §5.2, §5.4). The simulator models the real node's data
+        dir identity check (:class:`~raftpy.testing.sim_members.DiskIdentities`): a server
+        refuses a member that answers with another disk than the one the configuration entry
+        adding it recorded, and does not count its answers (votes, acknowledgements: they
+        are dropped). So node ``i`` is refused until it is added again (:meth:`add_member`,
+        which refuses a node that still is a member), and then still by any server whose log
+        lacks that entry (a removed server that never learned it). The fix is the operator's,
+        as on a real cluster: ``remove_member(i)``, then ``add_member(i)`` (a new learner,
+        which catches up) and ``promote(i)``."""
         node = self._nodes[i]
         if self._storage_kind == "memory":
             snap_fs = FaultyFileSystem(self.rng.getrandbits(32))
@@ -574,7 +586,7 @@ class SimCluster:
             fs = FaultyFileSystem(self.rng.getrandbits(32))
             storage = FileStorage(f"/node{i}", [], fs=fs, segment_size=self._env.segment_size)
             node.wipe(storage, fs, fs)
-        self._refused.add(i)
+        self._wiped = True
 
     def add_member(self, i: int, voter: bool = False, *, timeout: float = 10.0) -> ConfState:
         """Add node ``i`` (address ``sim://i``) as a learner, or a voter with ``voter``, through
@@ -582,7 +594,6 @@ class SimCluster:
         there. Raises :class:`~raftpy.errors.ConfChangeError` if ``i`` is a member already or
         the core refuses the change, :class:`~raftpy.errors.IndeterminateError` if it is not
         done within ``timeout`` virtual seconds (it may still commit)."""
-        self._refused.discard(i)  # its current disk is the one the cluster adds
         return self._membership.add_member(i, voter, timeout)
 
     def promote(self, i: int, *, force: bool = False, timeout: float = 10.0) -> ConfState:
@@ -666,12 +677,17 @@ class SimCluster:
         heapq.heappush(self._queue, (t, self._seq, kind, dst, inc, src, data))
 
     def _reachable(self, a: int, b: int) -> bool:
-        return (
-            self._connected[a]
-            and self._connected[b]
-            and self._group[a] == self._group[b]
-            and not (self._refused and (a in self._refused or b in self._refused))
-        )
+        return self._connected[a] and self._connected[b] and self._group[a] == self._group[b]
+
+    def _refuses(self, dst: int, src: int) -> bool:
+        """Whether ``dst`` refuses to count ``src``'s answers (votes, acknowledgements): the
+        data dir identity check (:class:`DiskIdentities`). Requests still pass: following a
+        leader or answering a candidate is safe whatever its disk; only counting a member
+        that lost its disk as the member it was is not."""
+        disk = self._nodes[src].disk
+        if disk == 0:
+            return False  # never wiped: every record of it is its first disk
+        return not self._identities.accepts(self._nodes[dst].raft, src, disk)
 
     def _send(self, src: int, m: PeerMessage) -> None:
         data = encode_message(m)

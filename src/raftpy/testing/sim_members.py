@@ -13,6 +13,11 @@ that is one, removing one that is not: :mod:`raftpy.core.confchange`), so a chan
 commit is never made twice. A change the core refuses for good
 (:class:`~raftpy.errors.ConfChangeError`) is raised at once; one that is not done by the
 deadline raises :class:`~raftpy.errors.IndeterminateError`, as it may still commit later.
+
+:class:`DiskIdentities` models the data dir identity check of the real node for nodes whose
+disk was wiped: a server that lost its disk lost its votes and the entries it acknowledged, so
+it must never be counted as the member it was, by anyone, even by a removed server that never
+learned it was removed and still counts the old member's vote.
 """
 
 from __future__ import annotations
@@ -27,14 +32,14 @@ from raftpy.core.confchange import (
     ConfChangeSingle,
     ConfChangeTransition,
 )
-from raftpy.core.messages import ConfState
+from raftpy.core.messages import ConfState, Entry
 from raftpy.core.raft import Raft
 from raftpy.errors import ConfChangeError, IndeterminateError, NotLeaderError, ProposalDropped
 
 if TYPE_CHECKING:
     from raftpy.testing.sim import SimCluster
 
-__all__ = ["MembershipDriver", "sim_address"]
+__all__ = ["DiskIdentities", "MembershipDriver", "sim_address"]
 
 _POLL = 0.02  # virtual seconds between looks at the leader
 
@@ -56,11 +61,13 @@ class MembershipDriver:
         leader: Callable[[], int | None],
         process: Callable[[int], None],
         tag: Callable[[str], str],
+        on_add: Callable[[int, int, int], None],
     ) -> None:
         self._c = cluster
         self._leader = leader
         self._process = process
         self._tag = tag
+        self._on_add = on_add  # (node, index, term) of a proposal adding a non-member
 
     # -- the operations -----------------------------------------------------------------------
 
@@ -140,10 +147,14 @@ class MembershipDriver:
                 c.run_for(_POLL)
                 continue
             try:
-                raft.propose_conf_change(cc, force=force)
+                index = raft.propose_conf_change(cc, force=force)
             except (ProposalDropped, NotLeaderError):
                 c.run_for(_POLL)
                 continue
+            members = conf.members()
+            for change in cc.changes:
+                if change.kind is not ConfChangeKind.REMOVE_NODE and change.node_id not in members:
+                    self._on_add(change.node_id, index, raft.term)
             proposed = True
             self._process(lead)
             c.run_for(_POLL)
@@ -161,3 +172,56 @@ def _done(conf: ConfState, cc: ConfChange) -> bool:
     except ConfChangeError:
         return False
     return not confchange.is_joint(after) and after == conf
+
+
+class DiskIdentities:
+    """Which disk each server expects each member to have, as the real node's data dir
+    identity check does (README.md, "Changing members"): a server knows a member's identity
+    from the configuration entry that added it, and refuses the member if it answers with
+    another disk. The simulator then drops the member's answers (votes, acknowledgements) to
+    that server: it never counts them.
+
+    Node ``x`` expects member ``y`` to have the disk ``y`` had when the latest configuration
+    entry adding ``y`` that ``x``'s log holds was proposed, or its first disk if ``x``'s log
+    holds none (``y`` was an initial member). ``x`` does not judge nodes that are not members of
+    its own membership in force (a node that joined with an empty disk knows no one until it
+    reaches a configuration entry). So a wiped node is refused until a configuration entry
+    adds it back, and then only by servers whose log holds that entry: a removed server that
+    never heard of it still refuses it, and cannot count its vote as the old member's.
+
+    ``committed`` is the simulator's record of the entry applied at each index
+    (:class:`~raftpy.testing.checkers.StateMachineSafety`): a log compacted past an add holds
+    it if that add is what was committed there.
+    """
+
+    def __init__(self, committed: list[Entry | None]) -> None:
+        self._committed = committed
+        self._adds: dict[int, list[tuple[int, int, int]]] = {}  # node -> [(index, term, disk)]
+
+    def record_add(self, node: int, index: int, term: int, disk: int) -> None:
+        """A configuration entry at ``(index, term)`` adds ``node``, whose disk is ``disk``."""
+        self._adds.setdefault(node, []).append((index, term, disk))
+
+    def expected(self, raft: Raft, node: int) -> int | None:
+        """The disk ``raft``'s server expects ``node`` to have; None if it does not judge."""
+        if node not in raft.conf_state().members():
+            return None
+        log = raft.log
+        last = log.last_index()
+        for index, term, disk in reversed(self._adds.get(node, ())):
+            if index > last:
+                continue
+            held = log.term(index)
+            if held is None and index < log.first_index():
+                entry = self._committed[index] if index < len(self._committed) else None
+                held = entry.term if entry is not None else None
+            if held == term:
+                return disk
+        return 0
+
+    def accepts(self, raft: Raft | None, node: int, disk: int) -> bool:
+        """Whether ``raft``'s server (None: down) talks to ``node``, whose disk is ``disk``."""
+        if raft is None:
+            return True
+        expected = self.expected(raft, node)
+        return expected is None or expected == disk
