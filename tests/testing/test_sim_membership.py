@@ -539,16 +539,15 @@ def test_configuration_takes_effect_on_append_not_on_apply() -> None:
 
 
 # ----------------------------------------------------------------------------------------------
-# Known core bugs (reproduced; the fuzz avoids them while CORE_BUGS_OPEN)
+# Core bugs the membership tests found (fixed; kept as regression tests)
 # ----------------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, raises=KeyError, reason="core bug: see the docstring")
 def test_joint_change_removing_the_voter_whose_ack_commits_it() -> None:
     """A joint change removing voters, whose commit is decided by an acknowledgement of one of
     the removed voters: the leader leaves the joint configuration inside that acknowledgement's
-    handling (``_maybe_commit`` -> ``_finish_conf_change``), which forgets the sender, and
-    ``_handle_append_response`` then calls ``_maybe_send_append(m.src)``: KeyError.
+    handling (``_maybe_commit`` -> ``_finish_conf_change``), which forgets the sender; it must
+    not then look up the sender's progress (it raised KeyError).
 
     Reference: Thesis §4.3 (leaving C_old,new once it commits)."""
     c = SimCluster(3, seed=0)
@@ -560,14 +559,13 @@ def test_joint_change_removing_the_voter_whose_ack_commits_it() -> None:
     assert c.members() == ((lead,), ())
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="core bug: see the docstring")
 def test_a_removed_server_with_the_newest_log_still_campaigns() -> None:
     """Voters {L, o}; L removes itself (forced: o is cut off), so L's log ends with the
     uncommitted membership {o}, then L loses leadership (CheckQuorum). o cannot be elected
-    (L's log is newer, L refuses its vote) and L never campaigns because it is not a voter of
-    its own latest membership: no leader, for ever. Thesis §4.2.2: "a server that is not part
-    of its own latest configuration should still start new elections, as it might still be
-    needed until the C_new entry is committed"; it does not count its own vote then.
+    (L's log is newer, L refuses its vote), so unless L campaigns although it is not a voter
+    of its own latest membership, there is no leader for ever. Thesis §4.2.2: "a server that
+    is not part of its own latest configuration should still start new elections, as it might
+    still be needed until the C_new entry is committed"; it does not count its own vote then.
 
     Reference: Thesis §4.2.2."""
     c = SimCluster(2, seed=1)
