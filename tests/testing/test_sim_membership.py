@@ -634,7 +634,6 @@ def test_membership_runs_replay_exactly() -> None:
     assert run() == run()
 
 
-@pytest.mark.xfail(strict=True, reason="core bug: stale rejections are reported as lost disks")
 def test_no_lost_disk_report_without_a_lost_disk(caplog: pytest.LogCaptureFixture) -> None:
     """The leader reports a follower that refuses entries it acknowledged as one that lost
     its disk (``Progress.lost_entries``, logged loudly, shown to operators). In the plain fuzz
