@@ -28,6 +28,7 @@ MARKERS = {
         "tests/testing/test_linearizability_vectors.py",
         "tests/testing/test_sim_file_storage.py",
         "tests/testing/test_sim_fuzz.py",
+        "tests/testing/test_sim_fuzz_members.py",
         "tests/transport/test_fuzz_live.py",
     ),
 }

@@ -276,22 +276,28 @@ def test_inflights_match_list_model(
         )
 
 
-@pytest.mark.parametrize(
-    ("state", "next", "hint", "want_match"),
-    [
-        (ProgressState.REPLICATE, 10, 5, 4),  # never at or above the refused index
-        (ProgressState.REPLICATE, 10, 2, 2),
-        (ProgressState.PROBE, 6, 0, 0),  # a wiped follower: from the start
-        (ProgressState.PROBE, 6, 3, 3),  # a follower restored from an older copy
-    ],
-)
-def test_rejection_of_an_acknowledged_entry_moves_match_back(
-    state: ProgressState, next: int, hint: int, want_match: int
+@pytest.mark.parametrize("state", [ProgressState.REPLICATE, ProgressState.PROBE])
+@pytest.mark.parametrize(("hint", "want_next"), [(0, 1), (2, 3), (4, 4)])
+def test_a_follower_refusing_what_it_acknowledged_is_asked_again_then_found_lost(
+    state: ProgressState, hint: int, want_next: int
 ) -> None:
     """Reference: Raft §5.3 (nextIndex backs off until the logs match). A follower that refuses
-    the entry at its ``match`` lost what it acknowledged (a wiped or restored disk): probing at
-    ``match`` again could never succeed, so ``match`` moves back to where the logs match now,
-    and the loss is counted."""
-    pr = progress(state, 5, next)
+    the entry at its ``match`` lost what it acknowledged (a wiped or restored disk), or the
+    answer is stale: the leader asks one entry lower, claiming one entry less meanwhile. A
+    second refusal confirms the loss: ``match`` is forgotten, the loss counted, and probing
+    starts from the hint."""
+    pr = progress(state, 5, 6 if state is ProgressState.PROBE else 10)
     assert pr.maybe_decr_to(5, hint)
-    assert (pr.match, pr.next, pr.lost_entries) == (want_match, want_match + 1, 1)
+    assert (pr.match, pr.next, pr.state, pr.lost_entries) == (4, 5, ProgressState.PROBE, 0)
+    assert not pr.maybe_decr_to(5, hint)  # a stale copy of the first refusal confirms nothing
+    assert pr.maybe_decr_to(4, hint)
+    assert (pr.match, pr.next, pr.lost_entries) == (0, want_next, 1)
+
+
+def test_a_stale_refusal_of_an_acknowledged_entry_is_not_a_loss() -> None:
+    """Reference: Raft §5.3. The follower acknowledges again when asked one entry lower: its
+    earlier refusal was stale, nothing is counted and ``match`` is back."""
+    pr = progress(ProgressState.REPLICATE, 5, 10)
+    assert pr.maybe_decr_to(5, 4)
+    assert pr.maybe_update(7)
+    assert (pr.match, pr.lost_entries, pr.loss_check) == (7, 0, None)

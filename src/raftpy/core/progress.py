@@ -70,6 +70,7 @@ class Progress:
     __slots__ = (
         "inflights",
         "is_learner",
+        "loss_check",
         "lost_entries",
         "match",
         "next",
@@ -93,8 +94,10 @@ class Progress:
         # flow (at most once per heartbeat interval, however many ReadIndex heartbeats fly).
         self.resume_on_heartbeat = False
         self.is_learner = False
-        # How often the follower refused an entry it had acknowledged (see maybe_decr_to).
+        # How often the follower was found to have lost entries it had acknowledged, and the
+        # match it had when such a loss was last suspected, until confirmed (maybe_decr_to).
         self.lost_entries = 0
+        self.loss_check: int | None = None
         self.inflights = Inflights(max_inflight, max_inflight_bytes)
 
     def __repr__(self) -> str:
@@ -134,6 +137,8 @@ class Progress:
             self.match = index
             updated = True
             self.probe_sent = False
+        if self.loss_check is not None and index >= self.loss_check:
+            self.loss_check = None  # it still holds what it acknowledged: the answer was stale
         self.next = max(self.next, index + 1)
         return updated
 
@@ -148,20 +153,33 @@ class Progress:
             if rejected > self.match:
                 self.next = self.match + 1
                 return True
-            # ``rejected == match``: the follower refuses the very entry it acknowledged last.
+            # ``rejected == match``: handled below, as in probe state.
         elif self.next - 1 != rejected:
             return False  # in probe state only the answer to the latest probe counts
-        if rejected <= self.match:
-            # The follower refuses an entry it acknowledged: it lost part of its log (a wiped
-            # disk, a restored backup; README "Changing members"), or, rarely, this answer is
-            # older than its acknowledgement. Either way the only way forward is to find where
-            # the logs match now; probing at ``match`` for ever would never get there.
-            self.lost_entries += 1
-            self.match = max(0, min(match_hint, rejected - 1))
-            self.next = self.match + 1
+        if rejected > self.match or self.match == 0:
+            self.next = max(min(rejected, match_hint + 1), self.match + 1)
             self.probe_sent = False
             return True
-        self.next = max(min(rejected, match_hint + 1), self.match + 1)
+        # ``rejected == match > 0``: the follower refuses the entry it acknowledged last.
+        if self.loss_check is None:
+            # Either it lost part of its log (a wiped disk, a restored backup; README
+            # "Changing members") or this answer is older than its acknowledgement (delayed or
+            # duplicated). Ask again one entry lower, claiming one entry less meanwhile: a
+            # follower that holds its log accepts and acknowledges again; one that lost it
+            # refuses that too. A stale copy of this answer cannot confirm it: it names
+            # another index than the probe now waited for.
+            self.loss_check = self.match
+            self._reset_state(ProgressState.PROBE)
+            self.match -= 1
+            self.next = self.match + 1
+            return True
+        # Refused again, one entry lower: it lost what it acknowledged. Nothing it held is
+        # known any more; find where the logs match now (probing at ``match`` for ever would
+        # never get there).
+        self.lost_entries += 1
+        self.loss_check = None
+        self.match = 0
+        self.next = max(1, min(rejected, match_hint + 1))
         self.probe_sent = False
         return True
 

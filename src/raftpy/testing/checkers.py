@@ -15,7 +15,9 @@ cluster can see is checked here, each property by one small class named for it:
 - :class:`TermAndCommitMonotonic`: a node's term and commit index never go backwards, also
   across restarts (Raft §5.1, Figure 2);
 - :class:`ReadIndexSafety`: a linearizable read reflects every write committed before it
-  began (Thesis §6.4).
+  began (Thesis §6.4);
+- :class:`MembershipAgreement`: every node has the same membership at the same applied
+  index (Thesis §4: the configuration lives in the log, so it is as agreed as the log).
 
 The node drivers (:mod:`raftpy.testing.sim_node`) feed them from the Ready loop, after every
 event. A violation raises :class:`~raftpy.errors.InvariantViolation` at once; ``tag`` puts the
@@ -28,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from raftpy.core.log import RaftLog
-from raftpy.core.messages import Entry, SnapshotMeta
+from raftpy.core.messages import ConfState, Entry, SnapshotMeta
 from raftpy.core.ready import ReadState
 from raftpy.core.storage import HardState
 from raftpy.errors import InvariantViolation
@@ -37,6 +39,7 @@ __all__ = [
     "ElectionSafety",
     "LeaderCompleteness",
     "LogMatching",
+    "MembershipAgreement",
     "ReadIndexSafety",
     "SafetyCheckers",
     "SnapshotRestoreSafety",
@@ -232,23 +235,29 @@ class TermAndCommitMonotonic:
 
     def __init__(self, tag: Tag, n: int) -> None:
         self._tag = tag
-        self._written: list[tuple[int, int]] = [(0, 0)] * n  # last written (term, commit)
-        self._synced: list[tuple[int, int]] = [(0, 0)] * n  # last synced (term, commit)
+        # Per node (nodes may be added later: absent means nothing written yet).
+        self._written: dict[int, tuple[int, int]] = dict.fromkeys(range(n), (0, 0))
+        self._synced: dict[int, tuple[int, int]] = dict.fromkeys(range(n), (0, 0))
 
     def on_persist(self, node_id: int, hs: HardState) -> None:
         """``node_id`` writes hard state ``hs``."""
-        self._check(node_id, hs, self._written[node_id], "persisted")
+        self._check(node_id, hs, self._written.get(node_id, (0, 0)), "persisted")
         self._written[node_id] = (hs.term, hs.commit)
 
     def on_sync(self, node_id: int) -> None:
         """``node_id``'s writes so far are durable."""
-        self._synced[node_id] = self._written[node_id]
+        self._synced[node_id] = self._written.get(node_id, (0, 0))
 
     def on_restart(self, node_id: int, hs: HardState) -> None:
         """``node_id`` starts again with the hard state ``hs`` its storage recovered."""
-        self._check(node_id, hs, self._synced[node_id], "restarted with")
+        self._check(node_id, hs, self._synced.get(node_id, (0, 0)), "restarted with")
         # Writes that were not synced may be gone: monotonicity restarts from what survived.
         self._written[node_id] = (hs.term, hs.commit)
+
+    def on_wipe(self, node_id: int) -> None:
+        """``node_id`` lost its disk on purpose (a test replacing a dead disk): it starts from
+        nothing, which is not a regression of the node that had the old disk."""
+        self._written[node_id] = self._synced[node_id] = (0, 0)
 
     def _check(self, node_id: int, hs: HardState, before: tuple[int, int], what: str) -> None:
         if hs.term < before[0] or hs.commit < before[1]:
@@ -315,6 +324,34 @@ class ReadIndexSafety:
         return issued[1]
 
 
+class MembershipAgreement:
+    """Thesis §4: the membership is part of the replicated log (configuration entries, and
+    snapshots), so two nodes that applied the log up to the same index must have the same
+    membership in force there. A core that mistracks it (a configuration entry not undone when
+    truncated, a snapshot restoring another membership, a joint configuration left on one
+    node only) breaks this before it breaks anything else."""
+
+    def __init__(self, tag: Tag) -> None:
+        self._tag = tag
+        self._at: dict[int, tuple[int, ConfState]] = {}  # index -> (first node, membership)
+
+    def on_applied(self, node_id: int, index: int, conf: ConfState) -> None:
+        """``node_id`` applied up to ``index`` (or restored a snapshot there) and has ``conf``
+        in force at ``index``. A membership without voters is not checked: it is a node that
+        joined with an empty disk and has not yet reached a configuration entry (the cluster's
+        bootstrap membership is not in the log; the joiner learns it from the first one)."""
+        if not conf.voters:
+            return
+        first = self._at.setdefault(index, (node_id, conf))
+        if first[1] != conf:
+            raise InvariantViolation(
+                self._tag(
+                    f"node {node_id} has membership {conf} at index {index}, node {first[0]} "
+                    f"had {first[1]} there (membership agreement)"
+                )
+            )
+
+
 class SafetyCheckers:
     """Every cluster-wide check of one simulated cluster of ``n`` nodes, for its node
     drivers to feed."""
@@ -327,3 +364,4 @@ class SafetyCheckers:
         self.snapshots = SnapshotRestoreSafety(tag, self.state_machine)
         self.monotonic = TermAndCommitMonotonic(tag, n)
         self.reads = ReadIndexSafety(tag)
+        self.membership = MembershipAgreement(tag)

@@ -15,10 +15,16 @@ Checkers run inside, always (:mod:`raftpy.testing.checkers`): election safety, l
 leader completeness, state machine safety and in-order apply, term and commit never going
 backwards (also across restarts), snapshot restores, and linearizable reads. A violation
 raises :class:`~raftpy.errors.InvariantViolation` at once, with the seed in the message.
+
+Membership changes (Thesis §4): :meth:`SimCluster.add_node` creates a node with an empty disk,
+:meth:`~SimCluster.add_member`, :meth:`~SimCluster.promote`, :meth:`~SimCluster.remove_member`
+and :meth:`~SimCluster.change` drive a change through the leader
+(:mod:`raftpy.testing.sim_members`), and :meth:`~SimCluster.wipe` loses a node's disk.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import random
 from collections.abc import Callable, Sequence
@@ -26,9 +32,11 @@ from typing import BinaryIO, Literal
 
 import msgspec
 
+from raftpy.core.confchange import ConfChange
 from raftpy.core.config import RaftConfig
 from raftpy.core.messages import (
     AppendEntries,
+    ConfState,
     Heartbeat,
     InstallSnapshot,
     PeerMessage,
@@ -46,6 +54,7 @@ from raftpy.storage.memory import MemoryStorage
 from raftpy.storage.snapshots import SnapshotStore
 from raftpy.storage.wal import FileStorage
 from raftpy.testing.checkers import SafetyCheckers
+from raftpy.testing.sim_members import DiskIdentities, MembershipDriver
 from raftpy.testing.sim_node import NodeEnv, SimNode
 
 __all__ = ["RecordingStateMachine", "SimCluster"]
@@ -139,18 +148,15 @@ class SimCluster:
         self.rng = random.Random(seed)
         self._factory: Callable[[], StateMachine] = state_machine or RecordingStateMachine
         self._tick_us = max(1, round(tick_seconds * _US))
-        self._configs = [
-            RaftConfig(
-                id=i,
-                election_ticks=election_ticks,
-                heartbeat_ticks=heartbeat_ticks,
-                pre_vote=pre_vote,
-                check_quorum=check_quorum,
-                max_inflight_msgs=max_inflight_msgs,
-                max_msg_bytes=max_msg_bytes,
-            )
-            for i in range(n)
-        ]
+        self._config = RaftConfig(
+            id=0,
+            election_ticks=election_ticks,
+            heartbeat_ticks=heartbeat_ticks,
+            pre_vote=pre_vote,
+            check_quorum=check_quorum,
+            max_inflight_msgs=max_inflight_msgs,
+            max_msg_bytes=max_msg_bytes,
+        )
         self.now_us = 0
         # Events: (time_us, seq, kind, dst, dst incarnation, src, payload); seq keeps it FIFO.
         self._queue: list[tuple[int, int, int, int, int, int, bytes]] = []
@@ -169,10 +175,22 @@ class SimCluster:
             election_ticks=election_ticks,
             segment_size=segment_size,
         )
-        self._nodes = [self._new_node(i) for i in range(n)]
+        self._nodes = [self._new_node(i, tuple(range(n))) for i in range(n)]
         # Network state.
         self._connected = [True] * n
         self._group = [0] * n
+        # Whose disk each node expects each member to have; consulted once a disk was wiped.
+        self._identities = DiskIdentities(self._checks.state_machine.committed)
+        self._wiped = False
+        self._last_conf = ConfState(voters=tuple(range(n)))  # for members() while all are down
+        self._background: list[Callable[[], None]] = []
+        self._membership = MembershipDriver(
+            self,
+            self._current_leader,
+            lambda i: self._nodes[i].process(),
+            self._tag,
+            lambda i, index, term: self._identities.record_add(i, index, term, self._nodes[i].disk),
+        )
         self._unreliable = False
         self._long_reordering = False
         self._duplicate_rate = 0.0
@@ -250,6 +268,16 @@ class SimCluster:
         if fs is None:
             raise ValueError('disk() needs storage="file"')
         return fs
+
+    def hold_applies(self, i: int, hold: bool) -> None:
+        """Make node ``i``'s state machine slow (``hold``): committed entries wait unapplied
+        until ``hold_applies(i, False)``, which applies them (the core's applied index lags its
+        commit index meanwhile, as behind a slow state machine). A crash drops what waits."""
+        node = self._nodes[i]
+        node.hold_applies = hold
+        if not hold and node.raft is not None:
+            node.release_applies()
+            node.process()
 
     def is_up(self, i: int) -> bool:
         return self._nodes[i].raft is not None
@@ -329,8 +357,20 @@ class SimCluster:
         return raft
 
     def run_for(self, seconds: float) -> None:
-        """Advance virtual time by ``seconds``, processing every event due."""
+        """Advance virtual time by ``seconds``, processing every event due (after calling the
+        :meth:`add_background` functions once)."""
+        for fn in self._background:
+            fn()
         self.run_until_us(self.now_us + round(seconds * _US))
+
+    def add_background(self, fn: Callable[[], None] | None) -> None:
+        """Call ``fn`` at the start of every :meth:`run_for` (every helper that waits, such as
+        :meth:`add_member` or :meth:`one`, runs time in slices of 10-50 ms through it): a
+        client that keeps writing while a test does something else. ``None`` removes all."""
+        if fn is None:
+            self._background.clear()
+        else:
+            self._background.append(fn)
 
     def run_until_us(self, deadline: int) -> None:
         queue = self._queue
@@ -348,7 +388,10 @@ class SimCluster:
             else:
                 if not self._reachable(src, dst):
                     continue  # the link failed while the message was in flight
-                node.deliver(decode_message(payload))
+                m = decode_message(payload)
+                if self._wiped and not isinstance(m, _REQUESTS) and self._refuses(dst, src):
+                    continue  # an answer from a disk dst does not know as that member
+                node.deliver(m)
             node.process()
         self.now_us = max(self.now_us, deadline)
 
@@ -419,8 +462,10 @@ class SimCluster:
             for term, ids in by_term.items():
                 if len(ids) > 1:
                     raise AssertionError(self._tag(f"term {term} has {len(ids)} leaders: {ids}"))
-            if by_term:
-                return by_term[max(by_term)][0]
+            members = self._latest_conf().members() if by_term else frozenset()
+            for term in sorted(by_term, reverse=True):
+                if by_term[term][0] in members:  # a removed leader stepping down does not count
+                    return by_term[term][0]
             if self.now >= deadline:
                 raise AssertionError(self._tag(f"no leader after {timeout} s"))
 
@@ -469,10 +514,13 @@ class SimCluster:
         return None
 
     def one(self, command: bytes, expected_servers: int | None = None, retry: bool = True) -> int:
-        """Get ``command`` committed on at least ``expected_servers`` nodes (default: all);
-        return its index. Tries every node as leader in turn for 10 s of virtual time (with
-        ``retry``, resubmits when a leader fails before committing). Raises AssertionError."""
-        expected = self.n if expected_servers is None else expected_servers
+        """Get ``command`` committed on at least ``expected_servers`` nodes (default: every
+        member, see :meth:`members`); return its index. Tries every node as leader in turn for
+        10 s of virtual time (with ``retry``, resubmits when a leader fails before committing).
+        Raises AssertionError."""
+        expected = (
+            len(self._latest_conf().members()) if expected_servers is None else expected_servers
+        )
         deadline = self.now + 10.0
         start = 0
         while self.now < deadline:
@@ -497,6 +545,97 @@ class SimCluster:
                 self.run_for(0.05)
         raise AssertionError(self._tag(f"one({command!r}) failed to reach agreement in 10 s"))
 
+    # ------------------------------------------------------------------------------------------
+    # Membership (Thesis §4; the driving is in raftpy.testing.sim_members)
+    # ------------------------------------------------------------------------------------------
+
+    def add_node(self) -> int:
+        """Create and start a new node with an empty disk bootstrapped with no voters (as a
+        server started to join an existing cluster); return its id, ``n`` before the call.
+        It is not a member until :meth:`add_member`: it never campaigns, and it learns the
+        membership from the leader's log or snapshot. It starts connected, in the first
+        group of a partition."""
+        i = self.n
+        self.n += 1
+        self._connected.append(True)
+        self._group.append(0)
+        node = self._new_node(i, ())
+        self._nodes.append(node)
+        self._boot(node)
+        return i
+
+    def wipe(self, i: int) -> None:
+        """Crash node ``i`` and lose its disk (log, hard state, snapshots): it stays down;
+        :meth:`restart` starts it with an empty disk bootstrapped with no voters.
+
+        A node that lost its disk lost its votes and its acknowledged entries, so it must never
+        count as the member it was (Raft §5.2, §5.4). The simulator models the real node's data
+        dir identity check (:class:`~raftpy.testing.sim_members.DiskIdentities`): a server
+        refuses a member that answers with another disk than the one the configuration entry
+        adding it recorded, and does not count its answers (votes, acknowledgements: they
+        are dropped). So node ``i`` is refused until it is added again (:meth:`add_member`,
+        which refuses a node that still is a member), and then still by any server whose log
+        lacks that entry (a removed server that never learned it). The fix is the operator's,
+        as on a real cluster: ``remove_member(i)``, then ``add_member(i)`` (a new learner,
+        which catches up) and ``promote(i)``."""
+        node = self._nodes[i]
+        if self._storage_kind == "memory":
+            snap_fs = FaultyFileSystem(self.rng.getrandbits(32))
+            node.wipe(MemoryStorage([]), snap_fs, None)
+        else:
+            fs = FaultyFileSystem(self.rng.getrandbits(32))
+            storage = FileStorage(f"/node{i}", [], fs=fs, segment_size=self._env.segment_size)
+            node.wipe(storage, fs, fs)
+        self._wiped = True
+
+    def add_member(self, i: int, voter: bool = False, *, timeout: float = 10.0) -> ConfState:
+        """Add node ``i`` (address ``sim://i``) as a learner, or a voter with ``voter``, through
+        the leader; return the leader's membership once the change is committed and applied
+        there. Raises :class:`~raftpy.errors.ConfChangeError` if ``i`` is a member already or
+        the core refuses the change, :class:`~raftpy.errors.IndeterminateError` if it is not
+        done within ``timeout`` virtual seconds (it may still commit)."""
+        return self._membership.add_member(i, voter, timeout)
+
+    def promote(self, i: int, *, force: bool = False, timeout: float = 10.0) -> ConfState:
+        """Make learner ``i`` a voter once it has caught up (within ``max_learner_lag``
+        entries of the leader; ``force`` does not wait); as :meth:`add_member`."""
+        return self._membership.promote(i, force, timeout)
+
+    def remove_member(self, i: int, *, force: bool = False, timeout: float = 10.0) -> ConfState:
+        """Remove node ``i`` (a voter, the leader included, or a learner); as
+        :meth:`add_member`. ``force`` skips the check that a quorum of voters stays reachable.
+        The removed node keeps running until crashed: it cannot disrupt the cluster."""
+        return self._membership.remove_member(i, force, timeout)
+
+    def change(self, cc: ConfChange, *, force: bool = False, timeout: float = 10.0) -> ConfState:
+        """Make any change (``AUTO`` or ``JOINT_IMPLICIT``: several voters at once go through
+        joint consensus, Thesis §4.3, left automatically); as :meth:`add_member`."""
+        return self._membership.change(cc, force, timeout)
+
+    def members(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """``(voters, learners)`` in force, sorted, as the leader sees them (the voters of both
+        halves while joint). Without a leader: as the up node with the most recent log sees
+        them (with every node down: as last seen)."""
+        conf = self._latest_conf()
+        voters = tuple(sorted({*conf.voters, *conf.voters_outgoing}))
+        return voters, tuple(sorted(conf.learners))
+
+    def _latest_conf(self) -> ConfState:
+        lead = self._current_leader()
+        if lead is not None:
+            self._last_conf = self.raft(lead).conf_state()
+            return self._last_conf
+        up = [node.raft for node in self._nodes if node.raft is not None]
+        if up:  # else: every node is down; the last membership seen is still the best guess
+            latest = max(up, key=lambda r: (r.log.last_term(), r.log.last_index(), r.term))
+            self._last_conf = latest.conf_state()
+        return self._last_conf
+
+    def _current_leader(self) -> int | None:
+        """The connected up node leading the highest term, if any."""
+        leaders = self._up_leaders(connected_only=True)
+        return max(leaders)[1] if leaders else None
+
     def check_invariants(self) -> None:
         """Check every up node's own invariants (also done after every event)."""
         for node in self._nodes:
@@ -510,18 +649,20 @@ class SimCluster:
     def _tag(self, text: str) -> str:
         return f"[seed={self.seed} t={self.now:.3f}s] {text}"
 
-    def _new_node(self, i: int) -> SimNode:
-        config = self._configs[i]
+    def _new_node(self, i: int, bootstrap: tuple[int, ...]) -> SimNode:
+        config = dataclasses.replace(self._config, id=i)
         env = self._env
         if self._storage_kind == "memory":
             # Snapshot files go to a private in-memory disk that is never crashed: in memory
             # mode everything a node writes survives.
             snap_fs = FaultyFileSystem(self.rng.getrandbits(32))
             snaps = SnapshotStore(f"/node{i}/snap", fs=snap_fs)
-            return SimNode(i, config, env, MemoryStorage(range(self.n)), snap_fs, snaps)
+            storage = MemoryStorage(bootstrap)
+            return SimNode(i, config, env, storage, snap_fs, snaps, bootstrap=bootstrap)
         fs = FaultyFileSystem(self.rng.getrandbits(32))
-        storage = FileStorage(f"/node{i}", range(self.n), fs=fs, segment_size=env.segment_size)
-        return SimNode(i, config, env, storage, fs, SnapshotStore(f"/node{i}/snap", fs=fs), fs)
+        file_storage = FileStorage(f"/node{i}", bootstrap, fs=fs, segment_size=env.segment_size)
+        snaps = SnapshotStore(f"/node{i}/snap", fs=fs)
+        return SimNode(i, config, env, file_storage, fs, snaps, fs, bootstrap=bootstrap)
 
     def _boot(self, node: SimNode) -> None:
         node.boot(random.Random(self.rng.getrandbits(64)))
@@ -537,6 +678,16 @@ class SimCluster:
 
     def _reachable(self, a: int, b: int) -> bool:
         return self._connected[a] and self._connected[b] and self._group[a] == self._group[b]
+
+    def _refuses(self, dst: int, src: int) -> bool:
+        """Whether ``dst`` refuses to count ``src``'s answers (votes, acknowledgements): the
+        data dir identity check (:class:`DiskIdentities`). Requests still pass: following a
+        leader or answering a candidate is safe whatever its disk; only counting a member
+        that lost its disk as the member it was is not."""
+        disk = self._nodes[src].disk
+        if disk == 0:
+            return False  # never wiped: every record of it is its first disk
+        return not self._identities.accepts(self._nodes[dst].raft, src, disk)
 
     def _send(self, src: int, m: PeerMessage) -> None:
         data = encode_message(m)

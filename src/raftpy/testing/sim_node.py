@@ -77,6 +77,12 @@ class SimNode:
     snap_fs: FaultyFileSystem  # the disk holding the snapshot files (``fs`` in file mode)
     snaps: SnapshotStore
     fs: FaultyFileSystem | None = None
+    # The voters a brand-new disk is bootstrapped with: the initial cluster, or none for a node
+    # added later (or wiped), which learns the membership from the leader.
+    bootstrap: tuple[int, ...] = ()
+    # Which disk this is: bumped by ``wipe`` (peers compare it to the disk the node was added
+    # with, as the real handshake compares data dir identities).
+    disk: int = 0
     raft: Raft | None = None
     sm: StateMachine | None = None
     incarnation: int = 0
@@ -91,6 +97,9 @@ class SimNode:
     # Every read the core confirmed, and every read it dropped, since the cluster started.
     read_states: list[ReadState] = field(default_factory=list)
     dropped_reads: list[bytes] = field(default_factory=list)
+    # A slow state machine: while ``hold_applies``, committed entries wait in ``held``.
+    hold_applies: bool = False
+    held: list[Entry] = field(default_factory=list)
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -101,6 +110,7 @@ class SimNode:
         self.sm = None
         self.incarnation += 1
         self.applied = []
+        self.held = []
         self.senders = None
         self.receiver = None
         self.received = {}
@@ -111,12 +121,30 @@ class SimNode:
             # is opened again by the real recovery code.
             self.fs.crash(mode)
             self.storage = FileStorage(
-                f"/node{self.id}", range(self.env.n), fs=self.fs, segment_size=self.env.segment_size
+                f"/node{self.id}", self.bootstrap, fs=self.fs, segment_size=self.env.segment_size
             )
         # Reopen the snapshot directory; the simulated node always goes on to start, so it
         # deletes the leftovers of interrupted transfers as a real node does once it decided.
         self.snaps = SnapshotStore(f"/node{self.id}/snap", fs=self.snap_fs)
         self.snaps.remove_leftovers()
+
+    def wipe(
+        self,
+        storage: LogStore,
+        snap_fs: FaultyFileSystem,
+        fs: FaultyFileSystem | None,
+    ) -> None:
+        """Crash (if up) and lose the disk: the node will boot from ``storage``, a brand-new
+        disk bootstrapped with no voters."""
+        if self.raft is not None:
+            self.crash("drop" if self.fs is not None else None)
+        self.storage = storage
+        self.snap_fs = snap_fs
+        self.fs = fs
+        self.bootstrap = ()
+        self.disk += 1
+        self.snaps = SnapshotStore(f"/node{self.id}/snap", fs=snap_fs)
+        self.env.checks.monotonic.on_wipe(self.id)
 
     def boot(self, rng: random.Random) -> None:
         """Start a new core (drawing from ``rng``) and state machine from the storage."""
@@ -231,14 +259,28 @@ class SimNode:
         for m in rd.persisted_messages:
             send(self.id, m)
         if rd.committed_entries:
-            self._apply(rd.committed_entries)
-            raft.applied_to(rd.committed_entries[-1].index)
-            checks.state_machine.on_core_applied(self.id, raft.log.applied, self.last_applied)
+            self.held.extend(rd.committed_entries)
+            if not self.hold_applies:
+                self.release_applies()
         # Thesis §6.4: each read may be served once its index is applied. The simulator
         # serves none; it records and checks the read points.
         for rs in rd.read_states:
             checks.reads.on_read_state(self.id, rs)
             self.read_states.append(rs)
+
+    def release_applies(self) -> None:
+        """Apply the committed entries held back (a slow state machine catching up)."""
+        raft = self.raft
+        if not self.held or raft is None:
+            return
+        entries, self.held = self.held, []
+        checks = self.env.checks
+        self._apply(entries)
+        raft.applied_to(entries[-1].index)
+        checks.state_machine.on_core_applied(self.id, raft.log.applied, self.last_applied)
+        checks.membership.on_applied(
+            self.id, self.last_applied, raft.conf_state_at(self.last_applied)
+        )
 
     def _apply(self, entries: Sequence[Entry]) -> None:
         self.env.checks.state_machine.on_apply(self.id, self.last_applied, entries)
@@ -279,12 +321,14 @@ class SimNode:
         sm.restore(io.BytesIO(state))
         self.sm = sm
         self.env.checks.snapshots.on_restore(self.id, meta, applied)
+        self.env.checks.membership.on_applied(self.id, meta.index, meta.conf)
         self.applied = [(index, command) for index, command in applied]
         self.last_applied = meta.index
 
     def _install(self, meta: SnapshotMeta) -> None:
         """The core took a snapshot from the leader: make it durable, then restore it."""
         sink = self.received.pop((meta.index, meta.term))
+        self.held = []  # the snapshot covers them: it is past every committed entry
         self.snaps.install(sink)
         self.storage.apply_snapshot(meta)
         self.env.checks.snapshots.on_install(self.id, meta, self.last_applied)
