@@ -30,6 +30,10 @@ class Scripted:
 
     async def members(self) -> MembersView:
         self.calls.append("members")
+        if "promote" in self.calls:
+            return MembersView((1, 2, 3, 4), (), VIEW.addresses, 1, 13)
+        if "add" in self.calls:
+            return MembersView((1, 2, 3), (4,), VIEW.addresses, 1, 12)
         return VIEW
 
     async def add_member(self, node_id: int, address: str, voter: bool = False) -> MembersView:
@@ -101,3 +105,15 @@ def test_gives_up_at_its_deadline_and_says_so(caplog: pytest.LogCaptureFixture) 
         done, _ = run_joiner(client, ConfState(()), timeout=0.5)
     assert not done
     assert any("could not join the cluster within" in r.message for r in caplog.records)
+
+
+def test_a_rejoining_node_trusts_the_cluster_not_its_stale_log() -> None:
+    """Reference: Thesis §4.2.1 (a new server is promoted once caught up). A node rejoining
+    under its old id after losing its disk may restore a snapshot from before its removal that
+    lists it as a voter; it is not one until the cluster says so, so it still asks to be
+    promoted (found by the Jepsen member nemesis: such a node stayed a learner for good)."""
+    client = Scripted([], [])
+    stale = ConfState((1, 2, 3, 4))  # what its old snapshot says
+    done, calls = run_joiner(client, stale)
+    assert done
+    assert calls[-1] == "promote"

@@ -245,7 +245,20 @@ class Joiner:
         while True:
             p = self._progress()
             if self._id in p.conf.voters:
-                break
+                # Our own log may not have reached the entry that added us yet: a node
+                # rejoining under its old id after losing its disk may restore a snapshot, or
+                # copy log entries, from before its removal, which list it as a voter. Only the
+                # cluster's answer says whether we are one now.
+                view = await self._retrying("asking for the members", self._client.members)
+                if self._id in view.voters:
+                    break
+                if self._id in view.learners:
+                    await self._retrying(
+                        "promotion to voter", lambda: self._client.promote(self._id), refusals=True
+                    )
+                    break
+                await asyncio.sleep(0.05)
+                continue
             if (
                 self._id in p.conf.learners
                 and p.commit >= added.index
