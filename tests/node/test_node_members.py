@@ -721,3 +721,29 @@ def test_join_through_the_client_over_loopback() -> None:
             await wait_for(lambda: 4 in (leader_of(nodes) or new).members().voters, 30.0)
 
     asyncio.run(main())
+
+
+def test_a_removed_member_added_back_at_once_is_pinned_afresh() -> None:
+    """Reference: Thesis §4 (replacing a server); README.md "Changing members". Each member
+    forgets a removed member's data-dir incarnation when it applies the removal, even when the
+    member is added back right away and the membership in force never lacks it (found by the
+    Jepsen member nemesis: a node kept refusing a member removed and re-added with a new disk
+    0.3 s later, and the cluster lost its leader for minutes)."""
+
+    async def main() -> None:
+        net = FollowingNetwork()
+        nodes = make_nodes(net)
+        async with running(nodes):
+            leader = await settled_leader(nodes)
+            gone = next(n for n in nodes if n is not leader)
+            for n in nodes:
+                if n is not gone:
+                    assert n._incarnations.check(gone.node_id, "a" * 32) is None  # pinned
+            await leader.remove_member(gone.node_id)
+            await leader.add_member(gone.node_id, gone.address)
+            stay = [n for n in nodes if n is not gone]
+            await wait_for(lambda: all(gone.node_id not in n._incarnations.pinned() for n in stay))
+            for n in stay:  # the new disk is welcome
+                assert n._incarnations.check(gone.node_id, "b" * 32) is None
+
+    asyncio.run(main())

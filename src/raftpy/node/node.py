@@ -34,6 +34,7 @@ from raftpy.core.messages import (
     InstallSnapshotResponse,
     PeerMessage,
     SnapshotMeta,
+    decode_conf_state,
 )
 from raftpy.core.raft import Raft
 from raftpy.core.ready import Ready, Role
@@ -713,6 +714,7 @@ class RaftNode:
                     failure = exc
             elif entry.kind is EntryKind.CONFIG:
                 self._members.on_applied(entry)
+                self._forget_removed(entry)
             on_applied(entry, result, failure)
         self.stats.applied += len(entries)
         raft = self._raft
@@ -721,6 +723,17 @@ class RaftNode:
         snaps = self._snaps
         if snaps is not None:
             snaps.note_applied(entries)
+
+    def _forget_removed(self, entry: Entry) -> None:
+        """Forget the data-dir incarnation of the members a CONFIG entry removes, as it is
+        applied (in log order, on every node): a member removed and added back with a new disk
+        is then accepted even when both changes arrive together and the membership in force,
+        which the transport follows, never lacked it."""
+        raft = self._raft
+        assert raft is not None
+        before = raft.conf_state_at(entry.index - 1).members()
+        for node in before - decode_conf_state(entry.data).members():
+            self._incarnations.forget(node)
 
     def _serve_reads(self) -> None:
         self.stats.reads += self._requests.serve_reads(self._applied)
