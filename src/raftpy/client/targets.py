@@ -30,12 +30,13 @@ class Targets:
         return self._addresses[self._cursor % len(self._addresses)]
 
     def next_after(self, address: str) -> str:
-        """The address after ``address`` in rotation (moves the shared cursor)."""
-        try:
-            index = self._addresses.index(address) + 1
-        except ValueError:
-            index = self._cursor
-        self._cursor = index % len(self._addresses)
+        """The address to try after ``address`` failed: the next one in rotation (moves the
+        shared cursor). The rotation goes on from where it stood, not from ``address``: a
+        leader learned from a redirect sits at the end of the list and is tried out of turn,
+        and restarting the rotation after it would send the call back to the first address,
+        which redirects to that same leader, while the other addresses are never tried (a
+        client that cannot reach the leader its first address names would never write)."""
+        self._cursor = (self._cursor + 1) % len(self._addresses)
         return self._addresses[self._cursor]
 
     def learn_leader(self, address: str) -> None:
