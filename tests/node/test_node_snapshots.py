@@ -424,6 +424,9 @@ def test_slow_snapshot_without_prepare_holds_applies_and_keeps_proposals_in_orde
                 for i in range(20):
                     await node.propose(set_cmd("c", str(i)), timeout=5)
                 await write(node, range(30))
+                # The leader records its address in the membership once (one CONFIG entry):
+                # wait for it, so no entry but the test's own is applied from here on.
+                await wait_for(lambda: bool(node.members().addresses), timeout=3)
                 applied_before = node.status().applied
                 state_before = dict(sm.data)
                 snap = asyncio.ensure_future(node.snapshot())
@@ -465,6 +468,9 @@ def test_slow_writer_with_prepare_snapshot_does_not_hold_applies(tmp_path: Path)
             async with node:
                 await single_leader(node)
                 await write(node, range(30))
+                # The leader records its address in the membership once (one CONFIG entry):
+                # wait for it, so no entry but the test's own is applied from here on.
+                await wait_for(lambda: bool(node.members().addresses), timeout=3)
                 applied_before = node.status().applied
                 state_before = dict(sm.data)
                 snap = asyncio.ensure_future(node.snapshot())

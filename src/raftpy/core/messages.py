@@ -153,6 +153,17 @@ class ConfState(msgspec.Struct, frozen=True, array_like=True, gc=False):
         return {a.node_id: a.address for a in self.addresses}
 
 
+def bootstrap_conf(voters: Sequence[int], addresses: Mapping[int, str] | None = None) -> ConfState:
+    """The membership a brand-new cluster starts with: ``voters``, with the addresses known for
+    them (the first leader writes it down as the log's first entry)."""
+    ids = tuple(sorted(voters))
+    known = addresses or {}
+    return ConfState(
+        voters=ids,
+        addresses=tuple(MemberAddress(n, known[n]) for n in ids if known.get(n)),
+    )
+
+
 class SnapshotMeta(msgspec.Struct, frozen=True, array_like=True, gc=False):
     """What a snapshot covers: every entry up to ``index`` (whose term is ``term``), and the
     membership ``conf`` in force at that index (Raft §7)."""

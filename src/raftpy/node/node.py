@@ -178,7 +178,7 @@ class RaftNode:
         if self._given_storage is not None:
             self._storage = self._given_storage
         elif self.data_dir is None:
-            self._storage = MemoryStorage(voters)
+            self._storage = MemoryStorage(voters, addresses=self.peers)
         else:
             self._storage = FileStorage(
                 self.data_dir,
@@ -186,6 +186,7 @@ class RaftNode:
                 segment_size=self.config.segment_size,
                 cluster_id=self.config.cluster_id,
                 node_id=self.node_id,
+                addresses=self.peers,
             )
         if self.data_dir is not None:
             store = SnapshotStore(os.path.join(self.data_dir, "snapshots"))

@@ -9,11 +9,18 @@ else.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import msgspec
 
-from raftpy.core.messages import ENTRY_OVERHEAD, ConfState, Entry, EntryKind, SnapshotMeta
+from raftpy.core.messages import (
+    ENTRY_OVERHEAD,
+    ConfState,
+    Entry,
+    EntryKind,
+    SnapshotMeta,
+    bootstrap_conf,
+)
 from raftpy.core.storage import CompactedError, HardState
 from raftpy.errors import LocalProtocolError
 
@@ -21,15 +28,18 @@ from raftpy.errors import LocalProtocolError
 class MemoryStorage:
     """An in-memory log, hard state and snapshot metadata (for tests).
 
-    ``voters`` is the initial membership used until a snapshot or a CONFIG entry replaces it.
+    ``voters`` (with ``addresses``) is the initial membership used until a snapshot or a
+    CONFIG entry replaces it.
     Invariants: ``self._entries[k].index == self._snapshot.index + 1 + k``; ``self._cum`` holds
     running payload totals, ``self._cum[k + 1] - self._cum[k] == len(self._entries[k].data)``, so
     the size of any range is one subtraction instead of a pass over its entries.
     """
 
-    def __init__(self, voters: Sequence[int] = ()) -> None:
+    def __init__(
+        self, voters: Sequence[int] = (), *, addresses: Mapping[int, str] | None = None
+    ) -> None:
         self._hard_state = HardState()
-        self._snapshot = SnapshotMeta(0, 0, ConfState(voters=tuple(sorted(voters))))
+        self._snapshot = SnapshotMeta(0, 0, bootstrap_conf(voters, addresses))
         self._entries: list[Entry] = []
         self._cum: list[int] = [0]
 

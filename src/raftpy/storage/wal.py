@@ -36,7 +36,7 @@ import os
 from array import array
 from bisect import bisect_right
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 
 import msgspec
@@ -46,6 +46,7 @@ from raftpy.core.messages import (
     Entry,
     EntryKind,
     SnapshotMeta,
+    bootstrap_conf,
     entries_size,
     limit_size,
 )
@@ -136,6 +137,7 @@ class FileStorage(Recovery):
         cache_bytes: int = DEFAULT_CACHE_BYTES,
         cluster_id: str | None = None,
         node_id: int | None = None,
+        addresses: Mapping[int, str] | None = None,
     ) -> None:
         if segment_size < MIN_SEGMENT_SIZE:
             raise ValueError(
@@ -180,7 +182,7 @@ class FileStorage(Recovery):
         # from _sp_first[j]; its live range is [_sp_first[j], _sp_first[j + 1]) (the last one's
         # ends at last_index() + 1). _sp_seg[j] == -1 marks a record not yet written, whose
         # entries are self._pending_entries[_sp_off[j]].
-        self._snap = SnapshotMeta(0, 0, ConfState(voters=tuple(sorted(voters))))
+        self._snap = SnapshotMeta(0, 0, bootstrap_conf(voters, addresses))
         self._hard = HardState()
         self._first = 1
         self._terms = array("q")
