@@ -426,22 +426,23 @@ def decode_conf_state(data: bytes) -> ConfState:
     """A configuration entry's membership. Entries reach the log only after
     :func:`validate_message` (from a peer) or from this node's own leader, so malformed data
     here is a bug or a damaged file: :class:`~raftpy.errors.MessageDecodeError`."""
-    try:
-        conf = _conf_decoder.decode(data)
-    except DECODE_ERRORS as exc:
-        raise MessageDecodeError(f"a membership entry that is not a membership ({exc})") from None
-    problem = validate_conf_state(conf)
-    if problem is not None:
+    conf, problem = _read_conf(data)
+    if conf is None or problem is not None:
         raise MessageDecodeError(f"invalid membership entry: {problem}")
     return conf
 
 
-def _validate_conf_entry(data: bytes) -> str | None:
+def _read_conf(data: bytes) -> tuple[ConfState | None, str | None]:
+    """A configuration entry's membership and what is wrong with it (``None``: nothing)."""
     try:
         conf = _conf_decoder.decode(data)
     except DECODE_ERRORS as exc:
-        return f"a membership entry that is not a membership ({exc})"
-    return validate_conf_state(conf)
+        return None, f"a membership entry that is not a membership ({exc})"
+    return conf, validate_conf_state(conf)
+
+
+def _validate_conf_entry(data: bytes) -> str | None:
+    return _read_conf(data)[1]
 
 
 def validate_conf_state(conf: ConfState) -> str | None:
