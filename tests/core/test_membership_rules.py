@@ -432,3 +432,28 @@ def test_server_leaving_campaigns_until_its_removal_commits() -> None:
     assert conf_of(net[2]) == ConfState(voters=(2,))
     assert net.leaders() == [2]
     assert role_of(net[1]) is Role.FOLLOWER
+
+
+def test_membership_index_follows_the_log() -> None:
+    """Reference: Thesis §4 (the configuration lives in the log): the membership in force is
+    named by the index of its entry, through appends, truncation, restarts and snapshots."""
+    net = elected(pre_vote=False, check_quorum=False)
+    leader = net[1]
+    assert leader.conf_index() == 1  # the first leader's bootstrap record
+    index = leader.propose_conf_change(change(add_learner(4)))
+    assert leader.conf_index() == index
+    net.stabilize()
+    assert net[2].conf_index() == index
+    restarted = new_raft(2, [1, 2, 3], storage=net.nodes[2].storage)
+    assert restarted.conf_index() == index
+    # An uncommitted change that a new leader overwrites: back to the previous entry.
+    net.isolate(1)
+    leader.propose_conf_change(change(add_learner(5)))
+    assert leader.conf_index() > index
+    net.heal()
+    net.isolate(1)
+    net.elect(2)
+    net.propose(2, b"x")
+    net.heal()
+    net.tick(2, 2)
+    assert leader.conf_index() == index

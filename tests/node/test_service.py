@@ -169,6 +169,9 @@ class FakeMemberNode(FakeNode):
     def members(self) -> ConfState:
         return self.conf
 
+    def membership_index(self) -> int:
+        return 41
+
     async def _wait(self, *call: object) -> ConfState:
         self.calls.append(call)
         fut: asyncio.Future[ConfState] = asyncio.get_running_loop().create_future()
@@ -220,7 +223,9 @@ def test_members_from_the_leader_or_any_node_when_stale() -> None:
         service.handle(conn, ClientRequest(3, ClientOp.MEMBERS))
         ok, stale, redirect = conn.answers
         assert ok.status is ResponseStatus.OK and ok.result is not None
-        assert decode_members(ok.result) == Members.from_conf(CONF, leader_id=1, node_id=1)
+        assert decode_members(ok.result) == Members.from_conf(
+            CONF, leader_id=1, node_id=1, index=41
+        )
         assert stale.status is ResponseStatus.OK and stale.result is not None
         assert decode_members(stale.result).node_id == 2
         assert (redirect.status, redirect.leader_id, redirect.leader_address) == (

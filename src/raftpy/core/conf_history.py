@@ -25,19 +25,26 @@ _CONFIG = EntryKind.CONFIG
 class ConfHistory:
     """The membership at the applied index, and the configuration entries after it."""
 
-    __slots__ = ("_applied", "_applied_index", "_entries")
+    __slots__ = ("_applied", "_applied_at", "_applied_index", "_entries")
 
     def __init__(
-        self, base: ConfState, entries: Sequence[tuple[int, ConfState]], applied: int
+        self,
+        base: ConfState,
+        entries: Sequence[tuple[int, ConfState]],
+        applied: int,
+        base_index: int = 0,
     ) -> None:
-        """``base`` is the membership of the snapshot (or the bootstrap membership);
-        ``entries`` the configuration entries stored after it; ``applied`` the applied index."""
+        """``base`` is the membership of the snapshot at ``base_index`` (or the bootstrap
+        membership, at 0); ``entries`` the configuration entries stored after it; ``applied``
+        the applied index."""
         self._applied = base
+        self._applied_at = base_index  # where the membership at the applied index comes from
         self._applied_index = applied
         self._entries: list[tuple[int, ConfState]] = []
         for index, conf in entries:
             if index <= applied:
                 self._applied = conf
+                self._applied_at = index
             else:
                 self._entries.append((index, conf))
 
@@ -49,6 +56,11 @@ class ConfHistory:
         """The index of the latest configuration entry not yet applied; 0 when the membership
         in force is already applied."""
         return self._entries[-1][0] if self._entries else 0
+
+    def index(self) -> int:
+        """Where the membership in force comes from: the index of its configuration entry, of
+        the snapshot that holds it, or 0 for the membership a new cluster bootstrapped with."""
+        return self._entries[-1][0] if self._entries else self._applied_at
 
     def pending(self, committed: int) -> bool:
         """Whether a configuration entry lies past ``committed`` (one change at a time,
@@ -84,6 +96,7 @@ class ConfHistory:
     def restored(self, conf: ConfState, index: int) -> None:
         """The log was replaced by a snapshot at ``index`` whose membership is ``conf``."""
         self._applied = conf
+        self._applied_at = index
         self._applied_index = index
         self._entries = []
 
@@ -93,7 +106,7 @@ class ConfHistory:
             return
         self._applied_index = index
         while self._entries and self._entries[0][0] <= index:
-            self._applied = self._entries.pop(0)[1]
+            self._applied_at, self._applied = self._entries.pop(0)
 
     def applied(self) -> ConfState:
         """The membership at the applied index: what a snapshot taken there records."""

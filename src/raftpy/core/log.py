@@ -45,7 +45,8 @@ class RaftLog:
             )
         self.applied = start
         self.applying = start
-        self.confs = ConfHistory(storage.snapshot_meta().conf, storage.conf_entries(), start)
+        snapshot = storage.snapshot_meta()
+        self.confs = ConfHistory(snapshot.conf, storage.conf_entries(), start, snapshot.index)
 
     # -- bounds and terms ---------------------------------------------------------------------
 

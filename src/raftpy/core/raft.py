@@ -1091,6 +1091,11 @@ class Raft:
         """The membership in force: the latest in the log (Thesis §4.1)."""
         return self.tracker.conf_state()
 
+    def conf_index(self) -> int:
+        """The log index of the membership in force (its configuration entry, or the snapshot
+        holding it; 0 for a new cluster's bootstrap membership)."""
+        return self.log.confs.index()
+
     def conf_state_at(self, index: int) -> ConfState:
         """The membership in force at ``index`` (at or past the applied index): what a snapshot
         taken there must record (Raft §7)."""

@@ -359,6 +359,12 @@ class RaftNode:
             return ConfState(() if self._join else tuple(sorted(self.peers)))
         return raft.conf_state()
 
+    def membership_index(self) -> int:
+        """The log index of the membership :meth:`members` returns (0 before start, or for a new
+        cluster's bootstrap membership)."""
+        raft = self._raft
+        return 0 if raft is None else raft.conf_index()
+
     async def add_member(
         self,
         node_id: int,

@@ -92,6 +92,10 @@ class MembershipNode(ServedNode, Protocol):
         """The membership in force on this node (the latest in its log, Thesis §4.1)."""
         ...
 
+    def membership_index(self) -> int:
+        """The log index of that membership (0: a new cluster's bootstrap membership)."""
+        ...
+
     async def add_member(
         self,
         node_id: int,
@@ -212,7 +216,9 @@ async def _change(node: MembershipNode, req: ClientRequest, change: MemberReques
 
 
 def _encode_members(conf: ConfState, node: MembershipNode) -> bytes:
-    members = Members.from_conf(conf, leader_id=node.leader_id, node_id=node.node_id)
+    members = Members.from_conf(
+        conf, leader_id=node.leader_id, node_id=node.node_id, index=node.membership_index()
+    )
     return msgspec.msgpack.encode(members)
 
 
