@@ -76,7 +76,10 @@ class LocalTransport:
 
 
 class LocalNetwork:
-    """Delivers encoded messages between in-process nodes; ``cut`` isolates a node (for tests)."""
+    """Delivers encoded messages between in-process nodes; ``cut`` isolates a node (for tests).
+    ``transport_class`` is what :meth:`factory` builds (a subclass may follow ``update_peers``)."""
+
+    transport_class: type[LocalTransport] = LocalTransport
 
     def __init__(self) -> None:
         self.endpoints: dict[int, LocalTransport] = {}
@@ -92,7 +95,7 @@ class LocalNetwork:
             on_message: Callable[[PeerMessage], None],
             on_client: Callable[[ClientConnectionLike, ClientRequest], None],
         ) -> Transport:
-            return LocalTransport(self, node_id, on_message)
+            return self.transport_class(self, node_id, on_message)
 
         return make
 

@@ -34,8 +34,6 @@ from raftpy.node.config import NodeConfig
 from raftpy.node.join import MembersView
 from raftpy.storage.memory import MemoryStorage
 from raftpy.transport.address import free_ports
-from raftpy.transport.base import ClientConnectionLike, Transport
-from raftpy.transport.protocol import ClientRequest
 from tests.nodehelpers import (
     FAST,
     KV,
@@ -65,19 +63,7 @@ class FollowingNetwork(LocalNetwork):
     """Delivers a message only when the sender knows the receiver and the receiver knows the
     sender, as TCP links do (the dialer needs an address; the listener refuses unknown ids)."""
 
-    def factory(
-        self, node_id: int
-    ) -> Callable[
-        [Callable[[PeerMessage], None], Callable[[ClientConnectionLike, ClientRequest], None]],
-        Transport,
-    ]:
-        def make(
-            on_message: Callable[[PeerMessage], None],
-            on_client: Callable[[ClientConnectionLike, ClientRequest], None],
-        ) -> Transport:
-            return FollowingTransport(self, node_id, on_message)
-
-        return make
+    transport_class = FollowingTransport
 
     def deliver(self, src: int, message: PeerMessage) -> None:
         sender = self.endpoints.get(src)
