@@ -572,6 +572,36 @@ def _line(title: str, result: dict[str, Any], load: str) -> str:
     )
 
 
+def spawn_server(root: Path, i: int, port: int, args: list[str]) -> subprocess.Popen[bytes]:
+    """Start hashmap server ``i`` (``args``: its member list and further options) with its data
+    dir and log under ``root`` and the benchmark's timeouts; return once it listens."""
+    log = open(root / f"node{i}.log", "ab")  # noqa: SIM115 - the child owns it
+    try:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "raftpy.examples.hashmap",
+                "server",
+                str(i),
+                *args,
+                "--data-dir",
+                str(root / f"data{i}"),
+                "--tick-ms",
+                str(TICK_MS),
+                "--election-ticks",
+                str(ELECTION_TICKS),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "RAFTPY_LOG": os.environ.get("RAFTPY_LOG", "info")},
+        )
+    finally:
+        log.close()
+    _wait_listening(port, proc, f"node {i}", 15)
+    return proc
+
+
 class _RaftCluster:
     """Three hashmap servers as processes, and a status client for the parent."""
 
@@ -601,31 +631,7 @@ class _RaftCluster:
         members: list[str] = []
         for j in self.ids:
             members += [str(j), self.address(j)]
-        log = open(self.root / f"node{i}.log", "ab")  # noqa: SIM115 - the child owns it
-        try:
-            self.procs[i] = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "raftpy.examples.hashmap",
-                    "server",
-                    str(i),
-                    *members,
-                    "--data-dir",
-                    str(self.root / f"data{i}"),
-                    "--tick-ms",
-                    str(TICK_MS),
-                    "--election-ticks",
-                    str(ELECTION_TICKS),
-                    *self._tls_args(i),
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "RAFTPY_LOG": os.environ.get("RAFTPY_LOG", "info")},
-            )
-        finally:
-            log.close()
-        _wait_listening(self.ports[i], self.procs[i], f"node {i}", 15)
+        self.procs[i] = spawn_server(self.root, i, self.ports[i], [*members, *self._tls_args(i)])
 
     def _tls_args(self, i: int) -> list[str]:
         if self.tls_dir is None:

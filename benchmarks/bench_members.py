@@ -28,19 +28,16 @@ import asyncio
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from benchmarks.bench_cluster import (
-    ELECTION_TICKS,
-    TICK_MS,
     _hashmap_commands,
     _kill_all,
-    _wait_listening,
     free_ports,
+    spawn_server,
 )
 
 BUCKET = 0.25
@@ -71,31 +68,7 @@ class _Cluster:
         else:
             members = [str(i), self.address(i)]
             extra = ["--join", *(self.address(j) for j in join)]
-        log = open(self.root / f"node{i}.log", "ab")  # noqa: SIM115 - the child owns it
-        try:
-            self.procs[i] = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "raftpy.examples.hashmap",
-                    "server",
-                    str(i),
-                    *members,
-                    "--data-dir",
-                    str(self.root / f"data{i}"),
-                    "--tick-ms",
-                    str(TICK_MS),
-                    "--election-ticks",
-                    str(ELECTION_TICKS),
-                    *extra,
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "RAFTPY_LOG": os.environ.get("RAFTPY_LOG", "info")},
-            )
-        finally:
-            log.close()
-        _wait_listening(self.ports[i], self.procs[i], f"node {i}", 15)
+        self.procs[i] = spawn_server(self.root, i, self.ports[i], [*members, *extra])
 
     def stop(self, i: int) -> None:
         proc = self.procs.pop(i)
