@@ -61,7 +61,7 @@ def test_every_runtime_default_is_unchanged() -> None:
     assert {name: getattr(config, name) for name in RESOURCE_LIMITS} == RESOURCE_LIMITS
     names = {f.name for f in dataclasses.fields(NodeConfig)}
     # Nothing else came or went; the security settings came later, off by default, and the
-    # joining deadline with membership changes.
+    # joining deadline with membership changes, the session limits with client sessions.
     assert names == {
         *OLD_NODE_DEFAULTS,
         *RESOURCE_LIMITS,
@@ -69,9 +69,34 @@ def test_every_runtime_default_is_unchanged() -> None:
         "tls",
         "insecure",
         "join_timeout",
+        "session_timeout",
+        "max_sessions",
+        "max_session_results",
     }
     assert config.tls is None and config.insecure is False
     assert config.join_timeout == 300.0
+    assert (config.session_timeout, config.max_sessions, config.max_session_results) == (
+        120.0,
+        10_000,
+        1_000,
+    )
+
+
+@pytest.mark.parametrize(
+    ("field", "bad"),
+    [
+        ("session_timeout", 0.0),
+        ("session_timeout", -1.0),
+        ("session_timeout", 31 * 24 * 3600.0),
+        ("max_sessions", 0),
+        ("max_sessions", 10_000_001),
+        ("max_session_results", 0),
+        ("max_session_results", 1_000_001),
+    ],
+)
+def test_session_limits_are_validated(field: str, bad: float) -> None:
+    with pytest.raises(ValueError, match=field):
+        dataclasses.replace(NodeConfig(), **{field: bad}).validate()
 
 
 def test_tls_and_insecure_exclude_each_other() -> None:
