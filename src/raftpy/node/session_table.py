@@ -113,10 +113,19 @@ class SessionTable:
 
     def apply(self, index: int, record: SessionRecord, apply: Callable[[bytes], bytes]) -> Answer:
         """Apply ``record``, the content of the entry at ``index`` (see the module)."""
-        self._advance(index, record.time_ms)
-        if isinstance(record, SessionCommand):
-            if record.session == 0:
-                return self._run(apply, record.data)
+        # Thesis §6.3: expiry by log time, so every replica expires alike. The clock never
+        # goes back (a new leader may stamp older times than its predecessor did).
+        if record.time_ms > self.clock_ms:
+            self.clock_ms = record.time_ms
+        heap = self._deadlines
+        if heap and heap[0][0] < self.clock_ms:
+            self._expire(index)
+        if type(record) is SessionCommand:
+            if record.session == 0:  # a plain write: once per entry, as without sessions
+                try:
+                    return Answer(apply(record.data), None, True)
+                except Exception as exc:
+                    return Answer(b"", exc, True)
             return self._command(record, apply)
         if isinstance(record, OpenSession):
             return self._open(index, record)
@@ -132,11 +141,8 @@ class SessionTable:
             return Answer(b"", _expired(record.session), False)
         return _EMPTY
 
-    def _advance(self, index: int, time_ms: int) -> None:
-        """Move the clock to the leader's stamp and expire every session idle for longer than
-        its timeout (Thesis §6.3: by log time, so all replicas agree)."""
-        if time_ms > self.clock_ms:
-            self.clock_ms = time_ms
+    def _expire(self, index: int) -> None:
+        """Expire every session idle for longer than its timeout, in id order."""
         now = self.clock_ms
         heap = self._deadlines
         expired: list[int] = []
@@ -289,9 +295,10 @@ class ClusterClock:
 
     def stamp(self, now: float) -> int:
         """The cluster time for a record accepted at ``now``."""
-        if self._started is None:
+        started = self._started
+        if started is None:
             raise RuntimeError("the cluster clock runs only on a leader (start() first)")
-        elapsed = max(0, round((now - self._started) * 1000))
-        t = max(self._last_ms, self._base_ms + elapsed)
-        self._last_ms = t
-        return t
+        t = self._base_ms + int((now - started) * 1000)
+        if t > self._last_ms:
+            self._last_ms = t
+        return self._last_ms

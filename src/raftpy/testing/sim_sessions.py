@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from raftpy.core.messages import Entry, EntryKind
 from raftpy.core.ready import Role
-from raftpy.errors import InvariantViolation
+from raftpy.errors import InvariantViolation, RemoteProtocolError
 from raftpy.node.session_machine import SessionStateMachine
 from raftpy.node.session_records import (
     CloseSession,
@@ -27,6 +27,7 @@ from raftpy.node.session_records import (
     OpenSession,
     SessionCommand,
     SessionRecord,
+    decode_record,
     encode_record,
 )
 from raftpy.node.session_table import Answer, ClusterClock, SessionTable
@@ -38,12 +39,16 @@ __all__ = ["SessionLog", "SimSessions", "session_machines"]
 
 @dataclass(frozen=True)
 class Applied:
-    """What one replica did at one SESSION entry: the sessions it expired (or evicted) first,
-    and its answer (result, or the failure's type name and message)."""
+    """What one replica did at one SESSION entry (``kind``: the record's type name, or
+    ``"malformed"``): the sessions it expired (or evicted) first, its answer (result, or the
+    failure's type name and message), and whether the user's state machine applied it (a
+    duplicate answered from the table did not)."""
 
+    kind: str
     expired: tuple[int, ...]
     result: bytes
     failure: str | None
+    applied: bool
 
 
 @dataclass
@@ -83,8 +88,17 @@ class _Recorded(SessionStateMachine):
         if entry.kind is EntryKind.SESSION:
             failure = answer.failure
             text = None if failure is None else f"{type(failure).__name__}: {failure}"
-            self._record[entry.index] = Applied(tuple(self._expired), answer.result, text)
+            self._record[entry.index] = Applied(
+                _kind(entry.data), tuple(self._expired), answer.result, text, answer.applied
+            )
         return answer
+
+
+def _kind(data: bytes) -> str:
+    try:
+        return type(decode_record(data)).__name__
+    except RemoteProtocolError:
+        return "malformed"
 
 
 def session_machines(
@@ -108,12 +122,14 @@ class SimSessions:
     def __init__(
         self,
         cluster: SimCluster,
+        log: SessionLog,
         *,
         timeout_ms: int = 10_000,
         max_results: int = 100,
         max_sessions: int = 1000,
     ) -> None:
         self.cluster = cluster
+        self.log = log
         self.timeout_ms = timeout_ms
         self.max_results = max_results
         self.max_sessions = max_sessions
@@ -136,26 +152,58 @@ class SimSessions:
             self._clocks[i] = known
         return known[2].stamp(self.cluster.now)
 
-    def propose(self, i: int, make: Callable[[int], SessionRecord]) -> int:
-        """Propose the record ``make(time_ms)`` at node ``i``; its index, or -1 when nothing
-        was appended (not the leader, or down)."""
+    def propose(self, i: int, make: Callable[[int], SessionRecord]) -> tuple[int, bytes]:
+        """Propose the record ``make(time_ms)`` at node ``i``: its index (-1 when nothing was
+        appended: not the leader, or down) and the entry's bytes."""
         if not self.cluster.is_up(i) or self.cluster.raft(i).role is not Role.LEADER:
-            return -1
+            return -1, b""
         data = encode_record(make(self.stamp(i)))
         index, _, _ = self.cluster.start(i, data, EntryKind.SESSION)
-        return index
+        return index, data
 
-    def open(self, i: int) -> int:
-        """Open a session at node ``i``: its id once committed (the entry's index), or -1."""
-        return self.propose(
-            i, lambda t: OpenSession(t, self.timeout_ms, self.max_results, self.max_sessions)
-        )
+    def run(
+        self,
+        make: Callable[[int], SessionRecord],
+        expected: int | None = None,
+        timeout: float = 10.0,
+    ) -> tuple[int, Applied]:
+        """What a client with a session does: propose ``make(time_ms)`` at the leader, and
+        resend it (a new attempt, the same record but for its stamp) at whichever node leads
+        until one attempt is applied by ``expected`` nodes (default: a majority). Returns that
+        entry's index and what was applied there; AssertionError after ``timeout`` (virtual)."""
+        cluster = self.cluster
+        need = cluster.n // 2 + 1 if expected is None else expected
+        deadline = cluster.now + timeout
+        while cluster.now < deadline:
+            leader = cluster.leader()
+            index, data = (-1, b"") if leader is None else self.propose(leader, make)
+            if index < 0:
+                cluster.run_for(0.05)
+                continue
+            settle = cluster.now + 1.0
+            while cluster.now < settle:
+                count, cmd = cluster.n_committed(index)
+                if cmd is not None and cmd != data:
+                    break  # another leader's entry took the index: this attempt is lost
+                if count >= need:
+                    return index, self.log.at(index)[0]
+                cluster.run_for(0.02)
+        raise AssertionError(f"[seed={cluster.seed}] no attempt was applied in {timeout} s")
 
-    def write(self, i: int, session: int, seq: int, ack: int, command: bytes) -> int:
-        return self.propose(i, lambda t: SessionCommand(t, session, seq, ack, command))
+    def open(self, timeout_ms: int | None = None) -> int:
+        """Open a session (at whichever node leads), idle for at most ``timeout_ms`` (default
+        :attr:`timeout_ms`); its id."""
+        limit = self.timeout_ms if timeout_ms is None else timeout_ms
+        _, applied = self.run(lambda t: OpenSession(t, limit, self.max_results, self.max_sessions))
+        assert applied.failure is None, applied
+        return int.from_bytes(applied.result, "big")
 
-    def keep_alive(self, i: int, session: int, ack: int) -> int:
-        return self.propose(i, lambda t: KeepAlive(t, session, ack))
+    def write(self, session: int, seq: int, ack: int, command: bytes) -> Applied:
+        """Write ``command`` as ``seq`` of ``session`` until it is applied; its answer."""
+        return self.run(lambda t: SessionCommand(t, session, seq, ack, command))[1]
 
-    def close(self, i: int, session: int) -> int:
-        return self.propose(i, lambda t: CloseSession(t, session))
+    def keep_alive(self, session: int, ack: int) -> Applied:
+        return self.run(lambda t: KeepAlive(t, session, ack))[1]
+
+    def close(self, session: int) -> Applied:
+        return self.run(lambda t: CloseSession(t, session))[1]
