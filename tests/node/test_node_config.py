@@ -13,6 +13,7 @@ from raftpy import NodeConfig as ExportedNodeConfig
 from raftpy.core.config import RaftConfig
 from raftpy.node import NODE_RAFT_DEFAULTS, RaftNode
 from raftpy.node.config import NodeConfig
+from raftpy.node.session_records import RECORD_OVERHEAD
 from raftpy.transport.tls import TlsConfig
 from tests.nodehelpers import FAST, KV, LocalNetwork, wait_for
 
@@ -141,7 +142,11 @@ def test_the_node_fills_in_its_id() -> None:
         async with node:
             await wait_for(lambda: node.role.value == "leader", timeout=2)
             raft = node._raft
-            assert raft is not None and raft.id == 5 and raft.config == FAST.raft_config(5)
+            assert raft is not None and raft.id == 5
+            # The core takes the session record around a command of max_entry_bytes.
+            expected = FAST.raft_config(5)
+            big = expected.max_entry_bytes + RECORD_OVERHEAD
+            assert raft.config == dataclasses.replace(expected, max_entry_bytes=big)
 
     asyncio.run(main())
 

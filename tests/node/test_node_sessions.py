@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from raftpy import SessionExpiredError, SessionGrant
-from raftpy.errors import LocalProtocolError, NotLeaderError
+from raftpy.errors import LocalProtocolError, NotLeaderError, ProposalDropped
 from raftpy.node import RaftNode
 from raftpy.node.config import NodeConfig
 from raftpy.node.session_machine import SessionStateMachine
@@ -221,5 +221,22 @@ def test_sessions_are_leader_only_and_misuse_is_refused() -> None:
                     leader.submit(b"x", 5, **kwargs)
             with pytest.raises(LocalProtocolError):
                 await leader.keep_alive(0, 0, timeout=5)
+
+    asyncio.run(main())
+
+
+def test_a_command_of_max_entry_bytes_still_fits_in_its_session_record() -> None:
+    async def main() -> None:
+        config = dataclasses.replace(FAST, raft=dataclasses.replace(FAST.raft, max_entry_bytes=64))
+        net = LocalNetwork()
+        async with running(nodes_at(net, None, config)) as nodes:
+            leader = await wait_leader(nodes)
+            s = (await leader.open_session(timeout=5)).id
+            largest = set_cmd("k", "v" * (64 - len(set_cmd("k", ""))))
+            assert len(largest) == 64
+            await leader.propose(largest, 5, session=s, seq=2**63 - 1, ack=2**63 - 1)
+            with pytest.raises(ProposalDropped, match="max_entry_bytes") as info:
+                leader.submit(largest + b" ", 5)
+            assert info.value.retryable is False
 
     asyncio.run(main())

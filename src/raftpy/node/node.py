@@ -215,7 +215,7 @@ class RaftNode:
             self._close_storage()
             raise
         self._raft = Raft(
-            self.config.raft_config(self.node_id),
+            self._sessions.core_config(self.node_id),
             self._storage,
             random.Random(self._rng.getrandbits(64)),
             applied,

@@ -34,6 +34,7 @@ __all__ = [
     "MAX_RESULTS_LIMIT",
     "MAX_SESSIONS_LIMIT",
     "MAX_TIMEOUT_MS",
+    "RECORD_OVERHEAD",
     "CachedFailure",
     "CachedResult",
     "CloseSession",
@@ -54,6 +55,10 @@ MAX_RESULTS_LIMIT: Final = 1_000_000
 """The most unacknowledged results a session may be allowed to keep."""
 MAX_SESSIONS_LIMIT: Final = 10_000_000
 """The most sessions a cluster may be configured to keep."""
+RECORD_OVERHEAD: Final = 64
+"""Bytes a :class:`SessionCommand` adds around its command, at most (the array, its tag and
+four integers of up to 9 bytes each, the command's length): the node lets the core take
+entries this much larger than ``max_entry_bytes``, so the limit stays the user's command's."""
 MAX_ERROR_CHARS: Final = 1000
 """A cached failure keeps at most this many characters of the exception's message (the
 state machine's message can be anything; the table must stay bounded)."""

@@ -10,12 +10,14 @@ and an OpenSession's answer into a :class:`SessionGrant`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from raftpy.errors import LocalProtocolError
+from raftpy.core.config import RaftConfig
+from raftpy.errors import LocalProtocolError, ProposalDropped
 from raftpy.node.config import NodeConfig
 from raftpy.node.session_machine import SessionStateMachine, with_sessions
 from raftpy.node.session_records import (
+    RECORD_OVERHEAD,
     CloseSession,
     KeepAlive,
     OpenSession,
@@ -47,6 +49,12 @@ class NodeSessions:
         self._config = config
         self._clock = ClusterClock()
 
+    def core_config(self, node_id: int) -> RaftConfig:
+        """The core's settings: ``max_entry_bytes`` grows by the record around a command, so
+        a command of up to ``max_entry_bytes`` still fits once wrapped."""
+        raft = self._config.raft_config(node_id)
+        return replace(raft, max_entry_bytes=raft.max_entry_bytes + RECORD_OVERHEAD)
+
     def on_leader(self, now: float) -> None:
         """This node just became leader: cluster time goes on from the newest it knows."""
         self._clock.start(self.machine.table.clock_ms, now)
@@ -56,6 +64,12 @@ class NodeSessions:
 
     def command(self, command: bytes, session: int, seq: int, ack: int, now: float) -> bytes:
         """The SESSION entry of a client write (``session`` 0: no session)."""
+        limit = self._config.raft.max_entry_bytes
+        if len(command) > limit:
+            raise ProposalDropped(
+                f"command of {len(command)} bytes exceeds max_entry_bytes ({limit})",
+                retryable=False,
+            )
         if session < 0 or seq < 0 or ack < 0:
             raise LocalProtocolError("session, seq and ack must be >= 0")
         if session == 0 and (seq or ack):
