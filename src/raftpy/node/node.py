@@ -319,10 +319,7 @@ class RaftNode:
     ) -> asyncio.Future[bytes]:
         """Queue ``command`` for the next append; the future resolves with the state
         machine's result or a typed error. Raises at once when this node is not the leader.
-        With ``session`` (:meth:`open_session`), ``seq`` numbers the write (>= 1) and every
-        seq below ``ack`` is acknowledged: a write whose seq was applied before is answered
-        from the session's memory, never applied twice; SessionExpiredError (definite) when
-        the session is gone (README.md, "Sessions")."""
+        ``session`` (:meth:`open_session`), ``seq`` (>= 1), ``ack``: README.md, "Sessions"."""
         return self._submit_record(
             lambda now: self._sessions.command(command, session, seq, ack, now), timeout
         )
@@ -349,17 +346,15 @@ class RaftNode:
         seq: int = 0,
         ack: int = 0,
     ) -> bytes:
-        """Replicate ``command``; return ``StateMachine.apply``'s result once committed and
-        applied here. Raises NotLeaderError / ProposalDropped / SessionExpiredError (definite)
-        or IndeterminateError (appended, fate unknown: leadership lost or the deadline
-        passed). ``session``, ``seq``, ``ack``: see :meth:`submit`."""
+        """Replicate ``command``; return ``StateMachine.apply``'s result once applied here.
+        Raises NotLeaderError / ProposalDropped / SessionExpiredError (definite) or
+        IndeterminateError (appended, fate unknown). Sessions: see :meth:`submit`."""
         fut = self.submit(command, timeout, session=session, seq=seq, ack=ack)
         return await asyncio.shield(fut)
 
     async def open_session(self, timeout: float | None = None) -> SessionGrant:
-        """Register a client session through the log (leader only: NotLeaderError
-        otherwise); returns once it is applied here. It expires after
-        ``NodeConfig.session_timeout`` seconds of cluster time without requests."""
+        """Register a client session through the log (leader only); returns once applied.
+        It expires after ``NodeConfig.session_timeout`` s of cluster time without requests."""
         fut = self._submit_record(self._sessions.open, timeout)
         return self._sessions.grant(await asyncio.shield(fut))
 
