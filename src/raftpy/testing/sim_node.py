@@ -290,16 +290,17 @@ class SimNode:
         assert sm is not None
         command = EntryKind.COMMAND
         session = EntryKind.SESSION
-        applied = [e for e in entries if e.kind is command or e.kind is session]
-        self.applied.extend([(e.index, e.data) for e in applied])
+        commands = [(e.index, e.data) for e in entries if e.kind is command or e.kind is session]
+        self.applied.extend(commands)
         if isinstance(sm, SessionStateMachine):
             # Sessions (raftpy.testing.sim_sessions): through the node's own session table.
-            for e in applied:
-                sm.apply_entry(e)
+            for e in entries:
+                if e.kind is command or e.kind is session:
+                    sm.apply_entry(e)
             return
         sm_apply = sm.apply
-        for e in applied:
-            sm_apply(e.data)
+        for _, data in commands:
+            sm_apply(data)
 
     # -- snapshots ----------------------------------------------------------------------------
 
