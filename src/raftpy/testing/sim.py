@@ -311,7 +311,8 @@ class SimCluster:
 
     def read_index(self, i: int) -> bytes | None:
         """Ask node ``i`` for a linearizable read (Thesis §6.4, ReadIndex). Returns the read's
-        context (unique in the cluster), or None when node ``i`` is down or not the leader.
+        context (unique in the cluster), or None when node ``i`` is down or knows no leader
+        (a follower forwards the read to its leader).
 
         The core confirms its leadership with a heartbeat round first (after committing an
         entry of its term); the answer is a :class:`~raftpy.core.ready.ReadState` in
