@@ -8,7 +8,12 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from raftpy.core.confchange import ConfChange, ConfChangeKind, ConfChangeSingle
+from raftpy.core.confchange import (
+    ConfChange,
+    ConfChangeKind,
+    ConfChangeSingle,
+    ConfChangeTransition,
+)
 from raftpy.core.config import RaftConfig
 from raftpy.core.messages import (
     MAX_READ_CONTEXT,
@@ -111,6 +116,25 @@ def test_one_acknowledgement_is_no_quorum_of_five() -> None:
     ack(r, 3, old)  # 1, 2 (for a later round) and 3 answered the older round
     assert r.lease_valid()
     assert valid_ticks(r) == LEASE - 1  # from the older round's send
+
+
+def test_a_joint_configuration_needs_a_quorum_of_both_halves() -> None:
+    """Leaving {1,2,3} for {1}: the new half is the leader alone, but the old half still
+    elects, so its majority must have answered too.
+
+    Reference: Thesis §4.3 (decisions need separate majorities of C_old and C_new), §6.4.1."""
+    net = Network.of(PEERS, lease_ticks=LEASE)
+    leader = net.elect(1)
+    remove = [ConfChangeSingle(ConfChangeKind.REMOVE_NODE, n) for n in (2, 3)]
+    leader.propose_conf_change(
+        ConfChange(tuple(remove), ConfChangeTransition.JOINT_EXPLICIT), force=True
+    )
+    net.stabilize()
+    assert leader.conf_state().voters == (1,) and leader.conf_state().voters_outgoing == PEERS
+    round_ = beat(leader)
+    assert not leader.lease_valid(), "the new half alone (the leader) gave a lease"
+    ack(leader, 3, round_)
+    assert leader.lease_valid()
 
 
 def test_a_new_leader_has_no_lease_before_its_own_round_and_commit() -> None:
