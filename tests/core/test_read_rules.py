@@ -119,21 +119,25 @@ def test_one_acknowledgement_is_no_quorum_of_five() -> None:
 
 
 def test_a_joint_configuration_needs_a_quorum_of_both_halves() -> None:
-    """Leaving {1,2,3} for {1}: the new half is the leader alone, but the old half still
-    elects, so its majority must have answered too.
+    """Leaving {1,2,3,4} for {1} (4 to become a learner): the new half is the leader alone,
+    but the old half still elects, so its majority must have answered too.
 
     Reference: Thesis §4.3 (decisions need separate majorities of C_old and C_new), §6.4.1."""
-    net = Network.of(PEERS, lease_ticks=LEASE)
+    net = Network.of((1, 2, 3, 4), lease_ticks=LEASE)
     leader = net.elect(1)
-    remove = [ConfChangeSingle(ConfChangeKind.REMOVE_NODE, n) for n in (2, 3)]
-    leader.propose_conf_change(
-        ConfChange(tuple(remove), ConfChangeTransition.JOINT_EXPLICIT), force=True
+    changes = (
+        ConfChangeSingle(ConfChangeKind.REMOVE_NODE, 2),
+        ConfChangeSingle(ConfChangeKind.REMOVE_NODE, 3),
+        ConfChangeSingle(ConfChangeKind.ADD_LEARNER, 4),
     )
+    leader.propose_conf_change(ConfChange(changes, ConfChangeTransition.JOINT_EXPLICIT), force=True)
     net.stabilize()
-    assert leader.conf_state().voters == (1,) and leader.conf_state().voters_outgoing == PEERS
+    conf = leader.conf_state()
+    assert conf.voters == (1,) and conf.voters_outgoing == (1, 2, 3, 4)
     round_ = beat(leader)
-    assert not leader.lease_valid(), "the new half alone (the leader) gave a lease"
-    ack(leader, 3, round_)
+    ack(leader, 4, round_)
+    assert not leader.lease_valid(), "a majority of the new half alone gave a lease"
+    ack(leader, 2, round_)  # 1, 2 and 4: a majority of the old half too
     assert leader.lease_valid()
 
 
