@@ -386,3 +386,19 @@ def test_read_index_messages_are_range_checked_at_decode() -> None:
     with pytest.raises(MessageDecodeError):
         decode_message(enc([11, 1, 2, 1, b"c", -1]))
     assert decode_message(enc([11, 1, 2, 1, b"c", 7])) == ReadIndexResponse(1, 2, 1, b"c", 7)
+
+
+def test_a_membership_change_ends_the_lease() -> None:
+    """The lease was acknowledged by the voters of the old membership; new voters promised
+    nothing, so the leader starts again from a round sent under the new one.
+
+    Reference: Thesis §4.1 (a change takes effect on append), §6.4.1."""
+    net = Network.of(PEERS, lease_ticks=LEASE)
+    leader = net.elect(1)
+    net.tick(1)
+    assert leader.lease_valid()
+    add = ConfChangeSingle(ConfChangeKind.ADD_LEARNER, 4)
+    leader.propose_conf_change(ConfChange((add,)))
+    assert not leader.lease_valid()
+    net.tick(1)
+    assert leader.lease_valid()

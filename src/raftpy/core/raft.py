@@ -514,6 +514,9 @@ class Raft:
         if conf is self.tracker.conf_state():
             return
         self.tracker.set_config(conf, self.log.last_index())
+        # The lease was counted on the voters of the old membership; new voters promised
+        # nothing (Thesis §6.4.1). Changes are rare: start again from the next round.
+        self._lease.lose()
         logger.info(
             "%d membership: voters %s%s, learners %s",
             self.id,
