@@ -73,9 +73,11 @@ def test_every_runtime_default_is_unchanged() -> None:
         "session_timeout",
         "max_sessions",
         "max_session_results",
+        "max_clock_drift",
     }
     assert config.tls is None and config.insecure is False
     assert config.join_timeout == 300.0
+    assert config.max_clock_drift == 0.1
     assert (config.session_timeout, config.max_sessions, config.max_session_results) == (
         120.0,
         10_000,
@@ -100,6 +102,27 @@ def test_session_limits_are_validated(field: str, bad: float) -> None:
         dataclasses.replace(NodeConfig(), **{field: bad}).validate()
 
 
+def test_lease_ticks_are_derived_from_the_election_timeout_less_a_tick_and_the_drift() -> None:
+    """raftpy.core.lease: E - 1 - ceil(drift / tick); 0 without CheckQuorum or room."""
+    assert NodeConfig().lease_ticks() == 10 - 1 - 2  # 50 ms ticks, 0.1 s drift
+    assert NodeConfig().raft_config(7).lease_ticks == 7
+    assert NodeConfig(max_clock_drift=0).lease_ticks() == 9
+    assert NodeConfig(max_clock_drift=0.01).lease_ticks() == 8
+    no_quorum = dataclasses.replace(NODE_RAFT_DEFAULTS, check_quorum=False)
+    assert NodeConfig(raft=no_quorum).lease_ticks() == 0
+    assert NodeConfig(max_clock_drift=0.45).lease_ticks() == 0
+    assert NodeConfig(max_clock_drift=5.0).lease_ticks() == 0
+    shorter = dataclasses.replace(NODE_RAFT_DEFAULTS, lease_ticks=3)
+    assert NodeConfig(raft=shorter).lease_ticks() == 3  # a hand-set lease only shortens it
+    NodeConfig(max_clock_drift=5.0).validate()  # valid: the lease is just off
+
+
+@pytest.mark.parametrize("drift", [-0.01, float("inf"), float("nan")])
+def test_max_clock_drift_must_be_finite_and_not_negative(drift: float) -> None:
+    with pytest.raises(ValueError, match="max_clock_drift"):
+        NodeConfig(max_clock_drift=drift).validate()
+
+
 def test_tls_and_insecure_exclude_each_other() -> None:
     tls = TlsConfig("cert.pem", "key.pem", "ca.pem")
     with pytest.raises(ValueError, match="exclude each other"):
@@ -119,7 +142,8 @@ def test_the_core_gets_what_it_got_before() -> None:
     """What the node hands its core is what the old ``raft_config(node_id)`` built: the
     repeated settings, and the core's defaults for the rest."""
     old = RaftConfig(id=3, **OLD_CONSENSUS_DEFAULTS)  # type: ignore[arg-type]
-    assert NodeConfig().raft_config(3) == old
+    # ... and the lease the node derives (lease reads came later).
+    assert NodeConfig().raft_config(3) == dataclasses.replace(old, lease_ticks=7)
     assert NodeConfig().raft_config(3).max_apply_bytes == RaftConfig(id=3).max_apply_bytes
 
 
@@ -133,7 +157,8 @@ def test_each_consensus_setting_is_written_once() -> None:
 def test_the_node_fills_in_its_id() -> None:
     config = NodeConfig(raft=dataclasses.replace(NODE_RAFT_DEFAULTS, election_ticks=20))
     assert config.raft.id == 0  # a placeholder, shared by every member
-    assert config.raft_config(7) == dataclasses.replace(config.raft, id=7)
+    assert config.raft_config(7) == dataclasses.replace(config.raft, id=7, lease_ticks=17)
+    assert FAST.raft_config(7).lease_ticks == 0  # 0.1 s elections leave no room for 0.1 s
 
     async def main() -> None:
         net = LocalNetwork()

@@ -3,6 +3,7 @@ core's own :class:`~raftpy.core.config.RaftConfig`, held in ``NodeConfig.raft``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 from raftpy.core.config import RaftConfig
@@ -92,6 +93,12 @@ class NodeConfig:
       recently active.
     - ``max_session_results``: results a session keeps until its client acknowledges them;
       further writes in that session are refused (ProposalDropped, retryable) meanwhile.
+    - ``max_clock_drift``: how many seconds a member's clock may run ahead of the leader's
+      over one election timeout (default 0.1). Lease reads (``consistency="lease"``) count
+      on it: the leader's lease is the followers' election timeout, less a tick and less this
+      drift (:meth:`lease_ticks`; the derivation is in :mod:`raftpy.core.lease`). A drift
+      that leaves no whole tick (with the default, an election timeout of 0.15 s or less)
+      turns the lease off: lease reads are then served as linearizable reads.
     - ``unsafe_stale_reads``: TEST ONLY. A node that believes it leads answers linearizable
       reads from local state without confirming leadership, which breaks linearizability
       under partitions. It exists to prove that fault harnesses catch such a bug.
@@ -118,6 +125,7 @@ class NodeConfig:
     tls: TlsConfig | None = None
     insecure: bool = False
     join_timeout: float = 300.0
+    max_clock_drift: float = 0.1
     unsafe_stale_reads: bool = False
     session_timeout: float = 120.0
     max_sessions: int = 10_000
@@ -136,6 +144,8 @@ class NodeConfig:
             raise ValueError(f"request_timeout must be > 0, got {self.request_timeout}")
         if not self.join_timeout > 0:
             raise ValueError(f"join_timeout must be > 0, got {self.join_timeout}")
+        if not 0 <= self.max_clock_drift < math.inf:
+            raise ValueError(f"max_clock_drift must be a finite >= 0, got {self.max_clock_drift}")
         self._validate_connections()
         self._validate_sessions()
         if self.segment_size < MIN_SEGMENT_SIZE:
@@ -208,6 +218,20 @@ class NodeConfig:
             return min(self.max_client_frame_bytes, self.max_frame_bytes)
         return min(self.raft.max_entry_bytes + CLIENT_REQUEST_OVERHEAD, self.max_frame_bytes)
 
+    def lease_ticks(self) -> int:
+        """How many ticks a leader's lease lasts (Thesis §6.4.1; 0: no lease reads):
+        ``election_ticks - 1 - ceil(max_clock_drift / tick_seconds)``, the followers' shortest
+        vote refusal after a heartbeat less the drift, in whole ticks (the derivation is in
+        :mod:`raftpy.core.lease`). A ``raft.lease_ticks`` set by hand may only shorten it;
+        without CheckQuorum there is no lease."""
+        if not self.raft.check_quorum:
+            return 0
+        # The small epsilon keeps 0.1 / 0.05 from rounding up to 3 ticks.
+        drift_ticks = math.ceil(self.max_clock_drift / self.tick_seconds - 1e-9)
+        derived = max(0, self.raft.election_ticks - 1 - drift_ticks)
+        return min(derived, self.raft.lease_ticks) if self.raft.lease_ticks else derived
+
     def raft_config(self, node_id: int) -> RaftConfig:
-        """The core's settings for node ``node_id``: :attr:`raft` with its id filled in."""
-        return replace(self.raft, id=node_id)
+        """The core's settings for node ``node_id``: :attr:`raft` with its id filled in and
+        ``lease_ticks`` derived (:meth:`lease_ticks`)."""
+        return replace(self.raft, id=node_id, lease_ticks=self.lease_ticks())

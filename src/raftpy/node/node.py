@@ -377,12 +377,16 @@ class RaftNode:
         level = Consistency(consistency)
         if level is Consistency.STALE:
             return self._requests.answer_now(query)
-        if self._role is not Role.LEADER:
+        leads = self._role is Role.LEADER
+        # Thesis §6.4: a follower that knows its leader serves linearizable reads through it
+        # (ReadIndex); only the leader holds a lease (§6.4.1).
+        follows = self._role is Role.FOLLOWER and self._leader is not None
+        if not leads and (level is Consistency.LEASE or not follows):
             raise self._leader_error()
-        if self.config.unsafe_stale_reads:
+        if leads and self.config.unsafe_stale_reads:
             # TEST ONLY (see NodeConfig): skip ReadIndex, the bug fault harnesses must catch.
             return self._requests.answer_now(query)
-        fut = self._requests.read(query, timeout)
+        fut = self._requests.read(query, timeout, lease=level is Consistency.LEASE)
         self._wake.set()
         return fut
 
@@ -393,8 +397,11 @@ class RaftNode:
         timeout: float | None = None,
     ) -> bytes:
         """Answer ``query`` from the state machine. ``linearizable`` (default) confirms
-        leadership with a heartbeat quorum first (ReadIndex, Thesis §6.4); ``lease`` is served
-        the same way for now; ``stale`` answers from local state at once on any node."""
+        leadership with a heartbeat quorum first (ReadIndex, Thesis §6.4), on any node that
+        knows a leader (a follower asks the leader for its read index, then answers from its
+        own state machine); ``lease`` answers on the leader at once while its lease holds
+        (Thesis §6.4.1: safe while clocks drift less than ``NodeConfig.max_clock_drift``),
+        NotLeaderError elsewhere; ``stale`` answers from local state at once on any node."""
         return await asyncio.shield(self.submit_query(query, consistency, timeout))
 
     def members(self) -> ConfState:
@@ -579,7 +586,9 @@ class RaftNode:
                 self._step_inbox(raft)
                 self._append_proposals(raft)
                 self._members.start(raft)
-                self._requests.start_reads(raft)
+                # The lease is counted in ticks: trust it only while the next tick is not
+                # overdue (raftpy.core.lease).
+                self._requests.start_reads(raft, lease_ok=loop.time() < next_tick)
                 if tick_due:
                     tick_due = False
                     now = loop.time()
@@ -590,6 +599,7 @@ class RaftNode:
                     next_tick += interval
                     if next_tick < now:  # the loop was blocked for long: do not burst ticks
                         next_tick = now + interval
+                        raft.lose_lease()  # ticks were skipped: the lease count fell behind
                     timer = loop.call_at(next_tick, fire)
                 snaps.feed_core(raft, self._on_rejected)
                 await self._drain_ready(raft)
