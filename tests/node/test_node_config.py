@@ -13,6 +13,7 @@ from raftpy import NodeConfig as ExportedNodeConfig
 from raftpy.core.config import RaftConfig
 from raftpy.node import NODE_RAFT_DEFAULTS, RaftNode
 from raftpy.node.config import NodeConfig
+from raftpy.node.session_records import RECORD_OVERHEAD
 from raftpy.transport.tls import TlsConfig
 from tests.nodehelpers import FAST, KV, LocalNetwork, wait_for
 
@@ -61,7 +62,7 @@ def test_every_runtime_default_is_unchanged() -> None:
     assert {name: getattr(config, name) for name in RESOURCE_LIMITS} == RESOURCE_LIMITS
     names = {f.name for f in dataclasses.fields(NodeConfig)}
     # Nothing else came or went; the security settings came later, off by default, and the
-    # joining deadline with membership changes.
+    # joining deadline with membership changes, the session limits with client sessions.
     assert names == {
         *OLD_NODE_DEFAULTS,
         *RESOURCE_LIMITS,
@@ -69,9 +70,34 @@ def test_every_runtime_default_is_unchanged() -> None:
         "tls",
         "insecure",
         "join_timeout",
+        "session_timeout",
+        "max_sessions",
+        "max_session_results",
     }
     assert config.tls is None and config.insecure is False
     assert config.join_timeout == 300.0
+    assert (config.session_timeout, config.max_sessions, config.max_session_results) == (
+        120.0,
+        10_000,
+        1_000,
+    )
+
+
+@pytest.mark.parametrize(
+    ("field", "bad"),
+    [
+        ("session_timeout", 0.0),
+        ("session_timeout", -1.0),
+        ("session_timeout", 31 * 24 * 3600.0),
+        ("max_sessions", 0),
+        ("max_sessions", 10_000_001),
+        ("max_session_results", 0),
+        ("max_session_results", 1_000_001),
+    ],
+)
+def test_session_limits_are_validated(field: str, bad: float) -> None:
+    with pytest.raises(ValueError, match=field):
+        dataclasses.replace(NodeConfig(), **{field: bad}).validate()
 
 
 def test_tls_and_insecure_exclude_each_other() -> None:
@@ -116,7 +142,11 @@ def test_the_node_fills_in_its_id() -> None:
         async with node:
             await wait_for(lambda: node.role.value == "leader", timeout=2)
             raft = node._raft
-            assert raft is not None and raft.id == 5 and raft.config == FAST.raft_config(5)
+            assert raft is not None and raft.id == 5
+            # The core takes the session record around a command of max_entry_bytes.
+            expected = FAST.raft_config(5)
+            big = expected.max_entry_bytes + RECORD_OVERHEAD
+            assert raft.config == dataclasses.replace(expected, max_entry_bytes=big)
 
     asyncio.run(main())
 

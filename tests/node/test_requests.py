@@ -44,7 +44,8 @@ def test_appended_proposal_resolves_with_its_result_when_its_entry_is_applied() 
         committed: list[Entry] = []
         while raft.has_ready():
             committed.extend(drive(raft).committed_entries)
-        (entry,) = [e for e in committed if e.kind is EntryKind.COMMAND]
+        # Client writes are appended as SESSION entries (the node hands in the records).
+        (entry,) = [e for e in committed if e.kind is EntryKind.SESSION]
         assert not fut.done()
         reqs.on_applied(entry, kv.apply(entry.data), None)
         assert fut.result() == b""

@@ -94,6 +94,10 @@ class EntryKind(enum.IntEnum):
     """The empty entry a new leader appends to commit its term (Raft §8, Thesis §6.4)."""
     CONFIG = 2
     """A membership change (Thesis §4); its payload is an encoded :class:`ConfState`."""
+    SESSION = 3
+    """A client command wrapped with its session bookkeeping and the leader's clock
+    (Thesis §6.3; the node's :mod:`raftpy.node.session_records`); the core treats it
+    exactly as :attr:`COMMAND`."""
 
 
 class Entry(msgspec.Struct, frozen=True, array_like=True, gc=False):

@@ -284,10 +284,16 @@ class Raft:
         """
         return self.propose_batch([data]).first_index
 
-    def propose_batch(self, commands: Sequence[bytes]) -> Appended:
+    def propose_batch(
+        self, commands: Sequence[bytes], kind: EntryKind = EntryKind.COMMAND
+    ) -> Appended:
         """Append several commands at once (one AppendEntries per follower); return the index
         of the first and the term they were appended in (their indexes are consecutive). All
-        or none are appended; raises as :meth:`propose` does."""
+        or none are appended; raises as :meth:`propose` does. ``kind`` is
+        :attr:`~EntryKind.COMMAND` or :attr:`~EntryKind.SESSION` (the node's session records;
+        the core treats both alike)."""
+        if kind is not EntryKind.COMMAND and kind is not EntryKind.SESSION:
+            raise ValueError(f"propose_batch takes COMMAND or SESSION entries, not {kind!r}")
         if self.role is not Role.LEADER:
             raise NotLeaderError(self.lead)
         if self.lead_transferee is not None:
@@ -312,9 +318,7 @@ class Raft:
             )
         first = self.log.last_index() + 1
         term = self.term
-        entries = [
-            Entry(term, first + k, EntryKind.COMMAND, data) for k, data in enumerate(commands)
-        ]
+        entries = [Entry(term, first + k, kind, data) for k, data in enumerate(commands)]
         if not entries:
             return Appended(first, term)
         self.log.append(entries)

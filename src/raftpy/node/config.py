@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from raftpy.core.config import RaftConfig
+from raftpy.node.session_records import MAX_RESULTS_LIMIT, MAX_SESSIONS_LIMIT, MAX_TIMEOUT_MS
 from raftpy.storage.wal import MIN_SEGMENT_SIZE
 from raftpy.transport.codec import DEFAULT_MAX_FRAME_BYTES
 from raftpy.transport.protocol import MIN_FRAME_BYTES
@@ -85,6 +86,12 @@ class NodeConfig:
     - ``insecure``: allow plain TCP on an address other machines can reach.
     - ``join_timeout``: how long a joining node keeps asking the cluster to add it (and
       promote it) before it gives up and says so (README.md, "Changing members").
+    - ``session_timeout``: seconds of cluster time a client session lives without any request
+      or keep-alive before it expires (README.md, "Sessions").
+    - ``max_sessions``: sessions the cluster keeps; opening one more evicts the least
+      recently active.
+    - ``max_session_results``: results a session keeps until its client acknowledges them;
+      further writes in that session are refused (ProposalDropped, retryable) meanwhile.
     - ``unsafe_stale_reads``: TEST ONLY. A node that believes it leads answers linearizable
       reads from local state without confirming leadership, which breaks linearizability
       under partitions. It exists to prove that fault harnesses catch such a bug.
@@ -112,6 +119,9 @@ class NodeConfig:
     insecure: bool = False
     join_timeout: float = 300.0
     unsafe_stale_reads: bool = False
+    session_timeout: float = 120.0
+    max_sessions: int = 10_000
+    max_session_results: int = 1_000
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first bad setting (the consensus settings are
@@ -127,6 +137,7 @@ class NodeConfig:
         if not self.join_timeout > 0:
             raise ValueError(f"join_timeout must be > 0, got {self.join_timeout}")
         self._validate_connections()
+        self._validate_sessions()
         if self.segment_size < MIN_SEGMENT_SIZE:
             # The write-ahead log's own minimum: refused here, before a node is built.
             raise ValueError(
@@ -147,6 +158,23 @@ class NodeConfig:
                 f"(max_frame_bytes {self.max_frame_bytes})"
             )
         self.raft.validate()
+
+    def _validate_sessions(self) -> None:
+        """The client session limits (they travel in the log: README.md, "Sessions")."""
+        if not 0.001 <= self.session_timeout <= MAX_TIMEOUT_MS / 1000:
+            raise ValueError(
+                f"session_timeout must be between 0.001 and {MAX_TIMEOUT_MS // 1000} s, "
+                f"got {self.session_timeout}"
+            )
+        if not 1 <= self.max_sessions <= MAX_SESSIONS_LIMIT:
+            raise ValueError(
+                f"max_sessions must be between 1 and {MAX_SESSIONS_LIMIT}, got {self.max_sessions}"
+            )
+        if not 1 <= self.max_session_results <= MAX_RESULTS_LIMIT:
+            raise ValueError(
+                f"max_session_results must be between 1 and {MAX_RESULTS_LIMIT}, "
+                f"got {self.max_session_results}"
+            )
 
     def _validate_connections(self) -> None:
         """The network settings: frame limits, queues, connection caps and idle timeouts."""

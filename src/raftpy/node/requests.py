@@ -15,7 +15,7 @@ import itertools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from raftpy.core.messages import Entry
+from raftpy.core.messages import Entry, EntryKind
 from raftpy.core.raft import Raft
 from raftpy.core.ready import ReadState
 from raftpy.errors import (
@@ -140,7 +140,8 @@ class PendingRequests:
         for start in range(0, len(queued), max_batch):
             batch = queued[start : start + max_batch]
             try:
-                first, term = raft.propose_batch([p.command for p in batch])
+                # Every client write is a SESSION record (raftpy.node.sessions).
+                first, term = raft.propose_batch([p.command for p in batch], EntryKind.SESSION)
             except (NotLeaderError, ProposalDropped) as exc:
                 # Definite: the core appended none of them.
                 if isinstance(exc, NotLeaderError):

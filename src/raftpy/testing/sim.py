@@ -37,6 +37,7 @@ from raftpy.core.config import RaftConfig
 from raftpy.core.messages import (
     AppendEntries,
     ConfState,
+    EntryKind,
     Heartbeat,
     InstallSnapshot,
     PeerMessage,
@@ -282,14 +283,17 @@ class SimCluster:
     def is_up(self, i: int) -> bool:
         return self._nodes[i].raft is not None
 
-    def start(self, i: int, command: bytes) -> tuple[int, int, bool]:
-        """Propose ``command`` at node ``i``. Returns ``(index, term, is_leader)``; index is -1
+    def start(
+        self, i: int, command: bytes, kind: EntryKind = EntryKind.COMMAND
+    ) -> tuple[int, int, bool]:
+        """Propose ``command`` at node ``i`` (``kind`` SESSION: a session record, see
+        :mod:`raftpy.testing.sim_sessions`). Returns ``(index, term, is_leader)``; index is -1
         when nothing was appended (not the leader, refused, or the node is down)."""
         raft = self._nodes[i].raft
         if raft is None:
             return -1, 0, False
         try:
-            index, term = raft.propose_batch([command])
+            index, term = raft.propose_batch([command], kind)
         except NotLeaderError:
             return -1, raft.term, False
         except ProposalDropped:
