@@ -50,9 +50,6 @@ EXPECTED_EXIT: dict[type[BaseException], int] = {
     ConfChangeError: 3,
     InvariantViolation: 3,
     StateMachineError: 3,
-    # Until the wire carries a status of its own for it (the client's side of sessions), an
-    # expired session reaches a command-line client as ERROR: outcome unknown.
-    SessionExpiredError: 3,
     RaftError: 3,
     TimeoutError: 3,
 }
