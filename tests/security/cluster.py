@@ -195,10 +195,8 @@ class AttackedCluster:
         return asyncio.run(go())
 
     def put(self, key: str, value: Any, timeout: float = 10.0) -> None:
-        # A put of one value is idempotent: resending one whose outcome is unknown is safe.
-        self.run(
-            lambda c: c.propose(encode_put(key, value), timeout=timeout, retry_indeterminate=True)
-        )
+        # The client's session resends it through a lost answer, applied once.
+        self.run(lambda c: c.propose(encode_put(key, value), timeout=timeout))
 
     def status(self, i: int, timeout: float = 5.0) -> NodeStatus:
         return self.run(lambda c: c.status(self.address(i), timeout=timeout))
