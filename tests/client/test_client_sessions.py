@@ -19,6 +19,7 @@ from raftpy.errors import (
     ClusterUnavailableError,
     IndeterminateError,
     LocalProtocolError,
+    ProposalDropped,
     SessionExpiredError,
 )
 from raftpy.transport.protocol import ClientOp, ClientRequest, ResponseStatus
@@ -307,6 +308,27 @@ def test_open_session_unanswered_is_definite_for_the_write() -> None:
                 with pytest.raises(ClusterUnavailableError, match="no session opened"):
                     await client.propose(b"x")
             assert a.requests == [] and len(a.session_requests) > 1
+
+    run(scenario())
+
+
+def test_a_node_that_cannot_open_sessions_fails_the_write_definitely() -> None:
+    async def scenario() -> None:
+        async with nodes(1) as (a,):
+
+            async def no_sessions(conn: FakeConn, req: ClientRequest) -> None:
+                if req.op is ClientOp.OPEN_SESSION:
+                    message = "node 1 does not serve sessions"
+                    conn.respond(answer(req, ResponseStatus.ERROR, message=message))
+                else:
+                    conn.respond(leader_result(req, a))
+
+            a.handler = no_sessions
+            async with Client([a.address], timeout=5, **FAST) as client:
+                with pytest.raises(ProposalDropped, match="does not serve sessions") as caught:
+                    await client.propose(b"x")
+                assert not caught.value.retryable
+            assert a.requests == []
 
     run(scenario())
 

@@ -48,8 +48,8 @@ Outcomes of :meth:`Client.propose`:
   Definite: it did not happen;
 - :class:`~raftpy.errors.ProposalDropped` at once when the leader refused it for a reason a
   retry cannot fix (an entry larger than the leader accepts), or when the request is larger
-  than the frame limit the node announced in its handshake (then it is not even sent).
-  Definite;
+  than the frame limit the node announced in its handshake (then it is not even sent), or
+  when the node failed opening the session the write needs. Definite;
 - :class:`~raftpy.errors.SessionExpiredError` when the cluster no longer knows the session
   (idle past its timeout, evicted because the cluster holds too many sessions, closed) and no
   earlier attempt of this write may have been appended. Definite; the next write opens a new

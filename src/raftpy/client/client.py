@@ -29,7 +29,9 @@ from raftpy.errors import (
     ClusterUnavailableError,
     IndeterminateError,
     LocalProtocolError,
+    ProposalDropped,
     RaftError,
+    RemoteProtocolError,
     SessionExpiredError,
 )
 from raftpy.node.status import NodeStatus, decode_status
@@ -435,10 +437,17 @@ class Client:
             )
             try:
                 resp = await call.run(budget, deadline)
+                grant = decode_session_granted(resp.result or b"")
             except IndeterminateError as exc:
                 # A session may have been opened; it expires unused. The write was not sent.
                 raise ClusterUnavailableError(f"no session opened in time: {exc}") from None
-            session = ClientSession(decode_session_granted(resp.result or b""), loop.time())
+            except RemoteProtocolError as exc:
+                # A node that cannot open sessions (or answers garbage) will not start to:
+                # definite for the write, which was never sent.
+                raise ProposalDropped(
+                    f"write not sent: no session could be opened: {exc}", retryable=False
+                ) from None
+            session = ClientSession(grant, loop.time())
             if self._closing:
                 # close() ran meanwhile and found no session to close: this one expires.
                 raise LocalProtocolError("the client is closed")
