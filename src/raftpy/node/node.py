@@ -320,20 +320,20 @@ class RaftNode:
         """Queue ``command`` for the next append; the future resolves with the state
         machine's result or a typed error. Raises at once when this node is not the leader.
         ``session`` (:meth:`open_session`), ``seq`` (>= 1), ``ack``: README.md, "Sessions"."""
-        return self._submit_record(
-            lambda now: self._sessions.command(command, session, seq, ack, now), timeout
-        )
+        now = self._accepting()
+        return self._submit(self._sessions.command(command, session, seq, ack, now), timeout)
 
-    def _submit_record(
-        self, record: Callable[[float], bytes], timeout: float | None
-    ) -> asyncio.Future[bytes]:
+    def _accepting(self) -> float:
+        """Check that this node takes writes now; the time to stamp their records with."""
         self._check_usable()
         if self._role is not Role.LEADER:
             raise self._leader_error()
         if self._disk_full:
             raise ProposalDropped("the disk is full; retry when space is free")
-        data = record(asyncio.get_running_loop().time())  # stamped with the cluster clock
-        fut = self._requests.propose(data, timeout)
+        return asyncio.get_running_loop().time()
+
+    def _submit(self, record: bytes, timeout: float | None) -> asyncio.Future[bytes]:
+        fut = self._requests.propose(record, timeout)
         self._wake.set()
         return fut
 
@@ -355,18 +355,18 @@ class RaftNode:
     async def open_session(self, timeout: float | None = None) -> SessionGrant:
         """Register a client session through the log (leader only); returns once applied.
         It expires after ``NodeConfig.session_timeout`` s of cluster time without requests."""
-        fut = self._submit_record(self._sessions.open, timeout)
+        fut = self._submit(self._sessions.open(self._accepting()), timeout)
         return self._sessions.grant(await asyncio.shield(fut))
 
     async def keep_alive(self, session: int, ack: int, timeout: float | None = None) -> None:
         """Keep an idle ``session`` alive; every seq below ``ack`` is acknowledged.
         SessionExpiredError when the session is gone."""
-        fut = self._submit_record(lambda now: self._sessions.keep_alive(session, ack, now), timeout)
+        fut = self._submit(self._sessions.keep_alive(session, ack, self._accepting()), timeout)
         await asyncio.shield(fut)
 
     async def close_session(self, session: int, timeout: float | None = None) -> None:
         """End ``session`` and forget its results. SessionExpiredError when it was gone."""
-        fut = self._submit_record(lambda now: self._sessions.close(session, now), timeout)
+        fut = self._submit(self._sessions.close(session, self._accepting()), timeout)
         await asyncio.shield(fut)
 
     def submit_query(

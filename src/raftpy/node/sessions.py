@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from raftpy.core.config import RaftConfig
+from raftpy.core.messages import INT64_MAX
 from raftpy.errors import LocalProtocolError, ProposalDropped
 from raftpy.node.config import NodeConfig
 from raftpy.node.session_machine import SessionStateMachine, with_sessions
@@ -70,13 +71,14 @@ class NodeSessions:
                 f"command of {len(command)} bytes exceeds max_entry_bytes ({limit})",
                 retryable=False,
             )
-        if session < 0 or seq < 0 or ack < 0:
-            raise LocalProtocolError("session, seq and ack must be >= 0")
-        if session == 0 and (seq or ack):
-            raise LocalProtocolError("seq and ack need a session")
-        if session and (seq < 1 or ack > seq):
-            raise LocalProtocolError(f"a session's write needs seq >= 1 and ack <= seq, got {seq}")
-        return encode_record(SessionCommand(self._clock.stamp(now), session, seq, ack, command))
+        # One test for all three: the OR of non-negative ints is at least each of them.
+        if not 0 <= (session | seq | ack) <= INT64_MAX:
+            raise LocalProtocolError("session, seq and ack must lie in 0 .. 2**63 - 1")
+        try:
+            record = SessionCommand(self._clock.stamp(now), session, seq, ack, command)
+        except ValueError as exc:  # the rules between the fields (SessionCommand)
+            raise LocalProtocolError(str(exc)) from None
+        return encode_record(record)
 
     def open(self, now: float) -> bytes:
         cfg = self._config
