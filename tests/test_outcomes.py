@@ -41,6 +41,7 @@ EXPECTED_EXIT: dict[type[BaseException], int] = {
     NotLeaderError: 1,
     ProposalDropped: 1,
     ClusterUnavailableError: 1,
+    SessionExpiredError: 1,
     IndeterminateError: 3,
     RemoteProtocolError: 3,
     MessageDecodeError: 3,
@@ -49,9 +50,6 @@ EXPECTED_EXIT: dict[type[BaseException], int] = {
     ConfChangeError: 3,
     InvariantViolation: 3,
     StateMachineError: 3,
-    # Until the wire carries a status of its own for it (the client's side of sessions), an
-    # expired session reaches a command-line client as ERROR: outcome unknown.
-    SessionExpiredError: 3,
     RaftError: 3,
     TimeoutError: 3,
 }
@@ -62,6 +60,7 @@ EXPECTED_STATUS: dict[ResponseStatus, type[RaftError]] = {
     ResponseStatus.TIMEOUT: ClusterUnavailableError,
     ResponseStatus.INDETERMINATE: IndeterminateError,
     ResponseStatus.ERROR: RemoteProtocolError,
+    ResponseStatus.SESSION_EXPIRED: SessionExpiredError,
 }
 
 
@@ -122,7 +121,12 @@ def test_every_raftpy_error_is_in_the_exit_table() -> None:
 def test_definite_statuses_are_the_not_done_exit_status(status: ResponseStatus) -> None:
     outcome = outcome_of_status(status)
     assert outcome.definite is (outcome.exit_status is ExitStatus.NOT_DONE)
-    definite = {ResponseStatus.NOT_LEADER, ResponseStatus.DROPPED, ResponseStatus.TIMEOUT}
+    definite = {
+        ResponseStatus.NOT_LEADER,
+        ResponseStatus.DROPPED,
+        ResponseStatus.TIMEOUT,
+        ResponseStatus.SESSION_EXPIRED,
+    }
     assert outcome.definite is (status in definite)
 
 
