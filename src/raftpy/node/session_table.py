@@ -189,8 +189,15 @@ class SessionTable:
     def _acknowledge(s: _Session, ack: int) -> None:
         if ack > s.floor:
             s.floor = ack
+            # Results are kept in the order their writes were applied, which is seq order
+            # but for writes that overtook each other: drop from the front, so the cost is
+            # the results dropped, not the results kept. One that overtook stays behind a
+            # newer one until that goes (still answered right, and still bounded).
             results = s.results
-            for seq in [q for q in results if q < ack]:
+            while results:
+                seq = next(iter(results))
+                if seq >= ack:
+                    break
                 del results[seq]
 
     def _command(self, record: SessionCommand, apply: Callable[[bytes], bytes]) -> Answer:
