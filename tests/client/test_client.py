@@ -325,6 +325,35 @@ def test_follows_redirect_to_a_leader_missing_from_the_list() -> None:
     run(scenario())
 
 
+def test_a_follower_answering_a_linearizable_read_is_not_taken_for_the_leader() -> None:
+    """Followers serve linearizable reads (ReadIndex through the leader, Thesis §6.4), so
+    such an answer says nothing about who leads; a lease read is served by the leader only,
+    so its answer does name the leader."""
+
+    def reads_only(node: FakeNode) -> Handler:
+        async def handle(conn: FakeConn, req: ClientRequest) -> None:
+            if req.op is ClientOp.QUERY and req.consistency is Consistency.LINEARIZABLE:
+                conn.respond(leader_result(req, node, role="follower"))
+            else:
+                conn.respond(answer(req, ResponseStatus.NOT_LEADER))
+
+        return handle
+
+    async def scenario() -> None:
+        async with nodes(2) as (b, a):
+            b.handler = reads_only(b)
+            async with Client([b.address, a.address], rng=random.Random(1), **FAST) as client:
+                assert await client.query(b"k") == b"value:k"
+                assert [r.data for r in b.requests] == [b"k"]
+                assert client.leader_address is None
+                assert await client.propose(b"x") == b"applied:x"
+                assert client.leader_address == a.address
+                assert await client.query(b"j", consistency="lease") == b"value:j"
+                assert client.leader_address == a.address
+
+    run(scenario())
+
+
 def test_rotates_without_hint_and_without_pausing_within_a_round() -> None:
     async def scenario() -> None:
         async with nodes(3) as (a, b, c):

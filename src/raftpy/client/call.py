@@ -289,11 +289,13 @@ class Call:
         if status is ResponseStatus.OK:
             if self.session is not None:
                 self.session.last_active = asyncio.get_running_loop().time()
-            # Only a leader answers writes and linearizable or lease reads (and membership
-            # reads that are not stale). A node that just handed leadership over does not lead.
-            leads = (self.is_write and self.op is not ClientOp.TRANSFER_LEADER) or (
-                self.op in (ClientOp.QUERY, ClientOp.MEMBERS)
-                and self.consistency is not Consistency.STALE
+            # Only a leader answers writes, lease reads and membership reads that are not
+            # stale; followers answer linearizable reads too (ReadIndex through the leader,
+            # Thesis §6.4). A node that just handed leadership over does not lead.
+            leads = (
+                (self.is_write and self.op is not ClientOp.TRANSFER_LEADER)
+                or (self.op is ClientOp.QUERY and self.consistency is Consistency.LEASE)
+                or (self.op is ClientOp.MEMBERS and self.consistency is not Consistency.STALE)
             )
             if leads and self.pinned is None:
                 self.targets.learn_leader(target)
