@@ -144,10 +144,11 @@ class Consistency(enum.Enum):
     """How fresh a query's answer must be (Thesis §6.4 for linearizable reads)."""
 
     LINEARIZABLE = "linearizable"
-    """ReadIndex: the leader confirms it still leads with a heartbeat quorum (Thesis §6.4)."""
+    """ReadIndex: the leader confirms it still leads with a heartbeat quorum (Thesis §6.4).
+    Any node that knows the leader answers: a follower asks the leader for the read index."""
     LEASE = "lease"
-    """Served by the leader while its lease holds (an opt-in; until lease reads are built it
-    is served exactly like LINEARIZABLE, which is always safe)."""
+    """Served by the leader alone, at once while its lease holds (Thesis §6.4.1: it counts on
+    clocks drifting less than ``NodeConfig.max_clock_drift``), as LINEARIZABLE otherwise."""
     STALE = "stale"
     """The local state machine as it is: may lag behind; any node answers."""
 
