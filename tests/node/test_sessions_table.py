@@ -12,7 +12,13 @@ import msgspec
 import pytest
 
 from raftpy.core.messages import Entry, EntryKind
-from raftpy.errors import ProposalDropped, RemoteProtocolError, SessionExpiredError
+from raftpy.errors import (
+    LocalProtocolError,
+    ProposalDropped,
+    RemoteProtocolError,
+    SessionExpiredError,
+)
+from raftpy.node.config import NodeConfig
 from raftpy.node.session_machine import (
     MARKER,
     ConcurrentSessionStateMachine,
@@ -27,9 +33,11 @@ from raftpy.node.session_records import (
     SessionCommand,
     SessionRecord,
     decode_record,
+    encode_command,
     encode_record,
 )
 from raftpy.node.session_table import Answer, ClusterClock, SessionTable
+from raftpy.node.sessions import NodeSessions
 
 
 class Counter:
@@ -370,3 +378,31 @@ def test_damaged_table_image_raises_and_keeps_the_table(cut: int) -> None:
     with pytest.raises(ValueError, match="damaged session table"):
         target.restore(io.BytesIO(damaged))
     assert target.table.sessions() == [1]
+
+
+@pytest.mark.parametrize(
+    ("session", "seq", "ack", "data"),
+    [(0, 0, 0, b""), (1, 1, 0, b"x"), (2**40, 2**62, 2**61, b"\xc1" * 300)],
+)
+def test_command_bytes_are_those_of_the_record(
+    session: int, seq: int, ack: int, data: bytes
+) -> None:
+    """The node encodes every write from a tuple (encode_command), without the Struct: the
+    bytes must be exactly the record's, and decode back to it."""
+    record = SessionCommand(12_345, session, seq, ack, data)
+    raw = encode_command(12_345, session, seq, ack, data)
+    assert raw == encode_record(record)
+    assert decode_record(raw) == record
+
+
+@pytest.mark.parametrize(
+    ("session", "seq", "ack"),
+    [(0, 1, 0), (0, 0, 1), (1, 0, 0), (1, 2, 3), (-1, 1, 0), (1, 2**63, 0), (2**63, 1, 0)],
+)
+def test_the_node_refuses_session_fields_that_break_the_record_rules(
+    session: int, seq: int, ack: int
+) -> None:
+    sessions = NodeSessions(Counter(), NodeConfig())
+    sessions.on_leader(0.0)
+    with pytest.raises(LocalProtocolError):
+        sessions.command(b"x", session, seq, ack, 1.0)

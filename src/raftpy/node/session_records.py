@@ -45,6 +45,7 @@ __all__ = [
     "SessionRecord",
     "TableHead",
     "decode_record",
+    "encode_command",
     "encode_record",
     "failure_of",
 ]
@@ -85,7 +86,10 @@ class OpenSession(msgspec.Struct, frozen=True, array_like=True, gc=False, tag=1)
     max_sessions: SessionsLimit
 
 
-class SessionCommand(msgspec.Struct, frozen=True, array_like=True, gc=False, tag=2):
+_COMMAND_TAG: Final = 2
+
+
+class SessionCommand(msgspec.Struct, frozen=True, array_like=True, gc=False, tag=_COMMAND_TAG):
     """A client command. With ``session`` (not 0): ``seq`` (>= 1) numbers the session's
     writes, and every seq below ``ack`` was acknowledged by the client (its result may be
     discarded); ``ack <= seq``. Without a session, ``seq`` and ``ack`` are 0."""
@@ -130,6 +134,13 @@ _decoder: msgspec.msgpack.Decoder[SessionRecord] = msgspec.msgpack.Decoder(Sessi
 def encode_record(record: SessionRecord) -> bytes:
     """The bytes of a SESSION entry holding ``record``."""
     return _encoder.encode(record)
+
+
+def encode_command(time_ms: int, session: int, seq: int, ack: int, data: bytes) -> bytes:
+    """The bytes of ``SessionCommand(time_ms, session, seq, ack, data)`` (a tagged array),
+    encoded without building the Struct: the caller has checked the fields (every write
+    takes this path, so it is kept short)."""
+    return _encoder.encode((_COMMAND_TAG, time_ms, session, seq, ack, data))
 
 
 def decode_record(data: bytes) -> SessionRecord:
