@@ -11,7 +11,7 @@ failure a worker opens a fresh client and goes on with a new element.
 ``unsafe_resend`` (TEST ONLY) makes the workload itself resend an add whose outcome is unknown,
 within the same deadline, as a new call: the cluster cannot tell such a resend from a new
 write, so an add that had been applied is applied again, and the checker must find the
-duplicates (README.md, "Testing").
+duplicates (README.md, "Jepsen-style fault harness").
 """
 
 from __future__ import annotations
