@@ -19,7 +19,8 @@ from raftpy.cli.jepsen import _config, add_parser
 from raftpy.examples.hashmap import HashMapStateMachine
 from raftpy.testing.jepsen import JepsenConfig, SetAdd, check_sets, run_jepsen, set_checks
 from raftpy.testing.jepsen.config import options_line, replay_command
-from raftpy.testing.jepsen.workload import Outcome
+from raftpy.testing.jepsen.report import JepsenResult, summarize, write_report
+from raftpy.testing.jepsen.workload import Outcome, Sample
 
 # --- The hash map's add ---------------------------------------------------------------------
 
@@ -123,6 +124,36 @@ def test_set_checks_name_how_many_and_which_elements() -> None:
     once, lost, _ = set_checks(v)
     assert "12 element(s) present more than once" in once.detail and "and 2 more" in once.detail
     assert "13 of 25 acknowledged adds missing" in lost.detail and "and 3 more" in lost.detail
+
+
+def test_the_summary_counts_indeterminate_writes_duplicates_and_losses(tmp_path: Path) -> None:
+    adds = [_add("s", "1-1", "ok"), _add("s", "1-2", "ok"), _add("s", "1-3", "unknown")]
+    verdict = check_sets(adds, {"s": ["1-1", "1-1", "1-3"]})
+    result = JepsenResult(
+        config=JepsenConfig(workload="set", nemesis="kill", seconds=60.0),
+        seed=1414,
+        history=[],
+        checks=set_checks(verdict),
+        linearizability=None,
+        violations=[],
+        windows=[],
+        samples=[Sample("add", 0, 1_000_000, a.outcome) for a in adds],
+        started=0,
+        workload_seconds=1.0,
+        workload_ops=3,
+        out_dir=tmp_path,
+        adds=adds,
+        set_verdict=verdict,
+    )
+    result.summary = summarize(result)
+    write_report(result)
+    text = (tmp_path / "summary.txt").read_text()
+    assert "writes that ended indeterminate: 1 of 3 (33.333%)" in text
+    assert "duplicates 1, losses 1, unknown adds applied 1" in text
+    assert "1-1 x2" in text and "missing: 1-2" in text and "valid: NO" in text
+    assert "replay: raftpy jepsen --workload set --seconds 60 --nemesis kill --seed 1414" in text
+    assert "options: workload=set nodes=3" in text
+    assert len((tmp_path / "adds.jsonl").read_text().splitlines()) == 3
 
 
 # --- Settings, replay, the command line -----------------------------------------------------
