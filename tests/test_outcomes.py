@@ -20,6 +20,7 @@ from raftpy.errors import (
     RaftError,
     RejectedMessage,
     RemoteProtocolError,
+    SessionExpiredError,
     StateMachineError,
 )
 from raftpy.outcomes import (
@@ -40,6 +41,7 @@ EXPECTED_EXIT: dict[type[BaseException], int] = {
     NotLeaderError: 1,
     ProposalDropped: 1,
     ClusterUnavailableError: 1,
+    SessionExpiredError: 1,
     IndeterminateError: 3,
     RemoteProtocolError: 3,
     MessageDecodeError: 3,
@@ -58,6 +60,7 @@ EXPECTED_STATUS: dict[ResponseStatus, type[RaftError]] = {
     ResponseStatus.TIMEOUT: ClusterUnavailableError,
     ResponseStatus.INDETERMINATE: IndeterminateError,
     ResponseStatus.ERROR: RemoteProtocolError,
+    ResponseStatus.SESSION_EXPIRED: SessionExpiredError,
 }
 
 
@@ -118,7 +121,12 @@ def test_every_raftpy_error_is_in_the_exit_table() -> None:
 def test_definite_statuses_are_the_not_done_exit_status(status: ResponseStatus) -> None:
     outcome = outcome_of_status(status)
     assert outcome.definite is (outcome.exit_status is ExitStatus.NOT_DONE)
-    definite = {ResponseStatus.NOT_LEADER, ResponseStatus.DROPPED, ResponseStatus.TIMEOUT}
+    definite = {
+        ResponseStatus.NOT_LEADER,
+        ResponseStatus.DROPPED,
+        ResponseStatus.TIMEOUT,
+        ResponseStatus.SESSION_EXPIRED,
+    }
     assert outcome.definite is (status in definite)
 
 

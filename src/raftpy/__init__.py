@@ -37,10 +37,12 @@ from raftpy.errors import (
     RaftError,
     RejectedMessage,
     RemoteProtocolError,
+    SessionExpiredError,
     StateMachineError,
 )
 from raftpy.node import FATAL_EXIT_STATUS, RaftNode
 from raftpy.node.config import NodeConfig
+from raftpy.node.sessions import SessionGrant
 from raftpy.node.stats import NodeStats
 from raftpy.node.status import NodeStatus
 from raftpy.statemachine import StateMachine
@@ -96,6 +98,8 @@ __all__ = [
     "RejectedMessage",
     "RemoteProtocolError",
     "Role",
+    "SessionExpiredError",
+    "SessionGrant",
     "SnapshotMeta",
     "SnapshotRequest",
     "SoftState",

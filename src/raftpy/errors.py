@@ -58,6 +58,14 @@ class IndeterminateError(RaftError):
     """
 
 
+class SessionExpiredError(RaftError):
+    """Definite: this request was not applied because its client session is unknown to the
+    cluster (expired after ``NodeConfig.session_timeout`` without requests, evicted when the
+    session table was full, or closed), or because it repeats a write whose result the client
+    had already acknowledged. Open a new session; README.md, "Sessions", says what a write
+    resent from an earlier attempt may still have done."""
+
+
 class ClusterUnavailableError(RaftError):
     """Raised by clients when no leader could be reached before the deadline and the command
     was never handed to a leader.

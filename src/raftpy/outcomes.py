@@ -25,6 +25,10 @@ Two statuses need care:
   proposal assumes the worst and reports the outcome as unknown.
 - ``ERROR`` is a failed node or a malformed request; it does not say whether an earlier attempt
   of the command was appended, so its exit status is "unknown".
+- ``SESSION_EXPIRED`` is definite for the attempt it answers only: an earlier attempt of the
+  same write, sent before the session expired, may have been applied. The client
+  (:mod:`raftpy.client.call`) reports such a write as unknown, and the definite error only
+  when no earlier attempt may have been appended.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from raftpy.errors import (
     ProposalDropped,
     RaftError,
     RemoteProtocolError,
+    SessionExpiredError,
 )
 from raftpy.transport.protocol import ClientResponse, ResponseStatus
 
@@ -88,6 +93,7 @@ OUTCOMES: tuple[Outcome, ...] = (
     Outcome(ResponseStatus.NOT_LEADER, NotLeaderError, ExitStatus.NOT_DONE),
     Outcome(ResponseStatus.DROPPED, ProposalDropped, ExitStatus.NOT_DONE),
     Outcome(ResponseStatus.TIMEOUT, ClusterUnavailableError, ExitStatus.NOT_DONE),
+    Outcome(ResponseStatus.SESSION_EXPIRED, SessionExpiredError, ExitStatus.NOT_DONE),
     Outcome(ResponseStatus.INDETERMINATE, IndeterminateError, ExitStatus.UNKNOWN),
     # Last: the catch-all for an error no row above names (see outcome_of_error).
     Outcome(ResponseStatus.ERROR, RemoteProtocolError, ExitStatus.UNKNOWN),

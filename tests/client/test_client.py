@@ -4,6 +4,10 @@ Each :class:`FakeNode` is an asyncio server on 127.0.0.1 (port 0) speaking the r
 handshake and client protocol, with a scripted handler deciding each answer: leader, not the
 leader (with or without a hint), DROPPED, INDETERMINATE, silence, closing the connection after
 a request, answering a pipelined burst in reverse order. Fakes for tests only.
+
+A fake leader grants sessions (``OPEN_SESSION``) and answers keep-alives and closes; those
+requests are kept apart (``FakeNode.session_requests``) so the tests of writes see only the
+writes. The session tests themselves are in ``test_client_sessions.py``.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import msgspec
 import pytest
 
 from raftpy.client import Client, SyncClient, parse_address
+from raftpy.client.call import SESSION_WRITES
 from raftpy.core.messages import PROTOCOL_VERSION
 from raftpy.errors import (
     ClusterUnavailableError,
@@ -42,6 +47,7 @@ from raftpy.transport.protocol import (
     Hello,
     HelloReply,
     ResponseStatus,
+    SessionGranted,
     client_decoder,
     encode_frame_payload,
     hello_decoder,
@@ -106,6 +112,9 @@ class FakeNode:
         self.refuse = refuse
         self.handler: Handler = leader(self)
         self.requests: list[ClientRequest] = []
+        self.session_requests: list[ClientRequest] = []  # OPEN_SESSION, KEEP_ALIVE, CLOSE
+        self.next_session = 100 * node_id
+        self.session_timeout = 60.0
         self.hellos: list[Hello] = []
         self.connections = 0
         self.address = ""
@@ -115,7 +124,7 @@ class FakeNode:
         self._writers: set[asyncio.StreamWriter] = set()
 
     def ops(self, op: ClientOp) -> list[ClientRequest]:
-        return [r for r in self.requests if r.op is op]
+        return [r for r in self.requests + self.session_requests if r.op is op]
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -149,7 +158,10 @@ class FakeNode:
             while not writer.is_closing():
                 req = client_decoder.decode(await read_frame(reader))
                 assert isinstance(req, ClientRequest)
-                self.requests.append(req)
+                if req.op in SESSION_WRITES:
+                    self.session_requests.append(req)
+                else:
+                    self.requests.append(req)
                 await self.handler(conn, req)
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
@@ -170,6 +182,12 @@ def answer(
 
 
 def leader_result(req: ClientRequest, node: FakeNode, role: str = "leader") -> ClientResponse:
+    if req.op is ClientOp.OPEN_SESSION:
+        node.next_session += 1
+        grant = SessionGranted(session=node.next_session, timeout=node.session_timeout)
+        return answer(req, result=msgspec.msgpack.encode(grant))
+    if req.op in SESSION_WRITES:
+        return answer(req)
     if req.op is ClientOp.PROPOSE:
         return answer(req, result=b"applied:" + req.data)
     if req.op is ClientOp.QUERY:
@@ -229,11 +247,12 @@ def follower(node: FakeNode, hint: FakeNode | None) -> Handler:
 
 
 def scripted(node: FakeNode, *first: Callable[[FakeConn, ClientRequest], None]) -> Handler:
-    """Apply the given actions to the first requests in turn, then behave as the leader."""
+    """Apply the given actions to the first requests in turn (session ops aside: those are
+    granted), then behave as the leader."""
     actions = list(first)
 
     async def handle(conn: FakeConn, req: ClientRequest) -> None:
-        if actions:
+        if actions and req.op not in SESSION_WRITES:
             actions.pop(0)(conn, req)
         else:
             conn.respond(leader_result(req, node))
@@ -299,7 +318,8 @@ def test_follows_redirect_to_a_leader_missing_from_the_list() -> None:
                 # The known leader is tried first from now on.
                 assert await client.propose(b"y") == b"applied:y"
                 assert await client.query(b"k") == b"value:k"
-            assert len(a.requests) == 1 and b.requests == []
+            # The redirect came with opening the session; the writes went to the leader.
+            assert len(a.session_requests) == 1 and a.requests == b.requests == []
             assert [r.data for r in c.requests] == [b"x", b"y", b"k"]
 
     run(scenario())
@@ -315,7 +335,9 @@ def test_rotates_without_hint_and_without_pausing_within_a_round() -> None:
             assert await client.propose(b"x") == b"applied:x"
             # Each address tried once; no backoff (0.25-0.5 s) before trying a new address.
             assert time.monotonic() - start < 0.25
-            assert [len(n.requests) for n in (a, b, c)] == [1, 1, 1]
+            # Opening the session found the leader; the write went straight to it.
+            assert [len(n.session_requests) for n in (a, b, c)] == [1, 1, 1]
+            assert [len(n.requests) for n in (a, b, c)] == [0, 0, 1]
             assert client.leader_address == c.address
             await client.close()
 
@@ -341,8 +363,9 @@ def test_redirect_loop_backs_off_and_ends_at_the_deadline() -> None:
                 await client.propose(b"x")
             elapsed = time.monotonic() - start
             assert 0.28 <= elapsed < 1.0
-            # Backoff: four rounds of a -> b -> (a again: pause), not a storm.
-            assert len(a.requests) + len(b.requests) == 8
+            # Backoff: four rounds of a -> b -> (a again: pause), not a storm (opening the
+            # session, which the write needs first).
+            assert len(a.session_requests) + len(b.session_requests) == 8
             await client.close()
 
     run(scenario())
@@ -434,26 +457,15 @@ def test_drop_for_size_is_raised_at_once() -> None:
     run(scenario())
 
 
-def test_indeterminate_answer_is_not_retried_by_default() -> None:
+def test_indeterminate_answer_is_not_retried_without_sessions() -> None:
     async def scenario() -> None:
         async with nodes(2) as (a, b):
             a.handler = scripted(a, status_of(ResponseStatus.INDETERMINATE, "leadership lost"))
-            async with Client([a.address, b.address], timeout=5, **FAST) as client:
+            client = Client([a.address, b.address], timeout=5, sessions=False, **FAST)
+            async with client:
                 with pytest.raises(IndeterminateError, match="leadership lost"):
                     await client.propose(b"x")
             assert len(a.requests) == 1 and b.requests == []
-
-    run(scenario())
-
-
-def test_retry_indeterminate_resends_and_may_succeed() -> None:
-    async def scenario() -> None:
-        async with nodes(1) as (a,):
-            a.handler = scripted(a, status_of(ResponseStatus.INDETERMINATE))
-            async with Client([a.address], retry_indeterminate=True, **FAST) as client:
-                assert await client.propose(b"x") == b"applied:x"
-            # Sent twice: with a real cluster it may have been applied twice.
-            assert [r.data for r in a.requests] == [b"x", b"x"]
 
     run(scenario())
 
@@ -465,7 +477,7 @@ def test_unknown_outcome_stays_unknown_after_later_definite_failures() -> None:
             a.handler = scripted(a, status_of(ResponseStatus.INDETERMINATE), *[not_leader] * 1000)
             async with Client([a.address], timeout=0.3, **FAST) as client:
                 with pytest.raises(IndeterminateError):
-                    await client.propose(b"x", retry_indeterminate=True)
+                    await client.propose(b"x")
             assert len(a.requests) > 1
 
     run(scenario())
@@ -513,7 +525,8 @@ def test_connection_closed_after_a_propose_is_indeterminate() -> None:
     async def scenario() -> None:
         async with nodes(2) as (a, b):
             a.handler = scripted(a, hang_up)
-            async with Client([a.address, b.address], timeout=5, **FAST) as client:
+            client = Client([a.address, b.address], timeout=5, sessions=False, **FAST)
+            async with client:
                 with pytest.raises(IndeterminateError, match="broke after it was sent"):
                     await client.propose(b"x")
             assert len(a.requests) == 1 and b.requests == []
@@ -536,7 +549,7 @@ def test_garbage_from_the_node_closes_that_connection_and_queries_retry() -> Non
     async def scenario() -> None:
         async with nodes(1) as (a,):
             a.handler = scripted(a, garbage, lambda c, r: c.respond(leader_result(r, a)), garbage)
-            async with Client([a.address], timeout=5, **FAST) as client:
+            async with Client([a.address], timeout=5, sessions=False, **FAST) as client:
                 assert await client.query(b"k") == b"value:k"
                 with pytest.raises(IndeterminateError, match="protocol error"):
                     await client.propose(b"x")
@@ -604,6 +617,9 @@ def test_200_concurrent_proposes_pipelined_on_one_connection_answered_in_reverse
             held: list[tuple[FakeConn, ClientRequest]] = []
 
             async def reverse(conn: FakeConn, req: ClientRequest) -> None:
+                if req.op in SESSION_WRITES:
+                    conn.respond(leader_result(req, a))
+                    return
                 held.append((conn, req))
                 if len(held) == n:  # all 200 outstanding at once
                     for c, r in reversed(held):

@@ -14,6 +14,7 @@ import dataclasses
 import pytest
 
 from raftpy.core.config import RaftConfig
+from raftpy.core.forwarded_reads import read_key
 from raftpy.core.messages import (
     AppendEntries,
     AppendEntriesResponse,
@@ -1394,13 +1395,14 @@ def test_read_index_waits_for_heartbeat_quorum() -> None:
     rd = drive(leader)
     assert rd.read_states == ()
     beats = of_kind(rd.messages, Heartbeat)
-    assert [(m.dst, m.context) for m in beats] == [(p, b"r1") for p in FIVE[1:]]
+    key = read_key(1, b"r1")  # the leader's own reads are keyed by its id
+    assert [(m.dst, m.context) for m in beats] == [(p, key) for p in FIVE[1:]]
     leader.propose(b"later")  # does not move the read point
     drain(leader)
-    leader.step(HeartbeatResponse(1, 2, 1, b"r1"))
+    leader.step(HeartbeatResponse(1, 2, 1, key))
     leader.step(HeartbeatResponse(1, 3, 1, None))  # an answer to an older heartbeat
     assert drive(leader).read_states == ()
-    leader.step(HeartbeatResponse(1, 4, 1, b"r1"))
+    leader.step(HeartbeatResponse(1, 4, 1, key))
     assert drive(leader).read_states == (ReadState(commit, b"r1"),)
 
 
@@ -1423,8 +1425,9 @@ def test_read_index_waits_for_current_term_commit() -> None:
     rd = drive(r)
     assert r.log.committed == 3
     assert rd.read_states == ()
-    assert [(m.dst, m.context) for m in of_kind(rd.messages, Heartbeat)] == [(2, b"r1"), (3, b"r1")]
-    r.step(HeartbeatResponse(2, 3, 1, b"r1"))
+    key = read_key(1, b"r1")
+    assert [(m.dst, m.context) for m in of_kind(rd.messages, Heartbeat)] == [(2, key), (3, key)]
+    r.step(HeartbeatResponse(2, 3, 1, key))
     assert drive(r).read_states == (ReadState(3, b"r1"),)
 
 

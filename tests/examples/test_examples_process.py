@@ -50,11 +50,11 @@ def put_until_acknowledged(
 ) -> object:
     """Put ``key = value`` until a leader acknowledges it; return the previous value.
 
-    On a loaded machine a node can stall for longer than an election timeout (200 ms here) in
-    the middle of a write: its leader then steps down (CheckQuorum, Thesis §6.2) or is
-    replaced, and the client reports the outcome as unknown rather than guess. The write is
-    sent again, so a copy of it may apply late: use this only where that is harmless. Bounded
-    by ``timeout`` plus one call of ``client``.
+    The client's session already resends a write whose answer was lost, applied once; a call
+    still ends unknown when its deadline passes first (a loaded machine with no leader for
+    that long). Such a write is sent again here in a new call, so a copy of it may apply
+    late: use this only where that is harmless. Bounded by ``timeout`` plus one call of
+    ``client``.
     """
     deadline = time.monotonic() + timeout
     last: Exception | None = None

@@ -3,7 +3,7 @@
     python -m tests.node.fatal_server server 1 1 127.0.0.1:7001 --data-dir D
 
 Runs ``raftpy.examples.hashmap``'s server unchanged except for one hook: when a proposal whose
-bytes are :data:`CRASH` reaches the node's loop, the loop raises, as a broken internal invariant
+bytes hold :data:`CRASH` reaches the node's loop, the loop raises, as a broken internal invariant
 would. The node must then end its process (exit status 70, a CRITICAL line), not live on.
 """
 
@@ -21,7 +21,8 @@ _append = RaftNode._append_proposals
 
 
 def _append_or_crash(self: RaftNode, raft: Raft) -> None:
-    if any(p.command == CRASH for p in self._requests._queued):
+    # Every write is queued wrapped in its session record (raftpy.node.session_records).
+    if any(CRASH in p.command for p in self._requests._queued):
         raise AssertionError("planted invariant failure")
     _append(self, raft)
 

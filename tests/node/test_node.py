@@ -62,7 +62,8 @@ def test_follower_refuses_with_leader_hint() -> None:
             assert info.value.leader_id == leader.node_id
             assert info.value.leader_address == leader.address
             with pytest.raises(NotLeaderError):
-                await follower.query(b"a")
+                await follower.query(b"a", consistency="lease")  # only the leader's lease
+            assert await follower.query(b"a") == b""  # ReadIndex through the leader
             assert await follower.query(b"a", consistency="stale") == b""
 
     asyncio.run(main())

@@ -13,6 +13,7 @@ from raftpy import NodeConfig as ExportedNodeConfig
 from raftpy.core.config import RaftConfig
 from raftpy.node import NODE_RAFT_DEFAULTS, RaftNode
 from raftpy.node.config import NodeConfig
+from raftpy.node.session_records import RECORD_OVERHEAD
 from raftpy.transport.tls import TlsConfig
 from tests.nodehelpers import FAST, KV, LocalNetwork, wait_for
 
@@ -61,7 +62,7 @@ def test_every_runtime_default_is_unchanged() -> None:
     assert {name: getattr(config, name) for name in RESOURCE_LIMITS} == RESOURCE_LIMITS
     names = {f.name for f in dataclasses.fields(NodeConfig)}
     # Nothing else came or went; the security settings came later, off by default, and the
-    # joining deadline with membership changes.
+    # joining deadline with membership changes, the session limits with client sessions.
     assert names == {
         *OLD_NODE_DEFAULTS,
         *RESOURCE_LIMITS,
@@ -69,9 +70,57 @@ def test_every_runtime_default_is_unchanged() -> None:
         "tls",
         "insecure",
         "join_timeout",
+        "session_timeout",
+        "max_sessions",
+        "max_session_results",
+        "max_clock_drift",
     }
     assert config.tls is None and config.insecure is False
     assert config.join_timeout == 300.0
+    assert config.max_clock_drift == 0.1
+    assert (config.session_timeout, config.max_sessions, config.max_session_results) == (
+        120.0,
+        10_000,
+        1_000,
+    )
+
+
+@pytest.mark.parametrize(
+    ("field", "bad"),
+    [
+        ("session_timeout", 0.0),
+        ("session_timeout", -1.0),
+        ("session_timeout", 31 * 24 * 3600.0),
+        ("max_sessions", 0),
+        ("max_sessions", 10_000_001),
+        ("max_session_results", 0),
+        ("max_session_results", 1_000_001),
+    ],
+)
+def test_session_limits_are_validated(field: str, bad: float) -> None:
+    with pytest.raises(ValueError, match=field):
+        dataclasses.replace(NodeConfig(), **{field: bad}).validate()
+
+
+def test_lease_ticks_are_derived_from_the_election_timeout_less_a_tick_and_the_drift() -> None:
+    """raftpy.core.lease: E - 1 - ceil(drift / tick); 0 without CheckQuorum or room."""
+    assert NodeConfig().lease_ticks() == 10 - 1 - 2  # 50 ms ticks, 0.1 s drift
+    assert NodeConfig().raft_config(7).lease_ticks == 7
+    assert NodeConfig(max_clock_drift=0).lease_ticks() == 9
+    assert NodeConfig(max_clock_drift=0.01).lease_ticks() == 8
+    no_quorum = dataclasses.replace(NODE_RAFT_DEFAULTS, check_quorum=False)
+    assert NodeConfig(raft=no_quorum).lease_ticks() == 0
+    assert NodeConfig(max_clock_drift=0.45).lease_ticks() == 0
+    assert NodeConfig(max_clock_drift=5.0).lease_ticks() == 0
+    shorter = dataclasses.replace(NODE_RAFT_DEFAULTS, lease_ticks=3)
+    assert NodeConfig(raft=shorter).lease_ticks() == 3  # a hand-set lease only shortens it
+    NodeConfig(max_clock_drift=5.0).validate()  # valid: the lease is just off
+
+
+@pytest.mark.parametrize("drift", [-0.01, float("inf"), float("nan")])
+def test_max_clock_drift_must_be_finite_and_not_negative(drift: float) -> None:
+    with pytest.raises(ValueError, match="max_clock_drift"):
+        NodeConfig(max_clock_drift=drift).validate()
 
 
 def test_tls_and_insecure_exclude_each_other() -> None:
@@ -93,7 +142,8 @@ def test_the_core_gets_what_it_got_before() -> None:
     """What the node hands its core is what the old ``raft_config(node_id)`` built: the
     repeated settings, and the core's defaults for the rest."""
     old = RaftConfig(id=3, **OLD_CONSENSUS_DEFAULTS)  # type: ignore[arg-type]
-    assert NodeConfig().raft_config(3) == old
+    # ... and the lease the node derives (lease reads came later).
+    assert NodeConfig().raft_config(3) == dataclasses.replace(old, lease_ticks=7)
     assert NodeConfig().raft_config(3).max_apply_bytes == RaftConfig(id=3).max_apply_bytes
 
 
@@ -107,7 +157,8 @@ def test_each_consensus_setting_is_written_once() -> None:
 def test_the_node_fills_in_its_id() -> None:
     config = NodeConfig(raft=dataclasses.replace(NODE_RAFT_DEFAULTS, election_ticks=20))
     assert config.raft.id == 0  # a placeholder, shared by every member
-    assert config.raft_config(7) == dataclasses.replace(config.raft, id=7)
+    assert config.raft_config(7) == dataclasses.replace(config.raft, id=7, lease_ticks=17)
+    assert FAST.raft_config(7).lease_ticks == 0  # 0.1 s elections leave no room for 0.1 s
 
     async def main() -> None:
         net = LocalNetwork()
@@ -116,7 +167,11 @@ def test_the_node_fills_in_its_id() -> None:
         async with node:
             await wait_for(lambda: node.role.value == "leader", timeout=2)
             raft = node._raft
-            assert raft is not None and raft.id == 5 and raft.config == FAST.raft_config(5)
+            assert raft is not None and raft.id == 5
+            # The core takes the session record around a command of max_entry_bytes.
+            expected = FAST.raft_config(5)
+            big = expected.max_entry_bytes + RECORD_OVERHEAD
+            assert raft.config == dataclasses.replace(expected, max_entry_bytes=big)
 
     asyncio.run(main())
 

@@ -26,6 +26,7 @@ import pytest
 from raftpy.core.messages import SnapshotMeta
 from raftpy.node import RaftNode
 from raftpy.node.config import NodeConfig
+from raftpy.node.session_machine import with_sessions
 from raftpy.node.status import NodeStatus, SnapshotStatus
 from raftpy.statemachine import ConcurrentSnapshot, StateMachine
 from raftpy.storage.errors import CorruptSnapshotError, StorageError
@@ -146,10 +147,11 @@ def expected(keys: range, prefix: str = "k") -> dict[str, str]:
 
 
 def restore_kv(store: SnapshotStore, meta: SnapshotMeta) -> dict[str, str]:
-    """The state a fresh KV gets from the stored snapshot ``meta``."""
+    """The state a fresh KV gets from the stored snapshot ``meta`` (the node's session table
+    comes first in the body: a node restores it beside the user's state)."""
     fresh = KV()
     with store.open_body(meta) as body:
-        fresh.restore(body)
+        with_sessions(fresh).restore(body)
     return fresh.data
 
 

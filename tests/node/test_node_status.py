@@ -251,7 +251,8 @@ def test_the_node_reads_its_transports_counters_and_counts_its_snapshots() -> No
             # The transport owns the counters; the node holds the very same object.
             assert node.stats.transport is transport.counters  # type: ignore[attr-defined]
             await wait_for(lambda: node.role.value == "leader", timeout=2)
-            async with Client([address], timeout=5) as client:
+            # Without a session: opening and closing one would be requests too.
+            async with Client([address], timeout=5, sessions=False) as client:
                 await client.propose(set_cmd("a", "1"))
                 await client.status(address)
             assert node.stats.transport.client_requests == 2

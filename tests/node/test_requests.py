@@ -7,7 +7,13 @@ import asyncio
 
 import pytest
 
-from raftpy.core.messages import Entry, EntryKind
+from raftpy.core.messages import (
+    AppendEntriesResponse,
+    Entry,
+    EntryKind,
+    Heartbeat,
+    HeartbeatResponse,
+)
 from raftpy.core.raft import Raft
 from raftpy.errors import (
     ClusterUnavailableError,
@@ -16,7 +22,7 @@ from raftpy.errors import (
     ProposalDropped,
 )
 from raftpy.node.requests import PendingRequests
-from tests.corehelpers import Network, drive, new_raft
+from tests.corehelpers import Network, drain, drive, make_leader, new_raft, of_kind
 from tests.nodehelpers import KV, set_cmd
 
 
@@ -44,7 +50,8 @@ def test_appended_proposal_resolves_with_its_result_when_its_entry_is_applied() 
         committed: list[Entry] = []
         while raft.has_ready():
             committed.extend(drive(raft).committed_entries)
-        (entry,) = [e for e in committed if e.kind is EntryKind.COMMAND]
+        # Client writes are appended as SESSION entries (the node hands in the records).
+        (entry,) = [e for e in committed if e.kind is EntryKind.SESSION]
         assert not fut.done()
         reqs.on_applied(entry, kv.apply(entry.data), None)
         assert fut.result() == b""
@@ -184,5 +191,48 @@ def test_fail_all_says_whether_anything_was_appended(stage: str) -> None:
             "read started": ClusterUnavailableError,
         }[stage]
         assert type(error_of(fut)) is expected
+
+    asyncio.run(main())
+
+
+def test_lease_reads_use_the_lease_only_while_the_tick_counter_is_on_time() -> None:
+    """Thesis §6.4.1: the lease is counted in ticks; when the driver's next tick is overdue
+    the counter lags real time, so a lease read goes the ReadIndex way instead."""
+
+    async def main() -> None:
+        r = new_raft(1, (1, 2, 3), lease_ticks=5)
+        make_leader(r)
+        drain(r)
+        r.step(AppendEntriesResponse(r.term, 2, 1, True, r.log.last_index()))
+        drain(r)
+        r.tick()
+        round_ = max(m.round for m in of_kind(drain(r), Heartbeat))
+        r.step(HeartbeatResponse(r.term, 2, 1, None, round_))
+        drain(r)
+        assert r.lease_valid()
+        reqs = pending()
+        late = reqs.read(b"k", None, lease=True)
+        reqs.start_reads(r, lease_ok=False)
+        rd = drive(r)
+        assert rd.read_states == () and of_kind(rd.messages, Heartbeat)  # a ReadIndex round
+        on_time = reqs.read(b"k", None, lease=True)
+        reqs.start_reads(r, lease_ok=True)
+        rd = drive(r)
+        assert len(rd.read_states) == 1 and not of_kind(rd.messages, Heartbeat)
+        reqs.on_read_states(rd.read_states)
+        reqs.serve_reads(r.log.applied)
+        assert on_time.done() and not late.done()
+
+    asyncio.run(main())
+
+
+def test_lease_reads_on_a_follower_are_refused() -> None:
+    async def main() -> None:
+        net = Network.of((1, 2, 3))
+        net.elect(1)
+        reqs = pending()
+        fut = reqs.read(b"k", None, lease=True)
+        reqs.start_reads(net[2], lease_ok=True)
+        assert isinstance(error_of(fut), NotLeaderError)
 
     asyncio.run(main())

@@ -4,6 +4,7 @@ status raftpy.outcomes gives its error."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 
 import msgspec
 import pytest
@@ -15,8 +16,9 @@ from raftpy.errors import (
     LocalProtocolError,
     NotLeaderError,
     ProposalDropped,
+    SessionExpiredError,
 )
-from raftpy.node.service import ClientService, MembershipNode
+from raftpy.node.service import ClientService, MembershipNode, SessionNode
 from raftpy.transport.protocol import (
     ClientOp,
     ClientRequest,
@@ -25,7 +27,9 @@ from raftpy.transport.protocol import (
     MemberRequest,
     Members,
     ResponseStatus,
+    SessionGranted,
     decode_members,
+    decode_session_granted,
 )
 
 
@@ -346,3 +350,156 @@ def test_a_node_without_membership_methods_fails_those_requests() -> None:
 def test_member_request_helper_encodes_a_member_request() -> None:
     req = member_request(ClientOp.PROMOTE, node_id=4)
     assert msgspec.msgpack.decode(req.data, type=MemberRequest) == MemberRequest(node_id=4)
+
+
+# -- client sessions ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Grant:
+    id: int
+    timeout: float
+
+
+class FakeSessionNode(FakeNode):
+    """A fake that keeps sessions: each session call is recorded and waits for ``gate``
+    (when set), then raises ``session_error`` or answers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.session_error: Exception | None = None
+        self.gate: asyncio.Event | None = None
+
+    def submit(
+        self,
+        command: bytes,
+        timeout: float | None = None,
+        *,
+        session: int = 0,
+        seq: int = 0,
+        ack: int = 0,
+    ) -> asyncio.Future[bytes]:
+        self.calls.append(("submit", command, timeout, session, seq, ack))
+        return self._future()
+
+    async def _session_call(self, *call: object) -> None:
+        self.calls.append(call)
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.session_error is not None:
+            raise self.session_error
+
+    async def open_session(self, timeout: float | None = None) -> Grant:
+        await self._session_call("open", timeout)
+        return Grant(17, 90.0)
+
+    async def keep_alive(self, session: int, ack: int, timeout: float | None = None) -> None:
+        await self._session_call("keep-alive", session, ack, timeout)
+
+    async def close_session(self, session: int, timeout: float | None = None) -> None:
+        await self._session_call("close", session, timeout)
+
+
+def test_session_requests_reach_the_node_and_are_answered_once_applied() -> None:
+    async def main() -> None:
+        node, conn = FakeSessionNode(), Conn()
+        assert isinstance(node, SessionNode) and not isinstance(FakeNode(), SessionNode)
+        service = ClientService(node)
+        node.gate = asyncio.Event()
+        service.handle(conn, ClientRequest(1, ClientOp.OPEN_SESSION, timeout=2.0))
+        service.handle(conn, ClientRequest(2, ClientOp.KEEP_ALIVE, session=17, ack=4))
+        service.handle(conn, ClientRequest(3, ClientOp.CLOSE_SESSION, session=17, timeout=1.0))
+        service.handle(
+            conn, ClientRequest(4, ClientOp.PROPOSE, b"w", timeout=2.0, session=17, seq=5, ack=3)
+        )
+        service.handle(conn, ClientRequest(5, ClientOp.PROPOSE, b"plain"))
+        await settle()
+        assert conn.answers == []  # nothing answered before it is applied
+        assert node.calls == [
+            ("submit", b"w", 2.0, 17, 5, 3),
+            ("submit", b"plain", None, 0, 0, 0),
+            ("open", 2.0),
+            ("keep-alive", 17, 4, None),
+            ("close", 17, 1.0),
+        ]
+        node.gate.set()
+        node.futures[0].set_result(b"once")
+        node.futures[1].set_result(b"too")
+        await settle()
+        by_id = {a.id: a for a in conn.answers}
+        assert sorted(by_id) == [1, 2, 3, 4, 5]
+        assert all(a.status is ResponseStatus.OK for a in conn.answers)
+        assert decode_session_granted(by_id[1].result or b"") == SessionGranted(17, 90.0)
+        assert (by_id[2].result, by_id[3].result, by_id[4].result) == (b"", b"", b"once")
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        (SessionExpiredError("session 17 expired"), ResponseStatus.SESSION_EXPIRED),
+        (NotLeaderError(2, "10.0.0.2:7000"), ResponseStatus.NOT_LEADER),
+        (ProposalDropped("busy"), ResponseStatus.DROPPED),
+        (IndeterminateError("leadership lost"), ResponseStatus.INDETERMINATE),
+    ],
+    ids=lambda v: getattr(v, "value", type(v).__name__),
+)
+def test_session_request_errors_map_to_their_status(
+    error: Exception, status: ResponseStatus
+) -> None:
+    async def main() -> None:
+        node, conn = FakeSessionNode(), Conn()
+        node.session_error = error
+        service = ClientService(node)
+        service.handle(conn, ClientRequest(1, ClientOp.OPEN_SESSION))
+        service.handle(conn, ClientRequest(2, ClientOp.KEEP_ALIVE, session=3, ack=1))
+        await settle()
+        assert [(a.id, a.status) for a in conn.answers] == [(1, status), (2, status)]
+        # A write's own future failing with it answers the same.
+        service.handle(conn, ClientRequest(3, ClientOp.PROPOSE, b"w", session=3, seq=1, ack=1))
+        node.futures[0].set_exception(error)
+        await settle()
+        assert conn.answers[-1].status is status
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize(
+    "req",
+    [
+        ClientRequest(1, ClientOp.PROPOSE, b"w", session=3, seq=0),
+        ClientRequest(1, ClientOp.PROPOSE, b"w", session=3, seq=2, ack=3),
+        ClientRequest(1, ClientOp.PROPOSE, b"w", seq=2),
+        ClientRequest(1, ClientOp.KEEP_ALIVE, ack=1),
+        ClientRequest(1, ClientOp.QUERY, b"k", session=3),
+    ],
+    ids=["seq-0", "ack-above-seq", "seq-without-session", "keep-alive-no-session", "query"],
+)
+def test_bad_session_fields_fail_that_request_before_the_node_sees_it(req: ClientRequest) -> None:
+    async def main() -> None:
+        node, conn = FakeSessionNode(), Conn()
+        ClientService(node).handle(conn, req)
+        (answer,) = conn.answers
+        assert (answer.status, answer.retryable) == (ResponseStatus.ERROR, False)
+        assert answer.message is not None and "bad session fields" in answer.message
+        assert node.calls == []
+
+    asyncio.run(main())
+
+
+def test_a_node_without_sessions_fails_session_requests_and_serves_plain_writes() -> None:
+    async def main() -> None:
+        node, conn = FakeNode(), Conn()
+        service = ClientService(node)
+        service.handle(conn, ClientRequest(1, ClientOp.OPEN_SESSION))
+        service.handle(conn, ClientRequest(2, ClientOp.PROPOSE, b"w", session=3, seq=1))
+        service.handle(conn, ClientRequest(3, ClientOp.PROPOSE, b"w"))
+        assert [(a.id, a.status) for a in conn.answers] == [
+            (1, ResponseStatus.ERROR),
+            (2, ResponseStatus.ERROR),
+        ]
+        assert "does not serve sessions" in (conn.answers[0].message or "")
+        assert node.calls == [("submit", b"w", None)]
+
+    asyncio.run(main())

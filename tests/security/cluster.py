@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from raftpy.client import Client
-from raftpy.errors import RaftError
+from raftpy.errors import IndeterminateError, RaftError
 from raftpy.node.status import NodeStatus
 from tests.processhelpers import ProcessCluster, wait_until
 from tests.security.probe import Probe, Refused, attacker_context
@@ -195,10 +195,22 @@ class AttackedCluster:
         return asyncio.run(go())
 
     def put(self, key: str, value: Any, timeout: float = 10.0) -> None:
-        # A put of one value is idempotent: resending one whose outcome is unknown is safe.
-        self.run(
-            lambda c: c.propose(encode_put(key, value), timeout=timeout, retry_indeterminate=True)
-        )
+        """One log entry: without a session (whose opening and closing would be entries too,
+        and the checks need two adjacent writes). A put of one value is idempotent, so one
+        whose outcome is unknown is simply sent again, until ``timeout``."""
+
+        async def put(client: Client) -> None:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    left = max(0.1, deadline - time.monotonic())
+                    await client.propose(encode_put(key, value), timeout=left)
+                    return
+                except IndeterminateError:
+                    if time.monotonic() >= deadline:
+                        raise
+
+        self.run(put, sessions=False)
 
     def status(self, i: int, timeout: float = 5.0) -> NodeStatus:
         return self.run(lambda c: c.status(self.address(i), timeout=timeout))

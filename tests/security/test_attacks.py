@@ -737,7 +737,7 @@ def test_descriptor_limit_never_kills_a_node(tmp_path: Path) -> None:
         value = "v" * 1024
 
         async def scenario(client: Client) -> list[Probe]:
-            await client.propose(encode_put("warm", 0), timeout=10.0, retry_indeterminate=True)
+            await client.propose(encode_put("warm", 0), timeout=10.0)
 
             def open_idle() -> list[Probe]:
                 probes: list[Probe] = []
@@ -753,9 +753,7 @@ def test_descriptor_limit_never_kills_a_node(tmp_path: Path) -> None:
 
             probes = await asyncio.to_thread(open_idle)
             for n in range(300):  # 300 KiB: several 64 KiB WAL segments
-                await client.propose(
-                    encode_put(f"big{n}", value), timeout=20.0, retry_indeterminate=True
-                )
+                await client.propose(encode_put(f"big{n}", value), timeout=20.0)
             return probes
 
         probes = attacked.run(scenario)

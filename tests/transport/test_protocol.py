@@ -10,18 +10,24 @@ from raftpy.core.messages import MAX_ADDRESS_CHARS, PROTOCOL_VERSION
 from raftpy.errors import RemoteProtocolError
 from raftpy.transport.protocol import (
     MAX_MEMBERS,
+    ClientOp,
+    ClientRequest,
     ConnectionRole,
     Hello,
     HelloReply,
     MemberRequest,
     Members,
+    SessionGranted,
     SnapshotTaken,
+    client_decoder,
     decode_hello,
     decode_hello_reply,
     decode_member_request,
     decode_members,
+    decode_session_granted,
     decode_snapshot_taken,
     encode_frame_payload,
+    session_fields_problem,
 )
 
 HELLO = Hello(version=PROTOCOL_VERSION, role=ConnectionRole.PEER, cluster_id="c", node_id=2)
@@ -159,3 +165,79 @@ def test_bad_members_answers_are_the_remotes_fault(fields: dict[str, object], wh
         decode_members(msgspec.msgpack.encode(fields))
     with pytest.raises(RemoteProtocolError):
         decode_members(b"\xc1")
+
+
+# -- client sessions ---------------------------------------------------------------------------
+
+
+def test_session_fields_round_trip_and_default_to_none() -> None:
+    req = ClientRequest(5, ClientOp.PROPOSE, b"x", timeout=1.0, session=12, seq=3, ack=2)
+    assert client_decoder.decode(encode_frame_payload(req)) == req
+    # An older client's request (no trailing session fields) reads as "no session".
+    old = msgspec.msgpack.encode(["request", 5, "propose", b"x", "linearizable", 1.0])
+    decoded = client_decoder.decode(old)
+    assert isinstance(decoded, ClientRequest)
+    assert (decoded.session, decoded.seq, decoded.ack) == (0, 0, 0)
+    assert session_fields_problem(decoded) is None
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [[-1, 1, 0], [(1 << 62) + 1, 1, 0], [1, -1, 0], [1, 1, -1], [1, 1, 1 << 63], ["1", 1, 0]],
+    ids=["session<0", "session>max-index", "seq<0", "ack<0", "ack>int64", "session-str"],
+)
+def test_session_fields_out_of_range_fail_decoding(fields: list[object]) -> None:
+    frame = msgspec.msgpack.encode(["request", 5, "propose", b"x", "linearizable", 1.0, *fields])
+    with pytest.raises(msgspec.ValidationError):
+        client_decoder.decode(frame)
+
+
+@pytest.mark.parametrize(
+    ("op", "session", "seq", "ack", "problem"),
+    [
+        (ClientOp.PROPOSE, 0, 0, 0, None),
+        (ClientOp.PROPOSE, 7, 1, 1, None),
+        (ClientOp.PROPOSE, 7, 5, 0, None),
+        (ClientOp.PROPOSE, 7, 5, 5, None),
+        (ClientOp.PROPOSE, 0, 1, 0, "without a session carries no seq"),
+        (ClientOp.PROPOSE, 0, 0, 1, "without a session carries no seq"),
+        (ClientOp.PROPOSE, 7, 0, 0, "needs a seq >= 1"),
+        (ClientOp.PROPOSE, 7, 5, 6, "ack 6 is above the write's own seq 5"),
+        (ClientOp.KEEP_ALIVE, 7, 0, 9, None),
+        (ClientOp.KEEP_ALIVE, 0, 0, 1, "keep-alive needs a session"),
+        (ClientOp.KEEP_ALIVE, 7, 2, 1, "keep-alive carries no seq"),
+        (ClientOp.CLOSE_SESSION, 7, 0, 0, None),
+        (ClientOp.CLOSE_SESSION, 7, 0, 3, "close-session carries no ack"),
+        (ClientOp.CLOSE_SESSION, 0, 0, 0, "close-session needs a session"),
+        (ClientOp.OPEN_SESSION, 0, 0, 0, None),
+        (ClientOp.OPEN_SESSION, 7, 0, 0, "open-session carries no session fields"),
+        (ClientOp.QUERY, 0, 1, 0, "query carries no session fields"),
+    ],
+)
+def test_session_fields_must_fit_the_op(
+    op: ClientOp, session: int, seq: int, ack: int, problem: str | None
+) -> None:
+    found = session_fields_problem(ClientRequest(1, op, session=session, seq=seq, ack=ack))
+    if problem is None:
+        assert found is None
+    else:
+        assert found is not None and problem in found
+
+
+def test_session_grant_round_trips_as_a_map_and_refuses_garbage() -> None:
+    grant = SessionGranted(session=41, timeout=120.0)
+    payload = msgspec.msgpack.encode(grant)
+    assert msgspec.msgpack.decode(payload) == {"session": 41, "timeout": 120.0}
+    assert decode_session_granted(payload) == grant
+    bad = [
+        b"",
+        b"\xc1",
+        msgspec.msgpack.encode({"session": 0, "timeout": 1.0}),  # ids are log indexes >= 1
+        msgspec.msgpack.encode({"session": 3, "timeout": 0.0}),
+        msgspec.msgpack.encode({"session": 3, "timeout": float("nan")}),
+        msgspec.msgpack.encode({"session": 3, "timeout": float("inf")}),
+        msgspec.msgpack.encode({"session": 3}),
+    ]
+    for payload in bad:
+        with pytest.raises(RemoteProtocolError, match="malformed session grant"):
+            decode_session_granted(payload)

@@ -25,48 +25,62 @@ uniformly from ``[b/2, b]``. Everything happens under one deadline per call (``t
 request tells the node how much of it remains (``ClientRequest.timeout``) so the node gives up
 too.
 
+Sessions: exactly-once writes. By default (``sessions=True``) a client registers a *session*
+with the cluster on its first write (Thesis §6.3) and numbers its writes; each write carries
+``(session id, seq, ack)``, where ``ack`` is the lowest seq whose answer the client has not
+received yet. The cluster remembers, in replicated state, the result of every write the client
+has not acknowledged, so a write sent again with the same ``(session, seq)`` is answered from
+that memory instead of being applied again. The client therefore *resends* a write whose
+outcome became unknown (the connection broke after it was sent, the node answered
+``INDETERMINATE`` because its leadership was lost, an attempt got no answer within
+``attempt_timeout``), following redirects and leader changes, until an answer or the call's
+deadline: the write is applied exactly once. While the client is idle it sends a keep-alive
+every quarter of the session's timeout; :meth:`Client.close` closes the session (best effort,
+for at most a second: one left open expires). ``sessions=False`` sends writes without a
+session, and then a write whose outcome became unknown is never resent (at most once).
+
 Outcomes of :meth:`Client.propose`:
 
 - the result of ``StateMachine.apply`` on success;
 - :class:`~raftpy.errors.ClusterUnavailableError` when the deadline passed and the command was
   never handed to a node that could have appended it (every attempt was refused, answered
-  ``NOT_LEADER`` or ``DROPPED``, or never left this process). Definite: it did not happen;
+  ``NOT_LEADER`` or ``DROPPED``, or never left this process; or no session could be opened).
+  Definite: it did not happen;
 - :class:`~raftpy.errors.ProposalDropped` at once when the leader refused it for a reason a
   retry cannot fix (an entry larger than the leader accepts), or when the request is larger
-  than the frame limit the node announced in its handshake (then it is not even sent).
-  Definite;
+  than the frame limit the node announced in its handshake (then it is not even sent), or
+  when the node failed opening the session the write needs. Definite;
+- :class:`~raftpy.errors.SessionExpiredError` when the cluster no longer knows the session
+  (idle past its timeout, evicted because the cluster holds too many sessions, closed) and no
+  earlier attempt of this write may have been appended. Definite; the next write opens a new
+  session;
 - :class:`~raftpy.errors.IndeterminateError` when the command was written to a node and its
-  fate is unknown: the node answered ``INDETERMINATE``, the connection broke after the request
-  was written, or the deadline passed while waiting for the answer. It may have been applied,
-  and may still be applied later;
+  fate is unknown. With a session: the deadline passed while an attempt may have been
+  appended, or the session expired after such an attempt (it may have been applied before
+  the session ended). Without one: also as soon as one attempt's outcome is unknown. It may
+  have been applied (once), and may still be applied later;
 - :class:`~raftpy.errors.RemoteProtocolError` when the node answered ``ERROR``.
-
-Retried writes. By default a proposal whose outcome became unknown is *not* sent again:
-sending it again could apply it twice. With ``retry_indeterminate=True`` the client resends it
-until it succeeds or the deadline passes, and **a command resent after an indeterminate
-outcome may be applied twice** (or more): use it only for idempotent commands (a ``put`` of
-the same value, a ``cas`` whose second application is harmless) until client sessions with
-exactly-once semantics land. Even then a call that ends in ``IndeterminateError`` may have
-been applied any number of times up to the number of attempts.
 
 Queries (:meth:`Client.query`) and :meth:`Client.status` change nothing, so they are retried on
 any failure until the deadline, and one that cannot be answered in time raises
 ``ClusterUnavailableError``. A single read attempt waits at most ``attempt_timeout`` for its
-answer before moving on to another node (so a hung node does not eat the whole deadline);
-proposals always wait for their answer until the overall deadline, since giving up early
-would only turn a possible success into an unknown outcome.
+answer before moving on to another node (so a hung node does not eat the whole deadline), and
+so does an attempt of a session's write (resending it is safe); a write without a session,
+and a membership change, waits for its answer until the overall deadline, since giving up
+early would only turn a possible success into an unknown outcome.
 
 Cancellation: cancelling a call abandons its request (a late answer is ignored); the
 connection stays usable for the other requests on it. A cancelled proposal that had been
-written may still be applied.
+written may still be applied (at most once with a session).
 
 A :class:`Client` belongs to the event loop it is first used on. :class:`SyncClient` wraps one
 for code without an event loop.
 
 The package: :mod:`~raftpy.client.connection` (one connection to one node),
 :mod:`~raftpy.client.pool` (a client's connections), :mod:`~raftpy.client.targets` (known
-addresses and leader), :mod:`~raftpy.client.call` (one request's life: redirects, retries,
-backoff, deadline, definite or not), :mod:`~raftpy.client.client` (:class:`Client`) and
+addresses and leader), :mod:`~raftpy.client.session` (a session's numbering and ack),
+:mod:`~raftpy.client.call` (one request's life: redirects, retries, resends, backoff,
+deadline, definite or not), :mod:`~raftpy.client.client` (:class:`Client`) and
 :mod:`~raftpy.client.sync` (:class:`SyncClient`).
 """
 

@@ -13,6 +13,17 @@ got no definite answer makes the call *uncertain*, and that is sticky: a later d
 failure does not undo it. The statuses and the errors that stand for them are in
 :mod:`raftpy.outcomes`; what a caller can rely on is in the :mod:`raftpy.client` docstring.
 
+A write that carries its session's ``(session, seq)`` (:mod:`raftpy.client.session`) is
+*resent* after an unknown outcome: the cluster answers a duplicate from its session table
+instead of applying it again (Thesis §6.3), so the call goes on through lost connections,
+``INDETERMINATE`` answers, redirects and stuck nodes (an attempt waits at most
+``attempt_timeout``) until an answer or the deadline. Each attempt carries the session's
+current ack. ``SESSION_EXPIRED`` ends the session; it is the definite
+:class:`~raftpy.errors.SessionExpiredError` only when no earlier attempt may have been
+appended (one may have been applied before the session expired). The session ops themselves
+(open, keep-alive, close) are resent too: each is harmless twice (a second open leaves a
+session that expires unused).
+
 :func:`take_snapshot` is the simpler life of a snapshot request, pinned to one node.
 """
 
@@ -31,6 +42,7 @@ from raftpy.client.connection import (
     RequestTooLarge,
 )
 from raftpy.client.pool import ConnectionPool
+from raftpy.client.session import ClientSession
 from raftpy.client.targets import Targets
 from raftpy.errors import (
     ClusterUnavailableError,
@@ -42,6 +54,7 @@ from raftpy.outcomes import error_for_status
 from raftpy.transport.address import parse_address
 from raftpy.transport.protocol import (
     MEMBERSHIP_CHANGES,
+    SESSION_OPS,
     ClientOp,
     ClientResponse,
     Consistency,
@@ -50,6 +63,9 @@ from raftpy.transport.protocol import (
 )
 
 log = logging.getLogger(__name__)
+
+SESSION_WRITES = SESSION_OPS | {ClientOp.OPEN_SESSION}
+"""The session ops: each goes through the leader's log."""
 
 
 class Backoff:
@@ -87,9 +103,14 @@ class RetryPolicy:
 class Call:
     """One request sent until a node answers it: where to go next, what failed, and whether an
     earlier attempt of a proposal may have been appended. Each ``on_*`` method either raises
-    the call's final error or decides the next ``target``."""
+    the call's final error or decides the next ``target``.
+
+    ``resend``: send a write again after an unknown outcome (a session's write, a session op,
+    an idempotent membership change); otherwise the first unknown outcome ends the call.
+    ``session`` and ``seq``: the session the request belongs to and the write's number."""
 
     __slots__ = (
+        "bounded",
         "consistency",
         "data",
         "is_write",
@@ -98,7 +119,9 @@ class Call:
         "pinned",
         "policy",
         "pool",
-        "retry",
+        "resend",
+        "seq",
+        "session",
         "target",
         "targets",
         "tried",
@@ -115,7 +138,9 @@ class Call:
         consistency: Consistency,
         *,
         pinned: str | None,
-        retry_indeterminate: bool,
+        resend: bool,
+        session: ClientSession | None = None,
+        seq: int = 0,
     ) -> None:
         self.pool = pool
         self.targets = targets
@@ -123,10 +148,19 @@ class Call:
         self.op = op
         self.data = data
         self.consistency = consistency
-        # A membership change is a write too: once sent, its outcome may be unknown.
-        self.is_write = op is ClientOp.PROPOSE or op in MEMBERSHIP_CHANGES
+        # Membership changes and session ops are writes too: once sent, their outcome may be
+        # unknown.
+        self.is_write = op is ClientOp.PROPOSE or op in MEMBERSHIP_CHANGES or op in SESSION_WRITES
+        # Reads, and writes that are safe to resend elsewhere, give up on a silent node after
+        # attempt_timeout; other writes wait for their answer until the deadline, since
+        # giving up early would only turn a possible success into an unknown outcome.
+        self.bounded = not self.is_write or (
+            resend and (session is not None or op is ClientOp.OPEN_SESSION)
+        )
         self.pinned = pinned
-        self.retry = retry_indeterminate
+        self.resend = resend
+        self.session = session
+        self.seq = seq
         self.target = pinned if pinned is not None else targets.first()
         self.tried: set[str] = set()
         self.last = "no attempt was made in time"
@@ -134,10 +168,13 @@ class Call:
         # definite failure does not make an earlier unknown outcome definite.
         self.uncertain: str | None = None
 
-    async def run(self, budget: float) -> ClientResponse:
-        """Send the request until a node answers it, within ``budget`` seconds."""
+    async def run(self, budget: float, deadline: float | None = None) -> ClientResponse:
+        """Send the request until a node answers it, within ``budget`` seconds (or until
+        ``deadline``, loop time, when given: ``budget`` is then the call's whole budget, for
+        the error message)."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + budget
+        if deadline is None:
+            deadline = loop.time() + budget
         backoff = self.policy.backoff()
         while not self.pool.closed:
             if self.target in self.tried:
@@ -162,21 +199,35 @@ class Call:
                 self.on_unreachable(str(exc))
                 continue
             attempt_deadline = deadline
-            if not self.is_write:
+            if self.bounded:
                 attempt_deadline = min(deadline, loop.time() + self.policy.attempt_timeout)
             try:
-                resp = await conn.request(self.op, self.data, self.consistency, attempt_deadline)
+                resp = await conn.request(
+                    self.op, self.data, self.consistency, attempt_deadline, self.fields()
+                )
             except ConnectionLost as exc:
                 self.on_connection_lost(exc)
                 continue
             except AttemptTimeout as exc:
-                self.on_attempt_timeout(exc.sent)
+                self.on_attempt_timeout(exc.sent, final=attempt_deadline >= deadline)
                 continue
             except RequestTooLarge as exc:
                 self.on_too_large(exc)
             if self.on_response(resp):
                 return resp
         raise self.final_error(budget)
+
+    def fields(self) -> tuple[int, int, int]:
+        """This attempt's ``(session, seq, ack)``: the ack is read now, since writes that
+        ended meanwhile raised it."""
+        session = self.session
+        if session is None:
+            return (0, 0, 0)
+        if self.op is ClientOp.PROPOSE:
+            return (session.id, self.seq, session.ack())
+        if self.op is ClientOp.KEEP_ALIVE:
+            return (session.id, 0, session.ack())
+        return (session.id, 0, 0)
 
     def _move_on(self) -> None:
         """Try the next address in rotation (or the pinned one again)."""
@@ -190,7 +241,7 @@ class Call:
     def _unknown_outcome(self, why: str) -> None:
         """This attempt of a proposal may have been appended: stop unless told to resend."""
         self.uncertain = why
-        if not self.retry:
+        if not self.resend:
             raise self._indeterminate(why)
 
     def on_unreachable(self, reason: str) -> None:
@@ -218,14 +269,17 @@ class Call:
         what = "proposal" if self.is_write else "request"
         raise ProposalDropped(f"{what} not sent: {exc}", retryable=False)
 
-    def on_attempt_timeout(self, sent: bool) -> None:
-        if self.is_write and sent:
-            # A proposal's attempt lasts until the overall deadline: nothing is left to retry.
-            self.uncertain = f"no answer from {self.target} before the deadline"
-            raise self._indeterminate(self.uncertain)
+    def on_attempt_timeout(self, sent: bool, *, final: bool) -> None:
+        """No answer before the attempt's deadline (``final``: the call's deadline)."""
         self.last = f"{self.target}: no answer in time"
-        if not self.is_write:  # a read that hangs: the node may be stopped; prefer others
-            self.targets.forget_leader(self.target)
+        if self.is_write and sent:
+            when = "before the deadline" if final else "in time"
+            self._unknown_outcome(f"no answer from {self.target} {when}")
+            if final:
+                # Nothing is left to resend in: the attempt lasted until the deadline.
+                raise self._indeterminate(self.uncertain or self.last)
+        # A node that hangs may be stopped (or paused): prefer others.
+        self.targets.forget_leader(self.target)
         self._move_on()
 
     def on_response(self, resp: ClientResponse) -> bool:
@@ -233,6 +287,8 @@ class Call:
         target = self.target
         status = resp.status
         if status is ResponseStatus.OK:
+            if self.session is not None:
+                self.session.last_active = asyncio.get_running_loop().time()
             # Only a leader answers writes and linearizable or lease reads (and membership
             # reads that are not stale). A node that just handed leadership over does not lead.
             leads = (self.is_write and self.op is not ClientOp.TRANSFER_LEADER) or (
@@ -264,6 +320,9 @@ class Call:
             self._move_on()
         else:
             message = resp.message or "unspecified error"
+            if status is ResponseStatus.SESSION_EXPIRED and self.session is not None:
+                # Whatever came before, the session is gone: the next write opens another.
+                self.session.expire()
             if self.uncertain is not None:
                 raise self._indeterminate(f"{self.uncertain}; then {target} failed: {message}")
             raise error_for_status(status, f"{target} failed the request: {message}")

@@ -1,26 +1,39 @@
 """The asyncio client: :class:`Client`.
 
 It checks its arguments, owns the client's state (the known addresses and leader, the
-connections, the retry policy) and turns each public call into one request: a
+connections, the retry policy, the session) and turns each public call into one request: a
 :class:`~raftpy.client.call.Call` (proposals, queries, status) or
-:func:`~raftpy.client.call.take_snapshot`. What the calls guarantee is described in the
-:mod:`raftpy.client` docstring.
+:func:`~raftpy.client.call.take_snapshot`. It opens the session on the first write, keeps it
+alive while the client is idle and closes it on :meth:`Client.close`. What the calls
+guarantee is described in the :mod:`raftpy.client` docstring.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import random
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Self
+from typing import Final, Self
 
 import msgspec
 
 from raftpy.client.call import Call, RetryPolicy, take_snapshot
 from raftpy.client.pool import ConnectionPool
+from raftpy.client.session import ClientSession
 from raftpy.client.targets import Targets
 from raftpy.core.messages import MAX_NODE_ID
-from raftpy.errors import LocalProtocolError
+from raftpy.errors import (
+    ClusterUnavailableError,
+    IndeterminateError,
+    LocalProtocolError,
+    ProposalDropped,
+    RaftError,
+    RemoteProtocolError,
+    SessionExpiredError,
+)
 from raftpy.node.status import NodeStatus, decode_status
 from raftpy.transport.address import parse_address
 from raftpy.transport.codec import DEFAULT_MAX_FRAME_BYTES
@@ -31,8 +44,18 @@ from raftpy.transport.protocol import (
     MemberRequest,
     Members,
     decode_members,
+    decode_session_granted,
 )
 from raftpy.transport.tls import TlsConfig
+
+log = logging.getLogger(__name__)
+
+CLOSE_SESSION_BOUND: Final = 1.0
+"""How long :meth:`Client.close` tries to close the session (seconds, at most the client's
+timeout): best effort, since a session left open expires by itself."""
+KEEP_ALIVES_PER_TIMEOUT: Final = 4
+"""An idle session is kept alive this many times per session timeout, so a keep-alive or two
+may be lost without the session expiring."""
 
 
 def parse_consistency(consistency: str | Consistency) -> Consistency:
@@ -54,15 +77,18 @@ class Client:
     since redirects name the leader. ``cluster_id``: sent in the handshake (``None``: accept
     any cluster). ``timeout``: the default overall deadline of a call, in seconds.
     ``connect_timeout``: bound on opening a connection and its handshake. ``backoff_initial`` /
-    ``backoff_max``: the pause between rounds of retries. ``retry_indeterminate``: resend a
-    proposal whose outcome became unknown (it may then apply twice; see :mod:`raftpy.client`).
-    ``attempt_timeout``: how long one query or status attempt waits for its answer before
-    trying another node. ``rng``: the source of backoff jitter (seed it for reproducible
-    tests). ``tls``: connect with mutual TLS (:class:`~raftpy.transport.tls.TlsConfig`: this
-    client's certificate and key, and the cluster CA); a node is then accepted only if its
-    certificate is a node certificate of that CA naming the node id it answers with.
+    ``backoff_max``: the pause between rounds of retries. ``sessions``: make writes
+    exactly-once with a client session (the default; see :mod:`raftpy.client`); ``False``
+    sends each write without one, and a write whose outcome became unknown is then never
+    resent. ``attempt_timeout``: how long one attempt of a query, a status or a session's
+    write waits for its answer before trying another node. ``rng``: the source of backoff
+    jitter (seed it for reproducible tests). ``tls``: connect with mutual TLS
+    (:class:`~raftpy.transport.tls.TlsConfig`: this client's certificate and key, and the
+    cluster CA); a node is then accepted only if its certificate is a node certificate of
+    that CA naming the node id it answers with.
 
-    Use as ``async with Client([...]) as client:`` or call :meth:`close`.
+    Use as ``async with Client([...]) as client:`` or call :meth:`close` (which also closes
+    the session, so the cluster frees its memory at once rather than at its expiry).
     """
 
     def __init__(
@@ -74,7 +100,7 @@ class Client:
         connect_timeout: float = 1.0,
         backoff_initial: float = 0.02,
         backoff_max: float = 0.2,
-        retry_indeterminate: bool = False,
+        sessions: bool = True,
         attempt_timeout: float = 2.0,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         rng: random.Random | None = None,
@@ -114,7 +140,11 @@ class Client:
             rng=rng if rng is not None else random.Random(),
         )
         self._timeout = timeout
-        self._retry_indeterminate = retry_indeterminate
+        self._sessions = sessions
+        self._session: ClientSession | None = None
+        self._opening = asyncio.Lock()
+        self._keeper: asyncio.Task[None] | None = None
+        self._closing = False
 
     # -- public API -------------------------------------------------------------------------
 
@@ -128,24 +158,47 @@ class Client:
         """The known addresses: those given, plus leaders learned from redirects."""
         return self._targets.addresses
 
-    async def propose(
-        self,
-        command: bytes,
-        *,
-        timeout: float | None = None,
-        retry_indeterminate: bool | None = None,
-    ) -> bytes:
-        """Replicate ``command`` and return what ``StateMachine.apply`` returned.
+    @property
+    def session_id(self) -> int | None:
+        """The id of the open session (``None``: none open yet, or it ended)."""
+        session = self._session
+        return None if session is None or session.expired else session.id
+
+    async def propose(self, command: bytes, *, timeout: float | None = None) -> bytes:
+        """Replicate ``command`` and return what ``StateMachine.apply`` returned; applied
+        exactly once however often it is resent (with ``sessions``, the default).
 
         Raises ``ClusterUnavailableError`` (definitely not done), ``ProposalDropped``
-        (definitely not done, retrying cannot help), ``IndeterminateError`` (may or may not
-        be done) or ``RemoteProtocolError``. ``retry_indeterminate`` overrides the client's
-        setting for this call.
+        (definitely not done, retrying cannot help), ``SessionExpiredError`` (definitely not
+        done: the session ended; the next write opens a new one), ``IndeterminateError`` (may
+        or may not be done) or ``RemoteProtocolError``.
         """
-        retry = self._retry_indeterminate if retry_indeterminate is None else retry_indeterminate
-        resp = await self._call(
-            ClientOp.PROPOSE, command, Consistency.LINEARIZABLE, timeout, None, retry
-        )
+        budget = self._budget(timeout)
+        if not self._sessions:
+            resp = await self._call(
+                ClientOp.PROPOSE, command, Consistency.LINEARIZABLE, timeout, None, False
+            )
+            return resp.result if resp.result is not None else b""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + budget
+        session = await self._open_session(deadline, budget)
+        seq = session.begin()
+        try:
+            call = Call(
+                self._pool,
+                self._targets,
+                self._policy,
+                ClientOp.PROPOSE,
+                command,
+                Consistency.LINEARIZABLE,
+                pinned=None,
+                resend=True,
+                session=session,
+                seq=seq,
+            )
+            resp = await call.run(budget, deadline)
+        finally:
+            session.end(seq)
         return resp.result if resp.result is not None else b""
 
     async def query(
@@ -285,8 +338,27 @@ class Client:
         return decode_members(resp.result or b"")
 
     async def close(self) -> None:
-        """Close every connection. Calls in flight fail (a proposal already written with
-        ``IndeterminateError``); later calls raise ``LocalProtocolError``."""
+        """Close the session (best effort, for at most a second) and every connection. Calls
+        in flight fail (a proposal already written with ``IndeterminateError``); later calls
+        raise ``LocalProtocolError``."""
+        if self._closing:
+            await self._pool.close()
+            return
+        self._closing = True
+        keeper, self._keeper = self._keeper, None
+        if keeper is not None:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+        session, self._session = self._session, None
+        if session is not None and not session.expired and not self._pool.closed:
+            try:
+                await self._session_call(
+                    ClientOp.CLOSE_SESSION, session, min(self._timeout, CLOSE_SESSION_BOUND)
+                )
+            except RaftError as exc:
+                # It expires by itself after its timeout.
+                log.debug("could not close session %d: %s", session.id, exc)
         await self._pool.close()
 
     async def __aenter__(self) -> Self:
@@ -304,7 +376,7 @@ class Client:
 
     def _budget(self, timeout: float | None) -> float:
         """The deadline of a call, in seconds from now; checks the client is open."""
-        if self._pool.closed:
+        if self._pool.closed or self._closing:
             raise LocalProtocolError("the client is closed")
         budget = self._timeout if timeout is None else timeout
         if not budget > 0:
@@ -318,9 +390,10 @@ class Client:
         consistency: Consistency,
         timeout: float | None,
         pinned: str | None,
-        retry_indeterminate: bool,
+        resend: bool,
     ) -> ClientResponse:
-        """Send one request until a node answers it, under one deadline."""
+        """Send one request until a node answers it, under one deadline (``resend``: see
+        :class:`~raftpy.client.call.Call`)."""
         budget = self._budget(timeout)
         call = Call(
             self._pool,
@@ -330,6 +403,97 @@ class Client:
             data,
             consistency,
             pinned=pinned,
-            retry_indeterminate=retry_indeterminate,
+            resend=resend,
         )
         return await call.run(budget)
+
+    # -- the session ------------------------------------------------------------------------
+
+    async def _open_session(self, deadline: float, budget: float) -> ClientSession:
+        """The open session, opened now if there is none (one opening for concurrent
+        callers). The write was not sent yet, so every failure here is definite for it."""
+        session = self._session
+        if session is not None and not session.expired:
+            return session
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout_at(deadline):
+                await self._opening.acquire()
+        except TimeoutError:
+            raise ClusterUnavailableError(f"no session opened within {budget}s") from None
+        try:
+            session = self._session
+            if session is not None and not session.expired:
+                return session
+            call = Call(
+                self._pool,
+                self._targets,
+                self._policy,
+                ClientOp.OPEN_SESSION,
+                b"",
+                Consistency.LINEARIZABLE,
+                pinned=None,
+                resend=True,
+            )
+            try:
+                resp = await call.run(budget, deadline)
+                grant = decode_session_granted(resp.result or b"")
+            except IndeterminateError as exc:
+                # A session may have been opened; it expires unused. The write was not sent.
+                raise ClusterUnavailableError(f"no session opened in time: {exc}") from None
+            except RemoteProtocolError as exc:
+                # A node that cannot open sessions (or answers garbage) will not start to:
+                # definite for the write, which was never sent.
+                raise ProposalDropped(
+                    f"write not sent: no session could be opened: {exc}", retryable=False
+                ) from None
+            session = ClientSession(grant, loop.time())
+            if self._closing:
+                # close() ran meanwhile and found no session to close: this one expires.
+                raise LocalProtocolError("the client is closed")
+            self._session = session
+            if self._keeper is not None:
+                self._keeper.cancel()
+            self._keeper = loop.create_task(self._keep_alive(session))
+            log.debug("opened session %d (timeout %ss)", session.id, session.timeout)
+            return session
+        finally:
+            self._opening.release()
+
+    async def _session_call(
+        self, op: ClientOp, session: ClientSession, budget: float
+    ) -> ClientResponse:
+        """Send a keep-alive or close of ``session``, resent until answered or ``budget``."""
+        call = Call(
+            self._pool,
+            self._targets,
+            self._policy,
+            op,
+            b"",
+            Consistency.LINEARIZABLE,
+            pinned=None,
+            resend=True,
+            session=session,
+        )
+        return await call.run(budget)
+
+    async def _keep_alive(self, session: ClientSession) -> None:
+        """Keep ``session`` alive while the client is idle: a keep-alive whenever the cluster
+        has answered nothing for it for a quarter of its timeout (each also acknowledges the
+        results received), until it expires, is replaced or the client closes."""
+        loop = asyncio.get_running_loop()
+        interval = session.timeout / KEEP_ALIVES_PER_TIMEOUT
+        while not session.expired and self._session is session and not self._closing:
+            idle = loop.time() - session.last_active
+            if idle < interval:
+                await self._pool.pause(interval - idle)
+                continue
+            try:
+                await self._session_call(ClientOp.KEEP_ALIVE, session, interval)
+            except SessionExpiredError:
+                session.expire()  # the next write opens a new session
+            except RaftError as exc:
+                # No leader for now, or a node failing it: try again after a short pause
+                # (the session has been idle that long already).
+                log.debug("keep-alive of session %d failed: %s", session.id, exc)
+                await self._pool.pause(self._policy.backoff_max)

@@ -263,18 +263,22 @@ class Connection(asyncio.BufferedProtocol):
         consistency: Consistency,
         timeout: float,
         deadline: float = math.inf,
+        session: tuple[int, int, int] = (0, 0, 0),
     ) -> _Slot:
         """Queue a request for the next flush; raise :class:`ConnectionLost` (not sent) if
         the connection is already unusable, :class:`RequestTooLarge` (not sent) if the
         request exceeds the frame limit the node announced. Past ``deadline`` (loop time) the
-        slot fails with :class:`AttemptTimeout`, checked by one sweep timer per connection."""
+        slot fails with :class:`AttemptTimeout`, checked by one sweep timer per connection.
+        ``session`` is the request's ``(session, seq, ack)``."""
         if not self.usable:
             raise ConnectionLost(self.address, self._reason, sent=False)
         rid = self._next_id
         # The node refuses a frame whose timeout exceeds a day; a longer wait is still ours to
         # keep (``deadline``), the node just works on the request for at most that long.
         timeout = min(timeout, MAX_REQUEST_TIMEOUT)
-        payload = encode_frame_payload(ClientRequest(rid, op, data, consistency, timeout))
+        sid, seq, ack = session
+        request = ClientRequest(rid, op, data, consistency, timeout, sid, seq, ack)
+        payload = encode_frame_payload(request)
         limit = self.max_request_bytes
         if limit is not None and len(payload) > limit:
             # The node would close the connection on it, leaving a proposal's outcome
@@ -308,12 +312,18 @@ class Connection(asyncio.BufferedProtocol):
             self._write(b"".join(frames))
 
     async def request(
-        self, op: ClientOp, data: bytes, consistency: Consistency, deadline: float
+        self,
+        op: ClientOp,
+        data: bytes,
+        consistency: Consistency,
+        deadline: float,
+        session: tuple[int, int, int] = (0, 0, 0),
     ) -> ClientResponse:
         """One request/response exchange, bounded by ``deadline`` (loop time). Raises
         :class:`ConnectionLost` or :class:`AttemptTimeout`, each saying whether the request
-        was written."""
-        slot = self.submit(op, data, consistency, max(deadline - self._loop.time(), 1e-3), deadline)
+        was written. ``session`` is the request's ``(session, seq, ack)``."""
+        timeout = max(deadline - self._loop.time(), 1e-3)
+        slot = self.submit(op, data, consistency, timeout, deadline, session)
         try:
             # No per-request timer: the connection's sweep fails the slot at its deadline
             # (a timer per request cost about a quarter of the client's CPU at load).

@@ -60,7 +60,7 @@ class SyncClient:
         connect_timeout: float = 1.0,
         backoff_initial: float = 0.02,
         backoff_max: float = 0.2,
-        retry_indeterminate: bool = False,
+        sessions: bool = True,
         attempt_timeout: float = 2.0,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         rng: random.Random | None = None,
@@ -73,7 +73,7 @@ class SyncClient:
             connect_timeout=connect_timeout,
             backoff_initial=backoff_initial,
             backoff_max=backoff_max,
-            retry_indeterminate=retry_indeterminate,
+            sessions=sessions,
             attempt_timeout=attempt_timeout,
             max_frame_bytes=max_frame_bytes,
             rng=rng,
@@ -95,18 +95,14 @@ class SyncClient:
         """The last known leader's address (``None`` when unknown)."""
         return self._client.leader_address
 
-    def propose(
-        self,
-        command: bytes,
-        *,
-        timeout: float | None = None,
-        retry_indeterminate: bool | None = None,
-    ) -> bytes:
-        """Blocking :meth:`Client.propose`."""
-        coro = self._client.propose(
-            command, timeout=timeout, retry_indeterminate=retry_indeterminate
-        )
-        return self._run(coro, timeout, write=True)
+    @property
+    def session_id(self) -> int | None:
+        """The id of the open session (``None``: none open yet, or it ended)."""
+        return self._client.session_id
+
+    def propose(self, command: bytes, *, timeout: float | None = None) -> bytes:
+        """Blocking :meth:`Client.propose` (exactly once with ``sessions``, the default)."""
+        return self._run(self._client.propose(command, timeout=timeout), timeout, write=True)
 
     def query(
         self,
@@ -162,7 +158,8 @@ class SyncClient:
         self._run(coro, timeout, write=True)
 
     def close(self) -> None:
-        """Close the connections and stop the background thread (bounded; idempotent)."""
+        """Close the session and the connections and stop the background thread (bounded;
+        idempotent)."""
         if self._closed:
             return
         self._closed = True

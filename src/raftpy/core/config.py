@@ -29,6 +29,10 @@ class RaftConfig:
     - ``max_entry_bytes``: the largest single command accepted.
     - ``max_learner_lag``: a membership change making a server a voter is refused (unless
       forced) while it is more than this many entries behind the leader (Thesis §4.2.1).
+    - ``lease_ticks``: how many of the leader's ticks a lease lasts from the send of the
+      heartbeat round a quorum acknowledged (Thesis §6.4.1; :mod:`raftpy.core.lease` says
+      how long is safe). 0 (the default) turns lease reads off; they also need
+      ``check_quorum``. At most ``election_ticks - 1``.
     """
 
     id: int
@@ -43,6 +47,7 @@ class RaftConfig:
     max_apply_bytes: int = 64 << 20
     max_entry_bytes: int = 16 << 20
     max_learner_lag: int = 1000
+    lease_ticks: int = 0
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first bad setting."""
@@ -54,6 +59,12 @@ class RaftConfig:
             raise ValueError(
                 f"election_ticks ({self.election_ticks}) must exceed heartbeat_ticks "
                 f"({self.heartbeat_ticks})"
+            )
+        if not 0 <= self.lease_ticks < self.election_ticks:
+            # Followers refuse votes for at least election_ticks - 1 ticks after a heartbeat.
+            raise ValueError(
+                f"lease_ticks must be in [0, election_ticks - 1 = {self.election_ticks - 1}], "
+                f"got {self.lease_ticks}"
             )
         if self.max_learner_lag < 0:
             raise ValueError(f"max_learner_lag must be >= 0, got {self.max_learner_lag}")

@@ -94,6 +94,10 @@ class EntryKind(enum.IntEnum):
     """The empty entry a new leader appends to commit its term (Raft §8, Thesis §6.4)."""
     CONFIG = 2
     """A membership change (Thesis §4); its payload is an encoded :class:`ConfState`."""
+    SESSION = 3
+    """A client command wrapped with its session bookkeeping and the leader's clock
+    (Thesis §6.3; the node's :mod:`raftpy.node.session_records`); the core treats it
+    exactly as :attr:`COMMAND`."""
 
 
 class Entry(msgspec.Struct, frozen=True, array_like=True, gc=False):
@@ -247,6 +251,8 @@ class Heartbeat(msgspec.Struct, frozen=True, array_like=True, gc=False, tag=5):
     follower's log. ``context`` ties the heartbeat to a ReadIndex request (Thesis §6.4).
     ``transferee`` names the voter this leader is handing leadership to (Thesis §3.10), if
     any: only that voter's ``RequestVote(transfer=True)`` may bypass the leader lease.
+    ``round`` numbers the leader's heartbeat rounds of this term (0: not counted), so the
+    answers tell when the round they acknowledge was sent (the lease, Thesis §6.4.1).
     """
 
     term: Term
@@ -255,15 +261,17 @@ class Heartbeat(msgspec.Struct, frozen=True, array_like=True, gc=False, tag=5):
     commit: Index
     context: bytes | None = None
     transferee: NodeId | None = None
+    round: NonNeg = 0
 
 
 class HeartbeatResponse(msgspec.Struct, frozen=True, array_like=True, gc=False, tag=6):
-    """The answer to :class:`Heartbeat`; ``context`` is echoed back."""
+    """The answer to :class:`Heartbeat`; ``context`` and ``round`` are echoed back."""
 
     term: Term
     src: NodeId
     dst: NodeId
     context: bytes | None = None
+    round: NonNeg = 0
 
 
 class InstallSnapshot(msgspec.Struct, frozen=True, array_like=True, gc=False, tag=7):
@@ -307,6 +315,33 @@ class TimeoutNow(msgspec.Struct, frozen=True, array_like=True, gc=False, tag=9):
     dst: NodeId
 
 
+MAX_READ_CONTEXT: Final = 1024
+"""The longest read context a follower may forward to its leader (a node uses 8 bytes)."""
+ReadContext = Annotated[bytes, msgspec.Meta(max_length=MAX_READ_CONTEXT)]
+
+
+class ReadIndexRequest(msgspec.Struct, frozen=True, array_like=True, gc=False, tag=10):
+    """A follower forwards a linearizable read to its leader (Thesis §6.4: "followers can
+    also serve reads": the leader confirms its leadership and returns its read index).
+    ``context`` is the follower's own name for the read."""
+
+    term: Term
+    src: NodeId
+    dst: NodeId
+    context: ReadContext
+
+
+class ReadIndexResponse(msgspec.Struct, frozen=True, array_like=True, gc=False, tag=11):
+    """The leader's answer to :class:`ReadIndexRequest`: once the follower applied ``index``,
+    it may serve the read ``context`` from its own state machine."""
+
+    term: Term
+    src: NodeId
+    dst: NodeId
+    context: ReadContext
+    index: Index
+
+
 Message = (
     RequestVote
     | RequestVoteResponse
@@ -315,6 +350,8 @@ Message = (
     | Heartbeat
     | HeartbeatResponse
     | TimeoutNow
+    | ReadIndexRequest
+    | ReadIndexResponse
 )
 """Every message the consensus core steps and sends: a tagged union."""
 

@@ -29,8 +29,11 @@ from raftpy.core import confchange
 from raftpy.core.admission import check_message, check_snapshot
 from raftpy.core.confchange import ConfChange
 from raftpy.core.config import RaftConfig
+from raftpy.core.forwarded_reads import ForwardedReads, read_key, split_key
+from raftpy.core.lease import LeaderLease
 from raftpy.core.log import RaftLog
 from raftpy.core.messages import (
+    MAX_READ_CONTEXT,
     MAX_TERM,
     AppendEntries,
     AppendEntriesResponse,
@@ -40,6 +43,8 @@ from raftpy.core.messages import (
     Heartbeat,
     HeartbeatResponse,
     Message,
+    ReadIndexRequest,
+    ReadIndexResponse,
     RequestVote,
     RequestVoteResponse,
     SnapshotMeta,
@@ -66,9 +71,10 @@ from raftpy.errors import (
 logger = logging.getLogger("raftpy.core")
 
 # Messages a leader sends that do not promise anything about the sender's own durable state
-# beyond its term, which was persisted before it could win (Thesis §10.2.1). Snapshot requests
+# beyond its term, which was persisted before it could win (Thesis §10.2.1), and the forwarded
+# reads and their answers, which promise nothing durable either. Snapshot requests
 # (Ready.snapshot_requests) do not wait for persistence either.
-_SEND_NOW = (AppendEntries, Heartbeat, TimeoutNow)
+_SEND_NOW = (AppendEntries, Heartbeat, TimeoutNow, ReadIndexRequest, ReadIndexResponse)
 # Messages only the leader of their term sends (Raft §5.2, Thesis §3.10).
 
 
@@ -119,6 +125,13 @@ class Raft:
         self._uncommitted: deque[tuple[int, int]] = deque()
         self._uncommitted_bytes = 0
         self._read_only = ReadOnly()
+        self._forwarded = ForwardedReads()  # our reads forwarded to the leader (as a follower)
+        self._lease = LeaderLease(config.lease_ticks, config.check_quorum)
+        # Thesis §6.4.1: a leader's lease counts on our refusing votes for an election timeout
+        # after we heard from it. A restart forgets whom we heard from and when, so with lease
+        # reads on, a node that was part of a cluster refuses votes for its first election
+        # timeout as if it had just heard from a leader.
+        self._quiet_after_boot = config.lease_ticks > 0 and hard_state.term > 0
         self._msgs: list[Message] = []
         self._msgs_after_persist: list[Message] = []
         self._snapshot_requests: list[SnapshotRequest] = []
@@ -164,6 +177,7 @@ class Raft:
         if term != self.term:
             self.term = term
             self.vote = None
+            self._quiet_after_boot = False  # a new term: elections moved on without us
         self.lead = None
         self.election_elapsed = 0
         self.heartbeat_elapsed = 0
@@ -171,6 +185,8 @@ class Raft:
         self.lead_transferee = None
         self._leader_transferee = None
         self.tracker.reset_votes()
+        self._forwarded.drop_all()  # the leader they went to is no longer ours
+        self._lease.reset()
         # Thesis §10.2.1: our own entries count only once durable.
         self.tracker.reset_progress(self.log.last_index(), self.log.stable_last_index())
         self._uncommitted.clear()
@@ -197,6 +213,7 @@ class Raft:
         self._step = self._step_candidate
         self._tick = self._tick_election
         self.tracker.reset_votes()
+        self._forwarded.drop_all()
         self.lead = None
         self.role = Role.PRE_CANDIDATE
         logger.debug("%d became pre-candidate at term %d", self.id, self.term)
@@ -246,6 +263,8 @@ class Raft:
 
     def _tick_election(self) -> None:
         self.election_elapsed += 1
+        if self.election_elapsed >= self.config.election_ticks:
+            self._quiet_after_boot = False
         if self._promotable() and self.election_elapsed >= self.randomized_election_timeout:
             self.election_elapsed = 0
             self._campaign(transfer=False)
@@ -253,6 +272,7 @@ class Raft:
     def _tick_heartbeat(self) -> None:
         self.heartbeat_elapsed += 1
         self.election_elapsed += 1
+        self._lease.tick()
         if self.election_elapsed >= self.config.election_ticks:
             self.election_elapsed = 0
             if self.config.check_quorum and not self._quorum_active():
@@ -264,6 +284,7 @@ class Raft:
             if self.lead_transferee is not None:
                 # Thesis §3.10: abort a transfer that did not finish within an election timeout.
                 self.lead_transferee = None
+                self._lease.end_transfer()
         if self.heartbeat_elapsed >= self.config.heartbeat_ticks:
             self.heartbeat_elapsed = 0
             for _, pr in self.tracker.visit_peers():
@@ -284,10 +305,16 @@ class Raft:
         """
         return self.propose_batch([data]).first_index
 
-    def propose_batch(self, commands: Sequence[bytes]) -> Appended:
+    def propose_batch(
+        self, commands: Sequence[bytes], kind: EntryKind = EntryKind.COMMAND
+    ) -> Appended:
         """Append several commands at once (one AppendEntries per follower); return the index
         of the first and the term they were appended in (their indexes are consecutive). All
-        or none are appended; raises as :meth:`propose` does."""
+        or none are appended; raises as :meth:`propose` does. ``kind`` is
+        :attr:`~EntryKind.COMMAND` or :attr:`~EntryKind.SESSION` (the node's session records;
+        the core treats both alike)."""
+        if kind is not EntryKind.COMMAND and kind is not EntryKind.SESSION:
+            raise ValueError(f"propose_batch takes COMMAND or SESSION entries, not {kind!r}")
         if self.role is not Role.LEADER:
             raise NotLeaderError(self.lead)
         if self.lead_transferee is not None:
@@ -312,9 +339,7 @@ class Raft:
             )
         first = self.log.last_index() + 1
         term = self.term
-        entries = [
-            Entry(term, first + k, EntryKind.COMMAND, data) for k, data in enumerate(commands)
-        ]
+        entries = [Entry(term, first + k, kind, data) for k, data in enumerate(commands)]
         if not entries:
             return Appended(first, term)
         self.log.append(entries)
@@ -326,30 +351,89 @@ class Raft:
     def read_index(self, context: bytes) -> None:
         """Ask for a linearizable read point (Thesis §6.4); the answer comes as a
         :class:`ReadState` with the same ``context`` in a later Ready. ``context`` must be
-        unique among pending reads. Raises :class:`NotLeaderError` on a non-leader.
+        unique among pending reads.
 
-        If leadership is lost first, the read is dropped: see :meth:`take_dropped_reads`.
+        On the leader, it confirms its leadership with a heartbeat quorum. A follower that
+        knows its leader forwards the read to it (at most ``MAX_READ_CONTEXT`` bytes of
+        context) and the leader's answer becomes the ReadState. Raises
+        :class:`NotLeaderError` on a node that knows no leader (or is a candidate).
+
+        If leadership (or, on a follower, the term or the leader) changes before the answer,
+        the read is dropped: see :meth:`take_dropped_reads`.
         """
+        if self.role is Role.LEADER:
+            self._leader_read(read_key(self.id, context))
+            return
+        lead = self.lead
+        if self.role is not Role.FOLLOWER or lead is None:
+            raise NotLeaderError(lead)
+        if len(context) > MAX_READ_CONTEXT:
+            raise LocalProtocolError(
+                f"a forwarded read context holds at most {MAX_READ_CONTEXT} bytes"
+            )
+        self._forwarded.add(context, lead)
+        self._send(ReadIndexRequest(self.term, self.id, lead, context))
+
+    def read_lease(self, context: bytes) -> bool:
+        """A read served under the leader's lease (Thesis §6.4.1): while the lease holds (see
+        :mod:`raftpy.core.lease`), the ReadState at the commit index is ready at once (returns
+        True); otherwise the read goes the ReadIndex way (returns False). Raises
+        :class:`NotLeaderError` on a non-leader."""
         if self.role is not Role.LEADER:
             raise NotLeaderError(self.lead)
+        if self.lease_valid():
+            self._read_states.append(ReadState(self.log.committed, context))
+            return True
+        self.read_index(context)
+        return False
+
+    def lease_valid(self) -> bool:
+        """Whether this leader may serve lease reads now: its lease holds and it committed
+        an entry of its term (its commit index is current only then, Thesis §6.4)."""
+        return (
+            self.role is Role.LEADER and self._lease.valid() and self._committed_in_current_term()
+        )
+
+    def lose_lease(self) -> None:
+        """The driver skipped ticks (its loop stalled): the tick counter fell behind real
+        time, so the lease it measures may have run out already. Reads use ReadIndex until a
+        round sent from now on is acknowledged."""
+        self._lease.lose()
+
+    def _leader_read(self, key: bytes) -> None:
         if not self._committed_in_current_term():
             # Thesis §6.4 step 1: the leader's commit index is only known to be current once
             # an entry of its own term has committed; hold the read until then.
-            self._read_only.wait_for_commit(context)
+            self._read_only.wait_for_commit(key)
             return
-        self._start_read(context)
+        self._start_read(key)
 
-    def _start_read(self, context: bytes) -> None:
+    def _start_read(self, key: bytes) -> None:
         if self.tracker.voters() == {self.id}:
-            self._read_states.append(ReadState(self.log.committed, context))
+            self._read_confirmed(ReadState(self.log.committed, key))
             return
-        self._read_only.add_request(self.log.committed, context, self.id)
-        self._bcast_heartbeat(context)
+        self._read_only.add_request(self.log.committed, key, self.id)
+        self._bcast_heartbeat(key)
+
+    def _read_confirmed(self, rs: ReadState) -> None:
+        """A read (ours or a follower's, by its key) is confirmed at ``rs.index``."""
+        node, context = split_key(rs.context)
+        if node == self.id:
+            self._read_states.append(ReadState(rs.index, context))
+        else:
+            self._send(ReadIndexResponse(self.term, self.id, node, context, rs.index))
 
     def take_dropped_reads(self) -> list[bytes]:
-        """Contexts of reads dropped because leadership was lost before they were confirmed;
-        the driver fails them (the caller may retry at the new leader)."""
-        return self._read_only.take_dropped()
+        """Contexts of reads dropped because leadership was lost before they were confirmed,
+        or (forwarded by a follower) because its term or leader changed before the answer;
+        the driver fails them (the caller may retry)."""
+        dropped = [
+            context
+            for node, context in map(split_key, self._read_only.take_dropped())
+            if node == self.id
+        ]
+        dropped.extend(self._forwarded.take_dropped())
+        return dropped
 
     def transfer_leadership(self, to: int) -> None:
         """Hand leadership to voter ``to`` (Thesis §3.10): stop taking proposals, bring ``to``
@@ -363,6 +447,7 @@ class Raft:
         if self.lead_transferee == to:
             return
         self.lead_transferee = to
+        self._lease.start_transfer()  # the transferee may soon be elected past the lease
         # The transfer must finish within one election timeout or it is aborted.
         self.election_elapsed = 0
         if self.prs[to].match == self.log.last_index():
@@ -433,6 +518,9 @@ class Raft:
         if conf is self.tracker.conf_state():
             return
         self.tracker.set_config(conf, self.log.last_index())
+        # The lease was counted on the voters of the old membership; new voters promised
+        # nothing (Thesis §6.4.1). Changes are rare: start again from the next round.
+        self._lease.lose()
         logger.info(
             "%d membership: voters %s%s, learners %s",
             self.id,
@@ -442,6 +530,7 @@ class Raft:
         )
         if self.lead_transferee is not None and not self.tracker.is_voter(self.lead_transferee):
             self.lead_transferee = None  # Thesis §3.10: only a voter can take over
+            self._lease.end_transfer()
 
     def _finish_conf_change(self) -> None:
         """The commit index moved on the leader: do what a committed change asks of it."""
@@ -533,7 +622,7 @@ class Raft:
             if isinstance(m, RequestVote):
                 in_lease = (
                     (self.config.check_quorum or m.pre_vote)
-                    and self.lead is not None
+                    and (self.lead is not None or self._quiet_after_boot)
                     and self.election_elapsed < self.config.election_ticks
                 )
                 if in_lease and not (m.transfer and self._transfer_sanctioned(m.src)):
@@ -616,6 +705,8 @@ class Raft:
             # Thesis §3.10: the leader asks us to take over; skip PreVote, it knows.
             logger.info("%d campaigns on TimeoutNow from %d", self.id, m.src)
             self._campaign(transfer=True)
+        elif isinstance(m, ReadIndexResponse) and self._forwarded.answer(m.context, m.src):
+            self._read_states.append(ReadState(m.index, m.context))
         # Responses and stray messages of this term are ignored.
 
     def _step_candidate(self, m: Message) -> None:
@@ -632,6 +723,8 @@ class Raft:
             self._handle_append_response(m)
         elif isinstance(m, HeartbeatResponse):
             self._handle_heartbeat_response(m)
+        elif isinstance(m, ReadIndexRequest):
+            self._handle_read_index_request(m)
         # A second leader's messages were rejected before this (admission.check_message).
 
     # -- candidate ----------------------------------------------------------------------------
@@ -713,7 +806,7 @@ class Raft:
         # The leader sends commit = min(our match, its commit), never past our log.
         self.log.commit_to(min(m.commit, self.log.last_index()))
         self._leader_transferee = m.transferee
-        self._send(HeartbeatResponse(self.term, self.id, m.src, m.context))
+        self._send(HeartbeatResponse(self.term, self.id, m.src, m.context, m.round))
 
     def _handle_install_snapshot(self, meta: SnapshotMeta, leader: int) -> bool:
         """Take a whole, verified snapshot from the leader, or not (Raft §7, Figure 13);
@@ -825,9 +918,20 @@ class Raft:
                 pr.inflights.free_first_one()
             if pr.match < self.log.last_index():
                 self._maybe_send_append(m.src)
+        if m.round:
+            self._lease.on_ack(m.src, m.round, self.id, self.tracker.has_quorum)
         if m.context is not None:
             for rs in self._read_only.recv_ack(m.src, m.context, self.tracker.has_quorum):
-                self._read_states.append(rs)
+                self._read_confirmed(rs)
+
+    def _handle_read_index_request(self, m: ReadIndexRequest) -> None:
+        """Thesis §6.4: a member's follower read, confirmed like our own (keyed by its
+        sender, so contexts of different nodes never collide)."""
+        if m.src not in self.prs:
+            return  # not a member: it has no business reading through us
+        key = read_key(m.src, m.context)
+        if not self._read_only.is_open(key):  # else a duplicate of an open read
+            self._leader_read(key)
 
     def _quorum_active(self) -> bool:
         """Thesis §6.2: whether a quorum answered during the election timeout just ended; the
@@ -851,8 +955,8 @@ class Raft:
         while self._uncommitted and self._uncommitted[0][0] <= committed:
             self._uncommitted_bytes -= self._uncommitted.popleft()[1]
         if self._read_only.has_waiting() and self._committed_in_current_term():
-            for context in self._read_only.take_waiting():
-                self._start_read(context)
+            for key in self._read_only.take_waiting():
+                self._start_read(key)
         self._finish_conf_change()
         return True
 
@@ -919,10 +1023,19 @@ class Raft:
     def _bcast_heartbeat(self, context: bytes | None) -> None:
         committed = self.log.committed
         transferee = self.lead_transferee
+        round_ = self._lease.next_round()  # Thesis §6.4.1: the lease counts from this send
         for peer, pr in self.tracker.visit_peers():
             # Never tell a follower to commit past what it is known to hold.
             self._send(
-                Heartbeat(self.term, self.id, peer, min(pr.match, committed), context, transferee)
+                Heartbeat(
+                    self.term,
+                    self.id,
+                    peer,
+                    min(pr.match, committed),
+                    context,
+                    transferee,
+                    round_,
+                )
             )
 
     def _send_timeout_now(self, to: int) -> None:
@@ -931,6 +1044,7 @@ class Raft:
         # campaign. Its RequestVotes leave only after it persisted its new term, which gives
         # the heartbeats a head start; if one loses the race, the transfer times out.
         self._bcast_heartbeat(self._read_only.last_context())
+        self._lease.hand_over()  # it may be elected at once: no lease reads in this term
         self._send(TimeoutNow(self.term, self.id, to))
 
     # ------------------------------------------------------------------------------------------

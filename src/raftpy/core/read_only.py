@@ -66,6 +66,10 @@ class ReadOnly:
                 break
         return done
 
+    def is_open(self, context: bytes) -> bool:
+        """Whether a read ``context`` is waiting (for a commit or a quorum)."""
+        return context in self._pending or context in self._waiting
+
     def last_context(self) -> bytes | None:
         return next(reversed(self._pending)) if self._pending else None
 

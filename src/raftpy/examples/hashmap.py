@@ -11,8 +11,11 @@ Command-line values are JSON strings (``blue`` is stored as ``"blue"``). ``get``
 :class:`HashMapClient` (blocking) and :class:`AsyncHashMapClient`, whose values are any JSON
 values.
 
-A write whose outcome is unknown (exit status 3) may or may not have happened; the client does
-not retry it by itself, because until client sessions exist a retried write could apply twice.
+Writes are exactly-once: the clients use a client session (README.md, "Sessions"), so a write
+whose answer was lost (a leader killed mid-write, a broken connection) is resent until the
+deadline and applied once. Each command-line invocation that writes opens one session, writes
+and closes it. The outcome is still unknown (exit status 3) when the deadline passes while a
+sent write has no answer yet, e.g. with no leader for the whole ``--timeout``.
 """
 
 from __future__ import annotations
@@ -148,12 +151,19 @@ def _canonical(value: Any) -> str:
 
 
 class AsyncHashMapClient:
-    """The hash map's client for asyncio code. Values are JSON values (str, int, list, ...)."""
+    """The hash map's client for asyncio code. Values are JSON values (str, int, list, ...).
+    Writes go through one client session, opened on the first write and closed by
+    :meth:`close` (``sessions=False``: none, and a write with a lost answer is not resent)."""
 
     def __init__(
-        self, addresses: Sequence[str], *, timeout: float = 10.0, tls: TlsConfig | None = None
+        self,
+        addresses: Sequence[str],
+        *,
+        timeout: float = 10.0,
+        tls: TlsConfig | None = None,
+        sessions: bool = True,
     ) -> None:
-        self._client = Client(list(addresses), timeout=timeout, tls=tls)
+        self._client = Client(list(addresses), timeout=timeout, tls=tls, sessions=sessions)
 
     async def get(self, key: str) -> Any:
         """The value at ``key``, or ``None`` when absent."""
@@ -186,12 +196,18 @@ class AsyncHashMapClient:
 
 
 class HashMapClient:
-    """The hash map's blocking client, for code without an event loop."""
+    """The hash map's blocking client, for code without an event loop (sessions as
+    :class:`AsyncHashMapClient`)."""
 
     def __init__(
-        self, addresses: Sequence[str], *, timeout: float = 10.0, tls: TlsConfig | None = None
+        self,
+        addresses: Sequence[str],
+        *,
+        timeout: float = 10.0,
+        tls: TlsConfig | None = None,
+        sessions: bool = True,
     ) -> None:
-        self._client = SyncClient(list(addresses), timeout=timeout, tls=tls)
+        self._client = SyncClient(list(addresses), timeout=timeout, tls=tls, sessions=sessions)
 
     def get(self, key: str) -> Any:
         return json.loads(self._client.query(key.encode()))

@@ -9,8 +9,11 @@
 expected one. Reads are linearizable. From Python: :class:`RegisterClient` (blocking) and
 :class:`AsyncRegisterClient`.
 
-A write whose outcome is unknown (exit status 3) may or may not have happened; the client does
-not retry it by itself, because until client sessions exist a retried write could apply twice.
+Writes are exactly-once: the clients use a client session (README.md, "Sessions"), so a write
+whose answer was lost (a leader killed mid-write, a broken connection) is resent until the
+deadline and applied once. Each command-line invocation that writes opens one session, writes
+and closes it. The outcome is still unknown (exit status 3) when the deadline passes while a
+sent write has no answer yet, e.g. with no leader for the whole ``--timeout``.
 """
 
 from __future__ import annotations
@@ -76,12 +79,19 @@ class RegisterStateMachine:
 
 class AsyncRegisterClient:
     """The register's client for asyncio code. Errors are raftpy's typed errors
-    (:mod:`raftpy.errors`)."""
+    (:mod:`raftpy.errors`). Writes go through one client session, opened on the first write
+    and closed by :meth:`close` (``sessions=False``: none, and a write with a lost answer is
+    not resent)."""
 
     def __init__(
-        self, addresses: Sequence[str], *, timeout: float = 10.0, tls: TlsConfig | None = None
+        self,
+        addresses: Sequence[str],
+        *,
+        timeout: float = 10.0,
+        tls: TlsConfig | None = None,
+        sessions: bool = True,
     ) -> None:
-        self._client = Client(list(addresses), timeout=timeout, tls=tls)
+        self._client = Client(list(addresses), timeout=timeout, tls=tls, sessions=sessions)
 
     async def get(self) -> str:
         return (await self._client.query(_QUERY_GET)).decode()
@@ -106,12 +116,18 @@ class AsyncRegisterClient:
 
 
 class RegisterClient:
-    """The register's blocking client, for code without an event loop."""
+    """The register's blocking client, for code without an event loop (sessions as
+    :class:`AsyncRegisterClient`)."""
 
     def __init__(
-        self, addresses: Sequence[str], *, timeout: float = 10.0, tls: TlsConfig | None = None
+        self,
+        addresses: Sequence[str],
+        *,
+        timeout: float = 10.0,
+        tls: TlsConfig | None = None,
+        sessions: bool = True,
     ) -> None:
-        self._client = SyncClient(list(addresses), timeout=timeout, tls=tls)
+        self._client = SyncClient(list(addresses), timeout=timeout, tls=tls, sessions=sessions)
 
     def get(self) -> str:
         return self._client.query(_QUERY_GET).decode()

@@ -1,9 +1,15 @@
 """What the example services share: the command line (``server`` and one subcommand per
 client command, see README.md), the server runner, and how a client command reports its end.
 
+A client command that writes opens one client session, writes (resending the same write
+through lost answers and leader changes until ``--timeout``, applied once) and closes the
+session; a read opens none (README.md, "Sessions").
+
 Exit status: 0 done; 1 definitely not done (no leader reachable before the command was sent,
-or refused); 2 usage error; 3 outcome unknown (the command was sent and its fate is unknown).
-Which error leads to which status is :mod:`raftpy.outcomes`'s table.
+refused, or its session expired before it was applied); 2 usage error; 3 outcome unknown (the
+command was sent and still had no answer at the deadline: rare with sessions, since a write
+with a lost answer is resent). Which error leads to which status is :mod:`raftpy.outcomes`'s
+table.
 """
 
 from __future__ import annotations

@@ -3,9 +3,11 @@ core's own :class:`~raftpy.core.config.RaftConfig`, held in ``NodeConfig.raft``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 from raftpy.core.config import RaftConfig
+from raftpy.node.session_records import MAX_RESULTS_LIMIT, MAX_SESSIONS_LIMIT, MAX_TIMEOUT_MS
 from raftpy.storage.wal import MIN_SEGMENT_SIZE
 from raftpy.transport.codec import DEFAULT_MAX_FRAME_BYTES
 from raftpy.transport.protocol import MIN_FRAME_BYTES
@@ -85,6 +87,18 @@ class NodeConfig:
     - ``insecure``: allow plain TCP on an address other machines can reach.
     - ``join_timeout``: how long a joining node keeps asking the cluster to add it (and
       promote it) before it gives up and says so (README.md, "Changing members").
+    - ``session_timeout``: seconds of cluster time a client session lives without any request
+      or keep-alive before it expires (README.md, "Sessions").
+    - ``max_sessions``: sessions the cluster keeps; opening one more evicts the least
+      recently active.
+    - ``max_session_results``: results a session keeps until its client acknowledges them;
+      further writes in that session are refused (ProposalDropped, retryable) meanwhile.
+    - ``max_clock_drift``: how many seconds a member's clock may run ahead of the leader's
+      over one election timeout (default 0.1). Lease reads (``consistency="lease"``) count
+      on it: the leader's lease is the followers' election timeout, less a tick and less this
+      drift (:meth:`lease_ticks`; the derivation is in :mod:`raftpy.core.lease`). A drift
+      that leaves no whole tick (with the default, an election timeout of 0.15 s or less)
+      turns the lease off: lease reads are then served as linearizable reads.
     - ``unsafe_stale_reads``: TEST ONLY. A node that believes it leads answers linearizable
       reads from local state without confirming leadership, which breaks linearizability
       under partitions. It exists to prove that fault harnesses catch such a bug.
@@ -111,7 +125,11 @@ class NodeConfig:
     tls: TlsConfig | None = None
     insecure: bool = False
     join_timeout: float = 300.0
+    max_clock_drift: float = 0.1
     unsafe_stale_reads: bool = False
+    session_timeout: float = 120.0
+    max_sessions: int = 10_000
+    max_session_results: int = 1_000
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first bad setting (the consensus settings are
@@ -126,7 +144,10 @@ class NodeConfig:
             raise ValueError(f"request_timeout must be > 0, got {self.request_timeout}")
         if not self.join_timeout > 0:
             raise ValueError(f"join_timeout must be > 0, got {self.join_timeout}")
+        if not 0 <= self.max_clock_drift < math.inf:
+            raise ValueError(f"max_clock_drift must be a finite >= 0, got {self.max_clock_drift}")
         self._validate_connections()
+        self._validate_sessions()
         if self.segment_size < MIN_SEGMENT_SIZE:
             # The write-ahead log's own minimum: refused here, before a node is built.
             raise ValueError(
@@ -147,6 +168,23 @@ class NodeConfig:
                 f"(max_frame_bytes {self.max_frame_bytes})"
             )
         self.raft.validate()
+
+    def _validate_sessions(self) -> None:
+        """The client session limits (they travel in the log: README.md, "Sessions")."""
+        if not 0.001 <= self.session_timeout <= MAX_TIMEOUT_MS / 1000:
+            raise ValueError(
+                f"session_timeout must be between 0.001 and {MAX_TIMEOUT_MS // 1000} s, "
+                f"got {self.session_timeout}"
+            )
+        if not 1 <= self.max_sessions <= MAX_SESSIONS_LIMIT:
+            raise ValueError(
+                f"max_sessions must be between 1 and {MAX_SESSIONS_LIMIT}, got {self.max_sessions}"
+            )
+        if not 1 <= self.max_session_results <= MAX_RESULTS_LIMIT:
+            raise ValueError(
+                f"max_session_results must be between 1 and {MAX_RESULTS_LIMIT}, "
+                f"got {self.max_session_results}"
+            )
 
     def _validate_connections(self) -> None:
         """The network settings: frame limits, queues, connection caps and idle timeouts."""
@@ -180,6 +218,20 @@ class NodeConfig:
             return min(self.max_client_frame_bytes, self.max_frame_bytes)
         return min(self.raft.max_entry_bytes + CLIENT_REQUEST_OVERHEAD, self.max_frame_bytes)
 
+    def lease_ticks(self) -> int:
+        """How many ticks a leader's lease lasts (Thesis §6.4.1; 0: no lease reads):
+        ``election_ticks - 1 - ceil(max_clock_drift / tick_seconds)``, the followers' shortest
+        vote refusal after a heartbeat less the drift, in whole ticks (the derivation is in
+        :mod:`raftpy.core.lease`). A ``raft.lease_ticks`` set by hand may only shorten it;
+        without CheckQuorum there is no lease."""
+        if not self.raft.check_quorum:
+            return 0
+        # The small epsilon keeps 0.1 / 0.05 from rounding up to 3 ticks.
+        drift_ticks = math.ceil(self.max_clock_drift / self.tick_seconds - 1e-9)
+        derived = max(0, self.raft.election_ticks - 1 - drift_ticks)
+        return min(derived, self.raft.lease_ticks) if self.raft.lease_ticks else derived
+
     def raft_config(self, node_id: int) -> RaftConfig:
-        """The core's settings for node ``node_id``: :attr:`raft` with its id filled in."""
-        return replace(self.raft, id=node_id)
+        """The core's settings for node ``node_id``: :attr:`raft` with its id filled in and
+        ``lease_ticks`` derived (:meth:`lease_ticks`)."""
+        return replace(self.raft, id=node_id, lease_ticks=self.lease_ticks())

@@ -51,9 +51,10 @@ from raftpy.node.members import NodeMembers, describe
 from raftpy.node.rejections import PeerRejections
 from raftpy.node.requests import PendingRequests
 from raftpy.node.service import ClientService
+from raftpy.node.sessions import NodeSessions, SessionGrant
 from raftpy.node.snapshots import NodeSnapshots
 from raftpy.node.stats import NodeStats
-from raftpy.node.status import NodeStatus, PeerReplication, SnapshotStatus
+from raftpy.node.status import NodeStatus, replication, snapshot_status, stopped_status
 from raftpy.statemachine import StateMachine
 from raftpy.storage.base import LogStore
 from raftpy.storage.errors import FatalStorageError, StorageFullError
@@ -140,6 +141,8 @@ class RaftNode:
         self._requests = PendingRequests(
             state_machine, self.config.request_timeout, self._leader_error
         )
+        # The state machine the node runs: the user's, with the session table beside it.
+        self._sessions = NodeSessions(state_machine, self.config)
         self._service = ClientService(self)
         self._stopping = False
         self._failed: str | None = None
@@ -197,7 +200,7 @@ class RaftNode:
             self.node_id,
             store,
             self._storage,
-            self.state_machine,
+            self._sessions.machine,
             self.config,
             self._send_peer,
             self._wake.set,
@@ -212,7 +215,7 @@ class RaftNode:
             self._close_storage()
             raise
         self._raft = Raft(
-            self.config.raft_config(self.node_id),
+            self._sessions.core_config(self.node_id),
             self._storage,
             random.Random(self._rng.getrandbits(64)),
             applied,
@@ -305,24 +308,66 @@ class RaftNode:
         if self._raft is None or self._stopping:
             raise LocalProtocolError("node is not running")
 
-    def submit(self, command: bytes, timeout: float | None = None) -> asyncio.Future[bytes]:
+    def submit(
+        self,
+        command: bytes,
+        timeout: float | None = None,
+        *,
+        session: int = 0,
+        seq: int = 0,
+        ack: int = 0,
+    ) -> asyncio.Future[bytes]:
         """Queue ``command`` for the next append; the future resolves with the state
-        machine's result or a typed error. Raises at once when this node is not the leader."""
+        machine's result or a typed error. Raises at once when this node is not the leader.
+        ``session`` (:meth:`open_session`), ``seq`` (>= 1), ``ack``: README.md, "Sessions"."""
+        now = self._accepting()
+        return self._submit(self._sessions.command(command, session, seq, ack, now), timeout)
+
+    def _accepting(self) -> float:
+        """Check that this node takes writes now; the time to stamp their records with."""
         self._check_usable()
         if self._role is not Role.LEADER:
             raise self._leader_error()
         if self._disk_full:
             raise ProposalDropped("the disk is full; retry when space is free")
-        fut = self._requests.propose(command, timeout)
+        return asyncio.get_running_loop().time()
+
+    def _submit(self, record: bytes, timeout: float | None) -> asyncio.Future[bytes]:
+        fut = self._requests.propose(record, timeout)
         self._wake.set()
         return fut
 
-    async def propose(self, command: bytes, timeout: float | None = None) -> bytes:
-        """Replicate ``command``; return ``StateMachine.apply``'s result once committed and
-        applied here. Raises NotLeaderError / ProposalDropped (definite) or IndeterminateError
-        (appended, fate unknown: leadership lost or the deadline passed)."""
-        fut = self.submit(command, timeout)
+    async def propose(
+        self,
+        command: bytes,
+        timeout: float | None = None,
+        *,
+        session: int = 0,
+        seq: int = 0,
+        ack: int = 0,
+    ) -> bytes:
+        """Replicate ``command``; return ``StateMachine.apply``'s result once applied here.
+        Raises NotLeaderError / ProposalDropped / SessionExpiredError (definite) or
+        IndeterminateError (appended, fate unknown). Sessions: see :meth:`submit`."""
+        fut = self.submit(command, timeout, session=session, seq=seq, ack=ack)
         return await asyncio.shield(fut)
+
+    async def open_session(self, timeout: float | None = None) -> SessionGrant:
+        """Register a client session through the log (leader only); returns once applied.
+        It expires after ``NodeConfig.session_timeout`` s of cluster time without requests."""
+        fut = self._submit(self._sessions.open(self._accepting()), timeout)
+        return self._sessions.grant(await asyncio.shield(fut))
+
+    async def keep_alive(self, session: int, ack: int, timeout: float | None = None) -> None:
+        """Keep an idle ``session`` alive; every seq below ``ack`` is acknowledged.
+        SessionExpiredError when the session is gone."""
+        fut = self._submit(self._sessions.keep_alive(session, ack, self._accepting()), timeout)
+        await asyncio.shield(fut)
+
+    async def close_session(self, session: int, timeout: float | None = None) -> None:
+        """End ``session`` and forget its results. SessionExpiredError when it was gone."""
+        fut = self._submit(self._sessions.close(session, self._accepting()), timeout)
+        await asyncio.shield(fut)
 
     def submit_query(
         self, query: bytes, consistency: str | Consistency, timeout: float | None = None
@@ -332,12 +377,16 @@ class RaftNode:
         level = Consistency(consistency)
         if level is Consistency.STALE:
             return self._requests.answer_now(query)
-        if self._role is not Role.LEADER:
+        leads = self._role is Role.LEADER
+        # Thesis §6.4: a follower that knows its leader serves linearizable reads through it
+        # (ReadIndex); only the leader holds a lease (§6.4.1).
+        follows = self._role is Role.FOLLOWER and self._leader is not None
+        if not leads and (level is Consistency.LEASE or not follows):
             raise self._leader_error()
-        if self.config.unsafe_stale_reads:
+        if leads and self.config.unsafe_stale_reads:
             # TEST ONLY (see NodeConfig): skip ReadIndex, the bug fault harnesses must catch.
             return self._requests.answer_now(query)
-        fut = self._requests.read(query, timeout)
+        fut = self._requests.read(query, timeout, lease=level is Consistency.LEASE)
         self._wake.set()
         return fut
 
@@ -348,8 +397,11 @@ class RaftNode:
         timeout: float | None = None,
     ) -> bytes:
         """Answer ``query`` from the state machine. ``linearizable`` (default) confirms
-        leadership with a heartbeat quorum first (ReadIndex, Thesis §6.4); ``lease`` is served
-        the same way for now; ``stale`` answers from local state at once on any node."""
+        leadership with a heartbeat quorum first (ReadIndex, Thesis §6.4), on any node that
+        knows a leader (a follower asks the leader for its read index, then answers from its
+        own state machine); ``lease`` answers on the leader at once while its lease holds
+        (Thesis §6.4.1: safe while clocks drift less than ``NodeConfig.max_clock_drift``),
+        NotLeaderError elsewhere; ``stale`` answers from local state at once on any node."""
         return await asyncio.shield(self.submit_query(query, consistency, timeout))
 
     def members(self) -> ConfState:
@@ -456,39 +508,9 @@ class RaftNode:
         raft = self._raft
         stats = self.stats.copy()
         if raft is None:
-            return NodeStatus(
-                id=self.node_id,
-                address=self.address,
-                running=False,
-                role=None,
-                term=None,
-                leader=None,
-                leader_address=None,
-                commit=None,
-                applied=None,
-                last_index=None,
-                first_index=None,
-                snapshot=None,
-                members=None,
-                peers=None,
-                disk_full=self._disk_full,
-                failed=self._failed,
-                stats=stats,
-            )
+            return stopped_status(self.node_id, self.address, self._disk_full, self._failed, stats)
         st = raft.status()
-        last = st.last_index
-        peers = {
-            node: PeerReplication(
-                address=self._members.address_of(node),
-                match=p.match,
-                next=p.next,
-                state=p.state,
-                lag=last - p.match,
-                active=p.recent_active,
-                lost_entries=p.lost_entries,
-            )
-            for node, p in st.peers.items()
-        }
+        snaps = self._snaps
         return NodeStatus(
             id=self.node_id,
             address=self.address,
@@ -499,33 +521,19 @@ class RaftNode:
             leader_address=self._members.address_of(st.leader_id),
             commit=st.commit,
             applied=self._applied,
-            last_index=last,
+            last_index=st.last_index,
             first_index=raft.log.first_index(),
-            snapshot=self._snapshot_status(stats),
+            snapshot=snapshot_status(None if snaps is None else snaps.latest, stats),
             members=st.voters,
             learners=st.learners,
             voters_outgoing=st.voters_outgoing,
             member=self.node_id in raft.conf_state().members(),
-            peers=peers,
+            peers=replication(st, self._members.address_of),
             disk_full=self._disk_full,
             failed=self._failed,
             stats=stats,
             refused_members=refused_peers(self._transport),
-        )
-
-    def _snapshot_status(self, stats: NodeStats) -> SnapshotStatus | None:
-        snaps = self._snaps
-        if snaps is None or snaps.latest is None:
-            return None
-        counts = stats.snapshots
-        return SnapshotStatus(
-            index=snaps.latest.index,
-            term=snaps.latest.term,
-            taken=counts.taken,
-            installed=counts.installed,
-            sent=counts.sent,
-            bytes_sent=counts.bytes_sent,
-            bytes_received=counts.bytes_received,
+            sessions=len(self._sessions),
         )
 
     @property
@@ -578,7 +586,9 @@ class RaftNode:
                 self._step_inbox(raft)
                 self._append_proposals(raft)
                 self._members.start(raft)
-                self._requests.start_reads(raft)
+                # The lease is counted in ticks: trust it only while the next tick is not
+                # overdue (raftpy.core.lease).
+                self._requests.start_reads(raft, lease_ok=loop.time() < next_tick)
                 if tick_due:
                     tick_due = False
                     now = loop.time()
@@ -589,6 +599,7 @@ class RaftNode:
                     next_tick += interval
                     if next_tick < now:  # the loop was blocked for long: do not burst ticks
                         next_tick = now + interval
+                        raft.lose_lease()  # ticks were skipped: the lease count fell behind
                     timer = loop.call_at(next_tick, fire)
                 snaps.feed_core(raft, self._on_rejected)
                 await self._drain_ready(raft)
@@ -706,19 +717,23 @@ class RaftNode:
                 self._requests.expire(asyncio.get_running_loop().time())
 
     def _apply_entries(self, entries: tuple[Entry, ...] | list[Entry]) -> None:
-        sm = self.state_machine
+        apply_entry = self._sessions.machine.apply_entry
         on_applied = self._requests.on_applied
         for entry in entries:
             result = b""
             failure: Exception | None = None
-            if entry.kind is EntryKind.COMMAND:
-                try:
-                    result = sm.apply(entry.data)
-                except Exception as exc:
+            if entry.kind is EntryKind.SESSION or entry.kind is EntryKind.COMMAND:
+                # SESSION entries go through the session table; COMMAND ones (older logs) raw.
+                result, failure, applied = apply_entry(entry)
+                if failure is not None and applied:
                     # A deterministic state machine fails the same way on every node, so the
                     # replicas stay equal; the proposer gets the error.
-                    logger.exception("node %d: apply of entry %d raised", self.node_id, entry.index)
-                    failure = exc
+                    logger.error(
+                        "node %d: apply of entry %d raised",
+                        self.node_id,
+                        entry.index,
+                        exc_info=failure,
+                    )
             elif entry.kind is EntryKind.CONFIG:
                 self._members.on_applied(entry)
                 self._forget_removed(entry)
@@ -747,6 +762,8 @@ class RaftNode:
 
     def _on_soft_state(self, role: Role, leader: int | None) -> None:
         was_leader = self._role is Role.LEADER
+        if role is Role.LEADER and not was_leader:
+            self._sessions.on_leader(asyncio.get_running_loop().time())
         self._role = role
         self._leader = leader
         logger.info(

@@ -15,9 +15,9 @@ import itertools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from raftpy.core.messages import Entry
+from raftpy.core.messages import Entry, EntryKind
 from raftpy.core.raft import Raft
-from raftpy.core.ready import ReadState
+from raftpy.core.ready import ReadState, Role
 from raftpy.errors import (
     ClusterUnavailableError,
     IndeterminateError,
@@ -41,6 +41,7 @@ class _Read:
     query: bytes
     future: asyncio.Future[bytes]
     deadline: float
+    lease: bool = False  # served under the leader's lease when it holds (Thesis §6.4.1)
 
 
 @dataclass(eq=False)
@@ -113,11 +114,14 @@ class PendingRequests:
         self._queued.append(_Proposal(command, fut, self._deadline(loop, timeout)))
         return fut
 
-    def read(self, query: bytes, timeout: float | None) -> asyncio.Future[bytes]:
-        """Queue a linearizable read for the next ReadIndex round."""
+    def read(
+        self, query: bytes, timeout: float | None, *, lease: bool = False
+    ) -> asyncio.Future[bytes]:
+        """Queue a linearizable read for the next ReadIndex round (on a follower, forwarded
+        to the leader), or with ``lease`` a lease read (the leader's lease, else ReadIndex)."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[bytes] = loop.create_future()
-        self._queued_reads.append(_Read(query, fut, self._deadline(loop, timeout)))
+        self._queued_reads.append(_Read(query, fut, self._deadline(loop, timeout), lease))
         return fut
 
     def answer_now(self, query: bytes) -> asyncio.Future[bytes]:
@@ -140,7 +144,8 @@ class PendingRequests:
         for start in range(0, len(queued), max_batch):
             batch = queued[start : start + max_batch]
             try:
-                first, term = raft.propose_batch([p.command for p in batch])
+                # Every client write is a SESSION record (raftpy.node.sessions).
+                first, term = raft.propose_batch([p.command for p in batch], EntryKind.SESSION)
             except (NotLeaderError, ProposalDropped) as exc:
                 # Definite: the core appended none of them.
                 if isinstance(exc, NotLeaderError):
@@ -156,15 +161,29 @@ class PendingRequests:
             batches += 1
         return appended, batches
 
-    def start_reads(self, raft: Raft) -> None:
-        """Ask the core for one read index covering every queued read."""
+    def start_reads(self, raft: Raft, lease_ok: bool = False) -> None:
+        """Ask the core for one read index covering every queued linearizable read, and one
+        for the lease reads (answered at once while the lease holds). ``lease_ok``: the
+        driver's tick counter is on time, so the core's lease may be trusted now."""
         reads = [r for r in self._queued_reads if not r.future.done()]
         self._queued_reads = []
         if not reads:
             return
+        plain = [r for r in reads if not r.lease]
+        leased = [r for r in reads if r.lease]
+        if plain:
+            self._start_batch(plain, raft.read_index)
+        if leased:
+            # Thesis §6.4.1: only the leader holds a lease; elsewhere a lease read is refused.
+            if raft.role is not Role.LEADER:
+                self._fail_reads(leased, self._leader_error())
+            else:
+                self._start_batch(leased, raft.read_lease if lease_ok else raft.read_index)
+
+    def _start_batch(self, reads: list[_Read], start: Callable[[bytes], object]) -> None:
         context = next(self._read_seq).to_bytes(8, "big")
         try:
-            raft.read_index(context)
+            start(context)
         except NotLeaderError:
             self._fail_reads(reads, self._leader_error())
             return

@@ -11,6 +11,14 @@ error. A change the membership rules refuse (:class:`~raftpy.errors.ConfChangeEr
 definite ``DROPPED`` that retrying cannot fix; a request whose ``data`` is not a valid
 :class:`~raftpy.transport.protocol.MemberRequest` fails alone with ``ERROR``.
 
+Client sessions (Thesis §6.3): ``OPEN_SESSION``, ``KEEP_ALIVE`` and ``CLOSE_SESSION`` go to
+the node's session methods and are answered when their entry is applied (``OPEN_SESSION``
+with a :class:`~raftpy.transport.protocol.SessionGranted`); a ``PROPOSE`` that names a
+session is submitted with its ``(session, seq, ack)``, so the node answers a resent write
+from its session table. A session the cluster does not know is ``SESSION_EXPIRED``. Session
+fields that do not fit the op (:func:`~raftpy.transport.protocol.session_fields_problem`)
+fail that request alone with ``ERROR``, before the node sees it.
+
 An exception that is not a raftpy error comes from the user's state machine (``apply``,
 ``query``, ``prepare_snapshot``, ``snapshot``): it fails that one request with ``ERROR``,
 naming the exception's type and message, and ``retryable`` false, since the same request
@@ -46,8 +54,10 @@ from raftpy.transport.protocol import (
     MemberRequest,
     Members,
     ResponseStatus,
+    SessionGranted,
     SnapshotTaken,
     decode_member_request,
+    session_fields_problem,
 )
 
 
@@ -80,6 +90,46 @@ class ServedNode(Protocol):
     @property
     def leader_id(self) -> int | None:
         """The leader this node knows of (``None``: none)."""
+        ...
+
+
+class Grant(Protocol):
+    """A session the node opened (:class:`raftpy.node.sessions.SessionGrant`)."""
+
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def timeout(self) -> float: ...
+
+
+@runtime_checkable
+class SessionNode(ServedNode, Protocol):
+    """A served node that keeps client sessions (:class:`~raftpy.node.RaftNode`; the service
+    answers session requests with ``ERROR`` for a node without these methods)."""
+
+    def submit(
+        self,
+        command: bytes,
+        timeout: float | None = None,
+        *,
+        session: int = 0,
+        seq: int = 0,
+        ack: int = 0,
+    ) -> asyncio.Future[bytes]:
+        """Queue a command, deduplicated by its ``(session, seq)`` when ``session`` is set."""
+        ...
+
+    async def open_session(self, timeout: float | None = None) -> Grant:
+        """Open a session through the log (leader only); its grant once applied."""
+        ...
+
+    async def keep_alive(self, session: int, ack: int, timeout: float | None = None) -> None:
+        """Keep ``session`` alive, acknowledging results below ``ack``."""
+        ...
+
+    async def close_session(self, session: int, timeout: float | None = None) -> None:
+        """End ``session``."""
         ...
 
 
@@ -130,6 +180,11 @@ class ClientService:
 
     def __init__(self, node: ServedNode) -> None:
         self._node = node
+        # Whether the node keeps sessions, checked at the first session request (not here: the
+        # node builds its service before all its attributes exist) and remembered, since an
+        # isinstance against a runtime protocol costs about 20 us, as much as serving a write.
+        self._session_node: SessionNode | None = None
+        self._session_checked = False
         # The loop keeps only weak references to tasks: hold them until they end.
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -142,6 +197,11 @@ class ClientService:
     def handle(self, conn: ClientConnectionLike, req: ClientRequest) -> None:
         """Serve ``req``; the answer goes to ``conn``, now or when the request resolves."""
         node = self._node
+        problem = session_fields_problem(req)
+        if problem is not None:
+            # The request's own fault: it fails alone, and the same request would fail again.
+            conn.respond(_refuse(req.id, f"bad session fields: {problem}"))
+            return
         try:
             if req.op is ClientOp.STATUS:
                 data = msgspec.msgpack.encode(node.status())
@@ -154,7 +214,23 @@ class ClientService:
             if req.op is ClientOp.MEMBERS or req.op in MEMBERSHIP_CHANGES:
                 self._membership(conn, req)
                 return
-            if req.op is ClientOp.PROPOSE:
+            if req.op in _SESSION_REQUESTS or (req.op is ClientOp.PROPOSE and req.session):
+                if not self._session_checked:
+                    self._session_checked = True
+                    self._session_node = node if isinstance(node, SessionNode) else None
+                sessions = self._session_node
+                if sessions is None:
+                    conn.respond(_refuse(req.id, f"node {node.node_id} does not serve sessions"))
+                    return
+                if req.op is ClientOp.PROPOSE:
+                    fut = sessions.submit(
+                        req.data, req.timeout, session=req.session, seq=req.seq, ack=req.ack
+                    )
+                else:
+                    task = self._spawn(_session_op(sessions, req))
+                    task.add_done_callback(lambda t: conn.respond(_session_response(req.id, t)))
+                    return
+            elif req.op is ClientOp.PROPOSE:
                 fut = node.submit(req.data, req.timeout)
             else:
                 fut = node.submit_query(req.data, req.consistency, req.timeout)
@@ -180,6 +256,31 @@ class ClientService:
             return
         task = self._spawn(_change(node, req, change))
         task.add_done_callback(lambda t: conn.respond(_change_response(req.id, t)))
+
+
+_SESSION_REQUESTS = frozenset({ClientOp.OPEN_SESSION, ClientOp.KEEP_ALIVE, ClientOp.CLOSE_SESSION})
+
+
+async def _session_op(node: SessionNode, req: ClientRequest) -> bytes:
+    """Carry out one session request; its result, encoded."""
+    if req.op is ClientOp.OPEN_SESSION:
+        grant = await node.open_session(req.timeout)
+        return msgspec.msgpack.encode(SessionGranted(session=grant.id, timeout=grant.timeout))
+    if req.op is ClientOp.KEEP_ALIVE:
+        await node.keep_alive(req.session, req.ack, req.timeout)
+    else:
+        await node.close_session(req.session, req.timeout)
+    return b""
+
+
+def _session_response(request_id: int, task: asyncio.Task[bytes]) -> ClientResponse:
+    if task.cancelled():
+        # Its entry may have been appended before the node stopped waiting for it.
+        return response_for_error(request_id, IndeterminateError("cancelled"))
+    exc = task.exception()
+    if exc is not None:
+        return _error_response(request_id, exc, "the node failed the session request:")
+    return ClientResponse(request_id, ResponseStatus.OK, task.result())
 
 
 def _refuse(request_id: int, message: str) -> ClientResponse:

@@ -11,9 +11,12 @@ Indexes are log indexes (the first entry is 1; 0 means "none yet"); terms count 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import msgspec
 
-from raftpy.core.messages import DECODE_ERRORS, NodeId, NonNeg
+from raftpy.core.messages import DECODE_ERRORS, NodeId, NonNeg, SnapshotMeta
+from raftpy.core.status import Status
 from raftpy.errors import RemoteProtocolError
 from raftpy.node.stats import NodeStats
 
@@ -117,6 +120,68 @@ class NodeStatus(msgspec.Struct, frozen=True, kw_only=True):
     lost their disk and must not vote as their old selves): id -> why, with the fix (remove
     the member and add it back; README.md, "Changing members"). Empty when there are none
     (and from a node too old to report it)."""
+    sessions: NonNeg | None = None
+    """Client sessions open in this node's applied session table (README.md, "Sessions");
+    ``None`` when not running (or from a node too old to report it)."""
+
+
+def stopped_status(
+    node_id: int, address: str, disk_full: bool, failed: str | None, stats: NodeStats
+) -> NodeStatus:
+    """The status of a node that is not running (before start)."""
+    return NodeStatus(
+        id=node_id,
+        address=address,
+        running=False,
+        role=None,
+        term=None,
+        leader=None,
+        leader_address=None,
+        commit=None,
+        applied=None,
+        last_index=None,
+        first_index=None,
+        snapshot=None,
+        members=None,
+        peers=None,
+        disk_full=disk_full,
+        failed=failed,
+        stats=stats,
+    )
+
+
+def replication(
+    st: Status, address_of: Callable[[int | None], str | None]
+) -> dict[int, PeerReplication]:
+    """Each peer's replication as the core's status ``st`` shows it."""
+    return {
+        node: PeerReplication(
+            address=address_of(node),
+            match=p.match,
+            next=p.next,
+            state=p.state,
+            lag=st.last_index - p.match,
+            active=p.recent_active,
+            lost_entries=p.lost_entries,
+        )
+        for node, p in st.peers.items()
+    }
+
+
+def snapshot_status(latest: SnapshotMeta | None, stats: NodeStats) -> SnapshotStatus | None:
+    """The newest snapshot ``latest`` with the snapshot counters, or ``None`` without one."""
+    if latest is None:
+        return None
+    counts = stats.snapshots
+    return SnapshotStatus(
+        index=latest.index,
+        term=latest.term,
+        taken=counts.taken,
+        installed=counts.installed,
+        sent=counts.sent,
+        bytes_sent=counts.bytes_sent,
+        bytes_received=counts.bytes_received,
+    )
 
 
 _DECODER = msgspec.msgpack.Decoder(NodeStatus)

@@ -37,6 +37,7 @@ from raftpy.core.config import RaftConfig
 from raftpy.core.messages import (
     AppendEntries,
     ConfState,
+    EntryKind,
     Heartbeat,
     InstallSnapshot,
     PeerMessage,
@@ -133,6 +134,7 @@ class SimCluster:
         storage: Literal["memory", "file"] = "memory",
         segment_size: int = 64 << 10,
         snapshot_chunk_bytes: int = 1024,
+        lease_ticks: int = 0,
     ) -> None:
         if n < 1:
             raise ValueError(f"a cluster needs at least one node, got n={n}")
@@ -156,7 +158,9 @@ class SimCluster:
             check_quorum=check_quorum,
             max_inflight_msgs=max_inflight_msgs,
             max_msg_bytes=max_msg_bytes,
+            lease_ticks=lease_ticks,
         )
+        self._clock_rates: dict[int, float] = {}  # node -> clock speed (1.0 when absent)
         self.now_us = 0
         # Events: (time_us, seq, kind, dst, dst incarnation, src, payload); seq keeps it FIFO.
         self._queue: list[tuple[int, int, int, int, int, int, bytes]] = []
@@ -246,6 +250,15 @@ class SimCluster:
             raise ValueError(f"rate must be in [0, 1], got {rate}")
         self._duplicate_rate = rate
 
+    def set_clock_rate(self, i: int, rate: float) -> None:
+        """Make node ``i``'s clock run at ``rate`` times the speed of virtual time (clock
+        skew): it ticks every ``tick_seconds / rate``. A slow leader (``rate < 1``) keeps its
+        lease too long in real time, a fast follower stops refusing votes too early (Thesis
+        §6.4.1: lease reads assume bounded drift). Takes effect from the node's next tick."""
+        if not 0.01 <= rate <= 100:
+            raise ValueError(f"rate must be in [0.01, 100], got {rate}")
+        self._clock_rates[i] = rate
+
     def crash(self, i: int) -> None:
         """Stop node ``i``: its core, state machine and messages in flight to it are lost;
         its storage keeps exactly what was persisted."""
@@ -282,14 +295,17 @@ class SimCluster:
     def is_up(self, i: int) -> bool:
         return self._nodes[i].raft is not None
 
-    def start(self, i: int, command: bytes) -> tuple[int, int, bool]:
-        """Propose ``command`` at node ``i``. Returns ``(index, term, is_leader)``; index is -1
+    def start(
+        self, i: int, command: bytes, kind: EntryKind = EntryKind.COMMAND
+    ) -> tuple[int, int, bool]:
+        """Propose ``command`` at node ``i`` (``kind`` SESSION: a session record, see
+        :mod:`raftpy.testing.sim_sessions`). Returns ``(index, term, is_leader)``; index is -1
         when nothing was appended (not the leader, refused, or the node is down)."""
         raft = self._nodes[i].raft
         if raft is None:
             return -1, 0, False
         try:
-            index, term = raft.propose_batch([command])
+            index, term = raft.propose_batch([command], kind)
         except NotLeaderError:
             return -1, raft.term, False
         except ProposalDropped:
@@ -309,15 +325,24 @@ class SimCluster:
         self._nodes[i].process()
         return first
 
+    def read_lease(self, i: int) -> bytes | None:
+        """Ask node ``i`` for a lease read (Thesis §6.4.1): as :meth:`read_index`, but a
+        leader whose lease holds answers at once; None when node ``i`` is not the leader."""
+        return self._read(i, lease=True)
+
     def read_index(self, i: int) -> bytes | None:
         """Ask node ``i`` for a linearizable read (Thesis §6.4, ReadIndex). Returns the read's
-        context (unique in the cluster), or None when node ``i`` is down or not the leader.
+        context (unique in the cluster), or None when node ``i`` is down or knows no leader
+        (a follower forwards the read to its leader).
 
         The core confirms its leadership with a heartbeat round first (after committing an
         entry of its term); the answer is a :class:`~raftpy.core.ready.ReadState` in
         :meth:`read_states`, or the context in :meth:`dropped_reads` if leadership is lost
         first. A stale answer (below a commit index reached anywhere before the read was
         issued) raises :class:`~raftpy.errors.InvariantViolation`."""
+        return self._read(i, lease=False)
+
+    def _read(self, i: int, lease: bool) -> bytes | None:
         node = self._nodes[i]
         raft = node.raft
         if raft is None:
@@ -325,7 +350,10 @@ class SimCluster:
         self._reads += 1
         context = b"read-%d" % self._reads
         try:
-            raft.read_index(context)
+            if lease:
+                raft.read_lease(context)
+            else:
+                raft.read_index(context)
         except NotLeaderError:
             return None
         self._checks.reads.on_issue(i, context)
@@ -383,7 +411,9 @@ class SimCluster:
                 continue  # the target crashed after this was scheduled
             if kind == _TICK:
                 node.raft.tick()
-                self._push(t + self._tick_us, _TICK, dst, inc)
+                rate = self._clock_rates.get(dst)
+                period = self._tick_us if rate is None else max(1, round(self._tick_us / rate))
+                self._push(t + period, _TICK, dst, inc)
                 node.tick_transfers()
             else:
                 if not self._reachable(src, dst):

@@ -35,6 +35,7 @@ from raftpy.core.messages import (
 from raftpy.core.raft import Raft
 from raftpy.core.ready import ReadState, Ready, Role
 from raftpy.errors import InvariantViolation, RejectedMessage
+from raftpy.node.session_machine import SessionStateMachine
 from raftpy.node.transfer import Completed, SnapshotReceiver, SnapshotSenders
 from raftpy.statemachine import StateMachine
 from raftpy.storage.base import LogStore
@@ -288,8 +289,15 @@ class SimNode:
         sm = self.sm
         assert sm is not None
         command = EntryKind.COMMAND
-        commands = [(e.index, e.data) for e in entries if e.kind is command]
+        session = EntryKind.SESSION
+        commands = [(e.index, e.data) for e in entries if e.kind is command or e.kind is session]
         self.applied.extend(commands)
+        if isinstance(sm, SessionStateMachine):
+            # Sessions (raftpy.testing.sim_sessions): through the node's own session table.
+            for e in entries:
+                if e.kind is command or e.kind is session:
+                    sm.apply_entry(e)
+            return
         sm_apply = sm.apply
         for _, data in commands:
             sm_apply(data)

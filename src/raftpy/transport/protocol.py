@@ -24,6 +24,7 @@ import msgspec
 
 from raftpy.core.messages import (
     DECODE_ERRORS,
+    MAX_INDEX,
     Address,
     ConfState,
     Index,
@@ -43,6 +44,9 @@ MAX_TEXT_CHARS: Final = 4096
 MAX_REQUEST_TIMEOUT: Final = 86_400.0
 """The longest ``ClientRequest.timeout`` (seconds) a node accepts: a day. A request holds
 memory on the node until its deadline, so the deadline must be finite (and not NaN)."""
+
+MAX_SESSION_TIMEOUT: Final = 366 * 86_400.0
+"""The longest session timeout (seconds) a grant may carry: a year, so it is finite."""
 
 Name = Annotated[str, msgspec.Meta(max_length=MAX_NAME_CHARS)]
 Text = Annotated[str, msgspec.Meta(max_length=MAX_TEXT_CHARS)]
@@ -126,6 +130,14 @@ class ClientOp(enum.Enum):
     TRANSFER_LEADER = "transfer-leader"
     """Leader only: hand leadership to the voter ``MemberRequest.node_id`` (Thesis §3.10);
     answered with the :class:`Members` once it leads."""
+    OPEN_SESSION = "open-session"
+    """Leader only: register a client session through the log (Thesis §6.3); answered with a
+    :class:`SessionGranted` once its entry is applied. No ``data``."""
+    KEEP_ALIVE = "keep-alive"
+    """Leader only: keep the idle session ``ClientRequest.session`` alive and acknowledge
+    every result below ``ack``; answered with no result, or ``SESSION_EXPIRED``."""
+    CLOSE_SESSION = "close-session"
+    """Leader only: end the session ``ClientRequest.session`` and free what it holds."""
 
 
 class Consistency(enum.Enum):
@@ -140,15 +152,60 @@ class Consistency(enum.Enum):
     """The local state machine as it is: may lag behind; any node answers."""
 
 
+SESSION_OPS: Final = frozenset({ClientOp.KEEP_ALIVE, ClientOp.CLOSE_SESSION})
+"""The ops about one existing session: ``ClientRequest.session`` names it."""
+
+
 class ClientRequest(msgspec.Struct, frozen=True, array_like=True, tag="request"):
     """One client request. ``id`` is chosen by the client, unique per connection.
-    ``timeout`` (seconds) bounds how long the node works on it before answering TIMEOUT."""
+    ``timeout`` (seconds) bounds how long the node works on it before answering TIMEOUT.
+
+    ``session``, ``seq`` and ``ack`` make a ``PROPOSE`` exactly-once (Thesis §6.3):
+    ``session`` is the id :class:`SessionGranted` gave (0: no session, the command is applied
+    once per time it is appended), ``seq`` (>= 1) numbers the session's writes, and a resent
+    write carries the same pair, so the node answers it from its session table instead of
+    applying it again; ``ack`` is the lowest ``seq`` whose result the client has not received
+    (the node may forget the results below it). ``KEEP_ALIVE`` carries ``session`` and
+    ``ack``, ``CLOSE_SESSION`` ``session``. :func:`session_fields_problem` says which
+    combinations are valid."""
 
     id: NonNeg
     op: ClientOp
     data: bytes = b""
     consistency: Consistency = Consistency.LINEARIZABLE
     timeout: Annotated[float, msgspec.Meta(gt=0, le=MAX_REQUEST_TIMEOUT)] | None = None
+    session: Index = 0
+    seq: NonNeg = 0
+    ack: NonNeg = 0
+
+
+def session_fields_problem(req: ClientRequest) -> str | None:
+    """What is wrong with ``req``'s session fields (``None``: nothing). Decoding checked
+    each field's range; this checks they fit the op: a write with a session numbers itself
+    (``seq`` >= 1) and cannot have received its own result (``ack`` <= ``seq``); a write
+    without one, and every op but ``PROPOSE``, ``KEEP_ALIVE`` and ``CLOSE_SESSION``, carries
+    none; keep-alive and close name a session."""
+    if req.op is ClientOp.PROPOSE:
+        if req.session == 0:
+            if req.seq or req.ack:
+                return "a write without a session carries no seq or ack"
+            return None
+        if req.seq < 1:
+            return "a session's write needs a seq >= 1"
+        if req.ack > req.seq:
+            return f"ack {req.ack} is above the write's own seq {req.seq}"
+        return None
+    if req.op in SESSION_OPS:
+        if req.session == 0:
+            return f"{req.op.value} needs a session"
+        if req.seq:
+            return f"{req.op.value} carries no seq"
+        if req.op is ClientOp.CLOSE_SESSION and req.ack:
+            return "close-session carries no ack"
+        return None
+    if req.session or req.seq or req.ack:
+        return f"{req.op.value} carries no session fields"
+    return None
 
 
 class ResponseStatus(enum.Enum):
@@ -165,6 +222,10 @@ class ResponseStatus(enum.Enum):
     """A query or status ran out of time; nothing changed (queries never change state)."""
     ERROR = "error"
     """The request was malformed or the node failed; ``message`` says why."""
+    SESSION_EXPIRED = "session-expired"
+    """Definite for *this* request: it was not applied because its session is unknown to the
+    cluster (expired, evicted or closed), or its ``seq`` was already acknowledged. An earlier
+    attempt of the same write may still have been applied: the client judges that."""
 
 
 class ClientResponse(msgspec.Struct, frozen=True, array_like=True, tag="response"):
@@ -189,6 +250,26 @@ class SnapshotTaken(msgspec.Struct, frozen=True):
 
 
 _snapshot_decoder = msgspec.msgpack.Decoder(SnapshotTaken)
+
+
+class SessionGranted(msgspec.Struct, frozen=True):
+    """The result of an OPEN_SESSION request (a map on the wire, so fields can be added):
+    the new session's id (the log index of the entry that opened it, Thesis §6.3) and how
+    long, in seconds of cluster time, it lives without a request or keep-alive."""
+
+    session: Annotated[int, msgspec.Meta(ge=1, le=MAX_INDEX)]
+    timeout: Annotated[float, msgspec.Meta(gt=0, le=MAX_SESSION_TIMEOUT)]
+
+
+_granted_decoder = msgspec.msgpack.Decoder(SessionGranted)
+
+
+def decode_session_granted(payload: bytes) -> SessionGranted:
+    """Read an OPEN_SESSION result; :class:`RemoteProtocolError` if it is malformed."""
+    try:
+        return _granted_decoder.decode(payload)
+    except DECODE_ERRORS as exc:
+        raise RemoteProtocolError(f"malformed session grant {payload[:64]!r}: {exc}") from None
 
 
 def decode_snapshot_taken(payload: bytes) -> SnapshotTaken:
