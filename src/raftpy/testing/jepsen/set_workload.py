@@ -3,15 +3,18 @@ hash map example (its ``add`` command appends to a JSON list), so that a final r
 set shows whether each add took effect exactly once (:mod:`raftpy.testing.jepsen.set_checks`).
 
 Each add is one client call under the call's deadline (``op_timeout``), through every fault:
-the client resends it through timeouts, lost connections, redirects and leader changes as far
-as it can do so safely, and the add ends acknowledged, failed definitely, or unknown. Clients
-live on nodes as in the register workload (:mod:`raftpy.testing.jepsen.workload`); after a
-failure a worker opens a fresh client and goes on with a new element.
+with its session (``Client(sessions=True)``) the client resends it through timeouts, lost
+connections, redirects and leader changes, and the cluster applies it once; the add ends
+acknowledged, failed definitely, or unknown (only when the deadline passes while an attempt
+may have been appended). Clients live on nodes as in the register workload
+(:mod:`raftpy.testing.jepsen.workload`); after a failure a worker opens a fresh client (and
+session) and goes on with a new element.
 
-``unsafe_resend`` (TEST ONLY) makes the workload itself resend an add whose outcome is unknown,
-within the same deadline, as a new call: the cluster cannot tell such a resend from a new
-write, so an add that had been applied is applied again, and the checker must find the
-duplicates (README.md, "Jepsen-style fault harness").
+``unsafe_resend`` (TEST ONLY) drops the clients' sessions and makes the workload itself resend
+an add whose outcome is unknown, within the same deadline, as a new call: without a session
+the cluster cannot tell such a resend from a new write, so an add that had been applied is
+applied again, and the checker must find the duplicates (README.md, "Jepsen-style fault
+harness").
 """
 
 from __future__ import annotations
@@ -54,7 +57,14 @@ class SetWorkload:
         self._key_rng = random.Random(seed ^ 0x5E7)
 
     def _client(self, addresses: list[str], rng: random.Random, timeout: float) -> Client:
-        return make_client(addresses, timeout, rng, self.cluster.cluster_id)
+        # Sessions make the client's resends safe; the unsafe mode resends without one.
+        return make_client(
+            addresses,
+            timeout,
+            rng,
+            self.cluster.cluster_id,
+            sessions=not self.config.unsafe_resend,
+        )
 
     async def run(self, stop_at: float) -> None:
         await asyncio.gather(*(self._worker(w, stop_at) for w in range(self.config.clients)))

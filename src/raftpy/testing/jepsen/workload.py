@@ -33,7 +33,12 @@ from typing import Literal, TypeAlias
 import msgspec
 
 from raftpy.client import Client
-from raftpy.errors import ClusterUnavailableError, NotLeaderError, ProposalDropped
+from raftpy.errors import (
+    ClusterUnavailableError,
+    NotLeaderError,
+    ProposalDropped,
+    SessionExpiredError,
+)
 from raftpy.testing.history import HistoryRecorder, OpKind, Value
 from raftpy.testing.jepsen.config import JepsenConfig
 from raftpy.testing.jepsen.processes import Cluster
@@ -77,19 +82,26 @@ class KeySpace:
         return key
 
 
-DEFINITE = (ClusterUnavailableError, NotLeaderError, ProposalDropped)
+DEFINITE = (ClusterUnavailableError, NotLeaderError, ProposalDropped, SessionExpiredError)
 """The failures of a write that say it was not applied."""
 
 
 def make_client(
-    addresses: list[str], timeout: float, rng: random.Random, cluster_id: str | None
+    addresses: list[str],
+    timeout: float,
+    rng: random.Random,
+    cluster_id: str | None,
+    *,
+    sessions: bool = True,
 ) -> Client:
     """A client for the workloads: deadline ``timeout`` per call, quick to move on from a node
-    that does not answer."""
+    that does not answer; with ``sessions`` (the default) it resends a write through the
+    faults, and the cluster applies it once."""
     return Client(
         addresses,
         cluster_id=cluster_id,
         timeout=timeout,
+        sessions=sessions,
         connect_timeout=min(0.5, timeout),
         attempt_timeout=max(0.05, timeout / 3),
         backoff_initial=0.01,
