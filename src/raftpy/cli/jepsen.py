@@ -2,10 +2,10 @@
 a Jepsen-style fault test against a real local cluster (:mod:`raftpy.testing.jepsen`).
 
 Start an N-node cluster of the hashmap example as real processes on 127.0.0.1, run C clients
-for T seconds while a nemesis injects faults, heal, and check the history. Exit status: 0 every
-check passed, 1 a check failed (not linearizable, a lost write, no recovery within 5 s, a node
-crashed, or the history could not be decided in time), 2 usage error, 3 the harness itself
-failed (e.g. the cluster did not start).
+for T seconds while a nemesis injects faults, heal, and check the run. Exit status: 0 every
+check passed, 1 a check failed (not linearizable, a lost write, a write applied twice, no
+recovery within 5 s, a node crashed, or the history could not be decided in time), 2 usage
+error, 3 the harness itself failed (e.g. the cluster did not start).
 
 The options are generated from :class:`~raftpy.testing.jepsen.config.JepsenConfig`: one for
 each field that carries an :class:`~raftpy.testing.jepsen.config.Option`, with the field's
@@ -27,7 +27,13 @@ from typing import Any, TextIO
 from raftpy.cli.arguments import EXIT_USAGE, at_least
 from raftpy.cli.runner import run_until_signal
 from raftpy.testing.jepsen.checks import RECOVERY_LIMIT
-from raftpy.testing.jepsen.config import OPTION, JepsenConfig, Option
+from raftpy.testing.jepsen.config import (
+    OPTION,
+    SNAPSHOT_ENTRIES_FLAG,
+    JepsenConfig,
+    Option,
+    option_flag,
+)
 
 __all__ = [
     "EXIT_JEPSEN_HARNESS",
@@ -60,7 +66,7 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
     values are the choices), a flag for a ``bool``, a path, or text."""
     hints = typing.get_type_hints(JepsenConfig)
     for f, opt in _options():
-        flag = opt.flag or "--" + f.name.replace("_", "-")
+        flag = option_flag(f, opt)
         kind = hints[f.name]
         if typing.get_origin(kind) in (types.UnionType, typing.Union):  # X | None: an X
             kind = next(k for k in typing.get_args(kind) if k is not type(None))
@@ -96,7 +102,7 @@ def _config(args: argparse.Namespace) -> JepsenConfig:
     if values["out_dir"] is None:  # a dated directory, not JepsenConfig's temporary one
         values["out_dir"] = Path("raftpy-jepsen") / time.strftime("%Y%m%d-%H%M%S")
     entries: int | None = args.snapshot_entries
-    server_args = () if entries is None else ("--snapshot-entries", str(entries))
+    server_args = () if entries is None else (SNAPSHOT_ENTRIES_FLAG, str(entries))
     return JepsenConfig(**values, server_args=server_args)
 
 
@@ -135,19 +141,22 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="run a Jepsen-style fault test against a real local cluster",
         description=(
             "Start a cluster of the hashmap example as real processes on 127.0.0.1, run "
-            "concurrent clients doing read/write/cas while a nemesis injects faults "
-            "(partitions through a fault proxy, SIGKILL and restart, SIGSTOP/SIGCONT, "
-            "members removed and added back or replaced after losing their disk), heal, "
-            "and check that the history is linearizable, that no acknowledged write was lost "
-            f"and that a write succeeds within {RECOVERY_LIMIT:g} s of healing. Writes "
-            "history.jsonl, "
-            "timeline.html (and violation.html), summary.txt and the node logs to --out. "
+            "concurrent clients while a nemesis injects faults (partitions through a fault "
+            "proxy, SIGKILL and restart, SIGSTOP/SIGCONT, members removed and added back or "
+            "replaced after losing their disk), heal, and check the run. --workload register "
+            "(read/write/cas): the history is linearizable and no acknowledged write was lost. "
+            "--workload set (each client adds elements no one else adds to a few sets): every "
+            "acknowledged add is present exactly once, no element twice, nothing that was not "
+            f"added. Either way a write must succeed within {RECOVERY_LIMIT:g} s of healing. "
+            "Writes history.jsonl (or adds.jsonl), timeline.html (and violation.html), "
+            "summary.txt (with the settings and the command that replays the run) and the "
+            "node logs to --out. "
             "Exit status: 0 valid, 1 a check failed, 2 usage error, 3 harness failure."
         ),
     )
     add_config_options(p)
     p.add_argument(
-        "--snapshot-entries",
+        SNAPSHOT_ENTRIES_FLAG,
         type=at_least(int, 1),
         default=None,
         metavar="N",

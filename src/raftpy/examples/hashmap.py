@@ -40,7 +40,9 @@ class HashMapStateMachine:
     """Keys to JSON-encoded values (kept as their canonical JSON text, so any JSON value
     round-trips). Commands are msgpack arrays: ``["put", key, json]`` returns the previous
     JSON (``null`` when absent); ``["cas", key, expected_json, new_json]`` returns ``true`` or
-    ``false``. A query is the key (UTF-8); it returns the JSON value or ``null``.
+    ``false``; ``["add", key, element_json]`` appends the element to the JSON list at ``key``
+    (a missing key is an empty list) and returns the list's new length. A query is the key
+    (UTF-8); it returns the JSON value or ``null``.
 
     Malformed bytes (a command that is not one of these, a key that is not UTF-8) raise
     ``ValueError`` saying so: the node fails that one request with that message and serves on
@@ -67,7 +69,23 @@ class HashMapStateMachine:
                 self.data[op[1]] = op[3]
                 return b"true"
             return b"false"
+        if op[0] == "add" and len(op) == 3:
+            return self._add(op[1], op[2])
         raise ValueError(f"unknown hashmap command {op[0]!r}")
+
+    def _add(self, key: str, element: str) -> bytes:
+        # Appending, unlike put, is not idempotent: applied twice, it shows (the Jepsen
+        # harness's set workload counts on that to catch a write applied twice).
+        try:
+            items = json.loads(self.data.get(key, "[]"))
+            value = json.loads(element)
+        except ValueError:
+            raise ValueError("malformed hashmap add: not JSON") from None
+        if not isinstance(items, list):
+            raise ValueError(f"hashmap add: the value at {key!r} is not a list")
+        items.append(value)
+        self.data[key] = _canonical(items)
+        return str(len(items)).encode()
 
     def query(self, query: bytes) -> bytes:
         try:
@@ -161,6 +179,12 @@ class AsyncHashMapClient:
         cmd = msgspec.msgpack.encode(("cas", key, _canonical(expected), _canonical(new)))
         return bool(json.loads(await self._client.propose(cmd)))
 
+    async def add(self, key: str, element: Any) -> int:
+        """Append ``element`` to the list at ``key`` (a missing key is an empty list); return
+        the list's new length. Not idempotent: applied twice, the element is there twice."""
+        cmd = msgspec.msgpack.encode(("add", key, _canonical(element)))
+        return int(json.loads(await self._client.propose(cmd)))
+
     async def close(self) -> None:
         await self._client.close()
 
@@ -196,6 +220,10 @@ class HashMapClient:
     def cas(self, key: str, expected: Any, new: Any) -> bool:
         cmd = msgspec.msgpack.encode(("cas", key, _canonical(expected), _canonical(new)))
         return bool(json.loads(self._client.propose(cmd)))
+
+    def add(self, key: str, element: Any) -> int:
+        cmd = msgspec.msgpack.encode(("add", key, _canonical(element)))
+        return int(json.loads(self._client.propose(cmd)))
 
     def close(self) -> None:
         self._client.close()

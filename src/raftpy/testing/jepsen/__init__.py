@@ -17,7 +17,12 @@ The pieces, usable on their own or together through :func:`run_jepsen` (and ``ra
     replaced after losing its disk). See :data:`NEMESES`.
 :mod:`~raftpy.testing.jepsen.workload`
     Concurrent clients doing read / write / cas on a few keys, recorded as a history (the format
-    of :mod:`raftpy.testing.history`).
+    of :mod:`raftpy.testing.history`): the ``register`` workload.
+:mod:`~raftpy.testing.jepsen.set_workload`
+    The ``set`` workload: clients add elements no one else adds to a few sets, each add
+    retried by the client through the faults; :func:`check_sets`
+    (:mod:`~raftpy.testing.jepsen.set_checks`) then finds every add applied twice (a
+    duplicate) and every acknowledged add missing (a loss).
 :func:`judge_history` (:mod:`~raftpy.testing.jepsen.checks`)
     The checks: the history is linearizable, no acknowledged write was lost, a write succeeds
     within 5 s of healing, no node exited on its own, and (with membership faults) every node
@@ -39,6 +44,7 @@ from raftpy.testing.jepsen.config import (
     JepsenConfig,
     Option,
     ReadConsistency,
+    WorkloadKind,
 )
 from raftpy.testing.jepsen.nemesis import (
     FAULTS,
@@ -55,6 +61,7 @@ from raftpy.testing.jepsen.processes import Cluster, NodeProcess, NodeProcessErr
 from raftpy.testing.jepsen.proxy import HOST, FaultProxy, LinkFaults, LinkStats
 from raftpy.testing.jepsen.report import JepsenResult
 from raftpy.testing.jepsen.run import run_jepsen
+from raftpy.testing.jepsen.set_checks import SetAdd, SetVerdict, check_sets, set_checks
 
 __all__ = [
     "FAULTS",
@@ -81,6 +88,11 @@ __all__ = [
     "NodeProcessError",
     "Option",
     "ReadConsistency",
+    "SetAdd",
+    "SetVerdict",
+    "WorkloadKind",
+    "check_sets",
     "judge_history",
     "run_jepsen",
+    "set_checks",
 ]

@@ -8,7 +8,9 @@ these fields (see :mod:`raftpy.cli.jepsen`), so an option cannot drift from the 
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,11 +20,16 @@ from raftpy.testing.jepsen.nemesis import NEMESES
 
 __all__ = [
     "OPTION",
+    "SNAPSHOT_ENTRIES_FLAG",
     "UNSAFE_STALE_READS_ENV",
     "ClientRouting",
     "JepsenConfig",
     "Option",
     "ReadConsistency",
+    "WorkloadKind",
+    "option_flag",
+    "options_line",
+    "replay_command",
 ]
 
 UNSAFE_STALE_READS_ENV: Final = "RAFTPY_UNSAFE_STALE_READS"
@@ -31,6 +38,7 @@ reads without confirming leadership (TEST ONLY; ``JepsenConfig.unsafe_stale_read
 
 ReadConsistency: TypeAlias = Literal["linearizable", "lease", "stale"]
 ClientRouting: TypeAlias = Literal["home", "direct"]
+WorkloadKind: TypeAlias = Literal["register", "set"]
 
 OPTION: Final = "raftpy.cli"
 """The key of a field's :class:`Option` in its metadata."""
@@ -84,6 +92,14 @@ class JepsenConfig:
     directory instead).
     """
 
+    workload: WorkloadKind = field(
+        default="register",
+        metadata=_cli(
+            "register: read/write/cas on a few keys, checked for linearizability; set: each "
+            "client adds elements no one else adds to a few sets, checked for every add "
+            "taking effect exactly once"
+        ),
+    )
     nodes: int = field(default=3, metadata=_cli("cluster size", metavar="N", minimum=1))
     clients: int = field(default=10, metadata=_cli("concurrent clients", metavar="C", minimum=1))
     keys: int = field(default=5, metadata=_cli("keys in use at a time", metavar="K", minimum=1))
@@ -148,6 +164,13 @@ class JepsenConfig:
             "reads without confirming leadership); the run should then fail"
         ),
     )
+    unsafe_resend: bool = field(
+        default=False,
+        metadata=_cli(
+            "TEST ONLY, set workload: resend an add whose outcome is unknown as a new write "
+            "(which may apply it twice); the run should then find duplicates"
+        ),
+    )
     check_timeout: float = field(
         default=120.0,
         metadata=_cli("the checker's time limit in seconds", metavar="S", minimum=0.1),
@@ -188,5 +211,67 @@ class JepsenConfig:
             raise ValueError(f"values must be >= 2, got {self.values}")
         if self.read_consistency not in get_args(ReadConsistency):
             raise ValueError(f"unknown read consistency {self.read_consistency!r}")
+        if self.workload not in get_args(WorkloadKind):
+            raise ValueError(f"unknown workload {self.workload!r}")
         if self.client_routing not in get_args(ClientRouting):
             raise ValueError(f"unknown client routing {self.client_routing!r}")
+
+
+SNAPSHOT_ENTRIES_FLAG: Final = "--snapshot-entries"
+"""The one server option ``raftpy jepsen`` offers (it becomes ``server_args``)."""
+
+
+def option_flag(f: dataclasses.Field[object], opt: Option) -> str:
+    """The command-line flag of the field ``f`` that carries ``opt``."""
+    return opt.flag or "--" + f.name.replace("_", "-")
+
+
+def _text(value: object) -> str:
+    if isinstance(value, float):
+        short = f"{value:g}"
+        return short if float(short) == value else repr(value)
+    return str(value)
+
+
+def options_line(config: JepsenConfig, seed: int) -> str:
+    """Every setting of a run, ``name=value``, with the seed it used."""
+    parts = []
+    for f in dataclasses.fields(config):
+        value = seed if f.name == "seed" else getattr(config, f.name)
+        if isinstance(value, Mapping):
+            value = dict(value)
+        parts.append(f"{f.name}={_text(value)}")
+    return " ".join(parts)
+
+
+def replay_command(config: JepsenConfig, seed: int) -> tuple[str, list[str]]:
+    """The ``raftpy jepsen`` command that runs ``config`` again with ``seed`` (the settings
+    that differ from the defaults, and the seed), and the settings it cannot give (those not
+    on the command line), as ``name=value``."""
+    args = ["raftpy", "jepsen"]
+    missing: list[str] = []
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        opt = f.metadata.get(OPTION)
+        if f.name in ("out_dir", "server_args", "server_env"):
+            continue
+        if opt is None:
+            if value != f.default:
+                missing.append(f"{f.name}={_text(value)}")
+            continue
+        if f.name == "seed":
+            args += [option_flag(f, opt), str(seed)]
+        elif value == f.default:
+            continue
+        elif isinstance(value, bool):
+            args.append(option_flag(f, opt))
+        else:
+            args += [option_flag(f, opt), _text(value)]
+    extra = config.server_args
+    if len(extra) == 2 and extra[0] == SNAPSHOT_ENTRIES_FLAG:
+        args += list(extra)
+    elif extra:
+        missing.append(f"server_args={extra!r}")
+    if config.server_env:
+        missing.append(f"server_env={dict(config.server_env)!r}")
+    return shlex.join(args), missing

@@ -1,24 +1,29 @@
 """What a run of the harness found (:class:`JepsenResult`) and how it is reported: the printable
-summary (operations, latencies, availability in each fault window, the checks) and the files of
-a run's output directory: ``history.jsonl``, ``timeline.html`` (throughput over time with the
-fault windows; plus ``violation.html``, the checker's timeline of the failing key, when there
-is one) and ``summary.txt``.
+summary (operations, the share of writes that ended indeterminate, latencies, availability in
+each fault window, the checks, the settings and the command that replays the run) and the files
+of a run's output directory: ``history.jsonl`` (the register workload) or ``adds.jsonl`` (the
+set workload: one line per add), ``timeline.html`` (throughput over time with the fault
+windows; plus ``violation.html``, the checker's timeline of the failing key, when there is
+one) and ``summary.txt``.
 """
 
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import html
+import json
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from raftpy.testing.history import Operation, write_history
 from raftpy.testing.jepsen.checks import JepsenCheck
-from raftpy.testing.jepsen.config import JepsenConfig
+from raftpy.testing.jepsen.config import JepsenConfig, options_line, replay_command
 from raftpy.testing.jepsen.nemesis import FaultWindow
-from raftpy.testing.jepsen.workload import Sample
+from raftpy.testing.jepsen.set_checks import SetAdd, SetVerdict
+from raftpy.testing.jepsen.workload import Sample, SampleKind
 from raftpy.testing.linearizability import CheckResult, render_html
 
 __all__ = ["JepsenResult", "summarize", "write_report"]
@@ -40,6 +45,8 @@ class JepsenResult:
     workload_seconds: float
     workload_ops: int
     out_dir: Path
+    adds: list[SetAdd] = field(default_factory=list)
+    set_verdict: SetVerdict | None = None
     summary: str = ""
 
     @property
@@ -59,6 +66,18 @@ class JepsenResult:
         """The workload's operations recorded in the history (ok and unknown) per second."""
         c = self.counts
         return (c["ok"] + c["unknown"]) / self.workload_seconds if self.workload_seconds else 0.0
+
+    @property
+    def kinds(self) -> tuple[SampleKind, ...]:
+        """The kinds of call the run's workload makes."""
+        return ("add",) if self.config.workload == "set" else ("read", "write", "cas")
+
+    @property
+    def indeterminate_writes(self) -> tuple[int, int]:
+        """(writes of the workload whose outcome stayed unknown, writes): every write, cas or
+        add, whatever its outcome."""
+        writes = [s for s in self.samples[: self.workload_ops] if s.kind != "read"]
+        return sum(1 for s in writes if s.outcome == "unknown"), len(writes)
 
 
 def _percentile(sorted_values: Sequence[float], q: float) -> float:
@@ -103,22 +122,39 @@ def summarize(result: JepsenResult) -> str:
     secs = max(1e-9, result.workload_seconds)
     workload = result.samples[: result.workload_ops]
     lines = [
-        f"raftpy jepsen: {cfg.nodes} nodes, {cfg.clients} clients, {cfg.keys} keys, "
-        f"{cfg.seconds:g} s, nemesis {cfg.nemesis}, seed {result.seed}",
+        f"raftpy jepsen: {cfg.workload} workload, {cfg.nodes} nodes, {cfg.clients} clients, "
+        f"{cfg.keys} keys, {cfg.seconds:g} s, nemesis {cfg.nemesis}, seed {result.seed}",
         f"operations: {total} in {secs:.1f} s ({total / secs:.0f}/s): ok {c['ok']}, "
         f"failed {c['failed']}, unknown {c['unknown']}; recorded "
-        f"{result.recorded_per_second:.0f}/s; history: {len(result.history)} operations "
-        "with the recovery write and final reads",
+        f"{result.recorded_per_second:.0f}/s; "
+        + (
+            f"adds: {len(result.adds)} with the recovery write"
+            if result.config.workload == "set"
+            else f"history: {len(result.history)} operations with the recovery write and "
+            "final reads"
+        ),
     ]
-    for kind in ("read", "write", "cas"):
+    for kind in result.kinds:
         ks = [s for s in workload if s.kind == kind]
         ok = sum(1 for s in ks if s.outcome == "ok")
         failed = sum(1 for s in ks if s.outcome == "failed")
         lines.append(
             f"  {kind:<5} {len(ks):>7}: ok {ok}, failed {failed}, unknown {len(ks) - ok - failed}"
         )
+    unknown, writes = result.indeterminate_writes
+    share = f"{100 * unknown / writes:.3f}%" if writes else "-"
+    lines.append(f"writes that ended indeterminate: {unknown} of {writes} ({share})")
+    sets = result.set_verdict
+    if sets is not None:
+        lines.append(
+            f"sets: {len(result.adds)} adds (acknowledged {sets.acknowledged}, failed "
+            f"{sets.failed}, unknown {sets.unknown}); {sets.present} elements present; "
+            f"duplicates {len(sets.duplicates)}, losses {len(sets.lost)}, unknown adds applied "
+            f"{sets.unknown_present}, present but not added "
+            f"{len(sets.unexpected) + len(sets.failed_present)}, sets unread {len(sets.unread)}"
+        )
     lines.append(f"latency of successful operations (ms): {_latency_line(workload)}")
-    for kind in ("read", "write", "cas"):
+    for kind in result.kinds:
         lines.append(f"  {kind:<5} {_latency_line(s for s in workload if s.kind == kind)}")
     lines.append("availability per window (operations called in it):")
     samples = sorted(result.samples, key=lambda s: s.call)
@@ -147,6 +183,11 @@ def summarize(result: JepsenResult) -> str:
         if v.violation is not None:
             lines.append(v.violation.explain(max_prefix=5))
     lines.append(f"valid: {'yes' if result.valid else 'NO'}")
+    lines.append(f"options: {options_line(cfg, result.seed)}")
+    command, missing = replay_command(cfg, result.seed)
+    lines.append(f"replay: {command}")
+    if missing:
+        lines.append(f"  (not on the command line, set them in JepsenConfig: {', '.join(missing)})")
     lines.append(f"output: {result.out_dir}")
     return "\n".join(lines)
 
@@ -233,10 +274,15 @@ def _timeline_html(result: JepsenResult) -> str:
 
 
 def write_report(result: JepsenResult) -> None:
-    """Write the history, the timeline (and the violation, if any) and the summary to
+    """Write the history (or the adds), the timeline (and the violation, if any) and the summary to
     ``result.out_dir``."""
     out = result.out_dir
-    write_history(out / "history.jsonl", result.history)
+    if result.config.workload == "set":
+        with (out / "adds.jsonl").open("w", encoding="utf-8") as f:
+            for add in result.adds:
+                f.write(json.dumps(dataclasses.asdict(add)) + "\n")
+    else:
+        write_history(out / "history.jsonl", result.history)
     for v in result.violations[:1]:
         if v.violation is not None:
             (out / "violation.html").write_text(render_html(v), encoding="utf-8")

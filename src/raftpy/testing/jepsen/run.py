@@ -39,7 +39,10 @@ from raftpy.testing.jepsen.nemesis import (
 )
 from raftpy.testing.jepsen.processes import Cluster, NodeProcessError
 from raftpy.testing.jepsen.report import JepsenResult, summarize, write_report
+from raftpy.testing.jepsen.set_checks import SetVerdict, check_sets, set_checks
+from raftpy.testing.jepsen.set_workload import RECOVERY_SET, SetWorkload
 from raftpy.testing.jepsen.workload import Workload
+from raftpy.testing.linearizability import CheckResult
 
 __all__ = ["run_jepsen"]
 
@@ -100,10 +103,14 @@ async def run_jepsen(
         # dial it around the proxy's faults.
         await cluster.record_member_addresses()
         nemesis = Nemesis(cluster, NEMESES[config.nemesis], random.Random(rng.random()))
-        workload = Workload(config, cluster, recorder, seed)
+        workload: Workload | SetWorkload
+        if config.workload == "set":
+            workload = SetWorkload(config, cluster, seed)
+        else:
+            workload = Workload(config, cluster, recorder, seed)
         say(
-            f"running {config.clients} clients for {config.seconds:g} s, "
-            f"nemesis {config.nemesis}, seed {seed}"
+            f"running {config.clients} clients ({config.workload} workload) for "
+            f"{config.seconds:g} s, nemesis {config.nemesis}, seed {seed}"
         )
         started = time.monotonic_ns()
         stop_at = loop.time() + config.seconds
@@ -137,7 +144,11 @@ async def run_jepsen(
         await cluster.wait_ready()
         keys = workload.keys.used
         say(f"final reads of {len(keys)} keys")
-        missing = await workload.final_reads(keys, client_base + 100, final_rng, 30.0)
+        set_verdict: SetVerdict | None = None
+        if isinstance(workload, SetWorkload):
+            final = await workload.final_reads([*keys, RECOVERY_SET], final_rng, 30.0)
+        else:
+            missing = await workload.final_reads(keys, client_base + 100, final_rng, 30.0)
         cluster.check_exits()
         windows.append(
             FaultWindow(
@@ -146,15 +157,22 @@ async def run_jepsen(
         )
         history = recorder.operations()
 
-        say(f"checking {len(history)} operations")
-        overall, violations, judged = await asyncio.to_thread(
-            judge_history,
-            history,
-            final_reader=client_base + 100,
-            unread_keys=missing,
-            timeout=config.check_timeout,
-        )
-        checks[:0] = judged
+        overall: CheckResult | None = None
+        violations: list[CheckResult] = []
+        if isinstance(workload, SetWorkload):
+            say(f"checking {len(workload.adds)} adds")
+            set_verdict = check_sets(workload.adds, final)
+            checks[:0] = set_checks(set_verdict)
+        else:
+            say(f"checking {len(history)} operations")
+            overall, violations, judged = await asyncio.to_thread(
+                judge_history,
+                history,
+                final_reader=client_base + 100,
+                unread_keys=missing,
+                timeout=config.check_timeout,
+            )
+            checks[:0] = judged
         checks.append(crash_check(cluster.problems))
         if any(fault in MEMBER_FAULTS for fault in nemesis.faults):
             checks.append(membership_check(nemesis.members.problems, nemesis.members.injected))
@@ -171,6 +189,8 @@ async def run_jepsen(
             workload_seconds=workload_seconds,
             workload_ops=workload_ops,
             out_dir=out_dir,
+            adds=workload.adds if isinstance(workload, SetWorkload) else [],
+            set_verdict=set_verdict,
         )
         result.summary = summarize(result)
         write_report(result)

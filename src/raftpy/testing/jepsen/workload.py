@@ -33,27 +33,33 @@ from typing import Literal, TypeAlias
 import msgspec
 
 from raftpy.client import Client
-from raftpy.errors import ClusterUnavailableError, NotLeaderError, ProposalDropped
+from raftpy.errors import (
+    ClusterUnavailableError,
+    NotLeaderError,
+    ProposalDropped,
+    SessionExpiredError,
+)
 from raftpy.testing.history import HistoryRecorder, OpKind, Value
 from raftpy.testing.jepsen.config import JepsenConfig
 from raftpy.testing.jepsen.processes import Cluster
 
-__all__ = ["Outcome", "Sample", "Workload"]
+__all__ = ["DEFINITE", "KeySpace", "Outcome", "Sample", "SampleKind", "Workload", "make_client"]
 
 Outcome: TypeAlias = Literal["ok", "failed", "unknown"]
+SampleKind: TypeAlias = Literal["read", "write", "cas", "add"]
 
 
 @dataclass(frozen=True)
 class Sample:
     """One client call, whatever its outcome (the history drops definite failures)."""
 
-    kind: OpKind
+    kind: SampleKind
     call: int
     ret: int
     outcome: Outcome
 
 
-class _KeySpace:
+class KeySpace:
     """``k`` active keys; a key is retired after ``ops_per_key`` operations (0: never)."""
 
     def __init__(self, k: int, ops_per_key: int) -> None:
@@ -76,7 +82,32 @@ class _KeySpace:
         return key
 
 
-_DEFINITE = (ClusterUnavailableError, NotLeaderError, ProposalDropped)
+DEFINITE = (ClusterUnavailableError, NotLeaderError, ProposalDropped, SessionExpiredError)
+"""The failures of a write that say it was not applied."""
+
+
+def make_client(
+    addresses: list[str],
+    timeout: float,
+    rng: random.Random,
+    cluster_id: str | None,
+    *,
+    sessions: bool = True,
+) -> Client:
+    """A client for the workloads: deadline ``timeout`` per call, quick to move on from a node
+    that does not answer; with ``sessions`` (the default) it resends a write through the
+    faults, and the cluster applies it once."""
+    return Client(
+        addresses,
+        cluster_id=cluster_id,
+        timeout=timeout,
+        sessions=sessions,
+        connect_timeout=min(0.5, timeout),
+        attempt_timeout=max(0.05, timeout / 3),
+        backoff_initial=0.01,
+        backoff_max=0.2,
+        rng=rng,
+    )
 
 
 class _KvSession:
@@ -93,16 +124,7 @@ class _KvSession:
     ) -> None:
         self.timeout = timeout
         self.consistency = consistency
-        self.client = Client(
-            addresses,
-            cluster_id=cluster_id,
-            timeout=timeout,
-            connect_timeout=min(0.5, timeout),
-            attempt_timeout=max(0.05, timeout / 3),
-            backoff_initial=0.01,
-            backoff_max=0.2,
-            rng=rng,
-        )
+        self.client = make_client(addresses, timeout, rng, cluster_id)
 
     async def read(self, key: str) -> Value:
         raw = await self.client.query(key.encode(), consistency=self.consistency)
@@ -145,7 +167,7 @@ class Workload:
         self.config = config
         self.cluster = cluster
         self.recorder = recorder
-        self.keys = _KeySpace(config.keys, config.ops_per_key)
+        self.keys = KeySpace(config.keys, config.ops_per_key)
         self.samples: list[Sample] = []
         self.next_client = config.clients  # fresh ids after indeterminate operations
         self._seed = seed
@@ -227,7 +249,7 @@ class Workload:
                     await session.write(key, value)
                 else:
                     result = await session.cas(key, expected, new)
-        except _DEFINITE:
+        except DEFINITE:
             rec.fail(handle)
             outcome = "failed"
         except Exception:
