@@ -289,7 +289,12 @@ async def _load_client(
         from raftpy.client import Client
 
         commands = _hashmap_commands()
-        client = Client(addresses, timeout=10.0, tls=tls_files(tls_dir, "client-bench"))
+        client = Client(
+            addresses,
+            timeout=10.0,
+            tls=tls_files(tls_dir, "client-bench"),
+            sessions=os.environ.get("RAFTPY_BENCH_SESSIONS", "1") == "1",
+        )
         await client.propose(commands[0])  # connect and find the leader before the clock runs
 
         async def issue(w: int, k: int) -> None:

@@ -201,14 +201,21 @@ class SessionTable:
                 del results[seq]
 
     def _command(self, record: SessionCommand, apply: Callable[[bytes], bytes]) -> Answer:
-        s = self._touch(record.session)
+        # Every write of a session comes here, on every replica: the common case (a new seq,
+        # the ack one step further) runs without helper calls.
+        sid = record.session
+        s = self._sessions.get(sid)
         if s is None:
-            return Answer(b"", _expired(record.session), False)
+            return Answer(b"", _expired(sid), False)
+        s.last_ms = self.clock_ms
+        self._sessions.move_to_end(sid)
         seq = record.seq
-        cached = s.results.get(seq)
+        results = s.results
+        cached = results.get(seq)
         if cached is not None:
             # A duplicate (Thesis §6.3): answer from memory, never apply twice.
-            self._acknowledge(s, record.ack)
+            if record.ack > s.floor:
+                self._acknowledge(s, record.ack)
             return _answer_of(cached)
         if seq < s.floor:
             # Applied once and acknowledged since: its result is gone, and applying it again
@@ -220,32 +227,27 @@ class SessionTable:
                 ),
                 False,
             )
-        self._acknowledge(s, record.ack)
-        if len(s.results) >= s.max_results:
+        if record.ack > s.floor:
+            self._acknowledge(s, record.ack)
+        if len(results) >= s.max_results:
             return Answer(
                 b"",
                 ProposalDropped(
-                    f"session {s.id} holds {len(s.results)} unacknowledged results (the "
+                    f"session {s.id} holds {len(results)} unacknowledged results (the "
                     "most it may); not applied: retry once earlier writes are acknowledged"
                 ),
                 False,
             )
-        answer = self._run(apply, record.data)
-        if answer.failure is None:
-            s.results[seq] = CachedResult(seq, answer.result)
-        else:
-            f = failure_of(answer.failure)
-            s.results[seq] = CachedResult(seq, b"", f.error_type, f.error_message)
-        return answer
-
-    @staticmethod
-    def _run(apply: Callable[[bytes], bytes], data: bytes) -> Answer:
         try:
-            return Answer(apply(data), None, True)
+            result = apply(record.data)
         except Exception as exc:
             # A deterministic state machine fails alike on every replica; the proposer gets
             # the exception, and a duplicate gets it again from the cache.
+            f = failure_of(exc)
+            results[seq] = CachedResult(seq, b"", f.error_type, f.error_message)
             return Answer(b"", exc, True)
+        results[seq] = CachedResult(seq, result)
+        return Answer(result, None, True)
 
     # -- snapshots ------------------------------------------------------------------------------
 
