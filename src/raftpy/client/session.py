@@ -20,7 +20,7 @@ timeout, evicted, closed); the client then opens a new one for its next write.
 
 from __future__ import annotations
 
-import heapq
+from collections import deque
 
 from raftpy.transport.protocol import SessionGranted
 
@@ -28,7 +28,7 @@ from raftpy.transport.protocol import SessionGranted
 class ClientSession:
     """One open session: its id and timeout, the next seq, the outstanding seqs."""
 
-    __slots__ = ("_heap", "_next_seq", "_outstanding", "expired", "id", "last_active", "timeout")
+    __slots__ = ("_next_seq", "_order", "_outstanding", "expired", "id", "last_active", "timeout")
 
     def __init__(self, grant: SessionGranted, now: float) -> None:
         self.id = grant.session
@@ -41,16 +41,17 @@ class ClientSession:
         write or a keep-alive): the cluster counts the session idle from about then."""
         self._next_seq = 1
         self._outstanding: set[int] = set()
-        # The outstanding seqs again, as a min-heap with lazy deletion: the ack is read on
-        # every attempt, and pipelined writes can keep thousands outstanding.
-        self._heap: list[int] = []
+        # The seqs begun, in order, with lazy deletion at the front: the ack is read on every
+        # attempt, and pipelined writes can keep thousands outstanding. Seqs are begun in
+        # increasing order, so the front is always the lowest.
+        self._order: deque[int] = deque()
 
     def begin(self) -> int:
         """Number a new write; it is outstanding until :meth:`end`."""
         seq = self._next_seq
-        self._next_seq += 1
+        self._next_seq = seq + 1
         self._outstanding.add(seq)
-        heapq.heappush(self._heap, seq)
+        self._order.append(seq)
         return seq
 
     def end(self, seq: int) -> None:
@@ -60,10 +61,14 @@ class ClientSession:
     def ack(self) -> int:
         """The lowest seq whose result has not been received (the next seq when none is
         outstanding): every write below it is acknowledged."""
-        heap = self._heap
-        while heap and heap[0] not in self._outstanding:
-            heapq.heappop(heap)
-        return heap[0] if heap else self._next_seq
+        order = self._order
+        outstanding = self._outstanding
+        while order:
+            first = order[0]
+            if first in outstanding:
+                return first
+            order.popleft()
+        return self._next_seq
 
     @property
     def outstanding(self) -> int:
