@@ -158,7 +158,6 @@ class RaftNode:
         self._promote = promote
         self._join_client = join_client
         self._members = NodeMembers(node_id, address, peers, self._leader_error, self.config)
-        self._members.on_membership = self._on_membership
 
     # ------------------------------------------------------------------------------------------
     # Lifecycle
@@ -472,10 +471,6 @@ class RaftNode:
         fut = self._members.transfer(node_id, timeout)
         self._wake.set()
         await asyncio.shield(fut)
-
-    def _on_membership(self, conf: ConfState) -> None:
-        """The membership in force changed to ``conf`` (the transport already follows it).
-        Per-member state kept elsewhere in the node forgets removed members here."""
 
     async def snapshot(self) -> SnapshotMeta:
         """Take a snapshot now, at the current applied index, and compact the log as the
