@@ -43,6 +43,23 @@ class KV:
         self.data = json.loads(inp.read())
 
 
+class CountingKV(KV):
+    """A :class:`KV` that counts its applies in its state (key ``#n``), so a command applied
+    twice shows (and the count travels in snapshots like the rest of the state)."""
+
+    def apply(self, command: bytes) -> bytes:
+        result = super().apply(command)
+        self.data["#n"] = str(int(self.data.get("#n", "0")) + 1)
+        return result
+
+
+def applies(node: RaftNode) -> int:
+    """How many commands ``node``'s :class:`CountingKV` applied."""
+    sm = node.state_machine
+    assert isinstance(sm, CountingKV)
+    return int(sm.data.get("#n", "0"))
+
+
 def set_cmd(key: str, value: str) -> bytes:
     return json.dumps(["set", key, value]).encode()
 

@@ -17,24 +17,9 @@ from raftpy.errors import SessionExpiredError
 from raftpy.node import RaftNode
 from raftpy.node.config import NodeConfig
 from raftpy.transport.address import free_port, parse_address
-from tests.nodehelpers import FAST, KV, set_cmd, wait_for, wait_leader
+from tests.nodehelpers import FAST, CountingKV, applies, set_cmd, wait_for, wait_leader
 
 pytestmark = pytest.mark.timeout(120)
-
-
-class CountingKV(KV):
-    """Counts its applies in its state (key ``#n``), so a command applied twice shows."""
-
-    def apply(self, command: bytes) -> bytes:
-        result = super().apply(command)
-        self.data["#n"] = str(int(self.data.get("#n", "0")) + 1)
-        return result
-
-
-def applies(node: RaftNode) -> int:
-    sm = node.state_machine
-    assert isinstance(sm, CountingKV)
-    return int(sm.data.get("#n", "0"))
 
 
 @contextlib.asynccontextmanager

@@ -14,7 +14,16 @@ from raftpy.errors import LocalProtocolError, NotLeaderError, ProposalDropped
 from raftpy.node import RaftNode
 from raftpy.node.config import NodeConfig
 from raftpy.node.session_machine import SessionStateMachine
-from tests.nodehelpers import FAST, KV, LocalNetwork, running, set_cmd, wait_for, wait_leader
+from tests.nodehelpers import (
+    FAST,
+    CountingKV,
+    LocalNetwork,
+    applies,
+    running,
+    set_cmd,
+    wait_for,
+    wait_leader,
+)
 
 PEERS3 = {i: f"local:{i}" for i in (1, 2, 3)}
 
@@ -26,21 +35,6 @@ SNAP = dataclasses.replace(
     snapshot_chunk_bytes=512,
     snapshot_window_bytes=2048,
 )
-
-
-class CountingKV(KV):
-    """Counts applies in its state (key ``#n``): a command applied twice shows."""
-
-    def apply(self, command: bytes) -> bytes:
-        result = super().apply(command)
-        self.data["#n"] = str(int(self.data.get("#n", "0")) + 1)
-        return result
-
-
-def applies(node: RaftNode) -> int:
-    sm = node.state_machine
-    assert isinstance(sm, CountingKV)
-    return int(sm.data.get("#n", "0"))
 
 
 def table_of(node: RaftNode) -> list[int]:
