@@ -44,6 +44,7 @@ __all__ = [
     "SessionImage",
     "SessionRecord",
     "TableHead",
+    "command_fields_problem",
     "decode_record",
     "encode_command",
     "encode_record",
@@ -101,13 +102,25 @@ class SessionCommand(msgspec.Struct, frozen=True, array_like=True, gc=False, tag
     data: bytes
 
     def __post_init__(self) -> None:
-        if self.session == 0:
-            if self.seq or self.ack:
-                raise ValueError("a command without a session carries no seq or ack")
-        elif self.seq < 1:
-            raise ValueError("a session's command needs seq >= 1")
-        elif self.ack > self.seq:
-            raise ValueError(f"ack {self.ack} is past the command's own seq {self.seq}")
+        problem = command_fields_problem(self.session, self.seq, self.ack)
+        if problem is not None:
+            raise ValueError(problem)
+
+
+def command_fields_problem(session: int, seq: int, ack: int) -> str | None:
+    """What is wrong with a command's ``(session, seq, ack)`` (``None``: nothing): the rules of
+    :class:`SessionCommand`, checked on decode and by the node before it encodes a write."""
+    if session == 0:
+        if seq or ack:
+            return "a command without a session carries no seq or ack"
+        return None
+    if not 0 < session <= MAX_INDEX:
+        return f"session {session} is not in 1 .. {MAX_INDEX}"
+    if not 1 <= seq <= INT64_MAX:
+        return f"a session's command needs 1 <= seq < 2**63, got {seq}"
+    if not 0 <= ack <= seq:
+        return f"ack {ack} is not in 0 .. the command's own seq {seq}"
+    return None
 
 
 class KeepAlive(msgspec.Struct, frozen=True, array_like=True, gc=False, tag=3):

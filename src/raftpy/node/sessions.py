@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from raftpy.core.config import RaftConfig
-from raftpy.core.messages import INT64_MAX, MAX_INDEX
 from raftpy.errors import LocalProtocolError, ProposalDropped
 from raftpy.node.config import NodeConfig
 from raftpy.node.session_machine import SessionStateMachine, with_sessions
@@ -22,6 +21,7 @@ from raftpy.node.session_records import (
     CloseSession,
     KeepAlive,
     OpenSession,
+    command_fields_problem,
     encode_command,
     encode_record,
 )
@@ -74,14 +74,9 @@ class NodeSessions:
         # The rules of SessionCommand, checked here so that the hot path encodes the record
         # from a tuple without building (and validating) the Struct first; the bytes are the
         # same (test_sessions_table: test_command_bytes_are_those_of_the_record).
-        if session:
-            if not (0 < session <= MAX_INDEX and 1 <= seq <= INT64_MAX and 0 <= ack <= seq):
-                raise LocalProtocolError(
-                    f"a session's write needs 1 <= session <= {MAX_INDEX}, "
-                    f"1 <= seq < 2**63 and 0 <= ack <= seq; got {session}, {seq}, {ack}"
-                )
-        elif seq or ack:
-            raise LocalProtocolError("a command without a session carries no seq or ack")
+        problem = command_fields_problem(session, seq, ack)
+        if problem is not None:
+            raise LocalProtocolError(problem)
         return encode_command(self._clock.stamp(now), session, seq, ack, command)
 
     def open(self, now: float) -> bytes:
