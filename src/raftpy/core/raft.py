@@ -119,6 +119,9 @@ class Raft:
         # On a follower: the voter our leader said (in its heartbeats) it hands leadership to;
         # only that voter's transfer election may bypass the leader lease (Thesis §3.10).
         self._leader_transferee: int | None = None
+        # raftpy's own extension (docs/health.md): a node whose disk is slow or full does not
+        # campaign, so that it does not take back the leadership it handed over.
+        self._campaigns_paused = False
         # Voters that answered us during the last complete CheckQuorum period: with those
         # answering in the current one, whom a membership change may count on (safe_change).
         self._lately_active: frozenset[int] = frozenset()
@@ -265,6 +268,10 @@ class Raft:
         self.election_elapsed += 1
         if self.election_elapsed >= self.config.election_ticks:
             self._quiet_after_boot = False
+        if self._campaigns_paused:
+            # election_elapsed keeps growing: a leader we stopped hearing from no longer holds
+            # our vote back (Thesis §4.2.3), so the healthy voters can elect one without us.
+            return
         if self._promotable() and self.election_elapsed >= self.randomized_election_timeout:
             self.election_elapsed = 0
             self._campaign(transfer=False)
@@ -290,6 +297,21 @@ class Raft:
             for _, pr in self.tracker.visit_peers():
                 pr.resume_on_heartbeat = True
             self._bcast_heartbeat(self._read_only.last_context())
+
+    def pause_campaigns(self, paused: bool) -> None:
+        """While ``paused``, start no election or pre-election when the election timeout
+        passes and ignore TimeoutNow; vote, replicate and lead as usual otherwise.
+
+        Not a rule of the paper: raftpy's own extension (docs/health.md). The driver pauses a
+        node whose disk is too slow or full after it handed its leadership over (Thesis
+        §3.10), so that it does not win it back while its disk would hold every write up; a
+        transfer to it times out and its leader may pick another voter. :meth:`campaign`
+        (operators, tests) still starts an election."""
+        self._campaigns_paused = paused
+
+    @property
+    def campaigns_paused(self) -> bool:
+        return self._campaigns_paused
 
     def campaign(self) -> None:
         """Start an election now (tests and operators); ignored on the leader or a learner."""
@@ -435,9 +457,14 @@ class Raft:
         dropped.extend(self._forwarded.take_dropped())
         return dropped
 
-    def transfer_leadership(self, to: int) -> None:
+    def transfer_leadership(self, to: int, *, at_once: bool = False) -> None:
         """Hand leadership to voter ``to`` (Thesis §3.10): stop taking proposals, bring ``to``
-        up to date, then tell it to campaign at once."""
+        up to date, then tell it to campaign at once.
+
+        ``at_once``: send TimeoutNow now, whatever ``to`` is known to hold. For a leader that
+        cannot persist (a full disk) and so cannot process acknowledgements to bring ``to`` up
+        to date; safe, since ``to`` wins only with a log at least as up to date as a
+        majority's (Raft §5.4.1), and at worst the transfer times out."""
         if self.role is not Role.LEADER:
             raise NotLeaderError(self.lead)
         if to == self.id:
@@ -450,7 +477,7 @@ class Raft:
         self._lease.start_transfer()  # the transferee may soon be elected past the lease
         # The transfer must finish within one election timeout or it is aborted.
         self.election_elapsed = 0
-        if self.prs[to].match == self.log.last_index():
+        if at_once or self.prs[to].match == self.log.last_index():
             self._send_timeout_now(to)
         else:
             self._maybe_send_append(to)
@@ -702,6 +729,10 @@ class Raft:
             self.lead = m.src
             self._handle_heartbeat(m)
         elif isinstance(m, TimeoutNow):
+            if self._campaigns_paused:
+                # Unanswered, the transfer times out and the leader may choose another voter.
+                logger.info("%d ignores TimeoutNow from %d: campaigns paused", self.id, m.src)
+                return
             # Thesis §3.10: the leader asks us to take over; skip PreVote, it knows.
             logger.info("%d campaigns on TimeoutNow from %d", self.id, m.src)
             self._campaign(transfer=True)
@@ -1053,6 +1084,13 @@ class Raft:
 
     def _hard_state(self) -> HardState:
         return HardState(self.term, self.vote, self.log.committed)
+
+    def take_messages(self) -> tuple[Message, ...]:
+        """Take the messages that may leave before anything is persisted (what the next
+        :meth:`ready` would list in ``messages``), also while a Ready is outstanding: for a
+        driver parked on a full disk mid-Ready that must still send a leadership hand-off."""
+        taken, self._msgs = tuple(self._msgs), []
+        return taken
 
     def has_ready(self) -> bool:
         """Whether :meth:`ready` would return anything."""
