@@ -471,7 +471,7 @@ class Raft:
             return
         if not self.tracker.is_voter(to):
             raise LocalProtocolError(f"cannot transfer leadership to non-voter {to}")
-        if self.lead_transferee == to:
+        if self.lead_transferee == to and not at_once:
             return
         self.lead_transferee = to
         self._lease.start_transfer()  # the transferee may soon be elected past the lease

@@ -123,6 +123,12 @@ class NodeStatus(msgspec.Struct, frozen=True, kw_only=True):
     sessions: NonNeg | None = None
     """Client sessions open in this node's applied session table (README.md, "Sessions");
     ``None`` when not running (or from a node too old to report it)."""
+    healthy: bool = True
+    """Whether the node's disk lets it lead: false while its fsync p99 exceeds
+    ``NodeConfig.max_fsync_p99`` or its disk is full; it then hands leadership over and does
+    not campaign (docs/health.md)."""
+    unhealthy_reason: str | None = None
+    """Why it is unhealthy (e.g. ``"disk full"``); ``None`` while healthy."""
 
 
 def stopped_status(
