@@ -4,17 +4,27 @@ durations come from a stand-in with the interface of ``raftpy.node.latency.Recen
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import math
+import time
 from collections import deque
+from dataclasses import replace
 
 import pytest
 
-from raftpy.core.messages import Heartbeat, TimeoutNow
+from raftpy.core.messages import Heartbeat, Message, TimeoutNow
 from raftpy.core.ready import Role
+from raftpy.errors import IndeterminateError, NotLeaderError, ProposalDropped
+from raftpy.node import RaftNode
 from raftpy.node.config import NodeConfig
 from raftpy.node.health import MIN_SYNCS, RETRY_ELECTIONS, WINDOW, Health, NodeHealth
+from raftpy.storage.fs import FaultyFileSystem
+from raftpy.storage.memory import MemoryStorage
+from raftpy.storage.wal import FileStorage
 from tests.corehelpers import Network
+from tests.nodehelpers import FAST, KV, LocalNetwork, running, set_cmd, wait_for, wait_leader
 
 BOUND = 1.0
 ELECTION = 10
@@ -35,6 +45,23 @@ class Syncs:
 
     def __len__(self) -> int:
         return len(self.samples)
+
+
+class Sent:
+    """A transport that records what is sent and how often it is flushed."""
+
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+        self.flushes = 0
+
+    def send(self, message: Message) -> None:
+        self.messages.append(message)
+
+    def flush(self) -> None:
+        self.flushes += 1
+
+    def timeout_nows(self) -> list[TimeoutNow]:
+        return [m for m in self.messages if isinstance(m, TimeoutNow)]
 
 
 def feed(health: NodeHealth, syncs: Syncs, *durations: float) -> Health:
@@ -83,7 +110,7 @@ def test_none_turns_the_fsync_check_off_but_a_full_disk_still_counts() -> None:
     assert feed(health, syncs, *[60.0] * 200).healthy
     net = Network.of((1, 2, 3))
     net.elect(1)
-    health.on_disk_full(net[1], now=0.0)
+    health.on_disk_full(net[1], Sent(), now=0.0)
     assert health.health == Health(False, "disk full")
 
 
@@ -113,7 +140,7 @@ def test_full_disk_is_unhealthy_until_a_sync_succeeds(caplog: pytest.LogCaptureF
     net.elect(1)
     net[2].pause_campaigns(False)
     with caplog.at_level(logging.WARNING, logger="raftpy.node"):
-        health.on_disk_full(net[2], now=0.0)
+        health.on_disk_full(net[2], Sent(), now=0.0)
         assert health.health == Health(False, "disk full")
         assert net[2].campaigns_paused
         feed(health, syncs, 0.01)
@@ -273,11 +300,155 @@ def test_parked_leader_hands_over_at_once_and_rotates_each_election_timeout() ->
     leader.propose(b"x")
     rd = leader.ready()  # outstanding: the sync failed for lack of space
     health, _ = new_health()
-    sent = health.on_disk_full(leader, now=10.0)
-    assert [(type(m), m.dst) for m in sent] == [(Heartbeat, 2), (Heartbeat, 3), (TimeoutNow, 2)]
-    assert health.on_disk_full(leader, now=10.05) == ()
-    sent = health.on_disk_full(leader, now=10.11)
-    assert [m for m in sent if isinstance(m, TimeoutNow)] == [TimeoutNow(1, 1, 3)]
-    sent = health.on_disk_full(leader, now=10.22)  # every voter asked: start again
-    assert [m for m in sent if isinstance(m, TimeoutNow)] == [TimeoutNow(1, 1, 2)]
+    sent = Sent()
+    health.on_disk_full(leader, sent, now=10.0)
+    assert [(type(m), m.dst) for m in sent.messages] == [
+        (Heartbeat, 2),
+        (Heartbeat, 3),
+        (TimeoutNow, 2),
+    ]
+    assert sent.flushes == 1
+    health.on_disk_full(leader, sent, now=10.05)
+    assert (len(sent.messages), sent.flushes) == (3, 1)
+    health.on_disk_full(leader, sent, now=10.11)
+    health.on_disk_full(leader, sent, now=10.22)  # every voter was asked: start again
+    assert sent.timeout_nows() == [TimeoutNow(1, 1, 2), TimeoutNow(1, 1, 3), TimeoutNow(1, 1, 2)]
+    assert sent.flushes == 3
+    assert leader.campaigns_paused and health.health == Health(False, "disk full")
     assert rd is not None
+
+
+# ----------------------------------------------------------------------------------------------
+# In-process clusters (real RaftNodes over a LocalNetwork)
+# ----------------------------------------------------------------------------------------------
+
+SLOW_BOUND = 0.02
+"""max_fsync_p99 in the cluster tests: a slow sync sleeps 0.03 s. The nodes share one event
+loop, so a sleeping sync stalls them all: the bound is kept small to keep the stalls short."""
+
+
+class SlowStorage(MemoryStorage):
+    """A storage whose sync() takes ``delay`` seconds (0: fast)."""
+
+    def __init__(self, voters: list[int], addresses: dict[int, str]) -> None:
+        super().__init__(voters, addresses=addresses)
+        self.delay = 0.0
+
+    def sync(self) -> None:
+        if self.delay:
+            time.sleep(self.delay)
+
+
+def slow_cluster(net: LocalNetwork) -> tuple[list[RaftNode], dict[int, SlowStorage]]:
+    peers = {i: f"local:{i}" for i in (1, 2, 3)}
+    config = replace(FAST, max_fsync_p99=SLOW_BOUND)
+    storages = {i: SlowStorage(sorted(peers), peers) for i in peers}
+    nodes = [
+        RaftNode(
+            i,
+            peers[i],
+            peers,
+            KV(),
+            None,
+            config,
+            storage=storages[i],
+            transport_factory=net.factory(i),
+        )
+        for i in peers
+    ]
+    return nodes, storages
+
+
+async def writes(node: RaftNode, count: int, key: str = "k") -> None:
+    for k in range(count):
+        await node.propose(set_cmd(key, str(k)), timeout=2)
+
+
+def test_slow_leader_hands_over_stays_out_while_slow_and_takes_part_again_when_fast() -> None:
+    async def main() -> None:
+        net = LocalNetwork()
+        nodes, storages = slow_cluster(net)
+        async with running(nodes):
+            old = await wait_leader(nodes)
+            others = [n for n in nodes if n is not old]
+            storages[old.node_id].delay = 0.03
+            # MIN_SYNCS slow syncs make the leader unhealthy; it hands over at its next tick.
+            with contextlib.suppress(NotLeaderError, ProposalDropped):
+                await writes(old, MIN_SYNCS + 5)
+            await wait_for(lambda: not old.health.healthy, timeout=5)
+            assert old.health.reason is not None and old.health.reason.startswith("fsync p99")
+            new = await wait_leader(others, timeout=5)
+            await wait_for(lambda: old.role is Role.FOLLOWER and old.leader_id == new.node_id)
+            status = old.status()
+            assert (status.healthy, status.unhealthy_reason) == (False, old.health.reason)
+            await writes(new, 3)
+            # While slow, it never leads again: the new leader goes away, the third node
+            # takes over.
+            net.isolated.add(new.node_id)
+            third = next(n for n in others if n is not new)
+            await wait_for(lambda: third.role is Role.LEADER, timeout=5)
+            assert old.role is Role.FOLLOWER
+            net.isolated.clear()
+            await wait_leader(nodes, timeout=5)
+            leader = next(n for n in nodes if n.role is Role.LEADER)
+            assert leader is not old
+            # Fast again: WINDOW fast syncs (as a follower) make it healthy, and it leads when
+            # asked to.
+            storages[old.node_id].delay = 0
+            await writes(leader, WINDOW + 5)
+            await wait_for(lambda: old.health.healthy, timeout=5)
+            assert old.status().healthy and old.status().unhealthy_reason is None
+            await leader.transfer_leadership(old.node_id, timeout=5)
+            assert old.role is Role.LEADER
+
+    asyncio.run(main())
+
+
+def test_full_disk_leader_hands_over_at_once_and_the_cluster_keeps_taking_writes() -> None:
+    """The leader's disk fills up: parked in its sync retry loop, it tells the best voter to
+    take over at once (well before an election timeout of silence would elect one), the
+    cluster keeps taking writes, and the old leader does not campaign until space is free."""
+
+    async def main() -> None:
+        net = LocalNetwork()
+        fss = {i: FaultyFileSystem(seed=i) for i in (1, 2, 3)}
+        peers = {i: f"local:{i}" for i in (1, 2, 3)}
+        config = replace(FAST, raft=replace(FAST.raft, election_ticks=100))  # 1-2 s
+        nodes = [
+            RaftNode(
+                i,
+                peers[i],
+                peers,
+                KV(),
+                None,
+                config,
+                storage=FileStorage(f"/d{i}", sorted(peers), fs=fss[i], segment_size=1 << 16),
+                transport_factory=net.factory(i),
+            )
+            for i in peers
+        ]
+        async with running(nodes):
+            old = await wait_leader(nodes, timeout=10)
+            await old.propose(set_cmd("a", "1"), timeout=2)
+            fs = fss[old.node_id]
+            fs.set_capacity(fs.used_bytes())  # the disk is now full
+            began = asyncio.get_running_loop().time()
+            stuck = asyncio.ensure_future(old.propose(set_cmd("b", "x" * 100_000), timeout=3))
+            others = [n for n in nodes if n is not old]
+            new = await wait_leader(others, timeout=5)
+            took = asyncio.get_running_loop().time() - began
+            # An election after silence needs at least one election timeout (1 s); the
+            # hand-off needs a few message delays.
+            assert took < 0.5, took
+            assert await new.propose(set_cmd("c", "3"), timeout=2) == b""
+            await writes(new, 10)
+            with contextlib.suppress(IndeterminateError, ProposalDropped, NotLeaderError):
+                await asyncio.wait_for(stuck, 5)
+            assert old.health == Health(False, "disk full")
+            assert old.status().unhealthy_reason == "disk full"
+            fs.set_capacity(None)  # space is free again
+            await wait_for(lambda: old.state_machine.data.get("c") == "3", timeout=5)  # type: ignore[attr-defined]
+            await wait_for(lambda: old.health.healthy, timeout=5)
+            assert old.role is Role.FOLLOWER
+
+    asyncio.run(main())

@@ -34,6 +34,7 @@ from typing import Protocol
 from raftpy.core.messages import Message
 from raftpy.core.raft import Raft
 from raftpy.core.ready import Role
+from raftpy.transport.base import Transport
 
 logger = logging.getLogger("raftpy.node")
 
@@ -253,15 +254,25 @@ class NodeHealth:
     # A leader parked on a full disk
     # ------------------------------------------------------------------------------------------
 
-    def on_disk_full(self, raft: Raft, now: float) -> tuple[Message, ...]:
+    def on_disk_full(self, raft: Raft | None, transport: Transport | None, now: float) -> None:
         """A sync failed for lack of space (called on every retry, ``now`` in seconds). The
-        node is parked mid-Ready: it cannot process the acknowledgements that would bring a
-        voter up to date, nor tick. So it tells the most up-to-date active voter to take over
-        at once, and the next one after each election timeout. Returns the messages to send
-        now (the heartbeats naming the transferee and TimeoutNow)."""
+        node is parked mid-Ready: it sends no heartbeats (the others would elect a new leader
+        only after an election timeout), cannot process the acknowledgements that would bring
+        a voter up to date, nor tick. So a leader tells the most up-to-date active voter to
+        take over at once, and the next one after each election timeout: it sends the
+        heartbeats naming the transferee and TimeoutNow from here, and flushes them."""
         self._disk_full = True
         health = self.judge()
+        if raft is None or transport is None:
+            return
         self._pause(raft, not health.healthy)
+        sent = self._parked_hand_off(raft, now)
+        for m in sent:
+            transport.send(m)
+        if sent:
+            transport.flush()
+
+    def _parked_hand_off(self, raft: Raft, now: float) -> tuple[Message, ...]:
         if raft.role is not Role.LEADER:
             return ()
         since = self._parked_since

@@ -47,6 +47,7 @@ from raftpy.errors import (
     StateMachineError,
 )
 from raftpy.node.config import NodeConfig
+from raftpy.node.health import Health, NodeHealth
 from raftpy.node.join import ClientJoin, JoinClient
 from raftpy.node.latency import RecentDurations
 from raftpy.node.members import NodeMembers, describe
@@ -144,6 +145,13 @@ class RaftNode:
         """Every counter of this node, live (see :class:`~raftpy.node.stats.NodeStats`)."""
         self.recent_fsync = RecentDurations(1000)
         """The last 1,000 fsyncs' durations (seconds), for the fsync p99 of a status."""
+        self._health = NodeHealth(
+            node_id,
+            self.config.max_fsync_p99,
+            self.recent_fsync,
+            self.config.raft.election_ticks,
+            self.config.tick_seconds,
+        )
         self._requests = PendingRequests(
             state_machine, self.config.request_timeout, self._leader_error, self.stats.proposal
         )
@@ -533,6 +541,8 @@ class RaftNode:
             stats=stats,
             refused_members=refused_peers(self._transport),
             sessions=len(self._sessions),
+            healthy=self._health.health.healthy,
+            unhealthy_reason=self._health.health.reason,
             fsync_p99=self.recent_fsync.quantile(0.99),
         )
 
@@ -546,6 +556,12 @@ class RaftNode:
     @property
     def role(self) -> Role:
         return self._role
+
+    @property
+    def health(self) -> Health:
+        """Whether this node's disk lets it lead (``healthy``, and ``reason`` when not): an
+        unhealthy node hands leadership over and does not campaign (docs/health.md)."""
+        return self._health.health
 
     @property
     def leader_id(self) -> int | None:
@@ -593,6 +609,7 @@ class RaftNode:
                     tick_due = False
                     now = loop.time()
                     raft.tick()
+                    self._health.tick(raft)  # may pause campaigns or hand leadership over
                     snaps.tick()
                     self._requests.expire(now)
                     self._members.tick(raft, now)
@@ -708,17 +725,20 @@ class RaftNode:
                 self.stats.fsync.observe(took)
                 self.recent_fsync.observe(took)
                 self.stats.syncs += 1
+                self._health.on_sync()
                 if self._disk_full:
                     logger.warning("node %d: disk space is available again", self.node_id)
                     self._disk_full = False
                 return
             except StorageFullError as exc:
                 # Nothing is corrupted and the buffer is kept: stop taking proposals and retry.
-                # A leader stuck here sends no heartbeats, so the others elect a new one.
                 if not self._disk_full:
                     logger.error("node %d: %s; waiting for free space", self.node_id, exc)
                 self._disk_full = True
                 self._requests.drop_queued("the disk is full")
+                # A leader parked here hands over at once, from here (docs/health.md).
+                now = asyncio.get_running_loop().time()
+                self._health.on_disk_full(self._raft, self._transport, now)
                 await asyncio.sleep(0.2)
                 # The loop is parked here: keep deadlines honest so no proposer waits forever.
                 self._requests.expire(asyncio.get_running_loop().time())
