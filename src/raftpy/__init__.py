@@ -42,6 +42,7 @@ from raftpy.errors import (
 )
 from raftpy.node import FATAL_EXIT_STATUS, RaftNode
 from raftpy.node.config import NodeConfig
+from raftpy.node.health import Health
 from raftpy.node.sessions import SessionGrant
 from raftpy.node.stats import NodeStats
 from raftpy.node.status import NodeStatus
@@ -74,6 +75,7 @@ __all__ = [
     "EntryKind",
     "FileStorage",
     "HardState",
+    "Health",
     "IndeterminateError",
     "InvariantViolation",
     "LocalProtocolError",
