@@ -19,6 +19,7 @@ import dataclasses
 
 import msgspec
 
+from raftpy.node.latency import Histogram
 from raftpy.transport.stats import TransportStats
 
 
@@ -71,6 +72,14 @@ class NodeStats(msgspec.Struct, kw_only=True):
     (the core's own count, which the node holds a reference to)."""
     snapshots: SnapshotStats = msgspec.field(default_factory=SnapshotStats)
     """Snapshot work."""
+    fsync: Histogram = msgspec.field(default_factory=Histogram)
+    """How long each counted fsync of the log took (``syncs`` of them)."""
+    wal_append: Histogram = msgspec.field(default_factory=Histogram)
+    """How long writing one Ready's entries and hard state to the log took, before its
+    fsync (the write system calls; with the file storage, buffered in the page cache)."""
+    proposal: Histogram = msgspec.field(default_factory=Histogram)
+    """A write's time on the leader's node, from its arrival to its answer (applied, or
+    refused by the state machine): what a client sees, less its own round trip."""
     transport: TransportStats | None = None
     """The transport's counters (see :class:`~raftpy.transport.stats.TransportStats`).
     ``None`` until the node started, and for a transport that keeps no counters (in-process
@@ -84,4 +93,7 @@ class NodeStats(msgspec.Struct, kw_only=True):
             snapshots=msgspec.structs.replace(self.snapshots),
             transport=transport,
             elections=dict(self.elections),
+            fsync=self.fsync.copy(),
+            wal_append=self.wal_append.copy(),
+            proposal=self.proposal.copy(),
         )
