@@ -42,9 +42,10 @@ from raftpy.errors import (
 )
 from raftpy.node import FATAL_EXIT_STATUS, RaftNode
 from raftpy.node.config import NodeConfig
+from raftpy.node.leadership import LeadershipEvent
 from raftpy.node.sessions import SessionGrant
 from raftpy.node.stats import NodeStats
-from raftpy.node.status import NodeStatus
+from raftpy.node.status import NodeStatus, PeerReplication, SnapshotStatus, TransferStatus
 from raftpy.statemachine import StateMachine
 from raftpy.storage.base import LogStore
 from raftpy.storage.errors import (
@@ -76,6 +77,7 @@ __all__ = [
     "HardState",
     "IndeterminateError",
     "InvariantViolation",
+    "LeadershipEvent",
     "LocalProtocolError",
     "LogStorage",
     "LogStore",
@@ -88,6 +90,7 @@ __all__ = [
     "NodeStatus",
     "NotLeaderError",
     "PeerMessage",
+    "PeerReplication",
     "ProposalDropped",
     "Raft",
     "RaftConfig",
@@ -102,6 +105,7 @@ __all__ = [
     "SessionGrant",
     "SnapshotMeta",
     "SnapshotRequest",
+    "SnapshotStatus",
     "SoftState",
     "StateMachine",
     "StateMachineError",
@@ -110,5 +114,6 @@ __all__ = [
     "StorageFullError",
     "SyncClient",
     "TlsConfig",
+    "TransferStatus",
     "__version__",
 ]
