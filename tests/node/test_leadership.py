@@ -120,3 +120,10 @@ def test_a_cluster_records_elections_transfers_and_check_quorum() -> None:
             assert ("follower", "check quorum") in _reasons(target.status())
 
     asyncio.run(main())
+
+
+def test_a_copy_of_the_stats_keeps_its_election_counts() -> None:
+    stats = NodeStats(elections={"election timeout": 1})
+    copy = stats.copy()
+    stats.elections["election timeout"] += 1
+    assert copy.elections == {"election timeout": 1}
