@@ -84,3 +84,43 @@ def test_a_raising_apply_is_the_nodes_last_error() -> None:
             assert st.last_error_time is not None and abs(st.last_error_time - time.time()) < 5
 
     asyncio.run(main())
+
+
+def test_the_nodes_snapshot_work_lists_both_directions() -> None:
+    """NodeSnapshots.transfers: what NodeStatus.transfers shows, sending and receiving."""
+    from raftpy.node.snapshots import NodeSnapshots
+    from raftpy.storage.fs import MemoryFileSystem
+    from raftpy.storage.memory import MemoryStorage
+    from raftpy.storage.snapshots import SnapshotStore
+    from tests.nodehelpers import FAST, KV
+
+    sent: list[object] = []
+    snaps = NodeSnapshots(
+        FOLLOWER,
+        SnapshotStore("/snapshots", fs=MemoryFileSystem()),
+        MemoryStorage([1, 2, 3]),
+        KV(),
+        FAST,
+        sent.append,
+        lambda: None,
+        authority=lambda: (5, LEADER),  # term 5 (TERM), leader 1
+    )
+    assert snaps.transfers() == ()
+    snaps.on_chunk(probe(size=300))
+    snaps.on_chunk(chunk(0, payload(300)[:100], size=300))
+    snaps._senders.start(make_request(dst=3), ClosingSource(payload(80)))
+    send, receive = snaps.transfers()
+    assert (send.peer, send.direction, send.index, send.bytes_done, send.size) == (
+        3,
+        "send",
+        100,
+        0,
+        80,
+    )
+    assert (receive.peer, receive.direction, receive.index, receive.bytes_done) == (
+        LEADER,
+        "receive",
+        100,
+        100,
+    )
+    assert receive.size == 300 and receive.started <= time.time()
