@@ -24,7 +24,8 @@ from collections.abc import Callable
 
 __all__ = ["DEFAULT_MAX_SAMPLES", "AppendTimes", "LastContact"]
 
-DEFAULT_MAX_SAMPLES = 4096
+DEFAULT_MAX_SAMPLES = 1024
+"""At most this many samples (about 120 KB) per leader."""
 
 
 class AppendTimes:
