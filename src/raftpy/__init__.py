@@ -43,9 +43,10 @@ from raftpy.errors import (
 from raftpy.node import FATAL_EXIT_STATUS, RaftNode
 from raftpy.node.config import NodeConfig
 from raftpy.node.health import Health
+from raftpy.node.leadership import LeadershipEvent
 from raftpy.node.sessions import SessionGrant
 from raftpy.node.stats import NodeStats
-from raftpy.node.status import NodeStatus
+from raftpy.node.status import NodeStatus, PeerReplication, SnapshotStatus, TransferStatus
 from raftpy.statemachine import StateMachine
 from raftpy.storage.base import LogStore
 from raftpy.storage.errors import (
@@ -78,6 +79,7 @@ __all__ = [
     "Health",
     "IndeterminateError",
     "InvariantViolation",
+    "LeadershipEvent",
     "LocalProtocolError",
     "LogStorage",
     "LogStore",
@@ -90,6 +92,7 @@ __all__ = [
     "NodeStatus",
     "NotLeaderError",
     "PeerMessage",
+    "PeerReplication",
     "ProposalDropped",
     "Raft",
     "RaftConfig",
@@ -104,6 +107,7 @@ __all__ = [
     "SessionGrant",
     "SnapshotMeta",
     "SnapshotRequest",
+    "SnapshotStatus",
     "SoftState",
     "StateMachine",
     "StateMachineError",
@@ -112,5 +116,6 @@ __all__ = [
     "StorageFullError",
     "SyncClient",
     "TlsConfig",
+    "TransferStatus",
     "__version__",
 ]

@@ -144,6 +144,10 @@ class Raft:
         self._prev_hard = HardState(self.term, self.vote, self.log.committed)
         self._prev_soft = SoftState(self.role, self.lead)
         self._outstanding: Ready | None = None
+        # For operators only (Status; raftpy.node.leadership), never read by the rules: why the
+        # role last changed, and the campaigns started, by reason.
+        self.role_reason = "start"
+        self.campaigns: dict[str, int] = {}
         self._become_follower(self.term, None)
 
     # ------------------------------------------------------------------------------------------
@@ -286,6 +290,7 @@ class Raft:
                 # Thesis §6.2: a leader that cannot reach a majority for an election timeout
                 # steps down, so clients look for the real leader elsewhere.
                 logger.info("%d steps down at term %d: quorum not active", self.id, self.term)
+                self.role_reason = "check quorum"
                 self._become_follower(self.term, None)
                 return
             if self.lead_transferee is not None:
@@ -586,6 +591,7 @@ class Raft:
             self.term,
             f"; hands over to {ready[0]}" if ready else "",
         )
+        self.role_reason = "removed"
         if ready:
             self.lead_transferee = ready[0]
             self._send_timeout_now(ready[0])
@@ -606,6 +612,7 @@ class Raft:
         check_snapshot(meta, leader, term, self.term, self.lead, self.log)
         if term > self.term:
             # Raft §5.1: a higher term makes us a follower of that term, under its sender.
+            self.role_reason = "higher term"
             self._become_follower(term, leader)
         if self.role is not Role.FOLLOWER:
             # Raft §5.2: a leader of our term exists; concede.
@@ -670,6 +677,7 @@ class Raft:
             else:
                 # Raft §5.1: a higher term makes us a follower of that term.
                 lead = m.src if isinstance(m, AppendEntries | Heartbeat) else None
+                self.role_reason = "higher term"
                 self._become_follower(m.term, lead)
         elif m.term < self.term:
             self._answer_stale(m)
@@ -743,6 +751,7 @@ class Raft:
     def _step_candidate(self, m: Message) -> None:
         if isinstance(m, AppendEntries | Heartbeat):
             # Raft §5.2: a leader of our term exists; concede.
+            self.role_reason = "leader found"
             self._become_follower(m.term, m.src)
             self._step_follower(m)
         elif isinstance(m, RequestVoteResponse):
@@ -768,6 +777,9 @@ class Raft:
             # could never be won; only a forged term can have brought us here.
             logger.error("%d cannot campaign: term %d is the largest allowed", self.id, self.term)
             return
+        reason = "leader transfer" if transfer else "election timeout"
+        self.role_reason = reason
+        self.campaigns[reason] = self.campaigns.get(reason, 0) + 1
         if self.config.pre_vote and not transfer:
             # Thesis §9.6: first ask whether we could win, without disturbing anyone's term.
             self._become_pre_candidate()
@@ -800,6 +812,7 @@ class Raft:
             self._on_election_won()
         elif result is VoteResult.LOST:
             # Raft §5.2: a lost election returns to follower (at our current term).
+            self.role_reason = "election lost"
             self._become_follower(self.term, None)
 
     def _on_election_won(self) -> None:
@@ -1216,6 +1229,8 @@ class Raft:
             peers=peers,
             learners=tuple(sorted(conf.learners + conf.learners_next)),
             voters_outgoing=conf.voters_outgoing,
+            role_reason=self.role_reason,
+            campaigns=dict(self.campaigns),
         )
 
     def check_invariants(self) -> None:
