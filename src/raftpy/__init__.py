@@ -32,6 +32,7 @@ from raftpy.core.storage import HardState, LogStorage
 from raftpy.errors import (
     ClusterUnavailableError,
     ConfChangeError,
+    HandshakeRefusedError,
     IndeterminateError,
     InvariantViolation,
     LocalProtocolError,
@@ -81,6 +82,7 @@ __all__ = [
     "Entry",
     "EntryKind",
     "FileStorage",
+    "HandshakeRefusedError",
     "HardState",
     "IndeterminateError",
     "InvariantViolation",
