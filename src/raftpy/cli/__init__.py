@@ -13,6 +13,7 @@ One module per subcommand, each with an ``add_parser`` that adds its parser and 
 - :mod:`raftpy.cli.tls`: ``raftpy tls init DIR --nodes 1,2,3``, make certificates for mutual TLS.
 
 Each module's docstring gives its exit statuses; a usage error exits with 2 everywhere.
+``raftpy --version`` prints ``raftpy X.Y.Z`` (the installed package's version).
 """
 
 from __future__ import annotations
@@ -64,7 +65,15 @@ _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``raftpy`` command, with every subcommand."""
+    from raftpy import __version__
+
     parser = argparse.ArgumentParser(prog="raftpy", description="raftpy command line tools")
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"raftpy {__version__}",
+        help="print the installed raftpy's version and exit",
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add in _SUBCOMMANDS:
         add(subparsers)
