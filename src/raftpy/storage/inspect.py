@@ -61,7 +61,7 @@ from raftpy.storage.segments import (
     segment_name,
     segment_numbers,
 )
-from raftpy.storage.snapshots import SnapshotStore
+from raftpy.storage.snapshots import SnapshotStore, _file_name
 from raftpy.storage.wal import MIN_SEGMENT_SIZE, FileStorage
 
 __all__ = [
@@ -433,9 +433,11 @@ class Inspection:
             ) from None
         except OSError as exc:
             raise DataDirError(f"cannot lock {lock_path}: {exc}") from exc
+        self._unsupported: str | None = None  # the first segment of an unknown format
         try:
+            segment_reports, hard = self._segments(names)
             self._open_log()
-            self.report = self._build(names)
+            self.report = self._build(names, segment_reports, hard)
         except BaseException:
             self.close()
             raise
@@ -480,8 +482,8 @@ class Inspection:
         except UnsupportedFormatError as exc:
             self._damaged(
                 "unsupported-format",
-                None,
-                None,
+                self._unsupported,
+                0 if self._unsupported is not None else None,
                 str(exc),
                 "the node refuses to start: run the raftpy version that wrote this data dir "
                 "(or a newer one)",
@@ -502,8 +504,9 @@ class Inspection:
             else:
                 raise
 
-    def _build(self, names: list[str]) -> DataDirReport:
-        segments, hard = self._segments(names)
+    def _build(
+        self, names: list[str], segments: list[SegmentReport], hard: HardStateReport | None
+    ) -> DataDirReport:
         log_report, membership = self._log_report()
         if self._log is not None:
             h = self._log.hard_state
@@ -552,7 +555,11 @@ class Inspection:
             try:
                 scan = scan_segment(data, seq, path)
             except (CorruptLogError, UnsupportedFormatError) as exc:
-                reason = exc.reason if isinstance(exc, CorruptLogError) else str(exc)
+                if isinstance(exc, CorruptLogError):
+                    reason = exc.reason
+                else:
+                    reason = str(exc)
+                    self._unsupported = self._unsupported or path
                 out.append(
                     SegmentReport(
                         file=name,
@@ -714,6 +721,8 @@ class Inspection:
     def _snapshots(self) -> tuple[list[SnapshotReport], str | None]:
         directory = os.path.join(self.data_dir, SNAPSHOTS)
         if not self._fs.exists(directory):
+            # The node creates it empty: a log compacted to a snapshot still needs its file.
+            self._roles(directory, [])
             return [], None
         store = SnapshotStore(directory, fs=self._fs)
         for name in sorted(self._fs.listdir(directory)):
@@ -727,7 +736,7 @@ class Inspection:
                     "the node deletes it at start",
                 )
         keys = store.keys()
-        roles = self._roles(store, keys)
+        roles = self._roles(directory, keys)
         out = []
         restored = None
         for index, term in keys:
@@ -774,7 +783,7 @@ class Inspection:
         return out, restored
 
     def _roles(
-        self, store: SnapshotStore, keys: Sequence[tuple[int, int]]
+        self, directory: str, keys: Sequence[tuple[int, int]]
     ) -> dict[tuple[int, int], Role]:
         """Which snapshot the node restores from at start, by the node's own rule: the file of
         the log's snapshot, or a newer one at a committed index whose term the log agrees
@@ -782,16 +791,20 @@ class Inspection:
         Findings for what stops the node."""
         s = self._log
         roles: dict[tuple[int, int], Role] = {}
-        if s is None or not keys:
+
+        def path_of(index: int, term: int) -> str:
+            return os.path.join(directory, _file_name(index, term))
+
+        if s is None:
             return roles
         wal = s.snapshot_meta()
         hard = s.hard_state
         last = s.last_index()
-        if hard.term == 0 and last == 0 and wal.index == 0:
+        if keys and hard.term == 0 and last == 0 and wal.index == 0:
             index, term = keys[-1]
             self._damaged(
                 "snapshots-without-log",
-                store.path_of(index, term),
+                path_of(index, term),
                 0,
                 f"snapshot files exist (the newest at index {index}, term {term}) but the log "
                 "is empty, with no term and no vote: the log was lost",
@@ -818,7 +831,7 @@ class Inspection:
         if wal.index > 0 and chosen is None:
             self._damaged(
                 "snapshot-missing",
-                store.path(wal),
+                path_of(wal.index, wal.term),
                 0,
                 f"the log was compacted to a snapshot at index {wal.index} (term {wal.term}) "
                 "whose file is missing: the state before it is lost here",
@@ -830,7 +843,7 @@ class Inspection:
             index, term = beyond[0]
             self._damaged(
                 "snapshot-beyond-old-log",
-                store.path_of(index, term),
+                path_of(index, term),
                 0,
                 f"this snapshot file (index {index}, term {term}) lies beyond the log's last "
                 f"entry {last}, and the log's last segment (format 1) cannot tell whether its "
@@ -839,11 +852,13 @@ class Inspection:
                 "installing a snapshot from the leader, delete this file and start again",
             )
         for key in unvouched:
+            if chosen is not None and key[0] < chosen[0]:
+                continue  # older than the one restored: deleted at start, like any old file
             roles[key] = "unvouched"
             self._finding(
                 "warning",
                 "snapshot-unvouched",
-                store.path_of(*key),
+                path_of(*key),
                 None,
                 f"a snapshot file (index {key[0]}, term {key[1]}) the log does not vouch for "
                 f"(its last entry is {last}, its commit index {hard.commit})",
