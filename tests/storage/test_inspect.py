@@ -11,6 +11,7 @@ FileStorage on every one.
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 from collections.abc import Callable
@@ -28,7 +29,7 @@ from raftpy.storage.errors import (
     DataLossError,
     StorageError,
 )
-from raftpy.storage.fs import FaultyFileSystem, SimulatedCrash
+from raftpy.storage.fs import FaultyFileSystem, OsFileSystem, ReadOnlyFileSystem, SimulatedCrash
 from raftpy.storage.inspect import (
     DataDirReport,
     Finding,
@@ -516,3 +517,27 @@ def test_random_damage_gets_the_verdict_filestorage_reaches(seed: int) -> None:
     assert not log_damage, f"doctor: {log_damage}; FileStorage opens; {replay}"
     assert rnd.state_of(s) in outcomes, f"the repair lost acknowledged state; {replay}"
     s.close()
+
+
+def test_the_read_only_file_system_refuses_every_write(tmp_path: Path) -> None:
+    (tmp_path / "f").write_bytes(b"data")
+    ro = ReadOnlyFileSystem(OsFileSystem())
+    f = ro.open(str(tmp_path / "f"))
+    assert f.read_at(0, 4) == b"data" and f.size() == 4
+    for write in (
+        lambda: f.write_at(0, b"x"),
+        lambda: f.truncate(0),
+        lambda: f.preallocate(10),
+        f.datasync,
+        lambda: ro.open(str(tmp_path / "new"), create=True),
+        lambda: ro.makedirs(str(tmp_path / "d")),
+        lambda: ro.rename(str(tmp_path / "f"), str(tmp_path / "g")),
+        lambda: ro.unlink(str(tmp_path / "f")),
+        lambda: ro.sync_dir(str(tmp_path)),
+    ):
+        with pytest.raises(PermissionError) as info:
+            write()
+        assert info.value.errno == errno.EROFS
+    f.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f"]
+    assert (tmp_path / "f").read_bytes() == b"data"

@@ -27,16 +27,26 @@ still held. It refuses when anything is damaged.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Literal
-
-import msgspec
 
 from raftpy.core.messages import DECODE_ERRORS, ConfState
 from raftpy.errors import LocalProtocolError
+from raftpy.storage.data_dir_report import (
+    DataDirReport,
+    Finding,
+    HardStateReport,
+    IdentityReport,
+    LogReport,
+    MembershipReport,
+    Repair,
+    Role,
+    SegmentReport,
+    Severity,
+    SnapshotReport,
+    TermRange,
+)
 from raftpy.storage.errors import (
     CorruptLogError,
     CorruptSnapshotError,
@@ -46,7 +56,7 @@ from raftpy.storage.errors import (
     StorageError,
     UnsupportedFormatError,
 )
-from raftpy.storage.fs import File, FileSystem, Lock, OsFileSystem
+from raftpy.storage.fs import FileSystem, Lock, OsFileSystem, ReadOnlyFileSystem
 from raftpy.storage.identity import IDENTITY, read_identity
 from raftpy.storage.peers import PEERS, PeerIncarnations
 from raftpy.storage.segments import (
@@ -65,6 +75,7 @@ from raftpy.storage.snapshots import SnapshotStore, _file_name
 from raftpy.storage.wal import MIN_SEGMENT_SIZE, FileStorage
 
 __all__ = [
+    "REPLACE_MEMBER",
     "SNAPSHOTS",
     "DataDirReport",
     "Finding",
@@ -74,7 +85,6 @@ __all__ = [
     "LogReport",
     "MembershipReport",
     "NotADataDirError",
-    "ReadOnlyFileSystem",
     "Repair",
     "RepairRefused",
     "Role",
@@ -88,13 +98,13 @@ __all__ = [
 SNAPSHOTS = "snapshots"
 """The snapshot directory's name inside a node's data directory."""
 
-Severity = Literal["ok", "warning", "damaged"]
-"""``ok``: a fact worth knowing; ``warning``: the node handles it at start (nothing
-acknowledged is lost); ``damaged``: the node refuses to start."""
 
-
-Role = Literal["restored", "log", "unvouched", "old", "unknown"]
-"""What the node does with a snapshot file at start-up (:attr:`SnapshotReport.role`)."""
+REPLACE_MEMBER = (
+    "Replace this member: remove it from the cluster and add it back with an empty data dir "
+    '(README.md, "Changing members")'
+)
+"""What to do when a member's synced state is gone (Thesis §4.1: a server that lost its state
+rejoins as a new one, through a membership change)."""
 
 
 class NotADataDirError(DataDirError):
@@ -105,237 +115,6 @@ class NotADataDirError(DataDirError):
 class RepairRefused(StorageError):
     """Raised by :meth:`Inspection.repair` when the data dir holds more than a torn tail:
     nothing was changed."""
-
-
-# -- the report -------------------------------------------------------------------------------
-
-
-class IdentityReport(msgspec.Struct, kw_only=True):
-    """The identity file: whose data directory this is (``None``: not recorded)."""
-
-    node_id: int | None
-    cluster_id: str | None
-    incarnation: str | None
-
-
-class HardStateReport(msgspec.Struct, kw_only=True):
-    """The last hard state the log records (Raft Figure 2: term, vote, commit)."""
-
-    term: int
-    vote: int | None
-    commit: int
-
-
-class SegmentReport(msgspec.Struct, kw_only=True):
-    """One write-ahead log segment, as :func:`~raftpy.storage.segments.scan_segment` read it."""
-
-    file: str
-    """The file name, inside the data directory."""
-    number: int
-    version: int | None
-    """The format version (``None``: the header could not be read)."""
-    first_index: int | None
-    """The first entry index written in this segment (``None``: none)."""
-    last_index: int | None
-    records: int
-    """Records in the segment's complete batches (each batch's end marker not counted)."""
-    bytes: int
-    """Where the complete batches end: header and records, in bytes."""
-    size: int
-    """The file's size in bytes."""
-    preallocated: int
-    """The size the segment was created with (0 for format 1, which does not say)."""
-    sealed: bool
-    """The log continues in the next segment (a SEAL record follows the end marker)."""
-    damage: str | None
-    """The first damage in the segment (``"checksum mismatch at offset 1234"``), or ``None``."""
-
-
-class TermRange(msgspec.Struct, kw_only=True):
-    """Entries ``first..last`` of the log, all of term ``term``."""
-
-    term: int
-    first: int
-    last: int
-
-
-class LogReport(msgspec.Struct, kw_only=True):
-    """The log as recovery rebuilt it: the snapshot it starts after and its entries."""
-
-    snapshot_index: int
-    snapshot_term: int
-    first_index: int
-    """The first entry in the log (``snapshot_index + 1``)."""
-    last_index: int
-    """The last entry (``snapshot_index`` when the log holds none after the snapshot)."""
-    terms: list[TermRange]
-    """The entries' terms, as runs, oldest first."""
-    bytes: int
-    """Bytes of records held in the segments."""
-    vouches_for_tail: bool
-    """Whether the last segment can tell a cut-off end from a clean one (format 2)."""
-
-
-class MembershipReport(msgspec.Struct, kw_only=True):
-    """The membership at the end of the log (its last configuration entry, else the
-    snapshot's)."""
-
-    voters: list[int]
-    learners: list[int]
-    voters_outgoing: list[int]
-    """Non-empty while a joint-consensus change is in progress (Thesis §4.3)."""
-    addresses: dict[int, str]
-
-
-class SnapshotReport(msgspec.Struct, kw_only=True):
-    """One snapshot file and what the node does with it at start-up."""
-
-    file: str
-    """The file name, inside ``snapshots/``."""
-    index: int
-    term: int
-    size: int
-    checksum_ok: bool
-    """Header, trailer and CRC over every byte all check out."""
-    problem: str | None
-    """What is wrong with the file (``None`` when ``checksum_ok``)."""
-    role: Role
-    """``restored``: the newest snapshot the log vouches for, restored at start; ``log``: the
-    snapshot the log was compacted to, kept beside a newer restored one; ``unvouched``: newer
-    than what the log vouches for, deleted at start with a warning; ``old``: older than the
-    log's snapshot, deleted at start; ``unknown``: the log could not be read."""
-
-
-class Finding(msgspec.Struct, kw_only=True):
-    """One thing the inspection found, and what it means for the node."""
-
-    severity: Severity
-    code: str
-    """A stable name for the kind of finding (docs/doctor.md lists them)."""
-    file: str | None
-    """The file concerned (a full path), or ``None``."""
-    offset: int | None
-    """The byte offset in ``file``, or ``None``."""
-    what: str
-    """What was found."""
-    meaning: str
-    """What it means for the node, and what to do."""
-
-
-class Repair(msgspec.Struct, kw_only=True):
-    """A cut recovery decided: bytes ``[offset, end)`` of ``file`` are cleared (zeros, an end
-    marker written at ``offset``). Never synced data only: see :meth:`Inspection.repair`."""
-
-    file: str
-    offset: int
-    end: int
-    bytes: int
-    records: int
-    """Records, whole or partial, in the cut (0: only an end marker is written)."""
-
-
-class DataDirReport(msgspec.Struct, kw_only=True):
-    """What :func:`inspect_data_dir` found (the JSON of ``raftpy doctor --json``)."""
-
-    data_dir: str
-    verdict: Literal["healthy", "damaged"]
-    """``damaged``: the node refuses to start on this directory (a ``damaged`` finding)."""
-    identity: IdentityReport | None
-    hard_state: HardStateReport | None
-    log: LogReport | None
-    """``None`` when recovery could not rebuild the log (see the findings)."""
-    membership: MembershipReport | None
-    segments: list[SegmentReport]
-    snapshots: list[SnapshotReport]
-    restored_snapshot: str | None
-    """The file of the snapshot the node restores its state machine from (``None``: none)."""
-    pinned_peers: dict[int, str]
-    """The incarnation pinned for each peer (``PEERS``)."""
-    findings: list[Finding]
-    repairs: list[Repair]
-    """What ``--repair`` (and the node, at its first write) would cut."""
-
-    @property
-    def damaged(self) -> list[Finding]:
-        return [f for f in self.findings if f.severity == "damaged"]
-
-
-# -- a file system that refuses to write --------------------------------------------------------
-
-
-def _refuse(path: str) -> OSError:
-    return PermissionError(errno.EROFS, "the data dir is being inspected read-only", path)
-
-
-class _ReadOnlyFile:
-    __slots__ = ("_f", "path")
-
-    def __init__(self, f: File, path: str) -> None:
-        self._f = f
-        self.path = path
-
-    def size(self) -> int:
-        return self._f.size()
-
-    def read_at(self, offset: int, size: int) -> bytes:
-        return self._f.read_at(offset, size)
-
-    def write_at(self, offset: int, data: bytes | bytearray | memoryview) -> None:
-        raise _refuse(self.path)
-
-    def truncate(self, size: int) -> None:
-        raise _refuse(self.path)
-
-    def preallocate(self, size: int) -> None:
-        raise _refuse(self.path)
-
-    def datasync(self) -> None:
-        raise _refuse(self.path)
-
-    def close(self) -> None:
-        self._f.close()
-
-
-class _NoLock:
-    def release(self) -> None:
-        pass
-
-
-class ReadOnlyFileSystem:
-    """A :class:`~raftpy.storage.fs.FileSystem` over ``base`` that reads and never writes:
-    creating, writing, renaming or deleting raises ``PermissionError`` (``EROFS``). Its lock
-    is a no-op: :class:`Inspection` holds ``base``'s lock (on an existing lock file: it creates
-    none) before it opens anything, for as long as it is open."""
-
-    def __init__(self, base: FileSystem) -> None:
-        self.base = base
-
-    def open(self, path: str, create: bool = False) -> File:
-        if create and not self.base.exists(path):
-            raise _refuse(path)
-        return _ReadOnlyFile(self.base.open(path), path)
-
-    def exists(self, path: str) -> bool:
-        return self.base.exists(path)
-
-    def makedirs(self, path: str) -> None:
-        if not self.base.exists(path):
-            raise _refuse(path)
-
-    def listdir(self, path: str) -> list[str]:
-        return self.base.listdir(path)
-
-    def rename(self, src: str, dst: str) -> None:
-        raise _refuse(src)
-
-    def unlink(self, path: str) -> None:
-        raise _refuse(path)
-
-    def sync_dir(self, path: str) -> None:
-        raise _refuse(path)
-
-    def lock(self, path: str) -> Lock:
-        return _NoLock()  # the inspection took the real lock before opening anything
 
 
 class _ReadOnlyLog(FileStorage):
@@ -475,9 +254,8 @@ class Inspection:
                 exc.offset,
                 exc.reason,
                 "the node refuses to start (DataLossError): state it had synced, so possibly "
-                "acknowledged, is gone. Replace this member: remove it from the cluster and add "
-                'it back with an empty data dir (README.md, "Changing members"), or restore '
-                "the data dir from a backup taken while the node was stopped",
+                f"acknowledged, is gone. {REPLACE_MEMBER}, or restore the data dir from a "
+                "backup taken while the node was stopped",
             )
         except UnsupportedFormatError as exc:
             self._damaged(
@@ -765,9 +543,7 @@ class Inspection:
                     path,
                     offset,
                     f"the snapshot the node restores from is damaged: {problem}",
-                    "the node refuses to start (CorruptSnapshotError). Replace this member: "
-                    'remove it and add it back with an empty data dir (README.md, "Changing '
-                    'members")',
+                    f"the node refuses to start (CorruptSnapshotError). {REPLACE_MEMBER}",
                 )
             else:
                 self._finding(
@@ -808,8 +584,7 @@ class Inspection:
                 0,
                 f"snapshot files exist (the newest at index {index}, term {term}) but the log "
                 "is empty, with no term and no vote: the log was lost",
-                "the node refuses to start (DataLossError). Replace this member: remove it and "
-                'add it back with an empty data dir (README.md, "Changing members")',
+                f"the node refuses to start (DataLossError). {REPLACE_MEMBER}",
             )
             return roles
         chosen: tuple[int, int] | None = None
@@ -835,8 +610,7 @@ class Inspection:
                 0,
                 f"the log was compacted to a snapshot at index {wal.index} (term {wal.term}) "
                 "whose file is missing: the state before it is lost here",
-                "the node refuses to start (DataLossError). Replace this member: remove it and "
-                'add it back with an empty data dir (README.md, "Changing members")',
+                f"the node refuses to start (DataLossError). {REPLACE_MEMBER}",
             )
         beyond = [(i, t) for i, t in unvouched if i > last]
         if beyond and not s.vouches_for_tail:
