@@ -9,17 +9,19 @@ Every wait is bounded; every process is killed when a test ends, pass or fail.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from raftpy.cli import main
 from raftpy.examples.hashmap import HashMapClient
-from raftpy.storage import segments
+from raftpy.storage import data_dir_report, inspect, segments
 from raftpy.storage.wal import FileStorage
 from tests.examples.test_examples_process import leader_of, put_until_acknowledged
 from tests.processhelpers import ProcessCluster, wait_until
@@ -334,3 +336,19 @@ def test_doctor_on_a_stopped_hashmap_node(tmp_path: Path) -> None:
     assert "checksum mismatch" in result.stdout.splitlines()[-1]
     refused = raftpy("doctor", "--repair", str(copy))
     assert refused.returncode == 1 and "Nothing was changed." in refused.stderr
+
+
+def test_the_docs_list_every_finding_code_and_json_key() -> None:
+    root = Path(__file__).resolve().parents[2]
+    docs = (root / "docs" / "doctor.md").read_text()
+    source = Path(inspect.__file__).read_text()
+    codes = set(re.findall(r'self\._damaged\(\s*"([a-z-]+)"', source))
+    codes |= set(re.findall(r'self\._finding\(\s*"[a-z]+",\s*"([a-z-]+)"', source))
+    assert len(codes) == 14  # a new code must be added here and to docs/doctor.md
+    assert [c for c in sorted(codes) if f"| `{c}` |" not in docs] == []
+    for struct in vars(data_dir_report).values():
+        if isinstance(struct, type) and issubclass(struct, msgspec.Struct):
+            missing = [k for k in struct.__struct_fields__ if f'"{k}"' not in docs]
+            assert missing == [] or struct is data_dir_report.DataDirReport, (struct, missing)
+    report_keys = data_dir_report.DataDirReport.__struct_fields__
+    assert [k for k in report_keys if f"| `{k}` |" not in docs] == []
