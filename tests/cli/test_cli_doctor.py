@@ -323,6 +323,24 @@ def test_doctor_on_a_stopped_hashmap_node(tmp_path: Path) -> None:
     restored = [line.split()[0] for line in lines if line.endswith("restored at start")]
     assert len(restored) == 1 and int(restored[0][:20]) >= snap.index
 
+    # A copy with a torn tail, as a crash in the middle of a write leaves it: healthy, one
+    # warning (recovery's own log line is a finding, not noise on stderr), and repaired.
+    torn = tmp_path / "torn"
+    shutil.copytree(data, torn)
+    tear_tail(torn, lambda size: size // 2)
+    result = raftpy("doctor", str(torn))
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout.splitlines()[-1] == (
+        "verdict: healthy (1 warning: the node handles it at start)"
+    )
+    result = raftpy("doctor", "--repair", str(torn))
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout.splitlines()[-3].startswith("repair: cuts ")
+    assert result.stdout.splitlines()[-1] == "verdict: healthy"
+    s = FileStorage(torn)
+    assert (s.hard_state, s.last_index()) == (hard, last)
+    s.close()
+
     # Damage a copy: a flipped byte in a synced record of the newest segment.
     copy = tmp_path / "copy"
     shutil.copytree(data, copy)
