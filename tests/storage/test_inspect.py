@@ -541,3 +541,25 @@ def test_the_read_only_file_system_refuses_every_write(tmp_path: Path) -> None:
     f.close()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f"]
     assert (tmp_path / "f").read_bytes() == b"data"
+
+
+def test_a_data_dir_with_no_log_yet_is_healthy_and_says_so(tmp_path: Path) -> None:
+    (tmp_path / "LOCK").write_bytes(b"")  # a node opened it and stopped before its first write
+    r = inspect_data_dir(tmp_path)
+    assert r.verdict == "healthy" and [(f.severity, f.code) for f in r.findings] == [
+        ("ok", "no-log")
+    ]
+    assert r.log is not None and (r.log.first_index, r.log.last_index) == (1, 0)
+    assert r.identity is None and r.segments == [] and r.snapshots == []
+
+
+def test_a_repair_without_a_lock_file_takes_the_lock_first(tmp_path: Path) -> None:
+    compacted(tmp_path)
+    tear_tail(tmp_path, lambda size: size // 2)
+    (tmp_path / "LOCK").unlink()
+    with Inspection(tmp_path) as inspection:
+        assert not (tmp_path / "LOCK").exists()  # inspecting creates nothing
+        assert len(inspection.repair()) == 1
+        with pytest.raises(StorageError, match="in use by another process"):
+            open_dir(tmp_path)  # the repair holds the lock it took
+    assert inspect_data_dir(tmp_path).findings == []

@@ -290,6 +290,16 @@ class Inspection:
             h = self._log.hard_state
             hard = HardStateReport(term=h.term, vote=h.vote, commit=h.commit)
         repairs = self._repairs()
+        if self._log is not None and self._log._new:
+            self._finding(
+                "ok",
+                "no-log",
+                None,
+                None,
+                "the data dir holds no log yet (no segment, or only a first batch that never "
+                "reached the disk)",
+                "the node starts as a brand-new member, from the member list it is given",
+            )
         for name in sorted(n for n in names if n.endswith(".wal.tmp")):
             self._finding(
                 "ok",
@@ -688,8 +698,16 @@ class Inspection:
             )
         if self._log is None or not report.repairs:
             return []
+        lock_path = os.path.join(self.data_dir, "LOCK")
         try:
+            if self._lock is None:
+                # No lock file when inspected (so no node had it open): none may start now.
+                self._lock = self._base.lock(lock_path)
             self._log.cut(self._base)
+        except BlockingIOError:
+            raise DataDirLockedError(
+                f"data dir {self.data_dir} is in use: a node started meanwhile ({lock_path})"
+            ) from None
         except OSError as exc:
             raise DataDirError(f"could not repair {self.data_dir}: {exc}") from exc
         return report.repairs
