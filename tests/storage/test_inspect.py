@@ -563,3 +563,19 @@ def test_a_repair_without_a_lock_file_takes_the_lock_first(tmp_path: Path) -> No
         with pytest.raises(StorageError, match="in use by another process"):
             open_dir(tmp_path)  # the repair holds the lock it took
     assert inspect_data_dir(tmp_path).findings == []
+
+
+def test_a_damaged_header_of_the_logs_own_snapshot_is_damaged(tmp_path: Path) -> None:
+    write_log(tmp_path)
+    snapshot_at(tmp_path, 30, 1)
+    s = open_dir(tmp_path)
+    s.create_snapshot(META30)
+    s.close()
+    snapshot_at(tmp_path, 45, 2)  # newer, committed, vouched for: the one restored
+    own = tmp_path / "snapshots" / SNAP30
+    flip(own, 17)  # in the header's meta: the node reads it to keep the file
+    r = inspect_data_dir(tmp_path)
+    assert {s.index: s.role for s in r.snapshots} == {30: "log", 45: "restored"}
+    with pytest.raises(CorruptSnapshotError) as info:
+        recover(tmp_path)
+    assert damaged(r) == [("snapshot-corrupt", info.value.file, info.value.offset)]
