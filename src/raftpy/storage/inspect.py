@@ -217,6 +217,9 @@ class Inspection:
             segment_reports, hard = self._segments(names)
             self._open_log()
             self.report = self._build(names, segment_reports, hard)
+        except OSError as exc:
+            self.close()
+            raise DataDirError(f"cannot read {self.data_dir}: {exc}") from exc
         except BaseException:
             self.close()
             raise
@@ -530,7 +533,7 @@ class Inspection:
         for index, term in keys:
             path = store.path_of(index, term)
             role: Role = roles.get((index, term), "old" if self._log is not None else "unknown")
-            problem, offset, size = _check_snapshot(store, index, term)
+            problem, offset, size, header_ok = _check_snapshot(store, index, term)
             ok = problem is None
             out.append(
                 SnapshotReport(
@@ -547,12 +550,14 @@ class Inspection:
                 restored = os.path.basename(path)
             if ok:
                 continue
-            if role == "restored":
+            if role == "restored" or (role == "log" and not header_ok):
+                # The node reads the header of the log's own file and all of the restored one.
                 self._damaged(
                     "snapshot-corrupt",
                     path,
                     offset,
-                    f"the snapshot the node restores from is damaged: {problem}",
+                    f"the snapshot the node {'restores from' if role == 'restored' else 'keeps'} "
+                    f"is damaged: {problem}",
                     f"the node refuses to start (CorruptSnapshotError). {REPLACE_MEMBER}",
                 )
             else:
@@ -735,9 +740,9 @@ def _membership(conf: ConfState) -> MembershipReport:
 
 def _check_snapshot(
     store: SnapshotStore, index: int, term: int
-) -> tuple[str | None, int | None, int]:
+) -> tuple[str | None, int | None, int, bool]:
     """What is wrong with the file of ``(index, term)`` (``None``: header, trailer and CRC
-    check out) and at which byte offset, and the file's size."""
+    check out) and at which byte offset, the file's size, and whether its header is intact."""
     size = 0
     with contextlib.suppress(OSError):
         f = store._fs.open(store.path_of(index, term))
@@ -745,10 +750,13 @@ def _check_snapshot(
             size = f.size()
         finally:
             f.close()
+    header_ok = False
     try:
-        store.verify(store.read_meta(index, term))
+        meta = store.read_meta(index, term)
+        header_ok = True
+        store.verify(meta)
     except CorruptSnapshotError as exc:
-        return exc.reason, exc.offset, size
+        return exc.reason, exc.offset, size, header_ok
     except UnsupportedFormatError as exc:
-        return str(exc), None, size
-    return None, None, size
+        return str(exc), None, size, header_ok
+    return None, None, size, True
