@@ -370,3 +370,13 @@ def test_the_docs_list_every_finding_code_and_json_key() -> None:
             assert missing == [] or struct is data_dir_report.DataDirReport, (struct, missing)
     report_keys = data_dir_report.DataDirReport.__struct_fields__
     assert [k for k in report_keys if f"| `{k}` |" not in docs] == []
+
+
+def test_a_data_dir_that_cannot_be_read_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    compacted(tmp_path)
+    (tmp_path / "0000000000000009.wal").mkdir()  # a "segment" no one can read
+    code, out, err = doctor(capsys, str(tmp_path))
+    assert (code, out) == (2, "")
+    assert err.startswith(f"raftpy doctor: cannot read {tmp_path}: [Errno 21] Is a directory")
