@@ -579,3 +579,40 @@ def test_a_damaged_header_of_the_logs_own_snapshot_is_damaged(tmp_path: Path) ->
     with pytest.raises(CorruptSnapshotError) as info:
         recover(tmp_path)
     assert damaged(r) == [("snapshot-corrupt", info.value.file, info.value.offset)]
+
+
+# -- randomized: the snapshot the inspection names is the one the node restores ------------------
+
+CANDIDATES = [(20, 1), (30, 1), (45, 2), (50, 3), (60, 2), (70, 3), (90, 3), (200, 7)]
+"""Snapshot files to scatter beside write_log's log (terms 1, 2, 3 over 1..30, 31..60, 61..90;
+commit 60): the log agrees with some, not with (50, 3), and vouches for none past 60."""
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_random_snapshot_files_get_the_choice_the_node_makes(tmp_path: Path, seed: int) -> None:
+    rng = random.Random(seed)
+    d = tmp_path / "data"
+    write_log(d)
+    compact = rng.choice([None, (30, 1), (45, 2)])
+    files = rng.sample(CANDIDATES, rng.randrange(0, 4))
+    if compact is not None and rng.random() < 0.8:
+        files.append(compact)
+    for index, term in sorted(set(files)):
+        snapshot_at(d, index, term)
+    if compact is not None:
+        s = open_dir(d)
+        s.create_snapshot(SnapshotMeta(*compact, ConfState(voters=(1, 2, 3))))
+        s.close()
+    print(f"seed {seed}: compacted to {compact}, files {sorted(set(files))}")
+    r = inspect_data_dir(d)
+    try:
+        storage, store, applied = recover(d)  # the node's own start-up
+    except (DataLossError, CorruptSnapshotError) as exc:
+        assert [(f.file, f.offset) for f in r.damaged] == [(exc.file, exc.offset)], seed
+        return
+    storage.close()
+    assert r.verdict == "healthy", (seed, r.findings)
+    restored = [s for s in r.snapshots if s.role == "restored"]
+    assert [s.index for s in restored] == ([] if applied is None else [applied]), seed
+    kept = {(s.index, s.term) for s in r.snapshots if s.role in ("restored", "log")}
+    assert set(store.keys()) == kept, seed  # what start-up deleted, the inspection foretold
