@@ -6,7 +6,8 @@ the repair cuts only what recovery would cut, and refuses everything else.
 
 The randomized twin (``RAFTPY_DOCTOR_SEEDS=N``, default 200; ``RAFTPY_DOCTOR_SEED=S`` replays
 one) damages random logs on the fault-injecting disk and checks that the inspection agrees with
-FileStorage on every one.
+FileStorage on every one; another scatters snapshot files beside a log and checks that the
+inspection names the snapshot the node's start-up restores and the files it keeps.
 """
 
 from __future__ import annotations
@@ -616,3 +617,20 @@ def test_random_snapshot_files_get_the_choice_the_node_makes(tmp_path: Path, see
     assert [s.index for s in restored] == ([] if applied is None else [applied]), seed
     kept = {(s.index, s.term) for s in r.snapshots if s.role in ("restored", "log")}
     assert set(store.keys()) == kept, seed  # what start-up deleted, the inspection foretold
+
+
+def test_a_torn_tail_of_an_old_format_1_segment_says_it_cannot_tell(tmp_path: Path) -> None:
+    write_format_1(tmp_path)
+    path = wal_files(tmp_path)[0]
+    end = segments.scan_segment(path.read_bytes(), 1, str(path)).end
+    buf, _ = segments.encode_batch(
+        1, end, [(segments.ENTRIES, segments._enc.encode(ents(4, 2)), -1)], tail=False
+    )
+    with open(path, "r+b") as f:
+        f.seek(end)
+        f.write(buf[: len(buf) // 2])
+    r = inspect_data_dir(tmp_path)
+    f = only(r, "warning")
+    assert (f.code, f.file, f.offset) == ("torn-tail", str(path), end)
+    assert "format 1" in f.meaning and "cannot tell" in f.meaning
+    assert r.verdict == "healthy" and r.log is not None and r.log.last_index == 3
