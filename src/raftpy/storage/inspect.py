@@ -71,6 +71,7 @@ from raftpy.storage.segments import (
     segment_name,
     segment_numbers,
 )
+from raftpy.storage.snapshot_choice import choose_snapshot
 from raftpy.storage.snapshots import SnapshotStore, _file_name
 from raftpy.storage.wal import MIN_SEGMENT_SIZE, FileStorage
 
@@ -602,22 +603,9 @@ class Inspection:
                 f"the node refuses to start (DataLossError). {REPLACE_MEMBER}",
             )
             return roles
-        chosen: tuple[int, int] | None = None
-        own: tuple[int, int] | None = None
-        unvouched = []
-        for index, term in reversed(keys):
-            if index == wal.index and term == wal.term:
-                own = (index, term)
-                chosen = chosen if chosen is not None else own
-                break
-            if (
-                chosen is None
-                and wal.index < index <= min(last, hard.commit)
-                and s.term(index) == term
-            ):
-                chosen = (index, term)
-            elif index > wal.index:
-                unvouched.append((index, term))
+        chosen, own, unvouched = choose_snapshot(
+            keys, (wal.index, wal.term), last, hard.commit, s.term
+        )
         if wal.index > 0 and chosen is None:
             self._damaged(
                 "snapshot-missing",
