@@ -30,12 +30,10 @@ from raftpy.core.confchange import ConfChange, ConfChangeKind, ConfChangeSingle
 from raftpy.core.messages import (
     ConfState,
     Entry,
-    EntryKind,
     InstallSnapshot,
     InstallSnapshotResponse,
     PeerMessage,
     SnapshotMeta,
-    decode_conf_state,
 )
 from raftpy.core.raft import Raft
 from raftpy.core.ready import Ready, Role
@@ -46,6 +44,7 @@ from raftpy.errors import (
     RejectedMessage,
     StateMachineError,
 )
+from raftpy.node.applier import EntryApplier
 from raftpy.node.config import NodeConfig
 from raftpy.node.health import Health, NodeHealth
 from raftpy.node.join import ClientJoin, JoinClient
@@ -54,6 +53,7 @@ from raftpy.node.last_error import LastError
 from raftpy.node.latency import RecentDurations
 from raftpy.node.leadership import LeadershipHistory
 from raftpy.node.members import NodeMembers, describe
+from raftpy.node.opening import open_log, open_snapshot_store, tcp_transport
 from raftpy.node.rejections import PeerRejections
 from raftpy.node.requests import PendingRequests
 from raftpy.node.service import ClientService
@@ -64,11 +64,7 @@ from raftpy.node.status import NodeStatus, replication, snapshot_status, stopped
 from raftpy.statemachine import StateMachine
 from raftpy.storage.base import LogStore
 from raftpy.storage.errors import FatalStorageError, StorageFullError
-from raftpy.storage.fs import MemoryFileSystem
-from raftpy.storage.memory import MemoryStorage
 from raftpy.storage.peers import PeerIncarnations
-from raftpy.storage.snapshots import SnapshotStore
-from raftpy.storage.wal import FileStorage
 from raftpy.transport.address import parse_address
 from raftpy.transport.base import (
     ClientConnectionLike,
@@ -140,6 +136,7 @@ class RaftNode:
         self._incarnations = PeerIncarnations()  # replaced at start: pins beside the log
         self._raft: Raft | None = None
         self._snaps: NodeSnapshots | None = None
+        self._applier: EntryApplier | None = None  # made at start, with the core
         self._held: list[Entry] = []  # committed, held back while a snapshot reads the state
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -198,24 +195,10 @@ class RaftNode:
         # A joining node starts with no voters: it never campaigns, and learns the membership
         # from the leader (a data dir that already holds a log ignores this).
         voters = [] if self._join else sorted(self.peers)
-        if self._given_storage is not None:
-            self._storage = self._given_storage
-        elif self.data_dir is None:
-            self._storage = MemoryStorage(voters, addresses=self.peers)
-        else:
-            self._storage = FileStorage(
-                self.data_dir,
-                voters,
-                segment_size=self.config.segment_size,
-                cluster_id=self.config.cluster_id,
-                node_id=self.node_id,
-                addresses=self.peers,
-            )
-        if self.data_dir is not None:
-            store = SnapshotStore(os.path.join(self.data_dir, "snapshots"))
-        else:
-            # No data dir: snapshot files live on an in-memory file system, like the log.
-            store = SnapshotStore("/snapshots", fs=MemoryFileSystem())
+        self._storage = self._given_storage
+        if self._storage is None:
+            self._storage = open_log(self.node_id, self.data_dir, voters, self.peers, self.config)
+        store = open_snapshot_store(self.data_dir)
         self._snaps = NodeSnapshots(
             self.node_id,
             store,
@@ -254,6 +237,17 @@ class RaftNode:
             self._close_storage()
             raise
         self._members.attach(self._raft, self._transport)
+        self._applier = EntryApplier(
+            self.node_id,
+            self._raft,
+            self._sessions.machine,
+            self._requests,
+            self._members,
+            self._incarnations,
+            self._snaps,
+            self.stats,
+            self.last_error,
+        )
         if self._raft.voters() == {self.node_id}:
             self._raft.campaign()  # a one-member cluster need not wait for a timeout
         loop = asyncio.get_running_loop()
@@ -270,26 +264,16 @@ class RaftNode:
         on_message: Callable[[PeerMessage], None],
         on_client: Callable[[ClientConnectionLike, ClientRequest], None],
     ) -> Transport:
-        from raftpy.transport.tcp import TcpTransport
-
-        return TcpTransport(
+        conf = self._raft.conf_state() if self._raft else ConfState(())
+        return tcp_transport(
             self.node_id,
             self.address,
-            self._members.peer_map(self._raft.conf_state() if self._raft else ConfState(())),
-            cluster_id=self.config.cluster_id,
-            on_message=on_message,
-            on_client_request=on_client,
-            max_frame_bytes=self.config.max_frame_bytes,
-            max_client_frame_bytes=self.config.client_frame_limit(),
-            max_peer_connections=self.config.max_peer_connections,
-            max_client_connections=self.config.max_client_connections,
-            peer_idle_timeout=self.config.peer_idle_timeout,
-            client_idle_timeout=self.config.client_idle_timeout,
-            peer_queue_bytes=self.config.peer_queue_bytes,
-            rng=random.Random(self._rng.getrandbits(64)),
-            tls=self.config.tls,
-            insecure=self.config.insecure,
-            incarnations=self._incarnations,
+            self._members.peer_map(conf),
+            self.config,
+            self._incarnations,
+            random.Random(self._rng.getrandbits(64)),
+            on_message,
+            on_client,
         )
 
     async def stop(self) -> None:
@@ -766,48 +750,9 @@ class RaftNode:
                 self._requests.expire(asyncio.get_running_loop().time())
 
     def _apply_entries(self, entries: tuple[Entry, ...] | list[Entry]) -> None:
-        apply_entry = self._sessions.machine.apply_entry
-        on_applied = self._requests.on_applied
-        for entry in entries:
-            result = b""
-            failure: Exception | None = None
-            if entry.kind is EntryKind.SESSION or entry.kind is EntryKind.COMMAND:
-                # SESSION entries go through the session table; COMMAND ones (older logs) raw.
-                result, failure, applied = apply_entry(entry)
-                if failure is not None and applied:
-                    # A deterministic state machine fails the same way on every node, so the
-                    # replicas stay equal; the proposer gets the error.
-                    logger.error(
-                        "node %d: apply of entry %d raised",
-                        self.node_id,
-                        entry.index,
-                        exc_info=failure,
-                    )
-                    self.last_error.note(
-                        f"apply of entry {entry.index} raised {type(failure).__name__}: {failure}"
-                    )
-            elif entry.kind is EntryKind.CONFIG:
-                self._members.on_applied(entry)
-                self._forget_removed(entry)
-            on_applied(entry, result, failure)
-        self.stats.applied += len(entries)
-        raft = self._raft
-        assert raft is not None
-        raft.applied_to(entries[-1].index)  # only now: the core's applied index is the one
-        snaps = self._snaps
-        if snaps is not None:
-            snaps.note_applied(entries)
-
-    def _forget_removed(self, entry: Entry) -> None:
-        """Forget the data-dir incarnation of the members a CONFIG entry removes, as it is
-        applied (in log order, on every node): a member removed and added back with a new disk
-        is then accepted even when both changes arrive together and the membership in force,
-        which the transport follows, never lacked it."""
-        raft = self._raft
-        assert raft is not None
-        before = raft.conf_state_at(entry.index - 1).members()
-        for node in before - decode_conf_state(entry.data).members():
-            self._incarnations.forget(node)
+        applier = self._applier
+        assert applier is not None
+        applier.apply(entries)
 
     def _serve_reads(self) -> None:
         self.stats.reads += self._requests.serve_reads(self._applied)
