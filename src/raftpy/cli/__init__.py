@@ -21,7 +21,7 @@ import sys
 from collections.abc import Callable
 from typing import TextIO
 
-from raftpy.cli import check, jepsen, members, snapshot, tls
+from raftpy.cli import check, dashboard, jepsen, members, snapshot, tls
 from raftpy.cli.arguments import EXIT_USAGE
 from raftpy.cli.check import (
     DEFAULT_TIMEOUT,
@@ -52,6 +52,7 @@ __all__ = [
 
 _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     check.add_parser,
+    dashboard.add_parser,
     jepsen.add_parser,
     members.add_parser,
     members.add_transfer_parser,
