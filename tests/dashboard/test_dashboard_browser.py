@@ -124,6 +124,13 @@ def three_up_one_leading(driver: Any) -> list[tuple[str, str, str]] | None:
     return shown if alive and sum(r == "leader" for _, _, r in shown) == 1 else None
 
 
+def latency_text(driver: Any) -> str | None:
+    from selenium.webdriver.common.by import By
+
+    text = str(driver.find_element(By.ID, "latency").text)
+    return text if "/" in text else None
+
+
 def write_rate(driver: Any) -> float:
     from selenium.webdriver.common.by import By
 
@@ -167,6 +174,9 @@ def test_page_shows_members_writes_and_follows_a_leader_change(tmp_path: Path) -
                 "8 s of writes",
             )
             screenshot(driver, "dashboard-writes.png")
+            # The leader times each write (NodeStats.proposal): p50 / p99 appear.
+            latency = wait_dom(driver, latency_text, 10, "the write latency")
+            assert re.fullmatch(r"[\d.]+ [µm]?s / [\d.]+ [µm]?s", latency), latency
             assert writer.done > 0
 
             target = next(i for i in ("1", "2", "3") if i != leader)

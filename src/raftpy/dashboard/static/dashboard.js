@@ -158,7 +158,10 @@ function drawChart(svgId, allTimes, allLines, format, from, note) {
     }
     if (l.fill && area) svg.appendChild(el("svg:path", { class: "area", d: area }));
     svg.appendChild(el("svg:path", { class: "line " + (l.cls || ""), d: d }));
-    svg.appendChild(el("svg:text", { x: W - right - 90, y: top + 12 + 13 * k }, l.name));
+    // The legend sits on the time axis, between its two labels, clear of the lines.
+    const lx = W / 2 - 40 * lines.length + 80 * k;
+    svg.appendChild(el("svg:line", { class: "line " + (l.cls || ""), x1: lx, y1: H - 8, x2: lx + 16, y2: H - 8 }));
+    svg.appendChild(el("svg:text", { x: lx + 20, y: H - 4 }, l.name));
   });
 }
 
