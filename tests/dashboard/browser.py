@@ -80,3 +80,17 @@ def wait_dom(
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what} ({last})")
         time.sleep(step)
+
+
+GRAPH_SCRIPT = """
+return Array.from(document.querySelectorAll('#graph g.node')).map((g) => [
+  g.getAttribute('data-id'), g.getAttribute('data-alive'), g.getAttribute('data-role'),
+  Array.from(g.querySelectorAll('text')).map((t) => t.textContent)]);
+"""
+
+
+def graph_nodes(driver: Any) -> list[tuple[str, str, str, list[str]]]:
+    """(id, alive, role, texts) of each member drawn in the graph, read in one script so that
+    a redraw cannot split the reading."""
+    rows = driver.execute_script(GRAPH_SCRIPT)
+    return sorted((str(i), str(a), str(r), [str(t) for t in texts]) for i, a, r, texts in rows)

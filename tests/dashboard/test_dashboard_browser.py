@@ -23,7 +23,13 @@ import pytest
 from raftpy.client import SyncClient
 from raftpy.errors import RaftError
 from raftpy.examples.hashmap import HashMapClient
-from tests.dashboard.browser import artifacts_dir, missing, start_chromium, wait_dom
+from tests.dashboard.browser import (
+    artifacts_dir,
+    graph_nodes,
+    missing,
+    start_chromium,
+    wait_dom,
+)
 from tests.processhelpers import ProcessCluster
 
 pytestmark = [pytest.mark.process, pytest.mark.timeout(180)]
@@ -106,16 +112,7 @@ def leader_text(driver: Any) -> str:
 
 def nodes_shown(driver: Any) -> list[tuple[str, str, str]]:
     """(id, alive, role) of each member drawn in the graph."""
-    from selenium.webdriver.common.by import By
-
-    return sorted(
-        (
-            str(g.get_attribute("data-id")),
-            str(g.get_attribute("data-alive")),
-            str(g.get_attribute("data-role")),
-        )
-        for g in driver.find_elements(By.CSS_SELECTOR, "#graph g.node")
-    )
+    return [(i, alive, role) for i, alive, role, _ in graph_nodes(driver)]
 
 
 def three_up_one_leading(driver: Any) -> list[tuple[str, str, str]] | None:

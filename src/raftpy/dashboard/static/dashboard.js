@@ -82,8 +82,8 @@ function drawGraph(data) {
         x1: x1 + ux * (r + 4), y1: y1 + uy * (r + 4), x2: x2 - ux * (r + 6), y2: y2 - uy * (r + 6),
         "marker-end": "url(#arrow)" }));
       const lag = p.lag === null ? "" : "lag " + p.lag;
-      svg.appendChild(el("svg:text", { class: "edge-label", x: (x1 + x2) / 2 + uy * 12,
-        y: (y1 + y2) / 2 - ux * 12 }, lag));
+      svg.appendChild(el("svg:text", { class: "edge-label", x: (x1 + x2) / 2 + uy * 20,
+        y: (y1 + y2) / 2 - ux * 14 + 4 }, lag));
     }
   }
   for (const n of nodes) {
@@ -93,9 +93,11 @@ function drawGraph(data) {
       "data-role": n.alive ? (n.role || "unknown") : "dead" });
     g.appendChild(el("svg:title", {}, n.address + (n.error ? " \u2013 " + n.error : "")));
     g.appendChild(el("svg:circle", { cx: x, cy: y, r: r }));
-    g.appendChild(el("svg:text", { class: "name", x: x, y: y - 4 }, "n" + dash(n.id)));
-    g.appendChild(el("svg:text", { x: x, y: y + 12 }, n.alive ? role : "not answering"));
-    g.appendChild(el("svg:text", { x: x, y: y + r + 16 }, "term " + dash(n.term)));
+    g.appendChild(el("svg:text", { class: "name", x: x, y: y - 4 }, n.id === null ? "?" : "n" + n.id));
+    const label = !n.alive ? "down" : n.member === false ? "not a member" : roleName(n, data, role);
+    g.appendChild(el("svg:text", { x: x, y: y + 12 }, label));
+    // A member never heard from is named by its address.
+    g.appendChild(el("svg:text", { x: x, y: y + r + 16 }, n.id === null ? n.address : "term " + dash(n.term)));
     svg.appendChild(g);
   }
 }
@@ -193,6 +195,12 @@ function drawReplication(data) {
   }
 }
 
+// A learner reports itself a follower; the leader's membership says what it is.
+function roleName(n, data, role) {
+  return (data.members.learners || []).includes(n.id) && n.role === "follower"
+    ? role.replace("follower", "learner") : role;
+}
+
 function drawNodes(data) {
   const body = document.querySelector("#nodes tbody");
   body.replaceChildren();
@@ -204,7 +212,8 @@ function drawNodes(data) {
       : { text: "ok", cls: "ok" };
     const err = !n.alive ? n.error : n.last_error ? clock(n.last_error_time) + " " + n.last_error : null;
     body.appendChild(row([
-      n.id, n.address, n.alive ? n.role : "(" + dash(n.role) + ")", n.term, n.commit, n.applied,
+      n.id, n.address, roleName(n, data, n.alive ? n.role : "(" + dash(n.role) + ")"), n.term,
+      n.commit, n.applied,
       n.last_index, n.snapshot_index, n.fsync_p99 === null ? null : seconds(n.fsync_p99), health,
       { text: dash(err), cls: "error" },
     ], (n.alive ? "" : "dead") + (n.alive && n.id === data.leader ? " leader" : "")));
