@@ -4,6 +4,7 @@ One module per subcommand, each with an ``add_parser`` that adds its parser and 
 ``handler`` (a function from the parsed arguments and the output streams to the exit status):
 
 - :mod:`raftpy.cli.check`: ``raftpy check FILE``, check that a history is linearizable;
+- :mod:`raftpy.cli.dashboard`: ``raftpy dashboard ADDR...``, serve a live web page of a cluster;
 - :mod:`raftpy.cli.jepsen`: ``raftpy jepsen ...``, a Jepsen-style fault test against a real
   local cluster;
 - :mod:`raftpy.cli.members`: ``raftpy members list|add|promote|remove ...`` and
