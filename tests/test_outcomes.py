@@ -11,6 +11,7 @@ from raftpy import errors
 from raftpy.errors import (
     ClusterUnavailableError,
     ConfChangeError,
+    HandshakeRefusedError,
     IndeterminateError,
     InvariantViolation,
     LocalProtocolError,
@@ -41,6 +42,7 @@ EXPECTED_EXIT: dict[type[BaseException], int] = {
     NotLeaderError: 1,
     ProposalDropped: 1,
     ClusterUnavailableError: 1,
+    HandshakeRefusedError: 1,
     SessionExpiredError: 1,
     IndeterminateError: 3,
     RemoteProtocolError: 3,

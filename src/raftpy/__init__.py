@@ -11,12 +11,16 @@ The public API is re-exported here (see ``__all__``):
 - storage: :class:`FileStorage` (the durable write-ahead log), :class:`MemoryStorage`, the
   :class:`LogStore` protocol they implement and its read side, :class:`LogStorage`;
 - the :class:`StateMachine` protocol users implement;
-- the errors, typed by who is at fault (:mod:`raftpy.errors`).
+- the errors, typed by who is at fault (:mod:`raftpy.errors`);
+- :func:`configure_logging`, which applies ``RAFTPY_LOG`` (levels per logger) and
+  ``RAFTPY_LOG_FORMAT`` (``text`` or ``json``) in a program of your own (README.md, "Logging").
 
 The simulator lives in :mod:`raftpy.testing` (``from raftpy.testing import SimCluster``).
 """
 
 from __future__ import annotations
+
+from importlib import metadata as _metadata
 
 from raftpy.client import Client, SyncClient
 from raftpy.core.config import RaftConfig
@@ -28,6 +32,7 @@ from raftpy.core.storage import HardState, LogStorage
 from raftpy.errors import (
     ClusterUnavailableError,
     ConfChangeError,
+    HandshakeRefusedError,
     IndeterminateError,
     InvariantViolation,
     LocalProtocolError,
@@ -40,11 +45,14 @@ from raftpy.errors import (
     SessionExpiredError,
     StateMachineError,
 )
+from raftpy.logconfig import configure_logging
 from raftpy.node import FATAL_EXIT_STATUS, RaftNode
 from raftpy.node.config import NodeConfig
+from raftpy.node.health import Health
+from raftpy.node.leadership import LeadershipEvent
 from raftpy.node.sessions import SessionGrant
 from raftpy.node.stats import NodeStats
-from raftpy.node.status import NodeStatus
+from raftpy.node.status import NodeStatus, PeerReplication, SnapshotStatus, TransferStatus
 from raftpy.statemachine import StateMachine
 from raftpy.storage.base import LogStore
 from raftpy.storage.errors import (
@@ -59,7 +67,10 @@ from raftpy.storage.wal import FileStorage
 from raftpy.transport.protocol import Members
 from raftpy.transport.tls import TlsConfig
 
-__version__ = "0.1.0"
+try:
+    __version__ = _metadata.version("raftpy")
+except _metadata.PackageNotFoundError:  # pragma: no cover - run from a source tree, not installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "FATAL_EXIT_STATUS",
@@ -73,9 +84,12 @@ __all__ = [
     "Entry",
     "EntryKind",
     "FileStorage",
+    "HandshakeRefusedError",
     "HardState",
+    "Health",
     "IndeterminateError",
     "InvariantViolation",
+    "LeadershipEvent",
     "LocalProtocolError",
     "LogStorage",
     "LogStore",
@@ -88,6 +102,7 @@ __all__ = [
     "NodeStatus",
     "NotLeaderError",
     "PeerMessage",
+    "PeerReplication",
     "ProposalDropped",
     "Raft",
     "RaftConfig",
@@ -102,6 +117,7 @@ __all__ = [
     "SessionGrant",
     "SnapshotMeta",
     "SnapshotRequest",
+    "SnapshotStatus",
     "SoftState",
     "StateMachine",
     "StateMachineError",
@@ -110,5 +126,7 @@ __all__ = [
     "StorageFullError",
     "SyncClient",
     "TlsConfig",
+    "TransferStatus",
     "__version__",
+    "configure_logging",
 ]

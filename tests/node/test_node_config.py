@@ -74,6 +74,7 @@ def test_every_runtime_default_is_unchanged() -> None:
         "max_sessions",
         "max_session_results",
         "max_clock_drift",
+        "max_fsync_p99",
     }
     assert config.tls is None and config.insecure is False
     assert config.join_timeout == 300.0
