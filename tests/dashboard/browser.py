@@ -35,7 +35,7 @@ def artifacts_dir() -> Path:
     return path
 
 
-def start_chromium(profile: Path, width: int = 1400, height: int = 1230) -> Any:
+def start_chromium(profile: Path, width: int = 1400, height: int = 1360) -> Any:
     """A headless Chromium with a fresh profile, nothing fetched from the network but the
     pages it is sent to."""
     from selenium import webdriver

@@ -128,6 +128,12 @@ def latency_text(driver: Any) -> str | None:
     return text if "/" in text else None
 
 
+def elections_text(driver: Any) -> str:
+    from selenium.webdriver.common.by import By
+
+    return str(driver.find_element(By.ID, "elections").text)
+
+
 def write_rate(driver: Any) -> float:
     from selenium.webdriver.common.by import By
 
@@ -192,6 +198,16 @@ def test_page_shows_members_writes_and_follows_a_leader_change(tmp_path: Path) -
             followed = time.monotonic() - transferred
             print(f"the page showed the new leader {followed:.2f} s after the transfer")
             screenshot(driver, "dashboard-after-transfer.png")
+            # The new leader's role change is listed with its reason.
+            wait_dom(
+                driver,
+                lambda d: (
+                    f"n{target} \u2192 leader in term" in elections_text(d)
+                    and "(leader transfer)" in elections_text(d)
+                ),
+                10,
+                "the transfer among the recent elections",
+            )
             # Keep writing a little under the new leader, for the docs' screenshot.
             deadline = time.monotonic() + 5
             wait_dom(driver, lambda d: time.monotonic() > deadline, 10, "5 s more of writes")

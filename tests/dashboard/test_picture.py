@@ -67,10 +67,10 @@ def test_three_members_leader_and_replication() -> None:
     rows = {r["id"]: r for r in doc["replication"]}
     assert rows[3]["lag"] == 7 and rows[3]["match"] == 93 and rows[3]["next"] == 94
     assert rows[1]["is_leader"] and not rows[2]["is_leader"]
-    # Fields only newer nodes report are null, not missing and not an error.
-    assert rows[2]["lag_seconds"] is None and rows[2]["inflight"] is None
+    # What a node does not report is null, not missing and not an error.
+    assert rows[2]["lag_seconds"] is None and rows[2]["last_contact"] is None
     assert doc["transfers"] == [] and doc["elections"] == []
-    assert doc["nodes"][0]["healthy"] is None and doc["nodes"][0]["last_error"] is None
+    assert doc["nodes"][0]["healthy"] is True and doc["nodes"][0]["last_error"] is None
 
 
 def test_a_member_that_stops_answering_is_shown_dead_with_its_last_picture() -> None:
@@ -249,3 +249,38 @@ def test_bad_settings_are_refused() -> None:
     for bad in (0.0, -1.0, float("inf"), float("nan")):
         with pytest.raises(ValueError, match="interval"):
             Poller([addr(1)], fetch, interval=bad)
+
+
+def test_the_status_fields_as_a_node_sends_them() -> None:
+    """Real LeadershipEvent and TransferStatus structs, through the wire encoding."""
+    import msgspec
+
+    from raftpy.node.leadership import LeadershipEvent
+    from raftpy.node.status import TransferStatus, decode_status
+
+    sent = msgspec.structs.replace(
+        status(1, role="leader", term=2),
+        elections=(
+            LeadershipEvent(time=990.0, term=1, role="follower", leader=None, reason="start"),
+            LeadershipEvent(time=995.0, term=2, role="leader", leader=1, reason="leader transfer"),
+        ),
+        transfers=(
+            TransferStatus(peer=3, direction="send", index=40, bytes_done=0, size=0, started=999.0),
+        ),
+        last_error="fsync took 1.2 s",
+        last_error_time=998.0,
+        fsync_p99=0.25,
+    )
+    got = decode_status(msgspec.msgpack.encode(sent))
+    poller = Poller([addr(1)], fetcher({addr(1): lambda: got}), clock=Clock())
+    poll_all(poller)
+    doc = picture(poller)
+    assert [(e["term"], e["role"], e["reason"]) for e in doc["elections"]] == [
+        (2, "leader", "leader transfer"),
+        (1, "follower", "start"),
+    ]
+    assert doc["transfers"][0]["progress"] is None  # an empty snapshot: no division by zero
+    assert doc["transfers"][0]["seconds"] == 1.0
+    assert doc["nodes"][0]["last_error"] == "fsync took 1.2 s"
+    rows = {r["id"]: r for r in doc["replication"]}
+    assert rows[1]["lag_seconds"] is None  # the fake peers report no lag in seconds

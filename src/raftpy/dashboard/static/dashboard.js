@@ -241,7 +241,9 @@ function drawElections(data) {
   list.replaceChildren();
   if (!data.elections.length) { list.appendChild(el("li", { class: "empty" }, "none reported")); return; }
   for (const e of data.elections) {
-    const li = el("li", {}, clock(e.time) + "  n" + e.node + " \u2192 " + dash(e.role) + " in term " + dash(e.term) + " ");
+    const leader = e.role !== "leader" && e.leader !== null ? ", leader n" + e.leader : "";
+    const li = el("li", {}, clock(e.time) + "  n" + e.node + " \u2192 " + dash(e.role) + " in term " +
+      dash(e.term) + leader + " ");
     li.appendChild(el("span", { class: "reason" }, "(" + dash(e.reason) + ")"));
     list.appendChild(li);
   }
