@@ -15,7 +15,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from raftpy.dashboard.samples import NodeHistory, Sample, histogram_counts
@@ -58,7 +58,7 @@ class NodeView:
     discovered: bool = False
     """Found through the leader's replication table rather than given."""
     asked: int = 0
-    failures: int = field(default=0)
+    failures: int = 0
 
     @property
     def alive(self) -> bool:
