@@ -4,6 +4,7 @@ One module per subcommand, each with an ``add_parser`` that adds its parser and 
 ``handler`` (a function from the parsed arguments and the output streams to the exit status):
 
 - :mod:`raftpy.cli.check`: ``raftpy check FILE``, check that a history is linearizable;
+- :mod:`raftpy.cli.dashboard`: ``raftpy dashboard ADDR...``, serve a live web page of a cluster;
 - :mod:`raftpy.cli.doctor`: ``raftpy doctor DATA_DIR``, inspect a stopped node's data dir;
 - :mod:`raftpy.cli.jepsen`: ``raftpy jepsen ...``, a Jepsen-style fault test against a real
   local cluster;
@@ -24,7 +25,7 @@ import sys
 from collections.abc import Callable
 from typing import TextIO
 
-from raftpy.cli import check, doctor, jepsen, members, snapshot, status, tls
+from raftpy.cli import check, dashboard, doctor, jepsen, members, snapshot, status, tls
 from raftpy.cli.arguments import EXIT_USAGE
 from raftpy.cli.check import (
     DEFAULT_TIMEOUT,
@@ -55,6 +56,7 @@ __all__ = [
 
 _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     check.add_parser,
+    dashboard.add_parser,
     doctor.add_parser,
     jepsen.add_parser,
     members.add_parser,
