@@ -20,6 +20,7 @@ from raftpy.errors import IndeterminateError, NotLeaderError, ProposalDropped
 from raftpy.node import RaftNode
 from raftpy.node.config import NodeConfig
 from raftpy.node.health import MIN_SYNCS, RETRY_ELECTIONS, WINDOW, Health, NodeHealth
+from raftpy.node.last_error import LastError
 from raftpy.storage.fs import FaultyFileSystem
 from raftpy.storage.memory import MemoryStorage
 from raftpy.storage.wal import FileStorage
@@ -155,6 +156,17 @@ def test_slow_warning_names_the_reason_and_p99(caplog: pytest.LogCaptureFixture)
     with caplog.at_level(logging.WARNING, logger="raftpy.node"):
         feed(health, syncs, *[1.234] * 20)
     assert "node 1 is unhealthy: fsync p99 1.23 s > max_fsync_p99 1 s" in caplog.text
+
+
+def test_becoming_unhealthy_is_the_nodes_last_error() -> None:
+    errors = LastError(clock=lambda: 1_800_000_000.0)
+    syncs = Syncs()
+    health = NodeHealth(1, BOUND, syncs, ELECTION, 0.01, errors)
+    feed(health, syncs, *[0.001] * 20)
+    assert errors.message is None
+    feed(health, syncs, *[1.234] * 20)
+    assert errors.message == "unhealthy: fsync p99 1.23 s > max_fsync_p99 1 s"
+    assert errors.time == 1_800_000_000.0
 
 
 def test_max_fsync_p99_is_validated() -> None:

@@ -34,6 +34,7 @@ from typing import Protocol
 from raftpy.core.messages import Message
 from raftpy.core.raft import Raft
 from raftpy.core.ready import Role
+from raftpy.node.last_error import LastError
 from raftpy.transport.base import Transport
 
 logger = logging.getLogger("raftpy.node")
@@ -87,8 +88,10 @@ class NodeHealth:
         syncs: RecentSyncs,
         election_ticks: int,
         tick_seconds: float,
+        errors: LastError | None = None,
     ) -> None:
         self._id = node_id
+        self._errors = errors  # the node's last error: becoming unhealthy is one
         self._bound = max_fsync_p99
         self._syncs = syncs
         self._election_ticks = election_ticks
@@ -134,6 +137,8 @@ class NodeHealth:
                 self._id,
                 reason,
             )
+            if self._errors is not None:
+                self._errors.note(f"unhealthy: {reason}")
             self._restart_round()
         elif not was.healthy and reason is None:
             logger.warning("node %d is healthy again: campaigns resumed", self._id)

@@ -145,13 +145,6 @@ class RaftNode:
         """Every counter of this node, live (see :class:`~raftpy.node.stats.NodeStats`)."""
         self.recent_fsync = RecentDurations(1000)
         """The last 1,000 fsyncs' durations (seconds), for the fsync p99 of a status."""
-        self._health = NodeHealth(
-            node_id,
-            self.config.max_fsync_p99,
-            self.recent_fsync,
-            self.config.raft.election_ticks,
-            self.config.tick_seconds,
-        )
         self._requests = PendingRequests(
             state_machine, self.config.request_timeout, self._leader_error, self.stats.proposal
         )
@@ -170,6 +163,14 @@ class RaftNode:
         self._contact = LastContact()
         self.last_error = LastError()
         """The latest warning-or-worse event (:mod:`raftpy.node.last_error`)."""
+        self._health = NodeHealth(
+            node_id,
+            self.config.max_fsync_p99,
+            self.recent_fsync,
+            self.config.raft.election_ticks,
+            self.config.tick_seconds,
+            self.last_error,
+        )
         for a in join:
             parse_address(a)  # a bad join address fails here, not later in the background
         self._join = list(join)
