@@ -28,6 +28,7 @@ from raftpy.core.storage import HardState, LogStorage
 from raftpy.errors import (
     ClusterUnavailableError,
     ConfChangeError,
+    ConfigError,
     IndeterminateError,
     InvariantViolation,
     LocalProtocolError,
@@ -67,6 +68,7 @@ __all__ = [
     "ClusterUnavailableError",
     "ConfChangeError",
     "ConfState",
+    "ConfigError",
     "CorruptLogError",
     "DataDirError",
     "DataLossError",

@@ -47,7 +47,9 @@ from raftpy.errors import (
 )
 from raftpy.node.config import NodeConfig
 from raftpy.node.join import ClientJoin, JoinClient
+from raftpy.node.loop_lag import LoopLag
 from raftpy.node.members import NodeMembers, describe
+from raftpy.node.metrics_server import MetricsServer
 from raftpy.node.rejections import PeerRejections
 from raftpy.node.requests import PendingRequests
 from raftpy.node.service import ClientService
@@ -158,6 +160,8 @@ class RaftNode:
         self._promote = promote
         self._join_client = join_client
         self._members = NodeMembers(node_id, address, peers, self._leader_error, self.config)
+        self._metrics: MetricsServer | None = None
+        self._loop_lag: LoopLag | None = None  # measured only while metrics are served
 
     # ------------------------------------------------------------------------------------------
     # Lifecycle
@@ -240,6 +244,33 @@ class RaftNode:
             client = self._join_client or ClientJoin(self._join, self.config)
             rng = random.Random(self._rng.getrandbits(64))
             self._members.start_join(self._raft, client, self._promote, self.config, rng)
+        if self.config.metrics_address is not None:
+            try:
+                await self._start_metrics(self.config.metrics_address)
+            except BaseException:
+                await self.stop()
+                raise
+
+    async def _start_metrics(self, address: str) -> None:
+        """Serve Prometheus metrics on ``address`` (docs/metrics.md); prometheus-client is
+        imported only now, as it is an optional extra."""
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        from raftpy.node.metrics import registry_for
+
+        registry = registry_for(self)
+        self._loop_lag = LoopLag()
+        self._loop_lag.start()
+        self._metrics = MetricsServer(
+            address, lambda: generate_latest(registry), CONTENT_TYPE_LATEST
+        )
+        await self._metrics.start()
+
+    @property
+    def metrics_address(self) -> str | None:
+        """Where the node serves its metrics (``host:port``, the real port when the config
+        asked for 0); ``None`` when it serves none or is not started."""
+        return None if self._metrics is None else self._metrics.address
 
     def _default_transport(
         self,
@@ -275,6 +306,10 @@ class RaftNode:
             return
         self._stopping = True
         await self._members.stop_join()
+        if self._metrics is not None:
+            await self._metrics.close()
+        if self._loop_lag is not None:
+            await self._loop_lag.stop()
         if self._task is not None:
             self._task.cancel()
             # A loop that crashed already logged why; stopping must still release everything.
