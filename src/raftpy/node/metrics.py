@@ -28,8 +28,10 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from raftpy.node.loop_lag import LagHistogram
 from raftpy.node.status import NodeStatus
 from raftpy.transport.protocol import ClientOp, ResponseStatus
+from raftpy.transport.stats import PeerTraffic
 
 if TYPE_CHECKING:
     from raftpy.node.node import RaftNode
@@ -51,13 +53,18 @@ class Buckets(Protocol):
 
 def histogram(name: str, doc: str, h: Buckets) -> HistogramMetricFamily:
     """``h`` as a Prometheus histogram (cumulative buckets, ``le`` labels, ``+Inf`` last)."""
+    return HistogramMetricFamily(name, doc, buckets=_cumulative(h), sum_value=h.sum)
+
+
+def _cumulative(h: Buckets) -> list[tuple[str, float]]:
+    """Prometheus' buckets of ``h``: cumulative counts by upper bound, ``+Inf`` last."""
     buckets: list[tuple[str, float]] = []
     total = 0
     for bound, n in zip(h.bounds, h.counts, strict=False):
         total += n
-        buckets.append((_float_text(bound), total))
-    buckets.append(("+Inf", h.count))
-    return HistogramMetricFamily(name, doc, buckets=buckets, sum_value=h.sum)
+        buckets.append((_float_text(bound), float(total)))
+    buckets.append(("+Inf", float(h.count)))
+    return buckets
 
 
 def _float_text(value: float) -> str:
@@ -96,6 +103,15 @@ class NodeCollector(Collector):
         yield from _snapshots(st)
         yield from _peers(st)
         yield from _network(st)
+        yield from _peer_traffic(getattr(node._transport, "peer_traffic", None))
+        rtt = node._rtt
+        if rtt is not None and rtt.by_peer:
+            yield _peer_histograms(
+                "raftpy_network_peer_round_trip_time_seconds",
+                "Round trips of the leader's heartbeats to each peer and back (docs/metrics.md).",
+                "To",
+                rtt.by_peer,
+            )
         yield from _clients(node._service.answered)
         lag = node._loop_lag
         if lag is not None:
@@ -394,6 +410,52 @@ def _network(st: NodeStatus) -> Iterator[Metric]:
                 f"The transport's {f.name.replace('_', ' ')} counter (docs/metrics.md).",
                 getattr(t, f.name),
             )
+
+
+def _peer_traffic(traffic: dict[int, PeerTraffic] | None) -> Iterator[Metric]:
+    """Peer frames to and from each peer (TCP transport only)."""
+    if not traffic:
+        return
+    rows = sorted(traffic.items())
+    for name, label, field, doc in (
+        (
+            "raftpy_network_peer_sent_bytes",
+            "To",
+            "bytes_sent",
+            "Bytes of peer frames sent to each peer.",
+        ),
+        (
+            "raftpy_network_peer_received_bytes",
+            "From",
+            "bytes_received",
+            "Bytes of peer frames received from each peer.",
+        ),
+        (
+            "raftpy_network_peer_sent_messages",
+            "To",
+            "messages_sent",
+            "Peer messages sent to each peer.",
+        ),
+        (
+            "raftpy_network_peer_received_messages",
+            "From",
+            "messages_received",
+            "Peer messages received from each peer.",
+        ),
+    ):
+        family = CounterMetricFamily(name, doc, labels=[label])
+        for peer, t in rows:
+            family.add_metric([str(peer)], getattr(t, field))
+        yield family
+
+
+def _peer_histograms(
+    name: str, doc: str, label: str, by_peer: dict[int, LagHistogram]
+) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(name, doc, labels=[label])
+    for peer, h in sorted(by_peer.items()):
+        family.add_metric([str(peer)], _cumulative(h), h.sum)
+    return family
 
 
 def _clients(answered: dict[tuple[ClientOp, ResponseStatus], int]) -> Iterator[Metric]:

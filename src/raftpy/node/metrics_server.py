@@ -30,6 +30,9 @@ MAX_REQUEST_BYTES = 8192
 """The longest request head (request line and headers) answered; longer ones get 431."""
 REQUEST_TIMEOUT = 5.0
 """Seconds a connection has to send its whole request head."""
+LINGER_BYTES = 1 << 16
+LINGER_SECONDS = 1.0
+"""After an error answer, read and drop at most this much for at most this long."""
 MAX_CONNECTIONS = 32
 """Connections served at once; Prometheus opens one per scrape."""
 
@@ -63,15 +66,20 @@ class MetricsServer:
         """The bound ``host:port`` once started (the real port when 0 was asked for)."""
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(
-            self._serve, self._host, self._port, limit=MAX_REQUEST_BYTES
-        )
+        try:
+            self._server = await asyncio.start_server(
+                self._serve, self._host, self._port, limit=MAX_REQUEST_BYTES
+            )
+        except OSError as exc:
+            where = format_address(self._host, self._port)
+            raise ConfigError(f"cannot serve metrics on {where}: {exc.strerror or exc}") from None
         host, port = self._server.sockets[0].getsockname()[:2]
         self.address = format_address(host, port)
         logger.info("serving metrics on http://%s/metrics", self.address)
 
     async def close(self) -> None:
         server, self._server = self._server, None
+        self.address = None
         if server is None:
             return
         server.close()
@@ -93,6 +101,12 @@ class MetricsServer:
             )
             writer.write(head.encode("ascii") + body)
             await asyncio.wait_for(writer.drain(), REQUEST_TIMEOUT)
+            if not status.startswith("200"):
+                # Closing with unread bytes would reset the connection and could destroy the
+                # answer before the client reads it: half-close, and drop what still comes
+                # (bounded in bytes and time) until the client closes too.
+                writer.write_eof()
+                await asyncio.wait_for(_drop_rest(reader), LINGER_SECONDS)
         except (OSError, TimeoutError, asyncio.IncompleteReadError):
             pass  # the scraper went away or stalled: only its connection is lost
         finally:
@@ -122,3 +136,13 @@ class MetricsServer:
             logger.exception("rendering metrics failed")
             return "500 Internal Server Error", b"rendering metrics failed\n", text
         return "200 OK", body, self._content_type
+
+
+async def _drop_rest(reader: asyncio.StreamReader) -> None:
+    """Read and drop what the client still sends, up to :data:`LINGER_BYTES`, until it closes."""
+    left = LINGER_BYTES
+    while left > 0:
+        chunk = await reader.read(min(left, MAX_REQUEST_BYTES))
+        if not chunk:
+            return
+        left -= len(chunk)

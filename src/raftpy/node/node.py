@@ -50,6 +50,7 @@ from raftpy.node.join import ClientJoin, JoinClient
 from raftpy.node.loop_lag import LoopLag
 from raftpy.node.members import NodeMembers, describe
 from raftpy.node.metrics_server import MetricsServer
+from raftpy.node.peer_rtt import PeerRtt
 from raftpy.node.rejections import PeerRejections
 from raftpy.node.requests import PendingRequests
 from raftpy.node.service import ClientService
@@ -162,6 +163,7 @@ class RaftNode:
         self._members = NodeMembers(node_id, address, peers, self._leader_error, self.config)
         self._metrics: MetricsServer | None = None
         self._loop_lag: LoopLag | None = None  # measured only while metrics are served
+        self._rtt: PeerRtt | None = None  # likewise
 
     # ------------------------------------------------------------------------------------------
     # Lifecycle
@@ -259,6 +261,7 @@ class RaftNode:
         from raftpy.node.metrics import registry_for
 
         registry = registry_for(self)
+        self._rtt = PeerRtt()
         self._loop_lag = LoopLag()
         self._loop_lag.start()
         self._metrics = MetricsServer(
@@ -657,6 +660,8 @@ class RaftNode:
 
     def _step_inbox(self, raft: Raft) -> None:
         inbox, self._inbox = self._inbox, []
+        if self._rtt is not None:
+            self._rtt.on_received(inbox, asyncio.get_running_loop().time())
         snaps = self._snaps
         assert snaps is not None
         for message in inbox:
@@ -699,6 +704,8 @@ class RaftNode:
         assert snaps is not None
         if rd.soft_state is not None:
             self._on_soft_state(rd.soft_state.role, rd.soft_state.leader_id)
+        if self._rtt is not None:
+            self._rtt.on_sent(rd.messages, asyncio.get_running_loop().time())
         for m in rd.messages:
             transport.send(m)  # Thesis §10.2.1: replicate while we persist our own copy
         for request in rd.snapshot_requests:
