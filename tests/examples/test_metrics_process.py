@@ -55,6 +55,9 @@ def test_a_hashmap_cluster_serves_metrics_that_follow_its_writes(tmp_path: Path)
         assert after["raftpy_server_proposals_applied_total"] >= 3
         assert after["raftpy_server_entries_applied_total"] >= 3
         assert after["raftpy_disk_wal_syncs_total"] > 0
+        assert after["raftpy_disk_wal_fsync_duration_seconds_count"] > 0
+        assert after["raftpy_disk_wal_write_duration_seconds_count"] > 0
+        assert after["raftpy_server_proposal_duration_seconds_count"] >= 3
         followers = [i for i in (1, 2, 3) if i != leader]
         for f in followers:
             assert after[f"raftpy_network_peer_sent_bytes_total{{To={f}}}"] > 0

@@ -18,6 +18,7 @@ from raftpy.core.messages import Heartbeat, HeartbeatResponse
 from raftpy.node import RaftNode
 from raftpy.node import metrics_server as metrics_server_module
 from raftpy.node.config import NodeConfig
+from raftpy.node.latency import Histogram
 from raftpy.node.loop_lag import LoopLag
 from raftpy.node.metrics import registry_for
 from raftpy.node.metrics_server import MAX_CONNECTIONS, MAX_REQUEST_BYTES
@@ -30,6 +31,14 @@ from raftpy.transport.protocol import ClientOp, ClientRequest, ResponseStatus
 from raftpy.transport.stats import PeerTraffic, TransportStats
 from tests.node.test_service import Conn, FakeNode
 from tests.nodehelpers import FAST, KV, LocalNetwork, make_cluster, running, set_cmd, wait_for
+
+
+def observed(*seconds: float) -> Histogram:
+    h = Histogram()
+    for x in seconds:
+        h.observe(x)
+    return h
+
 
 KNOWN = NodeStatus(
     id=1,
@@ -66,6 +75,9 @@ KNOWN = NodeStatus(
         reads=3,
         applied=40,
         rejected_messages=1,
+        fsync=observed(0.00015, 0.0007, 9.0),
+        wal_append=observed(0.00005),
+        proposal=observed(0.002, 0.002),
         snapshots=SnapshotStats(taken=1, sent=2, bytes_sent=4096, chunks_refused=5),
         transport=TransportStats(
             bytes_sent=9000, bytes_received=8000, messages_sent=120, messages_received=118, dials=2
@@ -105,8 +117,8 @@ def known_node() -> RaftNode:
         }
     )
     node._loop_lag = LoopLag()
-    node._loop_lag.histogram.observe(0.0002)  # first bucket (<= 0.5 ms)
-    node._loop_lag.histogram.observe(0.003)  # <= 4 ms
+    node._loop_lag.histogram.observe(0.0002)  # the bucket up to 0.2 ms
+    node._loop_lag.histogram.observe(0.003)  # up to 3.2 ms
     node._rtt = PeerRtt()
     node._rtt.on_sent([Heartbeat(3, 1, 2, 41, round=9)], now=10.0)
     node._rtt.on_received([HeartbeatResponse(3, 2, 1, round=8)], now=10.001)  # stale round
@@ -174,16 +186,29 @@ def test_the_collector_exports_a_known_state_exactly() -> None:
         "raftpy_client_requests_total{op=propose,outcome=timeout}": 1,
         "raftpy_client_requests_total{op=query,outcome=ok}": 7,
         "raftpy_event_loop_lag_seconds_count": 2,
-        "raftpy_event_loop_lag_seconds_bucket{le=0.0005}": 1,
-        "raftpy_event_loop_lag_seconds_bucket{le=0.002}": 1,
-        "raftpy_event_loop_lag_seconds_bucket{le=0.004}": 2,
+        "raftpy_event_loop_lag_seconds_bucket{le=0.0001}": 0,
+        "raftpy_event_loop_lag_seconds_bucket{le=0.0002}": 1,
+        "raftpy_event_loop_lag_seconds_bucket{le=0.0016}": 1,
+        "raftpy_event_loop_lag_seconds_bucket{le=0.0032}": 2,
         "raftpy_event_loop_lag_seconds_bucket{le=+Inf}": 2,
         "raftpy_network_peer_round_trip_time_seconds_count{To=2}": 1,
+        "raftpy_disk_wal_fsync_duration_seconds_bucket{le=0.0001}": 0,
+        "raftpy_disk_wal_fsync_duration_seconds_bucket{le=0.0002}": 1,
+        "raftpy_disk_wal_fsync_duration_seconds_bucket{le=0.0008}": 2,
+        "raftpy_disk_wal_fsync_duration_seconds_bucket{le=6.5536}": 2,
+        "raftpy_disk_wal_fsync_duration_seconds_bucket{le=+Inf}": 3,
+        "raftpy_disk_wal_fsync_duration_seconds_count": 3,
+        "raftpy_disk_wal_write_duration_seconds_bucket{le=0.0001}": 1,
+        "raftpy_disk_wal_write_duration_seconds_count": 1,
+        "raftpy_server_proposal_duration_seconds_bucket{le=0.0016}": 0,
+        "raftpy_server_proposal_duration_seconds_bucket{le=0.0032}": 2,
+        "raftpy_server_proposal_duration_seconds_count": 2,
         "raftpy_network_peer_round_trip_time_seconds_bucket{To=2,le=0.0002}": 0,
         "raftpy_network_peer_round_trip_time_seconds_bucket{To=2,le=0.0004}": 1,
     }
     assert {k: got.get(k) for k in expected} == expected
     assert got["raftpy_event_loop_lag_seconds_sum"] == pytest.approx(0.0032)
+    assert got["raftpy_disk_wal_fsync_duration_seconds_sum"] == pytest.approx(9.00085)
     assert got["raftpy_network_peer_round_trip_time_seconds_sum{To=2}"] == pytest.approx(0.00025)
     # Every transport counter is there, under its own name.
     transport = {k for k in got if k.startswith("raftpy_transport_")}

@@ -12,30 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-LAG_BOUNDS = tuple(0.0005 * 2**k for k in range(14))
-"""Upper bounds of the lag buckets in seconds: 0.5 ms .. 4.1 s (an overflow bucket follows)."""
-
-
-class LagHistogram:
-    """Lag samples in buckets: ``counts[i]`` samples were at most ``bounds[i]`` (and above the
-    bound before it; not cumulative); the last count is the overflow bucket."""
-
-    __slots__ = ("bounds", "count", "counts", "sum")
-
-    def __init__(self, bounds: tuple[float, ...] = LAG_BOUNDS) -> None:
-        self.bounds = bounds
-        self.counts = [0] * (len(bounds) + 1)
-        self.sum = 0.0
-        self.count = 0
-
-    def observe(self, seconds: float) -> None:
-        i = 0
-        bounds = self.bounds
-        while i < len(bounds) and seconds > bounds[i]:
-            i += 1
-        self.counts[i] += 1
-        self.sum += seconds
-        self.count += 1
+from raftpy.node.latency import Histogram
 
 
 class LoopLag:
@@ -46,7 +23,7 @@ class LoopLag:
         if not interval > 0:
             raise ValueError(f"interval must be > 0, got {interval}")
         self.interval = interval
-        self.histogram = LagHistogram()
+        self.histogram = Histogram()
         self.last: float | None = None
         """The latest lag measured, seconds (``None`` before the first)."""
         self._task: asyncio.Task[None] | None = None

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -28,7 +28,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from raftpy.node.loop_lag import LagHistogram
+from raftpy.node.latency import Histogram
 from raftpy.node.status import NodeStatus
 from raftpy.transport.protocol import ClientOp, ResponseStatus
 from raftpy.transport.stats import PeerTraffic
@@ -37,26 +37,12 @@ if TYPE_CHECKING:
     from raftpy.node.node import RaftNode
 
 
-class Buckets(Protocol):
-    """A histogram as raftpy keeps it: per-bucket counts (not cumulative) for ascending upper
-    ``bounds``, then one overflow count."""
-
-    @property
-    def bounds(self) -> tuple[float, ...]: ...
-    @property
-    def counts(self) -> list[int]: ...
-    @property
-    def sum(self) -> float: ...
-    @property
-    def count(self) -> int: ...
-
-
-def histogram(name: str, doc: str, h: Buckets) -> HistogramMetricFamily:
+def histogram(name: str, doc: str, h: Histogram) -> HistogramMetricFamily:
     """``h`` as a Prometheus histogram (cumulative buckets, ``le`` labels, ``+Inf`` last)."""
     return HistogramMetricFamily(name, doc, buckets=_cumulative(h), sum_value=h.sum)
 
 
-def _cumulative(h: Buckets) -> list[tuple[str, float]]:
+def _cumulative(h: Histogram) -> list[tuple[str, float]]:
     """Prometheus' buckets of ``h``: cumulative counts by upper bound, ``+Inf`` last."""
     buckets: list[tuple[str, float]] = []
     total = 0
@@ -251,17 +237,14 @@ def _proposals(st: NodeStatus, node: RaftNode) -> Iterator[Metric]:
 
 _LATENCIES = (
     (
-        "fsync",
         "raftpy_disk_wal_fsync_duration_seconds",
         "Duration of each fsync of the log.",
     ),
     (
-        "wal_append",
         "raftpy_disk_wal_write_duration_seconds",
         "Duration of each write of entries and hard state to the log (before fsync).",
     ),
     (
-        "proposal",
         "raftpy_server_proposal_duration_seconds",
         "A write's time from arrival at the leader's node to its answer.",
     ),
@@ -269,10 +252,11 @@ _LATENCIES = (
 
 
 def _latency(st: NodeStatus) -> Iterator[Metric]:
-    for field, name, doc in _LATENCIES:
-        h = getattr(st.stats, field, None)
-        if h is not None:
-            yield histogram(name, doc, h)
+    stats = st.stats
+    for h, (name, doc) in zip(
+        (stats.fsync, stats.wal_append, stats.proposal), _LATENCIES, strict=True
+    ):
+        yield histogram(name, doc, h)
 
 
 def _snapshots(st: NodeStatus) -> Iterator[Metric]:
@@ -450,7 +434,7 @@ def _peer_traffic(traffic: dict[int, PeerTraffic] | None) -> Iterator[Metric]:
 
 
 def _peer_histograms(
-    name: str, doc: str, label: str, by_peer: dict[int, LagHistogram]
+    name: str, doc: str, label: str, by_peer: dict[int, Histogram]
 ) -> HistogramMetricFamily:
     family = HistogramMetricFamily(name, doc, labels=[label])
     for peer, h in sorted(by_peer.items()):

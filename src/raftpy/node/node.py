@@ -23,6 +23,7 @@ import contextlib
 import logging
 import os
 import random
+import time
 from collections.abc import Callable, Mapping, Sequence
 
 from raftpy.core.confchange import ConfChange, ConfChangeKind, ConfChangeSingle
@@ -47,6 +48,7 @@ from raftpy.errors import (
 )
 from raftpy.node.config import NodeConfig
 from raftpy.node.join import ClientJoin, JoinClient
+from raftpy.node.latency import RecentDurations
 from raftpy.node.loop_lag import LoopLag
 from raftpy.node.members import NodeMembers, describe
 from raftpy.node.metrics_server import MetricsServer
@@ -141,8 +143,12 @@ class RaftNode:
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._inbox: list[PeerMessage] = []
+        self.stats = NodeStats()
+        """Every counter of this node, live (see :class:`~raftpy.node.stats.NodeStats`)."""
+        self.recent_fsync = RecentDurations(1000)
+        """The last 1,000 fsyncs' durations (seconds), for the fsync p99 of a status."""
         self._requests = PendingRequests(
-            state_machine, self.config.request_timeout, self._leader_error
+            state_machine, self.config.request_timeout, self._leader_error, self.stats.proposal
         )
         # The state machine the node runs: the user's, with the session table beside it.
         self._sessions = NodeSessions(state_machine, self.config)
@@ -152,8 +158,6 @@ class RaftNode:
         self._disk_full = False
         self._role = Role.FOLLOWER
         self._leader: int | None = None
-        self.stats = NodeStats()
-        """Every counter of this node, live (see :class:`~raftpy.node.stats.NodeStats`)."""
         self._rejections = PeerRejections(node_id, self.stats)
         for a in join:
             parse_address(a)  # a bad join address fails here, not later in the background
@@ -567,6 +571,7 @@ class RaftNode:
             stats=stats,
             refused_members=refused_peers(self._transport),
             sessions=len(self._sessions),
+            fsync_p99=self.recent_fsync.quantile(0.99),
         )
 
     @property
@@ -715,10 +720,13 @@ class RaftNode:
             # The snapshot holds everything up to its index, held-back entries included.
             self._held = [e for e in self._held if e.index > rd.snapshot.index]
             raft.applied_to(rd.snapshot.index)  # the state machine was restored from it
-        if rd.entries:
-            storage.append(rd.entries)
-        if rd.hard_state is not None:
-            storage.set_hard_state(rd.hard_state)
+        if rd.entries or rd.hard_state is not None:
+            began = time.perf_counter()
+            if rd.entries:
+                storage.append(rd.entries)
+            if rd.hard_state is not None:
+                storage.set_hard_state(rd.hard_state)
+            self.stats.wal_append.observe(time.perf_counter() - began)
         if rd.must_sync:
             if rd.messages or rd.snapshot_requests:
                 transport.flush()  # let the appends travel while we fsync our own copy
@@ -736,7 +744,11 @@ class RaftNode:
     async def _sync(self, storage: LogStore) -> None:
         while True:
             try:
+                began = time.perf_counter()
                 storage.sync()
+                took = time.perf_counter() - began
+                self.stats.fsync.observe(took)
+                self.recent_fsync.observe(took)
                 self.stats.syncs += 1
                 if self._disk_full:
                     logger.warning("node %d: disk space is available again", self.node_id)

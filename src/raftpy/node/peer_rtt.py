@@ -19,19 +19,17 @@ from collections import deque
 from collections.abc import Iterable
 
 from raftpy.core.messages import Heartbeat, HeartbeatResponse, PeerMessage
-from raftpy.node.loop_lag import LagHistogram
+from raftpy.node.latency import Histogram
 
-RTT_BOUNDS = tuple(0.0001 * 2**k for k in range(15))
-"""Upper bounds of the round-trip buckets in seconds: 100 us .. 1.6 s (then overflow)."""
 OUTSTANDING = 64
 """Unanswered heartbeats remembered per peer (over 3 s of heartbeats at the defaults)."""
 
 
 class PeerRtt:
-    """Round trips to each peer, in one :class:`LagHistogram` per peer (``by_peer``)."""
+    """Round trips to each peer, in one :class:`Histogram` per peer (``by_peer``)."""
 
     def __init__(self) -> None:
-        self.by_peer: dict[int, LagHistogram] = {}
+        self.by_peer: dict[int, Histogram] = {}
         # peer -> (round, loop time sent) of its unanswered heartbeats, oldest first.
         self._sent: dict[int, deque[tuple[int, float]]] = {}
 
@@ -58,5 +56,5 @@ class PeerRtt:
                     sent = waiting.popleft()[1]
                     h = self.by_peer.get(m.src)
                     if h is None:
-                        h = self.by_peer[m.src] = LagHistogram(RTT_BOUNDS)
+                        h = self.by_peer[m.src] = Histogram()
                     h.observe(max(0.0, now - sent))

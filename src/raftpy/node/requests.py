@@ -24,6 +24,7 @@ from raftpy.errors import (
     NotLeaderError,
     ProposalDropped,
 )
+from raftpy.node.latency import Histogram
 from raftpy.statemachine import StateMachine
 
 
@@ -32,6 +33,7 @@ class _Proposal:
     command: bytes
     future: asyncio.Future[bytes]
     deadline: float
+    arrived: float  # loop time
     index: int = 0  # 0 until appended
     term: int = 0
 
@@ -88,9 +90,12 @@ class PendingRequests:
         state_machine: StateMachine,
         request_timeout: float,
         leader_error: Callable[[], NotLeaderError],
+        latency: Histogram | None = None,
     ) -> None:
-        """``leader_error`` builds the NotLeaderError naming the leader the node knows now."""
+        """``leader_error`` builds the NotLeaderError naming the leader the node knows now;
+        ``latency`` counts each applied proposal's time from arrival to answer."""
         self._sm = state_machine
+        self._latency = latency
         self._request_timeout = request_timeout
         self._leader_error = leader_error
         self._queued: list[_Proposal] = []
@@ -116,7 +121,9 @@ class PendingRequests:
         """Queue ``command`` for the next append; the future resolves as the class says."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[bytes] = loop.create_future()
-        self._queued.append(_Proposal(command, fut, self._deadline(loop, timeout)))
+        now = loop.time()
+        deadline = now + (self._request_timeout if timeout is None else timeout)
+        self._queued.append(_Proposal(command, fut, deadline, now))
         return fut
 
     def read(
@@ -226,10 +233,13 @@ class PendingRequests:
             p.future.set_exception(
                 ProposalDropped("overwritten by a newer leader's entry; not applied")
             )
-        elif failure is not None:
-            p.future.set_exception(failure)
         else:
-            p.future.set_result(result)
+            if failure is not None:
+                p.future.set_exception(failure)
+            else:
+                p.future.set_result(result)
+            if self._latency is not None:
+                self._latency.observe(p.future.get_loop().time() - p.arrived)
 
     def serve_reads(self, applied: int) -> int:
         """Answer the reads whose read index is applied; returns how many were answered."""

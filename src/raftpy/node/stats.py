@@ -19,6 +19,7 @@ import dataclasses
 
 import msgspec
 
+from raftpy.node.latency import Histogram
 from raftpy.transport.stats import TransportStats
 
 
@@ -65,6 +66,14 @@ class NodeStats(msgspec.Struct, kw_only=True):
     connection closed (see :mod:`raftpy.node.rejections`)."""
     snapshots: SnapshotStats = msgspec.field(default_factory=SnapshotStats)
     """Snapshot work."""
+    fsync: Histogram = msgspec.field(default_factory=Histogram)
+    """How long each counted fsync of the log took (``syncs`` of them)."""
+    wal_append: Histogram = msgspec.field(default_factory=Histogram)
+    """How long writing one Ready's entries and hard state to the log took, before its
+    fsync (the write system calls; with the file storage, buffered in the page cache)."""
+    proposal: Histogram = msgspec.field(default_factory=Histogram)
+    """A write's time on the leader's node, from its arrival to its answer (applied, or
+    refused by the state machine): what a client sees, less its own round trip."""
     transport: TransportStats | None = None
     """The transport's counters (see :class:`~raftpy.transport.stats.TransportStats`).
     ``None`` until the node started, and for a transport that keeps no counters (in-process
@@ -74,5 +83,10 @@ class NodeStats(msgspec.Struct, kw_only=True):
         """A copy that the node's work no longer changes (nested parts included)."""
         transport = None if self.transport is None else dataclasses.replace(self.transport)
         return msgspec.structs.replace(
-            self, snapshots=msgspec.structs.replace(self.snapshots), transport=transport
+            self,
+            snapshots=msgspec.structs.replace(self.snapshots),
+            transport=transport,
+            fsync=self.fsync.copy(),
+            wal_append=self.wal_append.copy(),
+            proposal=self.proposal.copy(),
         )

@@ -123,6 +123,9 @@ class NodeStatus(msgspec.Struct, frozen=True, kw_only=True):
     sessions: NonNeg | None = None
     """Client sessions open in this node's applied session table (README.md, "Sessions");
     ``None`` when not running (or from a node too old to report it)."""
+    fsync_p99: float | None = None
+    """The 99th percentile of its last 1,000 fsyncs of the log, in seconds (the whole
+    history is in ``stats.fsync``); ``None`` before its first fsync."""
 
 
 def stopped_status(
