@@ -11,7 +11,9 @@ loaded, this process scrapes every node's ``/metrics`` once a second, as Prometh
 
 Results: ``off_writes_per_s`` and ``on_writes_per_s`` (medians over the rounds),
 ``on_off_ratio`` (the median over the rounds of on / off within a round; target: at least
-0.95, metrics cost within 5%), ``scrape_ms`` (the median
+0.95, metrics cost within 5%), the servers' CPU per write (``off_cpu_us_per_write``,
+``on_cpu_us_per_write``, ``cpu_on_off_ratio``, likewise paired: steadier than writes/s on a
+busy machine), ``scrape_ms`` (the median
 time of one scrape, as seen from here) and ``scrapes``. Every process started here is killed
 in a ``finally``.
 """
@@ -27,7 +29,13 @@ import time
 import urllib.request
 from pathlib import Path
 
-from benchmarks.bench_cluster import _env_float, _RaftCluster, _run_load, spawn_server
+from benchmarks.bench_cluster import (
+    _CpuMeter,
+    _env_float,
+    _RaftCluster,
+    _run_load,
+    spawn_server,
+)
 from benchmarks.machine import load_text
 from raftpy.transport.address import free_ports
 
@@ -65,12 +73,15 @@ async def _scraper(ports: list[int], took: list[float]) -> None:
         await asyncio.sleep(1.0)
 
 
-async def _window(cluster: _RaftCluster, inflight: int, seconds: float) -> float:
+async def _window(cluster: _RaftCluster, inflight: int, seconds: float) -> tuple[float, float]:
+    """One load window: (writes per second, the servers' CPU microseconds per write)."""
     args = ["load", "raftpy", str(inflight), str(seconds), *cluster.addresses]
-    result = await _run_load(args, seconds + 60)
+    meter = _CpuMeter({str(i): p.pid for i, p in cluster.procs.items()})
+    result = await _run_load(args, seconds + 60, meter)
     if result["errors"]:
         print(f"    {result['errors']} client errors {result['first_errors'][:2]}", flush=True)
-    return float(result["writes_per_s"])
+    writes = max(1, int(result["writes"]))
+    return float(result["writes_per_s"]), sum(meter.usage.values()) * seconds / writes * 1e6
 
 
 async def _suite(root: Path) -> dict[str, float]:
@@ -82,6 +93,7 @@ async def _suite(root: Path) -> dict[str, float]:
     off = _RaftCluster(root / "off")
     on = _MetricsCluster(root / "on")
     rates: dict[str, list[float]] = {"off": [], "on": []}
+    cpu: dict[str, list[float]] = {"off": [], "on": []}
     took: list[float] = []
     try:
         for cluster in (off, on):
@@ -94,16 +106,21 @@ async def _suite(root: Path) -> dict[str, float]:
             order = ("off", "on") if r % 2 == 0 else ("on", "off")
             for which in order:
                 if which == "off":
-                    rate = await _window(off, inflight, seconds)
+                    rate, us = await _window(off, inflight, seconds)
                 else:
                     scraper = asyncio.ensure_future(_scraper(list(on.metrics_ports.values()), took))
                     try:
-                        rate = await _window(on, inflight, seconds)
+                        rate, us = await _window(on, inflight, seconds)
                     finally:
                         scraper.cancel()
                         await asyncio.gather(scraper, return_exceptions=True)
                 rates[which].append(rate)
-                print(f"  round {r + 1}, metrics {which}: {rate:,.0f} writes/s", flush=True)
+                cpu[which].append(us)
+                print(
+                    f"  round {r + 1}, metrics {which}: {rate:,.0f} writes/s, "
+                    f"servers' cpu {us:.0f} us/write",
+                    flush=True,
+                )
     finally:
         for cluster in (off, on):
             cluster.stop_all()
@@ -113,17 +130,22 @@ async def _suite(root: Path) -> dict[str, float]:
     # Each round's pair ran back to back: the median of their ratios shrugs off a round
     # that the rest of the machine disturbed.
     ratio = statistics.median(a / b for a, b in zip(rates["on"], rates["off"], strict=True))
+    cpu_ratio = statistics.median(a / b for a, b in zip(cpu["on"], cpu["off"], strict=True))
     scrape_ms = statistics.median(took) * 1000 if took else float("nan")
     print(
         f"  median: off {off_rate:,.0f}, on {on_rate:,.0f} writes/s; median ratio of the "
         f"rounds' pairs {ratio:.3f} "
-        f"({len(took)} scrapes, median {scrape_ms:.2f} ms)",
+        f"({len(took)} scrapes, median {scrape_ms:.2f} ms); servers' cpu per write on / off "
+        f"{cpu_ratio:.3f}",
         flush=True,
     )
     return {
         "off_writes_per_s": off_rate,
         "on_writes_per_s": on_rate,
         "on_off_ratio": ratio,
+        "off_cpu_us_per_write": statistics.median(cpu["off"]),
+        "on_cpu_us_per_write": statistics.median(cpu["on"]),
+        "cpu_on_off_ratio": cpu_ratio,
         "scrape_ms": scrape_ms,
         "scrapes": float(len(took)),
     }

@@ -5,9 +5,11 @@ settings' errors, and the client service's count of answers by op and outcome.""
 from __future__ import annotations
 
 import asyncio
+import re
 import urllib.error
 import urllib.request
 from dataclasses import replace
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -163,11 +165,8 @@ def test_the_collector_exports_a_known_state_exactly() -> None:
         "raftpy_snapshot_received_bytes_total": 0,
         "raftpy_snapshot_chunks_refused_total": 5,
         "raftpy_snapshot_index": 10,
-        "raftpy_server_peer_match_index{To=1}": 42,
         "raftpy_server_peer_match_index{To=2}": 5,
-        "raftpy_server_peer_lag_entries{To=1}": 0,
         "raftpy_server_peer_lag_entries{To=2}": 37,
-        "raftpy_server_peer_active{To=1}": 1,
         "raftpy_server_peer_active{To=2}": 0,
         "raftpy_network_sent_bytes_total": 9000,
         "raftpy_network_received_bytes_total": 8000,
@@ -207,6 +206,7 @@ def test_the_collector_exports_a_known_state_exactly() -> None:
         "raftpy_network_peer_round_trip_time_seconds_bucket{To=2,le=0.0004}": 1,
     }
     assert {k: got.get(k) for k in expected} == expected
+    assert not [k for k in got if "{To=1}" in k]  # the leader itself is no peer
     assert got["raftpy_event_loop_lag_seconds_sum"] == pytest.approx(0.0032)
     assert got["raftpy_disk_wal_fsync_duration_seconds_sum"] == pytest.approx(9.00085)
     assert got["raftpy_network_peer_round_trip_time_seconds_sum{To=2}"] == pytest.approx(0.00025)
@@ -408,3 +408,83 @@ async def _the_service_counts_every_answer_by_op_and_outcome() -> None:
         (ClientOp.PROPOSE, ResponseStatus.NOT_LEADER): 1,
         (ClientOp.STATUS, ResponseStatus.OK): 1,
     }
+
+
+# -- docs/metrics.md and docs/alerts.yml --------------------------------------------------------
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+def exported_families() -> set[str]:
+    """Every family name the collector exports for :data:`KNOWN` (counters with ``_total``)."""
+    names = set()
+    for family in registry_for(known_node()).collect():
+        names.add(family.name + ("_total" if family.type == "counter" else ""))
+    return names
+
+
+def test_every_exported_metric_is_documented() -> None:
+    text = (DOCS / "metrics.md").read_text()
+    documented = set(re.findall(r"^\| `(raftpy_[a-z_]+)", text, flags=re.M))
+    missing = {
+        n for n in exported_families() if n not in documented and "raftpy_transport_" not in n
+    }
+    assert not missing, f"not in docs/metrics.md: {sorted(missing)}"
+    # The transport's other counters are documented together, by their TransportStats name.
+    assert "`raftpy_transport_<name>_total`" in text
+
+
+def alert_rules(text: str) -> list[dict[str, str]]:
+    """The rules of docs/alerts.yml, read with a structural check of the YAML subset it uses
+    (PyYAML is not a dependency): ``key: value`` lines, nested by two spaces, one list of
+    rules that each start with ``- alert:``."""
+    rules: list[dict[str, str]] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        assert "\t" not in line, f"line {number}: a tab"
+        indent = len(line) - len(line.lstrip(" "))
+        assert indent % 2 == 0, f"line {number}: indented by {indent}"
+        key, sep, value = line.strip().removeprefix("- ").partition(":")
+        assert sep, f"line {number}: not 'key: value'"
+        value = value.strip()
+        if value.startswith('"'):
+            assert value.endswith('"') and len(value) > 1, f"line {number}: unbalanced quotes"
+        if line.lstrip().startswith("- alert:"):
+            rules.append({})
+        if rules and indent >= 6:
+            rules[-1][key] = value.strip('"')
+    return rules
+
+
+def test_the_alerts_are_well_formed_with_etcds_thresholds() -> None:
+    text = (DOCS / "alerts.yml").read_text()
+    assert text.startswith("#") and "\ngroups:\n  - name: raftpy\n    rules:\n" in text
+    rules = alert_rules(text)
+    by_name = {r["alert"]: r for r in rules}
+    assert len(by_name) == len(rules) >= 8
+    for rule in rules:
+        assert set(rule) >= {"alert", "expr", "for", "severity", "summary", "description"}
+        assert rule["severity"] in ("warning", "critical")
+        assert re.fullmatch(r"\d+[smh]", rule["for"])
+    fsync = by_name["RaftpyHighFsyncDurations"]["expr"]
+    assert "raftpy_disk_wal_fsync_duration_seconds_bucket" in fsync and fsync.endswith("> 0.5")
+    changes = by_name["RaftpyHighNumberOfLeaderChanges"]["expr"]
+    assert changes == "increase(raftpy_server_leader_changes_seen_total[15m]) >= 4"
+    rtt = by_name["RaftpyMemberCommunicationSlow"]["expr"]
+    assert "raftpy_network_peer_round_trip_time_seconds_bucket" in rtt and rtt.endswith("> 0.15")
+    assert by_name["RaftpyNoLeader"]["expr"] == "raftpy_server_has_leader == 0"
+    # Every metric an alert reads is one the nodes export (the leader changes once counted).
+    documented = set(re.findall(r"`(raftpy_[a-z_]+)", (DOCS / "metrics.md").read_text()))
+    for rule in rules:
+        for name in re.findall(r"raftpy_[a-z_]+", rule["expr"]):
+            assert name.removesuffix("_bucket") in documented, (rule["alert"], name)
+
+
+def test_the_alerts_parse_as_yaml() -> None:
+    yaml = pytest.importorskip("yaml", reason="PyYAML is not installed: checked structurally")
+    doc = yaml.safe_load((DOCS / "alerts.yml").read_text())
+    rules = doc["groups"][0]["rules"]
+    assert [r["alert"] for r in rules] == [
+        r["alert"] for r in alert_rules((DOCS / "alerts.yml").read_text())
+    ]

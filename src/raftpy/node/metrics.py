@@ -305,11 +305,11 @@ def _snapshots(st: NodeStatus) -> Iterator[Metric]:
 
 
 def _peers(st: NodeStatus) -> Iterator[Metric]:
-    """The leader's view of each member's replication (empty on other nodes)."""
-    peers = st.peers or {}
-    if not peers:
+    """The leader's view of each other member's replication (nothing on other nodes)."""
+    # The other members only: the leader's own entry says nothing about replication.
+    rows = sorted((peer, p) for peer, p in (st.peers or {}).items() if peer != st.id)
+    if not rows:
         return
-    rows = sorted(peers.items())
     match = GaugeMetricFamily(
         "raftpy_server_peer_match_index",
         "The leader's highest index known in each member's log.",
