@@ -23,7 +23,7 @@ from raftpy.node.config import NodeConfig
 from raftpy.node.latency import Histogram
 from raftpy.node.loop_lag import LoopLag
 from raftpy.node.metrics import registry_for
-from raftpy.node.metrics_server import MAX_CONNECTIONS, MAX_REQUEST_BYTES
+from raftpy.node.metrics_server import MAX_CONNECTIONS
 from raftpy.node.peer_rtt import PeerRtt
 from raftpy.node.service import ClientService
 from raftpy.node.stats import NodeStats, SnapshotStats
@@ -330,7 +330,9 @@ async def bad_requests(cluster: list[RaftNode]) -> None:
     address = node.metrics_address
     assert address is not None
     assert (await raw(address, b"\x00\xff garbage\r\n\r\n")).startswith(b"HTTP/1.1 400 ")
-    huge = b"GET /metrics HTTP/1.1\r\nX: " + b"a" * (2 * MAX_REQUEST_BYTES) + b"\r\n\r\n"
+    # Far more than the bound: the rest is read and dropped, so the answer is not lost to a
+    # reset of a connection closed with unread bytes.
+    huge = b"GET /metrics HTTP/1.1\r\nX: " + b"a" * (1 << 20) + b"\r\n\r\n"
     assert (await raw(address, huge)).startswith(b"HTTP/1.1 431 ")
     assert (await raw(address, b"POST /metrics HTTP/1.1\r\n\r\n")).startswith(b"HTTP/1.1 405 ")
     assert await asyncio.to_thread(get, address, "/other") == (404, "metrics are at /metrics\n")
@@ -393,7 +395,9 @@ async def _the_service_counts_every_answer_by_op_and_outcome() -> None:
     service = ClientService(node)
     conn = Conn()
     service.handle(conn, ClientRequest(1, ClientOp.PROPOSE, b"x"))
+    service.handle(conn, ClientRequest(4, ClientOp.PROPOSE, b"z"))
     node.futures[0].set_result(b"ok")
+    node.futures[1].set_result(b"ok")
     node.refuse = NotLeaderError(2, "127.0.0.1:7002")
     service.handle(conn, ClientRequest(2, ClientOp.PROPOSE, b"y"))
     service.handle(conn, ClientRequest(3, ClientOp.STATUS, b""))
@@ -402,9 +406,10 @@ async def _the_service_counts_every_answer_by_op_and_outcome() -> None:
         ResponseStatus.NOT_LEADER,
         ResponseStatus.OK,
         ResponseStatus.OK,
+        ResponseStatus.OK,
     ]
     assert service.answered == {
-        (ClientOp.PROPOSE, ResponseStatus.OK): 1,
+        (ClientOp.PROPOSE, ResponseStatus.OK): 2,
         (ClientOp.PROPOSE, ResponseStatus.NOT_LEADER): 1,
         (ClientOp.STATUS, ResponseStatus.OK): 1,
     }
@@ -488,3 +493,23 @@ def test_the_alerts_parse_as_yaml() -> None:
     assert [r["alert"] for r in rules] == [
         r["alert"] for r in alert_rules((DOCS / "alerts.yml").read_text())
     ]
+
+
+def test_round_trips_pair_each_heartbeat_with_its_own_answer() -> None:
+    rtt = PeerRtt()
+    # Answers slower than the heartbeat interval: three rounds out before the first answer.
+    for k, now in enumerate((0.0, 0.05, 0.1), start=1):
+        rtt.on_sent([Heartbeat(1, 1, 2, 0, round=k), Heartbeat(1, 1, 3, 0, round=k)], now)
+    rtt.on_received([HeartbeatResponse(1, 2, 1, round=1)], now=0.2)
+    rtt.on_received([HeartbeatResponse(1, 2, 1, round=3)], now=0.22)  # round 2's was lost
+    rtt.on_received([HeartbeatResponse(1, 2, 1, round=2)], now=0.23)  # too late: forgotten
+    h = rtt.by_peer[2]
+    assert h.count == 2 and h.sum == pytest.approx(0.2 + 0.12)
+    assert 3 not in rtt.by_peer  # never answered
+    # Without a lease heartbeats carry no round: the oldest unanswered one counts.
+    plain = PeerRtt()
+    plain.on_sent([Heartbeat(1, 1, 2, 0)], 1.0)
+    plain.on_sent([Heartbeat(1, 1, 2, 0)], 1.05)
+    plain.on_received([HeartbeatResponse(1, 2, 1)], now=1.08)
+    plain.on_received([HeartbeatResponse(1, 2, 1)], now=1.09)  # nothing left to pair with
+    assert plain.by_peer[2].count == 1 and plain.by_peer[2].sum == pytest.approx(0.08)

@@ -30,9 +30,9 @@ MAX_REQUEST_BYTES = 8192
 """The longest request head (request line and headers) answered; longer ones get 431."""
 REQUEST_TIMEOUT = 5.0
 """Seconds a connection has to send its whole request head."""
-LINGER_BYTES = 1 << 16
 LINGER_SECONDS = 1.0
-"""After an error answer, read and drop at most this much for at most this long."""
+"""After an error answer, what the client still sends is read and dropped for at most this
+long (in small reads: it costs no memory)."""
 MAX_CONNECTIONS = 32
 """Connections served at once; Prometheus opens one per scrape."""
 
@@ -104,7 +104,7 @@ class MetricsServer:
             if not status.startswith("200"):
                 # Closing with unread bytes would reset the connection and could destroy the
                 # answer before the client reads it: half-close, and drop what still comes
-                # (bounded in bytes and time) until the client closes too.
+                # (for a bounded time) until the client closes too.
                 writer.write_eof()
                 await asyncio.wait_for(_drop_rest(reader), LINGER_SECONDS)
         except (OSError, TimeoutError, asyncio.IncompleteReadError):
@@ -139,10 +139,6 @@ class MetricsServer:
 
 
 async def _drop_rest(reader: asyncio.StreamReader) -> None:
-    """Read and drop what the client still sends, up to :data:`LINGER_BYTES`, until it closes."""
-    left = LINGER_BYTES
-    while left > 0:
-        chunk = await reader.read(min(left, MAX_REQUEST_BYTES))
-        if not chunk:
-            return
-        left -= len(chunk)
+    """Read and drop what the client still sends until it closes."""
+    while await reader.read(MAX_REQUEST_BYTES):
+        pass
