@@ -92,7 +92,7 @@ def scrape_text(node: RaftNode) -> dict[str, float]:
     """The node's metrics rendered and parsed back: sample name with labels -> value."""
     from prometheus_client import generate_latest
 
-    text = generate_latest(registry_for(node)).decode()
+    text = generate_latest(registry_for(node, *MEASURED.get(node, (None, None)))).decode()
     return samples(text)
 
 
@@ -103,6 +103,11 @@ def samples(text: str) -> dict[str, float]:
             labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
             out[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
     return out
+
+
+MEASURED: dict[RaftNode, tuple[LoopLag, PeerRtt]] = {}
+"""The loop lag and round trips of :func:`known_node`'s nodes (measured while metrics are
+served: here, set by hand)."""
 
 
 def known_node() -> RaftNode:
@@ -118,13 +123,14 @@ def known_node() -> RaftNode:
             (ClientOp.QUERY, ResponseStatus.OK): 7,
         }
     )
-    node._loop_lag = LoopLag()
-    node._loop_lag.histogram.observe(0.0002)  # the bucket up to 0.2 ms
-    node._loop_lag.histogram.observe(0.003)  # up to 3.2 ms
-    node._rtt = PeerRtt()
-    node._rtt.on_sent([Heartbeat(3, 1, 2, 41, round=9)], now=10.0)
-    node._rtt.on_received([HeartbeatResponse(3, 2, 1, round=8)], now=10.001)  # stale round
-    node._rtt.on_received([HeartbeatResponse(3, 2, 1, round=9)], now=10.00025)
+    lag = LoopLag()
+    lag.histogram.observe(0.0002)  # the bucket up to 0.2 ms
+    lag.histogram.observe(0.003)  # up to 3.2 ms
+    rtt = PeerRtt()
+    rtt.on_sent([Heartbeat(3, 1, 2, 41, round=9)], now=10.0)
+    rtt.on_received([HeartbeatResponse(3, 2, 1, round=8)], now=10.001)  # stale round
+    rtt.on_received([HeartbeatResponse(3, 2, 1, round=9)], now=10.00025)
+    MEASURED[node] = (lag, rtt)
     node._transport = SimpleNamespace(  # type: ignore[assignment]
         peer_traffic={2: PeerTraffic(bytes_sent=700, bytes_received=600, messages_sent=7)}
     )
@@ -274,7 +280,9 @@ async def live_cluster(cluster: list[RaftNode]) -> None:
     follower = next(n for n in cluster if n is not leader)
     seen = await scrape(follower)
     assert seen["raftpy_server_is_leader"] == 0 and seen["raftpy_server_has_leader"] == 1
-    await wait_for(lambda: follower._loop_lag is not None and follower._loop_lag.last is not None)
+    await wait_for(
+        lambda: follower._metrics is not None and follower._metrics.loop_lag.last is not None
+    )
     assert (await scrape(follower))["raftpy_event_loop_lag_seconds_count"] >= 1
 
 
@@ -340,12 +348,12 @@ async def bad_requests(cluster: list[RaftNode]) -> None:
     host, port = address.rsplit(":", 1)
     silent = [await asyncio.open_connection(host, int(port)) for _ in range(MAX_CONNECTIONS)]
     try:
-        await wait_for(lambda: len(node._metrics._writers) == MAX_CONNECTIONS)  # type: ignore[union-attr]
+        await wait_for(lambda: len(node._metrics.server._writers) == MAX_CONNECTIONS)  # type: ignore[union-attr]
         assert await raw(address, b"GET /metrics HTTP/1.1\r\n\r\n") == b""
     finally:
         for _, w in silent:
             w.close()
-    await wait_for(lambda: not node._metrics._writers)  # type: ignore[union-attr]
+    await wait_for(lambda: not node._metrics.server._writers)  # type: ignore[union-attr]
     status, text = await asyncio.to_thread(get, address)
     assert status == 200 and "raftpy_server_term" in text
     assert node.status().running
@@ -422,7 +430,8 @@ DOCS = Path(__file__).resolve().parents[2] / "docs"
 def exported_families() -> set[str]:
     """Every family name the collector exports for :data:`KNOWN` (counters with ``_total``)."""
     names = set()
-    for family in registry_for(known_node()).collect():
+    node = known_node()
+    for family in registry_for(node, *MEASURED[node]).collect():
         names.add(family.name + ("_total" if family.type == "counter" else ""))
     return names
 

@@ -20,6 +20,7 @@ import dataclasses
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -29,6 +30,9 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from raftpy.node.latency import Histogram
+from raftpy.node.loop_lag import LoopLag
+from raftpy.node.metrics_server import MetricsServer
+from raftpy.node.peer_rtt import PeerRtt
 from raftpy.node.status import NodeStatus
 from raftpy.transport.protocol import ClientOp, ResponseStatus
 from raftpy.transport.stats import PeerTraffic
@@ -74,11 +78,42 @@ def _labelled(
     return family
 
 
-class NodeCollector(Collector):
-    """The metrics of ``node``, collected when Prometheus scrapes (never in between)."""
+class NodeMetrics:
+    """What a node runs while it serves metrics: the HTTP server (on its own event loop,
+    :mod:`raftpy.node.metrics_server`), the event-loop lag task and the round-trip counts,
+    with a registry of its own (never the process-wide default one: two nodes in one process
+    keep separate metrics)."""
 
-    def __init__(self, node: RaftNode) -> None:
+    def __init__(self, node: RaftNode, address: str) -> None:
+        self.rtt = PeerRtt()
+        self.loop_lag = LoopLag()
+        registry = registry_for(node, self.loop_lag, self.rtt)
+        self.server = MetricsServer(address, lambda: generate_latest(registry), CONTENT_TYPE_LATEST)
+
+    async def start(self) -> None:
+        self.loop_lag.start()
+        await self.server.start()
+
+    async def close(self) -> None:
+        await self.server.close()
+        await self.loop_lag.stop()
+
+    @property
+    def address(self) -> str | None:
+        """The bound ``host:port`` while serving."""
+        return self.server.address
+
+
+class NodeCollector(Collector):
+    """The metrics of ``node``, collected when Prometheus scrapes (never in between), with
+    the loop lag and round trips measured while metrics are served."""
+
+    def __init__(
+        self, node: RaftNode, loop_lag: LoopLag | None = None, rtt: PeerRtt | None = None
+    ) -> None:
         self._node = node
+        self._loop_lag = loop_lag
+        self._rtt = rtt
 
     def collect(self) -> Iterator[Metric]:
         node = self._node
@@ -90,7 +125,7 @@ class NodeCollector(Collector):
         yield from _peers(st)
         yield from _network(st)
         yield from _peer_traffic(getattr(node._transport, "peer_traffic", None))
-        rtt = node._rtt
+        rtt = self._rtt
         if rtt is not None and rtt.by_peer:
             yield _peer_histograms(
                 "raftpy_network_peer_round_trip_time_seconds",
@@ -99,7 +134,7 @@ class NodeCollector(Collector):
                 rtt.by_peer,
             )
         yield from _clients(node._service.answered)
-        lag = node._loop_lag
+        lag = self._loop_lag
         if lag is not None:
             yield histogram(
                 "raftpy_event_loop_lag_seconds",
@@ -455,9 +490,10 @@ def _clients(answered: dict[tuple[ClientOp, ResponseStatus], int]) -> Iterator[M
     yield family
 
 
-def registry_for(node: RaftNode) -> CollectorRegistry:
-    """A registry of its own holding ``node``'s collector (never the process-wide default
-    one: two nodes in one process keep separate metrics)."""
+def registry_for(
+    node: RaftNode, loop_lag: LoopLag | None = None, rtt: PeerRtt | None = None
+) -> CollectorRegistry:
+    """A registry of its own holding ``node``'s collector."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(NodeCollector(node))
+    registry.register(NodeCollector(node, loop_lag, rtt))
     return registry

@@ -25,6 +25,7 @@ import os
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from raftpy.core.confchange import ConfChange, ConfChangeKind, ConfChangeSingle
 from raftpy.core.messages import (
@@ -49,9 +50,7 @@ from raftpy.errors import (
 from raftpy.node.config import NodeConfig
 from raftpy.node.join import ClientJoin, JoinClient
 from raftpy.node.latency import RecentDurations
-from raftpy.node.loop_lag import LoopLag
 from raftpy.node.members import NodeMembers, describe
-from raftpy.node.metrics_server import MetricsServer
 from raftpy.node.peer_rtt import PeerRtt
 from raftpy.node.rejections import PeerRejections
 from raftpy.node.requests import PendingRequests
@@ -80,6 +79,9 @@ from raftpy.transport.protocol import (
     ClientRequest,
     Consistency,
 )
+
+if TYPE_CHECKING:
+    from raftpy.node.metrics import NodeMetrics
 
 logger = logging.getLogger("raftpy.node")
 
@@ -165,9 +167,8 @@ class RaftNode:
         self._promote = promote
         self._join_client = join_client
         self._members = NodeMembers(node_id, address, peers, self._leader_error, self.config)
-        self._metrics: MetricsServer | None = None
-        self._loop_lag: LoopLag | None = None  # measured only while metrics are served
-        self._rtt: PeerRtt | None = None  # likewise
+        self._metrics: NodeMetrics | None = None
+        self._rtt: PeerRtt | None = None  # measured only while metrics are served
 
     # ------------------------------------------------------------------------------------------
     # Lifecycle
@@ -251,27 +252,15 @@ class RaftNode:
             rng = random.Random(self._rng.getrandbits(64))
             self._members.start_join(self._raft, client, self._promote, self.config, rng)
         if self.config.metrics_address is not None:
+            from raftpy.node.metrics import NodeMetrics  # prometheus-client: an optional extra
+
             try:
-                await self._start_metrics(self.config.metrics_address)
+                self._metrics = NodeMetrics(self, self.config.metrics_address)
+                self._rtt = self._metrics.rtt
+                await self._metrics.start()
             except BaseException:
                 await self.stop()
                 raise
-
-    async def _start_metrics(self, address: str) -> None:
-        """Serve Prometheus metrics on ``address`` (docs/metrics.md); prometheus-client is
-        imported only now, as it is an optional extra."""
-        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-        from raftpy.node.metrics import registry_for
-
-        registry = registry_for(self)
-        self._rtt = PeerRtt()
-        self._loop_lag = LoopLag()
-        self._loop_lag.start()
-        self._metrics = MetricsServer(
-            address, lambda: generate_latest(registry), CONTENT_TYPE_LATEST
-        )
-        await self._metrics.start()
 
     @property
     def metrics_address(self) -> str | None:
@@ -315,8 +304,6 @@ class RaftNode:
         await self._members.stop_join()
         if self._metrics is not None:
             await self._metrics.close()
-        if self._loop_lag is not None:
-            await self._loop_lag.stop()
         if self._task is not None:
             self._task.cancel()
             # A loop that crashed already logged why; stopping must still release everything.
