@@ -356,7 +356,19 @@ async def bad_requests(cluster: list[RaftNode]) -> None:
     await wait_for(lambda: not node._metrics.server._writers)  # type: ignore[union-attr]
     status, text = await asyncio.to_thread(get, address)
     assert status == 200 and "raftpy_server_term" in text
+    # A failure while rendering answers 500 and harms nothing.
+    real = node.status
+    node.status = broken_status  # type: ignore[method-assign]
+    try:
+        assert await asyncio.to_thread(get, address) == (500, "rendering metrics failed\n")
+    finally:
+        node.status = real  # type: ignore[method-assign]
+    assert (await asyncio.to_thread(get, address))[0] == 200
     assert node.status().running
+
+
+def broken_status() -> NodeStatus:
+    raise RuntimeError("planted")
 
 
 def test_a_bad_metrics_address_is_a_config_error() -> None:
