@@ -1,5 +1,6 @@
-"""NodeCollector: a node's Prometheus metrics, read from the node at scrape time only
-(docs/metrics.md lists every metric).
+"""A node's Prometheus metrics (docs/metrics.md lists every one): :class:`NodeCollector` reads
+them from the node at scrape time only, and :class:`NodeMetrics` is what a node runs while it
+serves them.
 
 Nothing here runs on the node's hot paths: the node counts in plain ints
 (:class:`~raftpy.node.stats.NodeStats`, the transport's counters, the client service's answers)
