@@ -43,9 +43,11 @@ from raftpy.errors import (
 )
 from raftpy.node import FATAL_EXIT_STATUS, RaftNode
 from raftpy.node.config import NodeConfig
+from raftpy.node.health import Health
+from raftpy.node.leadership import LeadershipEvent
 from raftpy.node.sessions import SessionGrant
 from raftpy.node.stats import NodeStats
-from raftpy.node.status import NodeStatus
+from raftpy.node.status import NodeStatus, PeerReplication, SnapshotStatus, TransferStatus
 from raftpy.statemachine import StateMachine
 from raftpy.storage.base import LogStore
 from raftpy.storage.errors import (
@@ -76,8 +78,10 @@ __all__ = [
     "EntryKind",
     "FileStorage",
     "HardState",
+    "Health",
     "IndeterminateError",
     "InvariantViolation",
+    "LeadershipEvent",
     "LocalProtocolError",
     "LogStorage",
     "LogStore",
@@ -90,6 +94,7 @@ __all__ = [
     "NodeStatus",
     "NotLeaderError",
     "PeerMessage",
+    "PeerReplication",
     "ProposalDropped",
     "Raft",
     "RaftConfig",
@@ -104,6 +109,7 @@ __all__ = [
     "SessionGrant",
     "SnapshotMeta",
     "SnapshotRequest",
+    "SnapshotStatus",
     "SoftState",
     "StateMachine",
     "StateMachineError",
@@ -112,5 +118,6 @@ __all__ = [
     "StorageFullError",
     "SyncClient",
     "TlsConfig",
+    "TransferStatus",
     "__version__",
 ]

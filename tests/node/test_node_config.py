@@ -75,6 +75,7 @@ def test_every_runtime_default_is_unchanged() -> None:
         "max_sessions",
         "max_session_results",
         "max_clock_drift",
+        "max_fsync_p99",
         "metrics_address",
     }
     assert config.metrics_address is None

@@ -9,6 +9,7 @@ One module per subcommand, each with an ``add_parser`` that adds its parser and 
 - :mod:`raftpy.cli.members`: ``raftpy members list|add|promote|remove ...`` and
   ``raftpy transfer-leader ID ADDR...``, change a running cluster's members;
 - :mod:`raftpy.cli.snapshot`: ``raftpy snapshot ADDRESS``, ask a node to take a snapshot now;
+- :mod:`raftpy.cli.status`: ``raftpy status ADDR...``, every node's status in one table;
 - :mod:`raftpy.cli.tls`: ``raftpy tls init DIR --nodes 1,2,3``, make certificates for mutual TLS.
 
 Each module's docstring gives its exit statuses; a usage error exits with 2 everywhere.
@@ -21,7 +22,7 @@ import sys
 from collections.abc import Callable
 from typing import TextIO
 
-from raftpy.cli import check, jepsen, members, snapshot, tls
+from raftpy.cli import check, jepsen, members, snapshot, status, tls
 from raftpy.cli.arguments import EXIT_USAGE
 from raftpy.cli.check import (
     DEFAULT_TIMEOUT,
@@ -56,6 +57,7 @@ _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]
     members.add_parser,
     members.add_transfer_parser,
     snapshot.add_parser,
+    status.add_parser,
     tls.add_parser,
 ]
 

@@ -119,6 +119,9 @@ class Raft:
         # On a follower: the voter our leader said (in its heartbeats) it hands leadership to;
         # only that voter's transfer election may bypass the leader lease (Thesis §3.10).
         self._leader_transferee: int | None = None
+        # raftpy's own extension (docs/health.md): a node whose disk is slow or full does not
+        # campaign, so that it does not take back the leadership it handed over.
+        self._campaigns_paused = False
         # Voters that answered us during the last complete CheckQuorum period: with those
         # answering in the current one, whom a membership change may count on (safe_change).
         self._lately_active: frozenset[int] = frozenset()
@@ -141,6 +144,10 @@ class Raft:
         self._prev_hard = HardState(self.term, self.vote, self.log.committed)
         self._prev_soft = SoftState(self.role, self.lead)
         self._outstanding: Ready | None = None
+        # For operators only (Status; raftpy.node.leadership), never read by the rules: why the
+        # role last changed, and the campaigns started, by reason.
+        self.role_reason = "start"
+        self.campaigns: dict[str, int] = {}
         self._become_follower(self.term, None)
 
     # ------------------------------------------------------------------------------------------
@@ -265,6 +272,10 @@ class Raft:
         self.election_elapsed += 1
         if self.election_elapsed >= self.config.election_ticks:
             self._quiet_after_boot = False
+        if self._campaigns_paused:
+            # election_elapsed keeps growing: a leader we stopped hearing from no longer holds
+            # our vote back (Thesis §4.2.3), so the healthy voters can elect one without us.
+            return
         if self._promotable() and self.election_elapsed >= self.randomized_election_timeout:
             self.election_elapsed = 0
             self._campaign(transfer=False)
@@ -279,6 +290,7 @@ class Raft:
                 # Thesis §6.2: a leader that cannot reach a majority for an election timeout
                 # steps down, so clients look for the real leader elsewhere.
                 logger.info("%d steps down at term %d: quorum not active", self.id, self.term)
+                self.role_reason = "check quorum"
                 self._become_follower(self.term, None)
                 return
             if self.lead_transferee is not None:
@@ -290,6 +302,21 @@ class Raft:
             for _, pr in self.tracker.visit_peers():
                 pr.resume_on_heartbeat = True
             self._bcast_heartbeat(self._read_only.last_context())
+
+    def pause_campaigns(self, paused: bool) -> None:
+        """While ``paused``, start no election or pre-election when the election timeout
+        passes and ignore TimeoutNow; vote, replicate and lead as usual otherwise.
+
+        Not a rule of the paper: raftpy's own extension (docs/health.md). The driver pauses a
+        node whose disk is too slow or full after it handed its leadership over (Thesis
+        §3.10), so that it does not win it back while its disk would hold every write up; a
+        transfer to it times out and its leader may pick another voter. :meth:`campaign`
+        (operators, tests) still starts an election."""
+        self._campaigns_paused = paused
+
+    @property
+    def campaigns_paused(self) -> bool:
+        return self._campaigns_paused
 
     def campaign(self) -> None:
         """Start an election now (tests and operators); ignored on the leader or a learner."""
@@ -435,22 +462,27 @@ class Raft:
         dropped.extend(self._forwarded.take_dropped())
         return dropped
 
-    def transfer_leadership(self, to: int) -> None:
+    def transfer_leadership(self, to: int, *, at_once: bool = False) -> None:
         """Hand leadership to voter ``to`` (Thesis §3.10): stop taking proposals, bring ``to``
-        up to date, then tell it to campaign at once."""
+        up to date, then tell it to campaign at once.
+
+        ``at_once``: send TimeoutNow now, whatever ``to`` is known to hold. For a leader that
+        cannot persist (a full disk) and so cannot process acknowledgements to bring ``to`` up
+        to date; safe, since ``to`` wins only with a log at least as up to date as a
+        majority's (Raft §5.4.1), and at worst the transfer times out."""
         if self.role is not Role.LEADER:
             raise NotLeaderError(self.lead)
         if to == self.id:
             return
         if not self.tracker.is_voter(to):
             raise LocalProtocolError(f"cannot transfer leadership to non-voter {to}")
-        if self.lead_transferee == to:
+        if self.lead_transferee == to and not at_once:
             return
         self.lead_transferee = to
         self._lease.start_transfer()  # the transferee may soon be elected past the lease
         # The transfer must finish within one election timeout or it is aborted.
         self.election_elapsed = 0
-        if self.prs[to].match == self.log.last_index():
+        if at_once or self.prs[to].match == self.log.last_index():
             self._send_timeout_now(to)
         else:
             self._maybe_send_append(to)
@@ -559,6 +591,7 @@ class Raft:
             self.term,
             f"; hands over to {ready[0]}" if ready else "",
         )
+        self.role_reason = "removed"
         if ready:
             self.lead_transferee = ready[0]
             self._send_timeout_now(ready[0])
@@ -579,6 +612,7 @@ class Raft:
         check_snapshot(meta, leader, term, self.term, self.lead, self.log)
         if term > self.term:
             # Raft §5.1: a higher term makes us a follower of that term, under its sender.
+            self.role_reason = "higher term"
             self._become_follower(term, leader)
         if self.role is not Role.FOLLOWER:
             # Raft §5.2: a leader of our term exists; concede.
@@ -643,6 +677,7 @@ class Raft:
             else:
                 # Raft §5.1: a higher term makes us a follower of that term.
                 lead = m.src if isinstance(m, AppendEntries | Heartbeat) else None
+                self.role_reason = "higher term"
                 self._become_follower(m.term, lead)
         elif m.term < self.term:
             self._answer_stale(m)
@@ -702,6 +737,10 @@ class Raft:
             self.lead = m.src
             self._handle_heartbeat(m)
         elif isinstance(m, TimeoutNow):
+            if self._campaigns_paused:
+                # Unanswered, the transfer times out and the leader may choose another voter.
+                logger.info("%d ignores TimeoutNow from %d: campaigns paused", self.id, m.src)
+                return
             # Thesis §3.10: the leader asks us to take over; skip PreVote, it knows.
             logger.info("%d campaigns on TimeoutNow from %d", self.id, m.src)
             self._campaign(transfer=True)
@@ -712,6 +751,7 @@ class Raft:
     def _step_candidate(self, m: Message) -> None:
         if isinstance(m, AppendEntries | Heartbeat):
             # Raft §5.2: a leader of our term exists; concede.
+            self.role_reason = "leader found"
             self._become_follower(m.term, m.src)
             self._step_follower(m)
         elif isinstance(m, RequestVoteResponse):
@@ -737,6 +777,9 @@ class Raft:
             # could never be won; only a forged term can have brought us here.
             logger.error("%d cannot campaign: term %d is the largest allowed", self.id, self.term)
             return
+        reason = "leader transfer" if transfer else "election timeout"
+        self.role_reason = reason
+        self.campaigns[reason] = self.campaigns.get(reason, 0) + 1
         if self.config.pre_vote and not transfer:
             # Thesis §9.6: first ask whether we could win, without disturbing anyone's term.
             self._become_pre_candidate()
@@ -769,6 +812,7 @@ class Raft:
             self._on_election_won()
         elif result is VoteResult.LOST:
             # Raft §5.2: a lost election returns to follower (at our current term).
+            self.role_reason = "election lost"
             self._become_follower(self.term, None)
 
     def _on_election_won(self) -> None:
@@ -1054,6 +1098,13 @@ class Raft:
     def _hard_state(self) -> HardState:
         return HardState(self.term, self.vote, self.log.committed)
 
+    def take_messages(self) -> tuple[Message, ...]:
+        """Take the messages that may leave before anything is persisted (what the next
+        :meth:`ready` would list in ``messages``), also while a Ready is outstanding: for a
+        driver parked on a full disk mid-Ready that must still send a leadership hand-off."""
+        taken, self._msgs = tuple(self._msgs), []
+        return taken
+
     def has_ready(self) -> bool:
         """Whether :meth:`ready` would return anything."""
         hard = self._prev_hard
@@ -1178,6 +1229,8 @@ class Raft:
             peers=peers,
             learners=tuple(sorted(conf.learners + conf.learners_next)),
             voters_outgoing=conf.voters_outgoing,
+            role_reason=self.role_reason,
+            campaigns=dict(self.campaigns),
         )
 
     def check_invariants(self) -> None:

@@ -100,6 +100,10 @@ class NodeConfig:
       drift (:meth:`lease_ticks`; the derivation is in :mod:`raftpy.core.lease`). A drift
       that leaves no whole tick (with the default, an election timeout of 0.15 s or less)
       turns the lease off: lease reads are then served as linearizable reads.
+    - ``max_fsync_p99``: seconds. A node whose fsync p99 over its last 100 syncs exceeds this,
+      or whose disk is full, is unhealthy: it hands its leadership to a healthy voter and does
+      not campaign until healthy again (docs/health.md). ``None`` turns the fsync check off
+      (a full disk still counts).
     - ``metrics_address``: ``"host:port"`` where the node serves Prometheus metrics at
       ``/metrics`` while it runs (port 0: any free port, read back from
       ``RaftNode.metrics_address``); ``None`` serves none. Needs the optional package
@@ -135,6 +139,7 @@ class NodeConfig:
     session_timeout: float = 120.0
     max_sessions: int = 10_000
     max_session_results: int = 1_000
+    max_fsync_p99: float | None = 1.0
     metrics_address: str | None = None
 
     def validate(self) -> None:
@@ -152,6 +157,11 @@ class NodeConfig:
             raise ValueError(f"join_timeout must be > 0, got {self.join_timeout}")
         if not 0 <= self.max_clock_drift < math.inf:
             raise ValueError(f"max_clock_drift must be a finite >= 0, got {self.max_clock_drift}")
+        if self.max_fsync_p99 is not None and not 0 < self.max_fsync_p99 < math.inf:
+            raise ValueError(
+                f"max_fsync_p99 must be a finite number of seconds > 0 or None, "
+                f"got {self.max_fsync_p99}"
+            )
         self._validate_connections()
         self._validate_sessions()
         if self.metrics_address is not None:

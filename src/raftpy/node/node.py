@@ -48,8 +48,12 @@ from raftpy.errors import (
     StateMachineError,
 )
 from raftpy.node.config import NodeConfig
+from raftpy.node.health import Health, NodeHealth
 from raftpy.node.join import ClientJoin, JoinClient
+from raftpy.node.lag import AppendTimes, LastContact
+from raftpy.node.last_error import LastError
 from raftpy.node.latency import RecentDurations
+from raftpy.node.leadership import LeadershipHistory
 from raftpy.node.members import NodeMembers, describe
 from raftpy.node.peer_rtt import PeerRtt
 from raftpy.node.rejections import PeerRejections
@@ -149,6 +153,13 @@ class RaftNode:
         """Every counter of this node, live (see :class:`~raftpy.node.stats.NodeStats`)."""
         self.recent_fsync = RecentDurations(1000)
         """The last 1,000 fsyncs' durations (seconds), for the fsync p99 of a status."""
+        self._health = NodeHealth(
+            node_id,
+            self.config.max_fsync_p99,
+            self.recent_fsync,
+            self.config.raft.election_ticks,
+            self.config.tick_seconds,
+        )
         self._requests = PendingRequests(
             state_machine, self.config.request_timeout, self._leader_error, self.stats.proposal
         )
@@ -161,6 +172,12 @@ class RaftNode:
         self._role = Role.FOLLOWER
         self._leader: int | None = None
         self._rejections = PeerRejections(node_id, self.stats)
+        # For operators (NodeStatus): role history, append times, peers' last contact.
+        self._leadership = LeadershipHistory(self.stats)
+        self._appends = AppendTimes()
+        self._contact = LastContact()
+        self.last_error = LastError()
+        """The latest warning-or-worse event (:mod:`raftpy.node.last_error`)."""
         for a in join:
             parse_address(a)  # a bad join address fails here, not later in the background
         self._join = list(join)
@@ -217,6 +234,7 @@ class RaftNode:
             self.stats.snapshots,
             lambda exc: self._fatal("fatal storage error", str(exc)),
             authority=self._authority,
+            errors=self.last_error,
         )
         try:
             applied = await self._snaps.recover()
@@ -230,6 +248,8 @@ class RaftNode:
             random.Random(self._rng.getrandbits(64)),
             applied,
         )
+        self.stats.elections = self._raft.campaigns  # the core counts them; read here
+        self._leadership.observe(Role.FOLLOWER.value, None, self._raft.term, "start")
         self._join = self._members.check_stored(self._storage, self._join)
         factory = self._transport_factory or self._default_transport
         self._transport = factory(self._on_message, self._service.handle)
@@ -552,13 +572,19 @@ class RaftNode:
             learners=st.learners,
             voters_outgoing=st.voters_outgoing,
             member=self.node_id in raft.conf_state().members(),
-            peers=replication(st, self._members.address_of),
+            peers=replication(st, self._members.address_of, self._appends, self._contact),
             disk_full=self._disk_full,
             failed=self._failed,
             stats=stats,
             refused_members=refused_peers(self._transport),
             sessions=len(self._sessions),
+            healthy=self._health.health.healthy,
+            unhealthy_reason=self._health.health.reason,
             fsync_p99=self.recent_fsync.quantile(0.99),
+            elections=self._leadership.events(),
+            last_error=self.last_error.message,
+            last_error_time=self.last_error.time,
+            transfers=() if snaps is None else snaps.transfers(),
         )
 
     @property
@@ -571,6 +597,12 @@ class RaftNode:
     @property
     def role(self) -> Role:
         return self._role
+
+    @property
+    def health(self) -> Health:
+        """Whether this node's disk lets it lead (``healthy``, and ``reason`` when not): an
+        unhealthy node hands leadership over and does not campaign (docs/health.md)."""
+        return self._health.health
 
     @property
     def leader_id(self) -> int | None:
@@ -618,6 +650,7 @@ class RaftNode:
                     tick_due = False
                     now = loop.time()
                     raft.tick()
+                    self._health.tick(raft)  # may pause campaigns or hand leadership over
                     snaps.tick()
                     self._requests.expire(now)
                     self._members.tick(raft, now)
@@ -656,7 +689,9 @@ class RaftNode:
             self._rtt.on_received(inbox, asyncio.get_running_loop().time())
         snaps = self._snaps
         assert snaps is not None
+        heard, now = self._contact.heard, self._contact.now()
         for message in inbox:
+            heard[message.src] = now
             # Snapshot chunks and their answers are the transfers' business: the core sees only
             # whole, verified snapshots and how transfers ended (NodeSnapshots.feed_core).
             if isinstance(message, InstallSnapshot):
@@ -674,6 +709,7 @@ class RaftNode:
         (:mod:`raftpy.node.rejections`)."""
         assert self._transport is not None
         self._rejections.on_rejected(exc, self._transport)
+        self.last_error.note(f"rejected a message from node {exc.peer_id}: {exc.reason}")
 
     def _append_proposals(self, raft: Raft) -> None:
         appended, batches = self._requests.append_proposals(raft, self.config.max_batch)
@@ -714,6 +750,8 @@ class RaftNode:
             if rd.hard_state is not None:
                 storage.set_hard_state(rd.hard_state)
             self.stats.wal_append.observe(time.perf_counter() - began)
+            if rd.entries and self._role is Role.LEADER:
+                self._appends.appended(rd.entries[-1].index)
         if rd.must_sync:
             if rd.messages or rd.snapshot_requests:
                 transport.flush()  # let the appends travel while we fsync our own copy
@@ -737,17 +775,21 @@ class RaftNode:
                 self.stats.fsync.observe(took)
                 self.recent_fsync.observe(took)
                 self.stats.syncs += 1
+                self._health.on_sync()
                 if self._disk_full:
                     logger.warning("node %d: disk space is available again", self.node_id)
                     self._disk_full = False
                 return
             except StorageFullError as exc:
                 # Nothing is corrupted and the buffer is kept: stop taking proposals and retry.
-                # A leader stuck here sends no heartbeats, so the others elect a new one.
                 if not self._disk_full:
                     logger.error("node %d: %s; waiting for free space", self.node_id, exc)
+                    self.last_error.note(f"disk full: {exc}")
                 self._disk_full = True
                 self._requests.drop_queued("the disk is full")
+                # A leader parked here hands over at once, from here (docs/health.md).
+                now = asyncio.get_running_loop().time()
+                self._health.on_disk_full(self._raft, self._transport, now)
                 await asyncio.sleep(0.2)
                 # The loop is parked here: keep deadlines honest so no proposer waits forever.
                 self._requests.expire(asyncio.get_running_loop().time())
@@ -769,6 +811,9 @@ class RaftNode:
                         self.node_id,
                         entry.index,
                         exc_info=failure,
+                    )
+                    self.last_error.note(
+                        f"apply of entry {entry.index} raised {type(failure).__name__}: {failure}"
                     )
             elif entry.kind is EntryKind.CONFIG:
                 self._members.on_applied(entry)
@@ -800,8 +845,12 @@ class RaftNode:
         was_leader = self._role is Role.LEADER
         if role is Role.LEADER and not was_leader:
             self._sessions.on_leader(asyncio.get_running_loop().time())
+            self._appends.reset()
         self._role = role
         self._leader = leader
+        if self._raft is not None:
+            raft = self._raft
+            self._leadership.observe(role.value, leader, raft.term, raft.role_reason)
         logger.info(
             "node %d is %s (leader %s, term %s)",
             self.node_id,
@@ -826,6 +875,7 @@ class RaftNode:
         if self._failed is not None:
             return
         self._failed = f"{kind}: {reason}"
+        self.last_error.note(self._failed)
         exiting = self.config.exit_on_fatal
         logger.critical(
             "node %d: %s: %s%s",

@@ -41,7 +41,9 @@ from raftpy.core.raft import Raft
 from raftpy.core.ready import SnapshotRequest
 from raftpy.errors import RejectedMessage, StateMachineError
 from raftpy.node.config import NodeConfig
+from raftpy.node.last_error import LastError
 from raftpy.node.stats import SnapshotStats
+from raftpy.node.status import TransferStatus
 from raftpy.node.transfer import Completed, Outcome, SnapshotReceiver, SnapshotSenders
 from raftpy.statemachine import ConcurrentSnapshot, StateMachine
 from raftpy.storage.base import LogStore
@@ -96,6 +98,7 @@ class NodeSnapshots:
         fatal: Callable[[FatalStorageError], None] | None = None,
         *,
         authority: Callable[[], tuple[int, int | None]],
+        errors: LastError | None = None,
     ) -> None:
         self.node_id = node_id
         self.store = store
@@ -106,6 +109,7 @@ class NodeSnapshots:
         self._wake = wake
         self.stats = stats if stats is not None else SnapshotStats()
         self._fatal = fatal or _reraise
+        self._errors = errors if errors is not None else LastError()
         self._outcomes: list[Outcome] = []  # transfers that ended, for Raft.report_snapshot
         self._senders = SnapshotSenders(
             node_id,
@@ -291,10 +295,12 @@ class NodeSnapshots:
             raise  # the node ends itself
         except (StorageError, OSError) as exc:
             logger.error("node %d: cannot start a snapshot: %s", self.node_id, exc)
+            self._errors.note(f"cannot start a snapshot: {exc}")
             self._retry_at = now + 5.0
         except Exception:
             # The state machine's prepare_snapshot() raised: this attempt fails, nothing else.
             logger.exception("node %d: prepare_snapshot() raised; snapshot skipped", self.node_id)
+            self._errors.note("prepare_snapshot() raised; snapshot skipped")
             self._retry_at = now + 5.0
 
     def start(self, raft: Raft, applied: int) -> asyncio.Future[SnapshotMeta]:
@@ -336,6 +342,8 @@ class NodeSnapshots:
             self.hold_applies = False
             self._wake()
             self._retry_at = loop.time() + 5.0
+            if not isinstance(exc, asyncio.CancelledError | FatalStorageError):
+                self._errors.note(f"snapshot {meta.index} failed: {type(exc).__name__}: {exc}")
             if isinstance(exc, StorageFullError):
                 logger.error("node %d: snapshot %d failed: %s", self.node_id, meta.index, exc)
             elif isinstance(exc, FatalStorageError):
@@ -362,6 +370,7 @@ class NodeSnapshots:
                 # The compaction record stays buffered and goes out with the next sync; the
                 # old segments go at the next compaction. Nothing is lost meanwhile.
                 logger.error("node %d: compaction delayed: %s", self.node_id, exc)
+                self._errors.note(f"compaction delayed: {exc}")
         self.store.retain([self._storage.snapshot_meta(), meta])
         self.stats.taken += 1
         logger.info(
@@ -390,6 +399,7 @@ class NodeSnapshots:
                 request.meta.index,
                 exc,
             )
+            self._errors.note(f"cannot open snapshot {request.meta.index} to send: {exc}")
             self._senders.end(request.to)
             self._outcomes.append((request, False))
             return
@@ -410,6 +420,33 @@ class NodeSnapshots:
 
     def tick(self) -> None:
         self._outcomes.extend(self._senders.tick())
+
+    def transfers(self) -> tuple[TransferStatus, ...]:
+        """The snapshot transfers in progress, sending and receiving (for operators)."""
+        out = [
+            TransferStatus(
+                peer=s.dst,
+                direction="send",
+                index=s.meta.index,
+                bytes_done=s.acked,
+                size=s.size,
+                started=s.started,
+            )
+            for s in self._senders.senders()
+        ]
+        receiving = self._receiver.progress()
+        if receiving is not None:
+            out.append(
+                TransferStatus(
+                    peer=receiving.leader,
+                    direction="receive",
+                    index=receiving.index,
+                    bytes_done=receiving.bytes_done,
+                    size=receiving.size,
+                    started=receiving.started,
+                )
+            )
+        return tuple(out)
 
     def stop_sending(self) -> None:
         """Leadership ended: its transfers end with it (the next leader starts its own)."""
@@ -433,6 +470,7 @@ class NodeSnapshots:
             raise
         except (OSError, StorageError) as exc:
             logger.error("node %d: writing a received snapshot failed: %s", self.node_id, exc)
+            self._errors.note(f"writing a received snapshot failed: {exc}")
             self._receiver.reset()
             self._send(InstallSnapshotResponse(m.term, m.dst, m.src, m.meta.index, 0, False, True))
             return
@@ -454,6 +492,7 @@ class NodeSnapshots:
             meta = await asyncio.to_thread(sink.finish)
             ok = meta == m.meta
             if not ok:
+                self._errors.note(f"received snapshot names {meta}, not {m.meta}")
                 logger.error(
                     "node %d: received snapshot names %s, not %s", self.node_id, meta, m.meta
                 )
@@ -465,6 +504,7 @@ class NodeSnapshots:
             logger.error(
                 "node %d: received snapshot %d is bad: %s", self.node_id, m.meta.index, exc
             )
+            self._errors.note(f"received snapshot {m.meta.index} is bad: {exc}")
             ok = False
         self._send(self._receiver.finished(completed, ok))
         if not ok:
@@ -483,6 +523,10 @@ class NodeSnapshots:
         (``RejectedMessage``) is deleted and handed to ``on_rejected`` (raised without one)."""
         outcomes, self._outcomes = self._outcomes, []
         for request, ok in outcomes:
+            if not ok:
+                self._errors.note(
+                    f"snapshot transfer of {request.meta.index} to node {request.to} failed"
+                )
             raft.report_snapshot(request, ok)
         verified, self._verified = self._verified, []
         for completed in verified:
@@ -522,6 +566,7 @@ class NodeSnapshots:
                 # The record stays buffered: park until it is durable (as the node does for
                 # any write), since nothing may be acknowledged before.
                 logger.error("node %d: %s; waiting for free space", self.node_id, exc)
+                self._errors.note(f"disk full: {exc}")
                 while True:
                     await asyncio.sleep(0.2)
                     try:

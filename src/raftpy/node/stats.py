@@ -64,6 +64,12 @@ class NodeStats(msgspec.Struct, kw_only=True):
     """Peer messages the core rejected as impossible from a correct peer (a second leader in
     one term, entries contradicting the committed log, ...): each was dropped and its sender's
     connection closed (see :mod:`raftpy.node.rejections`)."""
+    leader_changes: int = 0
+    """Times this node saw the leader change to a new one (etcd's ``leader_changes_seen``;
+    losing the leader and finding the same one again counts again)."""
+    elections: dict[str, int] = msgspec.field(default_factory=dict)
+    """Campaigns this node started, by reason: ``"election timeout"``, ``"leader transfer"``
+    (the core's own count, which the node holds a reference to)."""
     snapshots: SnapshotStats = msgspec.field(default_factory=SnapshotStats)
     """Snapshot work."""
     fsync: Histogram = msgspec.field(default_factory=Histogram)
@@ -86,6 +92,7 @@ class NodeStats(msgspec.Struct, kw_only=True):
             self,
             snapshots=msgspec.structs.replace(self.snapshots),
             transport=transport,
+            elections=dict(self.elections),
             fsync=self.fsync.copy(),
             wal_append=self.wal_append.copy(),
             proposal=self.proposal.copy(),

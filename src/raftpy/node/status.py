@@ -18,6 +18,8 @@ import msgspec
 from raftpy.core.messages import DECODE_ERRORS, NodeId, NonNeg, SnapshotMeta
 from raftpy.core.status import Status
 from raftpy.errors import RemoteProtocolError
+from raftpy.node.lag import AppendTimes, LastContact
+from raftpy.node.leadership import LeadershipEvent
 from raftpy.node.stats import NodeStats
 
 
@@ -40,6 +42,33 @@ class PeerReplication(msgspec.Struct, frozen=True, kw_only=True):
     lost_entries: NonNeg = 0
     """How often the member refused entries it had acknowledged: it lost part of its log (a
     wiped or restored disk; README.md, "Changing members")."""
+    inflight: NonNeg = 0
+    """AppendEntries messages sent to it and not acknowledged yet (the window is
+    ``RaftConfig.max_inflight_msgs``)."""
+    last_contact: float | None = None
+    """Seconds since the leader last heard from it (any message); ``None``: never since this
+    node started (and for the leader itself: 0.0)."""
+    lag_seconds: float | None = None
+    """Seconds since the leader appended the first entry the member lacks (0.0 when caught
+    up): how stale its copy is (:mod:`raftpy.node.lag`). ``None`` from a node too old to
+    report it."""
+
+
+class TransferStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """A snapshot transfer in progress (:mod:`raftpy.node.transfer`)."""
+
+    peer: NodeId
+    """The other end: the follower it goes to, or the leader it comes from."""
+    direction: str
+    """``"send"`` (this node leads and streams it) or ``"receive"``."""
+    index: NonNeg
+    """The last index the snapshot covers."""
+    bytes_done: NonNeg
+    """Bytes the receiver holds (acknowledged ones, when sending)."""
+    size: NonNeg
+    """The snapshot file's whole size in bytes."""
+    started: float
+    """When the transfer started, in unix seconds."""
 
 
 class SnapshotStatus(msgspec.Struct, frozen=True, kw_only=True):
@@ -126,6 +155,23 @@ class NodeStatus(msgspec.Struct, frozen=True, kw_only=True):
     fsync_p99: float | None = None
     """The 99th percentile of its last 1,000 fsyncs of the log, in seconds (the whole
     history is in ``stats.fsync``); ``None`` before its first fsync."""
+    elections: tuple[LeadershipEvent, ...] = ()
+    """The last 32 changes of its role or of the leader it knows, oldest first, each with why
+    (:class:`~raftpy.node.leadership.LeadershipEvent`)."""
+    last_error: str | None = None
+    """Its latest warning-or-worse event (a full disk, a rejected peer message, a failed
+    snapshot transfer, a state machine that raised, a fatal error); ``None``: none since it
+    started."""
+    last_error_time: float | None = None
+    """When ``last_error`` happened, in unix seconds."""
+    transfers: tuple[TransferStatus, ...] = ()
+    """Snapshot transfers in progress, sending and receiving."""
+    healthy: bool = True
+    """Whether the node's disk lets it lead: false while its fsync p99 exceeds
+    ``NodeConfig.max_fsync_p99`` or its disk is full; it then hands leadership over and does
+    not campaign (docs/health.md)."""
+    unhealthy_reason: str | None = None
+    """Why it is unhealthy (e.g. ``"disk full"``); ``None`` while healthy."""
 
 
 def stopped_status(
@@ -154,11 +200,34 @@ def stopped_status(
 
 
 def replication(
-    st: Status, address_of: Callable[[int | None], str | None]
+    st: Status,
+    address_of: Callable[[int | None], str | None],
+    times: AppendTimes | None = None,
+    contact: LastContact | None = None,
 ) -> dict[int, PeerReplication]:
-    """Each peer's replication as the core's status ``st`` shows it."""
-    return {
-        node: PeerReplication(
+    """Each member's replication as the core's status ``st`` shows it (empty unless it
+    leads), with the lag in seconds from ``times`` and the last contact from ``contact``.
+
+    The leader lists itself as active with no lag: it holds every entry it has (its
+    ``match`` is what it synced; a tail not synced yet is not a lag behind anyone).
+    """
+    peers: dict[int, PeerReplication] = {}
+    for node, p in st.peers.items():
+        if node == st.id:
+            peers[node] = PeerReplication(
+                address=address_of(node),
+                match=p.match,
+                next=p.next,
+                state=p.state,
+                lag=0,
+                active=True,
+                lost_entries=p.lost_entries,
+                inflight=0,
+                last_contact=0.0,
+                lag_seconds=0.0,
+            )
+            continue
+        peers[node] = PeerReplication(
             address=address_of(node),
             match=p.match,
             next=p.next,
@@ -166,9 +235,13 @@ def replication(
             lag=st.last_index - p.match,
             active=p.recent_active,
             lost_entries=p.lost_entries,
+            inflight=p.inflight,
+            last_contact=None if contact is None else contact.seconds_since(node),
+            lag_seconds=None if times is None else times.lag_seconds(p.match, st.last_index),
         )
-        for node, p in st.peers.items()
-    }
+    if times is not None and peers:
+        times.trim(min(p.match for p in peers.values()))
+    return peers
 
 
 def snapshot_status(latest: SnapshotMeta | None, stats: NodeStats) -> SnapshotStatus | None:

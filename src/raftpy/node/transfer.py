@@ -85,6 +85,7 @@ __all__ = [
     "DEFAULT_CHUNK_BYTES",
     "DEFAULT_WINDOW_BYTES",
     "Outcome",
+    "Receiving",
     "SnapshotReceiver",
     "SnapshotSender",
     "SnapshotSenders",
@@ -178,6 +179,8 @@ class SnapshotSender:
         self.failed = False
         self.chunks_sent = 0
         self.bytes_sent = 0
+        self.started = time.time()
+        """When the transfer started, in unix seconds (for operators)."""
 
     @property
     def finished(self) -> bool:
@@ -335,6 +338,10 @@ class SnapshotSenders:
     def __len__(self) -> int:
         return len(self._active)
 
+    def senders(self) -> list[SnapshotSender]:
+        """The transfers in progress (for operators: read, never change them)."""
+        return [sender for sender, _ in self._active.values()]
+
     def start(self, request: SnapshotRequest, source: ClosableSource) -> None:
         """Stream ``source`` to ``request.to``; an older transfer to it ends unreported (the
         core asked again, so it no longer waits for that one)."""
@@ -407,13 +414,25 @@ class _Key:
 
 
 class _Partial(Generic[SinkT]):
-    __slots__ = ("finishing", "key", "sink", "size")
+    __slots__ = ("finishing", "key", "sink", "size", "started")
 
     def __init__(self, key: _Key, sink: SinkT, size: int) -> None:
         self.key = key
         self.sink = sink
         self.size = size  # announced by the transfer's first chunk
         self.finishing = False
+        self.started = time.time()  # unix seconds, for operators
+
+
+@dataclass(frozen=True, slots=True)
+class Receiving:
+    """The transfer a receiver is taking in (for operators)."""
+
+    leader: int
+    index: int
+    bytes_done: int
+    size: int
+    started: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -457,6 +476,13 @@ class SnapshotReceiver(Generic[SinkT]):
     @property
     def receiving(self) -> bool:
         return self._current is not None
+
+    def progress(self) -> Receiving | None:
+        """The transfer in progress, if any: whose, how far, since when."""
+        cur = self._current
+        if cur is None:
+            return None
+        return Receiving(cur.key.leader, cur.key.index, cur.sink.size, cur.size, cur.started)
 
     def on_chunk(
         self, m: InstallSnapshot
