@@ -48,6 +48,9 @@ def test_a_hashmap_cluster_serves_metrics_that_follow_its_writes(tmp_path: Path)
         leader = leader_of(cluster, timeout=30)
         after = scrape(mports[leader])
         assert after["raftpy_server_is_leader"] == 1
+        assert after["raftpy_server_leader_changes_seen_total"] >= 1
+        campaigns = [v for k, v in after.items() if k.startswith("raftpy_server_elections_total")]
+        assert sum(campaigns) >= 1  # it campaigned at least once to lead
         assert (
             after["raftpy_server_proposals_committed_total"]
             >= before["raftpy_server_proposals_committed_total"] + 3

@@ -27,7 +27,7 @@ from raftpy.node.metrics_server import MAX_CONNECTIONS, MAX_REQUEST_BYTES
 from raftpy.node.peer_rtt import PeerRtt
 from raftpy.node.service import ClientService
 from raftpy.node.stats import NodeStats, SnapshotStats
-from raftpy.node.status import NodeStatus, PeerReplication, SnapshotStatus
+from raftpy.node.status import NodeStatus, PeerReplication, SnapshotStatus, TransferStatus
 from raftpy.transport.address import free_port
 from raftpy.transport.protocol import ClientOp, ClientRequest, ResponseStatus
 from raftpy.transport.stats import PeerTraffic, TransportStats
@@ -64,9 +64,25 @@ KNOWN = NodeStatus(
             address="127.0.0.1:7001", match=42, next=43, state="replicate", lag=0, active=True
         ),
         2: PeerReplication(
-            address="127.0.0.1:7002", match=5, next=6, state="snapshot", lag=37, active=False
+            address="127.0.0.1:7002",
+            match=5,
+            next=6,
+            state="snapshot",
+            lag=37,
+            active=False,
+            inflight=3,
+            last_contact=2.5,
+            lag_seconds=1.25,
         ),
     },
+    transfers=(
+        TransferStatus(
+            peer=2, direction="send", index=10, bytes_done=1024, size=4096, started=1.0e9
+        ),
+    ),
+    healthy=False,
+    last_error="disk full",
+    last_error_time=1.7e9,
     disk_full=False,
     failed=None,
     sessions=2,
@@ -77,6 +93,8 @@ KNOWN = NodeStatus(
         reads=3,
         applied=40,
         rejected_messages=1,
+        leader_changes=4,
+        elections={"election timeout": 2, "leader transfer": 1},
         fsync=observed(0.00015, 0.0007, 9.0),
         wal_append=observed(0.00005),
         proposal=observed(0.002, 0.002),
@@ -174,6 +192,16 @@ def test_the_collector_exports_a_known_state_exactly() -> None:
         "raftpy_server_peer_match_index{To=2}": 5,
         "raftpy_server_peer_lag_entries{To=2}": 37,
         "raftpy_server_peer_active{To=2}": 0,
+        "raftpy_server_peer_inflight_appends{To=2}": 3,
+        "raftpy_server_peer_lag_seconds{To=2}": 1.25,
+        "raftpy_server_peer_last_contact_seconds{To=2}": 2.5,
+        "raftpy_server_healthy": 0,
+        "raftpy_server_last_error_timestamp_seconds": 1.7e9,
+        "raftpy_server_leader_changes_seen_total": 4,
+        "raftpy_server_elections_total{reason=election timeout}": 2,
+        "raftpy_server_elections_total{reason=leader transfer}": 1,
+        "raftpy_snapshot_transfer_bytes{direction=send,peer=2}": 1024,
+        "raftpy_snapshot_transfer_size_bytes{direction=send,peer=2}": 4096,
         "raftpy_network_sent_bytes_total": 9000,
         "raftpy_network_received_bytes_total": 8000,
         "raftpy_network_peer_messages_sent_total": 120,

@@ -158,6 +158,17 @@ def _server(st: NodeStatus) -> Iterator[Metric]:
         "1 while the last sync failed for lack of space (proposals are refused).",
         st.disk_full,
     )
+    yield _gauge(
+        "raftpy_server_healthy",
+        "1 while the node's disk lets it lead (fsync p99 and free space; docs/health.md).",
+        st.healthy,
+    )
+    if st.last_error_time is not None:
+        yield _gauge(
+            "raftpy_server_last_error_timestamp_seconds",
+            "When the node's latest warning-or-worse event happened (unix seconds).",
+            st.last_error_time,
+        )
     if st.term is None:
         return  # not started: no consensus state yet
     yield _gauge(
@@ -179,23 +190,17 @@ def _server(st: NodeStatus) -> Iterator[Metric]:
         [(("voter",), len(st.members or ())), (("learner",), len(st.learners or ()))],
     )
     yield members
-    changes = getattr(st.stats, "leader_changes", None)
-    if changes is not None:
-        yield _counter(
-            "raftpy_server_leader_changes_seen",
-            "Times this node saw the leader change to a new leader.",
-            changes,
-        )
-    elections = getattr(st.stats, "elections", None)
-    if elections is not None:
-        yield _labelled(
-            CounterMetricFamily(
-                "raftpy_server_elections",
-                "Campaigns this node started, by reason.",
-                labels=["reason"],
-            ),
-            sorted(((reason,), n) for reason, n in elections.items()),
-        )
+    yield _counter(
+        "raftpy_server_leader_changes_seen",
+        "Times this node saw the leader change to a new leader.",
+        st.stats.leader_changes,
+    )
+    yield _labelled(
+        CounterMetricFamily(
+            "raftpy_server_elections", "Campaigns this node started, by reason.", labels=["reason"]
+        ),
+        sorted(((reason,), n) for reason, n in st.stats.elections.items()),
+    )
     if st.sessions is not None:
         yield _gauge("raftpy_server_sessions", "Client sessions open.", st.sessions)
 
@@ -321,7 +326,7 @@ def _snapshots(st: NodeStatus) -> Iterator[Metric]:
         yield _gauge(
             "raftpy_snapshot_index", "The last index the newest snapshot covers.", st.snapshot.index
         )
-    transfers = getattr(st, "transfers", None)
+    transfers = st.transfers
     if transfers:
         done = GaugeMetricFamily(
             "raftpy_snapshot_transfer_bytes",
@@ -361,22 +366,32 @@ def _peers(st: NodeStatus) -> Iterator[Metric]:
         "1 when the member was heard from within the last election timeout.",
         labels=["To"],
     )
+    inflight = GaugeMetricFamily(
+        "raftpy_server_peer_inflight_appends",
+        "AppendEntries sent to each member and not acknowledged yet.",
+        labels=["To"],
+    )
+    seconds = GaugeMetricFamily(
+        "raftpy_server_peer_lag_seconds",
+        "Seconds since the leader appended the first entry each member lacks (0: caught up).",
+        labels=["To"],
+    )
+    contact = GaugeMetricFamily(
+        "raftpy_server_peer_last_contact_seconds",
+        "Seconds since the leader last heard from each member.",
+        labels=["To"],
+    )
     for peer, p in rows:
-        match.add_metric([str(peer)], p.match)
-        lag.add_metric([str(peer)], p.lag)
-        active.add_metric([str(peer)], p.active)
-    yield from (match, lag, active)
-    seconds = [(peer, getattr(p, "lag_seconds", None)) for peer, p in rows]
-    if any(s is not None for _, s in seconds):
-        family = GaugeMetricFamily(
-            "raftpy_server_peer_lag_seconds",
-            "Seconds since the leader appended the first entry each member lacks (0: caught up).",
-            labels=["To"],
-        )
-        for peer, s in seconds:
-            if s is not None:
-                family.add_metric([str(peer)], s)
-        yield family
+        to = [str(peer)]
+        match.add_metric(to, p.match)
+        lag.add_metric(to, p.lag)
+        active.add_metric(to, p.active)
+        inflight.add_metric(to, p.inflight)
+        if p.lag_seconds is not None:
+            seconds.add_metric(to, p.lag_seconds)
+        if p.last_contact is not None:
+            contact.add_metric(to, p.last_contact)
+    yield from (match, lag, active, inflight, seconds, contact)
 
 
 def _network(st: NodeStatus) -> Iterator[Metric]:
