@@ -3,7 +3,9 @@
 Every module ``benchmarks/bench_<name>.py`` is a benchmark: it offers ``run() -> dict[str,
 float]`` (result name -> value) and may declare ``TARGETS: dict[str, tuple[str, float]]``
 (result name -> (``">="`` or ``"<="``, value)). Naming modules (``python -m benchmarks sim``)
-runs only those. The results are printed as a table and written to
+runs only those. Each benchmark starts with a line ``== NAME (K of M)``; on a terminal with
+``rich`` a bar below the output names the one that runs and its time so far. The results are
+printed as a table and written to
 ``bench-results/latest.json`` at the repository root.
 
 Exit status: 0 when every selected benchmark ran (a missed target is reported, not an error);
@@ -25,6 +27,8 @@ import traceback
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from raftpy.progress import Progress
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 REPO = PACKAGE_DIR.parent
@@ -135,14 +139,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     load_before = os.getloadavg()
     report: dict[str, dict[str, Any]] = {}
-    for name in selected:
-        print(f"== {name}", flush=True)
-        try:
-            report[name] = run_one(name)
-        except Exception as exc:  # a failing benchmark must not hide the others' results
-            traceback.print_exc()
-            report[name] = {"error": f"{type(exc).__name__}: {exc}"}
-        print(flush=True)
+    # On a terminal with rich, a bar below the output names the benchmark that runs (n of m)
+    # and its time so far; elsewhere, the header lines alone.
+    with Progress(sys.stdout) as progress:
+        for k, name in enumerate(selected, 1):
+            progress.phase(f"== {name} ({k} of {len(selected)})")
+            progress.step(f"benchmark {k} of {len(selected)}: {name}")
+            try:
+                report[name] = run_one(name)
+            except Exception as exc:  # a failing benchmark must not hide the others' results
+                traceback.print_exc()
+                report[name] = {"error": f"{type(exc).__name__}: {exc}"}
+            progress.phase("")
 
     print(table(report))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

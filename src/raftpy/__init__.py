@@ -11,12 +11,16 @@ The public API is re-exported here (see ``__all__``):
 - storage: :class:`FileStorage` (the durable write-ahead log), :class:`MemoryStorage`, the
   :class:`LogStore` protocol they implement and its read side, :class:`LogStorage`;
 - the :class:`StateMachine` protocol users implement;
-- the errors, typed by who is at fault (:mod:`raftpy.errors`).
+- the errors, typed by who is at fault (:mod:`raftpy.errors`);
+- :func:`configure_logging`, which applies ``RAFTPY_LOG`` (levels per logger) and
+  ``RAFTPY_LOG_FORMAT`` (``text`` or ``json``) in a program of your own (README.md, "Logging").
 
 The simulator lives in :mod:`raftpy.testing` (``from raftpy.testing import SimCluster``).
 """
 
 from __future__ import annotations
+
+from importlib import metadata as _metadata
 
 from raftpy.client import Client, SyncClient
 from raftpy.core.config import RaftConfig
@@ -29,6 +33,7 @@ from raftpy.errors import (
     ClusterUnavailableError,
     ConfChangeError,
     ConfigError,
+    HandshakeRefusedError,
     IndeterminateError,
     InvariantViolation,
     LocalProtocolError,
@@ -41,6 +46,7 @@ from raftpy.errors import (
     SessionExpiredError,
     StateMachineError,
 )
+from raftpy.logconfig import configure_logging
 from raftpy.node import FATAL_EXIT_STATUS, RaftNode
 from raftpy.node.config import NodeConfig
 from raftpy.node.health import Health
@@ -62,7 +68,10 @@ from raftpy.storage.wal import FileStorage
 from raftpy.transport.protocol import Members
 from raftpy.transport.tls import TlsConfig
 
-__version__ = "0.1.0"
+try:
+    __version__ = _metadata.version("raftpy")
+except _metadata.PackageNotFoundError:  # pragma: no cover - run from a source tree, not installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "FATAL_EXIT_STATUS",
@@ -77,6 +86,7 @@ __all__ = [
     "Entry",
     "EntryKind",
     "FileStorage",
+    "HandshakeRefusedError",
     "HardState",
     "Health",
     "IndeterminateError",
@@ -120,4 +130,5 @@ __all__ = [
     "TlsConfig",
     "TransferStatus",
     "__version__",
+    "configure_logging",
 ]

@@ -1,7 +1,8 @@
 """Every exception raftpy raises, typed by who is at fault.
 
 - :class:`RaftError` is the base of all of them.
-- *Definite* failures (:class:`NotLeaderError`, :class:`ProposalDropped`) mean the command was
+- *Definite* failures (:class:`NotLeaderError`, :class:`ProposalDropped`,
+  :class:`ClusterUnavailableError` and its :class:`HandshakeRefusedError`) mean the command was
   not appended: retrying elsewhere or later is safe.
 - *Indeterminate* failures (:class:`IndeterminateError`) mean the command may or may not take
   effect: retrying may apply it twice unless the client uses sessions.
@@ -72,6 +73,17 @@ class ClusterUnavailableError(RaftError):
 
     Definite: the command did not happen. Retrying later can help.
     """
+
+
+class HandshakeRefusedError(ClusterUnavailableError):
+    """Raised by clients when the nodes a call could use refused its connection for a reason
+    that asking again cannot change: another cluster id, a protocol version the node does not
+    speak, a node certificate this client does not trust. The call ends at once instead of
+    retrying until its deadline.
+
+    Definite: nothing was sent. Fix the client's settings (address, cluster id, TLS files).
+    A refusal that can pass (the node has no room for another connection) is retried as
+    before."""
 
 
 class LocalProtocolError(RaftError):

@@ -483,7 +483,7 @@ class Terminal(io.StringIO):
 def test_progress_is_shown_on_a_terminal_only() -> None:
     term, pipe = Terminal(), io.StringIO()
     for stream in (term, pipe):
-        progress = CatchUpProgress(stream, 4)
+        progress = CatchUpProgress(stream, 4, use_rich=False)
         progress.update(400, 1000)
         progress.update(500, 1000)  # within a second of the last line: not shown
         progress.close()

@@ -153,6 +153,25 @@ def test_unreachable_node_exits_1(tmp_path: Path) -> None:
     assert time.monotonic() - started < 10
 
 
+def test_node_of_another_cluster_ends_at_once_with_one_line(tmp_path: Path) -> None:
+    """A refusal asking again cannot change (another cluster id) ends the command at once with
+    one line, instead of retrying for the whole --timeout with a line per attempt."""
+    with ProcessCluster("hashmap", 1, tmp_path, extra=["--cluster-id", "alpha"]).start_all() as c:
+        address = c.address(1)
+        started = time.monotonic()
+        r = raftpy("snapshot", address, "--cluster-id", "beta", "--timeout", "30", timeout=60)
+        assert time.monotonic() - started < 10  # not the 30 s deadline
+        assert (r.returncode, r.stdout) == (1, "")
+        assert r.stderr == (
+            f"raftpy snapshot: {address}: {address} handshake refused: cluster id does not "
+            "match (asking again cannot change that: check the address, the cluster id and the "
+            "TLS settings)\n"
+        )
+        r = raftpy("snapshot", address, "--cluster-id", "alpha")
+        assert r.returncode == 0, r.stderr
+        assert ANSWER.match(r.stdout), r.stdout
+
+
 @pytest.mark.parametrize(
     "argv",
     [

@@ -24,7 +24,7 @@ from raftpy.cli import main as cli_main
 from raftpy.cli.status import COLUMNS, Answer, render_json, render_table
 from raftpy.node.leadership import LeadershipEvent
 from raftpy.node.stats import NodeStats
-from raftpy.node.status import NodeStatus, PeerReplication
+from raftpy.node.status import NodeStatus, PeerReplication, TransferStatus
 from tests.processhelpers import ProcessCluster, free_port, wait_until
 
 NOW = 1_800_000_000.0
@@ -306,3 +306,21 @@ def test_watch_redraws_until_ctrl_c_then_exits_0() -> None:
     finally:
         proc.kill()
         proc.wait(timeout=10)
+
+
+def test_snapshot_transfers_in_progress_are_listed_under_the_table() -> None:
+    sending = TransferStatus(
+        peer=3, direction="send", index=10_000, bytes_done=3 << 20, size=12 << 20, started=NOW - 4
+    )
+    receiving = TransferStatus(
+        peer=1, direction="receive", index=10_000, bytes_done=4 << 20, size=12 << 20, started=NOW
+    )
+    leader = msgspec.structs.replace(LEADER, transfers=(sending,))
+    follower = msgspec.structs.replace(FOLLOWER, id=3, transfers=(receiving,))
+    table = render_table([Answer("10.0.0.1:7001", leader), Answer("10.0.0.3:7001", follower)], NOW)
+    assert table.split("+\n")[-1] == (
+        "snapshot transfers in progress:\n"
+        "  1 -> 3: snapshot at index 10000, 25% (3.0 of 12.0 MiB), for 4.0s (as node 1 sees it)\n"
+        "  1 -> 3: snapshot at index 10000, 33% (4.0 of 12.0 MiB), for 0.0s (as node 3 sees it)\n"
+    )
+    assert render_table(ANSWERS, NOW).endswith("+\n")  # none in progress: nothing under it

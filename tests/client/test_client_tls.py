@@ -6,6 +6,7 @@ certificate is not the node it says it is."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -13,7 +14,7 @@ from dataclasses import replace
 import pytest
 
 from raftpy import Client, SyncClient, TlsConfig
-from raftpy.errors import ClusterUnavailableError
+from raftpy.errors import ClusterUnavailableError, HandshakeRefusedError
 from raftpy.node import RaftNode
 from raftpy.transport.address import free_ports
 from tests.nodehelpers import FAST, KV, set_cmd
@@ -121,3 +122,29 @@ def test_a_bad_certificate_path_fails_at_construction(tls_files: TlsFiles) -> No
     good = tls_files.client()
     with pytest.raises(ValueError, match="nope"):
         Client(["127.0.0.1:1"], tls=TlsConfig(good.cert, "nope", good.ca))
+
+
+def test_a_node_certificate_the_client_does_not_trust_ends_the_call_at_once(
+    tls_files: TlsFiles,
+) -> None:
+    """The client trusts another CA than the cluster's: asking again cannot change that, so
+    the call ends at once (HandshakeRefusedError) instead of at its deadline."""
+    tls = TlsConfig(
+        tls_files.other / "client-app.pem",
+        tls_files.other / "client-app-key.pem",
+        tls_files.other / "ca.pem",
+    )
+
+    async def main() -> None:
+        async with tls_cluster(tls_files) as peers:
+            address = peers[1]
+            async with Client([address], timeout=10, tls=tls) as client:
+                started = time.monotonic()
+                with pytest.raises(HandshakeRefusedError) as info:
+                    await client.status(address)
+                assert time.monotonic() - started < 5
+            assert str(info.value).startswith(
+                f"{address} the node's certificate is not trusted: "
+            ), info.value
+
+    asyncio.run(main())

@@ -11,6 +11,8 @@ import json
 import signal
 import socket
 import struct
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -109,6 +111,53 @@ def test_hashmap_readme_commands(tmp_path: Path) -> None:
             assert client.get("n") == {"a": [1, 2]}
             assert client.cas("n", {"a": [1, 2]}, 7) is True
             assert client.get("n") == 7
+
+
+def run_cli_stdin(example: str, data: bytes, *args: str) -> subprocess.CompletedProcess[bytes]:
+    """Run ``python -m raftpy.examples.<example> args...`` with ``data`` on stdin; bounded."""
+    return subprocess.run(
+        [sys.executable, "-m", f"raftpy.examples.{example}", *args],
+        input=data,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_values_larger_than_an_argument_come_from_stdin(tmp_path: Path) -> None:
+    """A value past Linux's 128 KiB limit on one argument, given as ``-``, arrives bytes exact
+    (newlines, a trailing one included, and non-ASCII) in both examples."""
+    value = ("first line\r\n\u00e9\u4e2d " + "v" * 200_000 + "\n").encode()
+    (tmp_path / "h").mkdir()
+    (tmp_path / "r").mkdir()
+    with ProcessCluster("hashmap", 3, tmp_path / "h").start_all() as c:
+        r = run_cli_stdin("hashmap", value, "put", "big", "-", *c.addresses)
+        assert (r.returncode, r.stdout) == (0, b"null\n"), r.stderr
+        r = run_cli_stdin("hashmap", b"", "get", "big", *c.addresses)
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout).encode() == value
+        r = run_cli_stdin("hashmap", value, "cas", "big", "-", "small", *c.addresses)
+        assert (r.returncode, r.stdout) == (0, b"true\n"), r.stderr
+    with ProcessCluster("register", 3, tmp_path / "r").start_all() as c:
+        r = run_cli_stdin("register", value, "put", "-", *c.addresses)
+        assert (r.returncode, r.stdout) == (0, b"\n"), r.stderr
+        r = run_cli_stdin("register", b"", "get", *c.addresses)
+        assert (r.returncode, r.stdout) == (0, value + b"\n"), r.stderr[-500:]
+
+
+def test_all_addresses_fail_over_past_a_dead_node(tmp_path: Path) -> None:
+    """README's advice: with every member's address a client command goes past a dead member
+    at once; with only the dead one's address it waits out --timeout and fails (exit 1)."""
+    with ProcessCluster("hashmap", 3, tmp_path).start_all() as c:
+        leader_of(c)
+        c.kill(1)
+        r = run_cli("hashmap", "put", "k", "v", c.address(1), "--timeout", "2")
+        assert r.returncode == 1, r.stderr
+        assert r.stderr.startswith("error: not done: "), r.stderr
+        t0 = time.monotonic()
+        r = run_cli("hashmap", "put", "k", "v", *c.addresses, "--timeout", "20")
+        assert (r.returncode, r.stdout) == (0, "null\n"), r.stderr
+        assert time.monotonic() - t0 < 15  # an election at most, never the whole deadline
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ One module per subcommand, each with an ``add_parser`` that adds its parser and 
 ``handler`` (a function from the parsed arguments and the output streams to the exit status):
 
 - :mod:`raftpy.cli.check`: ``raftpy check FILE``, check that a history is linearizable;
+- :mod:`raftpy.cli.doctor`: ``raftpy doctor DATA_DIR``, inspect a stopped node's data dir;
 - :mod:`raftpy.cli.jepsen`: ``raftpy jepsen ...``, a Jepsen-style fault test against a real
   local cluster;
 - :mod:`raftpy.cli.members`: ``raftpy members list|add|promote|remove ...`` and
@@ -13,6 +14,7 @@ One module per subcommand, each with an ``add_parser`` that adds its parser and 
 - :mod:`raftpy.cli.tls`: ``raftpy tls init DIR --nodes 1,2,3``, make certificates for mutual TLS.
 
 Each module's docstring gives its exit statuses; a usage error exits with 2 everywhere.
+``raftpy --version`` prints ``raftpy X.Y.Z`` (the installed package's version).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import sys
 from collections.abc import Callable
 from typing import TextIO
 
-from raftpy.cli import check, jepsen, members, snapshot, status, tls
+from raftpy.cli import check, doctor, jepsen, members, snapshot, status, tls
 from raftpy.cli.arguments import EXIT_USAGE
 from raftpy.cli.check import (
     DEFAULT_TIMEOUT,
@@ -53,6 +55,7 @@ __all__ = [
 
 _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     check.add_parser,
+    doctor.add_parser,
     jepsen.add_parser,
     members.add_parser,
     members.add_transfer_parser,
@@ -64,7 +67,15 @@ _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``raftpy`` command, with every subcommand."""
+    from raftpy import __version__
+
     parser = argparse.ArgumentParser(prog="raftpy", description="raftpy command line tools")
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"raftpy {__version__}",
+        help="print the installed raftpy's version and exit",
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add in _SUBCOMMANDS:
         add(subparsers)

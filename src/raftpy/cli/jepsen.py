@@ -2,7 +2,9 @@
 a Jepsen-style fault test against a real local cluster (:mod:`raftpy.testing.jepsen`).
 
 Start an N-node cluster of the hashmap example as real processes on 127.0.0.1, run C clients
-for T seconds while a nemesis injects faults, heal, and check the run. Exit status: 0 every
+for T seconds while a nemesis injects faults, heal, and check the run. Each phase is a line on
+stderr; while the faults run, the time left shows (a bar on a terminal with ``rich``, else a
+line every 10 s; ``--quiet``: nothing), see :mod:`raftpy.progress`. Exit status: 0 every
 check passed, 1 a check failed (not linearizable, a lost write, a write applied twice, no
 recovery within 5 s, a node crashed, or the history could not be decided in time), 2 usage
 error, 3 the harness itself failed (e.g. the cluster did not start).
@@ -26,6 +28,7 @@ from typing import Any, TextIO
 
 from raftpy.cli.arguments import EXIT_USAGE, at_least
 from raftpy.cli.runner import run_until_signal
+from raftpy.progress import Progress
 from raftpy.testing.jepsen.checks import RECOVERY_LIMIT
 from raftpy.testing.jepsen.config import (
     OPTION,
@@ -46,6 +49,10 @@ __all__ = [
 EXIT_JEPSEN_VALID = 0
 EXIT_JEPSEN_INVALID = 1
 EXIT_JEPSEN_HARNESS = 3
+
+# How run_jepsen's phase line for the timed part of a run begins (clients and faults for
+# --seconds): the progress shows the time left in it.
+_WORKLOAD_PHASE = "running "
 
 
 def _show(value: object) -> str:
@@ -118,18 +125,25 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         print(f"raftpy jepsen: {e}", file=err)
         return EXIT_USAGE
 
-    def progress(line: str) -> None:
-        if not args.quiet:
-            print(f"raftpy jepsen: {line}", file=err, flush=True)
+    progress = Progress(err, prefix="raftpy jepsen: ")
+
+    def on_phase(line: str) -> None:
+        if args.quiet:
+            return
+        progress.phase(line)
+        if line.startswith(_WORKLOAD_PHASE):  # the faults run for a known time: show what is left
+            progress.timed("faults and clients", config.seconds)
 
     try:
-        result = run_until_signal(run_jepsen(config, progress=progress))
+        result = run_until_signal(run_jepsen(config, progress=on_phase))
     except asyncio.CancelledError:
         print("raftpy jepsen: interrupted (every server process was stopped)", file=err)
         return EXIT_JEPSEN_HARNESS
     except (NodeProcessError, OSError) as e:
         print(f"raftpy jepsen: the harness failed: {e}", file=err)
         return EXIT_JEPSEN_HARNESS
+    finally:
+        progress.close()
     print(result.summary, file=out)
     return EXIT_JEPSEN_VALID if result.valid else EXIT_JEPSEN_INVALID
 

@@ -17,10 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import json
-import sys
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TextIO
 
@@ -28,6 +25,7 @@ from raftpy.cli.arguments import EXIT_USAGE, address, at_least
 from raftpy.cli.runner import run_until_signal
 from raftpy.core.messages import MAX_NODE_ID
 from raftpy.outcomes import ExitStatus, exit_status_for
+from raftpy.progress import Progress
 from raftpy.transport.protocol import Members
 
 __all__ = ["DEFAULT_MAX_LAG", "DEFAULT_MEMBERS_TIMEOUT", "add_parser", "add_transfer_parser"]
@@ -119,43 +117,21 @@ def summary(members: Members) -> str:
 
 
 class CatchUpProgress:
-    """How far a learner has come, shown on a terminal (with ``rich`` when it is installed,
-    else as plain lines) and not at all otherwise."""
+    """How far a learner has come, shown on a terminal (a bar with ``rich`` when it is
+    installed, else a line a second) and not at all otherwise (:mod:`raftpy.progress`)."""
 
-    def __init__(self, err: TextIO, node: int) -> None:
-        self._err = err
+    def __init__(self, err: TextIO, node: int, *, use_rich: bool = True) -> None:
         self._node = node
-        self._shown = err.isatty()
-        self._rich: Any = None
-        self._task: Any = None
-        self._last_line = 0.0
-        if self._shown and err is sys.stderr:
-            try:
-                progress = importlib.import_module("rich.progress")
-            except ImportError:
-                return
-            self._rich = progress.Progress(transient=True)
-            self._task = self._rich.add_task(f"node {node} catching up", total=None)
-            self._rich.start()
+        self._progress = Progress(err, piped="quiet", use_rich=use_rich)
+        self._progress.step(f"node {node} catching up")
 
     def update(self, match: int, last_index: int) -> None:
-        if not self._shown:
-            return
-        if self._rich is not None:
-            self._rich.update(self._task, completed=match, total=max(last_index, 1))
-            return
-        now = time.monotonic()
-        if now - self._last_line >= 1.0:  # one line a second at most
-            self._last_line = now
-            behind = last_index - match
-            print(
-                f"node {self._node}: at {match} of {last_index} ({behind} behind)", file=self._err
-            )
+        behind = last_index - match
+        line = f"node {self._node}: at {match} of {last_index} ({behind} behind)"
+        self._progress.update(match, max(last_index, 1), line=line)
 
     def close(self) -> None:
-        if self._rich is not None:
-            self._rich.stop()
-            self._rich = None
+        self._progress.close()
 
 
 # -- running a command ------------------------------------------------------------------------

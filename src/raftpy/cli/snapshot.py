@@ -2,8 +2,10 @@
 --tls-ca F]``: ask one node to take a snapshot now and compact its log.
 
 Any node will do, not only the leader: each node snapshots its own state. Prints
-``snapshot at index I term T``. Exit status: 0 done, 1 the node could not be reached, did not
-answer in time or failed the snapshot, 2 usage error.
+``snapshot at index I term T``. Exit status: 0 done, 1 the node could not be reached, refused
+the connection, did not answer in time or failed the snapshot, 2 usage error. A refusal that
+asking again cannot change (another cluster id, a certificate not trusted) ends the command at
+once, with one line; an unreachable node is retried until ``--timeout``.
 """
 
 from __future__ import annotations
@@ -62,8 +64,10 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
             "Ask the node at ADDRESS to take a snapshot of its state machine now and compact "
             "its log, as it does by itself after --snapshot-entries entries. Any node will do, "
             "not only the leader: each node snapshots its own state. Prints 'snapshot at index "
-            "I term T'. Exit status: 0 done, 1 the node could not be reached, did not answer "
-            "in time or failed the snapshot, 2 usage error."
+            "I term T'. Exit status: 0 done, 1 the node could not be reached, refused the "
+            "connection, did not answer in time or failed the snapshot, 2 usage error. A "
+            "refusal that asking again cannot change (another cluster id, a certificate not "
+            "trusted) ends the command at once; an unreachable node is retried until --timeout."
         ),
     )
     p.add_argument("address", metavar="ADDRESS", type=address, help="the node, as host:port")

@@ -206,7 +206,31 @@ def render_table(answers: Sequence[Answer], now: float) -> str:
         return "| " + " | ".join(out) + " |"
 
     lines = [rule, line(COLUMNS, header=True), rule, *(line(r) for r in rows), rule]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + render_transfers(answers, now)
+
+
+def render_transfers(answers: Sequence[Answer], now: float) -> str:
+    """Lines under the table for the snapshot transfers in progress, as each node sees its
+    own (a sender's bytes are those the follower acknowledged); empty when there are none.
+    With ``--watch`` they are the transfers' progress."""
+    lines = []
+    for a in answers:
+        st = a.status
+        if st is None:
+            continue
+        for t in st.transfers:
+            ends = f"{st.id} -> {t.peer}" if t.direction == "send" else f"{t.peer} -> {st.id}"
+            share = 100 * t.bytes_done // t.size if t.size else 100
+            lines.append(
+                f"  {ends}: snapshot at index {t.index}, {share}% ({_mib(t.bytes_done)} of "
+                f"{_mib(t.size)} MiB), for {max(0.0, now - t.started):.1f}s "
+                f"(as node {st.id} sees it)"
+            )
+    return "snapshot transfers in progress:\n" + "\n".join(lines) + "\n" if lines else ""
+
+
+def _mib(size: int) -> str:
+    return f"{size / (1 << 20):.1f}"
 
 
 def render_json(answers: Sequence[Answer]) -> dict[str, Any]:

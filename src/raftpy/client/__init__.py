@@ -45,7 +45,11 @@ Outcomes of :meth:`Client.propose`:
 - :class:`~raftpy.errors.ClusterUnavailableError` when the deadline passed and the command was
   never handed to a node that could have appended it (every attempt was refused, answered
   ``NOT_LEADER`` or ``DROPPED``, or never left this process; or no session could be opened).
-  Definite: it did not happen;
+  Definite: it did not happen. Its subclass :class:`~raftpy.errors.HandshakeRefusedError`
+  comes at once, not at the deadline, when every address refused the connection for a reason
+  asking again cannot change (another cluster id, a protocol version the node does not speak,
+  a node certificate this client does not trust); that ends status and snapshot requests to
+  one node, and reads, the same way;
 - :class:`~raftpy.errors.ProposalDropped` at once when the leader refused it for a reason a
   retry cannot fix (an entry larger than the leader accepts), or when the request is larger
   than the frame limit the node announced in its handshake (then it is not even sent), or

@@ -46,6 +46,7 @@ from raftpy.client.session import ClientSession
 from raftpy.client.targets import Targets
 from raftpy.errors import (
     ClusterUnavailableError,
+    HandshakeRefusedError,
     IndeterminateError,
     ProposalDropped,
     RemoteProtocolError,
@@ -119,6 +120,7 @@ class Call:
         "pinned",
         "policy",
         "pool",
+        "refused",
         "resend",
         "seq",
         "session",
@@ -163,6 +165,8 @@ class Call:
         self.seq = seq
         self.target = pinned if pinned is not None else targets.first()
         self.tried: set[str] = set()
+        # Addresses that refused this call for good (ConnectFailed.permanent), with why.
+        self.refused: dict[str, str] = {}
         self.last = "no attempt was made in time"
         # Why an earlier attempt of this proposal may have been appended. Sticky: a later
         # definite failure does not make an earlier unknown outcome definite.
@@ -177,6 +181,9 @@ class Call:
             deadline = loop.time() + budget
         backoff = self.policy.backoff()
         while not self.pool.closed:
+            if self.target in self.refused:
+                self._move_on()  # another address is left: on_refused ends the call otherwise
+                continue
             if self.target in self.tried:
                 # Back at a node that already failed since the last pause: a whole round went
                 # by, a redirect loop, or the leader shedding load. Wait before going on.
@@ -196,7 +203,10 @@ class Call:
                 self.last = f"{self.last}; then still connecting to {target} at the deadline"
                 break
             except ConnectFailed as exc:
-                self.on_unreachable(str(exc))
+                if exc.permanent:
+                    self.on_refused(exc)
+                else:
+                    self.on_unreachable(str(exc))
                 continue
             attempt_deadline = deadline
             if self.bounded:
@@ -249,6 +259,20 @@ class Call:
         self.last = reason
         log.debug("%s", reason)
         self.targets.forget_leader(self.target)
+        self._move_on()
+
+    def on_refused(self, exc: ConnectFailed) -> None:
+        """The node refused the connection for a reason asking again cannot change (another
+        cluster id, say): leave it out of this call, and end the call once every address it
+        could use did so, instead of retrying until the deadline."""
+        self.refused[exc.address] = exc.reason
+        self.last = str(exc)
+        log.debug("%s", self.last)
+        self.targets.forget_leader(self.target)
+        if self.pinned is not None or set(self.targets.addresses) <= self.refused.keys():
+            if self.uncertain is not None:
+                raise self._indeterminate(f"{self.uncertain}; then {self.last}")
+            raise refused_error(self.refused)
         self._move_on()
 
     def on_connection_lost(self, exc: ConnectionLost) -> None:
@@ -352,6 +376,15 @@ class Call:
         return ClusterUnavailableError(f"{what} answered within {budget}s (last: {self.last})")
 
 
+def refused_error(refused: dict[str, str]) -> HandshakeRefusedError:
+    """The error of a call every usable node refused for good (address -> reason)."""
+    each = "; ".join(f"{address} {reason}" for address, reason in refused.items())
+    return HandshakeRefusedError(
+        f"{each} (asking again cannot change that: check the address, the cluster id and the "
+        "TLS settings)"
+    )
+
+
 def _valid_address(address: str) -> bool:
     try:
         parse_address(address)
@@ -379,7 +412,11 @@ async def take_snapshot(
         except TimeoutError:
             last = f"still connecting to {address} at the deadline"
             break
-        except (ConnectFailed, ConnectionLost) as exc:
+        except ConnectFailed as exc:
+            if exc.permanent:
+                raise refused_error({address: exc.reason}) from None
+            last = str(exc)
+        except ConnectionLost as exc:
             last = str(exc)
         except AttemptTimeout:
             last = f"{address}: no answer in time"

@@ -1,7 +1,10 @@
 """A client's connection to one node: handshake, pipelined requests, deadlines.
 
 The first frame is :class:`~raftpy.transport.protocol.Hello` (role ``CLIENT``); a refused
-handshake makes the node unreachable for this attempt (:class:`ConnectFailed`). Requests are
+handshake makes the node unreachable for this attempt (:class:`ConnectFailed`), and for the
+whole call when asking again cannot change the answer (``ConnectFailed.permanent``: any refusal
+but the node having no room for another connection, or a node certificate this client does not
+trust). Requests are
 pipelined: any number may be outstanding, each matched to its response by a per-connection
 ``id``, and the requests issued in one event-loop iteration are written with one ``write``
 call. A connection that breaks fails its outstanding requests with :class:`ConnectionLost`,
@@ -17,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import ssl
 from typing import Any, Final, cast
 
 from raftpy.core.messages import DECODE_ERRORS, PROTOCOL_VERSION
@@ -49,13 +53,21 @@ _IDLE_MARGIN: Final = 0.5
 _READ_BUFFER: Final = 64 << 10
 
 
-class ConnectFailed(Exception):
-    """A node could not be reached or refused the handshake. Nothing was sent."""
+# The start of the one refusal that can pass: the node had no room for another connection
+# (raftpy.transport's connection caps). Every other refusal (another cluster id, a protocol
+# version the node does not speak) is the same however often the client asks.
+_PASSING_REFUSAL: Final = "too many "
 
-    def __init__(self, address: str, reason: str) -> None:
+
+class ConnectFailed(Exception):
+    """A node could not be reached or refused the handshake. Nothing was sent. ``permanent``:
+    it refused for a reason asking again cannot change (see the module docstring)."""
+
+    def __init__(self, address: str, reason: str, *, permanent: bool = False) -> None:
         super().__init__(f"{address}: {reason}")
         self.address = address
         self.reason = reason
+        self.permanent = permanent
 
 
 class ConnectionLost(Exception):
@@ -388,6 +400,11 @@ async def connect(
                 lambda: conn, host, port, ssl=tls.client if tls is not None else None
             )
             reply = await conn.handshake(cluster_id)
+    except ssl.SSLCertVerificationError as exc:  # before OSError, of which it is one
+        conn.abort("certificate refused")
+        raise ConnectFailed(
+            address, f"the node's certificate is not trusted: {exc.verify_message}", permanent=True
+        ) from None
     except TimeoutError:
         conn.abort("connect timeout")
         raise ConnectFailed(
@@ -401,7 +418,14 @@ async def connect(
         raise
     if not reply.ok:
         conn.abort("handshake refused")
-        log.warning("%s refused the handshake: %s", address, untrusted(reply.reason))
-        raise ConnectFailed(address, f"handshake refused: {reply.reason}")
+        # Network text: escaped before it reaches a terminal. Not logged above debug: the
+        # error says it, and a call that retries would repeat the line several times a second.
+        reason = untrusted(reply.reason, quote=False)
+        log.debug("%s refused the handshake: %s", address, reason)
+        raise ConnectFailed(
+            address,
+            f"handshake refused: {reason}",
+            permanent=not (reply.reason or "").startswith(_PASSING_REFUSAL),
+        )
     log.debug("connected to %s (node %s)", address, reply.node_id)
     return conn

@@ -1,9 +1,15 @@
 """A replicated hash map from string keys to JSON values.
 
-    python -m raftpy.examples.hashmap server 1 1 127.0.0.1:8080 2 127.0.0.1:8081 3 127.0.0.1:8082
-    python -m raftpy.examples.hashmap put color blue 127.0.0.1:8080   # prints null
-    python -m raftpy.examples.hashmap get color 127.0.0.1:8081        # prints "blue"
-    python -m raftpy.examples.hashmap cas color blue red 127.0.0.1:8082  # prints true
+    M="1 127.0.0.1:8080 2 127.0.0.1:8081 3 127.0.0.1:8082"
+    A="127.0.0.1:8080 127.0.0.1:8081 127.0.0.1:8082"
+    python -m raftpy.examples.hashmap server 1 $M &   # and servers 2 and 3
+    python -m raftpy.examples.hashmap put color blue $A      # prints null
+    python -m raftpy.examples.hashmap get color $A           # prints "blue"
+    python -m raftpy.examples.hashmap cas color blue red $A  # prints true
+
+Give a client command every member's address: it then fails over past a member that is down
+(with only that member's address it would wait out ``--timeout`` and fail). A value given as
+``-`` is read from stdin, bytes exact.
 
 Command-line values are JSON strings (``blue`` is stored as ``"blue"``). ``get`` prints JSON
 (``null`` when absent); ``put`` prints the previous value as JSON; ``cas`` prints ``true`` or

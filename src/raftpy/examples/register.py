@@ -1,13 +1,18 @@
 """A replicated register: one string, initially empty.
 
-    python -m raftpy.examples.register server 1 1 127.0.0.1:8080 2 127.0.0.1:8081 3 127.0.0.1:8082
-    python -m raftpy.examples.register put hello 127.0.0.1:8080    # prints the previous value
-    python -m raftpy.examples.register get 127.0.0.1:8081          # prints hello
-    python -m raftpy.examples.register cas hello world 127.0.0.1:8082
+    M="1 127.0.0.1:8080 2 127.0.0.1:8081 3 127.0.0.1:8082"
+    A="127.0.0.1:8080 127.0.0.1:8081 127.0.0.1:8082"
+    python -m raftpy.examples.register server 1 $M &   # and servers 2 and 3
+    python -m raftpy.examples.register put hello $A        # prints the previous value
+    python -m raftpy.examples.register get $A              # prints hello
+    python -m raftpy.examples.register cas hello world $A  # prints hello (and swaps)
 
-``put`` and ``cas`` print the previous value; ``cas`` swaps only if the current value equals the
-expected one. Reads are linearizable. From Python: :class:`RegisterClient` (blocking) and
-:class:`AsyncRegisterClient`.
+Every command prints raw text: the value followed by one newline. Give every member's address
+(fail-over) and ``-`` for a value to read it from stdin, as README.md, "Run a cluster", says.
+
+``put`` and ``cas`` print the previous value whatever happened; ``cas`` swaps only if the
+value equals the expected one. Reads are linearizable. From Python: :class:`RegisterClient`
+(blocking) and :class:`AsyncRegisterClient`.
 
 Writes are exactly-once: the clients use a client session (README.md, "Sessions"), so a write
 whose answer was lost (a leader killed mid-write, a broken connection) is resent until the

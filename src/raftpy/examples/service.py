@@ -5,6 +5,12 @@ A client command that writes opens one client session, writes (resending the sam
 through lost answers and leader changes until ``--timeout``, applied once) and closes the
 session; a read opens none (README.md, "Sessions").
 
+A value argument given as ``-`` is read from standard input instead: every byte up to the end
+of input, exactly (no newline is stripped), which must be UTF-8. That is how a value larger than
+the operating system's limit on one argument (128 KiB on Linux) is given.
+
+``--version`` prints ``raftpy X.Y.Z``.
+
 Exit status: 0 done; 1 definitely not done (no leader reachable before the command was sent,
 refused, or its session expired before it was applied); 2 usage error; 3 outcome unknown (the
 command was sent and still had no answer at the deadline: rare with sessions, since a write
@@ -22,7 +28,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import NoReturn
+from typing import BinaryIO, NoReturn
 
 from raftpy.errors import IndeterminateError, RaftError
 from raftpy.logconfig import configure_logging
@@ -66,14 +72,23 @@ ClientAction = Callable[[list[str], list[str], ClientOptions], Awaitable[str]]
 """(command arguments, node addresses, client options) -> the line to print."""
 
 
+STDIN_VALUE = "-"
+"""A value argument given as this is read from standard input (bytes exact, UTF-8)."""
+
+
 @dataclass(frozen=True)
 class ClientCommand:
-    """One client subcommand: its argument names and what it does."""
+    """One client subcommand: its argument names and what it does. Arguments whose name ends
+    in ``value`` may be given as :data:`STDIN_VALUE`."""
 
     name: str
     args: tuple[str, ...]
     help: str
     action: ClientAction
+
+    def takes_stdin(self, position: int) -> bool:
+        """Whether the argument at ``position`` is a value, which ``-`` reads from stdin."""
+        return self.args[position].endswith("value")
 
 
 class UsageError(Exception):
@@ -83,11 +98,15 @@ class UsageError(Exception):
 def usage(prog: str, commands: Sequence[ClientCommand]) -> str:
     lines = [f"usage: python -m {prog} server <id> [<node-id> <node-address>]... [options]"]
     for cmd in commands:
-        args = " ".join(f"<{a}>" for a in cmd.args)
-        lines.append(
-            f"       python -m {prog} {cmd.name} {args} (<node-address>)...".replace("  ", " ")
-        )
+        args = "".join(f" <{a}>" for a in cmd.args)
+        lines.append(f"       python -m {prog} {cmd.name}{args} (<node-address>)...")
     lines += [
+        f"       python -m {prog} --version",
+        "",
+        "Give every member's address to a client command: it fails over to the others when",
+        "one is down (with only a dead node's address it waits out --timeout and fails).",
+        "A <...-value> given as - is read from stdin: every byte up to the end, exactly",
+        "(no newline stripped; UTF-8), for values longer than the OS allows in an argument.",
         "",
         "server options:",
         "  --data-dir D          where the node keeps its log (default ./raftpy-data/<name>-<id>)",
@@ -310,6 +329,9 @@ def main(
 ) -> int:
     """The example's command line: ``server ...`` or one of ``commands``."""
     args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] == "--version":
+        print(version_line())
+        return EXIT_OK
     if not args or args[0] in ("-h", "--help", "help"):
         if not args:
             _fail_usage(prog, commands, "missing command")
@@ -334,6 +356,14 @@ def main(
     spec = next((c for c in commands if c.name == command), None)
     if spec is None:
         _fail_usage(prog, commands, f"unknown command {command!r}")
+    return _run_client(prog, commands, spec, rest)
+
+
+def _run_client(
+    prog: str, commands: Sequence[ClientCommand], spec: ClientCommand, rest: list[str]
+) -> int:
+    """Run the client command ``spec`` with its command-line arguments ``rest``."""
+    command = spec.name
     try:
         options, positional = parse_client_args(rest)
     except UsageError as exc:
@@ -351,14 +381,46 @@ def main(
         except UnicodeEncodeError:
             # Bytes the terminal's encoding could not decode reach us as lone surrogates.
             _fail_usage(prog, commands, f"{arg.encode(errors='backslashreplace')!r} is not UTF-8")
+    try:
+        values = read_stdin_values(spec, positional[:n], sys.stdin.buffer)
+    except UsageError as exc:
+        _fail_usage(prog, commands, str(exc))
     configure_logging(default="error")
     timeout = options.timeout
     try:
-        line = run(asyncio.wait_for(spec.action(positional[:n], addresses, options), timeout + 5))
+        line = run(asyncio.wait_for(spec.action(values, addresses, options), timeout + 5))
     except (RaftError, TimeoutError) as exc:
         return _report_failure(exc)
     print(line)
     return EXIT_OK
+
+
+def version_line() -> str:
+    """What ``--version`` prints: ``raftpy X.Y.Z``, the installed package's version."""
+    from raftpy import __version__
+
+    return f"raftpy {__version__}"
+
+
+def read_stdin_values(command: ClientCommand, args: list[str], stdin: BinaryIO) -> list[str]:
+    """``args`` with a value given as ``-`` replaced by all of ``stdin`` (bytes exact, decoded
+    as UTF-8). At most one argument can come from stdin; :class:`UsageError` for more, or for
+    input that is not UTF-8."""
+    from_stdin = [k for k, arg in enumerate(args) if arg == STDIN_VALUE and command.takes_stdin(k)]
+    if not from_stdin:
+        return args
+    if len(from_stdin) > 1:
+        raise UsageError("only one value can be read from stdin ('-')")
+    data = stdin.read()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(
+            f"the value on stdin is not UTF-8 ({exc.reason} at byte {exc.start})"
+        ) from None
+    values = list(args)
+    values[from_stdin[0]] = text
+    return values
 
 
 def parse_client_args(rest: list[str]) -> tuple[ClientOptions, list[str]]:

@@ -54,6 +54,7 @@ from raftpy.storage.errors import (
     StorageError,
     StorageFullError,
 )
+from raftpy.storage.snapshot_choice import choose_snapshot
 from raftpy.storage.snapshots import SnapshotSink, SnapshotStore
 
 logger = logging.getLogger("raftpy.snapshot")
@@ -167,24 +168,13 @@ class NodeSnapshots:
                 f"snapshot files exist (the newest at index {index}, term {term}) but the log "
                 f"in {storage.location} is empty, with no term and no vote: the log was lost",
             )
-        chosen: SnapshotMeta | None = None
-        own: SnapshotMeta | None = None
-        unvouched: list[tuple[int, int]] = []
         # By file name first: files the log does not vouch for are never even opened.
-        for index, term in reversed(keys):
-            if index == wal.index and term == wal.term:
-                own = self.store.read_meta(index, term)
-                if chosen is None:
-                    chosen = own
-                break
-            if (
-                chosen is None
-                and wal.index < index <= min(last, commit)
-                and storage.term(index) == term
-            ):
-                chosen = self.store.read_meta(index, term)
-            elif index > wal.index:
-                unvouched.append((index, term))
+        choice = choose_snapshot(keys, (wal.index, wal.term), last, commit, storage.term)
+        own = None if choice.own is None else self.store.read_meta(*choice.own)
+        chosen = own
+        if choice.chosen is not None and choice.chosen != choice.own:
+            chosen = self.store.read_meta(*choice.chosen)
+        unvouched = choice.unvouched
         if wal.index > 0 and own is None and chosen is None:
             raise DataLossError(
                 self.store.path(wal),

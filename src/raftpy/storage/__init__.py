@@ -1,5 +1,6 @@
 """Storage for Raft's persistent state: the :class:`LogStore` protocol a driver writes through,
-its in-memory twin, the durable write-ahead log and the snapshot files."""
+its in-memory twin, the durable write-ahead log and the snapshot files, and the offline
+inspection of a stopped node's data directory (:func:`inspect_data_dir`, ``raftpy doctor``)."""
 
 from raftpy.storage.base import LogStore
 from raftpy.storage.errors import (
@@ -13,6 +14,7 @@ from raftpy.storage.errors import (
     StorageFullError,
     UnsupportedFormatError,
 )
+from raftpy.storage.inspect import DataDirReport, inspect_data_dir
 from raftpy.storage.memory import MemoryStorage
 from raftpy.storage.snapshots import SnapshotStore
 from raftpy.storage.wal import FileStorage
@@ -22,6 +24,7 @@ __all__ = [
     "CorruptSnapshotError",
     "DataDirError",
     "DataDirLockedError",
+    "DataDirReport",
     "DataLossError",
     "FatalStorageError",
     "FileStorage",
@@ -31,6 +34,7 @@ __all__ = [
     "StorageError",
     "StorageFullError",
     "UnsupportedFormatError",
+    "inspect_data_dir",
 ]
 
 # Checked by mypy: both stores satisfy the protocol the runtime and the simulator rely on (a

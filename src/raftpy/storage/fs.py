@@ -1,7 +1,8 @@
 """A tiny file-system layer for the write-ahead log and the snapshot files: the
 :class:`FileSystem` protocol, the real :class:`OsFileSystem`, :class:`MemoryFileSystem` (a plain
-in-memory one, for a node without a data directory) and :class:`FaultyFileSystem`, its twin for
-tests that loses what a real crash could lose.
+in-memory one, for a node without a data directory), :class:`FaultyFileSystem`, its twin for
+tests that loses what a real crash could lose, and :class:`ReadOnlyFileSystem`, a view of
+another one that refuses every write (for ``raftpy doctor``).
 
 The WAL needs only a handful of operations: positional reads and writes, ``fdatasync``,
 truncation, preallocation, and directory operations (list, rename, unlink, fsync the directory)
@@ -31,6 +32,7 @@ __all__ = [
     "Lock",
     "MemoryFileSystem",
     "OsFileSystem",
+    "ReadOnlyFileSystem",
     "SimulatedCrash",
     "write_durably",
 ]
@@ -240,6 +242,84 @@ class OsFileSystem:
             os.close(fd)
             raise
         return _OsLock(fd)
+
+
+# -- a file system that refuses to write --------------------------------------------------------
+
+
+def _refuse(path: str) -> OSError:
+    return PermissionError(errno.EROFS, "the data dir is being inspected read-only", path)
+
+
+class _ReadOnlyFile:
+    __slots__ = ("_f", "path")
+
+    def __init__(self, f: File, path: str) -> None:
+        self._f = f
+        self.path = path
+
+    def size(self) -> int:
+        return self._f.size()
+
+    def read_at(self, offset: int, size: int) -> bytes:
+        return self._f.read_at(offset, size)
+
+    def write_at(self, offset: int, data: bytes | bytearray | memoryview) -> None:
+        raise _refuse(self.path)
+
+    def truncate(self, size: int) -> None:
+        raise _refuse(self.path)
+
+    def preallocate(self, size: int) -> None:
+        raise _refuse(self.path)
+
+    def datasync(self) -> None:
+        raise _refuse(self.path)
+
+    def close(self) -> None:
+        self._f.close()
+
+
+class _NoLock:
+    def release(self) -> None:
+        pass
+
+
+class ReadOnlyFileSystem:
+    """A :class:`FileSystem` over ``base`` that reads and never writes: creating, writing,
+    renaming or deleting raises ``PermissionError`` (``EROFS``). Its lock is a no-op: the
+    caller (:class:`~raftpy.storage.inspect.Inspection`) takes ``base``'s lock itself, before
+    it opens anything, for as long as it reads."""
+
+    def __init__(self, base: FileSystem) -> None:
+        self.base = base
+
+    def open(self, path: str, create: bool = False) -> File:
+        if create and not self.base.exists(path):
+            raise _refuse(path)
+        return _ReadOnlyFile(self.base.open(path), path)
+
+    def exists(self, path: str) -> bool:
+        return self.base.exists(path)
+
+    def makedirs(self, path: str) -> None:
+        if not self.base.exists(path):
+            raise _refuse(path)
+
+    def listdir(self, path: str) -> list[str]:
+        return self.base.listdir(path)
+
+    def rename(self, src: str, dst: str) -> None:
+        raise _refuse(src)
+
+    def unlink(self, path: str) -> None:
+        raise _refuse(path)
+
+    def sync_dir(self, path: str) -> None:
+        raise _refuse(path)
+
+    def lock(self, path: str) -> Lock:
+        return _NoLock()  # the inspection took the real lock before opening anything
 
 
 # -- in memory --------------------------------------------------------------------------------
