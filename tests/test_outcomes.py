@@ -11,6 +11,7 @@ from raftpy import errors
 from raftpy.errors import (
     ClusterUnavailableError,
     ConfChangeError,
+    ConfigError,
     HandshakeRefusedError,
     IndeterminateError,
     InvariantViolation,
@@ -50,6 +51,7 @@ EXPECTED_EXIT: dict[type[BaseException], int] = {
     RejectedMessage: 3,
     LocalProtocolError: 3,
     ConfChangeError: 3,
+    ConfigError: 3,  # a node's setting: never the outcome of a client's command
     InvariantViolation: 3,
     StateMachineError: 3,
     RaftError: 3,

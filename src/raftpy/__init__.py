@@ -32,6 +32,7 @@ from raftpy.core.storage import HardState, LogStorage
 from raftpy.errors import (
     ClusterUnavailableError,
     ConfChangeError,
+    ConfigError,
     HandshakeRefusedError,
     IndeterminateError,
     InvariantViolation,
@@ -78,6 +79,7 @@ __all__ = [
     "ClusterUnavailableError",
     "ConfChangeError",
     "ConfState",
+    "ConfigError",
     "CorruptLogError",
     "DataDirError",
     "DataLossError",

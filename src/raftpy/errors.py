@@ -98,6 +98,12 @@ class ConfChangeError(LocalProtocolError):
     change. Raised before anything changed; the message says what is wrong."""
 
 
+class ConfigError(RaftError, ValueError):
+    """A setting this machine cannot honour: the operator's to fix (for example
+    ``NodeConfig.metrics_address`` without the optional package it needs; the message says
+    what to install). A ``ValueError`` too, like the other settings' errors."""
+
+
 class RemoteProtocolError(RaftError):
     """A peer sent bytes or a message that break the protocol.
 

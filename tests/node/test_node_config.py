@@ -62,7 +62,8 @@ def test_every_runtime_default_is_unchanged() -> None:
     assert {name: getattr(config, name) for name in RESOURCE_LIMITS} == RESOURCE_LIMITS
     names = {f.name for f in dataclasses.fields(NodeConfig)}
     # Nothing else came or went; the security settings came later, off by default, and the
-    # joining deadline with membership changes, the session limits with client sessions.
+    # joining deadline with membership changes, the session limits with client sessions, the
+    # metrics address (off by default) with metrics.
     assert names == {
         *OLD_NODE_DEFAULTS,
         *RESOURCE_LIMITS,
@@ -75,7 +76,9 @@ def test_every_runtime_default_is_unchanged() -> None:
         "max_session_results",
         "max_clock_drift",
         "max_fsync_p99",
+        "metrics_address",
     }
+    assert config.metrics_address is None
     assert config.tls is None and config.insecure is False
     assert config.join_timeout == 300.0
     assert config.max_clock_drift == 0.1

@@ -55,6 +55,7 @@ _OPTION_OF = {
     "election_ticks": "--election-ticks",
     "heartbeat_ticks": "--heartbeat-ticks",
     "segment_size": "--segment-size",
+    "metrics_address": "--metrics",
 }
 
 
@@ -123,6 +124,8 @@ def usage(prog: str, commands: Sequence[ClientCommand]) -> str:
         "                        data dir, ask to be added as a learner, then promoted once",
         "                        caught up; the member list then names only this server",
         "  --no-promote          with --join: stay a learner",
+        "  --metrics HOST:PORT   serve Prometheus metrics at http://HOST:PORT/metrics",
+        "                        (pip install 'raftpy[metrics]'; docs/metrics.md)",
         f"  --snapshot-entries N  snapshot after N applied entries; 0 = off (default "
         f"{_DEFAULTS.snapshot_entries})",
         f"  --snapshot-bytes N    snapshot after N applied command bytes; 0 = off (default "
@@ -192,6 +195,7 @@ def parse_server_args(name: str, argv: list[str]) -> tuple[int, dict[int, str], 
     parser.add_argument("--insecure", action="store_true")
     parser.add_argument("--join", nargs="+", default=[])
     parser.add_argument("--no-promote", action="store_true")
+    parser.add_argument("--metrics")
     try:
         opts, rest = parser.parse_known_args(argv)
     except (argparse.ArgumentError, SystemExit) as exc:
@@ -269,6 +273,7 @@ def server_config(opts: argparse.Namespace) -> NodeConfig:
         snapshot_bytes=opts.snapshot_bytes or None,
         tls=opts.tls,
         insecure=opts.insecure,
+        metrics_address=opts.metrics,
         # TEST ONLY: lets fault-harness tests prove they catch stale reads.
         unsafe_stale_reads=os.environ.get("RAFTPY_UNSAFE_STALE_READS") == "1",
     )

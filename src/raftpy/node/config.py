@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass, replace
 
 from raftpy.core.config import RaftConfig
+from raftpy.node.metrics_server import check_metrics_address
 from raftpy.node.session_records import MAX_RESULTS_LIMIT, MAX_SESSIONS_LIMIT, MAX_TIMEOUT_MS
 from raftpy.storage.wal import MIN_SEGMENT_SIZE
 from raftpy.transport.codec import DEFAULT_MAX_FRAME_BYTES
@@ -103,6 +104,10 @@ class NodeConfig:
       or whose disk is full, is unhealthy: it hands its leadership to a healthy voter and does
       not campaign until healthy again (docs/health.md). ``None`` turns the fsync check off
       (a full disk still counts).
+    - ``metrics_address``: ``"host:port"`` where the node serves Prometheus metrics at
+      ``/metrics`` while it runs (port 0: any free port, read back from
+      ``RaftNode.metrics_address``); ``None`` serves none. Needs the optional package
+      ``prometheus-client`` (``pip install 'raftpy[metrics]'``; docs/metrics.md).
     - ``unsafe_stale_reads``: TEST ONLY. A node that believes it leads answers linearizable
       reads from local state without confirming leadership, which breaks linearizability
       under partitions. It exists to prove that fault harnesses catch such a bug.
@@ -135,6 +140,7 @@ class NodeConfig:
     max_sessions: int = 10_000
     max_session_results: int = 1_000
     max_fsync_p99: float | None = 1.0
+    metrics_address: str | None = None
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first bad setting (the consensus settings are
@@ -158,6 +164,8 @@ class NodeConfig:
             )
         self._validate_connections()
         self._validate_sessions()
+        if self.metrics_address is not None:
+            check_metrics_address(self.metrics_address)
         if self.segment_size < MIN_SEGMENT_SIZE:
             # The write-ahead log's own minimum: refused here, before a node is built.
             raise ValueError(

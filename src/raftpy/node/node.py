@@ -25,6 +25,7 @@ import os
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from raftpy.core.confchange import ConfChange, ConfChangeKind, ConfChangeSingle
 from raftpy.core.messages import (
@@ -54,6 +55,7 @@ from raftpy.node.latency import RecentDurations
 from raftpy.node.leadership import LeadershipHistory
 from raftpy.node.members import NodeMembers, describe
 from raftpy.node.opening import open_log, open_snapshot_store, tcp_transport
+from raftpy.node.peer_rtt import PeerRtt
 from raftpy.node.rejections import PeerRejections
 from raftpy.node.requests import PendingRequests
 from raftpy.node.service import ClientService
@@ -77,6 +79,9 @@ from raftpy.transport.protocol import (
     ClientRequest,
     Consistency,
 )
+
+if TYPE_CHECKING:
+    from raftpy.node.metrics import NodeMetrics
 
 logger = logging.getLogger("raftpy.node")
 
@@ -177,6 +182,8 @@ class RaftNode:
         self._promote = promote
         self._join_client = join_client
         self._members = NodeMembers(node_id, address, peers, self._leader_error, self.config)
+        self._metrics: NodeMetrics | None = None
+        self._rtt: PeerRtt | None = None  # measured only while metrics are served
 
     # ------------------------------------------------------------------------------------------
     # Lifecycle
@@ -259,6 +266,22 @@ class RaftNode:
             client = self._join_client or ClientJoin(self._join, self.config)
             rng = random.Random(self._rng.getrandbits(64))
             self._members.start_join(self._raft, client, self._promote, self.config, rng)
+        if self.config.metrics_address is not None:
+            from raftpy.node.metrics import NodeMetrics  # prometheus-client: an optional extra
+
+            try:
+                self._metrics = NodeMetrics(self, self.config.metrics_address)
+                self._rtt = self._metrics.rtt
+                await self._metrics.start()
+            except BaseException:
+                await self.stop()
+                raise
+
+    @property
+    def metrics_address(self) -> str | None:
+        """Where the node serves its metrics (``host:port``, the real port when the config
+        asked for 0); ``None`` when it serves none or is not started."""
+        return None if self._metrics is None else self._metrics.address
 
     def _default_transport(
         self,
@@ -284,6 +307,8 @@ class RaftNode:
             return
         self._stopping = True
         await self._members.stop_join()
+        if self._metrics is not None:
+            await self._metrics.close()
         if self._task is not None:
             self._task.cancel()
             # A loop that crashed already logged why; stopping must still release everything.
@@ -645,6 +670,8 @@ class RaftNode:
 
     def _step_inbox(self, raft: Raft) -> None:
         inbox, self._inbox = self._inbox, []
+        if self._rtt is not None:
+            self._rtt.on_received(inbox, asyncio.get_running_loop().time())
         snaps = self._snaps
         assert snaps is not None
         heard, now = self._contact.heard, self._contact.now()
@@ -690,6 +717,8 @@ class RaftNode:
         assert snaps is not None
         if rd.soft_state is not None:
             self._on_soft_state(rd.soft_state.role, rd.soft_state.leader_id)
+        if self._rtt is not None:
+            self._rtt.on_sent(rd.messages, asyncio.get_running_loop().time())
         for m in rd.messages:
             transport.send(m)  # Thesis §10.2.1: replicate while we persist our own copy
         for request in rd.snapshot_requests:

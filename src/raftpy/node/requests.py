@@ -109,6 +109,11 @@ class PendingRequests:
     # Accepting requests
     # ------------------------------------------------------------------------------------------
 
+    @property
+    def pending_proposals(self) -> int:
+        """Proposals waiting for their outcome: queued, or appended and not yet applied."""
+        return len(self._queued) + len(self._pending)
+
     def _deadline(self, loop: asyncio.AbstractEventLoop, timeout: float | None) -> float:
         return loop.time() + (self._request_timeout if timeout is None else timeout)
 

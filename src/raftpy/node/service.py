@@ -187,6 +187,15 @@ class ClientService:
         self._session_checked = False
         # The loop keeps only weak references to tasks: hold them until they end.
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.answered: dict[tuple[ClientOp, ResponseStatus], int] = {}
+        """Requests answered, by op and outcome (read by :mod:`raftpy.node.metrics`)."""
+
+    def _respond(self, conn: ClientConnectionLike, op: ClientOp, response: ClientResponse) -> None:
+        """Send ``response`` to a request of ``op`` and count it: every answer passes here."""
+        key = (op, response.status)
+        answered = self.answered
+        answered[key] = answered.get(key, 0) + 1
+        conn.respond(response)
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
@@ -200,16 +209,18 @@ class ClientService:
         problem = session_fields_problem(req)
         if problem is not None:
             # The request's own fault: it fails alone, and the same request would fail again.
-            conn.respond(_refuse(req.id, f"bad session fields: {problem}"))
+            self._respond(conn, req.op, _refuse(req.id, f"bad session fields: {problem}"))
             return
         try:
             if req.op is ClientOp.STATUS:
                 data = msgspec.msgpack.encode(node.status())
-                conn.respond(ClientResponse(req.id, ResponseStatus.OK, data))
+                self._respond(conn, req.op, ClientResponse(req.id, ResponseStatus.OK, data))
                 return
             if req.op is ClientOp.SNAPSHOT:
                 task = self._spawn(node.snapshot())
-                task.add_done_callback(lambda t: conn.respond(_snapshot_response(req.id, t)))
+                task.add_done_callback(
+                    lambda t: self._respond(conn, req.op, _snapshot_response(req.id, t))
+                )
                 return
             if req.op is ClientOp.MEMBERS or req.op in MEMBERSHIP_CHANGES:
                 self._membership(conn, req)
@@ -220,7 +231,11 @@ class ClientService:
                     self._session_node = node if isinstance(node, SessionNode) else None
                 sessions = self._session_node
                 if sessions is None:
-                    conn.respond(_refuse(req.id, f"node {node.node_id} does not serve sessions"))
+                    self._respond(
+                        conn,
+                        req.op,
+                        _refuse(req.id, f"node {node.node_id} does not serve sessions"),
+                    )
                     return
                 if req.op is ClientOp.PROPOSE:
                     fut = sessions.submit(
@@ -228,34 +243,42 @@ class ClientService:
                     )
                 else:
                     task = self._spawn(_session_op(sessions, req))
-                    task.add_done_callback(lambda t: conn.respond(_session_response(req.id, t)))
+                    task.add_done_callback(
+                        lambda t: self._respond(conn, req.op, _session_response(req.id, t))
+                    )
                     return
             elif req.op is ClientOp.PROPOSE:
                 fut = node.submit(req.data, req.timeout)
             else:
                 fut = node.submit_query(req.data, req.consistency, req.timeout)
         except RaftError as exc:
-            conn.respond(response_for_error(req.id, exc))
+            self._respond(conn, req.op, response_for_error(req.id, exc))
             return
-        fut.add_done_callback(lambda f: conn.respond(_future_response(req.id, f)))
+        fut.add_done_callback(lambda f: self._respond(conn, req.op, _future_response(req.id, f)))
 
     def _membership(self, conn: ClientConnectionLike, req: ClientRequest) -> None:
         """Serve a ``MEMBERS`` request at once, or start a membership change."""
         node = self._node
         if not isinstance(node, MembershipNode):
-            conn.respond(_refuse(req.id, f"node {node.node_id} does not serve membership requests"))
+            self._respond(
+                conn,
+                req.op,
+                _refuse(req.id, f"node {node.node_id} does not serve membership requests"),
+            )
             return
         if req.op is ClientOp.MEMBERS:
-            conn.respond(ClientResponse(req.id, ResponseStatus.OK, _members(node, req)))
+            self._respond(
+                conn, req.op, ClientResponse(req.id, ResponseStatus.OK, _members(node, req))
+            )
             return
         try:
             change = _member_request(req)
         except RemoteProtocolError as exc:
             # The request's own fault: it fails alone, and the same bytes would fail again.
-            conn.respond(_refuse(req.id, str(exc)))
+            self._respond(conn, req.op, _refuse(req.id, str(exc)))
             return
         task = self._spawn(_change(node, req, change))
-        task.add_done_callback(lambda t: conn.respond(_change_response(req.id, t)))
+        task.add_done_callback(lambda t: self._respond(conn, req.op, _change_response(req.id, t)))
 
 
 _SESSION_REQUESTS = frozenset({ClientOp.OPEN_SESSION, ClientOp.KEEP_ALIVE, ClientOp.CLOSE_SESSION})

@@ -19,6 +19,7 @@ from raftpy.core.messages import DECODE_ERRORS, decode_message
 from raftpy.errors import RemoteProtocolError
 from raftpy.logtext import untrusted
 from raftpy.transport.clients import ClientConnection
+from raftpy.transport.codec import HEADER_SIZE
 from raftpy.transport.connection import FrameReader, tune_socket
 from raftpy.transport.protocol import (
     ClientRequest,
@@ -28,6 +29,7 @@ from raftpy.transport.protocol import (
     client_decoder,
     decode_hello,
 )
+from raftpy.transport.stats import PeerTraffic
 from raftpy.transport.tls import PeerIdentity
 
 if TYPE_CHECKING:
@@ -58,6 +60,7 @@ class InboundConnection(FrameReader):
         self._handshaking = False  # counted in owner._handshaking
         self._idle_since = 0.0  # loop time of the idle sweep that last saw it read nothing
         self._identity: PeerIdentity | None = None
+        self._traffic = PeerTraffic()  # the peer's own, once the handshake names the peer
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -202,6 +205,7 @@ class InboundConnection(FrameReader):
         owner = self._owner
         self._stats.peer_connections += 1
         self._peer_id = peer_id
+        self._traffic = owner.traffic_of(peer_id)
         self._limit = owner._max_frame_bytes
         self._stream_max = _PEER_STREAM
         self._handle = self._on_message
@@ -264,6 +268,9 @@ class InboundConnection(FrameReader):
                 f"connection of peer {self._peer_id} to node {owner.node_id}"
             )
         self._stats.messages_received += 1
+        traffic = self._traffic
+        traffic.messages_received += 1
+        traffic.bytes_received += len(view) + HEADER_SIZE
         try:
             owner._on_message(message)
         except Exception:

@@ -145,6 +145,7 @@ class PeerLink:
         "peer_id",
         "port",
         "task",
+        "traffic",
     )
 
     def __init__(self, owner: TcpTransport, peer_id: int, address: str) -> None:
@@ -163,6 +164,7 @@ class PeerLink:
         self._drop_logged_at = -DROP_LOG_INTERVAL
         self.closed = False
         self.task: asyncio.Task[None] | None = None
+        self.traffic = owner.traffic_of(peer_id)
         # Set when the peer dials us: it is back, so stop waiting out the backoff.
         self._retry_now = asyncio.Event()
         # Set when a message is queued while there is no connection (see _wait_for_work).
@@ -243,6 +245,9 @@ class PeerLink:
         stats = self._owner._stats
         stats.messages_sent += self._pending_frames
         stats.bytes_sent += len(data)
+        traffic = self.traffic
+        traffic.messages_sent += self._pending_frames
+        traffic.bytes_sent += len(data)
         self._pending_frames = 0
         proto.transport.write(data)
         self._measure_room()

@@ -9,6 +9,18 @@ import dataclasses
 
 
 @dataclasses.dataclass(slots=True)
+class PeerTraffic:
+    """Peer frames to and from one peer since the transport was created (live in
+    :attr:`raftpy.transport.tcp.TcpTransport.peer_traffic`; client traffic is not counted
+    here). Bytes are whole frames, headers included."""
+
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    messages_sent: int = 0
+    messages_received: int = 0
+
+
+@dataclasses.dataclass(slots=True)
 class TransportStats:
     """Counters since the transport was created.
 

@@ -67,7 +67,7 @@ from raftpy.transport.descriptors import ConnectionCaps, fit_to_this_process
 from raftpy.transport.inbound import InboundConnection
 from raftpy.transport.outbound import PeerLink
 from raftpy.transport.protocol import MIN_FRAME_BYTES, ClientRequest, ConnectionRole, Hello
-from raftpy.transport.stats import TransportStats
+from raftpy.transport.stats import PeerTraffic, TransportStats
 from raftpy.transport.tls import PeerIdentity, TlsConfig, TlsContexts, is_loopback
 
 __all__ = ["ClientConnection", "TcpTransport", "parse_address"]  # parse_address: old path
@@ -179,6 +179,8 @@ class TcpTransport:
         self._handshake_timeout = handshake_timeout
         self._close_timeout = close_timeout
         self._stats = TransportStats()
+        self.peer_traffic: dict[int, PeerTraffic] = {}
+        """Frames to and from each peer (live; read by :mod:`raftpy.node.metrics`)."""
         self._server: asyncio.Server | None = None
         self._bound: str | None = None
         self._links: dict[int, PeerLink] = {}
@@ -512,6 +514,13 @@ class TcpTransport:
         if self._bound is None:
             raise LocalProtocolError("bound_address is known only after start()")
         return self._bound
+
+    def traffic_of(self, peer_id: int) -> PeerTraffic:
+        """The live :class:`PeerTraffic` of ``peer_id`` (made at its first use)."""
+        traffic = self.peer_traffic.get(peer_id)
+        if traffic is None:
+            traffic = self.peer_traffic[peer_id] = PeerTraffic()
+        return traffic
 
     @property
     def counters(self) -> TransportStats:
