@@ -13,7 +13,7 @@ from typing import Any
 
 from raftpy.transport.address import parse_address
 
-__all__ = ["EXIT_USAGE", "address", "at_least", "seconds"]
+__all__ = ["EXIT_USAGE", "add_connection_options", "address", "at_least", "seconds"]
 
 EXIT_USAGE = 2
 """A usage error: what argparse exits with, and what a subcommand returns for a bad setting."""
@@ -50,3 +50,17 @@ def address(text: str) -> str:
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
     return text
+
+
+def add_connection_options(parser: argparse.ArgumentParser) -> None:
+    """The options of every command that talks to a cluster as a client: ``--cluster-id`` and
+    mutual TLS's ``--tls-cert``, ``--tls-key`` and ``--tls-ca`` (README.md, "Security")."""
+    parser.add_argument(
+        "--cluster-id",
+        metavar="ID",
+        default=None,
+        help="the cluster id to present in the handshake (default: accept any cluster)",
+    )
+    parser.add_argument("--tls-cert", metavar="F", help="mutual TLS: this client's certificate")
+    parser.add_argument("--tls-key", metavar="F", help="mutual TLS: its key")
+    parser.add_argument("--tls-ca", metavar="F", help="mutual TLS: the cluster CA")

@@ -18,7 +18,7 @@ import errno
 import importlib.util
 from typing import TextIO
 
-from raftpy.cli.arguments import EXIT_USAGE, address, at_least
+from raftpy.cli.arguments import EXIT_USAGE, add_connection_options, address, at_least
 from raftpy.cli.runner import run_until_signal
 
 __all__ = [
@@ -151,13 +151,5 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         metavar="S",
         help="seconds between two status requests to a member (default 0.5)",
     )
-    p.add_argument(
-        "--cluster-id",
-        metavar="ID",
-        default=None,
-        help="the cluster id to present in the handshake (default: accept any cluster)",
-    )
-    p.add_argument("--tls-cert", metavar="F", help="mutual TLS: this client's certificate")
-    p.add_argument("--tls-key", metavar="F", help="mutual TLS: its key")
-    p.add_argument("--tls-ca", metavar="F", help="mutual TLS: the cluster CA")
+    add_connection_options(p)
     p.set_defaults(handler=_run)

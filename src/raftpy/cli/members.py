@@ -21,7 +21,7 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any, TextIO
 
-from raftpy.cli.arguments import EXIT_USAGE, address, at_least
+from raftpy.cli.arguments import EXIT_USAGE, add_connection_options, address, at_least
 from raftpy.cli.runner import run_until_signal
 from raftpy.core.messages import MAX_NODE_ID
 from raftpy.outcomes import ExitStatus, exit_status_for
@@ -361,15 +361,7 @@ def _client_options(p: argparse.ArgumentParser, timeout: float) -> None:
         metavar="S",
         help=f"overall deadline in seconds (default {timeout:g})",
     )
-    p.add_argument(
-        "--cluster-id",
-        metavar="ID",
-        default=None,
-        help="the cluster id to present in the handshake (default: accept any cluster)",
-    )
-    p.add_argument("--tls-cert", metavar="F", help="mutual TLS: this client's certificate")
-    p.add_argument("--tls-key", metavar="F", help="mutual TLS: its key")
-    p.add_argument("--tls-ca", metavar="F", help="mutual TLS: the cluster CA")
+    add_connection_options(p)
 
 
 _EXITS = (

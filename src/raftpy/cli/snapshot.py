@@ -14,7 +14,7 @@ import argparse
 import asyncio
 from typing import TextIO
 
-from raftpy.cli.arguments import address, at_least
+from raftpy.cli.arguments import add_connection_options, address, at_least
 from raftpy.cli.runner import run_until_signal
 
 __all__ = ["DEFAULT_SNAPSHOT_TIMEOUT", "EXIT_SNAPSHOT_FAILED", "EXIT_SNAPSHOT_OK", "add_parser"]
@@ -78,13 +78,5 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         metavar="S",
         help=f"overall deadline in seconds (default {DEFAULT_SNAPSHOT_TIMEOUT:g})",
     )
-    p.add_argument(
-        "--cluster-id",
-        metavar="ID",
-        default=None,
-        help="the cluster id to present in the handshake (default: accept any cluster)",
-    )
-    p.add_argument("--tls-cert", metavar="F", help="mutual TLS: this client's certificate")
-    p.add_argument("--tls-key", metavar="F", help="mutual TLS: its key")
-    p.add_argument("--tls-ca", metavar="F", help="mutual TLS: the cluster CA")
+    add_connection_options(p)
     p.set_defaults(handler=_run)

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import msgspec
 
-from raftpy.cli.arguments import EXIT_USAGE, address, at_least
+from raftpy.cli.arguments import EXIT_USAGE, add_connection_options, address, at_least
 from raftpy.cli.runner import run_until_signal
 from raftpy.errors import RaftError
 
@@ -388,13 +388,5 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         metavar="S",
         help=f"how long to wait for each node, in seconds (default {DEFAULT_STATUS_TIMEOUT:g})",
     )
-    p.add_argument(
-        "--cluster-id",
-        metavar="ID",
-        default=None,
-        help="the cluster id to present in the handshake (default: accept any cluster)",
-    )
-    p.add_argument("--tls-cert", metavar="F", help="mutual TLS: this client's certificate")
-    p.add_argument("--tls-key", metavar="F", help="mutual TLS: its key")
-    p.add_argument("--tls-ca", metavar="F", help="mutual TLS: the cluster CA")
+    add_connection_options(p)
     p.set_defaults(handler=_run)
