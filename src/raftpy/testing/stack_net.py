@@ -20,6 +20,7 @@ a partition can cut clients off from some nodes too.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,7 +40,11 @@ from raftpy.transport.protocol import (
 )
 
 CLIENTS: Final = 0
-"""The network end every simulated client sits on (node ids start at 1)."""
+"""The network end simulated clients sit on by default (node ids start at 1)."""
+
+client_end: contextvars.ContextVar[int] = contextvars.ContextVar("client_end", default=CLIENTS)
+"""The network end of the client running in this context: a simulator sets it (to a number
+no node uses) before it creates a client, so a partition can split the clients too."""
 
 
 def node_address(node_id: int) -> str:
@@ -164,18 +169,19 @@ class SimNetwork:
         target = None if node_id is None else self.endpoints.get(node_id)
         if node_id is None or target is None:
             raise ConnectionRefusedError(f"connection to {host}:{port} refused (simulated)")
-        if not self.connected(CLIENTS, node_id):
+        end = client_end.get()
+        if not self.connected(end, node_id):
             # No answer at all, as behind a partition: the client's connect timeout ends it.
             await self.loop.create_future()
-        client_end = StreamEnd(self, CLIENTS, node_id)
-        server_end = StreamEnd(self, node_id, CLIENTS)
-        client_end.other, server_end.other = server_end, client_end
+        near = StreamEnd(self, end, node_id)
+        server_end = StreamEnd(self, node_id, end)
+        near.other, server_end.other = server_end, near
         server = _ClientServer(target)
         proto = protocol_factory()
-        client_end.attach(proto)
+        near.attach(proto)
         server_end.attach(server)
         target.streams[server_end] = None
-        return client_end, proto
+        return near, proto
 
 
 class StreamEnd(asyncio.Transport):

@@ -53,12 +53,14 @@ from raftpy.storage.fs import CrashMode, FaultyFileSystem
 from raftpy.testing.history import HistoryRecorder, Operation, dump_history
 from raftpy.testing.linearizability import CheckResult, Verdict, check
 from raftpy.testing.stack_loop import VirtualTimeLoop, run
-from raftpy.testing.stack_net import CLIENTS, SimNetwork, node_address
+from raftpy.testing.stack_net import SimNetwork, client_end, node_address
 
 logger = logging.getLogger("raftpy.testing.stack_sim")
 
 DATA_DIR: Final = "/data"
 """Every node's data directory, on its own simulated disk."""
+CLIENT_ENDS: Final = 1000
+"""Client ``k`` (from 0) sits on network end ``CLIENT_ENDS + k``: partitions split clients too."""
 FAULT_KINDS: Final = (
     "partition",
     "loss",
@@ -292,6 +294,7 @@ class StackCluster:
     def client(self, **options: object) -> Client:
         """A real :class:`~raftpy.client.Client` of this cluster, on the simulated network,
         with its own seeded jitter."""
+        client_end.set(CLIENT_ENDS + self._clients)  # this task's context, and its children's
         self._clients += 1
         kwargs: dict[str, object] = {
             "timeout": 3.0,
@@ -387,7 +390,7 @@ class StackCluster:
             if rng.random() < 0.3:
                 net.heal()
                 return
-            shuffled = [*ids, CLIENTS]
+            shuffled = [*ids, *range(CLIENT_ENDS, CLIENT_ENDS + self._clients)]
             rng.shuffle(shuffled)
             cut = rng.randrange(1, len(shuffled))
             net.partition(set(shuffled[:cut]), set(shuffled[cut:]))
@@ -430,6 +433,7 @@ class StackCluster:
 # -- the key-value workload -------------------------------------------------------------------
 
 KEYS: Final = ("a", "b", "c")
+
 
 
 async def _kv_client(
