@@ -435,7 +435,6 @@ class StackCluster:
 KEYS: Final = ("a", "b", "c")
 
 
-
 async def _kv_client(
     cluster: StackCluster, cid: int, recorder: HistoryRecorder, until: float
 ) -> None:
