@@ -10,6 +10,7 @@ import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 
@@ -93,3 +94,36 @@ def test_a_planted_durability_bug_is_caught(monkeypatch: pytest.MonkeyPatch) -> 
             assert "replay: python -m raftpy.testing.stack_sim" in result.summary()
             return
     pytest.fail("60 seeds of the stack simulation did not catch skipped fsyncs")
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+class Counter:
+    """The README's state machine."""
+
+    def __init__(self) -> None:
+        self.total = 0
+
+    def apply(self, command: bytes) -> bytes:
+        self.total += int(command)
+        return str(self.total).encode()
+
+    def query(self, query: bytes) -> bytes:
+        return str(self.total).encode()
+
+    def snapshot(self, out: BinaryIO) -> None:
+        out.write(str(self.total).encode())
+
+    def restore(self, inp: BinaryIO) -> None:
+        self.total = int(inp.read())
+
+
+def test_readme_example_runs() -> None:
+    text = README.read_text()
+    start = text.index("from raftpy.testing.stack_sim import StackCluster")
+    code = text[start : text.index("```", start)]
+    namespace: dict[str, object] = {"Counter": Counter}
+    exec(compile(code, "README.md", "exec"), namespace)
+    assert isinstance(namespace["virtual_seconds"], float)
+    assert namespace["virtual_seconds"] >= 10.0
