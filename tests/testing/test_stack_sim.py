@@ -35,6 +35,7 @@ def _quiet() -> object:
     logging.disable(logging.NOTSET)
 
 
+@pytest.mark.sweep  # ~35 s for the default seeds: a sweep (make test runs it, test-fast not)
 @pytest.mark.parametrize("seed", SEEDS)
 def test_seed_is_linearizable_and_converges(seed: int) -> None:
     result = run_kv(seed, duration=DURATION)
