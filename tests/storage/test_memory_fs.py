@@ -191,4 +191,9 @@ def test_production_code_does_not_use_the_fault_injecting_file_system() -> None:
         if "FaultyFileSystem" in names_used(path)
     ]
     # The simulator and the test tools are what it is for; fs.py defines it.
-    assert users == ["storage/fs.py", "testing/sim.py", "testing/sim_node.py"]
+    assert users == [
+        "storage/fs.py",
+        "testing/sim.py",
+        "testing/sim_node.py",
+        "testing/stack_sim.py",
+    ]

@@ -66,6 +66,7 @@ from raftpy.node.status import NodeStatus, replication, snapshot_status, stopped
 from raftpy.statemachine import StateMachine
 from raftpy.storage.base import LogStore
 from raftpy.storage.errors import FatalStorageError, StorageFullError
+from raftpy.storage.fs import FileSystem
 from raftpy.storage.peers import PeerIncarnations
 from raftpy.transport.address import parse_address
 from raftpy.transport.base import (
@@ -99,7 +100,9 @@ class RaftNode:
     restart then forgets everything). ``join``: addresses of a running cluster's members; a node
     with no log yet then asks to be added as a learner, and with ``promote`` to be promoted
     once caught up (``peers`` then holds only this node). ``storage``, ``transport_factory``
-    and ``join_client`` replace the defaults (tests pass fakes).
+    and ``join_client`` replace the defaults (tests pass fakes); ``fs`` is the file layer the
+    data dir lives on and ``clock`` times fsyncs for the health check (a simulator passes its
+    fault-injecting file system and its virtual clock: :mod:`raftpy.testing.stack_sim`).
 
     Use as ``async with RaftNode(...) as node:`` or call :meth:`start` / :meth:`stop`.
     """
@@ -119,6 +122,8 @@ class RaftNode:
         join: Sequence[str] = (),
         promote: bool = True,
         join_client: JoinClient | None = None,
+        fs: FileSystem | None = None,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.config = config or NodeConfig()
         self.config.validate()
@@ -135,6 +140,8 @@ class RaftNode:
         self.data_dir = None if data_dir is None else os.fspath(data_dir)
         self._rng = rng or random.Random()
         self._given_storage = storage
+        self._fs = fs
+        self._clock = clock
         self._transport_factory = transport_factory
         self._storage: LogStore | None = None
         self._transport: Transport | None = None
@@ -205,8 +212,10 @@ class RaftNode:
         voters = [] if self._join else sorted(self.peers)
         self._storage = self._given_storage
         if self._storage is None:
-            self._storage = open_log(self.node_id, self.data_dir, voters, self.peers, self.config)
-        store = open_snapshot_store(self.data_dir)
+            self._storage = open_log(
+                self.node_id, self.data_dir, voters, self.peers, self.config, self._fs
+            )
+        store = open_snapshot_store(self.data_dir, self._fs)
         self._snaps = NodeSnapshots(
             self.node_id,
             store,
@@ -729,12 +738,12 @@ class RaftNode:
             self._held = [e for e in self._held if e.index > rd.snapshot.index]
             raft.applied_to(rd.snapshot.index)  # the state machine was restored from it
         if rd.entries or rd.hard_state is not None:
-            began = time.perf_counter()
+            began = self._clock()
             if rd.entries:
                 storage.append(rd.entries)
             if rd.hard_state is not None:
                 storage.set_hard_state(rd.hard_state)
-            self.stats.wal_append.observe(time.perf_counter() - began)
+            self.stats.wal_append.observe(self._clock() - began)
             if rd.entries and self._role is Role.LEADER:
                 self._appends.appended(rd.entries[-1].index)
         if rd.must_sync:
@@ -754,9 +763,9 @@ class RaftNode:
     async def _sync(self, storage: LogStore) -> None:
         while True:
             try:
-                began = time.perf_counter()
+                began = self._clock()
                 storage.sync()
-                took = time.perf_counter() - began
+                took = self._clock() - began
                 self.stats.fsync.observe(took)
                 self.recent_fsync.observe(took)
                 self.stats.syncs += 1

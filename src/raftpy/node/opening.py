@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from raftpy.core.messages import PeerMessage
 from raftpy.node.config import NodeConfig
 from raftpy.storage.base import LogStore
-from raftpy.storage.fs import MemoryFileSystem
+from raftpy.storage.fs import FileSystem, MemoryFileSystem
 from raftpy.storage.memory import MemoryStorage
 from raftpy.storage.peers import PeerIncarnations
 from raftpy.storage.snapshots import SnapshotStore
@@ -30,6 +30,7 @@ def open_log(
     voters: Sequence[int],
     addresses: Mapping[int, str],
     config: NodeConfig,
+    fs: FileSystem | None = None,
 ) -> LogStore:
     """The node's log: recovered from ``data_dir`` (bootstrapped with ``voters`` when new), or
     in memory without one."""
@@ -38,6 +39,7 @@ def open_log(
     return FileStorage(
         data_dir,
         voters,
+        fs=fs,
         segment_size=config.segment_size,
         cluster_id=config.cluster_id,
         node_id=node_id,
@@ -45,12 +47,12 @@ def open_log(
     )
 
 
-def open_snapshot_store(data_dir: str | None) -> SnapshotStore:
-    """The node's snapshot files: ``DATA_DIR/snapshots``, or an in-memory file system like
-    the log's without a data dir."""
+def open_snapshot_store(data_dir: str | None, fs: FileSystem | None = None) -> SnapshotStore:
+    """The node's snapshot files: ``DATA_DIR/snapshots`` (on ``fs``, the real file system by
+    default), or an in-memory file system like the log's without a data dir."""
     if data_dir is None:
         return SnapshotStore("/snapshots", fs=MemoryFileSystem())
-    return SnapshotStore(os.path.join(data_dir, "snapshots"))
+    return SnapshotStore(os.path.join(data_dir, "snapshots"), fs=fs)
 
 
 def tcp_transport(

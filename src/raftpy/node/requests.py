@@ -102,7 +102,7 @@ class PendingRequests:
         self._pending: dict[int, _Proposal] = {}  # by index, once appended
         self._queued_reads: list[_Read] = []
         self._read_batches: dict[bytes, _ReadBatch] = {}  # by context, until a ReadState
-        self._waiting_reads: list[tuple[int, int, _ReadBatch]] = []  # heap by read index
+        self._waiting_reads: list[tuple[int, bytes, _ReadBatch]] = []  # heap by read index
         self._read_seq = itertools.count(1)
 
     # ------------------------------------------------------------------------------------------
@@ -211,7 +211,8 @@ class PendingRequests:
             batch = self._read_batches.pop(rs.context, None)
             if batch is not None:
                 batch.index = rs.index
-                heapq.heappush(self._waiting_reads, (rs.index, id(batch), batch))
+                # Ties broken by the round (its context counts up), not by address: runs repeat.
+                heapq.heappush(self._waiting_reads, (rs.index, rs.context, batch))
 
     def on_dropped_reads(self, contexts: Iterable[bytes]) -> None:
         """The core dropped these ReadIndex rounds (leadership lost before confirming)."""

@@ -93,7 +93,7 @@ class PeerIncarnations:
         # A peer pins what we announce: announcing an incarnation a crash could still replace
         # would get this very data directory refused as a stranger after the restart.
         storage.sync()
-        return cls(storage.directory, own=storage.incarnation)
+        return cls(storage.directory, own=storage.incarnation, fs=storage.fs)
 
     @property
     def path(self) -> str | None:

@@ -291,6 +291,11 @@ class FileStorage(Recovery):
         return self._dir
 
     @property
+    def fs(self) -> FileSystem:
+        """The file layer the data directory lives on (files kept beside the log use it)."""
+        return self._fs
+
+    @property
     def incarnation(self) -> str:
         """This data directory's incarnation (32 hex digits, :mod:`raftpy.storage.identity`):
         drawn once when the directory was new and kept in ``IDENTITY``, so a wiped directory
