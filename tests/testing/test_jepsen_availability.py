@@ -197,3 +197,18 @@ def test_which_calls_count_as_successful_writes() -> None:
     ]
     # A cas that did not swap went through the log all the same: it counts.
     assert history_completions(history) == [5, 15]
+
+
+def test_the_figures_come_back_offline_from_history_jsonl(tmp_path: Path) -> None:
+    """docs/jepsen.md: availability by time recomputed from a written history file."""
+    from raftpy.testing.history import load_history, write_history
+
+    ops = [
+        Operation(client=1, op="write", key="a", call=ret - 2 * MS, ret=ret, value=1)
+        for ret in [k * 10 * MS for k in range(1, 101)] + [3 * S + k * 10 * MS for k in range(101)]
+    ]
+    write_history(tmp_path / "history.jsonl", ops)
+    done = history_completions(load_history(tmp_path / "history.jsonl"))
+    progress = WriteProgress(done, done[0], done[-1])
+    assert progress.longest == Gap(S, 3 * S)
+    assert progress.over().share == pytest.approx(1 - 2 / 3.99)
