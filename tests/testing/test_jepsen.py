@@ -474,6 +474,15 @@ def test_cli_jepsen_run_writes_a_checkable_history(
     text = capsys.readouterr().out
     assert code == 0, text
     assert "valid: yes" in text and "kill-leader: leader" in text
+    # Both availability figures and the longest gap, the settings and the replay command.
+    assert "availability: by operations " in text and "%, by time " in text
+    assert "longest gap without a successful write: " in text
+    summary = (out / "summary.txt").read_text()
+    assert "options: workload=register" in summary
+    assert (
+        "replay: raftpy jepsen --seconds 6 --nemesis kill-leader --seed 3 --interval 1.5 "
+        "--snapshot-entries 50"
+    ) in summary
     for name in ("history.jsonl", "timeline.html", "summary.txt", "node3.log"):
         assert (out / name).is_file()
     logs = "".join((out / f"node{i}.log").read_text() for i in (1, 2, 3))
