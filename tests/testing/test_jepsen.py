@@ -89,8 +89,8 @@ class CombinedReport:
         path.write_text(
             f"# raftpy jepsen runs, started {time.strftime('%Y-%m-%d %H:%M:%S')}: "
             f"{'long' if LONG else 'default'}, {len(RUNS)} runs; by-time: the share of time "
-            "not in gaps of more than 100 ms between successful writes (README.md, "
-            "'Jepsen-style fault harness')\n"
+            "not in gaps of more than 100 ms between successful writes (docs/jepsen.md)"
+            "\n"
             f"{RUN_LINE_HEADER}  output\n",
             encoding="utf-8",
         )
