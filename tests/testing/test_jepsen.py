@@ -1,10 +1,15 @@
-"""The Jepsen-style fault harness (issue 6): the fault proxy, process control, nemesis runs
-against real hashmap clusters, and proof that the harness catches a broken cluster.
+"""The Jepsen-style fault harness: the fault proxy, process control, nemesis runs against real
+hashmap clusters, and proof that the harness catches a broken cluster.
 
 Default suite: one 30-second run per fault type (partition, kill, pause) on 3 nodes, plus
 shorter tests (a few minutes in all). ``RAFTPY_JEPSEN=long`` runs 20 x 60 s per fault type
-instead. Every wait is bounded and every server process is killed when a test ends, pass or
-fail (the harness's ``finally`` blocks; the tests below check it).
+instead (seeds 1 to 20), and writes a combined report of the runs, one line each (fault,
+seed, operations, availability by operations and by time, longest gap, valid) and a digest
+per fault type, to ``raftpy-jepsen/long-<date-time>.txt``. For a shorter long run (to try
+the machinery): ``RAFTPY_JEPSEN_RUNS=N`` seeds 1 to N and ``RAFTPY_JEPSEN_SECONDS=T`` seconds
+each; ``RAFTPY_JEPSEN_REPORT=FILE`` writes the report there (also for the default runs). See
+README.md, "Testing". Every wait is bounded and every server process is killed when a test
+ends, pass or fail (the harness's ``finally`` blocks; the tests below check it).
 """
 
 from __future__ import annotations
@@ -13,8 +18,9 @@ import asyncio
 import dataclasses
 import inspect
 import os
+import statistics
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -25,6 +31,7 @@ from raftpy.errors import RaftError
 from raftpy.node.config import NodeConfig
 from raftpy.testing import nemesis
 from raftpy.testing.history import Operation
+from raftpy.testing.jepsen import RUN_LINE_HEADER, run_line
 from raftpy.testing.nemesis import (
     Cluster,
     FaultProxy,
@@ -34,13 +41,110 @@ from raftpy.testing.nemesis import (
     run_jepsen,
 )
 
+
+def _env_number(name: str, kind: type[int] | type[float], default: float) -> float:
+    """A positive number from the environment variable ``name`` (``default`` when unset)."""
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a positive {kind.__name__}, got {raw!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise ValueError(f"{name} must be a positive {kind.__name__}, got {raw!r}")
+    return value
+
+
 LONG = os.environ.get("RAFTPY_JEPSEN") == "long"
+LONG_RUNS = int(_env_number("RAFTPY_JEPSEN_RUNS", int, 20))
+LONG_SECONDS = _env_number("RAFTPY_JEPSEN_SECONDS", float, 60.0)
 FAULT_TYPES = ("partition", "kill", "pause")
 RUNS = (
-    [(kind, seed, 60.0) for kind in FAULT_TYPES for seed in range(1, 21)]
+    [(kind, seed, LONG_SECONDS) for kind in FAULT_TYPES for seed in range(1, LONG_RUNS + 1)]
     if LONG
     else [(kind, 1, 30.0) for kind in FAULT_TYPES]
 )
+
+
+def _report_path() -> Path | None:
+    """Where the combined report of the runs goes: ``RAFTPY_JEPSEN_REPORT``, or (long runs)
+    a dated file under ``raftpy-jepsen/``; ``None``: no report."""
+    chosen = os.environ.get("RAFTPY_JEPSEN_REPORT")
+    if chosen:
+        return Path(chosen)
+    if LONG:
+        return Path("raftpy-jepsen") / f"long-{time.strftime('%Y%m%d-%H%M%S')}.txt"
+    return None
+
+
+class CombinedReport:
+    """The combined report of :func:`test_jepsen_run`'s runs: a header, one line per run as
+    it ends (so an interrupted long run keeps what it did), and a digest per fault type."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.rows: list[tuple[str, int, float, float, float, bool]] = []
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(
+            f"# raftpy jepsen runs, started {time.strftime('%Y-%m-%d %H:%M:%S')}: "
+            f"{'long' if LONG else 'default'}, {len(RUNS)} runs; by-time: the share of time "
+            "not in gaps of more than 100 ms between successful writes (docs/jepsen.md)"
+            "\n"
+            f"{RUN_LINE_HEADER}  output\n",
+            encoding="utf-8",
+        )
+
+    def _append(self, line: str) -> None:
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(line + "\n")
+
+    def add(self, kind: str, result: JepsenResult) -> None:
+        progress = result.progress()
+        self.rows.append(
+            (
+                kind,
+                result.seed,
+                result.by_operations,
+                progress.over().share,
+                progress.longest.duration,
+                result.valid,
+            )
+        )
+        self._append(f"{run_line(result)}  {result.out_dir}")
+
+    def harness_failed(self, kind: str, seed: int, seconds: float, error: BaseException) -> None:
+        self.rows.append((kind, seed, 0.0, 0.0, 0.0, False))
+        self._append(f"{kind:<24} {seed:>5} {seconds:>5g} harness failed: {error!r}")
+
+    def close(self) -> None:
+        lines = ["# per fault type:"]
+        for kind in FAULT_TYPES:
+            rows = [r for r in self.rows if r[0] == kind]
+            if not rows:
+                continue
+            by_ops = [r[2] for r in rows]
+            by_time = [r[3] for r in rows]
+            worst = max(rows, key=lambda r: r[4])
+            lines.append(
+                f"# {kind}: {len(rows)} runs, {sum(r[5] for r in rows)} valid; by operations "
+                f"mean {100 * statistics.fmean(by_ops):.1f}% min {100 * min(by_ops):.1f}%; by "
+                f"time mean {100 * statistics.fmean(by_time):.1f}% min "
+                f"{100 * min(by_time):.1f}%; longest gap {worst[4]:.2f} s (seed {worst[1]})"
+            )
+        self._append("\n".join(lines))
+
+
+@pytest.fixture(scope="module")
+def combined_report() -> Iterator[CombinedReport | None]:
+    path = _report_path()
+    if path is None:
+        yield None
+        return
+    report = CombinedReport(path)
+    yield report
+    report.close()
+    print(f"\ncombined report: {path}\n{path.read_text(encoding='utf-8')}")
 
 
 async def eventually(predicate: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
@@ -313,7 +417,13 @@ SNAPSHOT_EVERY = 300
 
 
 @pytest.mark.parametrize(("kind", "seed", "seconds"), RUNS)
-def test_jepsen_run(kind: str, seed: int, seconds: float, tmp_path: Path) -> None:
+def test_jepsen_run(
+    kind: str,
+    seed: int,
+    seconds: float,
+    tmp_path: Path,
+    combined_report: CombinedReport | None,
+) -> None:
     config = JepsenConfig(
         nodes=3,
         clients=10,
@@ -324,7 +434,15 @@ def test_jepsen_run(kind: str, seed: int, seconds: float, tmp_path: Path) -> Non
         out_dir=tmp_path,
         server_args=("--snapshot-entries", str(SNAPSHOT_EVERY)),
     )
-    result = asyncio.run(run_jepsen(config))
+    try:
+        result = asyncio.run(run_jepsen(config))
+    except Exception as e:
+        if combined_report is not None:
+            combined_report.harness_failed(kind, seed, seconds, e)
+        raise
+    if combined_report is not None:
+        combined_report.add(kind, result)
+    print(f"{RUN_LINE_HEADER}\n{run_line(result)}")
     _assert_valid_run(result, kind)
     logs = "".join((tmp_path / f"node{i}.log").read_text() for i in (1, 2, 3))
     assert "took snapshot" in logs, "no node took a snapshot: the run did not test them"
@@ -356,6 +474,15 @@ def test_cli_jepsen_run_writes_a_checkable_history(
     text = capsys.readouterr().out
     assert code == 0, text
     assert "valid: yes" in text and "kill-leader: leader" in text
+    # Both availability figures and the longest gap, the settings and the replay command.
+    assert "availability: by operations " in text and "%, by time " in text
+    assert "longest gap without a successful write: " in text
+    summary = (out / "summary.txt").read_text()
+    assert "options: workload=register" in summary
+    assert (
+        "replay: raftpy jepsen --seconds 6 --nemesis kill-leader --seed 3 --interval 1.5 "
+        "--snapshot-entries 50"
+    ) in summary
     for name in ("history.jsonl", "timeline.html", "summary.txt", "node3.log"):
         assert (out / name).is_file()
     logs = "".join((out / f"node{i}.log").read_text() for i in (1, 2, 3))

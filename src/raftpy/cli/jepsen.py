@@ -163,8 +163,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
             "acknowledged add is present exactly once, no element twice, nothing that was not "
             f"added. Either way a write must succeed within {RECOVERY_LIMIT:g} s of healing. "
             "Writes history.jsonl (or adds.jsonl), timeline.html (and violation.html), "
-            "summary.txt (with the settings and the command that replays the run) and the "
-            "node logs to --out. "
+            "summary.txt (with availability by operations and by time, the longest time "
+            "without a successful write, the settings and the command that replays the run) "
+            "and the node logs to --out. "
             "Exit status: 0 valid, 1 a check failed, 2 usage error, 3 harness failure."
         ),
     )

@@ -23,13 +23,17 @@ The pieces, usable on their own or together through :func:`run_jepsen` (and ``ra
     retried by the client through the faults; :func:`check_sets`
     (:mod:`~raftpy.testing.jepsen.set_checks`) then finds every add applied twice (a
     duplicate) and every acknowledged add missing (a loss).
+:class:`WriteProgress` (:mod:`~raftpy.testing.jepsen.availability`)
+    Availability by time: the gaps between successful writes, the share of a run or of a
+    window not in gaps longer than :data:`GAP_THRESHOLD_NS`, and the longest gap.
 :func:`judge_history` (:mod:`~raftpy.testing.jepsen.checks`)
     The checks: the history is linearizable, no acknowledged write was lost, a write succeeds
     within 5 s of healing, no node exited on its own, and (with membership faults) every node
     became a voter again after each of them.
 :class:`JepsenResult` (:mod:`~raftpy.testing.jepsen.report`)
     What a run found, its summary, and the files it writes: ``history.jsonl``,
-    ``timeline.html`` (and ``violation.html``), ``summary.txt``.
+    ``timeline.html`` (and ``violation.html``), ``summary.txt``; :func:`run_line` digests a
+    run in one line for reports of many runs.
 :class:`JepsenConfig` (:mod:`~raftpy.testing.jepsen.config`)
     The settings of a run, each stated once (``raftpy jepsen``'s options are built from them).
 :func:`run_jepsen` (:mod:`~raftpy.testing.jepsen.run`)
@@ -37,6 +41,7 @@ The pieces, usable on their own or together through :func:`run_jepsen` (and ``ra
     the nemesis alternates quiet periods and faults, heal, check, report.
 """
 
+from raftpy.testing.jepsen.availability import GAP_THRESHOLD_NS, Gap, WriteProgress
 from raftpy.testing.jepsen.checks import RECOVERY_LIMIT, JepsenCheck, judge_history
 from raftpy.testing.jepsen.config import (
     UNSAFE_STALE_READS_ENV,
@@ -59,12 +64,13 @@ from raftpy.testing.jepsen.nemesis import (
 )
 from raftpy.testing.jepsen.processes import Cluster, NodeProcess, NodeProcessError
 from raftpy.testing.jepsen.proxy import HOST, FaultProxy, LinkFaults, LinkStats
-from raftpy.testing.jepsen.report import JepsenResult
+from raftpy.testing.jepsen.report import RUN_LINE_HEADER, JepsenResult, run_line
 from raftpy.testing.jepsen.run import run_jepsen
 from raftpy.testing.jepsen.set_checks import SetAdd, SetVerdict, check_sets, set_checks
 
 __all__ = [
     "FAULTS",
+    "GAP_THRESHOLD_NS",
     "HEALED_LABEL",
     "HOST",
     "KILL_FAULTS",
@@ -73,11 +79,13 @@ __all__ = [
     "PARTITION_FAULTS",
     "PAUSE_FAULTS",
     "RECOVERY_LIMIT",
+    "RUN_LINE_HEADER",
     "UNSAFE_STALE_READS_ENV",
     "ClientRouting",
     "Cluster",
     "FaultProxy",
     "FaultWindow",
+    "Gap",
     "JepsenCheck",
     "JepsenConfig",
     "JepsenResult",
@@ -91,8 +99,10 @@ __all__ = [
     "SetAdd",
     "SetVerdict",
     "WorkloadKind",
+    "WriteProgress",
     "check_sets",
     "judge_history",
     "run_jepsen",
+    "run_line",
     "set_checks",
 ]

@@ -82,7 +82,7 @@ class SetWorkload:
             while loop.time() < stop_at:
                 key = self.keys.pick(self._key_rng)
                 n += 1
-                outcome = await self.add(client, w, key, f"{w}-{n}", cfg.op_timeout)
+                outcome = await self.add(client, w, key, f"{w}-{n}", cfg.op_timeout, home)
                 if outcome != "ok":  # look for the leader afresh
                     await _close(client)
                     client = self._client(addresses, rng, cfg.op_timeout)
@@ -90,9 +90,16 @@ class SetWorkload:
             await _close(client)
 
     async def add(
-        self, client: Client, client_id: int, key: str, element: str, timeout: float
+        self,
+        client: Client,
+        client_id: int,
+        key: str,
+        element: str,
+        timeout: float,
+        home: int | None = None,
     ) -> Outcome:
-        """Add ``element`` to the set ``key`` within ``timeout`` seconds; record how it ended."""
+        """Add ``element`` to the set ``key`` within ``timeout`` seconds for a worker living on
+        node ``home``; record how it ended."""
         loop = asyncio.get_running_loop()
         command = msgspec.msgpack.encode(("add", key, json.dumps(element)))
         call = time.monotonic_ns()
@@ -124,7 +131,7 @@ class SetWorkload:
             outcome = "ok"
         ret = time.monotonic_ns()
         self.adds.append(SetAdd(client_id, key, element, outcome, call, ret))
-        self.samples.append(Sample("add", call, ret, outcome))
+        self.samples.append(Sample("add", call, ret, outcome, home))
         return outcome
 
     async def recovery_write(

@@ -51,12 +51,15 @@ SampleKind: TypeAlias = Literal["read", "write", "cas", "add"]
 
 @dataclass(frozen=True)
 class Sample:
-    """One client call, whatever its outcome (the history drops definite failures)."""
+    """One client call, whatever its outcome (the history drops definite failures).
+    ``home``: the node the calling worker lives on (``None``: clients reach every node
+    directly, or the recovery write and the final reads)."""
 
     kind: SampleKind
     call: int
     ret: int
     outcome: Outcome
+    home: int | None = None
 
 
 class KeySpace:
@@ -197,7 +200,7 @@ class Workload:
         try:
             while loop.time() < stop_at:
                 key = self.keys.pick(self._key_rng)
-                outcome = await self.operation(session, client_id, key, rng)
+                outcome = await self.operation(session, client_id, key, rng, home=home)
                 if outcome != "ok":
                     # Look for the leader afresh; after an unknown outcome, a new identity.
                     await session.close()
@@ -216,8 +219,10 @@ class Workload:
         rng: random.Random,
         kind: OpKind | None = None,
         value: int | None = None,
+        home: int | None = None,
     ) -> Outcome:
-        """Run one recorded operation (random unless ``kind`` is given)."""
+        """Run one recorded operation (random unless ``kind`` is given) for a worker living on
+        node ``home``."""
         cfg = self.config
         if kind is None:
             if rng.random() < cfg.read_fraction:
@@ -262,7 +267,7 @@ class Workload:
         else:
             rec.complete(handle, result)
             outcome = "ok"
-        self.samples.append(Sample(kind, call, time.monotonic_ns(), outcome))
+        self.samples.append(Sample(kind, call, time.monotonic_ns(), outcome, home))
         return outcome
 
     async def recovery_write(
