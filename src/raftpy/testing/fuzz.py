@@ -30,6 +30,7 @@ import dataclasses
 import random
 from typing import Literal
 
+from raftpy.errors import ConfChangeError, IndeterminateError
 from raftpy.storage.fs import CrashMode, SimulatedCrash
 from raftpy.testing.sim import SimCluster
 
@@ -159,6 +160,8 @@ class _Stats:
     proposals: int = 0
     sync_crashes: int = 0
     leader_cuts: int = 0
+    changes: int = 0
+    watched: int = 0
     committed: int = 0
 
     def __str__(self) -> str:
@@ -166,8 +169,11 @@ class _Stats:
             f"{self.crashes} crashes, {self.restarts} restarts, {self.partitions} partitions, "
             f"{self.proposals} proposals, {self.committed} committed before repair"
         )
-        if self.sync_crashes or self.leader_cuts:
-            text += f", {self.sync_crashes} fsync crashes, {self.leader_cuts} leader cuts"
+        if self.sync_crashes or self.leader_cuts or self.changes or self.watched:
+            text += (
+                f", {self.sync_crashes} fsync crashes, {self.leader_cuts} leader cuts, "
+                f"{self.changes} membership changes, {self.watched} watched isolations"
+            )
         return text
 
 
@@ -210,6 +216,9 @@ def _repair_and_check(c: SimCluster, seed: int, reads: bool, st: _Stats) -> None
     for i in range(n):
         if not c.is_up(i):
             c.restart(i)
+        c.hold_applies(i, False)
+    if st.changes:
+        _restore_members(c, seed)
     final = b"final-n%d-s%d" % (n, seed)
     index = c.one(final, n)
     stats = str(st)
@@ -287,7 +296,10 @@ _KINDS = (
     "crash_leader",  # the leader appends, a moment later it crashes
     "crash_follower",  # the leader appends, a moment later a follower crashes
     "sync_crash",  # file storage: a node loses power in the middle of an fsync
+    "slow_apply",  # a node's state machine holds committed entries back, or catches up
+    "members",  # add, promote or remove a member (the leader too), under the other faults
 )
+_TICK_SECONDS = 0.01  # SimCluster's default tick
 
 
 def _run_swarm(n: int, seed: int, reads: bool) -> None:
@@ -295,21 +307,26 @@ def _run_swarm(n: int, seed: int, reads: bool) -> None:
     read_rng = random.Random(seed * 1_000_003 + n + 2_500_000)
     read_terms: set[tuple[int, int]] = set()
     file = rng.random() < 0.4
+    enabled = [k for k in _KINDS if rng.random() < 0.5 and (file or k != "sync_crash")]
+    weights = [rng.uniform(0.1, 1.0) for _ in enabled]
+    pre_vote, check_quorum = rng.random() < 0.6, rng.random() < 0.6
+    if "members" in enabled and not (pre_vote or check_quorum):
+        # With neither, a removed server that never learned of its removal raises the
+        # others' terms for ever (Thesis §4.2.3): no membership rule prevents that.
+        pre_vote = True
     c = SimCluster(
         n=n,
         seed=seed + 7_000_000,
         election_ticks=rng.choice((10, 10, 5, 20)),
         heartbeat_ticks=rng.choice((1, 1, 2, 3)),
-        pre_vote=rng.random() < 0.6,
-        check_quorum=rng.random() < 0.6,
+        pre_vote=pre_vote,
+        check_quorum=check_quorum,
         max_inflight_msgs=rng.choice((256, 4, 1)),
         max_msg_bytes=rng.choice((1 << 20, 64)),
         snapshot_every=rng.choice((None, None, 2, 5, 20)),
         snapshot_chunk_bytes=rng.choice((64, 1024)),
         storage="file" if file else "memory",
     )
-    enabled = [k for k in _KINDS if rng.random() < 0.5 and (file or k != "sync_crash")]
-    weights = [rng.uniform(0.1, 1.0) for _ in enabled]
     quiet = rng.uniform(0.0, 0.6)  # the share of steps without any fault
     reads = reads or rng.random() < 0.3
     # Steps: classic coarse waits, fine ones (a fraction of a message delay), or a mix.
@@ -375,6 +392,10 @@ def _swarm_step(
         if armed is None and c.is_up(node):
             c.disk(node).crash_on_next_sync(rng.choice(_CRASH_MODES), after=rng.randrange(4))
             armed = node
+    elif kind == "slow_apply":
+        c.hold_applies(node, rng.random() < 0.6)
+    elif kind == "members":
+        _members_step(c, rng, st)
     else:
         seq = _after_append(c, rng, kind, seed, seq, st, armed)
     return seq, armed
@@ -393,6 +414,8 @@ def _network_step(c: SimCluster, rng: random.Random, kind: str, node: int, st: _
         c.heal()
     elif kind == "disconnect":
         c.disconnect(node)
+        if rng.random() < 0.3:
+            _watch_isolated(c, node, st)
     elif kind == "connect":
         c.connect(node)
     elif kind == "unreliable":
@@ -428,6 +451,8 @@ def _after_append(
     if kind == "isolate_leader":
         if rng.random() < 0.5:
             c.disconnect(leader)
+            if rng.random() < 0.3:
+                _watch_isolated(c, leader, st)
         else:
             # The leader keeps a minority (which may hold the new entries) on its side.
             others = [i for i in range(n) if i != leader]
@@ -449,3 +474,79 @@ def _after_append(
                 c.crash(victim)
                 st.crashes += 1
     return seq
+
+
+def _watch_isolated(c: SimCluster, node: int, st: _Stats) -> None:
+    """Node ``node`` was just cut off from everyone: for three election timeouts, it must not
+    raise its term under PreVote (Thesis §9.6: a pre-candidate that cannot win never
+    increments its term), and a leader must step down under CheckQuorum (Thesis §6.2)."""
+    if not c.is_up(node):
+        return
+    raft = c.raft(node)
+    conf = raft.conf_state()
+    if len(conf.voters) < 2 or conf.voters_outgoing or node not in conf.voters:
+        return  # alone it may legitimately win; joint or removed: out of scope here
+    cfg = raft.config
+    term0 = c.state(node)[0]
+    st.watched += 1
+    c.run_for(3 * (cfg.election_ticks + 1) * _TICK_SECONDS)
+    if not c.is_up(node):
+        return
+    term, leads = c.state(node)
+    where = f"[seed={c.seed} n={c.n}] node {node}, cut off at term {term0}"
+    if cfg.check_quorum:
+        assert not leads, f"{where}, still leads at term {term} (CheckQuorum, Thesis §6.2)"
+    if cfg.pre_vote:
+        assert term == term0, f"{where}, moved to term {term} under PreVote (Thesis §9.6)"
+
+
+def _members_step(c: SimCluster, rng: random.Random, st: _Stats) -> None:
+    """One membership change (Thesis §4), driven to its end or to a short deadline: promote a
+    learner, add a non-member back (as a learner or a voter), or remove a voter (the leader
+    too), keeping at least two voters."""
+    voters, learners = c.members()
+    timeout = rng.uniform(0.2, 1.5)
+    outsiders = [i for i in range(c.n) if i not in voters and i not in learners]
+    r = rng.random()
+    try:
+        if learners and r < 0.5:
+            c.promote(rng.choice(learners), timeout=timeout)
+        elif outsiders and r < 0.8:
+            i = rng.choice(outsiders)
+            if not c.is_up(i):
+                c.restart(i)
+            c.add_member(i, voter=rng.random() < 0.3, timeout=timeout)
+        elif len(voters) > 2:
+            c.remove_member(rng.choice(voters), timeout=timeout)
+        else:
+            return
+        st.changes += 1
+    except (ConfChangeError, IndeterminateError):
+        st.changes += 1  # refused, or blocked by the faults (it may still commit later)
+
+
+def _restore_members(c: SimCluster, seed: int) -> None:
+    """After the repair, make every node a voter again, so the final checks cover all."""
+    n = c.n
+    for _ in range(6):
+        # Let the leader hear from the restarted voters first: it refuses a change after
+        # which the voters it heard from lately would not be a majority.
+        c.check_one_leader(timeout=10.0)
+        c.run_for(1.0)
+        voters, learners = c.members()
+        missing = [i for i in range(n) if i not in voters]
+        if not missing:
+            return
+        i = missing[0]
+        try:
+            if i in learners:
+                c.promote(i, timeout=20.0)
+            else:
+                c.add_member(i, voter=True, timeout=20.0)
+        except (ConfChangeError, IndeterminateError):
+            pass
+    voters, learners = c.members()
+    raise AssertionError(
+        f"[seed={seed} n={n}] the repaired cluster did not take every node back as a voter: "
+        f"voters {voters}, learners {learners}"
+    )
