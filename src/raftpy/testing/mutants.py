@@ -178,20 +178,13 @@ CATALOGUE: tuple[Mutant, ...] = (
         "delayed append truncates entries the follower acknowledged (committed entries lost)",
     ),
     _m(
-        "stale_ack_moves_match_back",
+        "conflict_hint_taken_as_match",
         "core/progress.py",
-        "        if index > self.match:\n            self.match = index",
-        "        if index != self.match:\n            self.match = index",
-        "Raft §5.3 (matchIndex increases monotonically): a delayed acknowledgement moves "
-        "matchIndex back",
-    ),
-    _m(
-        "conflict_hint_past_log",
-        _RAFT,
-        "min(m.prev_index, self.log.last_index()), m.prev_term",
-        "m.prev_index, m.prev_term",
-        "Raft §5.3 (the optimization of skipping a term per rejection): the follower's hint is "
-        "not clamped to its own log, so the leader probes at an index it lacks for ever",
+        "            self.next = max(min(rejected, match_hint + 1), self.match + 1)\n",
+        "            self.match = max(self.match, min(rejected - 1, match_hint))\n"
+        "            self.next = max(min(rejected, match_hint + 1), self.match + 1)\n",
+        "Raft §5.3: matchIndex moves only on a successful AppendEntries; here the conflict hint "
+        "of a rejection (where to probe next) is taken as proof the logs match up to it",
     ),
     _m(
         "leader_counts_unpersisted_entries",
@@ -357,9 +350,20 @@ class Result:
     broken: bool = False  # the mutated copy did not import / the child crashed
 
 
-def _child(name: str, seeds: int, schedule: CaseSchedule) -> int:
-    """In the subprocess: run the fuzz on the mutated copy, one JSON line per seed."""
+class _SeedTimeout(Exception):
+    pass
+
+
+def _on_alarm(signum: int, frame: object) -> None:
+    raise _SeedTimeout
+
+
+def _child(name: str, seeds: int, schedule: CaseSchedule, seed_limit: float) -> int:
+    """In the subprocess: run the fuzz on the mutated copy, one JSON line per seed. A seed
+    that runs past ``seed_limit`` wall seconds (a healthy one takes a few) counts as a kill:
+    the mutant made the run hang, as it would hang the test suite."""
     import logging
+    import signal
 
     import raftpy
 
@@ -373,10 +377,20 @@ def _child(name: str, seeds: int, schedule: CaseSchedule) -> int:
     except Exception as e:  # the mutant broke the import: a broken mutant, not a kill
         print(json.dumps({"broken": f"{type(e).__name__}: {e}"}))
         return 2
+    signal.signal(signal.SIGALRM, _on_alarm)
     for k in range(seeds):
         n, reads, sched = fuzz_case(k, schedule)
         try:
-            run_fuzz(n, k, reads=reads, schedule=sched)
+            signal.setitimer(signal.ITIMER_REAL, seed_limit)
+            try:
+                run_fuzz(n, k, reads=reads, schedule=sched)
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+        except _SeedTimeout:
+            text = f"hang: the run took more than {seed_limit:g} s (a healthy one takes a few)"
+            killed = {"seed": k, "n": n, "schedule": sched, "reads": reads, "error": text}
+            print(json.dumps({"killed": killed}), flush=True)
+            return 1
         except Exception as e:  # a violation, a failed check or a crash in the core
             text = f"{type(e).__name__}: {e}"[:500]
             killed = {"seed": k, "n": n, "schedule": sched, "reads": reads, "error": text}
@@ -392,6 +406,7 @@ def run_mutant(
     *,
     time_limit: float = 300.0,
     schedule: CaseSchedule = "mixed",
+    seed_limit: float = 60.0,
 ) -> Result:
     """Apply ``mutant`` to a scratch copy of the package and run the fuzz on it in a
     subprocess, over seeds ``0..seeds-1``, until the first failure or ``time_limit``."""
@@ -411,6 +426,8 @@ def run_mutant(
             str(seeds),
             "--schedule",
             schedule,
+            "--seed-limit",
+            str(seed_limit),
         ]
         try:
             proc = subprocess.run(
@@ -458,11 +475,19 @@ def run_catalogue(
     schedule: CaseSchedule,
     jobs: int = 2,
     progress: bool = True,
+    seed_limit: float = 60.0,
 ) -> list[Result]:
     """Run each mutant (``jobs`` subprocesses at a time); results in catalogue order."""
     with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
         futures = {
-            pool.submit(run_mutant, m, seeds, time_limit=time_limit, schedule=schedule): m.name
+            pool.submit(
+                run_mutant,
+                m,
+                seeds,
+                time_limit=time_limit,
+                schedule=schedule,
+                seed_limit=seed_limit,
+            ): m.name
             for m in mutants
         }
         for future in concurrent.futures.as_completed(futures):
@@ -512,10 +537,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--time-limit", type=float, default=300.0, help="seconds per mutant (300)")
     parser.add_argument("--jobs", type=int, default=2, help="mutants run at once (2)")
+    parser.add_argument(
+        "--seed-limit",
+        type=float,
+        default=60.0,
+        help="wall seconds one seed may take before the run counts as hung, a kill (60)",
+    )
     parser.add_argument("--child", metavar="NAME", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        return _child(args.child, args.seeds, args.schedule)
+        return _child(args.child, args.seeds, args.schedule, args.seed_limit)
     if args.list:
         for m in CATALOGUE:
             files = ", ".join(sorted({e.file for e in m.edits}))
@@ -531,7 +562,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_catalogue()
     start = time.monotonic()
     results = run_catalogue(
-        mutants, args.seeds, time_limit=args.time_limit, schedule=args.schedule, jobs=args.jobs
+        mutants,
+        args.seeds,
+        time_limit=args.time_limit,
+        schedule=args.schedule,
+        jobs=args.jobs,
+        seed_limit=args.seed_limit,
     )
     total = round(time.monotonic() - start, 1)
     print(table(results))
