@@ -199,9 +199,14 @@ def _propose(c: SimCluster, rng: random.Random, seed: int, seq: int, st: _Stats,
     return seq
 
 
-def _repair_and_check(c: SimCluster, seed: int, reads: bool, st: _Stats) -> None:
+def _repair_and_check(
+    c: SimCluster, seed: int, reads: bool, st: _Stats, catch_up: float = 0.0
+) -> None:
     """Heal everything, then require progress, agreement and that nothing applied before the
-    repair was lost."""
+    repair was lost. ``catch_up``: virtual seconds the healed cluster may take to bring every
+    node up to the leader's commit index before the final command's 10 s start (a lagging
+    node may need a snapshot: in chunks of 64 bytes over a reordering network that takes
+    seconds, see docs/mutants.md)."""
     n = c.n
     # Whatever any node applied was committed: it must survive in every final log.
     committed: dict[int, bytes] = {}
@@ -219,6 +224,7 @@ def _repair_and_check(c: SimCluster, seed: int, reads: bool, st: _Stats) -> None
         c.hold_applies(i, False)
     if st.changes:
         _restore_members(c, seed)
+    _catch_up(c, catch_up)
     final = b"final-n%d-s%d" % (n, seed)
     index = c.one(final, n)
     stats = str(st)
@@ -240,6 +246,18 @@ def _repair_and_check(c: SimCluster, seed: int, reads: bool, st: _Stats) -> None
             f"[seed={seed} n={n}] {cmd!r} was applied at {idx} but the final log has "
             f"{log.get(idx)!r} ({stats})"
         )
+
+
+def _catch_up(c: SimCluster, seconds: float) -> None:
+    """Run until every node applied the leader's commit index, for at most ``seconds``."""
+    deadline = c.now + seconds
+    while c.now < deadline:
+        leader = c.leader()
+        if leader is not None:
+            commit = c.raft(leader).log.committed
+            if all(c.raft(i).log.applied >= commit for i in range(c.n)):
+                return
+        c.run_for(0.25)
 
 
 def run_with_reads(
@@ -295,6 +313,8 @@ _KINDS = (
     "isolate_leader",  # the leader appends, a moment later it is cut off (alone or with others)
     "crash_leader",  # the leader appends, a moment later it crashes
     "crash_follower",  # the leader appends, a moment later a follower crashes
+    "leader_churn",  # for a while, every new leader is cut off or restarted moments after winning
+    "crash_after_write",  # for a while, nodes crash right after their term, vote or log changed
     "sync_crash",  # file storage: a node loses power in the middle of an fsync
     "slow_apply",  # a node's state machine holds committed entries back, or catches up
     "members",  # add, promote or remove a member (the leader too), under the other faults
@@ -360,7 +380,7 @@ def _run_swarm(n: int, seed: int, reads: bool) -> None:
             armed = None
     if armed is not None:
         c.crash(armed)  # disarms it
-    _repair_and_check(c, seed, reads, st)
+    _repair_and_check(c, seed, reads, st, catch_up=60.0)
 
 
 def _swarm_step(
@@ -396,6 +416,10 @@ def _swarm_step(
         c.hold_applies(node, rng.random() < 0.6)
     elif kind == "members":
         _members_step(c, rng, st)
+    elif kind == "leader_churn":
+        seq = _leader_churn(c, rng, seed, seq, st, armed)
+    elif kind == "crash_after_write":
+        _crash_after_write(c, rng, st, armed)
     else:
         seq = _after_append(c, rng, kind, seed, seq, st, armed)
     return seq, armed
@@ -474,6 +498,79 @@ def _after_append(
                 c.crash(victim)
                 st.crashes += 1
     return seq
+
+
+def _leader_churn(
+    c: SimCluster, rng: random.Random, seed: int, seq: int, st: _Stats, armed: int | None
+) -> int:
+    """Leadership flaps: for up to half a second, each new leader is cut off (or restarted)
+    within a few milliseconds of winning, while clients keep proposing; the previous victim
+    comes back as the next is cut, so a majority stays available. New leaders then start
+    from logs that hold earlier terms' entries on some nodes only, and cut leaders leave
+    their own entries partly replicated: the states of Raft §5.4.2's Figure 8."""
+    end = c.now_us + rng.randrange(100_000, 500_000)
+    delay = rng.choice((300, 1_000, 3_000, 10_000))  # how long a new leader lives, at most
+    seen: set[tuple[int, int]] = set()
+    victim: int | None = None
+    cut_at: int | None = None
+    while c.now_us < end:
+        c.run_until_us(c.now_us + rng.randrange(100, 600))
+        leader = c.leader()
+        if leader is not None:
+            term = c.state(leader)[0]
+            if (leader, term) not in seen:
+                seen.add((leader, term))
+                cut_at = c.now_us + rng.randrange(0, delay)
+            if rng.random() < 0.3:
+                seq = _propose(c, rng, seed, seq, st, 1)
+            if cut_at is not None and c.now_us >= cut_at and leader != armed:
+                cut_at = None
+                st.leader_cuts += 1
+                if victim is not None:
+                    c.connect(victim)
+                if rng.random() < 0.5:
+                    c.disconnect(leader)
+                    victim = leader
+                else:
+                    c.restart(leader)  # comes back at once, as a follower
+                    st.restarts += 1
+                    victim = None
+    if victim is not None and rng.random() < 0.5:
+        c.connect(victim)
+    return seq
+
+
+def _crash_after_write(c: SimCluster, rng: random.Random, st: _Stats, armed: int | None) -> None:
+    """For up to 300 ms, watch every node's term, vote and last log index in slices of a
+    fraction of a message delay, and crash a node (sometimes) right after one of them
+    changed: before its next write, so in file mode whatever it did not sync is lost, torn
+    or partly kept. The previous victim restarts when the next one falls, so a majority
+    stays up."""
+    end = c.now_us + rng.randrange(50_000, 300_000)
+    p = rng.choice((0.05, 0.2, 0.5))
+    last: dict[int, tuple[int, int | None, int]] = {}
+    down: int | None = None
+    while c.now_us < end:
+        c.run_until_us(c.now_us + rng.randrange(50, 500))
+        for i in range(c.n):
+            if not c.is_up(i):
+                continue
+            raft = c.raft(i)
+            now = (raft.term, raft.vote, raft.log.last_index())
+            if i in last and last[i] != now and i != armed and rng.random() < p:
+                if down is not None and not c.is_up(down):
+                    c.restart(down)
+                    st.restarts += 1
+                c.crash(i)
+                st.crashes += 1
+                down = i
+                if rng.random() < 0.5:
+                    c.restart(i)
+                    st.restarts += 1
+                    down = None
+                last.pop(i, None)
+                break
+            last[i] = now
 
 
 def _watch_isolated(c: SimCluster, node: int, st: _Stats) -> None:

@@ -437,7 +437,6 @@ def run_mutant(
         except subprocess.TimeoutExpired as e:
             out = e.stdout if isinstance(e.stdout, bytes) else b""
             err, timed_out = b"", True
-    seconds = round(time.monotonic() - start, 1)
     tried = 0
     for line in out.decode("utf-8", "replace").splitlines():
         try:
@@ -448,23 +447,58 @@ def run_mutant(
             tried = record["ok"] + 1
         elif "killed" in record:
             kill = record["killed"]
-            return Result(
-                mutant.name,
-                True,
-                kill["seed"],
-                kill["n"],
-                kill["schedule"],
-                kill["seed"] + 1,
-                seconds,
-                kill["error"],
-            )
+            seconds = round(time.monotonic() - start, 1)
+            args = (mutant.name, True, kill["seed"], kill["n"], kill["schedule"], kill["seed"] + 1)
+            control = _control(kill["seed"], schedule, seed_limit)
+            if control:
+                # The same run fails on the real code too: a fuzz or core bug, not a kill.
+                error = f"false kill: seed {kill['seed']} fails without the mutant: {control}"
+                return Result(*args, seconds, error, broken=True)
+            return Result(*args, seconds, kill["error"])
         elif "broken" in record:
+            seconds = round(time.monotonic() - start, 1)
             return Result(mutant.name, False, None, None, None, 0, seconds, record["broken"], True)
+    seconds = round(time.monotonic() - start, 1)
     if not timed_out and tried < seeds:
         tail = err.decode("utf-8", "replace")[-500:]
         return Result(mutant.name, False, None, None, None, tried, seconds, tail, True)
     note = f"survived {tried} seeds" + (" (time limit)" if timed_out else "")
     return Result(mutant.name, False, None, None, None, tried, seconds, note)
+
+
+def _control(seed: int, schedule: CaseSchedule, seed_limit: float) -> str:
+    """Run the killing case on the unmutated package; return its failure, or "" if it
+    passes (so the kill is the mutant's doing)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PYTHONPATH"] = str(PACKAGE.parent)
+    cmd = [sys.executable, "-m", "raftpy.testing.mutants", "--control", str(seed)]
+    cmd += ["--schedule", schedule, "--seed-limit", str(seed_limit)]
+    with tempfile.TemporaryDirectory(prefix="raftpy-mutant-control-") as tmp:
+        proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, check=False)
+    if proc.returncode == 0:
+        return ""
+    return (proc.stdout + proc.stderr).decode("utf-8", "replace")[-500:] or "failed"
+
+
+def _run_control(seed: int, schedule: CaseSchedule, seed_limit: float) -> int:
+    import logging
+    import signal
+
+    from raftpy.testing.fuzz import run_fuzz
+
+    logging.disable(logging.CRITICAL)
+    signal.signal(signal.SIGALRM, _on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seed_limit)
+    n, reads, sched = fuzz_case(seed, schedule)
+    try:
+        run_fuzz(n, seed, reads=reads, schedule=sched)
+    except _SeedTimeout:
+        print(f"hang: more than {seed_limit:g} s")
+        return 1
+    except Exception as e:
+        print(f"{type(e).__name__}: {e}"[:500])
+        return 1
+    return 0
 
 
 def run_catalogue(
@@ -544,7 +578,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="wall seconds one seed may take before the run counts as hung, a kill (60)",
     )
     parser.add_argument("--child", metavar="NAME", help=argparse.SUPPRESS)
+    parser.add_argument("--control", type=int, metavar="SEED", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.control is not None:
+        return _run_control(args.control, args.schedule, args.seed_limit)
     if args.child:
         return _child(args.child, args.seeds, args.schedule, args.seed_limit)
     if args.list:
