@@ -1,8 +1,9 @@
-"""Randomized fuzz of the Raft core on SimCluster: 3, 5 and 7 nodes under random partitions,
-disconnects, crashes, restarts, unreliable / duplicating / long-reordering network toggles and
-proposals, for a few seconds of virtual time each; then everything heals and restarts, a final
-command must commit on every node, and all nodes' applied lists must agree. The simulator checks
-the safety invariants after every event (InvariantViolation) on its own.
+"""Randomized fuzz of the Raft core on SimCluster (``raftpy.testing.fuzz``): 3, 5 and 7 nodes
+under random partitions, disconnects, crashes, restarts, unreliable / duplicating /
+long-reordering network toggles and proposals, for a few seconds of virtual time each; then
+everything heals and restarts, a final command must commit on every node, and all nodes'
+applied lists must agree. The simulator checks the safety invariants after every event
+(InvariantViolation) on its own.
 
 ``test_fuzz_reads`` runs the same scripts and also issues linearizable reads (ReadIndex) at
 random nodes, so stale leaders in minority partitions get reads too; the simulator checks every
@@ -11,10 +12,20 @@ after the repair the leader must answer a read. Its reads come from their own ra
 they leave the script of ``test_fuzz``'s runs for the same seed unchanged, but do change the
 cluster's run (a read sends heartbeats), so ``test_fuzz`` itself issues none.
 
+``test_fuzz_swarm`` runs the swarm schedule: each seed enables a random subset of fault kinds
+with random weights, among them leaders cut off or crashed moments after appending or after
+winning, crashes right after a node's term, vote or log changed (on the real write-ahead log,
+where unsynced writes are lost), crashes in the middle of an fsync, slow state machines,
+membership changes, and watched isolations (CheckQuorum must depose a cut-off leader, PreVote
+must keep a cut-off node's term). The mutation runner (``python -m raftpy.testing.mutants``,
+docs/mutants.md) shows what each schedule catches.
+
 Seeds:
-- default: seeds 0..199, each on 3, 5 and 7 nodes (600 runs; test ids like ``n5-seed17``),
-  and seeds 0..99 with reads (300 runs; ``n5-seed17-reads``);
-- ``RAFTPY_SEEDS=N``: seeds 0..N-1 instead (on every size, or on ``RAFTPY_FUZZ_NODES``);
+- default: seeds 0..119 on 3, 5 and 7 nodes (360 runs; test ids like ``n5-seed17``), seeds
+  0..59 with reads (180 runs; ``n5-seed17-reads``) and swarm seeds 0..59 (180 runs;
+  ``swarm-n5-s17``);
+- ``RAFTPY_SEEDS=N``: seeds 0..N-1 instead, for each (on every size, or on
+  ``RAFTPY_FUZZ_NODES``);
 - ``RAFTPY_SEED=s``: just seed ``s``, on every size (or on ``RAFTPY_FUZZ_NODES=5`` / ``3,7``).
 A failure names the seed and a one-line replay command.
 """
@@ -27,9 +38,9 @@ import pytest
 
 from raftpy.testing.fuzz import SIZES, Schedule, replay_command, run_fuzz
 
-DEFAULT_SEEDS = 200
-DEFAULT_READ_SEEDS = 100
-DEFAULT_SWARM_SEEDS = 100
+DEFAULT_SEEDS = 120
+DEFAULT_READ_SEEDS = 60
+DEFAULT_SWARM_SEEDS = 60
 
 
 def _sizes() -> tuple[int, ...]:
@@ -83,12 +94,13 @@ def test_fuzz_swarm(n: int, seed: int) -> None:
 
 
 def test_default_suite_size() -> None:
-    """The default suite runs at least 200 seeds over all three sizes (skipped when the
-    environment selects seeds)."""
+    """The default suite runs at least 120 classic and 60 swarm seeds over all three sizes
+    (skipped when the environment selects seeds)."""
     if os.environ.get("RAFTPY_SEED") or os.environ.get("RAFTPY_SEEDS"):
         pytest.skip("seed selection overridden by the environment")
     if os.environ.get("RAFTPY_FUZZ_NODES"):
         pytest.skip("sizes overridden by the environment")
     cases = _cases()
-    assert len({seed for _, seed in cases}) >= 200
+    assert len({seed for _, seed in cases}) >= 120
+    assert len({seed for _, seed in _cases(DEFAULT_SWARM_SEEDS)}) >= 60
     assert {n for n, _ in cases} == set(SIZES)

@@ -94,7 +94,7 @@ CATALOGUE: tuple[Mutant, ...] = (
         _LOG,
         "self.commit_to(min(commit, last_new))",
         "self.commit_to(min(commit, self.last_index()))",
-        "Raft Figure 2, AppendEntries rule 5: commit = min(leaderCommit, index of last new "
+        "Raft §5.3 / Figure 2, AppendEntries rule 5: commit = min(leaderCommit, index of last new "
         "entry); a follower commits a stale suffix past what the leader sent",
     ),
     _m(
@@ -102,8 +102,8 @@ CATALOGUE: tuple[Mutant, ...] = (
         _RAFT,
         "                    min(pr.match, committed),\n",
         "                    committed,\n",
-        "Raft Figure 2 rule 5 (heartbeats): the leader tells a follower to commit past what it "
-        "is known to hold, so it commits entries that may not match the leader's",
+        "Raft §5.3 / Figure 2 rule 5 (heartbeats): the leader tells a follower to commit "
+        "past what it is known to hold, so it commits entries that may not match the leader's",
     ),
     _m(
         "vote_reply_before_persist",
@@ -119,8 +119,8 @@ CATALOGUE: tuple[Mutant, ...] = (
         _RAFT,
         "and (hard.term != self._prev_hard.term or hard.vote != self._prev_hard.vote)",
         "and hard.term != self._prev_hard.term",
-        "Raft Figure 2, votedFor is persistent: a vote in the current term is written but not "
-        "fsynced before the reply; a power loss forgets it",
+        "Raft §5.2 / Figure 2, votedFor is persistent: a vote in the current term is "
+        "written but not fsynced before the reply; a power loss forgets it",
     ),
     _m(
         "term_not_persisted",
@@ -128,8 +128,8 @@ CATALOGUE: tuple[Mutant, ...] = (
         "changed_hard = hard if hard != self._prev_hard else None",
         "changed_hard = (\n            hard\n            if (hard.vote, hard.commit) != "
         "(self._prev_hard.vote, self._prev_hard.commit)\n            else None\n        )",
-        "Raft Figure 2, currentTerm is persistent: a term change alone is never written; after "
-        "a restart a deposed leader's older term is accepted again",
+        "Raft §5.1 / Figure 2, currentTerm is persistent: a term change alone is never "
+        "written; after a restart a deposed leader's older term is accepted again",
     ),
     _m(
         "double_vote",
@@ -174,7 +174,7 @@ CATALOGUE: tuple[Mutant, ...] = (
         _LOG,
         "conflict = self.find_conflict(entries)",
         "conflict = entries[0].index if entries else 0",
-        "Raft Figure 2, AppendEntries rule 3: only a conflicting suffix is deleted; here a "
+        "Raft §5.3 / Figure 2, AppendEntries rule 3: only a conflicting suffix is deleted; here a "
         "delayed append truncates entries the follower acknowledged (committed entries lost)",
     ),
     _m(
