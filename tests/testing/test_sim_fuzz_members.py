@@ -32,8 +32,9 @@ import pytest
 
 from raftpy.core.confchange import ConfChange, ConfChangeKind, ConfChangeSingle
 from raftpy.errors import ConfChangeError, IndeterminateError
+from raftpy.testing.fuzz import random_groups as _random_groups
+from raftpy.testing.fuzz import run_with_reads as _run_with_reads
 from raftpy.testing.sim import SimCluster
-from tests.testing.test_sim_fuzz import _random_groups, _run_with_reads
 
 SIZES = (3, 5)
 DEFAULT_SEEDS = 100

@@ -21,8 +21,8 @@ from raftpy.core.confchange import (
 )
 from raftpy.core.ready import Role
 from raftpy.errors import ConfChangeError, IndeterminateError, ProposalDropped
+from raftpy.testing.fuzz import run_fuzz
 from raftpy.testing.sim import SimCluster
-from tests.testing.test_sim_fuzz import run_fuzz
 
 ADD_VOTER = ConfChangeKind.ADD_VOTER
 ADD_LEARNER = ConfChangeKind.ADD_LEARNER

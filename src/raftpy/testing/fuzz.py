@@ -1,0 +1,659 @@
+"""The randomized fuzz of the Raft core on :class:`~raftpy.testing.sim.SimCluster`: one run is a
+random script of faults and proposals for a few seconds of virtual time, then a repair after
+which a final command must commit on every node and every node's applied list must agree. The
+simulator checks the safety invariants after every event on its own (it raises
+:class:`~raftpy.errors.InvariantViolation`); the end of the run checks liveness and that
+nothing applied before the repair was lost (an :class:`AssertionError` naming seed and size).
+
+Schedules (``run_fuzz(..., schedule=...)``):
+
+- ``"classic"`` (the default): random partitions, disconnects, crashes, restarts, unreliable /
+  duplicating / long-reordering network toggles and proposals at whichever node takes them,
+  2-5 s of virtual time, in-memory storage.
+- ``"swarm"``: each seed enables a random subset of fault kinds, each with a random weight
+  (swarm testing: a run that never heals, or that only ever isolates leaders, reaches states a
+  uniform mix of everything rarely does). Besides the classic kinds: partitioning the leader
+  (alone or with a minority) right after it appended, so leadership changes while entries are
+  partly replicated; crashing the leader or a follower right after an append; runs on the
+  real write-ahead log over the fault-injecting disk, where a crash loses, tears or partly
+  keeps what was not synced, including crashes in the middle of an fsync; fine-grained steps
+  of a fraction of a millisecond; longer runs on 5 and 7 nodes.
+
+The test suite (``tests/testing/test_sim_fuzz.py``) parametrizes this over seeds and sizes;
+the mutation runner (:mod:`raftpy.testing.mutants`) runs it against planted bugs to show it
+can fail. A failure is replayed by running the same ``(n, seed, reads, schedule)`` again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from typing import Literal
+
+from raftpy.errors import ConfChangeError, IndeterminateError
+from raftpy.storage.fs import CrashMode, SimulatedCrash
+from raftpy.testing.sim import SimCluster
+
+__all__ = [
+    "SCHEDULES",
+    "SIZES",
+    "Schedule",
+    "random_groups",
+    "replay_command",
+    "run_fuzz",
+    "run_with_reads",
+]
+
+Schedule = Literal["classic", "swarm"]
+SCHEDULES: tuple[Schedule, ...] = ("classic", "swarm")
+SIZES = (3, 5, 7)
+TEST_FILE = "tests/testing/test_sim_fuzz.py"
+
+
+def replay_command(n: int, seed: int, reads: bool = False, schedule: Schedule = "classic") -> str:
+    """The one command that replays this run through the test suite."""
+    if schedule == "swarm":
+        which = f"swarm-n{n}-s{seed}"
+    elif reads:
+        which = f"n{n}-seed{seed}-reads"
+    else:
+        which = f"n{n}-seed{seed} and not reads"
+    return f"RAFTPY_SEED={seed} .venv/bin/pytest {TEST_FILE} -k '{which}'"
+
+
+def random_groups(rng: random.Random, n: int) -> list[list[int]]:
+    """A random split of ``0..n-1`` into two or three non-empty groups."""
+    nodes = list(range(n))
+    rng.shuffle(nodes)
+    cuts = sorted(rng.sample(range(1, n), rng.choice((1, 1, 2)) if n > 2 else 1))
+    groups: list[list[int]] = []
+    prev = 0
+    for cut in [*cuts, n]:
+        groups.append(nodes[prev:cut])
+        prev = cut
+    return groups
+
+
+def run_fuzz(n: int, seed: int, *, reads: bool = False, schedule: Schedule | None = None) -> None:
+    """One fuzz run; raises :class:`AssertionError` or
+    :class:`~raftpy.errors.InvariantViolation` on failure. With ``reads``, linearizable reads
+    are issued too (from a stream of their own: the script stays the same)."""
+    if schedule is None or schedule == "classic":
+        _run_classic(n, seed, reads)
+    elif schedule == "swarm":
+        _run_swarm(n, seed, reads)
+    else:
+        raise ValueError(f"unknown schedule {schedule!r}; choose from {SCHEDULES}")
+
+
+# ----------------------------------------------------------------------------------------------
+# classic
+# ----------------------------------------------------------------------------------------------
+
+
+def _run_classic(n: int, seed: int, reads: bool) -> None:
+    rng = random.Random(seed * 1_000_003 + n)  # the script; the cluster has its own stream
+    read_rng = random.Random(seed * 1_000_003 + n + 500_000)
+    read_terms: set[tuple[int, int]] = set()
+    # Mostly the defaults; sometimes without PreVote / CheckQuorum (more disruptive
+    # elections) and with tight flow control (probe state, paused peers, split appends).
+    c = SimCluster(
+        n=n,
+        seed=seed,
+        election_ticks=10,
+        heartbeat_ticks=rng.choice((1, 1, 2, 3)),
+        pre_vote=rng.random() < 0.75,
+        check_quorum=rng.random() < 0.75,
+        max_inflight_msgs=rng.choice((256, 256, 4, 1)),
+        max_msg_bytes=rng.choice((1 << 20, 1 << 20, 64)),
+        # Half the runs compact their logs: lagging and restarted nodes then catch up through
+        # chunked snapshot transfers under the same faults.
+        snapshot_every=rng.choice((None, None, 3, 10)),
+        snapshot_chunk_bytes=rng.choice((64, 1024)),
+    )
+    duration = rng.uniform(2.0, 5.0)
+    st = _Stats()
+    seq = 0
+    while c.now < duration:
+        r = rng.random()
+        node = rng.randrange(n)
+        if r < 0.10:
+            c.partition(random_groups(rng, n))
+            st.partitions += 1
+        elif r < 0.17:
+            c.heal()
+        elif r < 0.25:
+            c.disconnect(node)
+        elif r < 0.33:
+            c.connect(node)
+        elif r < 0.41:
+            if c.is_up(node):
+                c.crash(node)
+                st.crashes += 1
+        elif r < 0.52:
+            if not c.is_up(node):
+                c.restart(node)
+                st.restarts += 1
+        elif r < 0.55:
+            c.restart(node)  # crash and come straight back
+            st.restarts += 1
+        elif r < 0.60:
+            c.set_unreliable(rng.random() < 0.5)
+        elif r < 0.63:
+            c.set_long_reordering(rng.random() < 0.5)
+        elif r < 0.66:
+            c.set_duplication(rng.choice((0.0, 0.1, 0.3)))
+        seq = _propose(c, rng, seed, seq, st, rng.randrange(4))
+        wait_ms = rng.randrange(5, 300)
+        if reads:
+            run_with_reads(c, read_rng, wait_ms * 1000, read_terms)
+        else:
+            c.run_for(wait_ms / 1000)
+    _repair_and_check(c, seed, reads, st)
+
+
+@dataclasses.dataclass
+class _Stats:
+    crashes: int = 0
+    restarts: int = 0
+    partitions: int = 0
+    proposals: int = 0
+    sync_crashes: int = 0
+    leader_cuts: int = 0
+    changes: int = 0
+    watched: int = 0
+    committed: int = 0
+
+    def __str__(self) -> str:
+        text = (
+            f"{self.crashes} crashes, {self.restarts} restarts, {self.partitions} partitions, "
+            f"{self.proposals} proposals, {self.committed} committed before repair"
+        )
+        if self.sync_crashes or self.leader_cuts or self.changes or self.watched:
+            text += (
+                f", {self.sync_crashes} fsync crashes, {self.leader_cuts} leader cuts, "
+                f"{self.changes} membership changes, {self.watched} watched isolations"
+            )
+        return text
+
+
+def _propose(c: SimCluster, rng: random.Random, seed: int, seq: int, st: _Stats, k: int) -> int:
+    """``k`` clients propose, each at whichever node accepts first in a random order (a stale
+    leader may accept too); returns the next command number."""
+    n = c.n
+    for _ in range(k):
+        order = list(range(n))
+        rng.shuffle(order)
+        for i in order:
+            if rng.random() < 0.2:
+                batch = [b"n%d-s%d-%d" % (n, seed, seq + j) for j in range(rng.randrange(1, 5))]
+                ok = c.start_batch(i, batch) >= 0
+                size = len(batch)
+            else:
+                ok = c.start(i, b"n%d-s%d-%d" % (n, seed, seq))[2]
+                size = 1
+            if ok:
+                seq += size
+                st.proposals += size
+                break
+    return seq
+
+
+def _repair_and_check(
+    c: SimCluster, seed: int, reads: bool, st: _Stats, catch_up: float = 0.0
+) -> None:
+    """Heal everything, then require progress, agreement and that nothing applied before the
+    repair was lost. ``catch_up``: virtual seconds the healed cluster may take to bring every
+    node up to the leader's commit index before the final command's 10 s start (a lagging
+    node may need a snapshot: in chunks of 64 bytes over a reordering network that takes
+    seconds, see docs/mutants.md)."""
+    n = c.n
+    # Whatever any node applied was committed: it must survive in every final log.
+    committed: dict[int, bytes] = {}
+    for i in range(n):
+        if c.is_up(i):
+            committed.update(c.applied(i))
+    st.committed = len(committed)
+    c.set_unreliable(False)
+    c.set_long_reordering(False)
+    c.set_duplication(0.0)
+    c.heal()
+    for i in range(n):
+        if not c.is_up(i):
+            c.restart(i)
+        c.hold_applies(i, False)
+    if st.changes:
+        _restore_members(c, seed)
+    _catch_up(c, catch_up)
+    final = b"final-n%d-s%d" % (n, seed)
+    index = c.one(final, n)
+    stats = str(st)
+    if reads:
+        answered = sum(len(c.read_states(i)) for i in range(n))
+        stats += f", {answered} reads answered"
+        _require_a_read(c, index, f"[seed={seed} n={n}] ({stats})")
+    first = c.applied(0)
+    assert first and first[-1] == (index, final), (
+        f"[seed={seed} n={n}] node 0's log does not end with the final command: {first[-3:]}"
+    )
+    for i in range(1, n):
+        assert c.applied(i) == first, (
+            f"[seed={seed} n={n}] node {i}'s applied list differs from node 0's ({stats})"
+        )
+    log = dict(first)
+    for idx, cmd in committed.items():
+        assert log.get(idx) == cmd, (
+            f"[seed={seed} n={n}] {cmd!r} was applied at {idx} but the final log has "
+            f"{log.get(idx)!r} ({stats})"
+        )
+
+
+def _catch_up(c: SimCluster, seconds: float) -> None:
+    """Run until every node applied the leader's commit index, for at most ``seconds``."""
+    deadline = c.now + seconds
+    while c.now < deadline:
+        leader = c.leader()
+        if leader is not None:
+            commit = c.raft(leader).log.committed
+            if all(c.raft(i).log.applied >= commit for i in range(c.n)):
+                return
+        c.run_for(0.25)
+
+
+def run_with_reads(
+    c: SimCluster, rng: random.Random, wait_us: int, read_terms: set[tuple[int, int]]
+) -> None:
+    """Run ``wait_us`` of virtual time in short slices, issuing reads between them: at once
+    at every node that newly believes it leads (a new leader may not yet know the commit
+    index, Thesis §6.4), and at random nodes, stale leaders included. ``read_terms`` holds
+    the ``(node, term)`` pairs already read at."""
+    end = c.now_us + wait_us
+    while c.now_us < end:
+        c.run_until_us(min(end, c.now_us + rng.randrange(200, 5_000)))
+        for i in range(c.n):
+            term, leads = c.state(i)
+            if leads and (i, term) not in read_terms:
+                read_terms.add((i, term))
+                c.read_index(i)
+        if rng.random() < 0.2:
+            c.read_index(rng.randrange(c.n))
+
+
+def _require_a_read(c: SimCluster, index: int, tag: str) -> None:
+    """Once the cluster is whole again, its leader answers a read at ``index`` or later."""
+    for _ in range(5):
+        leader = c.check_one_leader()
+        context = c.read_index(leader)
+        c.run_for(0.5)
+        for rs in c.read_states(leader):
+            if rs.context == context:
+                assert rs.index >= index, f"{tag} read {context!r} at {rs.index} < {index}"
+                return
+    raise AssertionError(f"{tag} no read was answered after the repair")
+
+
+# ----------------------------------------------------------------------------------------------
+# swarm
+# ----------------------------------------------------------------------------------------------
+
+_CRASH_MODES: tuple[CrashMode, ...] = ("drop", "torn", "partial", "keep")
+
+# Fault kinds a swarm run may enable; each enabled one gets a random weight.
+_KINDS = (
+    "partition",  # a random split into two or three groups
+    "heal",
+    "disconnect",
+    "connect",
+    "crash",  # a random node goes down
+    "restart",  # a down node comes back
+    "bounce",  # crash and come straight back
+    "unreliable",  # toggle 10% loss and 0-26 ms delays
+    "reorder",  # toggle long-delayed replies
+    "duplicate",  # set a duplication rate
+    "isolate_leader",  # the leader appends, a moment later it is cut off (alone or with others)
+    "crash_leader",  # the leader appends, a moment later it crashes
+    "crash_follower",  # the leader appends, a moment later a follower crashes
+    "leader_churn",  # for a while, every new leader is cut off or restarted moments after winning
+    "crash_after_write",  # for a while, nodes crash right after their term, vote or log changed
+    "sync_crash",  # file storage: a node loses power in the middle of an fsync
+    "slow_apply",  # a node's state machine holds committed entries back, or catches up
+    "members",  # add, promote or remove a member (the leader too), under the other faults
+)
+_TICK_SECONDS = 0.01  # SimCluster's default tick
+
+
+def _run_swarm(n: int, seed: int, reads: bool) -> None:
+    rng = random.Random(seed * 1_000_003 + n + 1_700_000)  # its own stream: classic unchanged
+    read_rng = random.Random(seed * 1_000_003 + n + 2_500_000)
+    read_terms: set[tuple[int, int]] = set()
+    file = rng.random() < 0.4
+    # Swarm testing: each seed enables a random number of fault kinds, often only a few, so
+    # that some runs concentrate on one kind of trouble (say, leaders cut off moments after
+    # winning, or crashes right after writes) far more than a uniform mix ever would.
+    pool = [k for k in _KINDS if file or k != "sync_crash"]
+    enabled = rng.sample(pool, min(len(pool), rng.choice((1, 2, 3, 4, 6, 9, len(pool)))))
+    weights = [rng.uniform(0.1, 1.0) for _ in enabled]
+    pre_vote, check_quorum = rng.random() < 0.6, rng.random() < 0.6
+    tiny = rng.random() < 0.5
+    if "members" in enabled and not (pre_vote or check_quorum):
+        # With neither, a removed server that never learned of its removal raises the
+        # others' terms for ever (Thesis §4.2.3): no membership rule prevents that.
+        pre_vote = True
+    c = SimCluster(
+        n=n,
+        seed=seed + 7_000_000,
+        election_ticks=rng.choice((10, 10, 5, 20)),
+        heartbeat_ticks=rng.choice((1, 1, 2, 3)),
+        pre_vote=pre_vote,
+        check_quorum=check_quorum,
+        # One entry per message (64 bytes) with a window of 256 would cost hundreds of
+        # thousands of messages per virtual second on a long log: tiny messages get a
+        # small window.
+        max_inflight_msgs=rng.choice((4, 1, 16)) if tiny else rng.choice((256, 4, 1)),
+        max_msg_bytes=64 if tiny else 1 << 20,
+        snapshot_every=rng.choice((None, None, 2, 5, 20)),
+        snapshot_chunk_bytes=rng.choice((64, 1024)),
+        storage="file" if file else "memory",
+    )
+    quiet = rng.uniform(0.0, 0.6)  # the share of steps without any fault
+    reads = reads or rng.random() < 0.3
+    # Steps: classic coarse waits, fine ones (a fraction of a message delay), or a mix.
+    fine = rng.choice((0.0, 0.3, 0.8))
+    max_clients = rng.choice((1, 3, 6))
+    # Longer runs on the larger clusters: more elections among more partial replicas.
+    duration = rng.uniform(2.0, 4.0) if n == 3 else rng.uniform(3.0, 7.0)
+    st = _Stats()
+    seq = 0
+    armed: int | None = None  # the node whose disk crashes in its next fsync
+    while c.now < duration:
+        try:
+            if enabled and rng.random() >= quiet:
+                kind = rng.choices(enabled, weights)[0]
+                seq, armed = _swarm_step(c, rng, kind, seed, seq, st, armed)
+            seq = _propose(c, rng, seed, seq, st, rng.randrange(max_clients + 1))
+            if rng.random() < fine:
+                wait_us = rng.randrange(50, 3_000)
+            else:
+                wait_us = rng.randrange(5_000, 300_000)
+            if reads:
+                run_with_reads(c, read_rng, wait_us, read_terms)
+            else:
+                c.run_until_us(c.now_us + wait_us)
+        except SimulatedCrash:
+            # The armed node lost power mid-fsync (its disk is already crashed): the node
+            # goes down with it, and comes back later or at the repair.
+            assert armed is not None
+            c.crash(armed)
+            st.sync_crashes += 1
+            armed = None
+    if armed is not None:
+        c.crash(armed)  # disarms it
+    _repair_and_check(c, seed, reads, st, catch_up=60.0)
+
+
+def _swarm_step(
+    c: SimCluster,
+    rng: random.Random,
+    kind: str,
+    seed: int,
+    seq: int,
+    st: _Stats,
+    armed: int | None,
+) -> tuple[int, int | None]:
+    n = c.n
+    node = rng.randrange(n)
+    if kind in _NETWORK_KINDS:
+        _network_step(c, rng, kind, node, st)
+    elif kind == "crash":
+        if c.is_up(node) and node != armed:
+            c.crash(node)
+            st.crashes += 1
+    elif kind == "restart":
+        if not c.is_up(node):
+            c.restart(node)
+            st.restarts += 1
+    elif kind == "bounce":
+        if node != armed:
+            c.restart(node)
+            st.restarts += 1
+    elif kind == "sync_crash":
+        if armed is None and c.is_up(node):
+            c.disk(node).crash_on_next_sync(rng.choice(_CRASH_MODES), after=rng.randrange(4))
+            armed = node
+    elif kind == "slow_apply":
+        c.hold_applies(node, rng.random() < 0.6)
+    elif kind == "members":
+        _members_step(c, rng, st)
+    elif kind == "leader_churn":
+        seq = _leader_churn(c, rng, seed, seq, st, armed)
+    elif kind == "crash_after_write":
+        _crash_after_write(c, rng, st, armed)
+    else:
+        seq = _after_append(c, rng, kind, seed, seq, st, armed)
+    return seq, armed
+
+
+_NETWORK_KINDS = frozenset(
+    ("partition", "heal", "disconnect", "connect", "unreliable", "reorder", "duplicate")
+)
+
+
+def _network_step(c: SimCluster, rng: random.Random, kind: str, node: int, st: _Stats) -> None:
+    if kind == "partition":
+        c.partition(random_groups(rng, c.n))
+        st.partitions += 1
+    elif kind == "heal":
+        c.heal()
+    elif kind == "disconnect":
+        c.disconnect(node)
+        if rng.random() < 0.3:
+            _watch_isolated(c, node, st)
+    elif kind == "connect":
+        c.connect(node)
+    elif kind == "unreliable":
+        c.set_unreliable(rng.random() < 0.5)
+    elif kind == "reorder":
+        c.set_long_reordering(rng.random() < 0.5)
+    else:
+        c.set_duplication(rng.choice((0.0, 0.1, 0.3)))
+
+
+def _after_append(
+    c: SimCluster,
+    rng: random.Random,
+    kind: str,
+    seed: int,
+    seq: int,
+    st: _Stats,
+    armed: int | None,
+) -> int:
+    """The leader appends; after a moment (up to about one message delay, so the entries
+    reached some followers and not others) a fault hits the leader or a follower: the next
+    leader then holds some of them and must settle what the others hold (Raft §5.3-5.4)."""
+    leader = c.leader()
+    if leader is None:
+        return seq
+    n = c.n
+    size = rng.randrange(1, 4)
+    if c.start_batch(leader, [b"n%d-s%d-%d" % (n, seed, seq + j) for j in range(size)]) >= 0:
+        seq += size
+        st.proposals += size
+    c.run_until_us(c.now_us + rng.randrange(0, 1_500))
+    st.leader_cuts += 1
+    if kind == "isolate_leader":
+        if rng.random() < 0.5:
+            c.disconnect(leader)
+            if rng.random() < 0.3:
+                _watch_isolated(c, leader, st)
+        else:
+            # The leader keeps a minority (which may hold the new entries) on its side.
+            others = [i for i in range(n) if i != leader]
+            rng.shuffle(others)
+            k = rng.randrange(0, (n - 1) // 2 + 1) if n > 2 else 0
+            c.partition([[leader, *others[:k]], others[k:]])
+    elif kind == "crash_leader":
+        if leader != armed and c.is_up(leader):
+            c.crash(leader)
+            st.crashes += 1
+    else:  # crash_follower
+        followers = [i for i in range(n) if i != leader and i != armed and c.is_up(i)]
+        if followers:
+            victim = rng.choice(followers)
+            if rng.random() < 0.5:
+                c.restart(victim)
+                st.restarts += 1
+            else:
+                c.crash(victim)
+                st.crashes += 1
+    return seq
+
+
+def _leader_churn(
+    c: SimCluster, rng: random.Random, seed: int, seq: int, st: _Stats, armed: int | None
+) -> int:
+    """Leadership flaps: for up to half a second, each new leader is cut off (or restarted)
+    within a few milliseconds of winning, while clients keep proposing; the previous victim
+    comes back as the next is cut, so a majority stays available. New leaders then start
+    from logs that hold earlier terms' entries on some nodes only, and cut leaders leave
+    their own entries partly replicated: the states of Raft §5.4.2's Figure 8."""
+    end = c.now_us + rng.randrange(100_000, 500_000)
+    delay = rng.choice((300, 1_000, 3_000, 10_000))  # how long a new leader lives, at most
+    seen: set[tuple[int, int]] = set()
+    victim: int | None = None
+    cut_at: int | None = None
+    while c.now_us < end:
+        c.run_until_us(c.now_us + rng.randrange(100, 600))
+        leader = c.leader()
+        if leader is not None:
+            term = c.state(leader)[0]
+            if (leader, term) not in seen:
+                seen.add((leader, term))
+                cut_at = c.now_us + rng.randrange(0, delay)
+            if rng.random() < 0.3:
+                seq = _propose(c, rng, seed, seq, st, 1)
+            if cut_at is not None and c.now_us >= cut_at and leader != armed:
+                cut_at = None
+                st.leader_cuts += 1
+                if victim is not None:
+                    c.connect(victim)
+                if rng.random() < 0.5:
+                    c.disconnect(leader)
+                    victim = leader
+                else:
+                    c.restart(leader)  # comes back at once, as a follower
+                    st.restarts += 1
+                    victim = None
+    if victim is not None and rng.random() < 0.5:
+        c.connect(victim)
+    return seq
+
+
+def _crash_after_write(c: SimCluster, rng: random.Random, st: _Stats, armed: int | None) -> None:
+    """For up to 300 ms, watch every node's term, vote and last log index in slices of a
+    fraction of a message delay, and crash a node (sometimes) right after one of them
+    changed: before its next write, so in file mode whatever it did not sync is lost, torn
+    or partly kept. The previous victim restarts when the next one falls, so a majority
+    stays up."""
+    end = c.now_us + rng.randrange(50_000, 300_000)
+    p = rng.choice((0.05, 0.2, 0.5))
+    last: dict[int, tuple[int, int | None, int]] = {}
+    down: int | None = None
+    while c.now_us < end:
+        c.run_until_us(c.now_us + rng.randrange(50, 500))
+        for i in range(c.n):
+            if not c.is_up(i):
+                continue
+            raft = c.raft(i)
+            now = (raft.term, raft.vote, raft.log.last_index())
+            if i in last and last[i] != now and i != armed and rng.random() < p:
+                if down is not None and not c.is_up(down):
+                    c.restart(down)
+                    st.restarts += 1
+                c.crash(i)
+                st.crashes += 1
+                down = i
+                if rng.random() < 0.5:
+                    c.restart(i)
+                    st.restarts += 1
+                    down = None
+                last.pop(i, None)
+                break
+            last[i] = now
+
+
+def _watch_isolated(c: SimCluster, node: int, st: _Stats) -> None:
+    """Node ``node`` was just cut off from everyone: for three election timeouts, it must not
+    raise its term under PreVote (Thesis §9.6: a pre-candidate that cannot win never
+    increments its term), and a leader must step down under CheckQuorum (Thesis §6.2)."""
+    if not c.is_up(node):
+        return
+    raft = c.raft(node)
+    conf = raft.conf_state()
+    if len(conf.voters) < 2 or conf.voters_outgoing or node not in conf.voters:
+        return  # alone it may legitimately win; joint or removed: out of scope here
+    cfg = raft.config
+    term0 = c.state(node)[0]
+    st.watched += 1
+    c.run_for(3 * (cfg.election_ticks + 1) * _TICK_SECONDS)
+    if not c.is_up(node):
+        return
+    term, leads = c.state(node)
+    where = f"[seed={c.seed} n={c.n}] node {node}, cut off at term {term0}"
+    if cfg.check_quorum:
+        assert not leads, f"{where}, still leads at term {term} (CheckQuorum, Thesis §6.2)"
+    if cfg.pre_vote:
+        assert term == term0, f"{where}, moved to term {term} under PreVote (Thesis §9.6)"
+
+
+def _members_step(c: SimCluster, rng: random.Random, st: _Stats) -> None:
+    """One membership change (Thesis §4), driven to its end or to a short deadline: promote a
+    learner, add a non-member back (as a learner or a voter), or remove a voter (the leader
+    too), keeping at least two voters."""
+    voters, learners = c.members()
+    timeout = rng.uniform(0.2, 1.5)
+    outsiders = [i for i in range(c.n) if i not in voters and i not in learners]
+    r = rng.random()
+    st.changes += 1  # counted first: a crash in the middle (SimulatedCrash) still counts
+    try:
+        if learners and r < 0.5:
+            c.promote(rng.choice(learners), timeout=timeout)
+        elif outsiders and r < 0.8:
+            i = rng.choice(outsiders)
+            if not c.is_up(i):
+                c.restart(i)
+            c.add_member(i, voter=rng.random() < 0.3, timeout=timeout)
+        elif len(voters) > 2:
+            c.remove_member(rng.choice(voters), timeout=timeout)
+    except (ConfChangeError, IndeterminateError):
+        pass  # refused, or blocked by the faults (it may still commit later)
+
+
+def _restore_members(c: SimCluster, seed: int) -> None:
+    """After the repair, make every node a voter again, so the final checks cover all."""
+    n = c.n
+    for attempt in range(20):
+        # Let the leader hear from the restarted voters first: it refuses a change after
+        # which the voters it heard from lately would not be a majority.
+        leader = c.check_one_leader(timeout=10.0)
+        c.run_for(0.5)
+        log = c.raft(leader).log
+        if log.confs.pending(log.committed):
+            continue  # a change is still in flight: its outcome decides who is missing
+        voters, learners = c.members()
+        missing = [i for i in range(n) if i not in voters]
+        if not missing:
+            return
+        i = missing[attempt % len(missing)]
+        try:
+            if i in learners:
+                # A learner still catching up is promoted without waiting after a while.
+                c.promote(i, force=attempt >= 4, timeout=10.0)
+            else:
+                c.add_member(i, timeout=10.0)  # a learner first: it may lag far behind
+        except (ConfChangeError, IndeterminateError):
+            pass
+    voters, learners = c.members()
+    raise AssertionError(
+        f"[seed={seed} n={n}] the repaired cluster did not take every node back as a voter: "
+        f"voters {voters}, learners {learners}"
+    )
