@@ -382,14 +382,43 @@ def _seal_at(data: bytes, seq: int, off: int) -> int | None:
         return None
 
 
+_ZEROS = bytes(1 << 20)
+"""A zero-filled chunk to compare a segment's tail against, a chunk at a time."""
+
+
+def _first_nonzero(data: bytes, start: int, end: int) -> int | None:
+    """The offset of the first non-zero byte of ``data[start:end]``, or ``None``. Compares a
+    MiB at a time against :data:`_ZEROS` (a copy of one chunk and a ``memcmp``), so the mostly
+    zero tail of a 64 MiB preallocated segment is never copied whole."""
+    pos = start
+    while pos < end:
+        chunk = data[pos : min(pos + len(_ZEROS), end)]
+        if chunk != _ZEROS[: len(chunk)]:
+            return pos + len(chunk) - len(chunk.lstrip(b"\0"))
+        pos += len(chunk)
+    return None
+
+
+def _data_end(data: bytes, start: int, end: int) -> int:
+    """Where the non-zero bytes of ``data[start:end]`` end (``start`` when there are none),
+    searched backwards a MiB at a time, like :func:`_first_nonzero`."""
+    pos = end
+    while pos > start:
+        chunk = data[max(start, pos - len(_ZEROS)) : pos]
+        if chunk != _ZEROS[: len(chunk)]:
+            return pos - len(chunk) + len(chunk.rstrip(b"\0"))
+        pos -= len(chunk)
+    return start
+
+
 def _leftover(data: bytes, after: int, size: int) -> tuple[int | None, int]:
     """Where non-zero bytes after offset ``after`` start and end (``None`` and ``after`` when
-    there are none). The common case, all zeros, is one ``memcmp`` against a zero-filled
-    buffer, not a byte-by-byte strip of what may be most of a 64 MiB segment."""
-    if data[after:size] == bytes(size - after):
+    there are none). The common case, all zeros, costs one ``memcmp`` per MiB, not a copy of
+    what may be most of a 64 MiB segment."""
+    first = _first_nonzero(data, after, size)
+    if first is None:
         return None, after
-    rest = data[after:size]
-    return after + len(rest) - len(rest.lstrip(b"\0")), after + len(rest.rstrip(b"\0"))
+    return first, _data_end(data, first, size)
 
 
 def scan_segment(data: bytes, seq: int, path: str) -> SegmentScan:
@@ -439,7 +468,7 @@ def scan_segment(data: bytes, seq: int, path: str) -> SegmentScan:
             if reason == "end":
                 reason = "batch has no final record"
             later, tail = _after(data, seq, off, batch_start)
-            data_end = len(data[:size].rstrip(b"\0"))
+            data_end = _data_end(data, 0, size)
             hole = _hole(data, batch_start, tail if tail is not None else data_end)
             damage = Damage(off, reason, batch_start, later, tail, hole, data_end)
             return SegmentScan(
