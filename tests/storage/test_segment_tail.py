@@ -8,9 +8,32 @@ import random
 
 import pytest
 
-from raftpy.storage.segments import _ZEROS, _data_end, _first_nonzero, _leftover
+from raftpy.storage.segments import _ZEROS, _data_end, _first_nonzero, _leftover, _Window
 
 CHUNK = len(_ZEROS)
+
+
+class _Reads:
+    """A file over ``data`` that counts what is read from it."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.largest = 0
+
+    def size(self) -> int:
+        return len(self.data)
+
+    def read_at(self, offset: int, size: int) -> bytes:
+        self.largest = max(self.largest, size)
+        return self.data[offset : offset + size]
+
+
+def _windows(raw: bytes) -> list[_Window]:
+    """The same bytes held whole (doctor) and read through a file a chunk at a time (recovery),
+    the latter with its window already moved past the start."""
+    moved = _Window(_Reads(raw), len(raw))
+    moved.ensure(len(raw) // 2, len(raw) // 2 + 10)
+    return [_Window(None, len(raw), raw), _Window(_Reads(raw), len(raw)), moved]
 
 
 def _naive_first(data: bytes, start: int, end: int) -> int | None:
@@ -33,8 +56,9 @@ def test_nonzero_bytes_at_chunk_edges_are_found(marks: tuple[int, ...]) -> None:
         data[m] = 7
     raw = bytes(data)
     for start, end in [(0, len(raw)), (1, len(raw) - 1), (CHUNK, 2 * CHUNK + 1), (5, 5)]:
-        assert _first_nonzero(raw, start, end) == _naive_first(raw, start, end)
-        assert _data_end(raw, start, end) == _naive_end(raw, start, end)
+        for w in _windows(raw):
+            assert _first_nonzero(w, start, end) == _naive_first(raw, start, end)
+            assert _data_end(w, start, end) == _naive_end(raw, start, end)
 
 
 @pytest.mark.parametrize("seed", range(30))
@@ -47,13 +71,16 @@ def test_random_tails_agree_with_stripping(seed: int) -> None:
         raw = bytes(data)
         start = rng.randrange(len(raw))
         end = rng.randrange(start, len(raw) + 1)
-        assert _first_nonzero(raw, start, end) == _naive_first(raw, start, end), f"seed {seed}"
-        assert _data_end(raw, start, end) == _naive_end(raw, start, end), f"seed {seed}"
+        for w in _windows(raw):
+            assert _first_nonzero(w, start, end) == _naive_first(raw, start, end), f"seed {seed}"
+            assert _data_end(w, start, end) == _naive_end(raw, start, end), f"seed {seed}"
 
 
 def test_leftover_names_where_the_tail_bytes_start_and_end() -> None:
     data = bytearray(2 * CHUNK + 10)
-    assert _leftover(bytes(data), 100, len(data)) == (None, 100)
+    for w in _windows(bytes(data)):
+        assert _leftover(w, 100) == (None, 100)
     data[CHUNK + 3] = 1
     data[2 * CHUNK + 2] = 1
-    assert _leftover(bytes(data), 100, len(data)) == (CHUNK + 3, 2 * CHUNK + 3)
+    for w in _windows(bytes(data)):
+        assert _leftover(w, 100) == (CHUNK + 3, 2 * CHUNK + 3)

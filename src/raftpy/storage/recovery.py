@@ -33,6 +33,7 @@ lost its whole log and is refused; one whose identity names another cluster or n
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import os
@@ -50,6 +51,7 @@ from raftpy.storage.segments import (
     HARD_STATE,
     SNAPSHOT,
     TRUNCATE,
+    Record,
     SegmentScan,
     _dec_entries,
     _dec_hard,
@@ -57,7 +59,7 @@ from raftpy.storage.segments import (
     _dec_trunc,
     encode_tail,
     header_size,
-    scan_segment,
+    scan_segment_file,
     segment_numbers,
 )
 
@@ -162,29 +164,27 @@ class Recovery:
                 raise DataLossError(
                     self._seg_path(seq), 0, f"segments {prev + 1}..{seq - 1} are missing"
                 )
-        seen_snapshot = replayed = False
+        self._replayed = self._seen_snapshot = False
         for seq in seqs:
             last = seq == seqs[-1]
             path = self._seg_path(seq)
             f = self._fs.open(path)
             self._files[seq] = f
             self._seg_max[seq] = 0
-            scan = scan_segment(f.read_at(0, f.size()), seq, path)
+            # Each batch is replayed as soon as it checks out: the segment is read a MiB at a
+            # time, never whole (a restart's memory does not grow with a 64 MiB segment).
+            scan = scan_segment_file(f, seq, path, functools.partial(self._replay_batch, seq, path))
             self._seg_version[seq] = scan.version
             self._seg_start[seq] = header_size(scan.version)
             self._seg_batch[seq] = scan.last_batch
             self._check_end(scan, seq, path, last)
             self._seg_end[seq] = scan.end
-            for typ, payload, off in scan.records:
-                seen_snapshot |= typ == SNAPSHOT
-                replayed = True
-                self._replay(typ, payload, seq, off, path)
         self._seq = seqs[-1]
         self._roll = self._seg_version[self._seq] < 2
         self.vouches_for_tail = not self._roll
         last_path = self._seg_path(self._seq)
         self._settled = False
-        if not replayed and len(seqs) == 1:
+        if not self._replayed and len(seqs) == 1:
             if identity is not None:
                 raise DataLossError(
                     last_path,
@@ -195,7 +195,7 @@ class Recovery:
             # The very first batch of a new directory never reached the disk: it is still new.
             self._new = True
             return
-        if not seen_snapshot:
+        if not self._seen_snapshot:
             raise DataLossError(last_path, 0, "no snapshot record in any segment")
         if self._terms and self._first > self._snap.index + 1:
             raise DataLossError(
@@ -374,6 +374,12 @@ class Recovery:
                 f.datasync()
         except OSError as exc:
             log.warning("could not preallocate %s: %s", self._seg_path(self._seq), exc)
+
+    def _replay_batch(self, seq: int, path: str, records: list[Record]) -> None:
+        for typ, payload, off in records:
+            self._replayed = True
+            self._seen_snapshot |= typ == SNAPSHOT
+            self._replay(typ, payload, seq, off, path)
 
     def _replay(self, typ: int, payload: memoryview, seq: int, off: int, path: str) -> None:
         try:

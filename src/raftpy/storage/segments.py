@@ -42,7 +42,8 @@ missing last segment is seen too. The header's preallocated size tells a segment
 
 **Batches.** Records are written in *batches* (:func:`encode_batch`: one ``pwrite`` each); a
 batch counts only when its last record, the one with the 0x80 bit, is intact.
-:func:`scan_segment` reads a segment the way recovery needs it: the records of its complete
+:func:`scan_segment` reads a segment the way recovery needs it (:func:`scan_segment_file` the
+same, through a sliding window a MiB at a time): the records of its complete
 batches, where they end, whether a ``TAIL`` closes them, and the first damage
 (:class:`Damage`) if any, together with what follows it: an intact record of a *later* batch
 (the ``back`` field says where a record's batch starts: evidence that the damaged batch was not
@@ -58,8 +59,9 @@ from __future__ import annotations
 import re
 import struct
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import msgspec
 
@@ -84,6 +86,7 @@ __all__ = [
     "encode_tail",
     "header_size",
     "scan_segment",
+    "scan_segment_file",
     "segment_header",
     "segment_name",
     "segment_numbers",
@@ -227,7 +230,7 @@ TAIL_SIZE = _RH
 # -- reading ----------------------------------------------------------------------------------
 
 
-def _check_record(data: bytes, pos: int, seq: int, off: int, size: int) -> str | None:
+def _check_record(data: bytes | bytearray, pos: int, seq: int, off: int, size: int) -> str | None:
     """Why the record at ``data[pos:]`` (file offset ``off``) is bad, ``"end"`` for clean
     zeros to the end of ``data``, or ``None`` when it is intact."""
     if pos + _RH > size:
@@ -261,7 +264,7 @@ def decode_entries_record(raw: bytes, seq: int, off: int, path: str) -> list[Ent
         raise CorruptLogError(path, off, f"undecodable entries payload: {exc}") from exc
 
 
-def _check_header(data: bytes, seq: int, path: str) -> tuple[int, int]:
+def _check_header(data: bytes | bytearray, seq: int, path: str) -> tuple[int, int]:
     """Check the header of segment ``seq``; its format version and preallocated size (0 for
     version 1, which does not record it)."""
     if len(data) < _HDR1:
@@ -291,7 +294,9 @@ def _check_header(data: bytes, seq: int, path: str) -> tuple[int, int]:
     return version, preallocated
 
 
-def _after(data: bytes, seq: int, bad: int, batch_start: int) -> tuple[int | None, int | None]:
+def _after(
+    data: bytes | bytearray, seq: int, bad: int, batch_start: int
+) -> tuple[int | None, int | None]:
     """What follows the bad record at ``bad`` in a batch starting at ``batch_start``: the
     offset of an intact record of a batch that starts after it (proof that the damaged batch
     had been synced), and the offset of the damaged batch's own intact ``TAIL`` (proof that
@@ -309,7 +314,7 @@ def _after(data: bytes, seq: int, bad: int, batch_start: int) -> tuple[int | Non
     return None, tail
 
 
-def _hole(data: bytes, start: int, end: int) -> int | None:
+def _hole(data: bytes | bytearray, start: int, end: int) -> int | None:
     """The offset of a run of :data:`HOLE` zero bytes in ``data[start:end]``, or ``None``."""
     at = data.find(bytes(HOLE), start, end)
     return None if at == -1 else at
@@ -370,78 +375,173 @@ class SegmentScan:
     ``TAIL`` at :attr:`end` points back to."""
 
 
-def _seal_at(data: bytes, seq: int, off: int) -> int | None:
-    if data[off : off + 2] != _MARKER or _check_record(data, off, seq, off, len(data)) is not None:
-        return None
-    _, t, length, back, _ = _REC.unpack_from(data, off)
-    if t & 0x7F != SEAL or back != 0:
-        return None
-    try:
-        return int(_dec_seal.decode(data[off + _RH : off + _RH + length]))
-    except DECODE_ERRORS:
-        return None
+class _Reader(Protocol):
+    """What :func:`scan_segment_file` reads a segment through (a :class:`~raftpy.storage.fs.File`
+    is one)."""
+
+    def size(self) -> int: ...
+
+    def read_at(self, offset: int, size: int) -> bytes: ...
 
 
-_ZEROS = bytes(1 << 20)
+_CHUNK = 1 << 20
+"""How much of a segment is read at a time, and the unit of the zero-tail checks."""
+_ZEROS = bytes(_CHUNK)
 """A zero-filled chunk to compare a segment's tail against, a chunk at a time."""
 
 
-def _first_nonzero(data: bytes, start: int, end: int) -> int | None:
-    """The offset of the first non-zero byte of ``data[start:end]``, or ``None``. Compares a
-    MiB at a time against :data:`_ZEROS` (a copy of one chunk and a ``memcmp``), so the mostly
-    zero tail of a 64 MiB preallocated segment is never copied whole."""
+class _Window:
+    """A segment's bytes seen through a sliding window: ``buf`` holds the file's bytes from
+    offset ``base``. Recovery reads a 64 MiB preallocated segment this way, a MiB at a time,
+    so a restart's memory does not grow with the segment's size; doctor passes the bytes it
+    read whole (then the window is the whole file and nothing more is ever read)."""
+
+    __slots__ = ("_read", "base", "buf", "size")
+
+    def __init__(self, read: _Reader | None, size: int, buf: bytes | bytearray = b"") -> None:
+        self._read = read
+        self.size = size
+        self.base = 0
+        self.buf = buf
+
+    def ensure(self, keep: int, end: int) -> None:
+        """Make the window hold bytes ``[keep, end)`` (cut at the end of the file), dropping
+        what comes before ``keep``."""
+        end = min(end, self.size)
+        have = self.base + len(self.buf)
+        if end <= have or self._read is None:
+            return
+        assert keep >= self.base, "the window only moves forward"
+        if keep >= have:
+            self.buf = bytearray(self._read.read_at(keep, max(end - keep, _CHUNK)))
+        else:
+            # Grown in place (a batch larger than a chunk stays whole in the window, one
+            # buffer, not a copy per chunk); the front is dropped without a copy.
+            more = self._read.read_at(have, max(end - have, _CHUNK))
+            try:
+                assert isinstance(self.buf, bytearray)
+                del self.buf[: keep - self.base]
+                self.buf += more
+            except BufferError:  # a caller still holds a view of it: leave that one alone
+                self.buf = bytearray(self.buf[keep - self.base :]) + more
+        self.base = keep
+
+    def chunk(self, start: int, end: int) -> bytes | bytearray:
+        """Bytes ``[start, end)`` of the file (at most a chunk), read past the window."""
+        lo = start - self.base
+        if self._read is None or (lo >= 0 and end <= self.base + len(self.buf)):
+            return self.buf[lo : end - self.base]
+        return self._read.read_at(start, end - start)
+
+    def whole(self) -> bytes | bytearray:
+        """The whole file (only for damage, where the evidence may lie anywhere after it)."""
+        if self._read is None or (self.base == 0 and len(self.buf) >= self.size):
+            return self.buf
+        return self._read.read_at(0, self.size)
+
+
+def _first_nonzero(w: _Window, start: int, end: int) -> int | None:
+    """The offset of the first non-zero byte of ``[start, end)``, or ``None``. Compares a MiB
+    at a time against :data:`_ZEROS` (a ``memcmp``), so the mostly zero tail of a 64 MiB
+    preallocated segment is never held whole."""
     pos = start
     while pos < end:
-        chunk = data[pos : min(pos + len(_ZEROS), end)]
+        chunk = w.chunk(pos, min(pos + _CHUNK, end))
+        if not chunk:
+            return None
         if chunk != _ZEROS[: len(chunk)]:
             return pos + len(chunk) - len(chunk.lstrip(b"\0"))
         pos += len(chunk)
     return None
 
 
-def _data_end(data: bytes, start: int, end: int) -> int:
-    """Where the non-zero bytes of ``data[start:end]`` end (``start`` when there are none),
+def _data_end(w: _Window, start: int, end: int) -> int:
+    """Where the non-zero bytes of ``[start, end)`` end (``start`` when there are none),
     searched backwards a MiB at a time, like :func:`_first_nonzero`."""
     pos = end
     while pos > start:
-        chunk = data[max(start, pos - len(_ZEROS)) : pos]
+        chunk = w.chunk(max(start, pos - _CHUNK), pos)
         if chunk != _ZEROS[: len(chunk)]:
             return pos - len(chunk) + len(chunk.rstrip(b"\0"))
         pos -= len(chunk)
     return start
 
 
-def _leftover(data: bytes, after: int, size: int) -> tuple[int | None, int]:
+def _leftover(w: _Window, after: int) -> tuple[int | None, int]:
     """Where non-zero bytes after offset ``after`` start and end (``None`` and ``after`` when
-    there are none). The common case, all zeros, costs one ``memcmp`` per MiB, not a copy of
-    what may be most of a 64 MiB segment."""
-    first = _first_nonzero(data, after, size)
+    there are none). The common case, all zeros, costs one ``memcmp`` per MiB."""
+    first = _first_nonzero(w, after, w.size)
     if first is None:
         return None, after
-    return first, _data_end(data, first, size)
+    return first, _data_end(w, first, w.size)
+
+
+def _check_at(w: _Window, off: int, seq: int, keep: int) -> str | None:
+    """:func:`_check_record` for the record at file offset ``off``, reading what it needs into
+    the window (keeping it from ``keep``). ``"end"`` when only zeros follow in the file."""
+    w.ensure(keep, off + _RH)
+    if off + _RH > w.size or w.buf[off - w.base : off - w.base + 2] != _MARKER:
+        if _first_nonzero(w, off, w.size) is None:
+            return "end"
+        if off + _RH > w.size:
+            return "truncated record header"
+        return f"bad record marker {w.buf[off - w.base : off - w.base + 2]!r}"
+    length = _REC.unpack_from(w.buf, off - w.base)[2]
+    w.ensure(keep, off + _RH + length)
+    return _check_record(w.buf, off - w.base, seq, off, w.size - w.base)
+
+
+def _seal_at(w: _Window, seq: int, off: int) -> int | None:
+    w.ensure(off, off + _RH)
+    if w.buf[off - w.base : off - w.base + 2] != _MARKER or _check_at(w, off, seq, off) is not None:
+        return None
+    pos = off - w.base
+    _, t, length, back, _ = _REC.unpack_from(w.buf, pos)
+    if t & 0x7F != SEAL or back != 0:
+        return None
+    try:
+        return int(_dec_seal.decode(w.buf[pos + _RH : pos + _RH + length]))
+    except DECODE_ERRORS:
+        return None
 
 
 def scan_segment(data: bytes, seq: int, path: str) -> SegmentScan:
     """Read segment number ``seq`` (all of its bytes ``data``, from the file at ``path``):
     check its header and every record. A bad header raises :class:`CorruptLogError` or
     :class:`UnsupportedFormatError`; damage in the records is reported, not raised."""
-    version, preallocated = _check_header(data, seq, path)
+    return _scan(_Window(None, len(data), data), seq, path, None)
+
+
+def scan_segment_file(
+    f: _Reader, seq: int, path: str, on_batch: Callable[[list[Record]], None]
+) -> SegmentScan:
+    """:func:`scan_segment` for a segment read through ``f`` a MiB at a time: each complete
+    batch's records go to ``on_batch`` as soon as the batch checks out (its record views are
+    valid during the call only), and the returned scan's ``records`` is empty. Memory stays
+    at a chunk plus the largest batch, however large the segment."""
+    return _scan(_Window(f, f.size()), seq, path, on_batch)
+
+
+def _scan(
+    w: _Window, seq: int, path: str, on_batch: Callable[[list[Record]], None] | None
+) -> SegmentScan:
+    w.ensure(0, _HDR)
+    version, preallocated = _check_header(w.buf, seq, path)
     out: list[Record] = []
-    view = memoryview(data)
-    size = len(data)
+    size = w.size
     off = batch_start = prev_start = header_size(version)
-    batch: list[Record] = []
+    batch: list[tuple[int, int, int]] = []  # type, file offset, payload length
     while True:
-        reason = _check_record(data, off, seq, off, size)
+        reason = _check_at(w, off, seq, batch_start)
         if reason is None:
-            _, t, length, back, _ = _REC.unpack_from(data, off)
+            _, t, length, back, _ = _REC.unpack_from(w.buf, off - w.base)
             if not batch and t & 0x7F == TAIL and back == off - prev_start:
                 # The batches end here; after the TAIL, at most a SEAL and leftovers.
                 after = off + _RH + length
-                sealed = _seal_at(data, seq, after)
+                sealed = _seal_at(w, seq, after)
                 if sealed is not None:
                     after += _RH + len(_enc.encode(sealed))
-                leftover, data_end = _leftover(data, after, size)
+                leftover, data_end = _leftover(w, after)
                 return SegmentScan(
                     out,
                     off,
@@ -467,17 +567,28 @@ def scan_segment(data: bytes, seq: int, path: str) -> SegmentScan:
                 )
             if reason == "end":
                 reason = "batch has no final record"
+            # Damage: the evidence of what it means may lie anywhere after it.
+            data = w.whole()
+            whole = _Window(None, size, data)
             later, tail = _after(data, seq, off, batch_start)
-            data_end = _data_end(data, 0, size)
+            data_end = _data_end(whole, 0, size)
             hole = _hole(data, batch_start, tail if tail is not None else data_end)
             damage = Damage(off, reason, batch_start, later, tail, hole, data_end)
             return SegmentScan(
                 out, batch_start, damage, version, preallocated, size, last_batch=prev_start
             )
-        batch.append((t & 0x7F, view[off + _RH : off + _RH + length], off))
+        batch.append((t & 0x7F, off, length))
         off += _RH + length
         if t & _END:
-            out.extend(batch)
+            view = memoryview(w.buf)
+            records = [
+                (typ, view[o + _RH - w.base : o + _RH + n - w.base], o) for typ, o, n in batch
+            ]
+            if on_batch is None:
+                out.extend(records)
+            else:
+                on_batch(records)
+                del records, view  # so the window can grow in place again
             batch = []
             prev_start = batch_start
             batch_start = off
