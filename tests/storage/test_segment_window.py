@@ -27,24 +27,10 @@ from raftpy.storage.segments import (
     segment_header,
 )
 from raftpy.storage.wal import FileStorage
+from tests.storage.test_segment_tail import _Reads
 
 SEQ = 3
 PATH = "/data/0000000000000003.wal"
-
-
-class _File:
-    """A segment file in memory that records the largest single read."""
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.largest = 0
-
-    def size(self) -> int:
-        return len(self.data)
-
-    def read_at(self, offset: int, size: int) -> bytes:
-        self.largest = max(self.largest, size)
-        return self.data[offset : offset + size]
 
 
 def _segment(rng: random.Random, size: int, *, sealed: bool) -> bytes:
@@ -76,9 +62,9 @@ def _records(records: list[Record]) -> list[tuple[int, bytes, int]]:
     return [(t, bytes(p), off) for t, p, off in records]
 
 
-def _both(data: bytes) -> tuple[SegmentScan, list[tuple[int, bytes, int]], SegmentScan, _File]:
+def _both(data: bytes) -> tuple[SegmentScan, list[tuple[int, bytes, int]], SegmentScan, _Reads]:
     whole = scan_segment(data, SEQ, PATH)
-    f = _File(data)
+    f = _Reads(data)
     seen: list[tuple[int, bytes, int]] = []
     windowed = scan_segment_file(f, SEQ, PATH, lambda rs: seen.extend(_records(rs)))
     return whole, seen, windowed, f
