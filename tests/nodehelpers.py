@@ -13,9 +13,13 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from typing import BinaryIO
 
+import msgspec
+
 from raftpy.core.messages import PeerMessage, decode_message, encode_message
 from raftpy.node import RaftNode
 from raftpy.node.config import NODE_RAFT_DEFAULTS, NodeConfig
+from raftpy.node.stats import NodeStats
+from raftpy.node.status import NodeStatus
 from raftpy.transport.base import ClientConnectionLike, Transport
 from raftpy.transport.protocol import ClientRequest
 
@@ -164,3 +168,30 @@ async def running(nodes: list[RaftNode]) -> AsyncIterator[list[RaftNode]]:
     finally:
         for n in nodes:
             await n.stop()
+
+
+def leader_status(**fields: object) -> NodeStatus:
+    """A running leader's :class:`NodeStatus`, for tests of what reads one (the wire, the
+    metrics, the CLI): node 1 at ``127.0.0.1:7001`` leading members (1, 2, 3) in term 3, log
+    11..42 with commit 41 and applied 40, no snapshot, no peers, fresh counters. ``fields``
+    replace any of these (or set the optional ones)."""
+    base = NodeStatus(
+        id=1,
+        address="127.0.0.1:7001",
+        running=True,
+        role="leader",
+        term=3,
+        leader=1,
+        leader_address="127.0.0.1:7001",
+        commit=41,
+        applied=40,
+        last_index=42,
+        first_index=11,
+        snapshot=None,
+        members=(1, 2, 3),
+        peers={},
+        disk_full=False,
+        failed=None,
+        stats=NodeStats(),
+    )
+    return msgspec.structs.replace(base, **fields)

@@ -23,8 +23,8 @@ import pytest
 from raftpy.cli import main as cli_main
 from raftpy.cli.status import COLUMNS, Answer, render_json, render_table
 from raftpy.node.leadership import LeadershipEvent
-from raftpy.node.stats import NodeStats
 from raftpy.node.status import NodeStatus, PeerReplication, TransferStatus
+from tests.nodehelpers import leader_status
 from tests.processhelpers import ProcessCluster, free_port, wait_until
 
 NOW = 1_800_000_000.0
@@ -44,20 +44,14 @@ def _peer(
     )
 
 
-LEADER = NodeStatus(
-    id=1,
+LEADER = leader_status(
     address="10.0.0.1:7001",
-    running=True,
-    role="leader",
     term=4,
-    leader=1,
     leader_address="10.0.0.1:7001",
     commit=120,
     applied=120,
     last_index=120,
     first_index=1,
-    snapshot=None,
-    members=(1, 2, 3),
     learners=(4,),
     peers={
         1: _peer("10.0.0.1:7001", 120, 0, 0.0),
@@ -65,9 +59,6 @@ LEADER = NodeStatus(
         3: _peer("10.0.0.3:7001", 120, 0, 0.0),
         4: _peer("10.0.0.4:7001", 0, 120, None, active=False),
     },
-    disk_full=False,
-    failed=None,
-    stats=NodeStats(),
     fsync_p99=0.0016,
     elections=(
         LeadershipEvent(time=NOW - 60, term=4, role="leader", leader=1, reason="leader transfer"),

@@ -32,7 +32,16 @@ from raftpy.transport.address import free_port
 from raftpy.transport.protocol import ClientOp, ClientRequest, ResponseStatus
 from raftpy.transport.stats import PeerTraffic, TransportStats
 from tests.node.test_service import Conn, FakeNode
-from tests.nodehelpers import FAST, KV, LocalNetwork, make_cluster, running, set_cmd, wait_for
+from tests.nodehelpers import (
+    FAST,
+    KV,
+    LocalNetwork,
+    leader_status,
+    make_cluster,
+    running,
+    set_cmd,
+    wait_for,
+)
 
 
 def observed(*seconds: float) -> Histogram:
@@ -42,22 +51,11 @@ def observed(*seconds: float) -> Histogram:
     return h
 
 
-KNOWN = NodeStatus(
-    id=1,
-    address="127.0.0.1:7001",
-    running=True,
-    role="leader",
-    term=3,
-    leader=1,
-    leader_address="127.0.0.1:7001",
-    commit=41,
+KNOWN = leader_status(
     applied=38,
-    last_index=42,
-    first_index=11,
     snapshot=SnapshotStatus(
         index=10, term=2, taken=1, installed=0, sent=2, bytes_sent=4096, bytes_received=0
     ),
-    members=(1, 2, 3),
     learners=(4,),
     peers={
         1: PeerReplication(
@@ -83,8 +81,6 @@ KNOWN = NodeStatus(
     healthy=False,
     last_error="disk full",
     last_error_time=1.7e9,
-    disk_full=False,
-    failed=None,
     sessions=2,
     stats=NodeStats(
         proposals=40,

@@ -22,24 +22,12 @@ from raftpy.node.stats import NodeStats, SnapshotStats
 from raftpy.node.status import NodeStatus, PeerReplication, SnapshotStatus, decode_status
 from raftpy.transport.address import free_port
 from raftpy.transport.stats import TransportStats
-from tests.nodehelpers import FAST, KV, LocalNetwork, set_cmd, wait_for
+from tests.nodehelpers import FAST, KV, LocalNetwork, leader_status, set_cmd, wait_for
 
-FULL = NodeStatus(
-    id=1,
-    address="127.0.0.1:7001",
-    running=True,
-    role="leader",
-    term=3,
-    leader=1,
-    leader_address="127.0.0.1:7001",
-    commit=41,
-    applied=40,
-    last_index=42,
-    first_index=11,
+FULL = leader_status(
     snapshot=SnapshotStatus(
         index=10, term=2, taken=1, installed=0, sent=2, bytes_sent=4096, bytes_received=0
     ),
-    members=(1, 2, 3),
     peers={
         1: PeerReplication(
             address="127.0.0.1:7001", match=42, next=43, state="replicate", lag=0, active=True
@@ -49,8 +37,6 @@ FULL = NodeStatus(
         ),
         3: PeerReplication(address=None, match=0, next=1, state="probe", lag=42, active=True),
     },
-    disk_full=False,
-    failed=None,
     stats=NodeStats(
         proposals=40,
         batches=7,

@@ -21,6 +21,7 @@ from raftpy.errors import (
     NotLeaderError,
     ProposalDropped,
 )
+from raftpy.node.latency import Histogram
 from raftpy.node.requests import PendingRequests
 from tests.corehelpers import Network, drain, drive, make_leader, new_raft, of_kind
 from tests.nodehelpers import KV, set_cmd
@@ -234,5 +235,31 @@ def test_lease_reads_on_a_follower_are_refused() -> None:
         fut = reqs.read(b"k", None, lease=True)
         reqs.start_reads(net[2], lease_ok=True)
         assert isinstance(error_of(fut), NotLeaderError)
+
+    asyncio.run(main())
+
+
+def test_latencies_are_counted_once_per_proposal_at_the_end_of_the_batch() -> None:
+    """Each applied proposal's latency is counted once, at one clock reading for its whole
+    applied batch (the applier calls ``end_of_batch``), not one reading per proposal."""
+
+    async def main() -> None:
+        kv = KV()
+        latency = Histogram()
+        reqs = PendingRequests(kv, 5.0, lambda: NotLeaderError(2, "10.0.0.2:7000"), latency)
+        raft = single_leader()
+        futs = [reqs.propose(set_cmd(f"k{i}", "v"), None) for i in range(3)]
+        assert reqs.append_proposals(raft, 64) == (3, 1)
+        committed: list[Entry] = []
+        while raft.has_ready():
+            committed.extend(drive(raft).committed_entries)
+        for entry in committed:
+            reqs.on_applied(entry, b"", None)
+        assert all(f.done() for f in futs)
+        assert latency.count == 0  # not yet: at the end of the batch
+        reqs.end_of_batch()
+        assert latency.count == 3 and latency.sum >= 0
+        reqs.end_of_batch()  # a batch without proposals counts nothing
+        assert latency.count == 3
 
     asyncio.run(main())

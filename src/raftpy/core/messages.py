@@ -291,6 +291,7 @@ class InstallSnapshot(msgspec.Struct, frozen=True, array_like=True, gc=False, ta
     data: bytes
     done: bool
     size: NonNeg = 0  # the whole file's length: receivers refuse bytes past it
+    transfer: NonNeg = 0  # the sender's id for this transfer, echoed in answers (0: none)
 
 
 class InstallSnapshotResponse(msgspec.Struct, frozen=True, array_like=True, gc=False, tag=8):
@@ -305,6 +306,8 @@ class InstallSnapshotResponse(msgspec.Struct, frozen=True, array_like=True, gc=F
     offset: Size
     done: bool
     rejected: bool = False
+    transfer: NonNeg = 0  # the answered chunk's ``transfer``: a late answer to another is ignored
+    ahead: Size = 0  # the answered chunk's ``offset`` when past ``offset`` (a gap), else 0
 
 
 class TimeoutNow(msgspec.Struct, frozen=True, array_like=True, gc=False, tag=9):

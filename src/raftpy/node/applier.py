@@ -76,6 +76,7 @@ class EntryApplier:
                 self._members.on_applied(entry)
                 self._forget_removed(entry)
             on_applied(entry, result, failure)
+        self._requests.end_of_batch()
         self._stats.applied += len(entries)
         self._raft.applied_to(entries[-1].index)  # only now: the core's applied index is the one
         self._snaps.note_applied(entries)

@@ -62,7 +62,8 @@ from raftpy.node.service import ClientService
 from raftpy.node.sessions import NodeSessions, SessionGrant
 from raftpy.node.snapshots import NodeSnapshots
 from raftpy.node.stats import NodeStats
-from raftpy.node.status import NodeStatus, replication, snapshot_status, stopped_status
+from raftpy.node.status import NodeStatus
+from raftpy.node.status_report import StatusReport
 from raftpy.statemachine import StateMachine
 from raftpy.storage.base import LogStore
 from raftpy.storage.errors import FatalStorageError, StorageFullError
@@ -74,7 +75,6 @@ from raftpy.transport.base import (
     CountingTransport,
     Transport,
     TransportFactory,
-    refused_peers,
 )
 from raftpy.transport.protocol import (
     ClientRequest,
@@ -189,6 +189,18 @@ class RaftNode:
         self._promote = promote
         self._join_client = join_client
         self._members = NodeMembers(node_id, address, peers, self._leader_error, self.config)
+        self._report = StatusReport(
+            node_id,
+            address,
+            members=self._members,
+            sessions=self._sessions,
+            health=self._health,
+            last_error=self.last_error,
+            recent_fsync=self.recent_fsync,
+            leadership=self._leadership,
+            appends=self._appends,
+            contact=self._contact,
+        )
         self._metrics: NodeMetrics | None = None
         self._rtt: PeerRtt | None = None  # measured only while metrics are served
 
@@ -543,42 +555,14 @@ class RaftNode:
         """Role, term, leader, commit and applied indexes, per-peer replication, the newest
         snapshot and every counter (each field is described on
         :class:`~raftpy.node.status.NodeStatus`)."""
-        raft = self._raft
-        stats = self.stats.copy()
-        if raft is None:
-            return stopped_status(self.node_id, self.address, self._disk_full, self._failed, stats)
-        st = raft.status()
-        snaps = self._snaps
-        return NodeStatus(
-            id=self.node_id,
-            address=self.address,
+        return self._report.build(
+            self._raft,
+            self._snaps,
+            self._transport,
+            self.stats.copy(),
             running=self._task is not None and not self._stopping,
-            role=st.role.value,
-            term=st.term,
-            leader=st.leader_id,
-            leader_address=self._members.address_of(st.leader_id),
-            commit=st.commit,
-            applied=self._applied,
-            last_index=st.last_index,
-            first_index=raft.log.first_index(),
-            snapshot=snapshot_status(None if snaps is None else snaps.latest, stats),
-            members=st.voters,
-            learners=st.learners,
-            voters_outgoing=st.voters_outgoing,
-            member=self.node_id in raft.conf_state().members(),
-            peers=replication(st, self._members.address_of, self._appends, self._contact),
             disk_full=self._disk_full,
             failed=self._failed,
-            stats=stats,
-            refused_members=refused_peers(self._transport),
-            sessions=len(self._sessions),
-            healthy=self._health.health.healthy,
-            unhealthy_reason=self._health.health.reason,
-            fsync_p99=self.recent_fsync.quantile(0.99),
-            elections=self._leadership.events(),
-            last_error=self.last_error.message,
-            last_error_time=self.last_error.time,
-            transfers=() if snaps is None else snaps.transfers(),
         )
 
     @property

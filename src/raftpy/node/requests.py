@@ -93,7 +93,8 @@ class PendingRequests:
         latency: Histogram | None = None,
     ) -> None:
         """``leader_error`` builds the NotLeaderError naming the leader the node knows now;
-        ``latency`` counts each applied proposal's time from arrival to answer."""
+        ``latency`` counts each applied proposal's time from arrival to answer (the end of
+        its applied batch: :meth:`end_of_batch`)."""
         self._sm = state_machine
         self._latency = latency
         self._request_timeout = request_timeout
@@ -104,6 +105,9 @@ class PendingRequests:
         self._read_batches: dict[bytes, _ReadBatch] = {}  # by context, until a ReadState
         self._waiting_reads: list[tuple[int, bytes, _ReadBatch]] = []  # heap by read index
         self._read_seq = itertools.count(1)
+        # Arrival times of the proposals answered in the batch being applied, and their loop.
+        self._answered: list[float] = []
+        self._answered_loop: asyncio.AbstractEventLoop | None = None
 
     # ------------------------------------------------------------------------------------------
     # Accepting requests
@@ -222,7 +226,8 @@ class PendingRequests:
                 self._fail_reads(batch.reads, self._leader_error())
 
     def on_applied(self, entry: Entry, result: bytes, failure: Exception | None) -> None:
-        """``entry`` was applied, giving ``result`` (or ``apply`` raised ``failure``)."""
+        """``entry`` was applied, giving ``result`` (or ``apply`` raised ``failure``). Its
+        proposal's latency is counted at :meth:`end_of_batch`."""
         if not self._pending:
             return
         p = self._pending.pop(entry.index, None)
@@ -240,7 +245,22 @@ class PendingRequests:
             else:
                 p.future.set_result(result)
             if self._latency is not None:
-                self._latency.observe(p.future.get_loop().time() - p.arrived)
+                if not self._answered:
+                    self._answered_loop = p.future.get_loop()
+                self._answered.append(p.arrived)
+
+    def end_of_batch(self) -> None:
+        """The batch of entries being applied is done: count its proposals' latencies at one
+        clock reading, not one per proposal (their proposers see the answers only once the
+        loop runs again, after the whole batch)."""
+        answered, loop = self._answered, self._answered_loop
+        if not answered or loop is None or self._latency is None:
+            return
+        self._answered = []
+        now = loop.time()
+        observe = self._latency.observe
+        for arrived in answered:
+            observe(now - arrived)
 
     def serve_reads(self, applied: int) -> int:
         """Answer the reads whose read index is applied; returns how many were answered."""

@@ -462,7 +462,7 @@ class NodeSnapshots:
             logger.error("node %d: writing a received snapshot failed: %s", self.node_id, exc)
             self._errors.note(f"writing a received snapshot failed: {exc}")
             self._receiver.reset()
-            self._send(InstallSnapshotResponse(m.term, m.dst, m.src, m.meta.index, 0, False, True))
+            self._send(SnapshotReceiver.rejection(m))
             return
         finally:
             self.stats.chunks_refused += receiver.refused - refused

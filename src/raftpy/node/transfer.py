@@ -21,30 +21,48 @@ The classes:
   (``chunk_bytes``, 1 MiB by default) and keeps at most ``window_bytes`` unacknowledged;
   :class:`SnapshotSenders` is a leader's table of them;
 - :class:`SnapshotReceiver` (follower side) appends chunks that start exactly where its copy
-  ends and answers each with how many bytes it holds.
+  ends, holds a bounded number of chunks that arrived early aside until the gap before them
+  fills, and answers each chunk with how many bytes it holds.
 
 Wire protocol:
 
-- ``InstallSnapshot(term, src, dst, meta, offset, data, done, size)``: bytes
+- ``InstallSnapshot(term, src, dst, meta, offset, data, done, size, transfer)``: bytes
   ``[offset, offset + len(data))`` of the snapshot *file* (header, body and trailer, see
   :mod:`raftpy.storage.snapshots`); ``done`` marks the last chunk; ``size`` is the file's whole
-  length, the same in every chunk of a transfer. A transfer starts with an empty probe (offset
-  0, no data) that asks how much the receiver already holds.
-- ``InstallSnapshotResponse(term, src, dst, index, offset, done, rejected)``: ``offset`` is the
-  length of the contiguous prefix the receiver holds; ``done``: it holds the whole file, verified
-  its checksum and handed it to its core; ``rejected``: it will not take this snapshot (bad
-  checksum, storage failure).
+  length, the same in every chunk of a transfer; ``transfer`` is the sender's id for this
+  transfer (a leader numbers its transfers 1, 2, ...). A transfer starts with an empty probe
+  (offset 0, no data) that asks how much the receiver already holds.
+- ``InstallSnapshotResponse(term, src, dst, index, offset, done, rejected, transfer, ahead)``:
+  ``offset`` is the length of the contiguous prefix the receiver holds; ``done``: it holds the
+  whole file, verified its checksum and handed it to its core; ``rejected``: it will not take
+  this snapshot (bad checksum, storage failure); ``transfer`` echoes the answered chunk's;
+  ``ahead`` is the answered chunk's offset when it started past ``offset`` (a gap: the receiver
+  lacks ``[offset, ahead)``), else 0.
 
-Loss and reordering: a chunk that does not start exactly at the receiver's offset is dropped
-(and answered with the offset). A chunk past offset 0 of a transfer the receiver does not hold
-at all (it restarted and lost its partial file, or moved on to a newer leader's transfer) is
-answered with ``rejected``: the sender ends, and the core starts a new transfer later. When
-the sender sees no progress for ``retry_ticks`` ticks it goes back to the last acknowledged
-offset (go-back-N). A dropped connection therefore costs the unacknowledged window, never the
-transfer: the receiver keeps its partial file, and a sender (even a new one for the same
-snapshot, after a leader restarted the transfer) resumes from the offset the receiver reports.
-A receiver that stays silent for ``give_up_ticks`` ends the transfer as failed; the driver
-reports that to the core, which asks again later.
+``transfer`` and ``ahead`` came later, as trailing fields with a default of 0 (older peers
+neither send nor read them, so the protocol version is unchanged): a sender takes answers
+without an id as before, and does without the early resend below.
+
+Loss and reordering (in the spirit of TCP): a chunk that starts past the receiver's offset is
+held aside in memory (at most ``held_chunks`` chunks and ``held_bytes`` bytes, else dropped)
+and answered with the gap; once the chunk at the offset arrives, the held ones that follow it
+are appended too, so a window that arrives out of order costs nothing. A chunk before the
+offset (a duplicate) is answered with the offset, nothing else. The sender resends the chunk
+at the acknowledged offset as soon as two answers report a gap there (fast retransmit); when
+it sees no progress for ``retry_ticks`` ticks it goes back to the acknowledged offset and
+sends the window again (go-back-N). Answers to another transfer (another id) are ignored: a
+late answer to an earlier transfer of the same snapshot describes a partial file the receiver
+may have lost since, and taking its offset would skip bytes the receiver lacks. A receiver
+that answers retry after retry only with less than it acknowledged lost its copy: the sender
+ends the transfer, and the core starts a new one.
+
+A chunk past offset 0 of a transfer the receiver does not hold at all (it restarted and lost
+its partial file, or moved on to a newer leader's transfer) is answered with ``rejected``: the
+sender ends, and the core starts a new transfer later. A dropped connection therefore costs
+the unacknowledged window, never the transfer: the receiver keeps its partial file, and a
+sender (even a new one for the same snapshot, after a leader restarted the transfer) resumes
+from the offset the receiver reports. A receiver that stays silent for ``give_up_ticks`` ends
+the transfer as failed; the driver reports that to the core, which asks again later.
 
 Partial transfers are keyed by (leader, leader term, snapshot index, snapshot term): two
 leaders' files for the same index may differ byte for byte (state machines need not serialize
@@ -59,7 +77,8 @@ What a receiver takes (checked before anything touches the disk):
   deposed leader, or anyone who is not the leader, writes nothing at all;
 - bytes up to the announced ``size`` only: a chunk that would end past it, a chunk announcing
   another size than the transfer's first, or a last chunk that leaves the file shorter, ends
-  the transfer (its partial file is deleted; the answer is ``rejected``).
+  the transfer (its partial file is deleted; the answer is ``rejected``). Chunks held aside are
+  checked the same way before they are held, and written only at the file's end.
 
 Refused chunks are counted (:attr:`SnapshotReceiver.refused`) and logged once per transfer, at
 most one line a second.
@@ -70,6 +89,7 @@ writes through a :class:`SnapshotSink`, both passed in (the simulator passes in-
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import time
@@ -78,7 +98,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
-from raftpy.core.messages import InstallSnapshot, InstallSnapshotResponse, SnapshotMeta
+import msgspec
+
+from raftpy.core.messages import INT64_MAX, InstallSnapshot, InstallSnapshotResponse, SnapshotMeta
 from raftpy.core.ready import SnapshotRequest
 
 __all__ = [
@@ -97,6 +119,9 @@ logger = logging.getLogger("raftpy.snapshot")
 
 DEFAULT_CHUNK_BYTES = 1 << 20
 DEFAULT_WINDOW_BYTES = 4 << 20
+DEFAULT_HELD_CHUNKS = 64
+"""How many chunks past its offset a receiver holds aside (in memory) by default."""
+_DUP_ANSWERS = 2  # answers repeating the acknowledged offset before the hole is resent
 
 
 class SnapshotSource(Protocol):
@@ -149,6 +174,7 @@ class SnapshotSender:
         window_bytes: int = DEFAULT_WINDOW_BYTES,
         retry_ticks: int = 4,
         give_up_ticks: int = 100,
+        transfer: int = 1,
     ) -> None:
         if chunk_bytes < 1 or window_bytes < chunk_bytes:
             raise ValueError(
@@ -158,7 +184,12 @@ class SnapshotSender:
             raise ValueError(
                 f"need 1 <= retry_ticks < give_up_ticks, got {retry_ticks} and {give_up_ticks}"
             )
+        if not 1 <= transfer <= INT64_MAX:
+            raise ValueError(f"need 1 <= transfer <= {INT64_MAX}, got {transfer}")
         self.leader = leader
+        self.transfer = transfer
+        """This transfer's id: its chunks carry it and the receiver echoes it, so a late answer
+        to an earlier transfer of the same snapshot is never taken for an answer to this one."""
         self.request = request
         self.meta: SnapshotMeta = request.meta
         self.dst = request.to
@@ -173,8 +204,10 @@ class SnapshotSender:
         self._probing = True
         self._stalled = 0  # ticks without progress (acked unchanged)
         self._silent = 0  # ticks without any answer
-        self._best_answer = -1  # the highest offset answered since the last final probe
-        self._lost_probes = 0  # final probes answered only with less than was acknowledged
+        self._best_answer = -1  # the highest offset answered since the last retry
+        self._lost_rounds = 0  # retries answered only with less than was acknowledged
+        self._dups = 0  # answers repeating ``acked`` since it last moved (a hole at acked)
+        self._resent = False  # the chunk at ``acked`` was resent early since acked last moved
         self.done = False
         self.failed = False
         self.chunks_sent = 0
@@ -188,7 +221,15 @@ class SnapshotSender:
 
     def _probe(self) -> InstallSnapshot:
         return InstallSnapshot(
-            self.request.term, self.leader, self.dst, self.meta, 0, b"", False, self.size
+            self.request.term,
+            self.leader,
+            self.dst,
+            self.meta,
+            0,
+            b"",
+            False,
+            self.size,
+            self.transfer,
         )
 
     def start(self) -> list[InstallSnapshot]:
@@ -202,9 +243,13 @@ class SnapshotSender:
             or m.src != self.dst
             or m.index != self.meta.index
             or m.term != self.request.term
+            or (m.transfer and m.transfer != self.transfer)
         ):
-            # Another transfer's answer: a late one from an earlier term describes a partial
-            # file the receiver may have replaced since.
+            # Another transfer's answer: a late one from an earlier term, or from an earlier
+            # transfer of this snapshot, describes a partial file the receiver may have lost
+            # or replaced since (taking its offset would skip bytes the receiver lacks, and
+            # the transfer would never finish). An answer without an id (0) comes from a
+            # receiver that predates ids: taken, as before.
             return []
         self._silent = 0
         if m.rejected:
@@ -221,15 +266,28 @@ class SnapshotSender:
             self.failed = True
             return []
         self._best_answer = max(self._best_answer, m.offset)
+        out: list[InstallSnapshot] = []
         if m.offset > self.acked:
             self.acked = m.offset
             self._stalled = 0
+            self._dups = 0
+            self._resent = False
+        elif m.transfer and m.offset == self.acked < m.ahead:
+            # The receiver still lacks the chunk at ``acked`` while later ones arrive (it holds
+            # a few of them aside). The second such answer means that chunk is lost rather
+            # than overtaken: resend it now, once, instead of after ``retry_ticks`` (TCP's
+            # fast retransmit, RFC 5681 §3.2). Answers to duplicates (a chunk before
+            # ``acked``) report no gap and resend nothing.
+            self._dups += 1
+            if self._dups >= _DUP_ANSWERS and not self._resent:
+                self._resent = True
+                out.append(self._chunk_at(self.acked))
         if self._probing:
             self._probing = False
             self.next = self.acked  # resume where the receiver's copy ends
         elif m.offset > self.next:
             self.next = m.offset
-        return self._fill()
+        return out + self._fill()
 
     def tick(self) -> list[InstallSnapshot]:
         """One tick passed: resend from the last acknowledged offset after ``retry_ticks``
@@ -254,63 +312,71 @@ class SnapshotSender:
         self._stalled = 0
         if self._probing:
             return [self._probe()]
-        # Go-back-N: whatever followed the acknowledged prefix was lost or is stuck.
-        self.next = self.acked
-        chunks = self._fill()
-        if chunks:
-            return chunks
-        # Every byte is acknowledged but the final answer (done or rejected) was lost: a probe
-        # asks again (the receiver answers done for a transfer it completed). A receiver that
-        # answers probe after probe, for about half of give_up_ticks, only with less than it
-        # acknowledged lost its copy (it restarted while verifying; late answers cannot last
-        # that long): end the transfer, or it would answer forever (each answer is a sign of
-        # life) and never finish; the core starts a new one.
+        # A receiver that answers retry after retry, for about half of give_up_ticks, only
+        # with less than it acknowledged lost its copy (it restarted, and a late duplicate of
+        # the first chunk began a new one; or it restarted while verifying): late answers
+        # cannot last that long. End the transfer, or it would answer forever (each answer is
+        # a sign of life) and never finish; the core starts a new one, whose probe resumes
+        # from what the receiver really holds.
         if 0 <= self._best_answer < self.acked:
-            self._lost_probes += 1
-            if self._lost_probes >= max(2, self._give_up_ticks // (2 * self._retry_ticks)):
+            self._lost_rounds += 1
+            if self._lost_rounds >= max(2, self._give_up_ticks // (2 * self._retry_ticks)):
                 logger.warning(
-                    "follower %d lost snapshot %d after acknowledging all %d bytes; giving up",
+                    "follower %d lost snapshot %d after acknowledging %d of %d bytes; giving up",
                     self.dst,
                     self.meta.index,
+                    self.acked,
                     self.size,
                 )
                 self.failed = True
                 return []
         elif self._best_answer >= self.acked:
-            self._lost_probes = 0
+            self._lost_rounds = 0
         self._best_answer = -1
+        # Go-back-N: whatever followed the acknowledged prefix was lost or is stuck.
+        self.next = self.acked
+        self._dups = 0
+        self._resent = False
+        chunks = self._fill()
+        if chunks:
+            return chunks
+        # Every byte is acknowledged but the final answer (done or rejected) was lost: a probe
+        # asks again (the receiver answers done for a transfer it completed).
         return [self._probe()]
 
     def _fill(self) -> list[InstallSnapshot]:
         out: list[InstallSnapshot] = []
-        term = self.request.term
         while self.next < self.size:
             n = min(self._chunk, self.size - self.next)
             if self.next + n - self.acked > self._window:
                 break  # never more than window_bytes unacknowledged
-            data = self._source.read(self.next, n)
-            if len(data) != n:
-                raise OSError(
-                    f"snapshot {self.meta.index}: short read at byte {self.next} "
-                    f"({len(data)} of {n} bytes)"
-                )
-            end = self.next + n
-            out.append(
-                InstallSnapshot(
-                    term,
-                    self.leader,
-                    self.dst,
-                    self.meta,
-                    self.next,
-                    data,
-                    end == self.size,
-                    self.size,
-                )
-            )
-            self.next = end
-            self.chunks_sent += 1
-            self.bytes_sent += n
+            out.append(self._chunk_at(self.next))
+            self.next += n
         return out
+
+    def _chunk_at(self, offset: int) -> InstallSnapshot:
+        """The chunk that starts at ``offset`` (counted as sent)."""
+        n = min(self._chunk, self.size - offset)
+        data = self._source.read(offset, n)
+        if len(data) != n:
+            raise OSError(
+                f"snapshot {self.meta.index}: short read at byte {offset} "
+                f"({len(data)} of {n} bytes)"
+            )
+        self.chunks_sent += 1
+        self.bytes_sent += n
+        end = offset + n
+        return InstallSnapshot(
+            self.request.term,
+            self.leader,
+            self.dst,
+            self.meta,
+            offset,
+            data,
+            end == self.size,
+            self.size,
+            self.transfer,
+        )
 
     def report(self) -> Outcome:
         """What to pass to the leader's ``Raft.report_snapshot`` once :attr:`finished`: the
@@ -333,6 +399,8 @@ class SnapshotSenders:
         self._leader = leader
         self._send = send
         self._settings = settings
+        # Ids tell this leader's transfers apart (answers also carry the leader's term).
+        self._ids = itertools.count(1)
         self._active: dict[int, tuple[SnapshotSender, ClosableSource]] = {}
 
     def __len__(self) -> int:
@@ -346,7 +414,9 @@ class SnapshotSenders:
         """Stream ``source`` to ``request.to``; an older transfer to it ends unreported (the
         core asked again, so it no longer waits for that one)."""
         self.end(request.to)
-        sender = SnapshotSender(self._leader, request, source, **self._settings)
+        sender = SnapshotSender(
+            self._leader, request, source, transfer=next(self._ids), **self._settings
+        )
         self._active[request.to] = (sender, source)
         self._send_all(sender.start())
 
@@ -414,7 +484,7 @@ class _Key:
 
 
 class _Partial(Generic[SinkT]):
-    __slots__ = ("finishing", "key", "sink", "size", "started")
+    __slots__ = ("finishing", "held", "held_bytes", "key", "sink", "size", "started")
 
     def __init__(self, key: _Key, sink: SinkT, size: int) -> None:
         self.key = key
@@ -422,6 +492,9 @@ class _Partial(Generic[SinkT]):
         self.size = size  # announced by the transfer's first chunk
         self.finishing = False
         self.started = time.time()  # unix seconds, for operators
+        # Chunks that arrived ahead of the sink's end, by offset, until the gap fills.
+        self.held: dict[int, InstallSnapshot] = {}
+        self.held_bytes = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -461,7 +534,13 @@ class SnapshotReceiver(Generic[SinkT]):
         *,
         authority: Callable[[], tuple[int, int | None]],
         clock: Callable[[], float] = time.monotonic,
+        held_bytes: int = DEFAULT_WINDOW_BYTES,
+        held_chunks: int = DEFAULT_HELD_CHUNKS,
     ) -> None:
+        if held_bytes < 0 or held_chunks < 0:
+            raise ValueError(f"need held_bytes, held_chunks >= 0, got {held_bytes}, {held_chunks}")
+        self._held_bytes = held_bytes
+        self._held_chunks = held_chunks
         self._begin = begin
         self._abort = abort
         self._authority = authority
@@ -522,16 +601,56 @@ class SnapshotReceiver(Generic[SinkT]):
             return self._oversize(
                 m, key, f"it announces {m.size} bytes, the transfer began with {cur.size}"
             )
-        if cur.finishing or m.offset != sink.size:
+        if cur.finishing:
             return self._answer(m, sink.size), None
         if m.done and end != cur.size:
             return self._oversize(m, key, f"it ends at byte {end} of {cur.size}")
-        if m.data:
-            sink.write(m.data)
-        if m.done:
-            cur.finishing = True
-            return self._answer(m, sink.size), Completed(m, sink)
-        return self._answer(m, sink.size), None
+        if m.offset != sink.size:
+            if m.offset > sink.size:
+                self._hold(cur, m)
+            # Behind the end: a duplicate, answered with the offset and nothing else.
+            return self._answer(m, sink.size), None
+        return self._append(cur, m)
+
+    def _append(
+        self, cur: _Partial[SinkT], m: InstallSnapshot
+    ) -> tuple[InstallSnapshotResponse, Completed[SinkT] | None]:
+        """Write ``m`` (it starts at the sink's end), then any chunks held aside that now
+        follow on; the answer says how much the sink holds."""
+        sink = cur.sink
+        last = m
+        while True:
+            if last.data:
+                sink.write(last.data)
+            if last.done:
+                cur.finishing = True
+                cur.held.clear()
+                cur.held_bytes = 0
+                if last is not m:
+                    # The final answer goes to the transfer that sent ``m``.
+                    last = msgspec.structs.replace(last, transfer=m.transfer)
+                return self._answer(m, sink.size), Completed(last, sink)
+            # The gap before a chunk held aside may just have closed.
+            nxt = cur.held.pop(sink.size, None)
+            if nxt is None:
+                return self._answer(m, sink.size), None
+            cur.held_bytes -= len(nxt.data)
+            last = nxt
+
+    def _hold(self, cur: _Partial[SinkT], m: InstallSnapshot) -> None:
+        """Keep a chunk that arrived ahead of the sink's end (the network reordered it) in
+        memory until the gap before it fills, so one overtaken chunk does not cost its whole
+        window. Bounded by ``held_chunks`` and ``held_bytes``; a chunk over the bound is
+        dropped (the sender resends it). Chunks are never written anywhere but at the end."""
+        if m.offset in cur.held or not m.data:
+            return
+        if len(cur.held) >= self._held_chunks or cur.held_bytes + len(m.data) > self._held_bytes:
+            return
+        # Chunks the sink's end passed (a sender with another chunk grid) are useless now.
+        for offset in [o for o in cur.held if o < cur.sink.size]:
+            cur.held_bytes -= len(cur.held.pop(offset).data)
+        cur.held[m.offset] = m
+        cur.held_bytes += len(m.data)
 
     def _oversize(
         self, m: InstallSnapshot, key: _Key, why: str
@@ -580,7 +699,23 @@ class SnapshotReceiver(Generic[SinkT]):
         self._current = None
 
     @staticmethod
+    def rejection(m: InstallSnapshot) -> InstallSnapshotResponse:
+        """The answer that ends ``m``'s transfer (for a driver whose storage failed)."""
+        return SnapshotReceiver._answer(m, 0, rejected=True)
+
+    @staticmethod
     def _answer(
         m: InstallSnapshot, offset: int, *, done: bool = False, rejected: bool = False
     ) -> InstallSnapshotResponse:
-        return InstallSnapshotResponse(m.term, m.dst, m.src, m.meta.index, offset, done, rejected)
+        return InstallSnapshotResponse(
+            m.term,
+            m.dst,
+            m.src,
+            m.meta.index,
+            offset,
+            done,
+            rejected,
+            m.transfer,
+            # A gap: the receiver lacks [offset, m.offset) (it holds m aside, or drops it).
+            m.offset if m.offset > offset and not (done or rejected) else 0,
+        )
