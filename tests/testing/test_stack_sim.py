@@ -14,6 +14,7 @@ from typing import BinaryIO
 
 import pytest
 
+from raftpy.storage import segments
 from raftpy.storage.wal import FileStorage
 from raftpy.testing.linearizability import Verdict
 from raftpy.testing.stack_sim import FAULT_KINDS, StackFaults, run_kv
@@ -95,6 +96,50 @@ def test_a_planted_durability_bug_is_caught(monkeypatch: pytest.MonkeyPatch) -> 
             assert "replay: python -m raftpy.testing.stack_sim" in result.summary()
             return
     pytest.fail("60 seeds of the stack simulation did not catch skipped fsyncs")
+
+
+def test_a_planted_checksum_bug_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The bug: the log reads records back without verifying their checksum, so a bit flipped
+    # on its way from the disk is applied (or voted on) as if it were what was written.
+    checked = segments._check_record
+
+    def trusting(*args: object) -> str | None:
+        why = checked(*args)  # type: ignore[arg-type]
+        return None if why == "checksum mismatch" else why
+
+    monkeypatch.setattr(segments, "_check_record", trusting)
+    faults = replace(StackFaults.only("corrupt_read"), interval=0.4)
+    for seed in range(30):
+        result = run_kv(seed, duration=DURATION, faults=faults)
+        if not result.ok:
+            print(result.summary())
+            assert result.replay_command().endswith("--faults corrupt_read --interval 0.4")
+            return
+    pytest.fail("30 seeds of the stack simulation did not catch skipped checksums")
+
+
+def test_damage_is_refused_naming_file_and_offset_then_replaced() -> None:
+    # A bit flipped on the disk itself: the node refuses to start, naming the damaged file
+    # (the simulator checks the name), stays down, and is replaced at the end (removed,
+    # wiped, added back through the real membership API); the history stays linearizable.
+    faults = replace(StackFaults.only("damage", "crash"), interval=0.4)
+    replaced = 0
+    for seed in range(6):
+        result = run_kv(seed, duration=DURATION, faults=faults)
+        print(result.summary())
+        assert result.ok, result.summary()
+        replaced += result.faults["replaced"]
+    assert replaced >= 1
+
+
+def test_a_failure_prints_the_command_that_replays_it() -> None:
+    faults = replace(StackFaults.only("crash", "partition"), interval=0.5)
+    result = run_kv(3, duration=0.5, faults=faults)
+    assert result.replay_command() == (
+        "python -m raftpy.testing.stack_sim 3 --duration 0.5 --faults crash,partition "
+        "--interval 0.5"
+    )
+    assert run_kv(3, duration=0.5).replay_command().endswith(" 3 --duration 0.5")
 
 
 README = Path(__file__).resolve().parents[2] / "README.md"

@@ -11,8 +11,15 @@ A nemesis injects, per seed, a random mix of the faults in :class:`StackFaults`:
 (clients included), message loss, duplication, delay and reordering, process crashes that
 lose unsynced writes (``drop``) or tear them (``torn``, ``partial``, also in the middle of an
 fsync), fsync failures (the node's fatal path, then a restart from its files), a full disk, a
-slow disk (each fsync blocks the process for a while of virtual time), and clock jumps (the
-whole process paused: every timer fires late).
+slow disk (each fsync blocks the process for a while of virtual time), clock jumps (the
+whole process paused: every timer fires late), corrupted reads (``corrupt_read``: a bit flipped
+in what a read of a segment or snapshot file returns, the disk holding the right bytes) and
+damage (``damage``: a bit flipped on the disk itself). The node must catch both by checksum:
+it refuses to start naming the file and offset, and the simulated supervisor starts it again
+(a corrupted read is gone the next time) or, when the disk is damaged, keeps it down and at
+the end replaces it as README.md ("Changing members") says: removed through the real
+membership API, wiped, and added back with ``join``. A refusal with no damage to explain it,
+or naming a file nobody damaged, is a finding.
 
 :func:`run_kv` drives a key-value workload with simulated clients, records what they saw in
 the :mod:`raftpy.testing.history` format and checks it with
@@ -49,6 +56,12 @@ from raftpy.errors import (
 from raftpy.node import RaftNode
 from raftpy.node.config import NODE_RAFT_DEFAULTS, NodeConfig
 from raftpy.statemachine import StateMachine
+from raftpy.storage.errors import (
+    CorruptLogError,
+    CorruptSnapshotError,
+    StorageError,
+    UnsupportedFormatError,
+)
 from raftpy.storage.fs import CrashMode, FaultyFileSystem
 from raftpy.testing.history import HistoryRecorder, Operation, dump_history
 from raftpy.testing.linearizability import CheckResult, Verdict, check
@@ -72,7 +85,15 @@ FAULT_KINDS: Final = (
     "disk_full",
     "slow_disk",
     "clock_jump",
+    "corrupt_read",
+    "damage",
 )
+
+
+OUTCOMES: Final = ("reread", "refused", "replaced")
+"""What the simulated supervisor did about damage, counted beside the faults: started a node
+again after a corrupted read made it refuse, kept one down whose disk was damaged, replaced
+one (see :meth:`StackCluster.start_node`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +175,21 @@ class SimKV:
         self.data = json.loads(inp.read())
 
 
+def _checksummed(path: str) -> bool:
+    """Whether a file of a data dir carries checksums (the log's segments, snapshot files):
+    the files whose reads the nemesis corrupts. ``IDENTITY`` and ``PEERS`` have none."""
+    return path.endswith(".wal") or "/snapshots/" in path
+
+
+def _refusal_file(exc: StorageError) -> str | None:
+    """The file a refusal to start names."""
+    if isinstance(exc, CorruptLogError | CorruptSnapshotError):
+        return exc.file
+    # A flipped bit in a file's magic number reads as a file of another format, named first
+    # in the message (no offset: the magic is at offset 0).
+    return str(exc).split(" ", 1)[0]
+
+
 @dataclass(slots=True)
 class _Member:
     node_id: int
@@ -161,6 +197,11 @@ class _Member:
     machine: StateMachine | None = None
     node: RaftNode | None = None
     restarts: int = 0
+    damaged: list[str] = field(default_factory=list)
+    """Files of this member's disk the nemesis damaged for good (:meth:`SimDisk.flip_bit`)."""
+    refused: str | None = None
+    """Why this member's node refused to start on damaged files: it stays down until
+    :meth:`StackCluster.heal` replaces it (removed, wiped, added back)."""
 
 
 @dataclass(slots=True)
@@ -176,6 +217,8 @@ class StackResult:
     problems: list[str] = field(default_factory=list)
     """Everything wrong besides the history's verdict (diverged replicas, a node that could
     not restart from its files)."""
+    options: tuple[str, ...] = ()
+    """The command-line options that repeat this run (besides the seed)."""
 
     @property
     def ok(self) -> bool:
@@ -186,7 +229,7 @@ class StackResult:
         return dump_history(self.history)
 
     def replay_command(self) -> str:
-        return f"python -m raftpy.testing.stack_sim {self.seed}"
+        return " ".join(("python -m raftpy.testing.stack_sim", str(self.seed), *self.options))
 
     def summary(self) -> str:
         verdict = "no history" if self.check is None else self.check.verdict.value
@@ -235,7 +278,7 @@ class StackCluster:
         self.members = {
             i: _Member(i, SimDisk(self.rng.getrandbits(32), self.loop)) for i in self.peers
         }
-        self.faults: dict[str, int] = dict.fromkeys(FAULT_KINDS, 0)
+        self.faults: dict[str, int] = dict.fromkeys((*FAULT_KINDS, *OUTCOMES), 0)
         self.problems: list[str] = []
         self._clients = 0
 
@@ -251,27 +294,65 @@ class StackCluster:
         leaders = [n for n in self.nodes() if n.role.value == "leader"]
         return leaders[0] if len(leaders) == 1 else None
 
-    async def start_node(self, node_id: int) -> None:
+    async def start_node(self, node_id: int, join: tuple[str, ...] = ()) -> None:
+        """Start node ``node_id`` from its disk, as a supervisor would: a refusal that names
+        damage (file and offset) is retried (a read may have been corrupted on its way, the
+        disk holding the right bytes), and when it persists on files the nemesis damaged the
+        member stays down (``refused``) until :meth:`heal` replaces it. Any other failure to
+        start, or a refusal with no damage to explain it, is a finding (``problems``)."""
         m = self.members[node_id]
-        m.machine = self._factory()
-        node = RaftNode(
-            node_id,
-            self.peers[node_id],
-            self.peers,
-            m.machine,
-            DATA_DIR,
-            self.config,
-            transport_factory=self.net.factory(node_id),
-            rng=random.Random(self.rng.getrandbits(64)),
-            fs=m.disk,
-            clock=self.loop.time,
-        )
-        try:
-            await node.start()
-        except Exception as exc:  # a data dir the node cannot open after a fault: a finding
-            self.problems.append(f"node {node_id} cannot restart from its files: {exc!r}")
+        for _ in range(5):
+            m.machine = self._factory()
+            reads = len(m.disk.corrupted_reads)
+            node = RaftNode(
+                node_id,
+                self.peers[node_id],
+                {node_id: self.peers[node_id]} if join else self.peers,
+                m.machine,
+                DATA_DIR,
+                self.config,
+                transport_factory=self.net.factory(node_id),
+                rng=random.Random(self.rng.getrandbits(64)),
+                join=join,
+                fs=m.disk,
+                clock=self.loop.time,
+            )
+            try:
+                await node.start()
+            except (CorruptLogError, CorruptSnapshotError, UnsupportedFormatError) as exc:
+                # The process exits: what it had open is closed, its lock released.
+                m.disk.crash("keep")
+                if _refusal_file(exc) in m.damaged:
+                    m.refused = str(exc)
+                    self.faults["refused"] += 1
+                    return
+                if len(m.disk.corrupted_reads) == reads:
+                    self.problems.append(
+                        f"node {node_id} refused to start on files nobody damaged: {exc!r}"
+                    )
+                    return
+                self.faults["reread"] += 1  # a corrupted read, detected: start again
+                continue
+            except Exception as exc:  # a data dir the node cannot open after a fault: a finding
+                self.problems.append(f"node {node_id} cannot restart from its files: {exc!r}")
+                return
+            m.node = node
             return
-        m.node = node
+        self.problems.append(f"node {node_id} refused to start five times in a row")
+
+    async def replace(self, node_id: int) -> None:
+        """Replace a member whose disk was damaged, as README.md ("Changing members") says
+        to: remove it from the cluster, wipe its data dir, and start it again with ``join``
+        (it is added back as a learner and promotes itself once caught up)."""
+        m = self.members[node_id]
+        others = tuple(a for i, a in self.peers.items() if i != node_id)
+        async with self.client(addresses=others) as client:
+            await client.remove_member(node_id, timeout=20.0)
+        m.disk = SimDisk(self.rng.getrandbits(32), self.loop)
+        m.damaged.clear()
+        m.refused = None
+        self.faults["replaced"] += 1
+        await self.start_node(node_id, join=others)
 
     async def crash(self, node_id: int, mode: CrashMode = "drop") -> None:
         """Kill node ``node_id``'s process: its connections reset, its disk keeps what a
@@ -291,9 +372,9 @@ class StackCluster:
         self.members[node_id].restarts += 1
         await self.start_node(node_id)
 
-    def client(self, **options: object) -> Client:
-        """A real :class:`~raftpy.client.Client` of this cluster, on the simulated network,
-        with its own seeded jitter."""
+    def client(self, addresses: tuple[str, ...] = (), **options: object) -> Client:
+        """A real :class:`~raftpy.client.Client` of this cluster (of ``addresses``, default
+        every member), on the simulated network, with its own seeded jitter."""
         client_end.set(CLIENT_ENDS + self._clients)  # this task's context, and its children's
         self._clients += 1
         kwargs: dict[str, object] = {
@@ -305,7 +386,7 @@ class StackCluster:
         }
         kwargs.update(options)
         return Client(
-            list(self.peers.values()),
+            list(addresses or self.peers.values()),
             rng=random.Random(self.rng.getrandbits(64)),
             **kwargs,  # type: ignore[arg-type]
         )
@@ -344,8 +425,12 @@ class StackCluster:
         for m in self.members.values():
             m.disk.slow = 0.0
             m.disk.set_capacity(None)
-            if m.node is None or m.node.status().failed is not None:
+            m.disk.read_faults = 0
+            if m.refused is None and (m.node is None or m.node.status().failed is not None):
                 await self.restart(m.node_id, "drop")
+        for m in self.members.values():
+            if m.refused is not None:
+                await self.replace(m.node_id)
 
     async def wait_converged(self, timeout: float = 20.0) -> bool:
         """Wait until every node runs and has applied the same index as the leader."""
@@ -428,6 +513,46 @@ class StackCluster:
             disk.slow = rng.choice((0.0, 0.02, 0.2))
         elif kind == "clock_jump":
             self.loop.advance(rng.uniform(0.05, 2.0))
+        elif kind in ("corrupt_read", "damage"):
+            await self._corrupt(kind, rng)
+
+    async def _corrupt(self, kind: str, rng: random.Random) -> None:
+        ids = sorted(self.members)
+        if kind == "corrupt_read":
+            # A bit flipped on its way from the disk; a restart makes the node read its whole
+            # log back (at run time it reads the log only for followers that lag).
+            victim = rng.choice(ids)
+            self.members[victim].disk.corrupt_next_reads(rng.randint(1, 3), _checksummed)
+            if rng.random() < 0.5:
+                await self._restart_now(victim)
+            return
+        # A bit flipped on the disk itself, in a segment or snapshot file, on one member at a
+        # time (two members down for good would leave no quorum to replace them).
+        if any(m.damaged or m.refused for m in self.members.values()):
+            return
+        member = self.members[rng.choice(ids)]
+        disk = member.disk
+        files = [
+            (d, name)
+            for d in sorted(disk.durable_dirs)
+            for name, inode in sorted(disk.durable_dirs[d].items())
+            if _checksummed(f"{d}/{name}") and inode.synced.rstrip(b"\0")
+        ]
+        if not files:
+            return
+        d, name = rng.choice(files)
+        path = f"{d}/{name}"
+        used = len(disk.durable_dirs[d][name].synced.rstrip(b"\0"))
+        disk.flip_bit(path, rng.randrange(used), rng.randrange(8))
+        member.damaged.append(path)
+        if rng.random() < 0.5:
+            await self._restart_now(member.node_id)
+
+    async def _restart_now(self, node_id: int) -> None:
+        if self.members[node_id].refused is None:
+            await self.crash(node_id, "drop")
+            self.members[node_id].restarts += 1
+            await self.start_node(node_id)
 
 
 # -- the key-value workload -------------------------------------------------------------------
@@ -519,6 +644,7 @@ def run_kv(
 
     virtual = cluster.run(workload, duration)
     history = recorder.operations()
+    options = _options(n, clients, duration, faults)
     result = check(history, timeout=check_timeout)
     return StackResult(
         seed,
@@ -528,7 +654,26 @@ def run_kv(
         virtual,
         time.perf_counter() - began,
         cluster.problems,
+        options,
     )
+
+
+def _options(n: int, clients: int, duration: float, faults: StackFaults | None) -> tuple[str, ...]:
+    """The options of ``main`` that repeat a run of :func:`run_kv` with these arguments."""
+    out: list[str] = []
+    if n != 3:
+        out += ["--nodes", str(n)]
+    if clients != 3:
+        out += ["--clients", str(clients)]
+    if duration != 10.0:
+        out += ["--duration", f"{duration:g}"]
+    if faults is not None and faults != StackFaults():
+        out += ["--faults", ",".join(sorted(faults.kinds)) or "none"]
+        if faults.interval != 1.0:
+            out += ["--interval", f"{faults.interval:g}"]
+        if faults.swarm:
+            out += ["--swarm"]
+    return tuple(out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -540,12 +685,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("seed", type=int, help="the first seed")
     parser.add_argument("--count", type=int, default=1, help="seeds to run (default 1)")
     parser.add_argument("--nodes", type=int, default=3)
+    parser.add_argument("--clients", type=int, default=3)
     parser.add_argument("--duration", type=float, default=10.0, help="virtual seconds")
+    parser.add_argument(
+        "--faults",
+        help=f"comma-separated fault kinds, or none (default: a per-seed mix of {FAULT_KINDS})",
+    )
+    parser.add_argument("--interval", type=float, default=1.0, help="mean s between faults")
+    parser.add_argument("--swarm", action="store_true", help="with --faults: a subset per seed")
     parser.add_argument("--history", help="write the (last) history to this file")
     args = parser.parse_args(argv)
+    faults = None
+    if args.faults is not None:
+        kinds = [] if args.faults == "none" else args.faults.split(",")
+        faults = replace(StackFaults.only(*kinds), interval=args.interval, swarm=args.swarm)
     failed = 0
     for seed in range(args.seed, args.seed + args.count):
-        result = run_kv(seed, args.nodes, duration=args.duration)
+        result = run_kv(
+            seed, args.nodes, clients=args.clients, duration=args.duration, faults=faults
+        )
         print(result.summary())
         failed += not result.ok
         if args.history:
