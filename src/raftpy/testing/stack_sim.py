@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import contextvars
 import json
 import logging
 import random
@@ -65,7 +66,7 @@ from raftpy.storage.errors import (
 from raftpy.storage.fs import CrashMode, FaultyFileSystem
 from raftpy.testing.history import HistoryRecorder, Operation, dump_history
 from raftpy.testing.linearizability import CheckResult, Verdict, check
-from raftpy.testing.stack_loop import VirtualTimeLoop, run
+from raftpy.testing.stack_loop import ProcessClock, VirtualTimeLoop, process_clock, run
 from raftpy.testing.stack_net import SimNetwork, client_end, node_address
 
 logger = logging.getLogger("raftpy.testing.stack_sim")
@@ -85,6 +86,7 @@ FAULT_KINDS: Final = (
     "disk_full",
     "slow_disk",
     "clock_jump",
+    "clock_drift",
     "corrupt_read",
     "damage",
 )
@@ -190,15 +192,27 @@ def _refusal_file(exc: StorageError) -> str | None:
     return str(exc).split(" ", 1)[0]
 
 
+def drift_bound(config: NodeConfig) -> float:
+    """How far from true speed the nemesis sets a node's clock rate: a quarter of what the
+    lease promises to tolerate (README.md, "Reads": no member's clock may run ahead of the
+    leader's by more than ``max_clock_drift`` over an election timeout), so that two clocks
+    differ by at most half of it."""
+    election = config.raft.election_ticks * config.tick_seconds
+    return config.max_clock_drift / election / 4
+
+
 @dataclass(slots=True)
 class _Member:
     node_id: int
     disk: SimDisk
+    clock: ProcessClock
     machine: StateMachine | None = None
     node: RaftNode | None = None
     restarts: int = 0
     damaged: list[str] = field(default_factory=list)
     """Files of this member's disk the nemesis damaged for good (:meth:`SimDisk.flip_bit`)."""
+    busy: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """Held while the simulated supervisor crashes or starts this member."""
     refused: str | None = None
     """Why this member's node refused to start on damaged files: it stays down until
     :meth:`StackCluster.heal` replaces it (removed, wiped, added back)."""
@@ -275,12 +289,23 @@ class StackCluster:
         self.kinds = allowed
         self.interval = (faults or StackFaults()).interval
         self.peers = {i: node_address(i) for i in range(1, n + 1)}
+        self.drift = drift_bound(config)
         self.members = {
-            i: _Member(i, SimDisk(self.rng.getrandbits(32), self.loop)) for i in self.peers
+            i: _Member(
+                i,
+                SimDisk(self.rng.getrandbits(32), self.loop),
+                # Each machine's own clock: nothing may compare two nodes' readings.
+                ProcessClock(
+                    self.rng.uniform(0.0, 1e4), 1.0 + self.rng.uniform(-self.drift, self.drift)
+                ),
+            )
+            for i in self.peers
         }
         self.faults: dict[str, int] = dict.fromkeys((*FAULT_KINDS, *OUTCOMES), 0)
         self.problems: list[str] = []
         self._clients = 0
+        self._isolated_until = 0.0
+        self._pending_cut: asyncio.TimerHandle | None = None
 
     # -- nodes --------------------------------------------------------------------------------
 
@@ -317,8 +342,13 @@ class StackCluster:
                 fs=m.disk,
                 clock=self.loop.time,
             )
+            # The node runs in a context of its own: its clock, its pauses, its network end.
+            context = contextvars.copy_context()
+            context.run(process_clock.set, m.clock)
+            context.run(client_end.set, node_id)
+            loop = asyncio.get_running_loop()
             try:
-                await node.start()
+                await loop.create_task(node.start(), context=context)
             except (CorruptLogError, CorruptSnapshotError, UnsupportedFormatError) as exc:
                 # The process exits: what it had open is closed, its lock released.
                 m.disk.crash("keep")
@@ -348,11 +378,12 @@ class StackCluster:
         others = tuple(a for i, a in self.peers.items() if i != node_id)
         async with self.client(addresses=others) as client:
             await client.remove_member(node_id, timeout=20.0)
-        m.disk = SimDisk(self.rng.getrandbits(32), self.loop)
-        m.damaged.clear()
-        m.refused = None
-        self.faults["replaced"] += 1
-        await self.start_node(node_id, join=others)
+        async with m.busy:
+            m.disk = SimDisk(self.rng.getrandbits(32), self.loop)
+            m.damaged.clear()
+            m.refused = None
+            self.faults["replaced"] += 1
+            await self.start_node(node_id, join=others)
 
     async def crash(self, node_id: int, mode: CrashMode = "drop") -> None:
         """Kill node ``node_id``'s process: its connections reset, its disk keeps what a
@@ -368,9 +399,14 @@ class StackCluster:
                 await node.stop()
 
     async def restart(self, node_id: int, mode: CrashMode = "drop") -> None:
-        await self.crash(node_id, mode)
-        self.members[node_id].restarts += 1
-        await self.start_node(node_id)
+        """Crash node ``node_id`` (see :meth:`crash`) and start it again from its disk."""
+        m = self.members[node_id]
+        # One supervisor action on a machine at a time: a start can take a while (a paused
+        # machine starts nothing until it resumes), and two would fight over the data dir.
+        async with m.busy:
+            await self.crash(node_id, mode)
+            m.restarts += 1
+            await self.start_node(node_id)
 
     def client(self, addresses: tuple[str, ...] = (), **options: object) -> Client:
         """A real :class:`~raftpy.client.Client` of this cluster (of ``addresses``, default
@@ -416,10 +452,12 @@ class StackCluster:
                     await node.stop()
 
         run(main(), self.loop)
-        return self.loop.time()
+        return self.loop.true_time()
 
     async def heal(self) -> None:
         """End every fault: links, disks, and nodes that are down."""
+        if self._pending_cut is not None:
+            self._pending_cut.cancel()
         self.net.heal()
         self.net.faults = replace(self.net.faults, loss=0.0, duplicate=0.0, reorder=False)
         for m in self.members.values():
@@ -470,12 +508,54 @@ class StackCluster:
 
     async def _inject(self, kind: str, rng: random.Random) -> None:
         ids = sorted(self.members)
+        if kind in ("partition", "loss", "duplicate", "reorder"):
+            self._inject_network(kind, rng)
+        elif kind in ("clock_jump", "clock_drift"):
+            self._inject_clock(kind, rng)
+        elif kind in ("corrupt_read", "damage"):
+            await self._corrupt(kind, rng)
+        elif kind in ("crash", "torn"):
+            victim = rng.choice(ids)
+            modes: tuple[CrashMode, ...] = ("drop",) if kind == "crash" else ("torn", "partial")
+            mode = rng.choice(modes)
+            if kind == "torn" and rng.random() < 0.5:
+                # A power loss in the middle of a sync; the node dies there (the watcher
+                # restarts it from what the crash left).
+                self.members[victim].disk.crash_on_next_sync(mode, after=rng.randrange(3))
+                return
+            m = self.members[victim]
+            async with m.busy:
+                await self.crash(victim, mode)
+            await asyncio.sleep(rng.uniform(0.0, 2.0))
+            async with m.busy:
+                if m.node is None and m.refused is None:
+                    m.restarts += 1
+                    await self.start_node(victim)
+        elif kind == "fsync":
+            self.members[rng.choice(ids)].disk.fail_next_fsync()
+        elif kind == "disk_full":
+            disk = self.members[rng.choice(ids)].disk
+            disk.set_capacity(disk.used_bytes() + rng.randrange(0, 8192))
+            loop = asyncio.get_running_loop()
+            loop.call_later(rng.uniform(0.2, 3.0), disk.set_capacity, None)
+        elif kind == "slow_disk":
+            disk = self.members[rng.choice(ids)].disk
+            disk.slow = rng.choice((0.0, 0.02, 0.2))
+
+    def _inject_network(self, kind: str, rng: random.Random) -> None:
         net = self.net
         if kind == "partition":
+            if self.loop.true_time() < self._isolated_until:
+                return  # an isolated leader stays cut off long enough for a new one to rise
             if rng.random() < 0.3:
                 net.heal()
                 return
-            shuffled = [*ids, *range(CLIENT_ENDS, CLIENT_ENDS + self._clients)]
+            clients = list(range(CLIENT_ENDS, CLIENT_ENDS + self._clients))
+            leader = self.leader()
+            if leader is not None and rng.random() < 0.4:
+                self._isolate(leader.node_id, clients, rng)
+                return
+            shuffled = [*sorted(self.members), *clients]
             rng.shuffle(shuffled)
             cut = rng.randrange(1, len(shuffled))
             net.partition(set(shuffled[:cut]), set(shuffled[cut:]))
@@ -487,34 +567,48 @@ class StackCluster:
             net.faults = replace(
                 net.faults, reorder=not net.faults.reorder, max_delay=rng.choice((0.002, 0.05))
             )
-        elif kind in ("crash", "torn"):
-            victim = rng.choice(ids)
-            modes: tuple[CrashMode, ...] = ("drop",) if kind == "crash" else ("torn", "partial")
-            mode = rng.choice(modes)
-            if kind == "torn" and rng.random() < 0.5:
-                # A power loss in the middle of a sync; the node dies there (the watcher
-                # restarts it from what the crash left).
-                self.members[victim].disk.crash_on_next_sync(mode, after=rng.randrange(3))
-                return
-            await self.crash(victim, mode)
-            await asyncio.sleep(rng.uniform(0.0, 2.0))
-            self.members[victim].restarts += 1
-            if self.members[victim].node is None:
-                await self.start_node(victim)
-        elif kind == "fsync":
-            self.members[rng.choice(ids)].disk.fail_next_fsync()
-        elif kind == "disk_full":
-            disk = self.members[rng.choice(ids)].disk
-            disk.set_capacity(disk.used_bytes() + rng.randrange(0, 8192))
-            loop = asyncio.get_running_loop()
-            loop.call_later(rng.uniform(0.2, 3.0), disk.set_capacity, None)
-        elif kind == "slow_disk":
-            disk = self.members[rng.choice(ids)].disk
-            disk.slow = rng.choice((0.0, 0.02, 0.2))
-        elif kind == "clock_jump":
-            self.loop.advance(rng.uniform(0.05, 2.0))
-        elif kind in ("corrupt_read", "damage"):
-            await self._corrupt(kind, rng)
+
+    def _inject_clock(self, kind: str, rng: random.Random) -> None:
+        ids = sorted(self.members)
+        if kind == "clock_jump":
+            # One machine stops (a paused virtual machine, a long collection); on resuming
+            # its monotonic clock has leapt ahead and every timer is overdue. The leader
+            # half the time: its lease and its belief that it leads are what a pause puts to
+            # the test. Now and then the whole host stops instead.
+            r = rng.random()
+            if r < 0.2:
+                self.loop.advance(rng.uniform(0.05, 2.0))
+            else:
+                leader = self.leader()
+                victim = leader.node_id if leader is not None and r < 0.6 else rng.choice(ids)
+                self.loop.pause(self.members[victim].clock, rng.uniform(0.05, 2.0))
+        else:
+            # A clock running fast or slow, within the bound the lease relies on (drift_bound).
+            clock = self.members[rng.choice(ids)].clock
+            clock.set_rate(self.loop.true_time(), 1.0 + rng.uniform(-self.drift, self.drift))
+
+    def _isolate(self, leader: int, clients: list[int], rng: random.Random) -> None:
+        """Cut the leader off from every other node, some clients still with it: until it
+        steps down it must not answer them what the others have overwritten. Half the time
+        it stalls too (before the cut or during it): the others elect a leader and move on,
+        and it resumes with its timers late, as sure as ever that it leads."""
+        rng.shuffle(clients)
+        cut = rng.randrange(1, max(2, len(clients)))
+        rest = {i for i in self.members if i != leader}
+        near, far = {leader, *clients[:cut]}, {*rest, *clients[cut:]}
+        now = self.loop.true_time()
+        self._isolated_until = now + rng.uniform(1.0, 3.0)
+        r = rng.random()
+        if r < 0.5:
+            self.net.partition(near, far)
+            return
+        stall = rng.uniform(0.3, 1.5)
+        self.loop.pause(self.members[leader].clock, stall)
+        if r < 0.75:
+            self.net.partition(near, far)
+        else:  # the cut comes as it resumes: its clients, gone elsewhere, come back to it
+            self._isolated_until += stall
+            self._pending_cut = self.loop.call_at_true(now + stall, self.net.partition, near, far)
 
     async def _corrupt(self, kind: str, rng: random.Random) -> None:
         ids = sorted(self.members)
@@ -550,9 +644,7 @@ class StackCluster:
 
     async def _restart_now(self, node_id: int) -> None:
         if self.members[node_id].refused is None:
-            await self.crash(node_id, "drop")
-            self.members[node_id].restarts += 1
-            await self.start_node(node_id)
+            await self.restart(node_id, "drop")
 
 
 # -- the key-value workload -------------------------------------------------------------------
@@ -560,8 +652,13 @@ class StackCluster:
 KEYS: Final = ("a", "b", "c")
 
 
+READS: Final = ("linearizable", "lease", "mixed")
+"""How :func:`run_kv`'s clients read: ReadIndex, the leader's lease, or either at random per
+read (README.md, "Reads")."""
+
+
 async def _kv_client(
-    cluster: StackCluster, cid: int, recorder: HistoryRecorder, until: float
+    cluster: StackCluster, cid: int, recorder: HistoryRecorder, until: float, reads: str
 ) -> None:
     loop = asyncio.get_running_loop()
     rng = random.Random(cluster.rng.getrandbits(64))
@@ -573,8 +670,9 @@ async def _kv_client(
             r = rng.random()
             if r < 0.4:
                 h = recorder.invoke(cid, "read", key)
+                level = reads if reads != "mixed" else rng.choice(READS[:2])
                 try:
-                    value = json.loads(await client.query(key.encode()))
+                    value = json.loads(await client.query(key.encode(), consistency=level))
                 except RaftError:
                     recorder.fail(h)  # a read that did not answer did nothing
                 else:
@@ -615,19 +713,23 @@ def run_kv(
     clients: int = 3,
     duration: float = 10.0,
     faults: StackFaults | None = None,
+    reads: str = "mixed",
     config: NodeConfig = STACK_CONFIG,
     check_timeout: float = 30.0,
 ) -> StackResult:
     """One seeded run of the key-value workload under faults: ``clients`` real clients for
-    ``duration`` virtual seconds, then heal, converge and check (see the module docstring)."""
+    ``duration`` virtual seconds, then heal, converge and check (see the module docstring).
+    ``reads``: how the clients read (:data:`READS`)."""
+    if reads not in READS:
+        raise ValueError(f"reads must be one of {READS}, not {reads!r}")
     began = time.perf_counter()
     cluster = StackCluster(seed, n, faults=faults, config=config)
-    recorder = HistoryRecorder(clock=lambda: round(cluster.loop.time() * 1e9))
+    recorder = HistoryRecorder(clock=lambda: round(cluster.loop.true_time() * 1e9))
 
     async def workload(c: StackCluster) -> None:
         until = asyncio.get_running_loop().time() + duration
         tasks = [
-            asyncio.get_running_loop().create_task(_kv_client(c, cid, recorder, until))
+            asyncio.get_running_loop().create_task(_kv_client(c, cid, recorder, until, reads))
             for cid in range(1, clients + 1)
         ]
         await asyncio.gather(*tasks)
@@ -644,7 +746,7 @@ def run_kv(
 
     virtual = cluster.run(workload, duration)
     history = recorder.operations()
-    options = _options(n, clients, duration, faults)
+    options = _options(n, clients, duration, faults, reads)
     result = check(history, timeout=check_timeout)
     return StackResult(
         seed,
@@ -658,21 +760,27 @@ def run_kv(
     )
 
 
-def _options(n: int, clients: int, duration: float, faults: StackFaults | None) -> tuple[str, ...]:
+def _options(
+    n: int, clients: int, duration: float, faults: StackFaults | None, reads: str
+) -> tuple[str, ...]:
     """The options of ``main`` that repeat a run of :func:`run_kv` with these arguments."""
     out: list[str] = []
+    if reads != "mixed":
+        out += ["--reads", reads]
     if n != 3:
         out += ["--nodes", str(n)]
     if clients != 3:
         out += ["--clients", str(clients)]
     if duration != 10.0:
         out += ["--duration", f"{duration:g}"]
-    if faults is not None and faults != StackFaults():
-        out += ["--faults", ",".join(sorted(faults.kinds)) or "none"]
-        if faults.interval != 1.0:
+    if faults is not None:
+        default = StackFaults()
+        if faults.kinds != default.kinds or not faults.swarm:
+            out += ["--faults", ",".join(sorted(faults.kinds)) or "none"]
+            if faults.swarm:
+                out += ["--swarm"]
+        if faults.interval != default.interval:
             out += ["--interval", f"{faults.interval:g}"]
-        if faults.swarm:
-            out += ["--swarm"]
     return tuple(out)
 
 
@@ -692,17 +800,27 @@ def main(argv: list[str] | None = None) -> int:
         help=f"comma-separated fault kinds, or none (default: a per-seed mix of {FAULT_KINDS})",
     )
     parser.add_argument("--interval", type=float, default=1.0, help="mean s between faults")
-    parser.add_argument("--swarm", action="store_true", help="with --faults: a subset per seed")
+    parser.add_argument(
+        "--swarm", action="store_true", help="with --faults: a random subset of them per seed"
+    )
+    parser.add_argument("--reads", choices=READS, default="mixed", help="read consistency")
     parser.add_argument("--history", help="write the (last) history to this file")
     args = parser.parse_args(argv)
     faults = None
     if args.faults is not None:
         kinds = [] if args.faults == "none" else args.faults.split(",")
         faults = replace(StackFaults.only(*kinds), interval=args.interval, swarm=args.swarm)
+    elif args.interval != StackFaults().interval:
+        faults = replace(StackFaults(), interval=args.interval)
     failed = 0
     for seed in range(args.seed, args.seed + args.count):
         result = run_kv(
-            seed, args.nodes, clients=args.clients, duration=args.duration, faults=faults
+            seed,
+            args.nodes,
+            clients=args.clients,
+            duration=args.duration,
+            faults=faults,
+            reads=args.reads,
         )
         print(result.summary())
         failed += not result.ok
