@@ -7,19 +7,29 @@
 over the in-memory :class:`~raftpy.testing.stack_net.SimNetwork`. Everything random comes from
 one ``random.Random(seed)``: the same seed gives the same run, byte for byte.
 
-A nemesis injects, per seed, a random mix of the faults in :class:`StackFaults`: partitions
-(clients included), message loss, duplication, delay and reordering, process crashes that
-lose unsynced writes (``drop``) or tear them (``torn``, ``partial``, also in the middle of an
-fsync), fsync failures (the node's fatal path, then a restart from its files), a full disk, a
-slow disk (each fsync blocks the process for a while of virtual time), clock jumps (the
-whole process paused: every timer fires late), corrupted reads (``corrupt_read``: a bit flipped
-in what a read of a segment or snapshot file returns, the disk holding the right bytes) and
-damage (``damage``: a bit flipped on the disk itself). The node must catch both by checksum:
-it refuses to start naming the file and offset, and the simulated supervisor starts it again
-(a corrupted read is gone the next time) or, when the disk is damaged, keeps it down and at
-the end replaces it as README.md ("Changing members") says: removed through the real
-membership API, wiped, and added back with ``join``. A refusal with no damage to explain it,
-or naming a file nobody damaged, is a finding.
+A nemesis (:mod:`raftpy.testing.stack_nemesis`) injects, per seed, a random mix of the faults
+in :class:`StackFaults`: partitions (clients included; often the leader cut off with some
+clients), message loss, duplication, delay and reordering, process crashes that lose unsynced
+writes (``drop``) or tear them (``torn``, ``partial``, also in the middle of an fsync), fsync
+failures (the node's fatal path, then a restart from its files), a full disk, a slow disk
+(each fsync stalls the host for a while of virtual time), clock jumps (one node stopped, often
+the leader, while the others run on: on resuming its monotonic clock has leapt and every
+timer is overdue), clock drift, corrupted reads (``corrupt_read``: a bit flipped in what a
+read of a segment or snapshot file returns, the disk holding the right bytes) and damage
+(``damage``: a bit flipped on the disk itself).
+
+**Clocks.** Each node reads its own :class:`~raftpy.testing.stack_loop.ProcessClock`: its own
+offset (nothing may compare two nodes' readings) and its own rate, kept within
+:func:`drift_bound`, a quarter of the drift the leader lease promises to tolerate
+(``NodeConfig.max_clock_drift`` over an election timeout, README.md "Reads"), so that lease
+reads must stay linearizable. Clients read at ``linearizable`` or ``lease`` consistency.
+
+**Damage.** The node must catch flipped bits by checksum: it refuses to start naming the file
+and offset, and the simulated supervisor starts it again (a corrupted read is gone the next
+time) or, when the disk is damaged, keeps it down and at the end replaces it as README.md
+("Changing members") says: removed through the real membership API, wiped, and added back
+with ``join``. A refusal with no damage to explain it, or naming a file nobody damaged, is a
+finding.
 
 :func:`run_kv` drives a key-value workload with simulated clients, records what they saw in
 the :mod:`raftpy.testing.history` format and checks it with
@@ -67,59 +77,37 @@ from raftpy.storage.fs import CrashMode, FaultyFileSystem
 from raftpy.testing.history import HistoryRecorder, Operation, dump_history
 from raftpy.testing.linearizability import CheckResult, Verdict, check
 from raftpy.testing.stack_loop import ProcessClock, VirtualTimeLoop, process_clock, run
+from raftpy.testing.stack_nemesis import (
+    CLIENT_ENDS,
+    FAULT_KINDS,
+    OUTCOMES,
+    Nemesis,
+    StackFaults,
+    drift_bound,
+)
 from raftpy.testing.stack_net import SimNetwork, client_end, node_address
+
+__all__ = [
+    "CLIENT_ENDS",
+    "DATA_DIR",
+    "FAULT_KINDS",
+    "OUTCOMES",
+    "READS",
+    "STACK_CONFIG",
+    "SimDisk",
+    "SimKV",
+    "StackCluster",
+    "StackFaults",
+    "StackResult",
+    "drift_bound",
+    "main",
+    "run_kv",
+]
 
 logger = logging.getLogger("raftpy.testing.stack_sim")
 
 DATA_DIR: Final = "/data"
 """Every node's data directory, on its own simulated disk."""
-CLIENT_ENDS: Final = 1000
-"""Client ``k`` (from 0) sits on network end ``CLIENT_ENDS + k``: partitions split clients too."""
-FAULT_KINDS: Final = (
-    "partition",
-    "loss",
-    "duplicate",
-    "reorder",
-    "crash",
-    "torn",
-    "fsync",
-    "disk_full",
-    "slow_disk",
-    "clock_jump",
-    "clock_drift",
-    "corrupt_read",
-    "damage",
-)
-
-
-OUTCOMES: Final = ("reread", "refused", "replaced")
-"""What the simulated supervisor did about damage, counted beside the faults: started a node
-again after a corrupted read made it refuse, kept one down whose disk was damaged, replaced
-one (see :meth:`StackCluster.start_node`)."""
-
-
-@dataclass(frozen=True, slots=True)
-class StackFaults:
-    """Which faults the nemesis may inject (see the module docstring), and how often it acts
-    (``interval``: mean virtual seconds between two faults). ``swarm``: each seed enables a
-    random subset of the kinds allowed here, so that some runs mix few faults deeply."""
-
-    kinds: frozenset[str] = frozenset(FAULT_KINDS)
-    interval: float = 1.0
-    swarm: bool = True
-
-    @classmethod
-    def none(cls) -> StackFaults:
-        return cls(frozenset())
-
-    @classmethod
-    def only(cls, *kinds: str) -> StackFaults:
-        unknown = set(kinds) - set(FAULT_KINDS)
-        if unknown:
-            raise ValueError(f"unknown fault kinds {sorted(unknown)}; known: {FAULT_KINDS}")
-        return cls(frozenset(kinds), swarm=False)
-
-
 STACK_CONFIG: Final = NodeConfig(
     tick_seconds=0.05,
     exit_on_fatal=False,  # the node's fatal path ends its loop; the simulator restarts it
@@ -177,12 +165,6 @@ class SimKV:
         self.data = json.loads(inp.read())
 
 
-def _checksummed(path: str) -> bool:
-    """Whether a file of a data dir carries checksums (the log's segments, snapshot files):
-    the files whose reads the nemesis corrupts. ``IDENTITY`` and ``PEERS`` have none."""
-    return path.endswith(".wal") or "/snapshots/" in path
-
-
 def _refusal_file(exc: StorageError) -> str | None:
     """The file a refusal to start names."""
     if isinstance(exc, CorruptLogError | CorruptSnapshotError):
@@ -190,15 +172,6 @@ def _refusal_file(exc: StorageError) -> str | None:
     # A flipped bit in a file's magic number reads as a file of another format, named first
     # in the message (no offset: the magic is at offset 0).
     return str(exc).split(" ", 1)[0]
-
-
-def drift_bound(config: NodeConfig) -> float:
-    """How far from true speed the nemesis sets a node's clock rate: a quarter of what the
-    lease promises to tolerate (README.md, "Reads": no member's clock may run ahead of the
-    leader's by more than ``max_clock_drift`` over an election timeout), so that two clocks
-    differ by at most half of it."""
-    election = config.raft.election_ticks * config.tick_seconds
-    return config.max_clock_drift / election / 4
 
 
 @dataclass(slots=True)
@@ -211,6 +184,8 @@ class _Member:
     restarts: int = 0
     damaged: list[str] = field(default_factory=list)
     """Files of this member's disk the nemesis damaged for good (:meth:`SimDisk.flip_bit`)."""
+    join: tuple[str, ...] = ()
+    """Addresses the node is started with to join (README.md, "Changing members")."""
     busy: asyncio.Lock = field(default_factory=asyncio.Lock)
     """Held while the simulated supervisor crashes or starts this member."""
     refused: str | None = None
@@ -303,9 +278,12 @@ class StackCluster:
         }
         self.faults: dict[str, int] = dict.fromkeys((*FAULT_KINDS, *OUTCOMES), 0)
         self.problems: list[str] = []
-        self._clients = 0
-        self._isolated_until = 0.0
-        self._pending_cut: asyncio.TimerHandle | None = None
+        self.client_count = 0
+        """Clients made so far (:meth:`client`)."""
+        # The nemesis's state (raftpy.testing.stack_nemesis): until when an isolated leader
+        # stays cut off, and a cut waiting for a stalled leader to resume (heal cancels it).
+        self.isolated_until = 0.0
+        self.pending_cut: asyncio.TimerHandle | None = None
 
     # -- nodes --------------------------------------------------------------------------------
 
@@ -319,13 +297,14 @@ class StackCluster:
         leaders = [n for n in self.nodes() if n.role.value == "leader"]
         return leaders[0] if len(leaders) == 1 else None
 
-    async def start_node(self, node_id: int, join: tuple[str, ...] = ()) -> None:
+    async def start_node(self, node_id: int) -> None:
         """Start node ``node_id`` from its disk, as a supervisor would: a refusal that names
         damage (file and offset) is retried (a read may have been corrupted on its way, the
         disk holding the right bytes), and when it persists on files the nemesis damaged the
         member stays down (``refused``) until :meth:`heal` replaces it. Any other failure to
         start, or a refusal with no damage to explain it, is a finding (``problems``)."""
         m = self.members[node_id]
+        join = m.join
         for _ in range(5):
             m.machine = self._factory()
             reads = len(m.disk.corrupted_reads)
@@ -382,8 +361,11 @@ class StackCluster:
             m.disk = SimDisk(self.rng.getrandbits(32), self.loop)
             m.damaged.clear()
             m.refused = None
+            # Started with join from now on, as its command line would say --join: a
+            # restart before it is back in the cluster asks again (once it is, join is moot).
+            m.join = others
             self.faults["replaced"] += 1
-            await self.start_node(node_id, join=others)
+            await self.start_node(node_id)
 
     async def crash(self, node_id: int, mode: CrashMode = "drop") -> None:
         """Kill node ``node_id``'s process: its connections reset, its disk keeps what a
@@ -411,8 +393,8 @@ class StackCluster:
     def client(self, addresses: tuple[str, ...] = (), **options: object) -> Client:
         """A real :class:`~raftpy.client.Client` of this cluster (of ``addresses``, default
         every member), on the simulated network, with its own seeded jitter."""
-        client_end.set(CLIENT_ENDS + self._clients)  # this task's context, and its children's
-        self._clients += 1
+        client_end.set(CLIENT_ENDS + self.client_count)  # this task's context, and its children's
+        self.client_count += 1
         kwargs: dict[str, object] = {
             "timeout": 3.0,
             "connect_timeout": 0.3,
@@ -456,8 +438,8 @@ class StackCluster:
 
     async def heal(self) -> None:
         """End every fault: links, disks, and nodes that are down."""
-        if self._pending_cut is not None:
-            self._pending_cut.cancel()
+        if self.pending_cut is not None:
+            self.pending_cut.cancel()
         self.net.heal()
         self.net.faults = replace(self.net.faults, loss=0.0, duplicate=0.0, reorder=False)
         for m in self.members.values():
@@ -484,6 +466,20 @@ class StackCluster:
             await asyncio.sleep(0.1)
         return False
 
+    async def _nemesis(self, duration: float) -> None:
+        loop = asyncio.get_running_loop()
+        end = loop.time() + duration
+        rng = self.rng
+        nemesis = Nemesis(self)
+        while self.kinds:
+            await asyncio.sleep(rng.expovariate(1.0 / self.interval))
+            if loop.time() >= end:
+                break
+            kind = rng.choice(self.kinds)
+            self.faults[kind] += 1
+            await nemesis.inject(kind, rng)
+        await self.heal()
+
     async def _watch(self) -> None:
         """Restart a node whose fatal path ended its loop, as a supervisor would."""
         while True:
@@ -492,159 +488,6 @@ class StackCluster:
                 if m.node is not None and m.node.status().failed is not None:
                     mode: CrashMode = self.rng.choice(("drop", "torn", "partial", "keep"))
                     await self.restart(m.node_id, mode)
-
-    async def _nemesis(self, duration: float) -> None:
-        loop = asyncio.get_running_loop()
-        end = loop.time() + duration
-        rng = self.rng
-        while self.kinds:
-            await asyncio.sleep(rng.expovariate(1.0 / self.interval))
-            if loop.time() >= end:
-                break
-            kind = rng.choice(self.kinds)
-            self.faults[kind] += 1
-            await self._inject(kind, rng)
-        await self.heal()
-
-    async def _inject(self, kind: str, rng: random.Random) -> None:
-        ids = sorted(self.members)
-        if kind in ("partition", "loss", "duplicate", "reorder"):
-            self._inject_network(kind, rng)
-        elif kind in ("clock_jump", "clock_drift"):
-            self._inject_clock(kind, rng)
-        elif kind in ("corrupt_read", "damage"):
-            await self._corrupt(kind, rng)
-        elif kind in ("crash", "torn"):
-            victim = rng.choice(ids)
-            modes: tuple[CrashMode, ...] = ("drop",) if kind == "crash" else ("torn", "partial")
-            mode = rng.choice(modes)
-            if kind == "torn" and rng.random() < 0.5:
-                # A power loss in the middle of a sync; the node dies there (the watcher
-                # restarts it from what the crash left).
-                self.members[victim].disk.crash_on_next_sync(mode, after=rng.randrange(3))
-                return
-            m = self.members[victim]
-            async with m.busy:
-                await self.crash(victim, mode)
-            await asyncio.sleep(rng.uniform(0.0, 2.0))
-            async with m.busy:
-                if m.node is None and m.refused is None:
-                    m.restarts += 1
-                    await self.start_node(victim)
-        elif kind == "fsync":
-            self.members[rng.choice(ids)].disk.fail_next_fsync()
-        elif kind == "disk_full":
-            disk = self.members[rng.choice(ids)].disk
-            disk.set_capacity(disk.used_bytes() + rng.randrange(0, 8192))
-            loop = asyncio.get_running_loop()
-            loop.call_later(rng.uniform(0.2, 3.0), disk.set_capacity, None)
-        elif kind == "slow_disk":
-            disk = self.members[rng.choice(ids)].disk
-            disk.slow = rng.choice((0.0, 0.02, 0.2))
-
-    def _inject_network(self, kind: str, rng: random.Random) -> None:
-        net = self.net
-        if kind == "partition":
-            if self.loop.true_time() < self._isolated_until:
-                return  # an isolated leader stays cut off long enough for a new one to rise
-            if rng.random() < 0.3:
-                net.heal()
-                return
-            clients = list(range(CLIENT_ENDS, CLIENT_ENDS + self._clients))
-            leader = self.leader()
-            if leader is not None and rng.random() < 0.4:
-                self._isolate(leader.node_id, clients, rng)
-                return
-            shuffled = [*sorted(self.members), *clients]
-            rng.shuffle(shuffled)
-            cut = rng.randrange(1, len(shuffled))
-            net.partition(set(shuffled[:cut]), set(shuffled[cut:]))
-        elif kind == "loss":
-            net.faults = replace(net.faults, loss=rng.choice((0.0, 0.05, 0.2, 0.5)))
-        elif kind == "duplicate":
-            net.faults = replace(net.faults, duplicate=rng.choice((0.0, 0.05, 0.3)))
-        elif kind == "reorder":
-            net.faults = replace(
-                net.faults, reorder=not net.faults.reorder, max_delay=rng.choice((0.002, 0.05))
-            )
-
-    def _inject_clock(self, kind: str, rng: random.Random) -> None:
-        ids = sorted(self.members)
-        if kind == "clock_jump":
-            # One machine stops (a paused virtual machine, a long collection); on resuming
-            # its monotonic clock has leapt ahead and every timer is overdue. The leader
-            # half the time: its lease and its belief that it leads are what a pause puts to
-            # the test. Now and then the whole host stops instead.
-            r = rng.random()
-            if r < 0.2:
-                self.loop.advance(rng.uniform(0.05, 2.0))
-            else:
-                leader = self.leader()
-                victim = leader.node_id if leader is not None and r < 0.6 else rng.choice(ids)
-                self.loop.pause(self.members[victim].clock, rng.uniform(0.05, 2.0))
-        else:
-            # A clock running fast or slow, within the bound the lease relies on (drift_bound).
-            clock = self.members[rng.choice(ids)].clock
-            clock.set_rate(self.loop.true_time(), 1.0 + rng.uniform(-self.drift, self.drift))
-
-    def _isolate(self, leader: int, clients: list[int], rng: random.Random) -> None:
-        """Cut the leader off from every other node, some clients still with it: until it
-        steps down it must not answer them what the others have overwritten. Half the time
-        it stalls too (before the cut or during it): the others elect a leader and move on,
-        and it resumes with its timers late, as sure as ever that it leads."""
-        rng.shuffle(clients)
-        cut = rng.randrange(1, max(2, len(clients)))
-        rest = {i for i in self.members if i != leader}
-        near, far = {leader, *clients[:cut]}, {*rest, *clients[cut:]}
-        now = self.loop.true_time()
-        self._isolated_until = now + rng.uniform(1.0, 3.0)
-        r = rng.random()
-        if r < 0.5:
-            self.net.partition(near, far)
-            return
-        stall = rng.uniform(0.3, 1.5)
-        self.loop.pause(self.members[leader].clock, stall)
-        if r < 0.75:
-            self.net.partition(near, far)
-        else:  # the cut comes as it resumes: its clients, gone elsewhere, come back to it
-            self._isolated_until += stall
-            self._pending_cut = self.loop.call_at_true(now + stall, self.net.partition, near, far)
-
-    async def _corrupt(self, kind: str, rng: random.Random) -> None:
-        ids = sorted(self.members)
-        if kind == "corrupt_read":
-            # A bit flipped on its way from the disk; a restart makes the node read its whole
-            # log back (at run time it reads the log only for followers that lag).
-            victim = rng.choice(ids)
-            self.members[victim].disk.corrupt_next_reads(rng.randint(1, 3), _checksummed)
-            if rng.random() < 0.5:
-                await self._restart_now(victim)
-            return
-        # A bit flipped on the disk itself, in a segment or snapshot file, on one member at a
-        # time (two members down for good would leave no quorum to replace them).
-        if any(m.damaged or m.refused for m in self.members.values()):
-            return
-        member = self.members[rng.choice(ids)]
-        disk = member.disk
-        files = [
-            (d, name)
-            for d in sorted(disk.durable_dirs)
-            for name, inode in sorted(disk.durable_dirs[d].items())
-            if _checksummed(f"{d}/{name}") and inode.synced.rstrip(b"\0")
-        ]
-        if not files:
-            return
-        d, name = rng.choice(files)
-        path = f"{d}/{name}"
-        used = len(disk.durable_dirs[d][name].synced.rstrip(b"\0"))
-        disk.flip_bit(path, rng.randrange(used), rng.randrange(8))
-        member.damaged.append(path)
-        if rng.random() < 0.5:
-            await self._restart_now(member.node_id)
-
-    async def _restart_now(self, node_id: int) -> None:
-        if self.members[node_id].refused is None:
-            await self.restart(node_id, "drop")
 
 
 # -- the key-value workload -------------------------------------------------------------------
@@ -658,7 +501,12 @@ read (README.md, "Reads")."""
 
 
 async def _kv_client(
-    cluster: StackCluster, cid: int, recorder: HistoryRecorder, until: float, reads: str
+    cluster: StackCluster,
+    cid: int,
+    recorder: HistoryRecorder,
+    until: float,
+    reads: str,
+    think: float,
 ) -> None:
     loop = asyncio.get_running_loop()
     rng = random.Random(cluster.rng.getrandbits(64))
@@ -703,7 +551,7 @@ async def _kv_client(
                 else:
                     recorder.complete(h, result == b"1" if command[0] == "c" else None)
                     seen[key].append(new)
-            await asyncio.sleep(rng.uniform(0.0, 0.05))
+            await asyncio.sleep(rng.uniform(0.0, think))
 
 
 def run_kv(
@@ -714,12 +562,14 @@ def run_kv(
     duration: float = 10.0,
     faults: StackFaults | None = None,
     reads: str = "mixed",
+    think: float = 0.05,
     config: NodeConfig = STACK_CONFIG,
     check_timeout: float = 30.0,
 ) -> StackResult:
     """One seeded run of the key-value workload under faults: ``clients`` real clients for
     ``duration`` virtual seconds, then heal, converge and check (see the module docstring).
-    ``reads``: how the clients read (:data:`READS`)."""
+    ``reads``: how the clients read (:data:`READS`); ``think``: each client waits a random
+    0 to ``think`` virtual seconds after each operation (the load it offers)."""
     if reads not in READS:
         raise ValueError(f"reads must be one of {READS}, not {reads!r}")
     began = time.perf_counter()
@@ -729,7 +579,9 @@ def run_kv(
     async def workload(c: StackCluster) -> None:
         until = asyncio.get_running_loop().time() + duration
         tasks = [
-            asyncio.get_running_loop().create_task(_kv_client(c, cid, recorder, until, reads))
+            asyncio.get_running_loop().create_task(
+                _kv_client(c, cid, recorder, until, reads, think)
+            )
             for cid in range(1, clients + 1)
         ]
         await asyncio.gather(*tasks)
@@ -746,7 +598,7 @@ def run_kv(
 
     virtual = cluster.run(workload, duration)
     history = recorder.operations()
-    options = _options(n, clients, duration, faults, reads)
+    options = _options(n, clients, duration, faults, reads, think)
     result = check(history, timeout=check_timeout)
     return StackResult(
         seed,
@@ -761,10 +613,12 @@ def run_kv(
 
 
 def _options(
-    n: int, clients: int, duration: float, faults: StackFaults | None, reads: str
+    n: int, clients: int, duration: float, faults: StackFaults | None, reads: str, think: float
 ) -> tuple[str, ...]:
     """The options of ``main`` that repeat a run of :func:`run_kv` with these arguments."""
     out: list[str] = []
+    if think != 0.05:
+        out += ["--think", f"{think:g}"]
     if reads != "mixed":
         out += ["--reads", reads]
     if n != 3:
@@ -804,6 +658,9 @@ def main(argv: list[str] | None = None) -> int:
         "--swarm", action="store_true", help="with --faults: a random subset of them per seed"
     )
     parser.add_argument("--reads", choices=READS, default="mixed", help="read consistency")
+    parser.add_argument(
+        "--think", type=float, default=0.05, help="max virtual s a client waits between ops"
+    )
     parser.add_argument("--history", help="write the (last) history to this file")
     args = parser.parse_args(argv)
     faults = None
@@ -821,6 +678,7 @@ def main(argv: list[str] | None = None) -> int:
             duration=args.duration,
             faults=faults,
             reads=args.reads,
+            think=args.think,
         )
         print(result.summary())
         failed += not result.ok
