@@ -10,6 +10,7 @@ import random
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Final
 
+from raftpy.errors import RaftError
 from raftpy.node.config import NodeConfig
 from raftpy.storage.fs import CrashMode
 
@@ -32,6 +33,7 @@ FAULT_KINDS: Final = (
     "clock_drift",
     "corrupt_read",
     "damage",
+    "member",
 )
 
 
@@ -92,6 +94,8 @@ class Nemesis:
             self._inject_clock(kind, rng)
         elif kind in ("corrupt_read", "damage"):
             await self._corrupt(kind, rng)
+        elif kind == "member":
+            await self._replace(rng)
         elif kind in ("crash", "torn"):
             victim = rng.choice(ids)
             modes: tuple[CrashMode, ...] = ("drop",) if kind == "crash" else ("torn", "partial")
@@ -189,6 +193,20 @@ class Nemesis:
             self.c.pending_cut = self.c.loop.call_at_true(
                 now + stall, self.c.net.partition, near, far
             )
+
+    async def _replace(self, rng: random.Random) -> None:
+        """A member replaced through the membership API, as an operator replaces a machine:
+        removed (the leader too: it hands over once the change commits), wiped, added back
+        with join. One at a time, and only while every member runs."""
+        members = self.c.members
+        if any(m.node is None or m.refused or m.damaged for m in members.values()):
+            return
+        victim = rng.choice(sorted(members))
+        try:
+            await self.c.replace(victim, timeout=5.0)
+        except RaftError:
+            # The faults kept the cluster from taking the change: heal finishes the job.
+            members[victim].refused = "to be replaced"
 
     async def _corrupt(self, kind: str, rng: random.Random) -> None:
         ids = sorted(self.c.members)

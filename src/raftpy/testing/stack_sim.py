@@ -349,15 +349,19 @@ class StackCluster:
             return
         self.problems.append(f"node {node_id} refused to start five times in a row")
 
-    async def replace(self, node_id: int) -> None:
-        """Replace a member whose disk was damaged, as README.md ("Changing members") says
-        to: remove it from the cluster, wipe its data dir, and start it again with ``join``
-        (it is added back as a learner and promotes itself once caught up)."""
+    async def replace(self, node_id: int, timeout: float = 20.0) -> None:
+        """Replace member ``node_id`` as README.md ("Changing members") says to replace one
+        whose disk was damaged or lost: remove it from the cluster through the membership
+        API (a running member serves on until the change commits), stop it, wipe its data
+        dir, and start it again with ``join`` (it is added back as a learner and promotes
+        itself once caught up). Raises what ``Client.remove_member`` raises when the cluster
+        cannot take the change within ``timeout``; the member is then left as it was."""
         m = self.members[node_id]
         others = tuple(a for i, a in self.peers.items() if i != node_id)
         async with self.client(addresses=others) as client:
-            await client.remove_member(node_id, timeout=20.0)
+            await client.remove_member(node_id, timeout=timeout)
         async with m.busy:
+            await self.crash(node_id, "drop")
             m.disk = SimDisk(self.rng.getrandbits(32), self.loop)
             m.damaged.clear()
             m.refused = None
