@@ -454,7 +454,23 @@ class StackCluster:
                 await self.restart(m.node_id, "drop")
         for m in self.members.values():
             if m.refused is not None:
-                await self.replace(m.node_id)
+                await self._replace_when_possible(m.node_id)
+
+    async def _replace_when_possible(self, node_id: int, timeout: float = 30.0) -> None:
+        """:meth:`replace`, tried again while the leader refuses (a member it restarted just
+        now, not heard from lately, would leave no quorum it trusts: README.md, "Changing
+        members"), as an operator would; a finding if it never can."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            try:
+                await self.replace(node_id)
+                return
+            except RaftError as exc:
+                if loop.time() >= deadline:
+                    self.problems.append(f"node {node_id} could not be replaced: {exc!r}")
+                    return
+            await asyncio.sleep(0.5)
 
     async def wait_converged(self, timeout: float = 20.0) -> bool:
         """Wait until every node runs and has applied the same index as the leader."""
