@@ -197,9 +197,9 @@ class Nemesis:
     async def _replace(self, rng: random.Random) -> None:
         """A member replaced through the membership API, as an operator replaces a machine:
         removed (the leader too: it hands over once the change commits), wiped, added back
-        with join. One at a time, and only while every member runs."""
+        with join. One at a time, and only while the cluster is whole (StackCluster.whole)."""
         members = self.c.members
-        if any(m.node is None or m.refused or m.damaged for m in members.values()):
+        if not self.c.whole():
             return
         victim = rng.choice(sorted(members))
         try:
@@ -220,7 +220,7 @@ class Nemesis:
             return
         # A bit flipped on the disk itself, in a segment or snapshot file, on one member at a
         # time (two members down for good would leave no quorum to replace them).
-        if any(m.damaged or m.refused for m in self.c.members.values()):
+        if not self.c.whole():
             return
         member = self.c.members[rng.choice(ids)]
         disk = member.disk

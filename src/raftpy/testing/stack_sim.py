@@ -293,6 +293,18 @@ class StackCluster:
             if m.node is not None:
                 yield m.node
 
+    def whole(self) -> bool:
+        """Whether every member runs, none is damaged or waiting to be replaced, and the
+        leader counts each as a voter (no member is still joining): only then may the nemesis
+        take one away for good (two lost of three would leave no quorum to replace them)."""
+        leader = self.leader()
+        if leader is None:
+            return False
+        if any(m.node is None or m.refused or m.damaged for m in self.members.values()):
+            return False
+        conf = leader.members()
+        return set(conf.voters) == set(self.members) and not conf.voters_outgoing
+
     def leader(self) -> RaftNode | None:
         leaders = [n for n in self.nodes() if n.role.value == "leader"]
         return leaders[0] if len(leaders) == 1 else None
