@@ -21,6 +21,7 @@ import errno
 import os
 import random
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -521,6 +522,10 @@ CrashMode = Literal["drop", "torn", "partial", "keep"]
 _SECTOR = 512
 
 
+def _any_path(path: str) -> bool:
+    return True
+
+
 class SimulatedCrash(Exception):
     """Raised by :class:`FaultyFileSystem` where a crash armed with
     :meth:`FaultyFileSystem.crash_on_next_sync` happened: the "process" is dead, and the data
@@ -537,6 +542,12 @@ class _FaultyFile(_MemoryFile):
         if self._closed or self._epoch != self._fs.epoch:
             raise OSError(errno.EBADF, "file handle closed or lost in a crash", self.path)
         return self._inode
+
+    def read_at(self, offset: int, size: int) -> bytes:
+        data = super().read_at(offset, size)
+        if self._fs.read_faults and data:
+            data = self._fs.corrupt_read(self.path, data)
+        return data
 
     def write_at(self, offset: int, data: bytes | bytearray | memoryview) -> None:
         inode = self._live()
@@ -604,8 +615,10 @@ class FaultyFileSystem(MemoryFileSystem):
     themselves (``makedirs``) are durable at once.
 
     Faults to inject: :meth:`fail_next_fsync` (the next ``datasync``/``sync_dir`` raises
-    ``EIO``) and :meth:`set_capacity` (writes that would grow the files past it raise
-    ``ENOSPC``). Randomness comes only from ``random.Random(seed)``.
+    ``EIO``), :meth:`set_capacity` (writes that would grow the files past it raise
+    ``ENOSPC``), :meth:`corrupt_next_reads` (reads return a flipped bit the disk does not hold:
+    a transient error the device did not report) and :meth:`flip_bit` (damage on the disk
+    itself). Randomness comes only from ``random.Random(seed)``.
     """
 
     def __init__(self, seed: int = 0) -> None:
@@ -619,6 +632,9 @@ class FaultyFileSystem(MemoryFileSystem):
         self._fsync_failures = 0
         self._armed: CrashMode | None = None
         self._armed_after = 0
+        self.read_faults = 0  # reads still to corrupt (corrupt_next_reads)
+        self._read_fault_where: Callable[[str], bool] = _any_path
+        self.corrupted_reads: list[tuple[str, int]] = []  # (path, byte of the read) flipped
 
     def _file(self, inode: _Inode, path: str) -> File:
         return _FaultyFile(self, inode, self.epoch, path)
@@ -642,6 +658,41 @@ class FaultyFileSystem(MemoryFileSystem):
         :class:`SimulatedCrash`: a power loss in the middle of a sync."""
         self._armed = mode
         self._armed_after = after
+
+    def corrupt_next_reads(self, count: int = 1, where: Callable[[str], bool] = _any_path) -> None:
+        """Make the next ``count`` reads of files whose path ``where`` accepts return their data
+        with one bit flipped, somewhere before the read's trailing zeros (in what the file
+        holds, not in preallocated space). The disk keeps its content: reading again gives the
+        right bytes, as after a transient error the device did not report (only a checksum
+        tells). Each flip is recorded in :attr:`corrupted_reads`."""
+        self.read_faults = count
+        self._read_fault_where = where
+
+    def corrupt_read(self, path: str, data: bytes) -> bytes:
+        if not self._read_fault_where(path):
+            return data
+        used = len(data.rstrip(b"\0"))
+        if used == 0:
+            return data
+        self.read_faults -= 1
+        pos = self.rng.randrange(used)
+        self.corrupted_reads.append((path, pos))
+        out = bytearray(data)
+        out[pos] ^= 1 << self.rng.randrange(8)
+        return bytes(out)
+
+    def flip_bit(self, path: str, offset: int, bit: int) -> None:
+        """Damage the disk: flip bit ``bit`` (0 to 7) of byte ``offset`` of file ``path``, in
+        what it holds now and in what a crash keeps (a bad sector, a bug in the firmware)."""
+        head, name = self._split(path)
+        inode = self._dir(head).get(name)
+        if inode is None:
+            raise FileNotFoundError(errno.ENOENT, "No such file", path)
+        if not 0 <= offset < len(inode.data) or not 0 <= bit < 8:
+            raise ValueError(f"{path} holds {len(inode.data)} bytes: no bit {bit} at {offset}")
+        inode.data[offset] ^= 1 << bit
+        if offset < len(inode.synced):
+            inode.synced[offset] ^= 1 << bit
 
     def maybe_crash(self) -> None:
         if self._armed is not None and self._armed_after > 0:

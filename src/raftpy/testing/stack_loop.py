@@ -10,14 +10,24 @@ pluggable :attr:`VirtualTimeLoop.connector` (the in-memory network of
 :mod:`raftpy.testing.stack_net`); ``run_in_executor`` (and so ``asyncio.to_thread``, which
 the node uses to write and restore snapshots) runs the function inline, at once, on the
 loop: deterministic, and the caller still gets a future. :meth:`VirtualTimeLoop.advance`
-moves the clock forward from inside a callback, as when the process is blocked (a slow
-fsync, a paused virtual machine).
+moves the clock forward from inside a callback, as when the whole machine is blocked.
+
+**One clock per simulated process.** Code running in a context where :data:`process_clock`
+is set (a node's tasks and callbacks: they inherit the context the node was started in) reads
+that :class:`ProcessClock` from ``loop.time()``, and its ``call_at``/``call_later`` deadlines
+are in that clock: each process has its own offset (nothing may compare two processes'
+readings) and its own rate (drift). :meth:`VirtualTimeLoop.pause` freezes one process: none
+of its callbacks run until it resumes, while its clock keeps running (a monotonic clock counts
+the time a process was stopped, so on resuming it sees every timer overdue). The loop itself,
+and code outside any process, run on the true virtual time (:meth:`VirtualTimeLoop.true_time`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
+import heapq
 import selectors
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
@@ -28,6 +38,45 @@ T = TypeVar("T")
 class SimulationDeadlock(RuntimeError):
     """Nothing is ready and no timer is pending, yet the awaited work is not done: the
     simulated program can never make progress again."""
+
+
+class ProcessClock:
+    """A simulated process's monotonic clock: its reading at true virtual time ``t`` is
+    ``offset + rate * t`` (piecewise: :meth:`set_rate` keeps the reading continuous). It never
+    goes back. ``paused_until``: true time at which the process resumes (see
+    :meth:`VirtualTimeLoop.pause`)."""
+
+    __slots__ = ("_base_local", "_base_true", "paused_until", "rate")
+
+    def __init__(self, offset: float = 0.0, rate: float = 1.0) -> None:
+        if rate <= 0:
+            raise ValueError(f"a clock's rate must be positive, not {rate}")
+        self._base_true = 0.0
+        self._base_local = float(offset)
+        self.rate = float(rate)
+        self.paused_until = 0.0
+
+    def local(self, true: float) -> float:
+        """The reading at true virtual time ``true``."""
+        return self._base_local + (true - self._base_true) * self.rate
+
+    def true(self, local: float) -> float:
+        """The true virtual time at which this clock reads ``local``."""
+        return self._base_true + (local - self._base_local) / self.rate
+
+    def set_rate(self, now: float, rate: float) -> None:
+        """From true time ``now`` on, run at ``rate`` (1.0: true speed)."""
+        if rate <= 0:
+            raise ValueError(f"a clock's rate must be positive, not {rate}")
+        self._base_local = self.local(now)
+        self._base_true = now
+        self.rate = rate
+
+
+process_clock: contextvars.ContextVar[ProcessClock | None] = contextvars.ContextVar(
+    "process_clock", default=None
+)
+"""The clock of the simulated process running in this context (``None``: true time)."""
 
 
 class Connector(Protocol):
@@ -76,9 +125,97 @@ class VirtualTimeLoop(asyncio.BaseEventLoop):
         self._clock_resolution = 1e-9
         self.connector: Connector | None = None
         """Where ``create_connection`` goes; ``None``: every connection is refused."""
+        self._paused: list[ProcessClock] = []
 
     def time(self) -> float:
+        clock = process_clock.get()
+        if clock is None:
+            return self._now
+        return clock._base_local + (self._now - clock._base_true) * clock.rate  # clock.local
+
+    def true_time(self) -> float:
+        """The true virtual time, whoever asks."""
         return self._now
+
+    # -- per-process clocks and pauses ------------------------------------------------------
+
+    def call_at(  # type: ignore[override]
+        self,
+        when: float,
+        callback: Callable[..., object],
+        *args: Any,
+        context: contextvars.Context | None = None,
+    ) -> asyncio.TimerHandle:
+        """As ``BaseEventLoop.call_at``, ``when`` read on the caller's clock."""
+        clock = process_clock.get()
+        if clock is not None:
+            when = clock.true(when)
+        return self.call_at_true(when, callback, *args, context=context)
+
+    def call_at_true(
+        self,
+        when: float,
+        callback: Callable[..., object],
+        *args: Any,
+        context: contextvars.Context | None = None,
+    ) -> asyncio.TimerHandle:
+        """``call_at`` with ``when`` in true virtual time (after any pause of the process
+        the callback belongs to)."""
+        if self._paused:
+            until = self._paused_until(context)
+            if until > when:
+                when = until
+        return super().call_at(when, callback, *args, context=context)
+
+    def call_soon(  # type: ignore[override]
+        self,
+        callback: Callable[..., object],
+        *args: Any,
+        context: contextvars.Context | None = None,
+    ) -> asyncio.Handle:
+        if self._paused:
+            until = self._paused_until(context)
+            if until > self._now:
+                return super().call_at(until, callback, *args, context=context)
+        return super().call_soon(callback, *args, context=context)
+
+    def _paused_until(self, context: contextvars.Context | None) -> float:
+        clock = process_clock.get() if context is None else context.get(process_clock)
+        if clock is None:
+            return 0.0
+        if clock.paused_until <= self._now:
+            self._paused = [c for c in self._paused if c.paused_until > self._now]
+            return 0.0
+        return clock.paused_until
+
+    def pause(self, clock: ProcessClock, seconds: float) -> None:
+        """Stop the process whose clock is ``clock`` for ``seconds`` of true virtual time: its
+        callbacks that are ready or fall due meanwhile run when it resumes (a stopped virtual
+        machine, a long garbage collection); its clock keeps counting. The callback calling
+        this finishes first."""
+        if seconds < 0:
+            raise ValueError(f"cannot pause for {seconds} s")
+        until = self._now + seconds
+        if until <= clock.paused_until:
+            return
+        clock.paused_until = until
+        if clock not in self._paused:
+            self._paused.append(clock)
+        # What was already ready: run it at the resumption instead (the deque is being
+        # walked by _run_once: cancel and re-schedule, never remove).
+        ready: Any = self._ready  # type: ignore[attr-defined]
+        for handle in list(ready):
+            ctx = handle._context
+            if not handle._cancelled and ctx is not None and ctx.get(process_clock) is clock:
+                callback, args = handle._callback, handle._args
+                handle.cancel()
+                super().call_at(until, callback, *args, context=ctx)
+        scheduled: list[asyncio.TimerHandle] = self._scheduled  # type: ignore[attr-defined]
+        for timer in scheduled:
+            ctx = timer._context  # type: ignore[attr-defined]
+            if ctx is not None and ctx.get(process_clock) is clock and timer._when < until:  # type: ignore[attr-defined]
+                timer._when = until  # type: ignore[attr-defined]
+        heapq.heapify(scheduled)
 
     def advance(self, seconds: float) -> None:
         """Move the clock forward by ``seconds`` now, as if the process had been blocked for
@@ -88,6 +225,44 @@ class VirtualTimeLoop(asyncio.BaseEventLoop):
         self._now += seconds
 
     # -- what BaseEventLoop asks of a concrete loop -----------------------------------------
+
+    def _run_once(self) -> None:
+        """``BaseEventLoop._run_once`` without what a virtual clock does not need (polling,
+        debug timing): drop cancelled timers at the head, jump the clock to the next timer
+        when nothing is ready, move due timers to the ready queue, run what is ready. The
+        simulation spends a good share of its own time here."""
+        base: Any = self  # BaseEventLoop's private state, untyped
+        scheduled: list[Any] = base._scheduled
+        ready: Any = base._ready
+        if len(scheduled) > 100 and base._timer_cancelled_count * 2 > len(scheduled):
+            for handle in scheduled:
+                if handle._cancelled:
+                    handle._scheduled = False
+            scheduled = [h for h in scheduled if not h._cancelled]
+            heapq.heapify(scheduled)
+            base._scheduled = scheduled
+            base._timer_cancelled_count = 0
+        else:
+            while scheduled and scheduled[0]._cancelled:
+                base._timer_cancelled_count -= 1
+                heapq.heappop(scheduled)._scheduled = False
+        if not ready and not base._stopping:
+            if not scheduled:
+                raise SimulationDeadlock("no callback is ready and no timer is pending")
+            when = scheduled[0]._when
+            if when > self._now:
+                self._now = when
+        end = self._now + self._clock_resolution
+        pop = heapq.heappop
+        while scheduled and scheduled[0]._when < end:
+            handle = pop(scheduled)
+            handle._scheduled = False
+            ready.append(handle)
+        popleft = ready.popleft
+        for _ in range(len(ready)):
+            handle = popleft()
+            if not handle._cancelled:
+                handle._run()
 
     def _process_events(self, event_list: list[Any]) -> None:
         pass
