@@ -42,10 +42,10 @@ class CorruptLogError(StorageError):
 
 RECOVERY_ADVICE = (
     "This node must not start on this data dir (it could vote again in a term it voted in, or "
-    "deny entries it acknowledged). Restore the data dir from a backup taken while the node "
-    "was stopped; or remove this member from the cluster and add it back as a new member with "
-    "an empty data dir (raftpy cannot change membership yet: until it can, restore from a "
-    "backup). See README.md, section Storage."
+    "deny entries it acknowledged). Either restore the data dir from a backup taken while the "
+    "node was stopped, or remove this member from the cluster (`raftpy members remove`) and add it "
+    "back as a new member with an empty data dir and --join. See README.md, sections Storage "
+    "and Changing members."
 )
 """What an operator can do when acknowledged state is gone (every :class:`DataLossError`
 says it)."""
