@@ -19,7 +19,7 @@ from raftpy.core.storage import HardState
 from raftpy.node.config import NodeConfig
 from raftpy.node.snapshots import NodeSnapshots
 from raftpy.storage import segments
-from raftpy.storage.errors import DataDirError, DataLossError, StorageError
+from raftpy.storage.errors import CorruptLogError, DataDirError, DataLossError, StorageError
 from raftpy.storage.snapshots import SnapshotStore
 from raftpy.storage.wal import FileStorage
 
@@ -422,3 +422,17 @@ def test_flipped_byte_in_the_only_batch_of_the_newest_segment_is_not_missing_ent
         open_dir(tmp_path)
     assert (info.value.file, info.value.offset) == (str(last), start)
     assert "checksum mismatch" in info.value.reason and "missing" not in info.value.reason
+
+
+def test_a_flipped_bit_in_a_segments_magic_number_stops_start_up_naming_file_and_offset(
+    tmp_path: Path,
+) -> None:
+    write_log(tmp_path)
+    seg = sorted(tmp_path.glob("*.wal"))[0]
+    raw = bytearray(seg.read_bytes())
+    raw[3] ^= 0x10
+    seg.write_bytes(bytes(raw))
+    with pytest.raises(CorruptLogError) as err:
+        open_dir(tmp_path)
+    assert (err.value.file, err.value.offset) == (str(seg), 0)
+    assert "damaged magic number" in str(err.value)

@@ -274,10 +274,20 @@ def test_a_damaged_segment_header_is_named(tmp_path: Path) -> None:
 
 def test_a_segment_of_an_unknown_format_is_named(tmp_path: Path) -> None:
     compacted(tmp_path)
+    seg = wal_files(tmp_path)[1]
+    seg.write_bytes(b"SQLite format 3\x00" + bytes(seg.stat().st_size - 16))
+    r = inspect_data_dir(tmp_path)
+    assert damaged(r) == [("unsupported-format", str(seg), 0)]
+    assert "not a raftpy write-ahead log segment" in r.findings[0].what
+
+
+def test_a_flipped_bit_in_the_magic_number_is_damage_not_another_format(tmp_path: Path) -> None:
+    # The header's checksum matches once the magic is put right: a raftpy segment, damaged.
+    compacted(tmp_path)
     flip(wal_files(tmp_path)[1], 5)  # the magic number
     r = inspect_data_dir(tmp_path)
-    assert damaged(r) == [("unsupported-format", str(wal_files(tmp_path)[1]), 0)]
-    assert "not a raftpy write-ahead log segment" in r.findings[0].what
+    assert damaged(r) == [("data-loss", str(wal_files(tmp_path)[1]), 0)]
+    assert r.segments[1].damage is not None and "damaged magic number" in r.segments[1].damage
 
 
 def test_a_damaged_identity_file_is_named(tmp_path: Path) -> None:

@@ -90,7 +90,10 @@ def test_scan_checks_the_header() -> None:
     data = segment()
     with pytest.raises(CorruptLogError, match="header says number 7, name says 8"):
         scan_segment(bytes(data), 8, PATH)
-    data[0] ^= 0xFF
+    data[0] ^= 0xFF  # one damaged byte of the magic: the rest of the header vouches for it
+    with pytest.raises(CorruptLogError, match="damaged magic number"):
+        scan_segment(bytes(data), SEQ, PATH)
+    data[:8] = b"SQLite f"  # another format's magic
     with pytest.raises(UnsupportedFormatError, match="not a raftpy write-ahead log"):
         scan_segment(bytes(data), SEQ, PATH)
 

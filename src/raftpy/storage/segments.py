@@ -264,12 +264,29 @@ def decode_entries_record(raw: bytes, seq: int, off: int, path: str) -> list[Ent
         raise CorruptLogError(path, off, f"undecodable entries payload: {exc}") from exc
 
 
+def _damaged_magic(data: bytes | bytearray) -> bool:
+    """Whether a header whose magic number is wrong is a raftpy header with damaged magic
+    bytes: at most two of its eight bytes differ, and its checksum matches once the magic is
+    put right (a flipped bit is damage to name with its offset, not a file of another
+    format; a file that starts with another format's magic is that format)."""
+    if sum(a != b for a, b in zip(data[:8], MAGIC, strict=False)) > 2:
+        return False
+    for header in (_SEG_HEADER2, _SEG_HEADER):
+        if len(data) >= header.size:
+            fields = header.unpack_from(data)
+            if zlib.crc32(MAGIC + bytes(data[8 : header.size - 4])) == fields[-1]:
+                return True
+    return False
+
+
 def _check_header(data: bytes | bytearray, seq: int, path: str) -> tuple[int, int]:
     """Check the header of segment ``seq``; its format version and preallocated size (0 for
     version 1, which does not record it)."""
     if len(data) < _HDR1:
         raise CorruptLogError(path, 0, f"segment header truncated ({len(data)} bytes)")
     magic, version, hseq, hcrc = _SEG_HEADER.unpack_from(data)
+    if magic != MAGIC and _damaged_magic(data):
+        raise CorruptLogError(path, 0, f"damaged magic number {magic!r} (expected {MAGIC!r})")
     if magic != MAGIC:
         raise UnsupportedFormatError(
             f"{path} is not a raftpy write-ahead log segment: magic number {magic!r}, "
