@@ -399,7 +399,10 @@ def _run_swarm(n: int, seed: int, reads: bool) -> None:
     weights = [rng.uniform(0.1, 1.0) for _ in enabled]
     pre_vote, check_quorum = rng.random() < 0.6, rng.random() < 0.6
     if theme == "storm":
-        pre_vote = False  # every timed-out node campaigns, in the same term as others
+        # Every timed-out node campaigns, in the same term as others; mostly without
+        # CheckQuorum, whose quiet period after a boot would make a rebooted voter sit out
+        # the election it was voting in.
+        pre_vote, check_quorum = False, rng.random() < 0.25
     tiny = theme == "churn" or rng.random() < 0.5
     if any(k in enabled for k in ("members", "reconfig")) and not (pre_vote or check_quorum):
         # With neither, a removed server that never learned of its removal raises the
@@ -411,6 +414,11 @@ def _run_swarm(n: int, seed: int, reads: bool) -> None:
     else:
         election_ticks = rng.choice((10, 10, 5, 20))
         heartbeat_ticks = rng.choice((1, 1, 2, 3))
+    # Commands of varied sizes (padding up to ``pad`` bytes), so pieces hold one entry or
+    # several, and their boundaries move from one append to the next. Padded runs send
+    # snapshots in 1 KB chunks: in 64-byte chunks over a reordering network a snapshot of
+    # padded commands takes longer than the repair allows (docs/mutants.md).
+    pad = rng.choice((0, 0, 24, 64, 160)) if tiny else 0
     c = SimCluster(
         n=n,
         seed=seed + 7_000_000,
@@ -426,12 +434,9 @@ def _run_swarm(n: int, seed: int, reads: bool) -> None:
         # past the entries of the piece it got (Raft Figure 2, AppendEntries rule 5).
         max_msg_bytes=rng.choice((64, 64, 128, 256)) if tiny else 1 << 20,
         snapshot_every=rng.choice((None, None, 2, 5, 20)),
-        snapshot_chunk_bytes=rng.choice((64, 1024)),
+        snapshot_chunk_bytes=rng.choice((64, 1024)) if not pad else 1024,
         storage="file" if file else "memory",
     )
-    # Commands of varied sizes (padding up to ``pad`` bytes), so pieces hold one entry or
-    # several, and their boundaries move from one append to the next.
-    pad = rng.choice((0, 0, 24, 64, 160)) if tiny else 0
     quiet = rng.uniform(0.0, 0.6)  # the share of steps without any fault
     reads = reads or rng.random() < 0.3
     # Steps: classic coarse waits, fine ones (a fraction of a message delay), or a mix.
@@ -469,7 +474,7 @@ def _run_swarm(n: int, seed: int, reads: bool) -> None:
             st.sync_crashes += 1
             run.armed = None
             if rng.random() < reboot:
-                c.restart(armed)
+                c.restart(armed, keep_in_flight=rng.random() < 0.7)
                 st.restarts += 1
     if run.armed is not None:
         c.crash(run.armed)  # disarms it
@@ -635,7 +640,9 @@ def _crash_after_write(run: _Run) -> None:
                 st.crashes += 1
                 down = i
                 if rng.random() < 0.5:
-                    c.restart(i)
+                    # A fast reboot: requests already sent to it (those of other candidates
+                    # in the term it just voted in, say) may still arrive.
+                    c.restart(i, keep_in_flight=rng.random() < 0.5)
                     st.restarts += 1
                     down = None
                 last.pop(i, None)
@@ -663,18 +670,46 @@ def _election_storm(run: _Run) -> None:
         run.armed = voter
     timeout_us = c.raft(others[0]).config.election_ticks * 10_000
     st.leader_cuts += 1
-    if rng.random() < 0.5:
+    if rng.random() < 0.7:
         c.crash(cut)
         st.crashes += 1
-        c.run_until_us(c.now_us + rng.randrange(timeout_us // 4, 2 * timeout_us))
-        c.restart(cut)
+        _watch_votes(run, rng.randrange(timeout_us // 4, 2 * timeout_us))
+        c.restart(cut, keep_in_flight=rng.random() < 0.5)
         st.restarts += 1
     else:
         c.disconnect(cut)
         try:
-            c.run_until_us(c.now_us + rng.randrange(timeout_us // 2, 3 * timeout_us))
+            _watch_votes(run, rng.randrange(timeout_us // 2, 3 * timeout_us))
         finally:
             c.connect(cut)
+
+
+def _watch_votes(run: _Run, duration_us: int) -> None:
+    """Run ``duration_us`` in slices of a fraction of a message delay; a node that just
+    voted (sometimes) loses power at once and reboots, with the other candidates' requests
+    still on their way to it: a vote that was not durable is forgotten and may be given
+    again in the same term (Raft §5.2, Figure 2)."""
+    c, rng, st = run.c, run.rng, run.st
+    end = c.now_us + duration_us
+    p = rng.choice((0.3, 0.7))
+    votes = {i: c.raft(i).vote for i in range(c.n) if c.is_up(i)}
+    budget = rng.randrange(1, 3)
+    while c.now_us < end:
+        c.run_until_us(min(end, c.now_us + rng.randrange(50, 500)))
+        for i in range(c.n):
+            if not c.is_up(i):
+                votes.pop(i, None)
+                continue
+            vote = c.raft(i).vote
+            changed = i in votes and vote is not None and vote != votes[i] and vote != i
+            votes[i] = vote
+            if changed and budget and i != run.armed and rng.random() < p:
+                budget -= 1
+                c.crash(i)
+                c.restart(i, keep_in_flight=rng.random() < 0.8)
+                st.crashes += 1
+                st.restarts += 1
+                votes[i] = c.raft(i).vote
 
 
 def _reconfig(run: _Run) -> None:
