@@ -17,7 +17,13 @@ Schedules (``run_fuzz(..., schedule=...)``):
   partly replicated; crashing the leader or a follower right after an append; runs on the
   real write-ahead log over the fault-injecting disk, where a crash loses, tears or partly
   keeps what was not synced, including crashes in the middle of an fsync; fine-grained steps
-  of a fraction of a millisecond; longer runs on 5 and 7 nodes.
+  of a fraction of a millisecond; longer runs on 5 and 7 nodes. Three seeds in four
+  concentrate on one theme: ``churn`` (leaders cut off or restarted moments after winning,
+  messages of 64-256 bytes and commands of varied sizes, so appends split), ``storm``
+  (elections without PreVote on short timeouts, a voter crashing right after it votes or
+  in its vote's fsync and rebooting with other candidates' requests still in flight, the
+  old leader coming back to campaign in the same term) or ``reconfig`` (membership
+  changes back to back, some through joint consensus, while leaders are cut off).
 
 The test suite (``tests/testing/test_sim_fuzz.py``) parametrizes this over seeds and sizes;
 the mutation runner (:mod:`raftpy.testing.mutants`) runs it against planted bugs to show it
