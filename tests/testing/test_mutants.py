@@ -70,7 +70,7 @@ def test_a_mutant_whose_text_is_gone_fails_loudly(tmp_path: Path) -> None:
 
 
 def test_fuzz_cases_cover_every_size_reads_and_schedule() -> None:
-    cases = {fuzz_case(k, "mixed") for k in range(12)}
+    cases = {fuzz_case(k, "mixed") for k in range(24)}
     assert {n for n, _, _ in cases} == {3, 5, 7}
     assert {r for _, r, _ in cases} == {False, True}
     assert {s for _, _, s in cases} == {"classic", "swarm"}

@@ -17,7 +17,9 @@ with random weights, among them leaders cut off or crashed moments after appendi
 winning, crashes right after a node's term, vote or log changed (on the real write-ahead log,
 where unsynced writes are lost), crashes in the middle of an fsync, slow state machines,
 membership changes, and watched isolations (CheckQuorum must depose a cut-off leader, PreVote
-must keep a cut-off node's term). The mutation runner (``python -m raftpy.testing.mutants``,
+must keep a cut-off node's term); three seeds in four concentrate on one theme (leader
+churn with split appends, election storms with crashes around votes, membership changes back
+to back). The mutation runner (``python -m raftpy.testing.mutants``,
 docs/mutants.md) shows what each schedule catches.
 
 Seeds:
@@ -104,3 +106,21 @@ def test_default_suite_size() -> None:
     assert len({seed for _, seed in cases}) >= 120
     assert len({seed for _, seed in _cases(DEFAULT_SWARM_SEEDS)}) >= 60
     assert {n for n, _ in cases} == set(SIZES)
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_restart_keeps_messages_in_flight_only_when_asked(keep: bool) -> None:
+    """``restart(i, keep_in_flight=True)`` (the swarm's fast reboots) delivers what was on its
+    way to ``i`` to the new incarnation; a plain restart loses it."""
+    from raftpy.testing.sim import SimCluster
+
+    c = SimCluster(n=3, seed=5)
+    leader = c.check_one_leader()
+    c.run_for(0.1)
+    follower = (leader + 1) % 3
+    before = c.raft(follower).log.last_index()
+    assert c.start(leader, b"in-flight")[2]
+    c.restart(follower, keep_in_flight=keep)
+    c.run_until_us(c.now_us + 1_500)  # one message delay; no heartbeat or retry yet
+    got = c.raft(follower).log.last_index() > before
+    assert got is keep

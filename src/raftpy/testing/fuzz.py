@@ -17,7 +17,13 @@ Schedules (``run_fuzz(..., schedule=...)``):
   partly replicated; crashing the leader or a follower right after an append; runs on the
   real write-ahead log over the fault-injecting disk, where a crash loses, tears or partly
   keeps what was not synced, including crashes in the middle of an fsync; fine-grained steps
-  of a fraction of a millisecond; longer runs on 5 and 7 nodes.
+  of a fraction of a millisecond; longer runs on 5 and 7 nodes. Three seeds in four
+  concentrate on one theme: ``churn`` (leaders cut off or restarted moments after winning,
+  messages of 64-256 bytes and commands of varied sizes, so appends split), ``storm``
+  (elections without PreVote on short timeouts, a voter crashing right after it votes or
+  in its vote's fsync and rebooting with other candidates' requests still in flight, the
+  old leader coming back to campaign in the same term) or ``reconfig`` (membership
+  changes back to back, some through joint consensus, while leaders are cut off).
 
 The test suite (``tests/testing/test_sim_fuzz.py``) parametrizes this over seeds and sizes;
 the mutation runner (:mod:`raftpy.testing.mutants`) runs it against planted bugs to show it
@@ -30,9 +36,11 @@ import dataclasses
 import random
 from typing import Literal
 
+from raftpy.core.confchange import ConfChange, ConfChangeKind, ConfChangeSingle
 from raftpy.errors import ConfChangeError, IndeterminateError
 from raftpy.storage.fs import CrashMode, SimulatedCrash
 from raftpy.testing.sim import SimCluster
+from raftpy.testing.sim_members import sim_address
 
 __all__ = [
     "SCHEDULES",
@@ -113,7 +121,6 @@ def _run_classic(n: int, seed: int, reads: bool) -> None:
     )
     duration = rng.uniform(2.0, 5.0)
     st = _Stats()
-    seq = 0
     while c.now < duration:
         r = rng.random()
         node = rng.randrange(n)
@@ -143,7 +150,7 @@ def _run_classic(n: int, seed: int, reads: bool) -> None:
             c.set_long_reordering(rng.random() < 0.5)
         elif r < 0.66:
             c.set_duplication(rng.choice((0.0, 0.1, 0.3)))
-        seq = _propose(c, rng, seed, seq, st, rng.randrange(4))
+        _propose(c, rng, seed, st, rng.randrange(4))
         wait_ms = rng.randrange(5, 300)
         if reads:
             run_with_reads(c, read_rng, wait_ms * 1000, read_terms)
@@ -177,26 +184,33 @@ class _Stats:
         return text
 
 
-def _propose(c: SimCluster, rng: random.Random, seed: int, seq: int, st: _Stats, k: int) -> int:
+def _command(n: int, seed: int, number: int, rng: random.Random, pad: int) -> bytes:
+    """Client command ``number`` of this run: unique, padded with up to ``pad`` bytes."""
+    text = b"n%d-s%d-%d" % (n, seed, number)
+    return text + b"." * rng.randrange(pad + 1) if pad else text
+
+
+def _propose(
+    c: SimCluster, rng: random.Random, seed: int, st: _Stats, k: int, pad: int = 0
+) -> None:
     """``k`` clients propose, each at whichever node accepts first in a random order (a stale
-    leader may accept too); returns the next command number."""
+    leader may accept too); ``st.proposals`` numbers the commands."""
     n = c.n
     for _ in range(k):
         order = list(range(n))
         rng.shuffle(order)
         for i in order:
+            seq = st.proposals
             if rng.random() < 0.2:
-                batch = [b"n%d-s%d-%d" % (n, seed, seq + j) for j in range(rng.randrange(1, 5))]
+                size = rng.randrange(1, 5)
+                batch = [_command(n, seed, seq + j, rng, pad) for j in range(size)]
                 ok = c.start_batch(i, batch) >= 0
-                size = len(batch)
             else:
-                ok = c.start(i, b"n%d-s%d-%d" % (n, seed, seq))[2]
+                ok = c.start(i, _command(n, seed, seq, rng, pad))[2]
                 size = 1
             if ok:
-                seq += size
                 st.proposals += size
                 break
-    return seq
 
 
 def _repair_and_check(
@@ -318,41 +332,115 @@ _KINDS = (
     "sync_crash",  # file storage: a node loses power in the middle of an fsync
     "slow_apply",  # a node's state machine holds committed entries back, or catches up
     "members",  # add, promote or remove a member (the leader too), under the other faults
+    "reconfig",  # changes back to back, each cut short by a leader change or crash
+    "election_storm",  # the leader is cut off; a voter's disk fails in its next fsync
 )
 _TICK_SECONDS = 0.01  # SimCluster's default tick
+
+_FOCUSED = 0.75  # the share of swarm seeds that concentrate on one theme
+# Themes: a focused seed enables all kinds of the first tuple and a few of the second.
+_THEMES = ("churn", "storm", "reconfig")
+_THEME_KINDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    # Leaders change while entries are partly replicated, with small messages (Raft §5.4.2
+    # Figure 8, and §5.3's rules for a follower's stale suffix).
+    "churn": (
+        ("leader_churn",),
+        ("isolate_leader", "crash_leader", "crash_follower", "partition", "reorder"),
+    ),
+    # Elections without PreVote on short timeouts, crashes at the writes and fsyncs of terms
+    # and votes (Raft §5.2, Figure 2: persist before answering).
+    "storm": (
+        ("election_storm", "crash_after_write"),
+        ("sync_crash", "partition", "bounce", "unreliable"),
+    ),
+    # Membership changes one after another while leadership moves (Thesis §4.1-4.3).
+    "reconfig": (
+        ("reconfig",),
+        ("leader_churn", "isolate_leader", "crash_leader", "members", "partition"),
+    ),
+}
+
+
+@dataclasses.dataclass
+class _Run:
+    """What a swarm run's steps share."""
+
+    c: SimCluster
+    rng: random.Random
+    seed: int
+    st: _Stats
+    pad: int  # commands are padded with up to this many bytes
+    file: bool  # the nodes run on the write-ahead log over fault-injecting disks
+    armed: int | None = None  # the node whose disk crashes in its next fsync
+
+    def propose(self, k: int) -> None:
+        _propose(self.c, self.rng, self.seed, self.st, k, self.pad)
+
+    def batch(self, leader: int, size: int) -> None:
+        """The leader appends ``size`` new commands (if it still takes them)."""
+        n, seq = self.c.n, self.st.proposals
+        batch = [_command(n, self.seed, seq + j, self.rng, self.pad) for j in range(size)]
+        if self.c.start_batch(leader, batch) >= 0:
+            self.st.proposals += size
 
 
 def _run_swarm(n: int, seed: int, reads: bool) -> None:
     rng = random.Random(seed * 1_000_003 + n + 1_700_000)  # its own stream: classic unchanged
     read_rng = random.Random(seed * 1_000_003 + n + 2_500_000)
     read_terms: set[tuple[int, int]] = set()
-    file = rng.random() < 0.4
+    # Most seeds concentrate on one theme (one or two of its fault kinds, with the
+    # settings that make them dangerous); the others draw from every kind.
+    theme = rng.choice(_THEMES) if rng.random() < _FOCUSED else None
+    file = theme == "storm" or (theme is None and rng.random() < 0.4)
     # Swarm testing: each seed enables a random number of fault kinds, often only a few, so
     # that some runs concentrate on one kind of trouble (say, leaders cut off moments after
     # winning, or crashes right after writes) far more than a uniform mix ever would.
-    pool = [k for k in _KINDS if file or k != "sync_crash"]
-    enabled = rng.sample(pool, min(len(pool), rng.choice((1, 2, 3, 4, 6, 9, len(pool)))))
+    if theme is None:
+        pool = [k for k in _KINDS if file or k != "sync_crash"]
+        count = min(len(pool), rng.choice((1, 2, 3, 4, 6, 9, len(pool))))
+        enabled = rng.sample(pool, count)
+    else:
+        main, extra = _THEME_KINDS[theme]
+        enabled = [*main, *rng.sample(extra, rng.choice((0, 1, 1, 2)))]
     weights = [rng.uniform(0.1, 1.0) for _ in enabled]
     pre_vote, check_quorum = rng.random() < 0.6, rng.random() < 0.6
-    tiny = rng.random() < 0.5
-    if "members" in enabled and not (pre_vote or check_quorum):
+    if theme == "storm":
+        # Every timed-out node campaigns, in the same term as others; mostly without
+        # CheckQuorum, whose quiet period after a boot would make a rebooted voter sit out
+        # the election it was voting in.
+        pre_vote, check_quorum = False, rng.random() < 0.25
+    tiny = theme == "churn" or rng.random() < 0.5
+    if any(k in enabled for k in ("members", "reconfig")) and not (pre_vote or check_quorum):
         # With neither, a removed server that never learned of its removal raises the
         # others' terms for ever (Thesis §4.2.3): no membership rule prevents that.
         pre_vote = True
+    if theme == "storm":
+        # Short timeouts in few distinct ticks: timed-out followers often collide.
+        election_ticks, heartbeat_ticks = rng.choice((3, 4, 5)), 1
+    else:
+        election_ticks = rng.choice((10, 10, 5, 20))
+        heartbeat_ticks = rng.choice((1, 1, 2, 3))
+    # Commands of varied sizes (padding up to ``pad`` bytes), so pieces hold one entry or
+    # several, and their boundaries move from one append to the next. Padded runs send
+    # snapshots in 1 KB chunks: in 64-byte chunks over a reordering network a snapshot of
+    # padded commands takes longer than the repair allows (docs/mutants.md).
+    pad = rng.choice((0, 0, 24, 64, 160)) if tiny else 0
     c = SimCluster(
         n=n,
         seed=seed + 7_000_000,
-        election_ticks=rng.choice((10, 10, 5, 20)),
-        heartbeat_ticks=rng.choice((1, 1, 2, 3)),
+        election_ticks=election_ticks,
+        heartbeat_ticks=heartbeat_ticks,
         pre_vote=pre_vote,
         check_quorum=check_quorum,
         # One entry per message (64 bytes) with a window of 256 would cost hundreds of
         # thousands of messages per virtual second on a long log: tiny messages get a
         # small window.
         max_inflight_msgs=rng.choice((4, 1, 16)) if tiny else rng.choice((256, 4, 1)),
-        max_msg_bytes=64 if tiny else 1 << 20,
+        # Small limits split an append into pieces, so a follower may hold a stale suffix
+        # past the entries of the piece it got (Raft Figure 2, AppendEntries rule 5).
+        max_msg_bytes=rng.choice((64, 64, 128, 256)) if tiny else 1 << 20,
         snapshot_every=rng.choice((None, None, 2, 5, 20)),
-        snapshot_chunk_bytes=rng.choice((64, 1024)),
+        snapshot_chunk_bytes=rng.choice((64, 1024)) if not pad else 1024,
         storage="file" if file else "memory",
     )
     quiet = rng.uniform(0.0, 0.6)  # the share of steps without any fault
@@ -362,15 +450,19 @@ def _run_swarm(n: int, seed: int, reads: bool) -> None:
     max_clients = rng.choice((1, 3, 6))
     # Longer runs on the larger clusters: more elections among more partial replicas.
     duration = rng.uniform(2.0, 4.0) if n == 3 else rng.uniform(3.0, 7.0)
+    # A node that loses power mid-fsync comes back at once (as a fast reboot would) in
+    # some seeds, so it can answer the requests of the election it was voting in.
+    reboot = 0.0 if theme is None else rng.choice((0.5, 0.9))
+    if theme == "storm" and rng.random() < 0.5:
+        c.set_unreliable(True)  # delays and losses: candidates learn of each other late
     st = _Stats()
-    seq = 0
-    armed: int | None = None  # the node whose disk crashes in its next fsync
+    run = _Run(c, rng, seed, st, pad, file)
     while c.now < duration:
         try:
             if enabled and rng.random() >= quiet:
                 kind = rng.choices(enabled, weights)[0]
-                seq, armed = _swarm_step(c, rng, kind, seed, seq, st, armed)
-            seq = _propose(c, rng, seed, seq, st, rng.randrange(max_clients + 1))
+                _swarm_step(run, kind)
+            _propose(c, rng, seed, st, rng.randrange(max_clients + 1), pad)
             if rng.random() < fine:
                 wait_us = rng.randrange(50, 3_000)
             else:
@@ -381,31 +473,27 @@ def _run_swarm(n: int, seed: int, reads: bool) -> None:
                 c.run_until_us(c.now_us + wait_us)
         except SimulatedCrash:
             # The armed node lost power mid-fsync (its disk is already crashed): the node
-            # goes down with it, and comes back later or at the repair.
+            # goes down with it, and comes back later, at once, or at the repair.
+            armed = run.armed
             assert armed is not None
             c.crash(armed)
             st.sync_crashes += 1
-            armed = None
-    if armed is not None:
-        c.crash(armed)  # disarms it
+            run.armed = None
+            if rng.random() < reboot:
+                c.restart(armed, keep_in_flight=rng.random() < 0.7)
+                st.restarts += 1
+    if run.armed is not None:
+        c.crash(run.armed)  # disarms it
     _repair_and_check(c, seed, reads, st, catch_up=60.0)
 
 
-def _swarm_step(
-    c: SimCluster,
-    rng: random.Random,
-    kind: str,
-    seed: int,
-    seq: int,
-    st: _Stats,
-    armed: int | None,
-) -> tuple[int, int | None]:
-    n = c.n
-    node = rng.randrange(n)
+def _swarm_step(run: _Run, kind: str) -> None:
+    c, rng, st = run.c, run.rng, run.st
+    node = rng.randrange(c.n)
     if kind in _NETWORK_KINDS:
         _network_step(c, rng, kind, node, st)
     elif kind == "crash":
-        if c.is_up(node) and node != armed:
+        if c.is_up(node) and node != run.armed:
             c.crash(node)
             st.crashes += 1
     elif kind == "restart":
@@ -413,24 +501,21 @@ def _swarm_step(
             c.restart(node)
             st.restarts += 1
     elif kind == "bounce":
-        if node != armed:
+        if node != run.armed:
             c.restart(node)
             st.restarts += 1
     elif kind == "sync_crash":
-        if armed is None and c.is_up(node):
+        if run.armed is None and c.is_up(node):
             c.disk(node).crash_on_next_sync(rng.choice(_CRASH_MODES), after=rng.randrange(4))
-            armed = node
+            run.armed = node
     elif kind == "slow_apply":
         c.hold_applies(node, rng.random() < 0.6)
     elif kind == "members":
         _members_step(c, rng, st)
-    elif kind == "leader_churn":
-        seq = _leader_churn(c, rng, seed, seq, st, armed)
-    elif kind == "crash_after_write":
-        _crash_after_write(c, rng, st, armed)
+    elif kind in _RUN_STEPS:
+        _RUN_STEPS[kind](run)
     else:
-        seq = _after_append(c, rng, kind, seed, seq, st, armed)
-    return seq, armed
+        _after_append(run, kind)
 
 
 _NETWORK_KINDS = frozenset(
@@ -458,26 +543,16 @@ def _network_step(c: SimCluster, rng: random.Random, kind: str, node: int, st: _
         c.set_duplication(rng.choice((0.0, 0.1, 0.3)))
 
 
-def _after_append(
-    c: SimCluster,
-    rng: random.Random,
-    kind: str,
-    seed: int,
-    seq: int,
-    st: _Stats,
-    armed: int | None,
-) -> int:
+def _after_append(run: _Run, kind: str) -> None:
     """The leader appends; after a moment (up to about one message delay, so the entries
     reached some followers and not others) a fault hits the leader or a follower: the next
     leader then holds some of them and must settle what the others hold (Raft §5.3-5.4)."""
+    c, rng, st = run.c, run.rng, run.st
     leader = c.leader()
     if leader is None:
-        return seq
+        return
     n = c.n
-    size = rng.randrange(1, 4)
-    if c.start_batch(leader, [b"n%d-s%d-%d" % (n, seed, seq + j) for j in range(size)]) >= 0:
-        seq += size
-        st.proposals += size
+    run.batch(leader, rng.randrange(1, 4))
     c.run_until_us(c.now_us + rng.randrange(0, 1_500))
     st.leader_cuts += 1
     if kind == "isolate_leader":
@@ -492,11 +567,11 @@ def _after_append(
             k = rng.randrange(0, (n - 1) // 2 + 1) if n > 2 else 0
             c.partition([[leader, *others[:k]], others[k:]])
     elif kind == "crash_leader":
-        if leader != armed and c.is_up(leader):
+        if leader != run.armed and c.is_up(leader):
             c.crash(leader)
             st.crashes += 1
     else:  # crash_follower
-        followers = [i for i in range(n) if i != leader and i != armed and c.is_up(i)]
+        followers = [i for i in range(n) if i != leader and i != run.armed and c.is_up(i)]
         if followers:
             victim = rng.choice(followers)
             if rng.random() < 0.5:
@@ -505,17 +580,15 @@ def _after_append(
             else:
                 c.crash(victim)
                 st.crashes += 1
-    return seq
 
 
-def _leader_churn(
-    c: SimCluster, rng: random.Random, seed: int, seq: int, st: _Stats, armed: int | None
-) -> int:
+def _leader_churn(run: _Run) -> None:
     """Leadership flaps: for up to half a second, each new leader is cut off (or restarted)
     within a few milliseconds of winning, while clients keep proposing; the previous victim
     comes back as the next is cut, so a majority stays available. New leaders then start
     from logs that hold earlier terms' entries on some nodes only, and cut leaders leave
     their own entries partly replicated: the states of Raft §5.4.2's Figure 8."""
+    c, rng, st = run.c, run.rng, run.st
     end = c.now_us + rng.randrange(100_000, 500_000)
     delay = rng.choice((300, 1_000, 3_000, 10_000))  # how long a new leader lives, at most
     seen: set[tuple[int, int]] = set()
@@ -530,8 +603,8 @@ def _leader_churn(
                 seen.add((leader, term))
                 cut_at = c.now_us + rng.randrange(0, delay)
             if rng.random() < 0.3:
-                seq = _propose(c, rng, seed, seq, st, 1)
-            if cut_at is not None and c.now_us >= cut_at and leader != armed:
+                run.propose(1)
+            if cut_at is not None and c.now_us >= cut_at and leader != run.armed:
                 cut_at = None
                 st.leader_cuts += 1
                 if victim is not None:
@@ -545,15 +618,15 @@ def _leader_churn(
                     victim = None
     if victim is not None and rng.random() < 0.5:
         c.connect(victim)
-    return seq
 
 
-def _crash_after_write(c: SimCluster, rng: random.Random, st: _Stats, armed: int | None) -> None:
+def _crash_after_write(run: _Run) -> None:
     """For up to 300 ms, watch every node's term, vote and last log index in slices of a
     fraction of a message delay, and crash a node (sometimes) right after one of them
     changed: before its next write, so in file mode whatever it did not sync is lost, torn
     or partly kept. The previous victim restarts when the next one falls, so a majority
     stays up."""
+    c, rng, st = run.c, run.rng, run.st
     end = c.now_us + rng.randrange(50_000, 300_000)
     p = rng.choice((0.05, 0.2, 0.5))
     last: dict[int, tuple[int, int | None, int]] = {}
@@ -565,7 +638,7 @@ def _crash_after_write(c: SimCluster, rng: random.Random, st: _Stats, armed: int
                 continue
             raft = c.raft(i)
             now = (raft.term, raft.vote, raft.log.last_index())
-            if i in last and last[i] != now and i != armed and rng.random() < p:
+            if i in last and last[i] != now and i != run.armed and rng.random() < p:
                 if down is not None and not c.is_up(down):
                     c.restart(down)
                     st.restarts += 1
@@ -573,12 +646,113 @@ def _crash_after_write(c: SimCluster, rng: random.Random, st: _Stats, armed: int
                 st.crashes += 1
                 down = i
                 if rng.random() < 0.5:
-                    c.restart(i)
+                    # A fast reboot: requests already sent to it (those of other candidates
+                    # in the term it just voted in, say) may still arrive.
+                    c.restart(i, keep_in_flight=rng.random() < 0.5)
                     st.restarts += 1
                     down = None
                 last.pop(i, None)
                 break
             last[i] = now
+
+
+def _election_storm(run: _Run) -> None:
+    """Take the leader (or, with none, a random node) away for a moment, so the others elect
+    a new one, several at once on short timeouts; in file mode one voter's disk fails in its
+    next fsync (usually the one of its vote: nothing else syncs without a leader), so a
+    crash lands between a vote's write and its durability. The leader is cut off, or
+    crashed and restarted a fraction of an election timeout later: then it campaigns too,
+    in the term the others are voting in, and a voter that forgot its vote may give it
+    twice (Raft §5.2)."""
+    c, rng, st = run.c, run.rng, run.st
+    leader = c.leader()
+    cut = leader if leader is not None else rng.randrange(c.n)
+    others = [i for i in range(c.n) if i != cut and c.is_up(i) and i != run.armed]
+    if not others or cut == run.armed:
+        return
+    if run.file and run.armed is None and rng.random() < 0.9:
+        voter = rng.choice(others)
+        c.disk(voter).crash_on_next_sync(rng.choice(("drop", "drop", "torn", "partial")))
+        run.armed = voter
+    timeout_us = c.raft(others[0]).config.election_ticks * 10_000
+    st.leader_cuts += 1
+    if rng.random() < 0.7:
+        c.crash(cut)
+        st.crashes += 1
+        _watch_votes(run, rng.randrange(timeout_us // 4, 2 * timeout_us))
+        c.restart(cut, keep_in_flight=rng.random() < 0.5)
+        st.restarts += 1
+    else:
+        c.disconnect(cut)
+        try:
+            _watch_votes(run, rng.randrange(timeout_us // 2, 3 * timeout_us))
+        finally:
+            c.connect(cut)
+
+
+def _watch_votes(run: _Run, duration_us: int) -> None:
+    """Run ``duration_us`` in slices of a fraction of a message delay; a node that just
+    voted (sometimes) loses power at once and reboots, with the other candidates' requests
+    still on their way to it: a vote that was not durable is forgotten and may be given
+    again in the same term (Raft §5.2, Figure 2)."""
+    c, rng, st = run.c, run.rng, run.st
+    end = c.now_us + duration_us
+    p = rng.choice((0.3, 0.7))
+    votes = {i: c.raft(i).vote for i in range(c.n) if c.is_up(i)}
+    budget = rng.randrange(1, 3)
+    while c.now_us < end:
+        c.run_until_us(min(end, c.now_us + rng.randrange(50, 500)))
+        for i in range(c.n):
+            if not c.is_up(i):
+                votes.pop(i, None)
+                continue
+            vote = c.raft(i).vote
+            changed = i in votes and vote is not None and vote != votes[i] and vote != i
+            votes[i] = vote
+            if changed and budget and i != run.armed and rng.random() < p:
+                budget -= 1
+                c.crash(i)
+                c.restart(i, keep_in_flight=rng.random() < 0.8)
+                st.crashes += 1
+                st.restarts += 1
+                votes[i] = c.raft(i).vote
+
+
+def _reconfig(run: _Run) -> None:
+    """Two to four membership changes back to back, each given a moment only (often less
+    than it takes to commit) before the next is tried; between them the leader may be cut
+    off or restarted, so a change is left uncommitted at a deposed leader while its
+    successor, holding it or not, makes the next. Some changes swap two voters at once
+    through joint consensus. A leader must adopt a configuration when it appends it and
+    start no second change before the first committed (Thesis §4.1, §4.3)."""
+    c, rng, st = run.c, run.rng, run.st
+    victim: int | None = None
+    for _ in range(rng.randrange(2, 5)):
+        _members_step(c, rng, st, timeout=rng.choice((0.01, 0.03, 0.1, 0.5)), joint=0.3)
+        leader = c.leader()
+        if victim is not None:
+            c.connect(victim)
+            victim = None
+        if leader is None or leader == run.armed or rng.random() < 0.4:
+            continue
+        st.leader_cuts += 1
+        if rng.random() < 0.5:
+            c.disconnect(leader)
+            victim = leader
+        else:
+            c.restart(leader)
+            st.restarts += 1
+    if victim is not None:
+        c.connect(victim)
+
+
+# The kinds that run for a while on their own.
+_RUN_STEPS = {
+    "reconfig": _reconfig,
+    "leader_churn": _leader_churn,
+    "crash_after_write": _crash_after_write,
+    "election_storm": _election_storm,
+}
 
 
 def _watch_isolated(c: SimCluster, node: int, st: _Stats) -> None:
@@ -605,17 +779,32 @@ def _watch_isolated(c: SimCluster, node: int, st: _Stats) -> None:
         assert term == term0, f"{where}, moved to term {term} under PreVote (Thesis §9.6)"
 
 
-def _members_step(c: SimCluster, rng: random.Random, st: _Stats) -> None:
+def _members_step(
+    c: SimCluster, rng: random.Random, st: _Stats, timeout: float = 0.0, joint: float = 0.0
+) -> None:
     """One membership change (Thesis §4), driven to its end or to a short deadline: promote a
-    learner, add a non-member back (as a learner or a voter), or remove a voter (the leader
-    too), keeping at least two voters."""
+    learner, add a non-member back (as a learner or a voter), remove a voter (the leader
+    too), keeping at least two voters, or (with probability ``joint``) swap a voter for a
+    learner or a non-member in one change through joint consensus (Thesis §4.3)."""
     voters, learners = c.members()
-    timeout = rng.uniform(0.2, 1.5)
+    timeout = timeout or rng.uniform(0.2, 1.5)
     outsiders = [i for i in range(c.n) if i not in voters and i not in learners]
     r = rng.random()
     st.changes += 1  # counted first: a crash in the middle (SimulatedCrash) still counts
     try:
-        if learners and r < 0.5:
+        if rng.random() < joint and len(voters) > 2 and (learners or outsiders):
+            new = rng.choice([*learners, *outsiders])
+            if not c.is_up(new):
+                c.restart(new)
+            out = rng.choice(voters)
+            cc = ConfChange(
+                (
+                    ConfChangeSingle(ConfChangeKind.REMOVE_NODE, out),
+                    ConfChangeSingle(ConfChangeKind.ADD_VOTER, new, sim_address(new)),
+                )
+            )
+            c.change(cc, force=rng.random() < 0.5, timeout=timeout)
+        elif learners and r < 0.5:
             c.promote(rng.choice(learners), timeout=timeout)
         elif outsiders and r < 0.8:
             i = rng.choice(outsiders)

@@ -266,11 +266,24 @@ class SimCluster:
         # In file mode the power loss damages unsynced writes in one of several ways.
         node.crash(self.rng.choice(_CRASH_MODES) if node.fs is not None else None)
 
-    def restart(self, i: int) -> None:
-        """Start node ``i`` again from its storage (crashing it first if it is up)."""
-        if self._nodes[i].raft is not None:
+    def restart(self, i: int, *, keep_in_flight: bool = False) -> None:
+        """Start node ``i`` again from its storage (crashing it first if it is up). Messages
+        on their way to it are lost, unless ``keep_in_flight``: a fast reboot behind senders
+        that queue and deliver again once it is back, so requests sent before it went down
+        still reach it, now answered from what it persisted."""
+        node = self._nodes[i]
+        if node.raft is not None:
             self.crash(i)
-        self._boot(self._nodes[i])
+        self._boot(node)
+        if keep_in_flight:
+            # Only the incarnation field changes: (time, seq) still order the heap.
+            inc = node.incarnation
+            self._queue = [
+                (t, seq, kind, dst, inc, src, data)
+                if kind == _DELIVER and dst == i and old < inc
+                else (t, seq, kind, dst, old, src, data)
+                for t, seq, kind, dst, old, src, data in self._queue
+            ]
 
     def disk(self, i: int) -> FaultyFileSystem:
         """Node ``i``'s simulated disk (file mode only), to inject faults such as
