@@ -421,9 +421,7 @@ def _run_swarm(n: int, seed: int, reads: bool) -> None:
         election_ticks = rng.choice((10, 10, 5, 20))
         heartbeat_ticks = rng.choice((1, 1, 2, 3))
     # Commands of varied sizes (padding up to ``pad`` bytes), so pieces hold one entry or
-    # several, and their boundaries move from one append to the next. Padded runs send
-    # snapshots in 1 KB chunks: in 64-byte chunks over a reordering network a snapshot of
-    # padded commands takes longer than the repair allows (docs/mutants.md).
+    # several, and their boundaries move from one append to the next.
     pad = rng.choice((0, 0, 24, 64, 160)) if tiny else 0
     c = SimCluster(
         n=n,
@@ -440,7 +438,10 @@ def _run_swarm(n: int, seed: int, reads: bool) -> None:
         # past the entries of the piece it got (Raft Figure 2, AppendEntries rule 5).
         max_msg_bytes=rng.choice((64, 64, 128, 256)) if tiny else 1 << 20,
         snapshot_every=rng.choice((None, None, 2, 5, 20)),
-        snapshot_chunk_bytes=rng.choice((64, 1024)) if not pad else 1024,
+        # 64-byte chunks over a reordering network: a snapshot of padded commands arrives
+        # in hundreds of chunks out of order (the transfer's crawl and livelock the fuzz
+        # found here were fixed with held-aside chunks and transfer ids, docs/mutants.md).
+        snapshot_chunk_bytes=rng.choice((64, 1024)),
         storage="file" if file else "memory",
     )
     quiet = rng.uniform(0.0, 0.6)  # the share of steps without any fault
