@@ -124,3 +124,23 @@ def test_restart_keeps_messages_in_flight_only_when_asked(keep: bool) -> None:
     c.run_until_us(c.now_us + 1_500)  # one message delay; no heartbeat or retry yet
     got = c.raft(follower).log.last_index() > before
     assert got is keep
+
+
+@pytest.mark.parametrize("mode", ["drop", "keep"])
+def test_restart_power_loss_mode_is_chosen_when_asked(mode: str) -> None:
+    """``restart(i, mode=...)`` (the swarm's correlated power losses) does that to the
+    node's unsynced writes: ``drop`` loses a write that was never synced, ``keep`` keeps
+    it."""
+    from raftpy.testing.sim import SimCluster
+
+    c = SimCluster(n=3, seed=5, storage="file")
+    c.check_one_leader()
+    disk = c.disk(1)
+    f = disk.open("/node1/probe", create=True)
+    f.write_at(0, b"synced.")
+    f.datasync()
+    disk.sync_dir("/node1")
+    f.write_at(7, b"unsynced")
+    c.restart(1, mode="drop" if mode == "drop" else "keep")
+    expected = b"synced.unsynced" if mode == "keep" else b"synced."
+    assert disk.open("/node1/probe").read_at(0, 64) == expected

@@ -259,21 +259,26 @@ class SimCluster:
             raise ValueError(f"rate must be in [0.01, 100], got {rate}")
         self._clock_rates[i] = rate
 
-    def crash(self, i: int) -> None:
+    def crash(self, i: int, mode: CrashMode | None = None) -> None:
         """Stop node ``i``: its core, state machine and messages in flight to it are lost;
-        its storage keeps exactly what was persisted."""
+        its storage keeps exactly what was persisted. In file mode the power loss does
+        ``mode`` to unsynced writes (by default one of the modes at random)."""
         node = self._nodes[i]
-        # In file mode the power loss damages unsynced writes in one of several ways.
-        node.crash(self.rng.choice(_CRASH_MODES) if node.fs is not None else None)
+        if node.fs is not None and mode is None:
+            mode = self.rng.choice(_CRASH_MODES)
+        node.crash(mode if node.fs is not None else None)
 
-    def restart(self, i: int, *, keep_in_flight: bool = False) -> None:
-        """Start node ``i`` again from its storage (crashing it first if it is up). Messages
-        on their way to it are lost, unless ``keep_in_flight``: a fast reboot behind senders
-        that queue and deliver again once it is back, so requests sent before it went down
-        still reach it, now answered from what it persisted."""
+    def restart(
+        self, i: int, *, keep_in_flight: bool = False, mode: CrashMode | None = None
+    ) -> None:
+        """Start node ``i`` again from its storage (crashing it first if it is up, with
+        ``mode`` as in :meth:`crash`). Messages on their way to it are lost, unless
+        ``keep_in_flight``: a fast reboot behind senders that queue and deliver again once
+        it is back, so requests sent before it went down still reach it, now answered from
+        what it persisted."""
         node = self._nodes[i]
         if node.raft is not None:
-            self.crash(i)
+            self.crash(i, mode)
         self._boot(node)
         if keep_in_flight:
             # Only the incarnation field changes: (time, seq) still order the heap.
