@@ -32,7 +32,7 @@ import pytest
 
 from raftpy.core.confchange import ConfChange, ConfChangeKind, ConfChangeSingle
 from raftpy.errors import ConfChangeError, IndeterminateError
-from raftpy.testing.fuzz import random_groups as _random_groups
+from raftpy.testing.fuzz import classic_fault_step
 from raftpy.testing.fuzz import run_with_reads as _run_with_reads
 from raftpy.testing.sim import SimCluster
 
@@ -65,6 +65,7 @@ class _Stats:
     refused: int = 0
     unfinished: int = 0
     crashes: int = 0
+    restarts: int = 0
     partitions: int = 0
     proposals: int = 0
     wiped: set[int] = field(default_factory=set)  # wiped members not yet removed
@@ -155,33 +156,6 @@ def _can_lose_a_voter(c: SimCluster) -> bool:
     return settled and not conf.voters_outgoing and len(conf.voters) >= 3
 
 
-def _fault_step(c: SimCluster, rng: random.Random, st: _Stats) -> None:
-    r = rng.random()
-    node = rng.randrange(c.n)
-    if r < 0.10:
-        c.partition(_random_groups(rng, c.n))
-        st.partitions += 1
-    elif r < 0.17:
-        c.heal()
-    elif r < 0.25:
-        c.disconnect(node)
-    elif r < 0.33:
-        c.connect(node)
-    elif r < 0.41:
-        if c.is_up(node):
-            c.crash(node)
-            st.crashes += 1
-    elif r < 0.55:
-        if not c.is_up(node):
-            c.restart(node)
-    elif r < 0.60:
-        c.set_unreliable(rng.random() < 0.5)
-    elif r < 0.63:
-        c.set_long_reordering(rng.random() < 0.5)
-    elif r < 0.66:
-        c.set_duplication(rng.choice((0.0, 0.1, 0.3)))
-
-
 def run_member_fuzz(n0: int, seed: int) -> str:
     """One run; raises AssertionError or InvariantViolation on failure; returns its stats."""
     rng = random.Random(seed * 1_000_003 + n0 + 700_000)  # the script's own stream
@@ -215,7 +189,7 @@ def run_member_fuzz(n0: int, seed: int) -> str:
             except IndeterminateError:
                 st.unfinished += 1  # blocked by the faults; it may still commit later
         else:
-            _fault_step(c, rng, st)
+            classic_fault_step(c, rng, st, bounce=False)
         for _ in range(rng.randrange(4)):
             # A client tries the nodes in random order until one takes the write (a stale
             # leader may take it too).

@@ -35,7 +35,7 @@ can fail. A failure is replayed by running the same ``(n, seed, reads, schedule)
 from __future__ import annotations
 
 import random
-from typing import Literal
+from typing import Literal, Protocol
 
 from raftpy.testing.fuzz_swarm import run_swarm
 from raftpy.testing.fuzz_workload import (
@@ -50,7 +50,9 @@ from raftpy.testing.sim import SimCluster
 __all__ = [
     "SCHEDULES",
     "SIZES",
+    "FaultCounts",
     "Schedule",
+    "classic_fault_step",
     "random_groups",
     "replay_command",
     "run_fuzz",
@@ -114,34 +116,7 @@ def _run_classic(n: int, seed: int, reads: bool) -> None:
     duration = rng.uniform(2.0, 5.0)
     st = Stats()
     while c.now < duration:
-        r = rng.random()
-        node = rng.randrange(n)
-        if r < 0.10:
-            c.partition(random_groups(rng, n))
-            st.partitions += 1
-        elif r < 0.17:
-            c.heal()
-        elif r < 0.25:
-            c.disconnect(node)
-        elif r < 0.33:
-            c.connect(node)
-        elif r < 0.41:
-            if c.is_up(node):
-                c.crash(node)
-                st.crashes += 1
-        elif r < 0.52:
-            if not c.is_up(node):
-                c.restart(node)
-                st.restarts += 1
-        elif r < 0.55:
-            c.restart(node)  # crash and come straight back
-            st.restarts += 1
-        elif r < 0.60:
-            c.set_unreliable(rng.random() < 0.5)
-        elif r < 0.63:
-            c.set_long_reordering(rng.random() < 0.5)
-        elif r < 0.66:
-            c.set_duplication(rng.choice((0.0, 0.1, 0.3)))
+        classic_fault_step(c, rng, st)
         propose(c, rng, seed, st, rng.randrange(4))
         wait_ms = rng.randrange(5, 300)
         if reads:
@@ -149,3 +124,49 @@ def _run_classic(n: int, seed: int, reads: bool) -> None:
         else:
             c.run_for(wait_ms / 1000)
     repair_and_check(c, seed, reads, st)
+
+
+class FaultCounts(Protocol):
+    """What :func:`classic_fault_step` counts."""
+
+    crashes: int
+    restarts: int
+    partitions: int
+
+
+def classic_fault_step(
+    c: SimCluster, rng: random.Random, st: FaultCounts, *, bounce: bool = True
+) -> None:
+    """One step of the classic fault script: at a random node, partition, heal, disconnect,
+    connect, crash, restart (or, with ``bounce``, crash and come straight back), or toggle
+    loss and delay, long reordering or duplication; about a third of the steps do nothing.
+    Draws the same random numbers with or without ``bounce``, so a script's history depends
+    only on its seed."""
+    r = rng.random()
+    node = rng.randrange(c.n)
+    if r < 0.10:
+        c.partition(random_groups(rng, c.n))
+        st.partitions += 1
+    elif r < 0.17:
+        c.heal()
+    elif r < 0.25:
+        c.disconnect(node)
+    elif r < 0.33:
+        c.connect(node)
+    elif r < 0.41:
+        if c.is_up(node):
+            c.crash(node)
+            st.crashes += 1
+    elif r < 0.52 or (r < 0.55 and not bounce):
+        if not c.is_up(node):
+            c.restart(node)
+            st.restarts += 1
+    elif r < 0.55:
+        c.restart(node)  # crash and come straight back
+        st.restarts += 1
+    elif r < 0.60:
+        c.set_unreliable(rng.random() < 0.5)
+    elif r < 0.63:
+        c.set_long_reordering(rng.random() < 0.5)
+    elif r < 0.66:
+        c.set_duplication(rng.choice((0.0, 0.1, 0.3)))
