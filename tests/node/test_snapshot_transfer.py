@@ -1229,14 +1229,21 @@ def test_follower_restart_mid_transfer_refuses_and_new_transfer_starts_over() ->
     assert again.sink is not old_sink and bytes(again.sink.buf) == data
 
 
+def _stuck_at_120(data: bytes) -> Link:
+    """A transfer of ``data`` in 10-byte chunks whose follower holds 120 bytes: every chunk
+    from offset 120 on was lost, ten rounds running."""
+    link = Link(data, chunk_bytes=10, window_bytes=40)
+    link.start()
+    for _ in range(10):
+        link.deliver_to_follower(drop=lambda m: m.offset >= 120)
+        link.deliver_to_leader()
+    assert link.sink.size == 120
+    return link
+
+
 def test_late_answer_from_older_term_is_ignored() -> None:
     data = payload(200)
-    old = Link(data, chunk_bytes=10, window_bytes=40)
-    old.start()
-    for _ in range(10):
-        old.deliver_to_follower(drop=lambda m: m.offset >= 120)
-        old.deliver_to_leader()
-    assert old.sink.size == 120
+    old = _stuck_at_120(data)
     # The same node leads again in a newer term and restarts the transfer.
     new = Link(data, request=make_request(term=TERM + 1), receiver=old.receiver, sinks=old.sinks)
     new.start()
@@ -1305,12 +1312,7 @@ def test_late_answer_to_an_earlier_transfer_of_the_same_snapshot_is_ignored() ->
     took it, sent from 120 on, and got "I hold 20" back for ever, every answer a sign of life.
     Answers carry the transfer's id: the second transfer ignores the first one's."""
     data = payload(200)
-    first = Link(data, chunk_bytes=10, window_bytes=40)
-    first.start()
-    for _ in range(10):
-        first.deliver_to_follower(drop=lambda m: m.offset >= 120)
-        first.deliver_to_leader()
-    assert first.sink.size == 120
+    _stuck_at_120(data)  # the first transfer: its follower holds 120 bytes
     receiver, sinks = new_receiver()  # the follower restarted: its partial file is gone
     second = Link(data, receiver=receiver, sinks=sinks)
     second.sender = SnapshotSender(
