@@ -95,7 +95,16 @@ CATALOGUE: tuple[Mutant, ...] = (
         "self.commit_to(min(commit, last_new))",
         "self.commit_to(min(commit, self.last_index()))",
         "Raft §5.3 / Figure 2, AppendEntries rule 5: commit = min(leaderCommit, index of last new "
-        "entry); a follower commits a stale suffix past what the leader sent",
+        "entry); a follower commits a stale suffix past what the leader sent. Planted with a "
+        "legal change that lets a schedule reach it: alone, the line is unreachable in this core "
+        "(docs/mutants.md); with it, the leader backs off to the last index it knows matches "
+        "(Raft §5.3 allows any back-off that stays at or below the divergence)",
+        Edit(
+            _RAFT,
+            "        lost = pr.lost_entries\n        if pr.maybe_decr_to(m.index, match_hint):",
+            "        match_hint = min(match_hint, pr.match)\n"
+            "        lost = pr.lost_entries\n        if pr.maybe_decr_to(m.index, match_hint):",
+        ),
     ),
     _m(
         "heartbeat_commit_past_match",
