@@ -477,13 +477,14 @@ class _Child:
         self.proc = proc
 
     @classmethod
-    async def start(cls, *args: str) -> _Child:
+    async def start(cls, *args: str, module: str = "benchmarks.bench_cluster") -> _Child:
+        """Run ``python -m module *args`` (this module's client modes by default)."""
         path = [str(REPO), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "benchmarks.bench_cluster",
+            module,
             *args,
             cwd=REPO,
             env=env,
@@ -519,9 +520,11 @@ async def _run_load(
     args: list[str],
     timeout: float,
     on_mark: Callable[[str], None] | None = None,
+    module: str = "benchmarks.bench_cluster",
 ) -> dict[str, Any]:
-    """Run a load client process to completion; return its result."""
-    child = await _Child.start(*args)
+    """Run a load client process (``python -m module *args``) to completion; return its
+    result."""
+    child = await _Child.start(*args, module=module)
     try:
         deadline = time.monotonic() + timeout
         while True:

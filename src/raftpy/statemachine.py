@@ -16,9 +16,9 @@ Contract (hashicorp/raft's FSM contract, adapted):
   (exit status 70), since its state is then unknown. README.md, "Failures", has the details.
 
 Snapshots and threads (what a state machine author must guarantee). A node snapshots when its
-log since the last snapshot passes ``NodeConfig.snapshot_entries`` / ``snapshot_bytes`` (or an
-operator asks). The state is taken at one applied index, and the file is written in a worker
-thread so the event loop keeps serving:
+log since the last snapshot passes ``NodeConfig.snapshot_entries`` / ``snapshot_bytes``, and
+``snapshot_ratio`` times that snapshot's size (or an operator asks). The state is taken at one
+applied index, and the file is written in a worker thread so the event loop keeps serving:
 
 - If the state machine has ``prepare_snapshot()`` (see :class:`ConcurrentSnapshot`), the node
   calls it on the event loop between two ``apply`` calls. It must return quickly a function that

@@ -276,6 +276,11 @@ def test_server_snapshot_options_parse() -> None:
     argv = [*MEMBERS, "--snapshot-entries", "0", "--snapshot-bytes", "5", "--segment-size"]
     _, _, opts = service.parse_server_args("hashmap", [*argv, "4096"])
     assert (opts.snapshot_entries, opts.snapshot_bytes, opts.segment_size) == (0, 5, 4096)
+    # The ratio: the default, a value, and 0 for off (None in the config).
+    assert service.server_config(opts).snapshot_ratio == default.snapshot_ratio == 0.1
+    for given, used in (("0.5", 0.5), ("0", None)):
+        _, _, opts = service.parse_server_args("hashmap", [*MEMBERS, "--snapshot-ratio", given])
+        assert service.server_config(opts).snapshot_ratio == used
 
 
 @pytest.mark.parametrize(
@@ -285,6 +290,10 @@ def test_server_snapshot_options_parse() -> None:
         pytest.param(["--snapshot-entries", "1e3"], id="entries-not-int"),
         pytest.param(["--snapshot-bytes", "-5"], id="bytes-negative"),
         pytest.param(["--snapshot-bytes", "64MiB"], id="bytes-with-unit"),
+        pytest.param(["--snapshot-ratio", "-0.5"], id="ratio-negative"),
+        pytest.param(["--snapshot-ratio", "nan"], id="ratio-nan"),
+        pytest.param(["--snapshot-ratio", "inf"], id="ratio-inf"),
+        pytest.param(["--snapshot-ratio", "10%"], id="ratio-percent"),
         pytest.param(["--segment-size", "4095"], id="segment-too-small"),
         pytest.param(["--segment-size", "0"], id="segment-0"),
         pytest.param(["--segment-size", "big"], id="segment-not-int"),

@@ -140,6 +140,9 @@ def status(address: str) -> NodeStatus | None:
 def test_compaction_and_catch_up_by_snapshot(tmp_path: Path) -> None:
     extra = ["--snapshot-entries", str(SNAPSHOT_ENTRIES), "--segment-size", str(SEGMENT)]
     extra += ["--election-ticks", "50"]  # 1 s: no spurious elections on a loaded machine
+    # One snapshot per interval, however large the map grows (the pacing by snapshot size
+    # would space the later ones out; tests/node/test_node_snapshots.py covers it).
+    extra += ["--snapshot-ratio", "0"]
     with ProcessCluster("hashmap", 3, tmp_path, extra=extra).start_all() as c:
         leader = leader_of(c)
         follower = next(i for i in range(1, 4) if i != leader)

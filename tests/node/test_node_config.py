@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
 
 import pytest
 
@@ -63,7 +64,8 @@ def test_every_runtime_default_is_unchanged() -> None:
     names = {f.name for f in dataclasses.fields(NodeConfig)}
     # Nothing else came or went; the security settings came later, off by default, and the
     # joining deadline with membership changes, the session limits with client sessions, the
-    # metrics address (off by default) with metrics.
+    # metrics address (off by default) with metrics, the snapshot ratio with pacing snapshots
+    # by their size (Thesis §5.1.2).
     assert names == {
         *OLD_NODE_DEFAULTS,
         *RESOURCE_LIMITS,
@@ -77,7 +79,9 @@ def test_every_runtime_default_is_unchanged() -> None:
         "max_clock_drift",
         "max_fsync_p99",
         "metrics_address",
+        "snapshot_ratio",
     }
+    assert config.snapshot_ratio == 0.1
     assert config.metrics_address is None
     assert config.tls is None and config.insecure is False
     assert config.join_timeout == 300.0
@@ -95,6 +99,9 @@ def test_every_runtime_default_is_unchanged() -> None:
         ("session_timeout", 0.0),
         ("session_timeout", -1.0),
         ("session_timeout", 31 * 24 * 3600.0),
+        ("snapshot_ratio", -0.1),
+        ("snapshot_ratio", math.nan),
+        ("snapshot_ratio", math.inf),
         ("max_sessions", 0),
         ("max_sessions", 10_000_001),
         ("max_session_results", 0),

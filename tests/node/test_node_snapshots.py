@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import json
 import os
 import shutil
@@ -747,5 +748,61 @@ def test_recover_deletes_a_copied_snapshot_file_under_a_newer_name(tmp_path: Pat
             assert node.status().snapshot.index == status.snapshot.index
             await single_leader(node)
             await wait_for(lambda: kv(node) == state, timeout=5)
+
+    asyncio.run(main())
+
+
+# ----------------------------------------------------------------------------------------------
+# Pacing by the previous snapshot's size (snapshot_ratio)
+# ----------------------------------------------------------------------------------------------
+
+PAD = 20_000  # characters of state besides the keys written: each snapshot is about 20 KB
+
+
+def padded_kv() -> KV:
+    sm = KV()
+    sm.data["pad"] = "x" * PAD
+    return sm
+
+
+def test_snapshot_ratio_spaces_snapshots_of_a_large_state_by_its_size(tmp_path: Path) -> None:
+    """Thesis §5.1.2: with ``snapshot_ratio`` the next snapshot waits until the log written
+    since the last one reaches that fraction of its size, as well as ``snapshot_entries``.
+    Here each entry adds about 44 bytes of log (command and framing) and a snapshot is about
+    20 KB, so at a ratio of 0.5 the snapshots come about 230 entries apart, not 50; a small
+    state (no padding) still snapshots every 50 entries. After a restart the size of the
+    snapshot it starts from paces the next one too."""
+
+    async def run(
+        base: Path, ratio: float | None, pad: bool, n: int, prefix: str = "k"
+    ) -> list[int]:
+        config = dataclasses.replace(SNAP, snapshot_ratio=ratio)
+        node = node_at(LocalNetwork(), base, 1, PEERS1, config, padded_kv() if pad else KV())
+        taken: list[int] = []
+        async with node:
+            await single_leader(node)
+            for start in range(0, n, 10):
+                await write(node, range(start, start + 10), prefix=prefix)
+                await wait_for(lambda: not snapshotting(node), timeout=5)
+                index = snap_index(node)
+                if index and (not taken or taken[-1] != index):
+                    taken.append(index)
+        return taken
+
+    async def main() -> None:
+        paced = await run(tmp_path / "paced", 0.5, pad=True, n=600)
+        assert paced, "no snapshot taken"
+        assert paced[0] <= 70, paced  # the first: nothing to pace it by
+        gaps = [b - a for a, b in itertools.pairwise(paced)]
+        assert gaps and all(200 <= g <= 300 for g in gaps), paced
+        # Without the ratio, or with a small state, snapshot_entries alone sets the pace.
+        for base, ratio, pad in ((tmp_path / "off", None, True), (tmp_path / "small", 0.5, False)):
+            every = await run(base, ratio, pad=pad, n=300)
+            gaps = [b - a for a, b in itertools.pairwise(every)]
+            assert len(every) >= 5 and all(g <= 70 for g in gaps), (ratio, pad, every)
+        # A restart reads the size of the snapshot it starts from: 60 more entries (past
+        # snapshot_entries since it, but far from half its size) take no new snapshot.
+        again = await run(tmp_path / "paced", 0.5, pad=True, n=60, prefix="r")
+        assert again == [paced[-1]], (paced, again)
 
     asyncio.run(main())

@@ -56,6 +56,7 @@ _OPTION_OF = {
     "heartbeat_ticks": "--heartbeat-ticks",
     "segment_size": "--segment-size",
     "metrics_address": "--metrics",
+    "snapshot_ratio": "--snapshot-ratio",
 }
 
 
@@ -130,6 +131,8 @@ def usage(prog: str, commands: Sequence[ClientCommand]) -> str:
         f"{_DEFAULTS.snapshot_entries})",
         f"  --snapshot-bytes N    snapshot after N applied command bytes; 0 = off (default "
         f"{_DEFAULTS.snapshot_bytes})",
+        "  --snapshot-ratio R    and only once the log written since the last snapshot is R",
+        f"                        times its size; 0 = off (default {_DEFAULTS.snapshot_ratio})",
         f"  --segment-size BYTES  write-ahead log segment size, >= {MIN_SEGMENT_SIZE} (default "
         f"{_DEFAULTS.segment_size})",
         "client options (before the addresses or after):",
@@ -189,6 +192,7 @@ def parse_server_args(name: str, argv: list[str]) -> tuple[int, dict[int, str], 
     parser.add_argument("--cluster-id", default="raftpy")
     parser.add_argument("--snapshot-entries", type=int, default=_DEFAULTS.snapshot_entries or 0)
     parser.add_argument("--snapshot-bytes", type=int, default=_DEFAULTS.snapshot_bytes or 0)
+    parser.add_argument("--snapshot-ratio", type=float, default=_DEFAULTS.snapshot_ratio or 0.0)
     parser.add_argument("--segment-size", type=int, default=_DEFAULTS.segment_size)
     for option in _SERVER_TLS_OPTIONS:
         parser.add_argument(option)
@@ -271,6 +275,7 @@ def server_config(opts: argparse.Namespace) -> NodeConfig:
         # 0 on the command line turns a trigger off (None in NodeConfig).
         snapshot_entries=opts.snapshot_entries or None,
         snapshot_bytes=opts.snapshot_bytes or None,
+        snapshot_ratio=opts.snapshot_ratio or None,
         tls=opts.tls,
         insecure=opts.insecure,
         metrics_address=opts.metrics,

@@ -59,6 +59,10 @@ from raftpy.storage.snapshots import SnapshotSink, SnapshotStore
 
 logger = logging.getLogger("raftpy.snapshot")
 
+# What an entry costs in the write-ahead log besides its command bytes (index, term, kind,
+# length and checksum), so that empty commands still count towards ``snapshot_ratio``.
+ENTRY_OVERHEAD = 24
+
 
 def _abort(sink: SnapshotSink) -> None:
     sink.abort()
@@ -132,6 +136,7 @@ class NodeSnapshots:
         self._installing: asyncio.Future[None] | None = None
         self._retry_at = 0.0
         self.latest: SnapshotMeta | None = None
+        self.latest_size = 0  # bytes of that snapshot's file (0: none, or not known)
         self.hold_applies = False
         self.entries_since = 0
         self.bytes_since = 0
@@ -227,8 +232,18 @@ class NodeSnapshots:
         if chosen is None:
             return None
         self.latest = chosen
+        self.latest_size = self._file_size(chosen)
         self.entries_since = max(0, commit - chosen.index)
         return chosen.index
+
+    def _file_size(self, meta: SnapshotMeta) -> int:
+        """The size of the snapshot file ``meta`` (0 if it cannot be opened: the size only
+        paces automatic snapshots, and opening it for use will report the problem)."""
+        try:
+            with self.store.open_source(meta) as source:
+                return source.size
+        except (OSError, StorageError):
+            return 0
 
     def _restore(self, meta: SnapshotMeta) -> None:
         try:
@@ -272,6 +287,12 @@ class NodeSnapshots:
         if self.busy or now < self._retry_at:
             return False
         cfg = self._config
+        if cfg.snapshot_ratio is not None:
+            # Thesis §5.1.2: pace snapshots by the previous one's size, so a large state is
+            # not rewritten every few thousand entries (the cost per write stays bounded).
+            written = self.bytes_since + ENTRY_OVERHEAD * self.entries_since
+            if written < cfg.snapshot_ratio * self.latest_size:
+                return False
         return (
             cfg.snapshot_entries is not None and self.entries_since >= cfg.snapshot_entries
         ) or (cfg.snapshot_bytes is not None and self.bytes_since >= cfg.snapshot_bytes)
@@ -351,6 +372,7 @@ class NodeSnapshots:
             self.store.retain([self._storage.snapshot_meta(), previous])
             return previous
         self.latest = meta
+        self.latest_size = size
         # Compact to the previous snapshot: one interval of entries stays for followers that
         # lag a little (module docstring). The file is durable; the WAL record follows.
         if previous is not None and previous.index > self._storage.snapshot_meta().index:
@@ -579,6 +601,7 @@ class NodeSnapshots:
         finally:
             installing.set_result(None)
         self.latest = meta
+        self.latest_size = self._file_size(meta)
         self.entries_since = 0
         self.bytes_since = 0
         self.stats.installed += 1
