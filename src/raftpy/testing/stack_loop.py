@@ -165,7 +165,15 @@ class VirtualTimeLoop(asyncio.BaseEventLoop):
             until = self._paused_until(context)
             if until > when:
                 when = until
-        return super().call_at(when, callback, *args, context=context)
+        if self._closed:  # type: ignore[attr-defined]
+            raise RuntimeError("Event loop is closed")
+        timer = asyncio.TimerHandle(when, callback, args, self, context)
+        # The heap holds (when, timer): the C tuple comparison orders it as TimerHandle's own
+        # (Python) comparison would, by ``when`` alone, at a fraction of the cost (a tie
+        # compares the timers, which is what the heap of timers did).
+        heapq.heappush(self._scheduled, (when, timer))  # type: ignore[attr-defined]
+        timer._scheduled = True  # type: ignore[attr-defined]
+        return timer
 
     def call_soon(  # type: ignore[override]
         self,
@@ -176,8 +184,13 @@ class VirtualTimeLoop(asyncio.BaseEventLoop):
         if self._paused:
             until = self._paused_until(context)
             if until > self._now:
-                return super().call_at(until, callback, *args, context=context)
-        return super().call_soon(callback, *args, context=context)
+                return self.call_at_true(until, callback, *args, context=context)
+        if self._closed:  # type: ignore[attr-defined]
+            raise RuntimeError("Event loop is closed")
+        # BaseEventLoop.call_soon without its debug checks (every task step comes here).
+        handle = asyncio.Handle(callback, args, self, context)
+        self._ready.append(handle)  # type: ignore[attr-defined]
+        return handle
 
     def _paused_until(self, context: contextvars.Context | None) -> float:
         clock = process_clock.get() if context is None else context.get(process_clock)
@@ -209,12 +222,14 @@ class VirtualTimeLoop(asyncio.BaseEventLoop):
             if not handle._cancelled and ctx is not None and ctx.get(process_clock) is clock:
                 callback, args = handle._callback, handle._args
                 handle.cancel()
-                super().call_at(until, callback, *args, context=ctx)
-        scheduled: list[asyncio.TimerHandle] = self._scheduled  # type: ignore[attr-defined]
-        for timer in scheduled:
-            ctx = timer._context  # type: ignore[attr-defined]
-            if ctx is not None and ctx.get(process_clock) is clock and timer._when < until:  # type: ignore[attr-defined]
-                timer._when = until  # type: ignore[attr-defined]
+                self.call_at_true(until, callback, *args, context=ctx)
+        # The heap holds (when, timer) (see call_at_true).
+        scheduled: list[tuple[float, Any]] = self._scheduled  # type: ignore[attr-defined]
+        for i, (when, timer) in enumerate(scheduled):
+            ctx = timer._context
+            if ctx is not None and when < until and ctx.get(process_clock) is clock:
+                timer._when = until
+                scheduled[i] = (until, timer)
         heapq.heapify(scheduled)
 
     def advance(self, seconds: float) -> None:
@@ -230,32 +245,33 @@ class VirtualTimeLoop(asyncio.BaseEventLoop):
         """``BaseEventLoop._run_once`` without what a virtual clock does not need (polling,
         debug timing): drop cancelled timers at the head, jump the clock to the next timer
         when nothing is ready, move due timers to the ready queue, run what is ready. The
-        simulation spends a good share of its own time here."""
+        simulation spends a good share of its own time here. The heap holds ``(when, timer)``
+        (see :meth:`call_at_true`)."""
         base: Any = self  # BaseEventLoop's private state, untyped
-        scheduled: list[Any] = base._scheduled
+        scheduled: list[tuple[float, Any]] = base._scheduled
         ready: Any = base._ready
+        pop = heapq.heappop
         if len(scheduled) > 100 and base._timer_cancelled_count * 2 > len(scheduled):
-            for handle in scheduled:
+            for _, handle in scheduled:
                 if handle._cancelled:
                     handle._scheduled = False
-            scheduled = [h for h in scheduled if not h._cancelled]
+            scheduled = [entry for entry in scheduled if not entry[1]._cancelled]
             heapq.heapify(scheduled)
             base._scheduled = scheduled
             base._timer_cancelled_count = 0
         else:
-            while scheduled and scheduled[0]._cancelled:
+            while scheduled and scheduled[0][1]._cancelled:
                 base._timer_cancelled_count -= 1
-                heapq.heappop(scheduled)._scheduled = False
+                pop(scheduled)[1]._scheduled = False
         if not ready and not base._stopping:
             if not scheduled:
                 raise SimulationDeadlock("no callback is ready and no timer is pending")
-            when = scheduled[0]._when
+            when = scheduled[0][0]
             if when > self._now:
                 self._now = when
         end = self._now + self._clock_resolution
-        pop = heapq.heappop
-        while scheduled and scheduled[0]._when < end:
-            handle = pop(scheduled)
+        while scheduled and scheduled[0][0] < end:
+            handle = pop(scheduled)[1]
             handle._scheduled = False
             ready.append(handle)
         popleft = ready.popleft

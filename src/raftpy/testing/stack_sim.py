@@ -462,7 +462,7 @@ class StackCluster:
             m.disk.slow = 0.0
             m.disk.set_capacity(None)
             m.disk.read_faults = 0
-            if m.refused is None and (m.node is None or m.node.status().failed is not None):
+            if m.refused is None and (m.node is None or m.node.failed is not None):
                 await self.restart(m.node_id, "drop")
         for m in self.members.values():
             if m.refused is not None:
@@ -517,7 +517,7 @@ class StackCluster:
         while True:
             await asyncio.sleep(0.2)
             for m in list(self.members.values()):
-                if m.node is not None and m.node.status().failed is not None:
+                if m.node is not None and m.node.failed is not None:
                     mode: CrashMode = self.rng.choice(("drop", "torn", "partial", "keep"))
                     await self.restart(m.node_id, mode)
 
