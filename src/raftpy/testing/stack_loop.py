@@ -87,6 +87,52 @@ class Connector(Protocol):
     ) -> tuple[asyncio.Transport, asyncio.BaseProtocol]: ...
 
 
+class _Handle(asyncio.Handle):
+    """An ``asyncio.Handle`` made without asking the loop whether it is in debug mode (the
+    virtual loop never is): every task step and future callback makes one."""
+
+    __slots__ = ()
+
+    def __init__(
+        self,
+        callback: Callable[..., object],
+        args: tuple[Any, ...],
+        loop: asyncio.AbstractEventLoop,
+        context: contextvars.Context | None,
+    ) -> None:
+        self._context = context if context is not None else contextvars.copy_context()
+        self._loop = loop
+        self._callback = callback
+        self._args = args
+        self._cancelled = False
+        self._repr = None
+        self._source_traceback = None
+
+
+class _Timer(asyncio.TimerHandle):
+    """An ``asyncio.TimerHandle`` made as :class:`_Handle` is."""
+
+    __slots__ = ()
+
+    def __init__(
+        self,
+        when: float,
+        callback: Callable[..., object],
+        args: tuple[Any, ...],
+        loop: asyncio.AbstractEventLoop,
+        context: contextvars.Context | None,
+    ) -> None:
+        self._context = context if context is not None else contextvars.copy_context()
+        self._loop = loop
+        self._callback = callback
+        self._args = args
+        self._cancelled = False
+        self._repr = None
+        self._source_traceback = None
+        self._when = when
+        self._scheduled = False
+
+
 class _VirtualSelector(selectors.BaseSelector):
     """The "selector" of the loop: there is nothing to wait for but time, so waiting for
     ``timeout`` seconds is moving the clock by that much."""
@@ -167,13 +213,23 @@ class VirtualTimeLoop(asyncio.BaseEventLoop):
                 when = until
         if self._closed:  # type: ignore[attr-defined]
             raise RuntimeError("Event loop is closed")
-        timer = asyncio.TimerHandle(when, callback, args, self, context)
+        timer = _Timer(when, callback, args, self, context)
         # The heap holds (when, timer): the C tuple comparison orders it as TimerHandle's own
         # (Python) comparison would, by ``when`` alone, at a fraction of the cost (a tie
         # compares the timers, which is what the heap of timers did).
         heapq.heappush(self._scheduled, (when, timer))  # type: ignore[attr-defined]
-        timer._scheduled = True  # type: ignore[attr-defined]
+        timer._scheduled = True
         return timer
+
+    def call_later(  # type: ignore[override]
+        self,
+        delay: float,
+        callback: Callable[..., object],
+        *args: Any,
+        context: contextvars.Context | None = None,
+    ) -> asyncio.TimerHandle:
+        """As ``BaseEventLoop.call_later``, ``delay`` on the caller's clock."""
+        return self.call_at(self.time() + delay, callback, *args, context=context)
 
     def call_soon(  # type: ignore[override]
         self,
@@ -188,7 +244,7 @@ class VirtualTimeLoop(asyncio.BaseEventLoop):
         if self._closed:  # type: ignore[attr-defined]
             raise RuntimeError("Event loop is closed")
         # BaseEventLoop.call_soon without its debug checks (every task step comes here).
-        handle = asyncio.Handle(callback, args, self, context)
+        handle = _Handle(callback, args, self, context)
         self._ready.append(handle)  # type: ignore[attr-defined]
         return handle
 
@@ -243,42 +299,48 @@ class VirtualTimeLoop(asyncio.BaseEventLoop):
 
     def _run_once(self) -> None:
         """``BaseEventLoop._run_once`` without what a virtual clock does not need (polling,
-        debug timing): drop cancelled timers at the head, jump the clock to the next timer
-        when nothing is ready, move due timers to the ready queue, run what is ready. The
-        simulation spends a good share of its own time here. The heap holds ``(when, timer)``
-        (see :meth:`call_at_true`)."""
+        debug timing), and repeated until the loop is told to stop (``run_forever`` checks
+        ``_stopping`` after each round, and so does this: the same rounds, one call): drop
+        cancelled timers at the head, jump the clock to the next timer when nothing is ready,
+        move due timers to the ready queue, run what is ready. The simulation spends a good
+        share of its own time here. The heap holds ``(when, timer)`` (see
+        :meth:`call_at_true`)."""
         base: Any = self  # BaseEventLoop's private state, untyped
-        scheduled: list[tuple[float, Any]] = base._scheduled
         ready: Any = base._ready
         pop = heapq.heappop
-        if len(scheduled) > 100 and base._timer_cancelled_count * 2 > len(scheduled):
-            for _, handle in scheduled:
-                if handle._cancelled:
-                    handle._scheduled = False
-            scheduled = [entry for entry in scheduled if not entry[1]._cancelled]
-            heapq.heapify(scheduled)
-            base._scheduled = scheduled
-            base._timer_cancelled_count = 0
-        else:
-            while scheduled and scheduled[0][1]._cancelled:
-                base._timer_cancelled_count -= 1
-                pop(scheduled)[1]._scheduled = False
-        if not ready and not base._stopping:
-            if not scheduled:
-                raise SimulationDeadlock("no callback is ready and no timer is pending")
-            when = scheduled[0][0]
-            if when > self._now:
-                self._now = when
-        end = self._now + self._clock_resolution
-        while scheduled and scheduled[0][0] < end:
-            handle = pop(scheduled)[1]
-            handle._scheduled = False
-            ready.append(handle)
         popleft = ready.popleft
-        for _ in range(len(ready)):
-            handle = popleft()
-            if not handle._cancelled:
-                handle._run()
+        resolution = self._clock_resolution
+        while True:
+            scheduled: list[tuple[float, Any]] = base._scheduled
+            if len(scheduled) > 100 and base._timer_cancelled_count * 2 > len(scheduled):
+                for _, handle in scheduled:
+                    if handle._cancelled:
+                        handle._scheduled = False
+                scheduled = [entry for entry in scheduled if not entry[1]._cancelled]
+                heapq.heapify(scheduled)
+                base._scheduled = scheduled
+                base._timer_cancelled_count = 0
+            else:
+                while scheduled and scheduled[0][1]._cancelled:
+                    base._timer_cancelled_count -= 1
+                    pop(scheduled)[1]._scheduled = False
+            if not ready and not base._stopping:
+                if not scheduled:
+                    raise SimulationDeadlock("no callback is ready and no timer is pending")
+                when = scheduled[0][0]
+                if when > self._now:
+                    self._now = when
+            end = self._now + resolution
+            while scheduled and scheduled[0][0] < end:
+                handle = pop(scheduled)[1]
+                handle._scheduled = False
+                ready.append(handle)
+            for _ in range(len(ready)):
+                handle = popleft()
+                if not handle._cancelled:
+                    handle._run()
+            if base._stopping:
+                return
 
     def _process_events(self, event_list: list[Any]) -> None:
         pass
