@@ -337,8 +337,21 @@ class VirtualTimeLoop(asyncio.BaseEventLoop):
                 ready.append(handle)
             for _ in range(len(ready)):
                 handle = popleft()
-                if not handle._cancelled:
-                    handle._run()
+                if handle._cancelled:
+                    continue
+                # Handle._run, inlined (a Python call less for every callback).
+                try:
+                    handle._context.run(handle._callback, *handle._args)
+                except (SystemExit, KeyboardInterrupt):
+                    raise
+                except BaseException as exc:
+                    self.call_exception_handler(
+                        {
+                            "message": f"Exception in callback {handle!r}",
+                            "exception": exc,
+                            "handle": handle,
+                        }
+                    )
             if base._stopping:
                 return
 
