@@ -89,7 +89,10 @@ def test_failed_fsync_is_fatal_and_never_retried() -> None:
             fs.fail_next_fsync()
             with pytest.raises((IndeterminateError, ProposalDropped)):
                 await node.propose(set_cmd("b", "2"), timeout=2)
+            assert node.failed is None or node.failed == node.status().failed
             await wait_for(lambda: node.status().failed is not None, timeout=2)
+            assert node.failed == node.status().failed
+            assert node.failed.startswith("fatal storage error")
             with pytest.raises(ProposalDropped, match="has failed"):
                 await node.propose(set_cmd("c", "3"))
 

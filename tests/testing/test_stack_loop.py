@@ -84,3 +84,51 @@ def test_a_callback_handed_to_a_paused_process_waits_for_it() -> None:
 
     run(main(), loop)
     assert ran == [0.0, 0.5] or ran == [-0.0, 0.5]
+
+
+def test_a_callback_that_raises_goes_to_the_exception_handler_and_the_loop_runs_on() -> None:
+    loop = VirtualTimeLoop()
+    seen: list[dict[str, object]] = []
+    ran: list[float] = []
+
+    def boom() -> None:
+        raise ValueError("boom")
+
+    async def main() -> None:
+        loop.set_exception_handler(lambda _loop, context: seen.append(context))
+        loop.call_soon(boom)
+        loop.call_later(0.5, boom)
+        loop.call_later(1.0, lambda: ran.append(loop.time()))
+        await asyncio.sleep(2.0)
+
+    run(main(), loop)
+    assert ran == [1.0]  # both failures were handled, and what came after them ran
+    assert len(seen) == 2
+    for context in seen:
+        assert isinstance(context["exception"], ValueError)
+        assert "Exception in callback" in str(context["message"])
+        assert isinstance(context["handle"], asyncio.Handle)
+
+
+def test_timers_due_together_run_in_the_order_asyncio_would_run_them() -> None:
+    # The heap holds (when, timer) pairs: ties must come out as a heap of timers gives them.
+    import heapq
+
+    loop = VirtualTimeLoop()
+    order: list[int] = []
+    whens = [0.3, 0.1, 0.3, 0.2, 0.1, 0.3, 0.2, 0.1, 0.3, 0.3]
+
+    async def main() -> None:
+        for i, when in enumerate(whens):
+            loop.call_at(when, order.append, i)
+        await asyncio.sleep(1.0)
+
+    run(main(), loop)
+    # The same pushes on a heap of timers (the sleep's timer last), popped in turn.
+    reference: list[asyncio.TimerHandle] = []
+    for i, when in enumerate(whens):
+        heapq.heappush(reference, asyncio.TimerHandle(when, order.append, (i,), loop))
+    heapq.heappush(reference, asyncio.TimerHandle(1.0, order.append, (-1,), loop))
+    expected = [heapq.heappop(reference)._args[0] for _ in whens]  # type: ignore[attr-defined]
+    assert order == expected
+    assert order != sorted(range(len(whens)), key=lambda i: whens[i])  # ties do come up

@@ -15,6 +15,7 @@ import pytest
 from raftpy.core.messages import PROTOCOL_VERSION
 from raftpy.errors import RemoteProtocolError
 from raftpy.storage.peers import PeerIncarnations
+from raftpy.transport.base import refused_peers
 from raftpy.transport.protocol import (
     ConnectionRole,
     Hello,
@@ -113,6 +114,7 @@ def test_acceptor_refuses_a_peer_that_came_back_with_another_data_directory(
                 writer.close()
             assert node.stat("handshakes_refused") == 3 and node.inbox == []
             assert list(node.t.refused_peers()) == [2]
+            assert refused_peers(node.t) == node.t.refused_peers()  # what a status shows
             assert node.t.refused_peers()[2].startswith(
                 f"{CHANGED} (incarnation ffffffff..., expected 22222222...)"
             )
@@ -208,3 +210,12 @@ def test_members_meet_at_start_and_pin_each_other_before_any_message() -> None:
             assert all(n.inbox == [] for n in nodes.values())
 
     run(body())
+
+
+def test_a_transport_that_does_not_check_refuses_no_one() -> None:
+    class Plain:
+        refused_peers = None  # not a method: not a refusing transport
+
+    assert refused_peers(object()) == {}
+    assert refused_peers(Plain()) == {}
+    assert refused_peers(None) == {}

@@ -87,12 +87,15 @@ class ClientJoin:
     """:class:`JoinClient` over :class:`raftpy.client.Client` (with the node's cluster id and
     TLS settings)."""
 
-    def __init__(self, addresses: Sequence[str], config: NodeConfig) -> None:
+    def __init__(
+        self, addresses: Sequence[str], config: NodeConfig, rng: random.Random | None = None
+    ) -> None:
         from raftpy.client import Client  # the client imports the node's status: not at import
 
+        # ``rng``: the client's jitter, from the node's seed (a simulation repeats exactly).
         self._client = cast(
             _MembershipClient,
-            Client(addresses, cluster_id=config.cluster_id, tls=config.tls, timeout=10.0),
+            Client(addresses, cluster_id=config.cluster_id, tls=config.tls, timeout=10.0, rng=rng),
         )
 
     async def members(self) -> MembersView:

@@ -284,8 +284,12 @@ class RaftNode:
         conf = self._raft.conf_state()
         logger.info("node %d serving on %s (%s)", self.node_id, self.address, describe(conf))
         if self._join:
-            client = self._join_client or ClientJoin(self._join, self.config)
-            rng = random.Random(self._rng.getrandbits(64))
+            seed = self._rng.getrandbits(64)
+            rng = random.Random(seed)
+            # The join's client draws its jitter from the node's seed too, never from the OS.
+            client = self._join_client or ClientJoin(
+                self._join, self.config, random.Random(seed + 1)
+            )
             self._members.start_join(self._raft, client, self._promote, self.config, rng)
         if self.config.metrics_address is not None:
             from raftpy.node.metrics import NodeMetrics  # prometheus-client: an optional extra
@@ -585,6 +589,12 @@ class RaftNode:
     @property
     def leader_id(self) -> int | None:
         return self._leader
+
+    @property
+    def failed(self) -> str | None:
+        """Why the node's fatal path ended its loop (``status().failed``, without building
+        a whole status), or ``None`` while it serves."""
+        return self._failed
 
     # ------------------------------------------------------------------------------------------
     # Inbound peer messages (from the transport; client requests go to ClientService)

@@ -154,6 +154,8 @@ class PendingRequests:
     def append_proposals(self, raft: Raft, max_batch: int) -> tuple[int, int]:
         """Append the queued proposals, ``max_batch`` commands per append (one fsync and one
         AppendEntries per follower for each). Returns (commands appended, appends)."""
+        if not self._queued:
+            return 0, 0  # most loop passes: nothing was proposed since the last one
         queued = [p for p in self._queued if not p.future.done()]
         self._queued = []
         appended = batches = 0
@@ -181,6 +183,8 @@ class PendingRequests:
         """Ask the core for one read index covering every queued linearizable read, and one
         for the lease reads (answered at once while the lease holds). ``lease_ok``: the
         driver's tick counter is on time, so the core's lease may be trusted now."""
+        if not self._queued_reads:
+            return
         reads = [r for r in self._queued_reads if not r.future.done()]
         self._queued_reads = []
         if not reads:

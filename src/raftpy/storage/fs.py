@@ -553,8 +553,8 @@ class _FaultyFile(_MemoryFile):
         inode = self._live()
         data = bytes(data)
         grow = offset + len(data) - len(inode.data)
-        room = self._fs.free_bytes()
-        if grow > room:
+        # (free_bytes is never negative: a write that does not grow the file always fits.)
+        if grow > 0 and grow > (room := self._fs.free_bytes()):
             # Like a real nearly-full disk: write what fits, then fail with ENOSPC.
             fits = max(0, len(inode.data) + room - offset)
             if fits > 0:
@@ -563,7 +563,7 @@ class _FaultyFile(_MemoryFile):
         self._write(inode, offset, data)
 
     def _write(self, inode: _Inode, offset: int, data: bytes) -> None:
-        super()._write(inode, offset, data)
+        _apply_write(inode.data, offset, data)  # _MemoryFile._write
         inode.pending.append(("w", offset, data))
 
     def truncate(self, size: int) -> None:

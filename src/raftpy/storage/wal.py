@@ -251,15 +251,16 @@ class FileStorage(Recovery):
             raise CompactedError(f"index {index} is compacted (snapshot at {offset})")
         if index == offset:
             return self._snap.term
-        if index > self.last_index():
+        k = index - self._first  # last_index() inlined: the core asks for terms very often
+        if k >= len(self._terms):
             raise IndexError(f"index {index} is past the last index {self.last_index()}")
-        return self._terms[index - self._first]
+        return self._terms[k]
 
     def entries(self, lo: int, hi: int, max_bytes: int | None = None) -> list[Entry]:
         offset = self._snap.index
         if lo <= offset:
             raise CompactedError(f"index {lo} is compacted (snapshot at {offset})")
-        last = self.last_index()
+        last = self._first + len(self._terms) - 1  # last_index(), inlined
         if hi > last + 1:
             raise IndexError(f"range [{lo}, {hi}) runs past the last index {last}")
         out: list[Entry] = []

@@ -120,13 +120,17 @@ class SimNetwork:
         self._cut.clear()
 
     def connected(self, a: int, b: int) -> bool:
-        return (min(a, b), max(a, b)) not in self._cut
+        if not self._cut:
+            return True  # no partition: most of the time
+        return ((a, b) if a < b else (b, a)) not in self._cut
 
     # -- peer messages ------------------------------------------------------------------------
 
     def _delay(self, link: tuple[int, int], ordered: bool) -> float:
         f = self.faults
-        at = self.loop.true_time() + self.rng.uniform(f.min_delay, f.max_delay)
+        # rng.uniform(min_delay, max_delay), inlined: the same draw, the same number.
+        lo = f.min_delay
+        at = self.loop._now + (lo + (f.max_delay - lo) * self.rng.random())
         if ordered:
             at = max(at, self._last_arrival.get(link, 0.0))
             self._last_arrival[link] = at
@@ -135,7 +139,7 @@ class SimNetwork:
     def send(self, src: int, message: PeerMessage) -> None:
         dst = message.dst
         target = self.endpoints.get(dst)
-        if target is None or not self.connected(src, dst):
+        if target is None or (self._cut and not self.connected(src, dst)):
             self.dropped += 1
             return
         f = self.faults
@@ -143,11 +147,19 @@ class SimNetwork:
             self.dropped += 1
             return
         data = encode_message(message)
-        copies = 2 if f.duplicate and self.rng.random() < f.duplicate else 1
-        self.duplicated += copies - 1
-        for _ in range(copies):
-            at = self._delay((src, dst), not f.reorder)
-            self.deliver(at, target.context, self._arrive, src, target, data)
+        if f.duplicate and self.rng.random() < f.duplicate:
+            self.duplicated += 1
+            self.deliver(
+                self._delay((src, dst), not f.reorder),
+                target.context,
+                self._arrive,
+                src,
+                target,
+                data,
+            )
+        self.deliver(
+            self._delay((src, dst), not f.reorder), target.context, self._arrive, src, target, data
+        )
 
     def deliver(
         self, at: float, context: contextvars.Context, fn: Callable[..., None], *args: Any

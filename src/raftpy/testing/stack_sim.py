@@ -53,7 +53,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
-from typing import BinaryIO, Final
+from typing import Any, BinaryIO, Final
 
 from raftpy.client import Client
 from raftpy.errors import (
@@ -137,6 +137,10 @@ class SimDisk(FaultyFileSystem):
             self.loop.advance(self.rng.uniform(0.0, self.slow))
 
 
+_COMMANDS: dict[bytes, Any] = {}
+"""Commands :class:`SimKV` parsed lately, by their bytes."""
+
+
 class SimKV:
     """The key-value machine :func:`run_kv` checks: ``["w", key, value]`` sets,
     ``["c", key, from, to]`` swaps when the value is ``from`` (answers ``1`` or ``0``); a
@@ -146,7 +150,12 @@ class SimKV:
         self.data: dict[str, int] = {}
 
     def apply(self, command: bytes) -> bytes:
-        op = json.loads(command)
+        # Every replica applies the same commands: parse each once (read only below).
+        op = _COMMANDS.get(command)
+        if op is None:
+            if len(_COMMANDS) >= 4096:
+                _COMMANDS.clear()
+            op = _COMMANDS[command] = json.loads(command)
         if op[0] == "w":
             self.data[op[1]] = op[2]
             return b""
@@ -462,7 +471,7 @@ class StackCluster:
             m.disk.slow = 0.0
             m.disk.set_capacity(None)
             m.disk.read_faults = 0
-            if m.refused is None and (m.node is None or m.node.status().failed is not None):
+            if m.refused is None and (m.node is None or m.node.failed is not None):
                 await self.restart(m.node_id, "drop")
         for m in self.members.values():
             if m.refused is not None:
@@ -517,7 +526,7 @@ class StackCluster:
         while True:
             await asyncio.sleep(0.2)
             for m in list(self.members.values()):
-                if m.node is not None and m.node.status().failed is not None:
+                if m.node is not None and m.node.failed is not None:
                     mode: CrashMode = self.rng.choice(("drop", "torn", "partial", "keep"))
                     await self.restart(m.node_id, mode)
 

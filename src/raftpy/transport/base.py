@@ -104,7 +104,10 @@ class RefusingTransport(Protocol):
 def refused_peers(transport: object) -> dict[int, str]:
     """The members ``transport`` refuses for a changed data directory (none for a transport
     that does not check)."""
-    return transport.refused_peers() if isinstance(transport, RefusingTransport) else {}
+    # What isinstance(transport, RefusingTransport) checks, without its cost (a runtime
+    # protocol check walks the protocol's attributes each time; status() asks at each call).
+    method = getattr(transport, "refused_peers", None)
+    return method() if callable(method) else {}
 
 
 TransportFactory = Callable[[MessageCallback, ClientRequestCallback], Transport]
