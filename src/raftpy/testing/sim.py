@@ -198,6 +198,8 @@ class SimCluster:
         self._unreliable = False
         self._long_reordering = False
         self._duplicate_rate = 0.0
+        # (src, dst) -> (kinds held, none meaning all; the held messages), see hold().
+        self._held: dict[tuple[int, int], tuple[tuple[type[PeerMessage], ...], list[bytes]]] = {}
         self._rpcs = 0
         self._messages = 0
         self._bytes = 0
@@ -258,6 +260,36 @@ class SimCluster:
         if not 0.01 <= rate <= 100:
             raise ValueError(f"rate must be in [0.01, 100], got {rate}")
         self._clock_rates[i] = rate
+
+    def campaign(self, *nodes: int) -> None:
+        """Fire the election timeouts of ``nodes`` in the same instant (each up follower or
+        candidate starts a pre-vote or an election, as on a timeout), as for followers that
+        heard the same last heartbeat and whose randomized timeouts (Raft §5.2) drew the
+        same tick: their requests leave together, so one term may get several candidates
+        (a split vote)."""
+        up = [i for i in nodes if self._nodes[i].raft is not None]
+        for i in up:
+            raft = self._nodes[i].raft
+            assert raft is not None
+            raft.campaign()
+        for i in up:
+            self._nodes[i].process()
+
+    def hold(self, src: int, dst: int, *kinds: type[PeerMessage]) -> None:
+        """Hold back the messages ``src`` sends to ``dst`` from now on (of the given
+        ``kinds``, say ``RequestVote``; all without) until :meth:`release`: a stalled link,
+        or a sender's queue behind a slow connection, so that what it sends arrives after
+        what others send later. Held messages are the sender's: a crash of ``dst`` does not
+        lose them."""
+        self._held[(src, dst)] = (kinds, [])
+
+    def release(self, src: int, dst: int) -> None:
+        """Stop holding ``src`` -> ``dst`` and send what was held, in order, a moment apart
+        (after anything already on its way), if the link is up."""
+        _, held = self._held.pop((src, dst), ((), []))
+        for k, data in enumerate(held):
+            if self._reachable(src, dst):
+                self._schedule_delivery(src, dst, data, 100 * (k + 1))
 
     def crash(self, i: int, mode: CrashMode | None = None) -> None:
         """Stop node ``i``: its core, state machine and messages in flight to it are lost;
@@ -746,6 +778,10 @@ class SimCluster:
             self._rpcs += 1
         dst = m.dst
         if not self._reachable(src, dst):
+            return
+        held = self._held.get((src, dst)) if self._held else None
+        if held is not None and (not held[0] or isinstance(m, held[0])):
+            held[1].append(data)
             return
         rng = self.rng
         if self._unreliable:
