@@ -197,6 +197,7 @@ class SimCluster:
         )
         self._unreliable = False
         self._long_reordering = False
+        self._jitter_us = 0
         self._duplicate_rate = 0.0
         # (src, dst) -> (kinds held, none meaning all; the held messages), see hold().
         self._held: dict[tuple[int, int], tuple[tuple[type[PeerMessage], ...], list[bytes]]] = {}
@@ -242,6 +243,14 @@ class SimCluster:
         """Delay every message 0-26 ms and drop 10% of requests and 10% of replies."""
         self._unreliable = unreliable
 
+    def set_jitter(self, max_seconds: float) -> None:
+        """Delay every message by 0 to ``max_seconds`` (uniformly, no loss; 0 turns it off):
+        a congested network whose messages overtake each other, so a request may arrive
+        after the answer to a message sent later. :meth:`set_unreliable` takes precedence."""
+        if not 0.0 <= max_seconds <= 1.0:
+            raise ValueError(f"max_seconds must be in [0, 1], got {max_seconds}")
+        self._jitter_us = round(max_seconds * _US)
+
     def set_long_reordering(self, on: bool) -> None:
         """Hold back some replies for 200 ms - 2.2 s, so they arrive long after newer ones."""
         self._long_reordering = on
@@ -279,8 +288,8 @@ class SimCluster:
         """Hold back the messages ``src`` sends to ``dst`` from now on (of the given
         ``kinds``, say ``RequestVote``; all without) until :meth:`release`: a stalled link,
         or a sender's queue behind a slow connection, so that what it sends arrives after
-        what others send later. Held messages are the sender's: a crash of ``dst`` does not
-        lose them."""
+        what others send later. Held messages are in the sender's queue: a crash of ``dst``
+        does not lose them, a crash of ``src`` does."""
         self._held[(src, dst)] = (kinds, [])
 
     def release(self, src: int, dst: int) -> None:
@@ -299,6 +308,9 @@ class SimCluster:
         if node.fs is not None and mode is None:
             mode = self.rng.choice(_CRASH_MODES)
         node.crash(mode if node.fs is not None else None)
+        for (src, _), (_, held) in self._held.items():
+            if src == i:
+                held.clear()  # its send queue was in its memory
 
     def restart(
         self, i: int, *, keep_in_flight: bool = False, mode: CrashMode | None = None
@@ -788,6 +800,8 @@ class SimCluster:
             if rng.random() < 0.1:
                 return  # dropped (request or reply alike: 10% each)
             delay = rng.randrange(0, 26_000)
+        elif self._jitter_us:
+            delay = rng.randrange(0, self._jitter_us + 1)
         else:
             delay = rng.randrange(100, 1_000)
         if self._long_reordering and not is_request and rng.random() < 0.3:
