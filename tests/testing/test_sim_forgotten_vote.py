@@ -10,6 +10,8 @@ with an election safety violation (two leaders of one term)."""
 
 from __future__ import annotations
 
+import pytest
+
 from raftpy.core.messages import (
     AppendEntries,
     Heartbeat,
@@ -105,3 +107,25 @@ def test_forgotten_vote_of_a_deposed_leader() -> None:
 
 def test_forgotten_vote_of_a_pre_candidate() -> None:
     _split_vote_with_a_voter_behind(deposed_leader=False, seed=4102)
+
+
+def test_hold_delays_a_links_messages_until_release() -> None:
+    """The knobs the staging relies on: a held link delivers nothing until released, then
+    everything it held; other kinds and other links pass; set_jitter refuses nonsense."""
+    c = SimCluster(n=3, seed=4103)
+    c.one(b"x", 3)
+    leader = c.check_one_leader()
+    f, g = (leader + 1) % 3, (leader + 2) % 3
+    c.hold(leader, f, AppendEntries)
+    index, _, ok = c.start(leader, b"y")
+    assert ok, tag(c, "the leader refused a proposal")
+    c.run_for(0.05)
+    assert c.raft(f).log.last_index() < index <= c.raft(g).log.last_index(), tag(
+        c, "the held link delivered, or the other one did not"
+    )
+    assert c.raft(f).lead == leader, tag(c, "heartbeats were held too")
+    c.release(leader, f)
+    c.run_for(0.05)
+    assert c.raft(f).log.last_index() >= index, tag(c, "release did not deliver")
+    with pytest.raises(ValueError):
+        c.set_jitter(-0.1)
