@@ -435,7 +435,8 @@ def _election_storm(run: _Run) -> None:
     crash lands between a vote's write and its durability. The leader is cut off, or
     crashed and restarted a fraction of an election timeout later: then it campaigns too,
     in the term the others are voting in, and a voter that forgot its vote may give it
-    twice (Raft §5.2)."""
+    twice (Raft §5.2). In the split-vote seeds (:func:`_split_settings`), most storms are
+    a run of split votes instead (:func:`_split_vote`)."""
     c, rng, st = run.c, run.rng, run.st
     if run.split and rng.random() < 0.7:
         # A leader that keeps stalling (a recurring pause): one split vote after another.
@@ -540,8 +541,9 @@ def _split_vote(run: _Run) -> None:
     delay later, so several campaign in one term, each voting for itself. Then the stalled
     leader's queued heartbeats go out: a node at the new term answers them with its term
     (under PreVote or CheckQuorum), so the old leader becomes a follower of the term with
-    no vote, as does a late pre-candidate whose pre-vote a candidate refuses; with delays
-    of up to 26 ms, the candidates' requests may reach these nodes only after that. A voter
+    no vote, as does a late pre-candidate whose pre-vote a candidate refuses; with the
+    jittered delays of these seeds (:func:`_split_settings`), the candidates' requests may
+    reach these nodes only after that, to be granted in a term they already held. A voter
     that just voted may lose power and reboot behind senders that kept their requests
     (:func:`_watch_votes`): a vote it did not make durable would go to a second candidate
     of the same term."""
