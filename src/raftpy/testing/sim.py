@@ -244,9 +244,8 @@ class SimCluster:
         self._unreliable = unreliable
 
     def set_jitter(self, max_seconds: float) -> None:
-        """Delay every message by 0 to ``max_seconds`` (uniformly, no loss; 0 turns it off):
-        a congested network whose messages overtake each other, so a request may arrive
-        after the answer to a message sent later. :meth:`set_unreliable` takes precedence."""
+        """Delay every message by 0 to ``max_seconds`` (uniformly, no loss; 0: off), so a
+        request may arrive after the answer to a later message; unreliable overrides it."""
         if not 0.0 <= max_seconds <= 1.0:
             raise ValueError(f"max_seconds must be in [0, 1], got {max_seconds}")
         self._jitter_us = round(max_seconds * _US)
@@ -271,25 +270,18 @@ class SimCluster:
         self._clock_rates[i] = rate
 
     def campaign(self, *nodes: int) -> None:
-        """Fire the election timeouts of ``nodes`` in the same instant (each up follower or
-        candidate starts a pre-vote or an election, as on a timeout), as for followers that
-        heard the same last heartbeat and whose randomized timeouts (Raft §5.2) drew the
-        same tick: their requests leave together, so one term may get several candidates
-        (a split vote)."""
-        up = [i for i in nodes if self._nodes[i].raft is not None]
-        for i in up:
-            raft = self._nodes[i].raft
-            assert raft is not None
+        """Fire the election timers of ``nodes`` in one instant, as for followers that heard
+        the same last heartbeat and drew the same timeout (Raft §5.2): a split vote."""
+        rafts = [(i, r) for i in nodes if (r := self._nodes[i].raft) is not None]
+        for _, raft in rafts:
             raft.campaign()
-        for i in up:
+        for i, _ in rafts:
             self._nodes[i].process()
 
     def hold(self, src: int, dst: int, *kinds: type[PeerMessage]) -> None:
-        """Hold back the messages ``src`` sends to ``dst`` from now on (of the given
-        ``kinds``, say ``RequestVote``; all without) until :meth:`release`: a stalled link,
-        or a sender's queue behind a slow connection, so that what it sends arrives after
-        what others send later. Held messages are in the sender's queue: a crash of ``dst``
-        does not lose them, a crash of ``src`` does."""
+        """Hold back what ``src`` sends to ``dst`` (of ``kinds``, say ``RequestVote``; all
+        without) until :meth:`release`: a stalled sender queue, so it arrives after what
+        others send later. A crash of ``src`` loses what is held, one of ``dst`` does not."""
         self._held[(src, dst)] = (kinds, [])
 
     def release(self, src: int, dst: int) -> None:
