@@ -24,8 +24,10 @@ Schedules (``run_fuzz(..., schedule=...)``):
   voter crashing right after it votes or in its vote's fsync and rebooting with other
   candidates' requests still in flight, on 5 and 7 nodes correlated power losses of
   several voters of one term at once, the old leader coming back to campaign in the same
-  term) or ``reconfig`` (membership
-  changes back to back, some through joint consensus, while leaders are cut off).
+  term; half the storm seeds mostly run split votes: the leader stalls, several followers
+  time out in one tick, delays jitter, under PreVote or CheckQuorum) or ``reconfig``
+  (membership changes back to back, some through joint consensus, while leaders are cut
+  off).
 
 The test suite (``tests/testing/test_sim_fuzz.py``) parametrizes this over seeds and sizes;
 the mutation runner (:mod:`raftpy.testing.mutants`) runs it against planted bugs to show it

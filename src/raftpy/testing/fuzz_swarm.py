@@ -8,7 +8,9 @@ just voted, a change is half done) live here; what both schedules share is in
 from __future__ import annotations
 
 import dataclasses
+import functools
 import random
+from collections.abc import Callable
 
 from raftpy.storage.fs import CrashMode, SimulatedCrash
 from raftpy.testing.fuzz_workload import (
@@ -87,6 +89,7 @@ class _Run:
     pad: int  # commands are padded with up to this many bytes
     file: bool  # the nodes run on the write-ahead log over fault-injecting disks
     armed: int | None = None  # the node whose disk crashes in its next fsync
+    split: bool = False  # storms are mostly split votes (``_split_vote``)
 
     def propose(self, k: int) -> None:
         propose(self.c, self.rng, self.seed, self.st, k, self.pad)
@@ -124,6 +127,11 @@ def run_swarm(n: int, seed: int, reads: bool) -> None:
         # CheckQuorum, whose quiet period after a boot would make a rebooted voter sit out
         # the election it was voting in.
         pre_vote, check_quorum = False, rng.random() < 0.25
+    split = _split_settings(seed, n) if theme == "storm" else None
+    if split is not None:
+        pre_vote, check_quorum = split.pre_vote, split.check_quorum
+        # The election storms dominate: a cluster whose leader keeps stalling.
+        weights[enabled.index("election_storm")] *= 4
     tiny = theme == "churn" or rng.random() < 0.5
     if any(k in enabled for k in ("members", "reconfig")) and not (pre_vote or check_quorum):
         # With neither, a removed server that never learned of its removal raises the
@@ -132,6 +140,8 @@ def run_swarm(n: int, seed: int, reads: bool) -> None:
     if theme == "storm":
         # Short timeouts in few distinct ticks: timed-out followers often collide.
         election_ticks, heartbeat_ticks = rng.choice((3, 4, 5)), 1
+        if split is not None:
+            election_ticks = split.election_ticks
     else:
         election_ticks = rng.choice((10, 10, 5, 20))
         heartbeat_ticks = rng.choice((1, 1, 2, 3))
@@ -169,10 +179,10 @@ def run_swarm(n: int, seed: int, reads: bool) -> None:
     # A node that loses power mid-fsync comes back at once (as a fast reboot would) in
     # some seeds, so it can answer the requests of the election it was voting in.
     reboot = 0.0 if theme is None else rng.choice((0.5, 0.9))
-    if theme == "storm" and rng.random() < 0.5:
-        c.set_unreliable(True)  # delays and losses: candidates learn of each other late
+    if theme == "storm":
+        _storm_network(c, rng, split)
     st = Stats()
-    run = _Run(c, rng, seed, st, pad, file)
+    run = _Run(c, rng, seed, st, pad, file, split=split is not None)
     while c.now < duration:
         try:
             if enabled and rng.random() >= quiet:
@@ -201,6 +211,39 @@ def run_swarm(n: int, seed: int, reads: bool) -> None:
     if run.armed is not None:
         c.crash(run.armed)  # disarms it
     repair_and_check(c, seed, reads, st, catch_up=60.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class _SplitSettings:
+    pre_vote: bool
+    check_quorum: bool
+    election_ticks: int
+    jitter: float  # the largest message delay, in seconds
+
+
+def _split_settings(seed: int, n: int) -> _SplitSettings | None:
+    """Whether this storm seed runs split votes (:func:`_split_vote`; half of them do), and
+    with which settings. Drawn from a stream of their own, so that the other storm seeds run
+    exactly as before. Under PreVote or CheckQuorum (or both), a node at a newer term
+    answers a stale leader's heartbeat and a pre-vote with its term. Large delay jitter,
+    without loss, so a request may arrive behind the answer to a message sent after it;
+    but Raft §5.6 wants broadcast times well below the election timeout, so at most about
+    a third of it, on timeouts of 5-10 ticks (or candidates would time out before their
+    votes come back)."""
+    split_rng = random.Random(seed * 1_000_003 + n + 3_300_000)
+    if split_rng.random() >= 0.5:
+        return None
+    pre_vote, check_quorum = split_rng.choice(((True, False), (True, True), (False, True)))
+    election_ticks = split_rng.choice((5, 8, 10))
+    jitter = split_rng.choice((0.2, 0.35)) * election_ticks * _TICK_SECONDS
+    return _SplitSettings(pre_vote, check_quorum, election_ticks, jitter)
+
+
+def _storm_network(c: SimCluster, rng: random.Random, split: _SplitSettings | None) -> None:
+    if rng.random() < 0.5 and split is None:
+        c.set_unreliable(True)  # delays and losses: candidates learn of each other late
+    if split is not None:
+        c.set_jitter(split.jitter)
 
 
 def _swarm_step(run: _Run, kind: str) -> None:
@@ -392,8 +435,14 @@ def _election_storm(run: _Run) -> None:
     crash lands between a vote's write and its durability. The leader is cut off, or
     crashed and restarted a fraction of an election timeout later: then it campaigns too,
     in the term the others are voting in, and a voter that forgot its vote may give it
-    twice (Raft §5.2)."""
+    twice (Raft §5.2). In the split-vote seeds (:func:`_split_settings`), most storms are
+    a run of split votes instead (:func:`_split_vote`)."""
     c, rng, st = run.c, run.rng, run.st
+    if run.split and rng.random() < 0.7:
+        # A leader that keeps stalling (a recurring pause): one split vote after another.
+        for _ in range(rng.randrange(2, 9)):
+            _split_vote(run)
+        return
     leader = c.leader()
     cut = leader if leader is not None else rng.randrange(c.n)
     others = [i for i in range(c.n) if i != cut and c.is_up(i) and i != run.armed]
@@ -424,24 +473,34 @@ def _election_storm(run: _Run) -> None:
             c.connect(cut)
 
 
-def _watch_votes(run: _Run, duration_us: int) -> None:
+def _watch_votes(
+    run: _Run, duration_us: int, events: list[tuple[int, Callable[[], None]]] | None = None
+) -> None:
     """Run ``duration_us`` in slices of a fraction of a message delay; a node that just
     voted (sometimes) loses power at once and reboots, with the other candidates' requests
     still on their way to it: a vote that was not durable is forgotten and may be given
     again in the same term (Raft §5.2, Figure 2). On 5 and 7 nodes, in half the storms the
     power loss is correlated (a rack goes dark): once two or three nodes voted in the same
     term, all of them lose power together and reboot at once, so one election may meet
-    several voters that forgot their votes."""
+    several voters that forgot their votes. ``events``: ``(time_us, fn)`` in time order,
+    each called once when the watch reaches its time."""
     c, rng, st = run.c, run.rng, run.st
     end = c.now_us + duration_us
-    p = rng.choice((0.3, 0.7))
+    events = list(events or ())
+    p = rng.choice((0.7, 1.0) if run.split else (0.3, 0.7))
     votes = {i: c.raft(i).vote for i in range(c.n) if c.is_up(i)}
     budget = rng.randrange(1, 3)
     rack = c.n >= 5 and rng.random() < 0.5
     size = rng.choice((2, 2, 3))
     voted: dict[int, list[int]] = {}  # term -> the nodes that voted in it, in order
     while c.now_us < end:
-        c.run_until_us(min(end, c.now_us + rng.randrange(20 if rack else 50, 500)))
+        until = min(end, c.now_us + rng.randrange(20 if rack else 50, 500))
+        if events and events[0][0] <= until:
+            until = max(c.now_us, events[0][0])
+            c.run_until_us(until)
+            events.pop(0)[1]()
+        else:
+            c.run_until_us(until)
         for i in range(c.n):
             if not c.is_up(i):
                 votes.pop(i, None)
@@ -461,11 +520,74 @@ def _watch_votes(run: _Run, duration_us: int) -> None:
                         return  # the old leader comes back at once, to campaign in the term
             elif rng.random() < p:
                 budget -= 1
-                c.crash(i)
-                c.restart(i, keep_in_flight=rng.random() < 0.8)
+                if run.split:
+                    # Split storms: the power loss loses what was not synced, and the
+                    # reboot is fast enough for senders to keep their requests.
+                    c.crash(i, rng.choice(("drop", "drop", "torn", "partial")))
+                    c.restart(i, keep_in_flight=True)
+                else:
+                    c.crash(i)
+                    c.restart(i, keep_in_flight=rng.random() < 0.8)
                 st.crashes += 1
                 st.restarts += 1
                 votes[i] = c.raft(i).vote
+
+
+def _split_vote(run: _Run) -> None:
+    """A split vote, as real clusters meet them (Raft §5.2): the leader stalls (a pause, a
+    stuck send queue: what it sends waits), or without one the followers just time out;
+    having heard the same last heartbeat, two or more fire in the same tick
+    (:meth:`~raftpy.testing.sim.SimCluster.campaign`), the others a fraction of a message
+    delay later, so several campaign in one term, each voting for itself. Then the stalled
+    leader's queued heartbeats go out: a node at the new term answers them with its term
+    (under PreVote or CheckQuorum), so the old leader becomes a follower of the term with
+    no vote, as does a late pre-candidate whose pre-vote a candidate refuses; with the
+    jittered delays of these seeds (:func:`_split_settings`), the candidates' requests may
+    reach these nodes only after that, to be granted in a term they already held. A voter
+    that just voted may lose power and reboot behind senders that kept their requests
+    (:func:`_watch_votes`): a vote it did not make durable would go to a second candidate
+    of the same term."""
+    c, rng, st = run.c, run.rng, run.st
+    leader = c.leader()
+    voters = [i for i in range(c.n) if i != leader and c.is_up(i)]
+    if len(voters) < 2 or leader == run.armed:
+        return
+    timeout_us = c.raft(voters[0]).config.election_ticks * 10_000
+    stalled = leader if leader is not None and rng.random() < 0.8 else None
+    if stalled is not None:
+        for i in range(c.n):
+            if i != stalled:
+                c.hold(stalled, i)
+    st.leader_cuts += 1
+    rng.shuffle(voters)
+    k = rng.randrange(2, len(voters) + 1)
+    # Silence for most of an election timeout (followers' own timers fire from one timeout
+    # on), then the first group in one tick, the others spread over a few milliseconds.
+    t = c.now_us + rng.randrange(timeout_us // 2, timeout_us)
+    events: list[tuple[int, Callable[[], None]]] = [(t, lambda: c.campaign(*voters[:k]))]
+    for i in voters[k:]:
+        if rng.random() < 0.7:
+            events.append((t + rng.randrange(0, 3_000), functools.partial(c.campaign, i)))
+    if stalled is not None:
+        # It comes back in the middle of the election: often within a message delay of
+        # the first candidates (so its heartbeats may be answered before their requests
+        # reach it), else any time in the next election timeout.
+        resume = t + rng.randrange(0, timeout_us // (4 if rng.random() < 0.5 else 1))
+
+        def release() -> None:
+            for i in range(c.n):
+                if i != stalled:
+                    c.release(stalled, i)
+
+        events.append((resume, release))
+    events.sort(key=lambda e: e[0])
+    try:
+        _watch_votes(run, t - c.now_us + rng.randrange(timeout_us, 3 * timeout_us), events)
+    finally:
+        if stalled is not None:
+            for i in range(c.n):
+                if i != stalled:
+                    c.release(stalled, i)
 
 
 def _power_loss(run: _Run, nodes: list[int]) -> None:

@@ -109,6 +109,7 @@ def repair_and_check(
             committed.update(c.applied(i))
     st.committed = len(committed)
     c.set_unreliable(False)
+    c.set_jitter(0.0)
     c.set_long_reordering(False)
     c.set_duplication(0.0)
     c.heal()

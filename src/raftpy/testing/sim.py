@@ -197,7 +197,10 @@ class SimCluster:
         )
         self._unreliable = False
         self._long_reordering = False
+        self._jitter_us = 0
         self._duplicate_rate = 0.0
+        # (src, dst) -> (kinds held, none meaning all; the held messages), see hold().
+        self._held: dict[tuple[int, int], tuple[tuple[type[PeerMessage], ...], list[bytes]]] = {}
         self._rpcs = 0
         self._messages = 0
         self._bytes = 0
@@ -240,6 +243,13 @@ class SimCluster:
         """Delay every message 0-26 ms and drop 10% of requests and 10% of replies."""
         self._unreliable = unreliable
 
+    def set_jitter(self, max_seconds: float) -> None:
+        """Delay every message by 0 to ``max_seconds`` (uniformly, no loss; 0: off), so a
+        request may arrive after the answer to a later message; unreliable overrides it."""
+        if not 0.0 <= max_seconds <= 1.0:
+            raise ValueError(f"max_seconds must be in [0, 1], got {max_seconds}")
+        self._jitter_us = round(max_seconds * _US)
+
     def set_long_reordering(self, on: bool) -> None:
         """Hold back some replies for 200 ms - 2.2 s, so they arrive long after newer ones."""
         self._long_reordering = on
@@ -259,6 +269,29 @@ class SimCluster:
             raise ValueError(f"rate must be in [0.01, 100], got {rate}")
         self._clock_rates[i] = rate
 
+    def campaign(self, *nodes: int) -> None:
+        """Fire the election timers of ``nodes`` in one instant, as for followers that heard
+        the same last heartbeat and drew the same timeout (Raft §5.2): a split vote."""
+        rafts = [(i, r) for i in nodes if (r := self._nodes[i].raft) is not None]
+        for _, raft in rafts:
+            raft.campaign()
+        for i, _ in rafts:
+            self._nodes[i].process()
+
+    def hold(self, src: int, dst: int, *kinds: type[PeerMessage]) -> None:
+        """Hold back what ``src`` sends to ``dst`` (of ``kinds``, say ``RequestVote``; all
+        without) until :meth:`release`: a stalled sender queue, so it arrives after what
+        others send later. A crash of ``src`` loses what is held, one of ``dst`` does not."""
+        self._held[(src, dst)] = (kinds, [])
+
+    def release(self, src: int, dst: int) -> None:
+        """Stop holding ``src`` -> ``dst`` and send what was held, in order, a moment apart
+        (after anything already on its way), if the link is up."""
+        _, held = self._held.pop((src, dst), ((), []))
+        for k, data in enumerate(held):
+            if self._reachable(src, dst):
+                self._schedule_delivery(src, dst, data, 100 * (k + 1))
+
     def crash(self, i: int, mode: CrashMode | None = None) -> None:
         """Stop node ``i``: its core, state machine and messages in flight to it are lost;
         its storage keeps exactly what was persisted. In file mode the power loss does
@@ -267,6 +300,9 @@ class SimCluster:
         if node.fs is not None and mode is None:
             mode = self.rng.choice(_CRASH_MODES)
         node.crash(mode if node.fs is not None else None)
+        for (src, _), (_, held) in self._held.items():
+            if src == i:
+                held.clear()  # its send queue was in its memory
 
     def restart(
         self, i: int, *, keep_in_flight: bool = False, mode: CrashMode | None = None
@@ -747,11 +783,17 @@ class SimCluster:
         dst = m.dst
         if not self._reachable(src, dst):
             return
+        held = self._held.get((src, dst)) if self._held else None
+        if held is not None and (not held[0] or isinstance(m, held[0])):
+            held[1].append(data)
+            return
         rng = self.rng
         if self._unreliable:
             if rng.random() < 0.1:
                 return  # dropped (request or reply alike: 10% each)
             delay = rng.randrange(0, 26_000)
+        elif self._jitter_us:
+            delay = rng.randrange(0, self._jitter_us + 1)
         else:
             delay = rng.randrange(100, 1_000)
         if self._long_reordering and not is_request and rng.random() < 0.3:
