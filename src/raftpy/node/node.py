@@ -47,6 +47,7 @@ from raftpy.errors import (
 )
 from raftpy.node.applier import EntryApplier
 from raftpy.node.config import NodeConfig
+from raftpy.node.disk_sync import DiskSync
 from raftpy.node.health import Health, NodeHealth
 from raftpy.node.join import ClientJoin, JoinClient
 from raftpy.node.lag import AppendTimes, LastContact
@@ -66,7 +67,7 @@ from raftpy.node.status import NodeStatus
 from raftpy.node.status_report import StatusReport
 from raftpy.statemachine import StateMachine
 from raftpy.storage.base import LogStore
-from raftpy.storage.errors import FatalStorageError, StorageFullError
+from raftpy.storage.errors import FatalStorageError
 from raftpy.storage.fs import FileSystem
 from raftpy.storage.peers import PeerIncarnations
 from raftpy.transport.address import parse_address
@@ -165,7 +166,6 @@ class RaftNode:
         self._service = ClientService(self)
         self._stopping = False
         self._failed: str | None = None
-        self._disk_full = False
         self._role = Role.FOLLOWER
         self._leader: int | None = None
         self._rejections = PeerRejections(node_id, self.stats)
@@ -182,6 +182,15 @@ class RaftNode:
             self.config.raft.election_ticks,
             self.config.tick_seconds,
             self.last_error,
+        )
+        self._disk = DiskSync(
+            node_id,
+            self.stats,
+            self._health,
+            self.recent_fsync,
+            self._requests,
+            self.last_error,
+            clock,
         )
         for a in join:
             parse_address(a)  # a bad join address fails here, not later in the background
@@ -386,7 +395,7 @@ class RaftNode:
         self._check_usable()
         if self._role is not Role.LEADER:
             raise self._leader_error()
-        if self._disk_full:
+        if self._disk.full:
             raise ProposalDropped("the disk is full; retry when space is free")
         return asyncio.get_running_loop().time()
 
@@ -565,7 +574,7 @@ class RaftNode:
             self._transport,
             self.stats.copy(),
             running=self._task is not None and not self._stopping,
-            disk_full=self._disk_full,
+            disk_full=self._disk.full,
             failed=self._failed,
         )
 
@@ -743,7 +752,7 @@ class RaftNode:
         if rd.must_sync:
             if rd.messages or rd.snapshot_requests:
                 transport.flush()  # let the appends travel while we fsync our own copy
-            await self._sync(storage)
+            await self._disk.sync(storage, self._raft, self._transport)
         for m in rd.persisted_messages:
             transport.send(m)
         if rd.committed_entries:
@@ -753,34 +762,6 @@ class RaftNode:
                 self._apply_entries(rd.committed_entries)
         self._requests.on_read_states(rd.read_states)
         self._serve_reads()
-
-    async def _sync(self, storage: LogStore) -> None:
-        while True:
-            try:
-                began = self._clock()
-                storage.sync()
-                took = self._clock() - began
-                self.stats.fsync.observe(took)
-                self.recent_fsync.observe(took)
-                self.stats.syncs += 1
-                self._health.on_sync()
-                if self._disk_full:
-                    logger.warning("node %d: disk space is available again", self.node_id)
-                    self._disk_full = False
-                return
-            except StorageFullError as exc:
-                # Nothing is corrupted and the buffer is kept: stop taking proposals and retry.
-                if not self._disk_full:
-                    logger.error("node %d: %s; waiting for free space", self.node_id, exc)
-                    self.last_error.note(f"disk full: {exc}")
-                self._disk_full = True
-                self._requests.drop_queued("the disk is full")
-                # A leader parked here hands over at once, from here (docs/health.md).
-                now = asyncio.get_running_loop().time()
-                self._health.on_disk_full(self._raft, self._transport, now)
-                await asyncio.sleep(0.2)
-                # The loop is parked here: keep deadlines honest so no proposer waits forever.
-                self._requests.expire(asyncio.get_running_loop().time())
 
     def _apply_entries(self, entries: tuple[Entry, ...] | list[Entry]) -> None:
         applier = self._applier
