@@ -9,7 +9,8 @@ text), cycling over 4,096 keys:
 
 - ``single_*``: 1 request in flight for ``RAFTPY_BENCH_SINGLE_SECONDS`` (default 5 s);
 - ``inflight256_*``: 256 requests in flight for ``RAFTPY_BENCH_SECONDS`` (default 15 s; set 60 s
-  for a long run). This is also the full-load run of the spurious-election check: every
+  for a long run); ``inflight256_leader_cpu_us_per_write`` is the leader process's CPU time
+  per committed write. This is also the full-load run of the spurious-election check: every
   node's status (term, leader) is polled every 0.5 s, and ``full_load_leader_changes`` /
   ``full_load_term_increases`` count what changed (target: none);
 - ``failover_*``: ``RAFTPY_BENCH_FAILOVER_TRIALS`` (default 10) times, SIGKILL of the leader
@@ -753,6 +754,10 @@ async def _raftpy_suite(root: Path, out: dict[str, float]) -> None:
             flush=True,
         )
         out.update(_report("inflight256", result))
+        leader_cores = meter.usage.get(f"node{leader}*")
+        if leader_cores is not None and result["writes_per_s"] > 0:
+            # What one committed write costs the leader's process, in CPU microseconds.
+            out["inflight256_leader_cpu_us_per_write"] = leader_cores / result["writes_per_s"] * 1e6
         out["full_load_seconds"] = full_s
         out["full_load_term_increases"] = last_term - first_term
         out["full_load_leader_changes"] = changes
