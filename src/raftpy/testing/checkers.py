@@ -5,6 +5,8 @@ A single node checks its own invariants (``Raft.check_invariants``); what only t
 cluster can see is checked here, each property by one small class named for it:
 
 - :class:`ElectionSafety`: at most one leader per term (Raft §5.2);
+- :class:`OneVotePerTerm`: a server grants at most one vote per term, whatever crashes
+  happen between (Raft §5.2, Figure 2: votedFor is persistent);
 - :class:`LogMatching`: two stored entries with the same index and term are identical
   (Raft §5.3);
 - :class:`LeaderCompleteness`: a new leader holds every committed entry (Raft §5.4);
@@ -30,7 +32,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from raftpy.core.log import RaftLog
-from raftpy.core.messages import ConfState, Entry, SnapshotMeta
+from raftpy.core.messages import ConfState, Entry, RequestVoteResponse, SnapshotMeta
 from raftpy.core.ready import ReadState
 from raftpy.core.storage import HardState
 from raftpy.errors import InvariantViolation
@@ -40,6 +42,7 @@ __all__ = [
     "LeaderCompleteness",
     "LogMatching",
     "MembershipAgreement",
+    "OneVotePerTerm",
     "ReadIndexSafety",
     "SafetyCheckers",
     "SnapshotRestoreSafety",
@@ -66,6 +69,44 @@ class ElectionSafety:
             raise InvariantViolation(
                 self._tag(f"nodes {other} and {node_id} both lead term {term} (election safety)")
             )
+
+
+class OneVotePerTerm:
+    """Raft §5.2 and Figure 2: "each server will vote for at most one candidate in a given
+    term", and votedFor is persistent, so the rule holds across crashes. Checked on every
+    granted vote reply that leaves a node, so a forgotten vote (not persisted, or not synced,
+    before the reply) is caught when the second grant leaves, not only in the rarer runs
+    where both candidates go on to win (which :class:`ElectionSafety` catches).
+
+    Pre-votes are not checked (Thesis §9.6: a granted pre-vote is hypothetical and changes no
+    state, so a server may grant several in a term). Granting the same candidate again is
+    fine: a duplicated request, or one answered again after a restart from the persisted
+    vote."""
+
+    def __init__(self, tag: Tag) -> None:
+        self._tag = tag
+        self._votes: dict[tuple[int, int], int] = {}  # (voter, term) -> candidate
+
+    def on_reply(self, m: RequestVoteResponse) -> None:
+        """Node ``m.src`` sends the vote reply ``m`` (granted or not, pre-vote or not)."""
+        if not m.granted or m.pre_vote:
+            return
+        voter, term, candidate = m.src, m.term, m.dst
+        other = self._votes.setdefault((voter, term), candidate)
+        if other != candidate:
+            raise InvariantViolation(
+                self._tag(
+                    f"node {voter} granted its vote in term {term} to both {other} and "
+                    f"{candidate} (one vote per term)"
+                )
+            )
+
+    def on_wipe(self, node_id: int) -> None:
+        """``node_id`` lost its disk on purpose (a test replacing a dead disk): it is a new
+        server with no votes, which the others refuse to count as the old one until it is
+        added again (:meth:`~raftpy.testing.sim.SimCluster.wipe`), so its old votes no
+        longer bind it."""
+        self._votes = {key: c for key, c in self._votes.items() if key[0] != node_id}
 
 
 class LogMatching:
@@ -358,6 +399,7 @@ class SafetyCheckers:
 
     def __init__(self, n: int, tag: Tag) -> None:
         self.election = ElectionSafety(tag)
+        self.votes = OneVotePerTerm(tag)
         self.log_matching = LogMatching(tag)
         self.state_machine = StateMachineSafety(tag)
         self.leader_completeness = LeaderCompleteness(tag, self.state_machine)

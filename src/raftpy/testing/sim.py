@@ -11,10 +11,10 @@ driver (:mod:`raftpy.testing.sim_node`) that persists into a
 :class:`~raftpy.storage.memory.MemoryStorage` (or the real write-ahead log on a simulated
 disk), sends through this network, and applies committed entries to the node's state machine.
 
-Checkers run inside, always (:mod:`raftpy.testing.checkers`): election safety, log matching,
-leader completeness, state machine safety and in-order apply, term and commit never going
-backwards (also across restarts), snapshot restores, and linearizable reads. A violation
-raises :class:`~raftpy.errors.InvariantViolation` at once, with the seed in the message.
+Checkers run inside, always (:mod:`raftpy.testing.checkers`): election safety, one vote per term,
+log matching, leader completeness, state machine safety and in-order apply, term and commit never
+going backwards (also across restarts), snapshot restores, and linearizable reads. A violation
+raises :class:`~raftpy.errors.InvariantViolation` at once, with the seed in it.
 
 Membership changes (Thesis §4): :meth:`SimCluster.add_node` creates a node with an empty disk,
 :meth:`~SimCluster.add_member`, :meth:`~SimCluster.promote`, :meth:`~SimCluster.remove_member`

@@ -30,6 +30,7 @@ from raftpy.core.messages import (
     InstallSnapshot,
     InstallSnapshotResponse,
     PeerMessage,
+    RequestVoteResponse,
     SnapshotMeta,
 )
 from raftpy.core.raft import Raft
@@ -146,6 +147,7 @@ class SimNode:
         self.disk += 1
         self.snaps = SnapshotStore(f"/node{self.id}/snap", fs=snap_fs)
         self.env.checks.monotonic.on_wipe(self.id)
+        self.env.checks.votes.on_wipe(self.id)
 
     def boot(self, rng: random.Random) -> None:
         """Start a new core (drawing from ``rng``) and state machine from the storage."""
@@ -236,9 +238,7 @@ class SimNode:
                 self.senders.stop()  # its transfers end with its leadership
         # Messages that do not depend on durability may leave first (Thesis §10.2.1), and
         # snapshot transfers may start.
-        send = self.env.send
-        for m in rd.messages:
-            send(self.id, m)
+        self._send(rd.messages)
         for request in rd.snapshot_requests:
             assert self.senders is not None
             self.senders.start(request, self.snaps.open_source(request.meta))
@@ -257,8 +257,7 @@ class SimNode:
         if rd.must_sync or self.fs is None:
             storage.sync()
             checks.monotonic.on_sync(self.id)
-        for m in rd.persisted_messages:
-            send(self.id, m)
+        self._send(rd.persisted_messages)
         if rd.committed_entries:
             self.held.extend(rd.committed_entries)
             if not self.hold_applies:
@@ -268,6 +267,16 @@ class SimNode:
         for rs in rd.read_states:
             checks.reads.on_read_state(self.id, rs)
             self.read_states.append(rs)
+
+    def _send(self, messages: Sequence[PeerMessage]) -> None:
+        """Send a Ready's messages; every vote reply that leaves is checked, delivered or not
+        (Raft §5.2: one vote per term)."""
+        send = self.env.send
+        votes = self.env.checks.votes
+        for m in messages:
+            if type(m) is RequestVoteResponse:
+                votes.on_reply(m)
+            send(self.id, m)
 
     def release_applies(self) -> None:
         """Apply the committed entries held back (a slow state machine catching up)."""
