@@ -61,14 +61,13 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from benchmarks.machine import free_ports, load_text
+from benchmarks.machine import env_float, free_ports, load_text, scratch_dir
 
 if TYPE_CHECKING:
     from raftpy.node.status import NodeStatus
@@ -90,11 +89,6 @@ VALUE_BYTES = 100
 STATUS_POLL = 0.5
 TICK_MS = 50  # the server defaults, spelled out
 ELECTION_TICKS = 10
-
-
-def _env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    return default if raw in (None, "") else float(raw)
 
 
 def _pct(ordered: Sequence[float], q: float) -> float:
@@ -697,9 +691,9 @@ class _RaftCluster:
 
 
 async def _raftpy_suite(root: Path, out: dict[str, float]) -> None:
-    single_s = _env_float("RAFTPY_BENCH_SINGLE_SECONDS", 5.0)
-    full_s = _env_float("RAFTPY_BENCH_SECONDS", 15.0)
-    trials = int(_env_float("RAFTPY_BENCH_FAILOVER_TRIALS", 10))
+    single_s = env_float("RAFTPY_BENCH_SINGLE_SECONDS", 5.0)
+    full_s = env_float("RAFTPY_BENCH_SECONDS", 15.0)
+    trials = int(env_float("RAFTPY_BENCH_FAILOVER_TRIALS", 10))
     pyspy_out = os.environ.get("RAFTPY_BENCH_PYSPY")
     cluster = _RaftCluster(root)
     pyspy: subprocess.Popen[bytes] | None = None
@@ -1011,23 +1005,16 @@ SYSTEMS = ("raftpy", "etcd", "pysyncobj")
 
 async def _suite(systems: Sequence[str] = SYSTEMS) -> dict[str, float]:
     out: dict[str, float] = {"loadavg_1m_start": os.getloadavg()[0]}
-    keep = os.environ.get("RAFTPY_BENCH_KEEP") == "1"
-    root = Path(tempfile.mkdtemp(prefix="raftpy-bench-cluster-", dir="/tmp"))
-    try:
+    with scratch_dir("raftpy-bench-cluster-") as root:
         if "raftpy" in systems:
             (root / "raftpy").mkdir()
             await _raftpy_suite(root / "raftpy", out)
         peers = os.environ.get("RAFTPY_BENCH_PEERS", "1") != "0"
-        peer_s = _env_float("RAFTPY_BENCH_PEER_SECONDS", 5.0)
+        peer_s = env_float("RAFTPY_BENCH_PEER_SECONDS", 5.0)
         if "etcd" in systems and peers:
             await _peer("etcd", _etcd_suite(root, out, peer_s))
         if "pysyncobj" in systems and peers:
             await _peer("pysyncobj", _pysyncobj_suite(out, peer_s))
-    finally:
-        if keep:
-            print(f"(kept {root})")
-        else:
-            shutil.rmtree(root, ignore_errors=True)
     out["loadavg_1m_end"] = os.getloadavg()[0]
     return out
 

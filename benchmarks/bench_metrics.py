@@ -31,12 +31,11 @@ from pathlib import Path
 
 from benchmarks.bench_cluster import (
     _CpuMeter,
-    _env_float,
     _RaftCluster,
     _run_load,
     spawn_server,
 )
-from benchmarks.machine import load_text
+from benchmarks.machine import env_float, load_text
 from raftpy.transport.address import free_ports
 
 TARGETS = {"on_off_ratio": (">=", 0.95)}
@@ -85,9 +84,9 @@ async def _window(cluster: _RaftCluster, inflight: int, seconds: float) -> tuple
 
 
 async def _suite(root: Path) -> dict[str, float]:
-    seconds = _env_float("RAFTPY_BENCH_METRICS_SECONDS", 4.0)
-    rounds = int(_env_float("RAFTPY_BENCH_METRICS_ROUNDS", 3))
-    inflight = int(_env_float("RAFTPY_BENCH_METRICS_INFLIGHT", 64))
+    seconds = env_float("RAFTPY_BENCH_METRICS_SECONDS", 4.0)
+    rounds = int(env_float("RAFTPY_BENCH_METRICS_ROUNDS", 3))
+    inflight = int(env_float("RAFTPY_BENCH_METRICS_INFLIGHT", 64))
     (root / "off").mkdir()
     (root / "on").mkdir()
     off = _RaftCluster(root / "off")

@@ -24,10 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import shutil
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -41,16 +38,11 @@ from benchmarks.bench_cluster import (
     _run_load,
     _run_loop,
 )
-from benchmarks.machine import load_text
+from benchmarks.machine import env_float, load_text, scratch_dir
 
 TARGETS: dict[str, tuple[str, float]] = {
     "five_vs_three": (">=", 0.8),
 }
-
-
-def _env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    return default if raw in (None, "") else float(raw)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -98,8 +90,8 @@ async def _measure(
 
 
 async def _cluster_of(root: Path, n: int, out: dict[str, float], prefix: str) -> None:
-    single_s = _env_float("RAFTPY_BENCH_SINGLE_SECONDS", 5.0)
-    full_s = _env_float("RAFTPY_BENCH_SECONDS", 10.0)
+    single_s = env_float("RAFTPY_BENCH_SINGLE_SECONDS", 5.0)
+    full_s = env_float("RAFTPY_BENCH_SECONDS", 10.0)
     (root / prefix).mkdir()
     cluster = _RaftCluster(root / prefix, n)
     try:
@@ -123,18 +115,11 @@ async def _cluster_of(root: Path, n: int, out: dict[str, float], prefix: str) ->
 
 
 async def _suite() -> dict[str, float]:
-    keep = os.environ.get("RAFTPY_BENCH_KEEP") == "1"
-    root = Path(tempfile.mkdtemp(prefix="raftpy-bench-shapes-", dir="/tmp"))
     out: dict[str, float] = {}
-    try:
+    with scratch_dir("raftpy-bench-shapes-") as root:
         await _cluster_of(root, 3, out, "three")
         await _cluster_of(root, 5, out, "five")
-        out["five_vs_three"] = out["five_writes_per_s"] / out["three_writes_per_s"]
-    finally:
-        if keep:
-            print(f"(kept {root})")
-        else:
-            shutil.rmtree(root, ignore_errors=True)
+    out["five_vs_three"] = out["five_writes_per_s"] / out["three_writes_per_s"]
     return out
 
 

@@ -34,9 +34,7 @@ import asyncio
 import json
 import os
 import shlex
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -53,7 +51,7 @@ from benchmarks.bench_cluster import (
     _run_loop,
     spawn_server,
 )
-from benchmarks.machine import load_text
+from benchmarks.machine import env_float, load_text, scratch_dir
 
 TARGETS: dict[str, tuple[str, float]] = {
     "large_vs_small": (">=", 0.9),
@@ -63,11 +61,6 @@ TARGETS: dict[str, tuple[str, float]] = {
 SMALL_KEYS = 4096
 INFLIGHT = 256
 STRIDE = 7919  # prime: k * STRIDE % keys walks every key
-
-
-def _env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    return default if raw in (None, "") else float(raw)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -211,42 +204,41 @@ async def _restart(cluster: _StateCluster, prefix: str, out: dict[str, float]) -
 
 
 async def _suite() -> dict[str, float]:
-    keys = int(_env_float("RAFTPY_BENCH_STATE_KEYS", 1_000_000))
-    seconds = _env_float("RAFTPY_BENCH_SECONDS", 15.0)
+    keys = int(env_float("RAFTPY_BENCH_STATE_KEYS", 1_000_000))
+    seconds = env_float("RAFTPY_BENCH_SECONDS", 15.0)
     extra = shlex.split(os.environ.get("RAFTPY_BENCH_STATE_SERVER_ARGS", ""))
-    keep = os.environ.get("RAFTPY_BENCH_KEEP") == "1"
-    root = Path(tempfile.mkdtemp(prefix="raftpy-bench-state-", dir="/tmp"))
     out: dict[str, float] = {"state_keys": keys}
-    cluster = _StateCluster(root, extra)
-    try:
-        for i in cluster.ids:
-            cluster.start(i)
-        print(f"3 nodes up (server options {extra or 'default'}); {load_text()}", flush=True)
-        small = await _phase(cluster, f"{SMALL_KEYS:,} keys", "load", SMALL_KEYS, seconds)
-        # Go on over the small map until the log holds ``keys`` writes: the restart below
-        # is one after that many writes with a small state.
-        statuses = await cluster.statuses()
-        more = keys - max((s.commit or 0 for s in statuses.values()), default=0)
-        if more > 0:
-            title = f"{more:,} more writes over {SMALL_KEYS:,} keys"
-            await _phase(cluster, title, "fill", SMALL_KEYS, more)
-        await _restart(cluster, "small_restart", out)
-        fill = await _phase(cluster, f"filling to {keys:,} keys", "fill", keys, keys)
-        large = await _phase(cluster, f"{keys:,} keys", "load", keys, seconds)
-        out["small_writes_per_s"] = small["writes_per_s"]
-        out["fill_writes_per_s"] = fill["writes_per_s"]
-        out["large_writes_per_s"] = large["writes_per_s"]
-        out["large_vs_small"] = large["writes_per_s"] / small["writes_per_s"]
-        out["large_p99_ms"] = large["p99_ms"]
-        await _restart(cluster, "large_restart", out)
-    finally:
-        cluster.stop_all()
-        await cluster.close()
-        if keep:
-            print(f"(kept {root})")
-        else:
-            shutil.rmtree(root, ignore_errors=True)
+    with scratch_dir("raftpy-bench-state-") as root:
+        cluster = _StateCluster(root, extra)
+        try:
+            await _phases(cluster, keys, seconds, out)
+        finally:
+            cluster.stop_all()
+            await cluster.close()
     return out
+
+
+async def _phases(cluster: _StateCluster, keys: int, seconds: float, out: dict[str, float]) -> None:
+    for i in cluster.ids:
+        cluster.start(i)
+    print(f"3 nodes up (server options {cluster.extra or 'default'}); {load_text()}", flush=True)
+    small = await _phase(cluster, f"{SMALL_KEYS:,} keys", "load", SMALL_KEYS, seconds)
+    # Go on over the small map until the log holds ``keys`` writes: the restart below is one
+    # after that many writes with a small state.
+    statuses = await cluster.statuses()
+    more = keys - max((s.commit or 0 for s in statuses.values()), default=0)
+    if more > 0:
+        title = f"{more:,} more writes over {SMALL_KEYS:,} keys"
+        await _phase(cluster, title, "fill", SMALL_KEYS, more)
+    await _restart(cluster, "small_restart", out)
+    fill = await _phase(cluster, f"filling to {keys:,} keys", "fill", keys, keys)
+    large = await _phase(cluster, f"{keys:,} keys", "load", keys, seconds)
+    out["small_writes_per_s"] = small["writes_per_s"]
+    out["fill_writes_per_s"] = fill["writes_per_s"]
+    out["large_writes_per_s"] = large["writes_per_s"]
+    out["large_vs_small"] = large["writes_per_s"] / small["writes_per_s"]
+    out["large_p99_ms"] = large["p99_ms"]
+    await _restart(cluster, "large_restart", out)
 
 
 def run() -> dict[str, float]:

@@ -26,8 +26,7 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.bench_cluster import _CpuMeter, _RaftCluster, _run_load
-from benchmarks.bench_cluster import _env_float as env_float
-from benchmarks.machine import load_text
+from benchmarks.machine import env_float, load_text
 
 TARGETS: dict[str, tuple[str, float]] = {"tls_writes_ratio": (">=", 0.85)}
 
