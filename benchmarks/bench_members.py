@@ -30,6 +30,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +92,10 @@ async def _wait_for(what: str, check: Any, timeout: float) -> float:
     raise RuntimeError(f"{what}: not within {timeout} s")
 
 
-async def _fill(client: Any, commands: list[bytes], count: int, inflight: int = 256) -> None:
+async def fill(
+    client: Any, command: Callable[[int], bytes], count: int, inflight: int = 256
+) -> None:
+    """Propose ``command(k)`` for k in ``0..count-1``, ``inflight`` at a time."""
     next_k = 0
 
     async def worker() -> None:
@@ -99,7 +103,7 @@ async def _fill(client: Any, commands: list[bytes], count: int, inflight: int = 
         while next_k < count:
             k = next_k
             next_k += 1
-            await client.propose(commands[k % len(commands)])
+            await client.propose(command(k))
 
     await asyncio.gather(*(worker() for _ in range(inflight)))
 
@@ -116,7 +120,7 @@ async def _suite(root: Path, out: dict[str, float]) -> None:
             cluster.start(i)
         await _wait_for("a leader", lambda: client.members(), 30)
         t0 = time.monotonic()
-        await _fill(client, commands, entries)
+        await fill(client, lambda k: commands[k % len(commands)], entries)
         fill_s = time.monotonic() - t0
         print(f"members: {entries} writes committed in {fill_s:.1f} s", flush=True)
         leader_commit = (await client.status(cluster.address(1))).commit or 0

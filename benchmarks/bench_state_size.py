@@ -51,6 +51,7 @@ from benchmarks.bench_cluster import (
     _run_loop,
     spawn_server,
 )
+from benchmarks.bench_members import fill
 from benchmarks.machine import env_float, load_text, scratch_dir
 
 TARGETS: dict[str, tuple[str, float]] = {
@@ -88,16 +89,7 @@ async def _client(mode: str, keys: int, amount: float, addresses: list[str]) -> 
         if mode == "fill":
             started = time.perf_counter()
             count = int(amount)
-            sent = 0
-
-            async def filler() -> None:
-                nonlocal sent
-                while sent < count:
-                    k = sent
-                    sent += 1
-                    await client.propose(_command(k % keys))
-
-            await asyncio.gather(*(filler() for _ in range(INFLIGHT)))
+            await fill(client, lambda k: _command(k % keys), count, INFLIGHT)
             elapsed = time.perf_counter() - started
             result: dict[str, Any] = {"writes": count, "seconds": elapsed}
         else:
