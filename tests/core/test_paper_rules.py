@@ -9,8 +9,7 @@ Ongaro's dissertation.
 
 from __future__ import annotations
 
-import dataclasses
-
+import msgspec
 import pytest
 
 from raftpy.core.config import RaftConfig
@@ -1535,7 +1534,7 @@ def test_ready_advance_contract() -> None:
     rd = r.ready()
     with pytest.raises(LocalProtocolError):
         r.ready()
-    other = dataclasses.replace(rd)
+    other = msgspec.structs.replace(rd)
     assert other == rd and other is not rd
     with pytest.raises(LocalProtocolError):
         r.advance(other)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
+import random
 import time
 
 import msgspec
@@ -71,6 +73,25 @@ def test_recent_durations_keeps_the_newest_and_gives_exact_nearest_rank_quantile
     assert r.quantile(0.5, last=0) is None
     with pytest.raises(ValueError):
         RecentDurations(0)
+
+
+def test_recent_quantile_is_the_nearest_rank_of_the_sorted_samples() -> None:
+    # The quantile selects (a heap) rather than sorts: it must still give the sorted list's
+    # nearest rank, with ties and unordered samples, for every q and window.
+    rng = random.Random(7)
+    for size in (1, 2, 7, 100):
+        r = RecentDurations(size)
+        for _ in range(3 * size):
+            r.observe(rng.choice((rng.random(), 0.5)))
+        kept = list(r._samples)
+        for last in (None, 0, 1, 3, size, size + 5):
+            window = kept if last is None else kept[len(kept) - min(last, len(kept)) :]
+            for q in (0.01, 0.25, 0.5, 0.9, 0.99, 1.0):
+                ordered = sorted(window)
+                want = (
+                    ordered[max(1, math.ceil(round(q * len(ordered), 9))) - 1] if ordered else None
+                )
+                assert r.quantile(q, last) == want, (size, last, q)
 
 
 class _SlowSyncStorage(FileStorage):

@@ -90,6 +90,8 @@ def test_a_planted_durability_bug_is_caught(monkeypatch: pytest.MonkeyPatch) -> 
             synced(self)
 
     monkeypatch.setattr(FileStorage, "sync", lazy_sync)
+    # Caught when a power loss (a majority crashing at once) comes while acknowledged entries
+    # are still unsynced: 3 of the first 60 seeds on 2026-12-07.
     faults = replace(StackFaults.only("crash", "partition"), interval=0.5)
     for seed in range(60):
         result = run_kv(seed, duration=RUN, faults=faults)
@@ -111,13 +113,16 @@ def test_a_planted_checksum_bug_is_caught(monkeypatch: pytest.MonkeyPatch) -> No
 
     monkeypatch.setattr(segments, "_check_record", trusting)
     faults = replace(StackFaults.only("corrupt_read"), interval=0.4)
-    for seed in range(30):
+    # A flipped bit reaches the state machine only when it lands in a command read back
+    # (mostly at a restart) past the latest snapshot: a few seeds in a hundred (3 of the first
+    # 60 on 2026-12-07), so the search is wide; it stops at the first catch.
+    for seed in range(100):
         result = run_kv(seed, duration=RUN, faults=faults)
         if not result.ok:
             print(result.summary())
             assert result.replay_command().endswith("--faults corrupt_read --interval 0.4")
             return
-    pytest.fail("30 seeds of the stack simulation did not catch skipped checksums")
+    pytest.fail("100 seeds of the stack simulation did not catch skipped checksums")
 
 
 def test_a_planted_stale_read_is_caught() -> None:

@@ -45,8 +45,10 @@ from raftpy.transport.tls import TlsContexts
 
 log = logging.getLogger(__name__)
 
-# How often a connection checks its outstanding requests' deadlines.
-_SWEEP_INTERVAL: Final = 0.02
+# A request this close to its deadline when the sweep runs fails with it: a loop may run a
+# timer a little before its time (uvloop rounds to milliseconds), and the sweep must not
+# re-arm itself for a deadline that is already, to the clock's resolution, now.
+_SWEEP_SLACK: Final = 0.001
 # A connection is given up once idle for this share of the idle timeout the node announced.
 _IDLE_MARGIN: Final = 0.5
 # The receive buffer of a connection (a larger response arrives in several reads).
@@ -300,8 +302,8 @@ class Connection(asyncio.BufferedProtocol):
         self._last_sent = self._loop.time()
         slot = _Slot(rid, encode_frame(payload), self._loop.create_future(), deadline)
         self._pending[rid] = slot
-        if self._sweeper is None:
-            self._sweeper = self._loop.call_later(_SWEEP_INTERVAL, self._sweep)
+        if deadline != math.inf:
+            self._arm_sweep(deadline)
         self._outbox.append(slot)
         if not self._flush_scheduled:
             self._flush_scheduled = True
@@ -345,15 +347,31 @@ class Connection(asyncio.BufferedProtocol):
             # slot's future is done (cancelled), so _flush will not write it.
             self._pending.pop(slot.id, None)
 
+    def _arm_sweep(self, deadline: float) -> None:
+        """Have the sweep run by ``deadline``: one timer per connection, set for the earliest
+        deadline outstanding. Requests mostly end long before their deadline, and a timer
+        already set for an earlier one covers a new request without a new timer."""
+        sweeper = self._sweeper
+        if sweeper is not None:
+            if sweeper.when() <= deadline:
+                return
+            sweeper.cancel()
+        self._sweeper = self._loop.call_at(deadline, self._sweep)
+
     def _sweep(self) -> None:
-        """Fail every slot past its deadline; re-arm while requests are outstanding."""
+        """Fail every slot past its deadline; re-arm for the earliest one still to come."""
         self._sweeper = None
-        now = self._loop.time()
+        due = self._loop.time() + _SWEEP_SLACK
+        later = math.inf
         for slot in list(self._pending.values()):
-            if slot.deadline <= now and not slot.future.done():
+            if slot.future.done():
+                continue
+            if slot.deadline <= due:
                 slot.future.set_exception(AttemptTimeout(slot.sent))
-        if self._pending and not self._closing:
-            self._sweeper = self._loop.call_later(_SWEEP_INTERVAL, self._sweep)
+            elif slot.deadline < later:
+                later = slot.deadline
+        if later != math.inf and not self._closing:
+            self._arm_sweep(later)
 
     # -- closing ----------------------------------------------------------------------------
 

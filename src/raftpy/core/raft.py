@@ -454,12 +454,12 @@ class Raft:
         """Contexts of reads dropped because leadership was lost before they were confirmed,
         or (forwarded by a follower) because its term or leader changed before the answer;
         the driver fails them (the caller may retry)."""
-        dropped = [
-            context
-            for node, context in map(split_key, self._read_only.take_dropped())
-            if node == self.id
-        ]
-        dropped.extend(self._forwarded.take_dropped())
+        ours = self._read_only.take_dropped()
+        forwarded = self._forwarded.take_dropped()
+        if not ours:
+            return forwarded  # the common case: nothing was dropped (the driver asks each pass)
+        dropped = [context for node, context in map(split_key, ours) if node == self.id]
+        dropped.extend(forwarded)
         return dropped
 
     def transfer_leadership(self, to: int, *, at_once: bool = False) -> None:
@@ -1128,19 +1128,25 @@ class Raft:
         ``ready()`` again."""
         if self._outstanding is not None:
             raise LocalProtocolError("ready() called again before advance()")
-        hard = self._hard_state()
-        soft = SoftState(self.role, self.lead)
-        entries = tuple(self.log.unstable_entries())
-        committed = tuple(self.log.next_committed_entries(self.config.max_apply_bytes))
-        changed_hard = hard if hard != self._prev_hard else None
-        must_sync = bool(entries) or (
-            changed_hard is not None
-            and (hard.term != self._prev_hard.term or hard.vote != self._prev_hard.vote)
-        )
+        log = self.log
+        entries = tuple(log.unstable_entries())
+        committed = tuple(log.next_committed_entries(self.config.max_apply_bytes))
+        # Compared field by field: most Readys change neither, and then build neither.
+        prev = self._prev_hard
+        changed_hard: HardState | None = None
+        must_sync = bool(entries)
+        if self.term != prev.term or self.vote != prev.vote:
+            changed_hard = self._prev_hard = self._hard_state()
+            must_sync = True  # Raft Figure 2: term and vote are durable before any answer
+        elif log.committed != prev.commit:
+            changed_hard = self._prev_hard = self._hard_state()
+        changed_soft: SoftState | None = None
+        if self.role is not self._prev_soft.role or self.lead != self._prev_soft.leader_id:
+            changed_soft = self._prev_soft = SoftState(self.role, self.lead)
         rd = Ready(
-            soft_state=soft if soft != self._prev_soft else None,
+            soft_state=changed_soft,
             hard_state=changed_hard,
-            snapshot=self.log.unstable_snapshot(),
+            snapshot=log.unstable_snapshot(),
             entries=entries,
             must_sync=must_sync,
             messages=tuple(self._msgs),
@@ -1154,9 +1160,7 @@ class Raft:
         self._snapshot_requests = []
         self._read_states = []
         if committed:
-            self.log.applying_to(committed[-1].index)
-        self._prev_hard = hard
-        self._prev_soft = soft
+            log.applying_to(committed[-1].index)
         self._outstanding = rd
         return rd
 

@@ -129,6 +129,8 @@ class NodeHealth:
             self._slow = self._judge_syncs()
         reason = "disk full" if self._disk_full else self._slow
         was = self._health
+        if reason == was.reason:
+            return was  # the usual tick: nothing changed
         self._health = Health(reason is None, reason)
         if was.healthy and reason is not None:
             logger.warning(

@@ -111,6 +111,8 @@ class NodeMembers:
         self._id = node_id
         self._address = address
         self._peers = dict(peers)
+        # The membership found to record every address in _peers (record_addresses).
+        self._all_recorded: ConfState | None = None
         self._request_timeout = config.request_timeout
         self._leader_error = leader_error
         self.on_membership: Callable[[ConfState], None] = lambda conf: None
@@ -331,6 +333,8 @@ class NodeMembers:
         if raft.role is not Role.LEADER or self._queued or self._pending:
             return
         conf = raft.conf_state()
+        if conf is self._all_recorded:
+            return  # the usual tick: this membership already records every address we know
         if is_joint(conf) or raft.log.term(raft.log.committed) != raft.term:
             return
         recorded = conf.address_map()
@@ -344,6 +348,7 @@ class NodeMembers:
             if node not in recorded and node in self._peers
         )
         if not singles:
+            self._all_recorded = conf
             return
         try:
             index = raft.propose_conf_change(ConfChange(singles), force=True)

@@ -65,6 +65,7 @@ from raftpy.node.snapshots import NodeSnapshots
 from raftpy.node.stats import NodeStats
 from raftpy.node.status import NodeStatus
 from raftpy.node.status_report import StatusReport
+from raftpy.node.wakeup import Wakeup
 from raftpy.statemachine import StateMachine
 from raftpy.storage.base import LogStore
 from raftpy.storage.errors import FatalStorageError
@@ -152,7 +153,7 @@ class RaftNode:
         self._applier: EntryApplier | None = None  # made at start, with the core
         self._held: list[Entry] = []  # committed, held back while a snapshot reads the state
         self._task: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
+        self._wake = Wakeup()
         self._inbox: list[PeerMessage] = []
         self.stats = NodeStats()
         """Every counter of this node, live (see :class:`~raftpy.node.stats.NodeStats`)."""
@@ -637,15 +638,16 @@ class RaftNode:
             while True:
                 await self._wake.wait()
                 self._wake.clear()
-                self._step_inbox(raft)
+                if self._inbox:
+                    self._step_inbox(raft)
                 self._append_proposals(raft)
                 self._members.start(raft)
+                now = loop.time()
                 # The lease is counted in ticks: trust it only while the next tick is not
                 # overdue (raftpy.core.lease).
-                self._requests.start_reads(raft, lease_ok=loop.time() < next_tick)
+                self._requests.start_reads(raft, lease_ok=now < next_tick)
                 if tick_due:
                     tick_due = False
-                    now = loop.time()
                     raft.tick()
                     self._health.tick(raft)  # may pause campaigns or hand leadership over
                     snaps.tick()
@@ -662,7 +664,7 @@ class RaftNode:
                     held, self._held = self._held, []
                     self._apply_entries(held)
                     self._serve_reads()
-                if snaps.due(loop.time()) and not self._held:
+                if not self._held and snaps.due(now):
                     snaps.start_automatic(raft, self._applied, loop.time())
         except asyncio.CancelledError:
             raise

@@ -284,18 +284,20 @@ class NodeSnapshots:
 
     def due(self, now: float) -> bool:
         """Whether the log since the last snapshot passed the configured size."""
-        if self.busy or now < self._retry_at:
-            return False
         cfg = self._config
+        # The cheapest test first: the node asks after every pass of its loop.
+        if not (
+            (cfg.snapshot_entries is not None and self.entries_since >= cfg.snapshot_entries)
+            or (cfg.snapshot_bytes is not None and self.bytes_since >= cfg.snapshot_bytes)
+        ):
+            return False
         if cfg.snapshot_ratio is not None:
             # Thesis §5.1.2: pace snapshots by the previous one's size, so a large state is
             # not rewritten every few thousand entries (the cost per write stays bounded).
             written = self.bytes_since + ENTRY_OVERHEAD * self.entries_since
             if written < cfg.snapshot_ratio * self.latest_size:
                 return False
-        return (
-            cfg.snapshot_entries is not None and self.entries_since >= cfg.snapshot_entries
-        ) or (cfg.snapshot_bytes is not None and self.bytes_since >= cfg.snapshot_bytes)
+        return not self.busy and now >= self._retry_at
 
     def start_automatic(self, raft: Raft, applied: int, now: float) -> None:
         """Start a snapshot because the log grew (:meth:`due`); a failure to start is logged

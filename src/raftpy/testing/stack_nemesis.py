@@ -6,6 +6,7 @@ fault does and what the node must do about it).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Final
@@ -36,6 +37,10 @@ FAULT_KINDS: Final = (
     "member",
 )
 
+
+POWER_LOSS: Final = 0.3
+"""The share of ``crash`` faults that are a power loss of a majority or of every member at
+once (:meth:`Nemesis._power_loss`) rather than of one node."""
 
 OUTCOMES: Final = ("reread", "refused", "replaced")
 """What the simulated supervisor did about damage, counted beside the faults: started a node
@@ -96,6 +101,8 @@ class Nemesis:
             await self._corrupt(kind, rng)
         elif kind == "member":
             await self._replace(rng)
+        elif kind == "crash" and len(ids) > 1 and rng.random() < POWER_LOSS:
+            await self._power_loss(rng, ids)
         elif kind in ("crash", "torn"):
             victim = rng.choice(ids)
             modes: tuple[CrashMode, ...] = ("drop",) if kind == "crash" else ("torn", "partial")
@@ -123,6 +130,37 @@ class Nemesis:
         elif kind == "slow_disk":
             disk = self.c.members[rng.choice(ids)].disk
             disk.slow = rng.choice((0.0, 0.02, 0.2))
+
+    async def _power_loss(self, rng: random.Random, ids: list[int]) -> None:
+        """A majority, sometimes every member, loses power at the same instant: each loses
+        what it had not synced, all at once. One crash at a time cannot take an
+        acknowledged write from a majority, so only correlated crashes expose a node that
+        answers before its write is durable (Raft Figure 2: persist before responding)."""
+        victims = sorted(rng.sample(ids, rng.choice((len(ids) // 2 + 1, len(ids)))))
+        members = [self.c.members[v] for v in victims]
+        for m in members:  # in id order, as every other holder takes one: no deadlock
+            await m.busy.acquire()
+        try:
+            down = []
+            for m in members:  # the instant itself: nothing runs in between
+                endpoint = self.c.net.endpoints.get(m.node_id)
+                if endpoint is not None:
+                    endpoint.kill()
+                m.disk.crash("drop")
+                node, m.node = m.node, None
+                if node is not None:
+                    down.append(node)
+            for node in down:
+                with contextlib.suppress(Exception):  # its files are gone from under it
+                    await node.stop()
+            await asyncio.sleep(rng.uniform(0.0, 1.0))
+            for m in members:
+                if m.node is None and m.refused is None:
+                    m.restarts += 1
+                    await self.c.start_node(m.node_id)
+        finally:
+            for m in members:
+                m.busy.release()
 
     def _inject_network(self, kind: str, rng: random.Random) -> None:
         net = self.c.net

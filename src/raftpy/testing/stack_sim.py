@@ -10,7 +10,8 @@ one ``random.Random(seed)``: the same seed gives the same run, byte for byte.
 A nemesis (:mod:`raftpy.testing.stack_nemesis`) injects, per seed, a random mix of the faults
 in :class:`StackFaults`: partitions (clients included; often the leader cut off with some
 clients), message loss, duplication, delay and reordering, process crashes that lose unsynced
-writes (``drop``) or tear them (``torn``, ``partial``, also in the middle of an fsync), fsync
+writes (``drop``; of one node, or of a majority at once as in a power loss) or tear them
+(``torn``, ``partial``, also in the middle of an fsync), fsync
 failures (the node's fatal path, then a restart from its files), a full disk, a slow disk
 (each fsync stalls the host for a while of virtual time), clock jumps (one node stopped, often
 the leader, while the others run on: on resuming its monotonic clock has leapt and every
@@ -54,6 +55,8 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, BinaryIO, Final
+
+import msgspec
 
 from raftpy.client import Client
 from raftpy.errors import (
@@ -155,7 +158,7 @@ class SimKV:
         if op is None:
             if len(_COMMANDS) >= 4096:
                 _COMMANDS.clear()
-            op = _COMMANDS[command] = json.loads(command)
+            op = _COMMANDS[command] = msgspec.json.decode(command)
         if op[0] == "w":
             self.data[op[1]] = op[2]
             return b""
@@ -165,7 +168,7 @@ class SimKV:
         return b"0"
 
     def query(self, query: bytes) -> bytes:
-        return json.dumps(self.data.get(query.decode())).encode()
+        return msgspec.json.encode(self.data.get(query.decode()))
 
     def snapshot(self, out: BinaryIO) -> None:
         out.write(json.dumps(self.data, sort_keys=True).encode())
@@ -561,7 +564,7 @@ async def _kv_client(
                 h = recorder.invoke(cid, "read", key)
                 level = reads if reads != "mixed" else rng.choice(READS[:2])
                 try:
-                    value = json.loads(await client.query(key.encode(), consistency=level))
+                    value = msgspec.json.decode(await client.query(key.encode(), consistency=level))
                 except RaftError:
                     recorder.fail(h)  # a read that did not answer did nothing
                 else:
@@ -579,7 +582,7 @@ async def _kv_client(
                     h = recorder.invoke(cid, "cas", key, from_=old, to=new)
                     command = ["c", key, old, new]
                 try:
-                    result = await client.propose(json.dumps(command).encode())
+                    result = await client.propose(msgspec.json.encode(command))
                 except (
                     ClusterUnavailableError,
                     NotLeaderError,
