@@ -347,12 +347,20 @@ def test_an_idle_session_is_kept_alive_and_acknowledges_its_results() -> None:
                 keep_alives = a.ops(ClientOp.KEEP_ALIVE)
                 assert 4 <= len(keep_alives) <= 15
                 assert set(fields(keep_alives)) == {(101, 0, 3)}
-                # While writes keep coming faster than that, none is needed.
+                # While writes keep coming faster than that, none is needed. A busy machine
+                # may still hold the loop for a keep-alive interval (50 ms) between two
+                # answers: each such pause allows one keep-alive more, and no others.
+                loop = asyncio.get_running_loop()
                 before = len(a.ops(ClientOp.KEEP_ALIVE))
+                allowed = 1
+                last = loop.time()
                 for _ in range(20):
                     await client.propose(b"z")
+                    now = loop.time()
+                    allowed += int((now - last) // 0.05)
+                    last = now
                     await asyncio.sleep(0.01)
-                assert len(a.ops(ClientOp.KEEP_ALIVE)) - before <= 1
+                assert len(a.ops(ClientOp.KEEP_ALIVE)) - before <= allowed
 
     run(scenario())
 
