@@ -540,7 +540,9 @@ class FileStorage(Recovery):
 
     def _write_batch(self) -> None:
         ops = self._ops
-        size = sum(len(p) + _RH for _, p, _ in ops) + TAIL_SIZE
+        size = _RH * len(ops) + TAIL_SIZE
+        for op in ops:
+            size += len(op[1])
         seq = self._seq
         if (
             seq == 0
@@ -581,8 +583,11 @@ class FileStorage(Recovery):
             self._sp_len[j] = length
             self._cache_put((seq, off), self._pending_entries[k])
             j -= 1
-        top = max((b[-1].index for b in self._pending_entries), default=0)
-        self._seg_max[seq] = max(self._seg_max.get(seq, 0), top)
+        top = self._seg_max.get(seq, 0)
+        for b in self._pending_entries:  # not only the last: a truncation may follow a batch
+            if b[-1].index > top:
+                top = b[-1].index
+        self._seg_max[seq] = top
         self._ops = []
         self._pending_entries = []
         self._pending_hs = None
