@@ -27,7 +27,8 @@ Peers, for comparison, when installed (``RAFTPY_BENCH_PEERS=0`` skips them; thei
 are skipped with a note when absent, and never carry targets):
 
 - ``etcd_*``: etcd 3.4, 3 members on loopback with their defaults (fsync on), driven by a
-  client process of its own (:mod:`benchmarks.peer_etcd`);
+  client process over etcd's native gRPC API (``grpcio``, the ``bench`` extra), and
+  ``etcd_http_*`` the same through its HTTP/JSON gateway (:mod:`benchmarks.peer_etcd`);
 - ``pysyncobj_*``: PySyncObj, 3 processes with its defaults (no journal: nothing is written to
   disk), the load generated inside the leader's process (:mod:`benchmarks.peer_pysyncobj`).
 

@@ -1,12 +1,25 @@
 """etcd 3.4 as a peer of the cluster benchmark (:mod:`benchmarks.bench_cluster`).
 
-``etcd_*``: etcd (``apt-get install etcd-server``), 3 members on loopback with their defaults
-(fsync on), each with a fresh data dir, driven by a separate client process through the v3
-HTTP/JSON gateway (``POST /v3/kv/put``, base64 key and value of 100 bytes, cycling over 4,096
-keys; one keep-alive connection per request in flight, sent to the leader). Without etcd the
-suite prints a note and reports nothing.
+etcd (``apt-get install etcd-server``): 3 members on loopback with their defaults (fsync on),
+each with a fresh data dir. A separate client process (as raftpy's) writes 100-byte values
+cycling over 4,096 keys (``key00000``...), to the leader, 1 and then 256 in flight:
 
-The client process: ``python -m benchmarks.peer_etcd load <inflight> <seconds> <host:port>``.
+- ``etcd_*``: through etcd's native gRPC API, as its own Go client does: ``KV/Put`` with the
+  ``grpcio`` package (the optional ``bench`` extra: ``pip install -e '.[bench]'``) on
+  ``grpc.aio``, every request a stream of one HTTP/2 connection (one channel, as etcd's
+  clientv3 keeps; ``RAFTPY_BENCH_ETCD_CHANNELS=N`` spreads the requests over N). No
+  ``.proto`` file or generated stub: the method is called by its path with bytes that
+  :func:`put_request` encodes (protobuf's wire format, two length-delimited fields). These
+  are the figures the
+  cluster benchmark's ``ratio_*_vs_etcd`` results divide by. Without ``grpcio`` they are
+  skipped with a note;
+- ``etcd_http_*``: the same writes through the v3 HTTP/JSON gateway (``POST /v3/kv/put``,
+  base64 key and value; one keep-alive HTTP/1.1 connection per request in flight). The
+  gateway translates each request to gRPC inside etcd, so it is slower: kept for comparison,
+  never used in a ratio.
+
+Without etcd the suite prints a note and reports nothing. The client process: ``python -m
+benchmarks.peer_etcd load grpc|http <inflight> <seconds> <host:port>``.
 """
 
 from __future__ import annotations
@@ -14,13 +27,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import importlib.util
 import json
+import os
 import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from benchmarks.loadgen import (
     KEYS,
@@ -38,6 +54,38 @@ from benchmarks.loadgen import (
 from benchmarks.machine import free_ports, load_text
 
 MODULE = "benchmarks.peer_etcd"
+PUT_METHOD = "/etcdserverpb.KV/Put"
+
+
+# -- protobuf's wire format, the little of it a PutRequest needs -------------------------------
+
+
+def varint(n: int) -> bytes:
+    """``n`` (>= 0) as a protobuf base-128 varint: 7 bits a byte, low first, high bit = more."""
+    if n < 0:
+        raise ValueError(f"varint of a negative number: {n}")
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def length_delimited(field: int, data: bytes) -> bytes:
+    """Field ``field`` holding ``data`` (wire type 2: key, length, bytes)."""
+    return varint(field << 3 | 2) + varint(len(data)) + data
+
+
+def put_request(key: bytes, value: bytes) -> bytes:
+    """etcd's ``etcdserverpb.PutRequest`` with ``key`` (field 1) and ``value`` (field 2), every
+    other field at its default (lease 0, no prev_kv)."""
+    return length_delimited(1, key) + length_delimited(2, value)
+
+
+def grpc_missing() -> bool:
+    """Whether ``grpcio`` (the ``bench`` extra) is absent."""
+    return importlib.util.find_spec("grpc") is None
 
 
 class _HttpConnection:
@@ -97,7 +145,7 @@ def _etcd_bodies() -> list[bytes]:
     ]
 
 
-async def _load_client(inflight: int, seconds: float, address: str) -> None:
+async def _http_load(inflight: int, seconds: float, address: str) -> dict[str, Any]:
     host, _, port = address.rpartition(":")
     conns = [_HttpConnection(host, int(port)) for _ in range(inflight)]
     bodies = _etcd_bodies()
@@ -106,10 +154,41 @@ async def _load_client(inflight: int, seconds: float, address: str) -> None:
         await conns[w].post("/v3/kv/put", bodies[k % KEYS])
 
     try:
-        result = await _drive(issue, inflight, seconds, WARMUP)
+        return await _drive(issue, inflight, seconds, WARMUP)
     finally:
         for conn in conns:
             conn.close()
+
+
+async def _grpc_load(inflight: int, seconds: float, address: str) -> dict[str, Any]:
+    import grpc
+
+    requests = [put_request(f"key{k:05d}".encode(), b"v" * VALUE_BYTES) for k in range(KEYS)]
+    # One channel (one HTTP/2 connection, a stream per request), as etcd's clientv3 uses.
+    # Serializers None: the requests are bytes already and the replies stay bytes.
+    n = int(os.environ.get("RAFTPY_BENCH_ETCD_CHANNELS", "1"))
+    channels = [grpc.aio.insecure_channel(address) for _ in range(n)]
+    puts = [
+        c.unary_unary(PUT_METHOD, request_serializer=None, response_deserializer=None)
+        for c in channels
+    ]
+    try:
+        for put in puts:
+            await put(requests[0], timeout=10.0)  # connect before the clock runs
+
+        async def issue(w: int, k: int) -> None:
+            await puts[w % n](requests[k % KEYS], timeout=10.0)
+
+        return await _drive(issue, inflight, seconds, WARMUP)
+    finally:
+        for c in channels:
+            await c.close()
+
+
+async def _load_client(transport: str, inflight: int, seconds: float, address: str) -> None:
+    load = _grpc_load if transport == "grpc" else _http_load
+    result = await load(inflight, seconds, address)
+    result["loop"] = type(asyncio.get_running_loop()).__module__.split(".")[0]
     print("result " + json.dumps(result), flush=True)
 
 
@@ -164,15 +243,24 @@ async def etcd_suite(root: Path, out: dict[str, float], seconds: float) -> None:
             f"etcd{i}{'*' if client_ports[i] == leader_port else ''}": p.pid
             for i, p in enumerate(procs)
         }
-        print(f"etcd: 3 members up; {load_text()}", flush=True)
+        print(f"etcd: 3 members up (* the leader); {load_text()}", flush=True)
         address = f"127.0.0.1:{leader_port}"
-        for prefix, inflight in (("etcd_single", 1), ("etcd_inflight256", 256)):
+        runs = [("http", "etcd_http_single", 1), ("http", "etcd_http_inflight256", 256)]
+        if grpc_missing():
+            print(
+                "  etcd gRPC: grpcio not installed (pip install -e '.[bench]'): no etcd_* "
+                "figures, so no ratio against etcd",
+                flush=True,
+            )
+        else:
+            runs = [("grpc", "etcd_single", 1), ("grpc", "etcd_inflight256", 256), *runs]
+        for transport, prefix, inflight in runs:
             meter = _CpuMeter(pids)
             load = load_text()
-            result = await _run_load(
-                ["load", str(inflight), str(seconds), address], seconds + 60, meter, module=MODULE
-            )
-            print(_line(f"{inflight} in flight", result, load), flush=True)
+            args = ["load", transport, str(inflight), str(seconds), address]
+            result = await _run_load(args, seconds + 60, meter, module=MODULE)
+            title = f"{transport} on {result['loop']}, {inflight} in flight"
+            print(_line(title, result, load), flush=True)
             print("    " + meter.describe(result["client_cpu"]), flush=True)
             out.update(_report(prefix, result))
     finally:
@@ -203,11 +291,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f"python -m {MODULE}")
     sub = parser.add_subparsers(dest="mode", required=True)
     p_load = sub.add_parser("load", help="(internal) a load client process")
+    p_load.add_argument("transport", choices=["grpc", "http"])
     p_load.add_argument("inflight", type=int)
     p_load.add_argument("seconds", type=float)
     p_load.add_argument("address")
     args = parser.parse_args(argv)
-    _run_loop(_load_client(args.inflight, args.seconds, args.address))
+    _run_loop(_load_client(args.transport, args.inflight, args.seconds, args.address))
     return 0
 
 
