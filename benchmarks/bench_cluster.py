@@ -23,19 +23,28 @@ text), cycling over 4,096 keys:
 Each figure is a window after a 1 s warm-up; latencies are per request, measured in the client
 process. The CPU use of each process over the window is printed (``cpu`` in cores).
 
-Peers, for comparison, when installed (``RAFTPY_BENCH_PEERS=0`` skips them; their sections
-are skipped with a note when absent, and never carry targets):
+Measured in the same run, for comparison (each for ``RAFTPY_BENCH_PEER_SECONDS``, default 5 s,
+per figure, with the same client load loop in a process of its own):
 
-- ``etcd_*``: etcd 3.4, 3 members on loopback with their defaults (fsync on), driven by a
-  client process over etcd's native gRPC API (``grpcio``, the ``bench`` extra), and
-  ``etcd_http_*`` the same through its HTTP/JSON gateway (:mod:`benchmarks.peer_etcd`);
-- ``pysyncobj_*``: PySyncObj, 3 processes with its defaults (no journal: nothing is written to
-  disk), the load generated inside the leader's process (:mod:`benchmarks.peer_pysyncobj`).
+- ``floor_*``: the hardware floor, three processes with no Raft logic that replicate and
+  fdatasync each batch as a good replicated log would (:mod:`benchmarks.floor`);
+- ``etcd_*``: etcd 3.4, 3 members on loopback with their defaults (fsync on), driven over its
+  native gRPC API (``grpcio``, the ``bench`` extra), and ``etcd_http_*`` the same through its
+  HTTP/JSON gateway, for reference only (:mod:`benchmarks.peer_etcd`);
+- ``pysyncobj_nofsync_*``: PySyncObj, 3 processes with its defaults, which write nothing to
+  disk, the load generated inside the leader's process (:mod:`benchmarks.peer_pysyncobj`).
 
-Peers run for ``RAFTPY_BENCH_PEER_SECONDS`` (default 5 s) per figure.
+``RAFTPY_BENCH_PEERS=0`` skips etcd and PySyncObj; each is skipped with a note when it is not
+installed. The throughput and latency targets are ratios to these figures (``RATIOS``):
+``ratio_inflight256_vs_etcd`` (raftpy's writes/s at 256 in flight over etcd's, >= 6),
+``ratio_inflight256_vs_floor`` (over the floor's, >= 0.6), ``ratio_single_p50_vs_etcd``
+(raftpy's single-writer p50 over etcd's, <= 0.33), ``ratio_single_p50_vs_floor`` (over the
+floor's, <= 2), ``ratio_single_p99_vs_p50`` (raftpy's single-writer p99 over its p50, <= 3);
+``ratio_inflight256_vs_pysyncobj_nofsync`` has no target. A ratio whose figures this run does
+not have (a peer absent or skipped) is not reported, with a printed note.
 
-Alone: ``python -m benchmarks.bench_cluster [--only raftpy|etcd|pysyncobj]...`` prints the
-same sections and the result table (without writing ``bench-results/``).
+Alone: ``python -m benchmarks.bench_cluster [--only raftpy|floor|etcd|pysyncobj]...`` prints
+the same sections and the results (without writing ``bench-results/``).
 
 Profiling: ``RAFTPY_BENCH_PYSPY=<file>`` records the leader with ``py-spy record --format raw``
 (collapsed stacks) during the 256-in-flight window; ``RAFTPY_BENCH_KEEP=1`` keeps the temp dirs
@@ -48,6 +57,7 @@ import argparse
 import asyncio
 import itertools
 import json
+import math
 import os
 import shutil
 import signal
@@ -60,6 +70,7 @@ from collections.abc import Awaitable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from benchmarks.floor import floor_suite
 from benchmarks.loadgen import (
     KEYS,
     VALUE_BYTES,
@@ -82,12 +93,30 @@ if TYPE_CHECKING:
     from raftpy.node.status import NodeStatus
 
 TARGETS: dict[str, tuple[str, float]] = {
-    "inflight256_writes_per_s": (">=", 25_000),
-    "single_p50_ms": ("<=", 0.7),
+    # Throughput and latency as ratios to what was measured in the same run (see RATIOS).
+    "ratio_inflight256_vs_etcd": (">=", 6.0),
+    "ratio_inflight256_vs_floor": (">=", 0.6),
+    "ratio_single_p50_vs_etcd": ("<=", 0.33),
+    "ratio_single_p50_vs_floor": ("<=", 2.0),
+    "ratio_single_p99_vs_p50": ("<=", 3.0),
     "single_p99_ms": ("<=", 3.0),
     "failover_median_s": ("<=", 1.0),
     "full_load_leader_changes": ("<=", 0),
     "full_load_term_increases": ("<=", 0),
+}
+
+RATIOS: dict[str, tuple[str, str]] = {
+    # result name -> (numerator, denominator), both results of this run
+    "ratio_inflight256_vs_etcd": ("inflight256_writes_per_s", "etcd_inflight256_writes_per_s"),
+    "ratio_inflight256_vs_floor": ("inflight256_writes_per_s", "floor_inflight256_writes_per_s"),
+    "ratio_single_p50_vs_etcd": ("single_p50_ms", "etcd_single_p50_ms"),
+    "ratio_single_p50_vs_floor": ("single_p50_ms", "floor_single_p50_ms"),
+    "ratio_single_p99_vs_p50": ("single_p99_ms", "single_p50_ms"),
+    # No target: PySyncObj writes nothing to disk (see benchmarks/peer_pysyncobj.py).
+    "ratio_inflight256_vs_pysyncobj_nofsync": (
+        "inflight256_writes_per_s",
+        "pysyncobj_nofsync_inflight256_writes_per_s",
+    ),
 }
 
 STATUS_POLL = 0.5
@@ -485,7 +514,21 @@ async def _peer(name: str, suite: Awaitable[None]) -> None:
         print(f"{name}: could not run: {type(exc).__name__}: {exc}", flush=True)
 
 
-SYSTEMS = ("raftpy", "etcd", "pysyncobj")
+def ratios(out: dict[str, float]) -> dict[str, float]:
+    """The ``RATIOS`` whose two figures ``out`` holds (finite, the denominator not 0); a note
+    is printed for each of the others."""
+    found: dict[str, float] = {}
+    for name, (num, den) in RATIOS.items():
+        a, b = out.get(num), out.get(den)
+        if a is None or b is None or not (math.isfinite(a) and math.isfinite(b)) or b == 0:
+            missing = den if b is None else num if a is None else f"{num} / {den}"
+            print(f"{name}: not reported (no usable {missing} in this run)", flush=True)
+            continue
+        found[name] = a / b
+    return found
+
+
+SYSTEMS = ("raftpy", "floor", "etcd", "pysyncobj")
 
 
 async def _suite(systems: Sequence[str] = SYSTEMS) -> dict[str, float]:
@@ -496,10 +539,14 @@ async def _suite(systems: Sequence[str] = SYSTEMS) -> dict[str, float]:
             await _raftpy_suite(root / "raftpy", out)
         peers = os.environ.get("RAFTPY_BENCH_PEERS", "1") != "0"
         peer_s = env_float("RAFTPY_BENCH_PEER_SECONDS", 5.0)
+        if "floor" in systems:
+            (root / "floor").mkdir()
+            await _peer("floor", floor_suite(root / "floor", out, peer_s))
         if "etcd" in systems and peers:
             await _peer("etcd", etcd_suite(root, out, peer_s))
         if "pysyncobj" in systems and peers:
             await _peer("pysyncobj", pysyncobj_suite(out, peer_s))
+    out.update(ratios(out))
     out["loadavg_1m_end"] = os.getloadavg()[0]
     return out
 

@@ -1,10 +1,12 @@
 """PySyncObj as a peer of the cluster benchmark (:mod:`benchmarks.bench_cluster`).
 
-``pysyncobj_*``: PySyncObj (``pip install pysyncobj``), 3 processes on loopback each holding a
-``SyncObj`` with a ``@replicated`` ``set`` of 100-byte values over 4,096 keys, with its
-defaults: no journal, so nothing is written to disk (no fsync: every other system in the
-comparison fsyncs each acknowledged write). PySyncObj has no client protocol, so the load is
-generated inside the leader's process (callbacks on commit): no client hop, which favours it.
+``pysyncobj_nofsync_*``: PySyncObj (``pip install pysyncobj``, in the ``bench`` extra), 3
+processes on loopback each holding a ``SyncObj`` with a ``@replicated`` ``set`` of 100-byte
+values over 4,096 keys, with its defaults: no journal, so nothing is written to disk (no
+fsync, as the results' names say: every other system in the comparison fsyncs each
+acknowledged write). PySyncObj has no client protocol, so the load is generated inside the
+leader's process (callbacks on commit): no client hop, which favours it. Its defaults tick
+every 50 ms, and one write waits for several ticks, hence its single-writer figures.
 Without PySyncObj the suite prints a note and reports nothing.
 
 A member: ``python -m benchmarks.peer_pysyncobj node <self> <partners>...``.
@@ -35,6 +37,7 @@ from benchmarks.loadgen import (
 from benchmarks.machine import free_ports, load_text
 
 MODULE = "benchmarks.peer_pysyncobj"
+PREFIX = "pysyncobj_nofsync"  # its results say what it does not do
 
 
 def _syncobj_node(self_address: str, partners: list[str]) -> None:
@@ -144,10 +147,11 @@ async def pysyncobj_suite(out: dict[str, float], seconds: float) -> None:
             raise RuntimeError("pysyncobj elected no leader within 30 s")
         pids = {f"syncobj{k}{'*' if n is leader else ''}": n.proc.pid for k, n in enumerate(nodes)}
         print(
-            f"pysyncobj: 3 nodes up (load generated in the leader's process); {load_text()}",
+            "pysyncobj: 3 nodes up, NO FSYNC (no journal: nothing written to disk), the load "
+            f"generated in the leader's process (no client hop); {load_text()}",
             flush=True,
         )
-        for prefix, inflight in (("pysyncobj_single", 1), ("pysyncobj_inflight256", 256)):
+        for prefix, inflight in ((f"{PREFIX}_single", 1), (f"{PREFIX}_inflight256", 256)):
             meter = _CpuMeter(pids)
             load = load_text()
             await leader.send(f"load {inflight} {seconds}")

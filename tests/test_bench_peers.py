@@ -67,3 +67,28 @@ def test_grpcio_is_a_bench_extra_only() -> None:
     for name in ("dev", *(e for e in extras if e != "bench")):
         assert not any(d.startswith("grpcio") for d in extras[name]), name
     assert not any(d.startswith("grpcio") for d in project["dependencies"])
+
+
+def test_ratios_divide_this_runs_figures_and_skip_what_is_missing(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from benchmarks.bench_cluster import RATIOS, TARGETS, ratios
+
+    out = {
+        "inflight256_writes_per_s": 30_000.0,
+        "single_p50_ms": 1.0,
+        "single_p99_ms": 2.5,
+        "floor_inflight256_writes_per_s": 60_000.0,
+        "floor_single_p50_ms": 0.5,
+        "etcd_single_p50_ms": 0.0,  # unusable: not a ratio
+    }
+    assert ratios(out) == {
+        "ratio_inflight256_vs_floor": 0.5,
+        "ratio_single_p50_vs_floor": 2.0,
+        "ratio_single_p99_vs_p50": 2.5,
+    }
+    notes = capsys.readouterr().out
+    assert "ratio_inflight256_vs_etcd: not reported" in notes
+    assert "ratio_single_p50_vs_etcd: not reported" in notes
+    # Every ratio with a target is one the benchmark can compute.
+    assert {k for k in TARGETS if k.startswith("ratio_")} <= set(RATIOS)
