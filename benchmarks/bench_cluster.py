@@ -521,8 +521,9 @@ def ratios(out: dict[str, float]) -> dict[str, float]:
     for name, (num, den) in RATIOS.items():
         a, b = out.get(num), out.get(den)
         if a is None or b is None or not (math.isfinite(a) and math.isfinite(b)) or b == 0:
-            missing = den if b is None else num if a is None else f"{num} / {den}"
-            print(f"{name}: not reported (no usable {missing} in this run)", flush=True)
+            missing = [key for key, v in ((num, a), (den, b)) if v is None]
+            why = f"no {' or '.join(missing)}" if missing else f"{num} / {den} is not a number"
+            print(f"{name}: not reported ({why} in this run)", flush=True)
             continue
         found[name] = a / b
     return found
