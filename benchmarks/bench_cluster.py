@@ -34,8 +34,12 @@ per figure, with the same client load loop in a process of its own):
 - ``pysyncobj_nofsync_*``: PySyncObj, 3 processes with its defaults, which write nothing to
   disk, the load generated inside the leader's process (:mod:`benchmarks.peer_pysyncobj`).
 
-``RAFTPY_BENCH_PEERS=0`` skips etcd and PySyncObj; each is skipped with a note when it is not
-installed. The throughput and latency targets are ratios to these figures (``RATIOS``):
+The floor and etcd start before raftpy's cluster and stay up, idle (etcd's three members then
+use about 0.04 of a core in all), until raftpy's failover trials begin: each of their 1- and
+256-in-flight figures is measured right after raftpy's, since this machine's speed drifts
+from minute to minute. PySyncObj runs last. ``RAFTPY_BENCH_PEERS=0`` skips etcd and
+PySyncObj; each is skipped with a note when it is not installed. The throughput and latency
+targets are ratios to these figures (``RATIOS``):
 ``ratio_inflight256_vs_etcd`` (raftpy's writes/s at 256 in flight over etcd's, >= 6),
 ``ratio_inflight256_vs_floor`` (over the floor's, >= 0.6), ``ratio_single_p50_vs_etcd``
 (raftpy's single-writer p50 over etcd's, <= 0.33), ``ratio_single_p50_vs_floor`` (over the
@@ -55,6 +59,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import json
 import math
@@ -66,15 +71,17 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from benchmarks.floor import floor_suite
+from benchmarks.floor import floor_cluster
 from benchmarks.loadgen import (
     KEYS,
     VALUE_BYTES,
     WARMUP,
+    Measure,
     _Child,
     _CpuMeter,
     _drive,
@@ -86,7 +93,7 @@ from benchmarks.loadgen import (
     _wait_listening,
 )
 from benchmarks.machine import env_float, free_ports, load_text, scratch_dir
-from benchmarks.peer_etcd import etcd_suite
+from benchmarks.peer_etcd import etcd_cluster
 from benchmarks.peer_pysyncobj import pysyncobj_suite
 
 if TYPE_CHECKING:
@@ -334,7 +341,11 @@ class _RaftCluster:
         await self.client.close()
 
 
-async def _raftpy_suite(root: Path, out: dict[str, float]) -> None:
+async def _raftpy_suite(
+    root: Path, out: dict[str, float], compare: Callable[[int], Awaitable[None]]
+) -> None:
+    """raftpy's figures into ``out``; ``compare(inflight)`` runs right after each of the
+    1- and 256-in-flight figures (the peers' same figure, measured close in time)."""
     single_s = env_float("RAFTPY_BENCH_SINGLE_SECONDS", 5.0)
     full_s = env_float("RAFTPY_BENCH_SECONDS", 15.0)
     trials = int(env_float("RAFTPY_BENCH_FAILOVER_TRIALS", 10))
@@ -353,9 +364,10 @@ async def _raftpy_suite(root: Path, out: dict[str, float]) -> None:
         load = load_text()
         args = ["load", "raftpy", "1", str(single_s), *cluster.addresses]
         result = await _run_load(args, single_s + 60, meter)
-        print(_line("1 in flight", result, load), flush=True)
+        print(_line("raftpy, 1 in flight", result, load), flush=True)
         print("    " + meter.describe(result["client_cpu"]), flush=True)
         out.update(_report("single", result))
+        await compare(1)
 
         # (b) + (d): 256 in flight, watching terms and leaders
         meter = _CpuMeter(pids)
@@ -383,7 +395,7 @@ async def _raftpy_suite(root: Path, out: dict[str, float]) -> None:
         for i in cluster.ids:
             leaders = [snap[i][1] for snap in seen if i in snap and snap[i][1] is not None]
             changes = max(changes, sum(1 for a, b in itertools.pairwise(leaders) if a != b))
-        print(_line("256 in flight", result, load), flush=True)
+        print(_line("raftpy, 256 in flight", result, load), flush=True)
         print("    " + meter.describe(result["client_cpu"]), flush=True)
         print(
             f"    full load {full_s:g} s: term {first_term} -> {last_term}, "
@@ -403,6 +415,8 @@ async def _raftpy_suite(root: Path, out: dict[str, float]) -> None:
         if pyspy is not None:
             pyspy.wait(timeout=60)
             print(f"    py-spy profile of the leader written to {pyspy_out}", flush=True)
+
+        await compare(256)
 
         # (c) failover
         if trials > 0:
@@ -514,6 +528,21 @@ async def _peer(name: str, suite: Awaitable[None]) -> None:
         print(f"{name}: could not run: {type(exc).__name__}: {exc}", flush=True)
 
 
+async def _start(
+    name: str,
+    stack: contextlib.AsyncExitStack,
+    cluster: AbstractAsyncContextManager[Measure | None],
+) -> Measure | None:
+    """Enter ``cluster`` on ``stack``; its measuring function, or ``None`` (noted) when it
+    could not start or is not installed."""
+    try:
+        measure: Measure | None = await stack.enter_async_context(cluster)
+    except Exception as exc:  # a peer that cannot run here is noted, not fatal
+        print(f"{name}: could not start: {type(exc).__name__}: {exc}", flush=True)
+        return None
+    return measure
+
+
 def ratios(out: dict[str, float]) -> dict[str, float]:
     """The ``RATIOS`` whose two figures ``out`` holds (finite, the denominator not 0); a note
     is printed for each of the others."""
@@ -534,17 +563,36 @@ SYSTEMS = ("raftpy", "floor", "etcd", "pysyncobj")
 
 async def _suite(systems: Sequence[str] = SYSTEMS) -> dict[str, float]:
     out: dict[str, float] = {"loadavg_1m_start": os.getloadavg()[0]}
+    peers = os.environ.get("RAFTPY_BENCH_PEERS", "1") != "0"
+    peer_s = env_float("RAFTPY_BENCH_PEER_SECONDS", 5.0)
     with scratch_dir("raftpy-bench-cluster-") as root:
-        if "raftpy" in systems:
-            (root / "raftpy").mkdir()
-            await _raftpy_suite(root / "raftpy", out)
-        peers = os.environ.get("RAFTPY_BENCH_PEERS", "1") != "0"
-        peer_s = env_float("RAFTPY_BENCH_PEER_SECONDS", 5.0)
-        if "floor" in systems:
-            (root / "floor").mkdir()
-            await _peer("floor", floor_suite(root / "floor", out, peer_s))
-        if "etcd" in systems and peers:
-            await _peer("etcd", etcd_suite(root, out, peer_s))
+        # The floor and etcd run beside raftpy's cluster, idle while it is measured, so that
+        # each of their figures is taken right after raftpy's (this machine's speed drifts
+        # from minute to minute); they are stopped before raftpy's failover trials.
+        async with contextlib.AsyncExitStack() as stack:
+            clusters: list[tuple[str, AbstractAsyncContextManager[Measure | None]]] = []
+            if "floor" in systems:
+                (root / "floor").mkdir()
+                clusters.append(("floor", floor_cluster(root / "floor")))
+            if "etcd" in systems and peers:
+                clusters.append(("etcd", etcd_cluster(root)))
+            measures: list[tuple[str, Measure]] = []
+            for name, cluster in clusters:
+                if (measure := await _start(name, stack, cluster)) is not None:
+                    measures.append((name, measure))
+
+            async def compare(inflight: int) -> None:
+                for name, measure in measures:
+                    await _peer(name, measure(inflight, peer_s, out))
+                if inflight == 256:  # the last figure: stop them
+                    await stack.aclose()
+
+            if "raftpy" in systems:
+                (root / "raftpy").mkdir()
+                await _raftpy_suite(root / "raftpy", out, compare)
+            else:
+                await compare(1)
+                await compare(256)
         if "pysyncobj" in systems and peers:
             await _peer("pysyncobj", pysyncobj_suite(out, peer_s))
     out.update(ratios(out))

@@ -43,12 +43,13 @@ import argparse
 import asyncio
 import collections
 import concurrent.futures
+import contextlib
 import json
 import os
 import struct
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -56,6 +57,7 @@ from benchmarks.loadgen import (
     REPO,
     VALUE_BYTES,
     WARMUP,
+    Measure,
     _CpuMeter,
     _drive,
     _kill_all,
@@ -367,8 +369,13 @@ def _spawn(root: Path, name: str, args: list[str]) -> subprocess.Popen[bytes]:
         log.close()
 
 
-async def floor_suite(root: Path, out: dict[str, float], seconds: float) -> None:
-    """Start the three processes, measure 1 and 256 in flight into ``out``, stop them."""
+FIGURES = {1: "single", 256: "inflight256"}  # in flight -> the results' name
+
+
+@contextlib.asynccontextmanager
+async def floor_cluster(root: Path) -> AsyncIterator[Measure]:
+    """The three processes, up; yields ``measure(inflight, seconds, out)``, which runs one
+    load client and adds ``floor_<figure>_*`` to ``out``. Every process is killed after."""
     client_port, *follower_ports = free_ports(3)
     procs: list[subprocess.Popen[bytes]] = []
     try:
@@ -382,16 +389,27 @@ async def floor_suite(root: Path, out: dict[str, float], seconds: float) -> None
         _wait_listening(client_port, procs[-1], "floor leader", 15)
         pids = {"leader*": procs[-1].pid, "follower0": procs[0].pid, "follower1": procs[1].pid}
         print(f"floor: leader and 2 followers up, no Raft logic; {load_text()}", flush=True)
-        for prefix, inflight in (("floor_single", 1), ("floor_inflight256", 256)):
+
+        async def measure(inflight: int, seconds: float, out: dict[str, float]) -> None:
             meter = _CpuMeter(pids)
             load = load_text()
             args = ["load", str(inflight), str(seconds), str(client_port)]
             result = await _run_load(args, seconds + 60, meter, module=MODULE)
-            print(_line(f"{inflight} in flight on {result['loop']}", result, load), flush=True)
+            title = f"floor, {inflight} in flight on {result['loop']}"
+            print(_line(title, result, load), flush=True)
             print("    " + meter.describe(result["client_cpu"]), flush=True)
-            out.update(_report(prefix, result))
+            out.update(_report(f"floor_{FIGURES[inflight]}", result))
+
+        yield measure
     finally:
         _kill_all(procs)
+
+
+async def floor_suite(root: Path, out: dict[str, float], seconds: float) -> None:
+    """Start the three processes, measure 1 and 256 in flight into ``out``, stop them."""
+    async with floor_cluster(root) as measure:
+        for inflight in FIGURES:
+            await measure(inflight, seconds, out)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

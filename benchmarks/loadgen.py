@@ -79,6 +79,10 @@ def _kill_all(procs: Sequence[subprocess.Popen[Any] | None]) -> None:
 Issue = Callable[[int, int], Awaitable[None]]
 """(worker number, request number) -> one write, raising on failure."""
 
+Measure = Callable[[int, float, dict[str, float]], Awaitable[None]]
+"""A running comparison system's (in flight, seconds, results) -> one figure added to the
+results, its lines printed."""
+
 
 async def _drive(issue: Issue, inflight: int, seconds: float, warmup: float) -> dict[str, Any]:
     """Keep ``inflight`` writes outstanding for ``warmup + seconds``; the figures count the

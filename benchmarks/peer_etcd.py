@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import importlib.util
 import json
 import os
@@ -34,7 +35,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,7 @@ from benchmarks.loadgen import (
     KEYS,
     VALUE_BYTES,
     WARMUP,
+    Measure,
     _CpuMeter,
     _drive,
     _kill_all,
@@ -192,10 +194,19 @@ async def _load_client(transport: str, inflight: int, seconds: float, address: s
     print("result " + json.dumps(result), flush=True)
 
 
-async def etcd_suite(root: Path, out: dict[str, float], seconds: float) -> None:
+FIGURES = {1: "single", 256: "inflight256"}  # in flight -> the results' name
+
+
+@contextlib.asynccontextmanager
+async def etcd_cluster(root: Path) -> AsyncIterator[Measure | None]:
+    """Three etcd members, up, with a leader; yields ``measure(inflight, seconds, out)``,
+    which adds ``etcd_<figure>_*`` (gRPC, when ``grpcio`` is installed) and
+    ``etcd_http_<figure>_*`` to ``out`` (or ``None``, with a note, without etcd). Every
+    member is killed after."""
     exe = shutil.which("etcd")
     if exe is None:
         print("etcd: not installed (apt-get install etcd-server); skipped", flush=True)
+        yield None
         return
     ports = free_ports(6)
     client_ports, peer_ports = ports[:3], ports[3:]
@@ -245,7 +256,7 @@ async def etcd_suite(root: Path, out: dict[str, float], seconds: float) -> None:
         }
         print(f"etcd: 3 members up (* the leader); {load_text()}", flush=True)
         address = f"127.0.0.1:{leader_port}"
-        runs = [("http", "etcd_http_single", 1), ("http", "etcd_http_inflight256", 256)]
+        transports = ["http"]
         if grpc_missing():
             print(
                 "  etcd gRPC: grpcio not installed (pip install -e '.[bench]'): no etcd_* "
@@ -253,18 +264,31 @@ async def etcd_suite(root: Path, out: dict[str, float], seconds: float) -> None:
                 flush=True,
             )
         else:
-            runs = [("grpc", "etcd_single", 1), ("grpc", "etcd_inflight256", 256), *runs]
-        for transport, prefix, inflight in runs:
-            meter = _CpuMeter(pids)
-            load = load_text()
-            args = ["load", transport, str(inflight), str(seconds), address]
-            result = await _run_load(args, seconds + 60, meter, module=MODULE)
-            title = f"{transport} on {result['loop']}, {inflight} in flight"
-            print(_line(title, result, load), flush=True)
-            print("    " + meter.describe(result["client_cpu"]), flush=True)
-            out.update(_report(prefix, result))
+            transports.insert(0, "grpc")
+
+        async def measure(inflight: int, seconds: float, out: dict[str, float]) -> None:
+            for transport in transports:
+                meter = _CpuMeter(pids)
+                load = load_text()
+                args = ["load", transport, str(inflight), str(seconds), address]
+                result = await _run_load(args, seconds + 60, meter, module=MODULE)
+                title = f"etcd {transport}, {inflight} in flight on {result['loop']}"
+                print(_line(title, result, load), flush=True)
+                print("    " + meter.describe(result["client_cpu"]), flush=True)
+                prefix = "etcd" if transport == "grpc" else "etcd_http"
+                out.update(_report(f"{prefix}_{FIGURES[inflight]}", result))
+
+        yield measure
     finally:
         _kill_all(procs)
+
+
+async def etcd_suite(root: Path, out: dict[str, float], seconds: float) -> None:
+    """Start etcd, measure 1 and 256 in flight into ``out``, stop it."""
+    async with etcd_cluster(root) as measure:
+        if measure is not None:
+            for inflight in FIGURES:
+                await measure(inflight, seconds, out)
 
 
 async def _etcd_leader(ports: list[int], timeout: float) -> int:

@@ -161,7 +161,7 @@ async def pysyncobj_suite(out: dict[str, float], seconds: float) -> None:
             meter("end")
             if result.get("not_leader"):
                 raise RuntimeError("the pysyncobj leader changed")
-            print(_line(f"{inflight} in flight", result, load), flush=True)
+            print(_line(f"pysyncobj, {inflight} in flight", result, load), flush=True)
             print("    " + meter.describe(0.0).replace(", client 0.00", ""), flush=True)
             out.update(_report(prefix, result))
     finally:
