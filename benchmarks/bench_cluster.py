@@ -23,22 +23,32 @@ text), cycling over 4,096 keys:
 Each figure is a window after a 1 s warm-up; latencies are per request, measured in the client
 process. The CPU use of each process over the window is printed (``cpu`` in cores).
 
-Peers, for comparison, when installed (``RAFTPY_BENCH_PEERS=0`` skips them; their sections
-are skipped with a note when absent, and never carry targets):
+Measured in the same run, for comparison (each for ``RAFTPY_BENCH_PEER_SECONDS``, default 5 s,
+per figure, with the same client load loop in a process of its own):
 
-- ``etcd_*``: etcd 3.4 (``apt-get install etcd-server``), 3 members on loopback with their
-  defaults (fsync on), driven by the same client process through the v3 HTTP/JSON gateway
-  (``POST /v3/kv/put``, base64 key and value; one keep-alive connection per request in flight,
-  sent to the leader);
-- ``pysyncobj_*``: PySyncObj (``pip install pysyncobj``), 3 processes each holding a
-  ``SyncObj`` with a ``@replicated`` ``set``, its defaults (no journal: nothing is written to
-  disk). PySyncObj has no client protocol, so the load is generated inside the leader's process
-  (callbacks on commit): no client hop, which favours it.
+- ``floor_*``: the hardware floor, three processes with no Raft logic that replicate and
+  fdatasync each batch as a good replicated log would (:mod:`benchmarks.floor`);
+- ``etcd_*``: etcd 3.4, 3 members on loopback with their defaults (fsync on), driven over its
+  native gRPC API (``grpcio``, the ``bench`` extra), and ``etcd_http_*`` the same through its
+  HTTP/JSON gateway, for reference only (:mod:`benchmarks.peer_etcd`);
+- ``pysyncobj_nofsync_*``: PySyncObj, 3 processes with its defaults, which write nothing to
+  disk, the load generated inside the leader's process (:mod:`benchmarks.peer_pysyncobj`).
 
-Peers run for ``RAFTPY_BENCH_PEER_SECONDS`` (default 5 s) per figure.
+The floor and etcd start before raftpy's cluster and stay up, idle (etcd's three members then
+use about 0.04 of a core in all), until raftpy's failover trials begin: each of their 1- and
+256-in-flight figures is measured right after raftpy's, since this machine's speed drifts
+from minute to minute. PySyncObj runs last. ``RAFTPY_BENCH_PEERS=0`` skips etcd and
+PySyncObj; each is skipped with a note when it is not installed. The throughput and latency
+targets are ratios to these figures (``RATIOS``):
+``ratio_inflight256_vs_etcd`` (raftpy's writes/s at 256 in flight over etcd's, >= 6),
+``ratio_inflight256_vs_floor`` (over the floor's, >= 0.6), ``ratio_single_p50_vs_etcd``
+(raftpy's single-writer p50 over etcd's, <= 0.33), ``ratio_single_p50_vs_floor`` (over the
+floor's, <= 2), ``ratio_single_p99_vs_p50`` (raftpy's single-writer p99 over its p50, <= 3);
+``ratio_inflight256_vs_pysyncobj_nofsync`` has no target. A ratio whose figures this run does
+not have (a peer absent or skipped) is not reported, with a printed note.
 
-Alone: ``python -m benchmarks.bench_cluster [--only raftpy|etcd|pysyncobj]...`` prints the
-same sections and the result table (without writing ``bench-results/``).
+Alone: ``python -m benchmarks.bench_cluster [--only raftpy|floor|etcd|pysyncobj]...`` prints
+the same sections and the results (without writing ``bench-results/``).
 
 Profiling: ``RAFTPY_BENCH_PYSPY=<file>`` records the leader with ``py-spy record --format raw``
 (collapsed stacks) during the 256-in-flight window; ``RAFTPY_BENCH_KEEP=1`` keeps the temp dirs
@@ -49,90 +59,76 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import contextlib
-import importlib.util
 import itertools
 import json
+import math
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from benchmarks.floor import floor_cluster
+from benchmarks.loadgen import (
+    KEYS,
+    VALUE_BYTES,
+    WARMUP,
+    Measure,
+    _Child,
+    _CpuMeter,
+    _drive,
+    _kill_all,
+    _line,
+    _report,
+    _run_load,
+    _run_loop,
+    _wait_listening,
+)
 from benchmarks.machine import env_float, free_ports, load_text, scratch_dir
+from benchmarks.peer_etcd import etcd_cluster
+from benchmarks.peer_pysyncobj import pysyncobj_suite
 
 if TYPE_CHECKING:
     from raftpy.node.status import NodeStatus
 
-REPO = Path(__file__).resolve().parent.parent
-
 TARGETS: dict[str, tuple[str, float]] = {
-    "inflight256_writes_per_s": (">=", 25_000),
-    "single_p50_ms": ("<=", 0.7),
+    # Throughput and latency as ratios to what was measured in the same run (see RATIOS).
+    "ratio_inflight256_vs_etcd": (">=", 6.0),
+    "ratio_inflight256_vs_floor": (">=", 0.6),
+    "ratio_single_p50_vs_etcd": ("<=", 0.33),
+    "ratio_single_p50_vs_floor": ("<=", 2.0),
+    "ratio_single_p99_vs_p50": ("<=", 3.0),
     "single_p99_ms": ("<=", 3.0),
     "failover_median_s": ("<=", 1.0),
     "full_load_leader_changes": ("<=", 0),
     "full_load_term_increases": ("<=", 0),
 }
 
-WARMUP = 1.0
-KEYS = 4096
-VALUE_BYTES = 100
+RATIOS: dict[str, tuple[str, str]] = {
+    # result name -> (numerator, denominator), both results of this run
+    "ratio_inflight256_vs_etcd": ("inflight256_writes_per_s", "etcd_inflight256_writes_per_s"),
+    "ratio_inflight256_vs_floor": ("inflight256_writes_per_s", "floor_inflight256_writes_per_s"),
+    "ratio_single_p50_vs_etcd": ("single_p50_ms", "etcd_single_p50_ms"),
+    "ratio_single_p50_vs_floor": ("single_p50_ms", "floor_single_p50_ms"),
+    "ratio_single_p99_vs_p50": ("single_p99_ms", "single_p50_ms"),
+    # No target: PySyncObj writes nothing to disk (see benchmarks/peer_pysyncobj.py).
+    "ratio_inflight256_vs_pysyncobj_nofsync": (
+        "inflight256_writes_per_s",
+        "pysyncobj_nofsync_inflight256_writes_per_s",
+    ),
+}
+
 STATUS_POLL = 0.5
 TICK_MS = 50  # the server defaults, spelled out
 ELECTION_TICKS = 10
-
-
-def _pct(ordered: Sequence[float], q: float) -> float:
-    if not ordered:
-        return float("nan")
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` so far (Linux ``/proc``; 0 elsewhere)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0.0
-    fields = stat.rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICK
-
-
-def _wait_listening(port: int, proc: subprocess.Popen[bytes], what: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with status {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.02)
-    raise RuntimeError(f"{what} did not listen on port {port} within {timeout} s")
-
-
-def _kill_all(procs: Sequence[subprocess.Popen[Any] | None]) -> None:
-    for proc in procs:
-        if proc is not None and proc.poll() is None:
-            with contextlib.suppress(OSError):
-                proc.send_signal(signal.SIGCONT)
-            proc.kill()
-    for proc in procs:
-        if proc is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=10)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -149,121 +145,6 @@ def _hashmap_commands() -> list[bytes]:
 
     text = json.dumps(_value())
     return [msgspec.msgpack.encode(("put", f"key{k:05d}", text)) for k in range(KEYS)]
-
-
-Issue = Callable[[int, int], Awaitable[None]]
-"""(worker number, request number) -> one write, raising on failure."""
-
-
-async def _drive(issue: Issue, inflight: int, seconds: float, warmup: float) -> dict[str, Any]:
-    """Keep ``inflight`` writes outstanding for ``warmup + seconds``; the figures count the
-    writes completed inside the window after the warm-up. Prints ``mark start`` / ``mark
-    end`` at the window's edges (the parent samples the servers' CPU there)."""
-    loop = asyncio.get_running_loop()
-    begin = time.perf_counter()
-    w_start = begin + warmup
-    w_end = w_start + seconds
-    done: list[tuple[float, float]] = []  # (end, latency)
-    errors: list[str] = []
-    counter = 0
-    cpu: dict[str, float] = {}
-
-    def mark(name: str) -> None:
-        cpu[name] = time.process_time()
-        print(f"mark {name}", flush=True)
-
-    loop.call_later(warmup, mark, "start")
-    loop.call_later(warmup + seconds, mark, "end")
-
-    async def worker(w: int) -> None:
-        nonlocal counter
-        while True:
-            t0 = time.perf_counter()
-            if t0 >= w_end:
-                return
-            k = counter
-            counter += 1
-            try:
-                await issue(w, k)
-            except Exception as exc:
-                errors.append(f"{type(exc).__name__}: {exc}")
-                continue
-            t1 = time.perf_counter()
-            done.append((t1, t1 - t0))
-
-    await asyncio.gather(*(worker(w) for w in range(inflight)))
-    while "end" not in cpu:  # in case the last write came back before the timer fired
-        await asyncio.sleep(0.01)
-    window = sorted(lat for end, lat in done if w_start <= end < w_end)
-    return {
-        "writes": len(window),
-        "seconds": seconds,
-        "writes_per_s": len(window) / seconds,
-        "p50_ms": _pct(window, 0.5) * 1e3,
-        "p99_ms": _pct(window, 0.99) * 1e3,
-        "p999_ms": _pct(window, 0.999) * 1e3,
-        "mean_ms": statistics.fmean(window) * 1e3 if window else float("nan"),
-        "errors": len(errors),
-        "first_errors": errors[:5],
-        "client_cpu": (cpu["end"] - cpu.get("start", cpu["end"])) / seconds,
-    }
-
-
-class _HttpConnection:
-    """A minimal HTTP/1.1 keep-alive connection for the etcd gateway (one request at a time)."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.host = host
-        self.port = port
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
-
-    async def post(self, path: str, body: bytes) -> bytes:
-        if self._writer is None:
-            self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
-        assert self._reader is not None
-        head = (
-            f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-        ).encode()
-        self._writer.write(head + body)
-        raw = await self._reader.readuntil(b"\r\n\r\n")
-        lines = raw.decode("latin-1").split("\r\n")
-        status = int(lines[0].split()[1])
-        headers = {}
-        for line in lines[1:]:
-            if ":" in line:
-                name, _, value = line.partition(":")
-                headers[name.strip().lower()] = value.strip()
-        if "content-length" in headers:
-            data = await self._reader.readexactly(int(headers["content-length"]))
-        elif headers.get("transfer-encoding", "").lower() == "chunked":
-            parts = []
-            while True:
-                size = int((await self._reader.readuntil(b"\r\n")).strip(), 16)
-                parts.append(await self._reader.readexactly(size + 2))
-                if size == 0:
-                    break
-            data = b"".join(p[:-2] for p in parts)
-        else:
-            raise RuntimeError(f"unframed HTTP response: {lines[0]}")
-        if status != 200:
-            raise RuntimeError(f"HTTP {status}: {data[:200]!r}")
-        return data
-
-    def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-
-
-def _etcd_bodies() -> list[bytes]:
-    value = base64.b64encode(b"v" * VALUE_BYTES).decode()
-    return [
-        json.dumps({"key": base64.b64encode(f"key{k:05d}".encode()).decode(), "value": value})
-        .encode()
-        .replace(b" ", b"")
-        for k in range(KEYS)
-    ]
 
 
 def tls_files(tls_dir: str | Path | None, stem: str) -> Any:
@@ -299,19 +180,6 @@ async def _load_client(
             result = await _drive(issue, inflight, seconds, WARMUP)
         finally:
             await client.close()
-    elif system == "etcd":
-        host, _, port = addresses[0].rpartition(":")
-        conns = [_HttpConnection(host, int(port)) for _ in range(inflight)]
-        bodies = _etcd_bodies()
-
-        async def issue(w: int, k: int) -> None:
-            await conns[w].post("/v3/kv/put", bodies[k % KEYS])
-
-        try:
-            result = await _drive(issue, inflight, seconds, WARMUP)
-        finally:
-            for conn in conns:
-                conn.close()
     else:
         raise SystemExit(f"unknown system {system!r}")
     print("result " + json.dumps(result), flush=True)
@@ -356,223 +224,6 @@ async def _failover_client(addresses: list[str]) -> None:
                 print(f"ok {t1 - kills.pop(0):.6f}", flush=True)
     finally:
         await client.close()
-
-
-def _run_loop(coro: Awaitable[None]) -> None:
-    """Run on uvloop when installed, as the example servers do."""
-
-    async def wrapper() -> None:
-        await coro
-
-    factory: Callable[[], asyncio.AbstractEventLoop] | None = None
-    with contextlib.suppress(ImportError):
-        import uvloop
-
-        factory = uvloop.new_event_loop
-    with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(wrapper())
-
-
-# ----------------------------------------------------------------------------------------------
-# PySyncObj node process: ``python -m benchmarks.bench_cluster syncobj-node <self> <peers>...``
-# ----------------------------------------------------------------------------------------------
-
-
-def _syncobj_node(self_address: str, partners: list[str]) -> None:
-    """A PySyncObj member. Stdin commands: ``status`` -> ``status {"leader": bool, ...}``;
-    ``load <inflight> <seconds>`` -> (on the leader) ``result {...}``, else ``result
-    {"not_leader": true}``. Exits at EOF."""
-    from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
-
-    class KV(SyncObj):  # type: ignore[misc]
-        def __init__(self) -> None:
-            super().__init__(self_address, partners, SyncObjConf())
-            self.data: dict[str, str] = {}
-
-        @replicated  # type: ignore[untyped-decorator]
-        def set(self, key: str, value: str) -> None:
-            self.data[key] = value
-
-    kv = KV()
-    value = "v" * VALUE_BYTES
-    keys = [f"key{k:05d}" for k in range(KEYS)]
-
-    def load(inflight: int, seconds: float) -> dict[str, Any]:
-        sem = threading.Semaphore(inflight)
-        done: list[tuple[float, float]] = []
-        errors: list[int] = []
-        begin = time.perf_counter()
-        w_start = begin + WARMUP
-        w_end = w_start + seconds
-        k = 0
-        cpu0 = cpu1 = 0.0
-        while True:
-            now = time.perf_counter()
-            if now >= w_end:
-                break
-            if not cpu0 and now >= w_start:
-                cpu0 = time.process_time()
-            if not sem.acquire(timeout=1.0):
-                continue
-
-            def callback(result: object, error: int, t0: float = now) -> None:
-                t1 = time.perf_counter()
-                if error == FAIL_REASON.SUCCESS:
-                    done.append((t1, t1 - t0))
-                else:
-                    errors.append(error)
-                sem.release()
-
-            kv.set(keys[k % KEYS], value, callback=callback)
-            k += 1
-        cpu1 = time.process_time()
-        for _ in range(inflight):  # wait for the stragglers
-            sem.acquire(timeout=5.0)
-        window = sorted(lat for end, lat in done if w_start <= end < w_end)
-        return {
-            "writes": len(window),
-            "seconds": seconds,
-            "writes_per_s": len(window) / seconds,
-            "p50_ms": _pct(window, 0.5) * 1e3,
-            "p99_ms": _pct(window, 0.99) * 1e3,
-            "errors": len(errors),
-            "client_cpu": (cpu1 - cpu0) / seconds,
-        }
-
-    for line in sys.stdin:
-        parts = line.split()
-        if not parts:
-            continue
-        if parts[0] == "status":
-            status = kv.getStatus()
-            leader = status.get("leader")
-            info = {
-                "ready": kv.isReady(),
-                "leader": str(leader) if leader is not None else None,
-                "self": self_address,
-            }
-            print("status " + json.dumps(info), flush=True)
-        elif parts[0] == "load":
-            if str(kv.getStatus().get("leader")) != self_address:
-                print('result {"not_leader": true}', flush=True)
-            else:
-                print("result " + json.dumps(load(int(parts[1]), float(parts[2]))), flush=True)
-    kv.destroy()
-
-
-# ----------------------------------------------------------------------------------------------
-# The parent: clusters, client runs, polls
-# ----------------------------------------------------------------------------------------------
-
-
-class _Child:
-    """A child process with line-oriented stdin/stdout (asyncio), killed by :meth:`kill`."""
-
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
-
-    @classmethod
-    async def start(cls, *args: str, module: str = "benchmarks.bench_cluster") -> _Child:
-        """Run ``python -m module *args`` (this module's client modes by default)."""
-        path = [str(REPO), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            module,
-            *args,
-            cwd=REPO,
-            env=env,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-        )
-        return cls(proc)
-
-    async def line(self, timeout: float) -> str:
-        assert self.proc.stdout is not None
-        raw = await asyncio.wait_for(self.proc.stdout.readline(), timeout)
-        if not raw:
-            raise RuntimeError(f"child exited (status {await self.proc.wait()})")
-        return raw.decode().rstrip("\n")
-
-    async def send(self, text: str) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(text.encode() + b"\n")
-        await self.proc.stdin.drain()
-
-    def kill(self) -> None:
-        if self.proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.kill()
-
-    async def reap(self) -> None:
-        self.kill()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.proc.wait(), 10)
-
-
-async def _run_load(
-    args: list[str],
-    timeout: float,
-    on_mark: Callable[[str], None] | None = None,
-    module: str = "benchmarks.bench_cluster",
-) -> dict[str, Any]:
-    """Run a load client process (``python -m module *args``) to completion; return its
-    result."""
-    child = await _Child.start(*args, module=module)
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            line = await child.line(max(0.1, deadline - time.monotonic()))
-            if line.startswith("mark ") and on_mark is not None:
-                on_mark(line[5:])
-            elif line.startswith("result "):
-                result: dict[str, Any] = json.loads(line[7:])
-                return result
-    finally:
-        await child.reap()
-
-
-class _CpuMeter:
-    """CPU use (in cores) of some processes between the client's ``mark start``/``end``."""
-
-    def __init__(self, pids: dict[str, int]) -> None:
-        self.pids = pids
-        self.start: dict[str, float] = {}
-        self.usage: dict[str, float] = {}
-        self._t0 = 0.0
-
-    def __call__(self, mark: str) -> None:
-        now = time.monotonic()
-        if mark == "start":
-            self._t0 = now
-            self.start = {name: _cpu_seconds(pid) for name, pid in self.pids.items()}
-        elif mark == "end" and self.start:
-            span = max(now - self._t0, 1e-9)
-            self.usage = {
-                name: (_cpu_seconds(pid) - self.start[name]) / span
-                for name, pid in self.pids.items()
-            }
-
-    def describe(self, client_cpu: float) -> str:
-        parts = [f"{name} {value:.2f}" for name, value in self.usage.items()]
-        return "cpu (cores): " + ", ".join([*parts, f"client {client_cpu:.2f}"])
-
-
-def _report(prefix: str, result: dict[str, Any]) -> dict[str, float]:
-    return {
-        f"{prefix}_writes_per_s": float(result["writes_per_s"]),
-        f"{prefix}_p50_ms": float(result["p50_ms"]),
-        f"{prefix}_p99_ms": float(result["p99_ms"]),
-    }
-
-
-def _line(title: str, result: dict[str, Any], load: str) -> str:
-    return (
-        f"  {title}: {result['writes_per_s']:,.0f} writes/s, p50 {result['p50_ms']:.3f} ms, "
-        f"p99 {result['p99_ms']:.3f} ms ({result['writes']:,} writes in {result['seconds']:g} s, "
-        f"{result['errors']} errors; {load})"
-    )
 
 
 def spawn_server(root: Path, i: int, port: int, args: list[str]) -> subprocess.Popen[bytes]:
@@ -690,7 +341,11 @@ class _RaftCluster:
         await self.client.close()
 
 
-async def _raftpy_suite(root: Path, out: dict[str, float]) -> None:
+async def _raftpy_suite(
+    root: Path, out: dict[str, float], compare: Callable[[int], Awaitable[None]]
+) -> None:
+    """raftpy's figures into ``out``; ``compare(inflight)`` runs right after each of the
+    1- and 256-in-flight figures (the peers' same figure, measured close in time)."""
     single_s = env_float("RAFTPY_BENCH_SINGLE_SECONDS", 5.0)
     full_s = env_float("RAFTPY_BENCH_SECONDS", 15.0)
     trials = int(env_float("RAFTPY_BENCH_FAILOVER_TRIALS", 10))
@@ -709,9 +364,10 @@ async def _raftpy_suite(root: Path, out: dict[str, float]) -> None:
         load = load_text()
         args = ["load", "raftpy", "1", str(single_s), *cluster.addresses]
         result = await _run_load(args, single_s + 60, meter)
-        print(_line("1 in flight", result, load), flush=True)
+        print(_line("raftpy, 1 in flight", result, load), flush=True)
         print("    " + meter.describe(result["client_cpu"]), flush=True)
         out.update(_report("single", result))
+        await compare(1)
 
         # (b) + (d): 256 in flight, watching terms and leaders
         meter = _CpuMeter(pids)
@@ -739,7 +395,7 @@ async def _raftpy_suite(root: Path, out: dict[str, float]) -> None:
         for i in cluster.ids:
             leaders = [snap[i][1] for snap in seen if i in snap and snap[i][1] is not None]
             changes = max(changes, sum(1 for a, b in itertools.pairwise(leaders) if a != b))
-        print(_line("256 in flight", result, load), flush=True)
+        print(_line("raftpy, 256 in flight", result, load), flush=True)
         print("    " + meter.describe(result["client_cpu"]), flush=True)
         print(
             f"    full load {full_s:g} s: term {first_term} -> {last_term}, "
@@ -759,6 +415,8 @@ async def _raftpy_suite(root: Path, out: dict[str, float]) -> None:
         if pyspy is not None:
             pyspy.wait(timeout=60)
             print(f"    py-spy profile of the leader written to {pyspy_out}", flush=True)
+
+        await compare(256)
 
         # (c) failover
         if trials > 0:
@@ -860,137 +518,7 @@ async def _failover(cluster: _RaftCluster, trials: int, out: dict[str, float]) -
     )
 
 
-# -- peers -------------------------------------------------------------------------------------
-
-
-async def _etcd_suite(root: Path, out: dict[str, float], seconds: float) -> None:
-    exe = shutil.which("etcd")
-    if exe is None:
-        print("etcd: not installed (apt-get install etcd-server); skipped", flush=True)
-        return
-    ports = free_ports(6)
-    client_ports, peer_ports = ports[:3], ports[3:]
-    initial = ",".join(f"n{i}=http://127.0.0.1:{peer_ports[i]}" for i in range(3))
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
-        for i in range(3):
-            log = open(root / f"etcd{i}.log", "ab")  # noqa: SIM115 - the child owns it
-            try:
-                procs.append(
-                    subprocess.Popen(
-                        [
-                            exe,
-                            "--name",
-                            f"n{i}",
-                            "--data-dir",
-                            str(root / f"etcd{i}"),
-                            "--listen-client-urls",
-                            f"http://127.0.0.1:{client_ports[i]}",
-                            "--advertise-client-urls",
-                            f"http://127.0.0.1:{client_ports[i]}",
-                            "--listen-peer-urls",
-                            f"http://127.0.0.1:{peer_ports[i]}",
-                            "--initial-advertise-peer-urls",
-                            f"http://127.0.0.1:{peer_ports[i]}",
-                            "--initial-cluster",
-                            initial,
-                            "--initial-cluster-state",
-                            "new",
-                            "--initial-cluster-token",
-                            "raftpy-bench",
-                            "--log-level",
-                            "error",
-                        ],
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                    )
-                )
-            finally:
-                log.close()
-        for i in range(3):
-            _wait_listening(client_ports[i], procs[i], f"etcd {i}", 15)
-        leader_port = await _etcd_leader(client_ports, 30.0)
-        pids = {
-            f"etcd{i}{'*' if client_ports[i] == leader_port else ''}": p.pid
-            for i, p in enumerate(procs)
-        }
-        print(f"etcd: 3 members up; {load_text()}", flush=True)
-        address = f"127.0.0.1:{leader_port}"
-        for prefix, inflight in (("etcd_single", 1), ("etcd_inflight256", 256)):
-            meter = _CpuMeter(pids)
-            load = load_text()
-            result = await _run_load(
-                ["load", "etcd", str(inflight), str(seconds), address], seconds + 60, meter
-            )
-            print(_line(f"{inflight} in flight", result, load), flush=True)
-            print("    " + meter.describe(result["client_cpu"]), flush=True)
-            out.update(_report(prefix, result))
-    finally:
-        _kill_all(procs)
-
-
-async def _etcd_leader(ports: list[int], timeout: float) -> int:
-    """The client port of the etcd leader (via ``/v3/maintenance/status``)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for port in ports:
-            conn = _HttpConnection("127.0.0.1", port)
-            try:
-                st = json.loads(
-                    await asyncio.wait_for(conn.post("/v3/maintenance/status", b"{}"), 2)
-                )
-                if st.get("leader") and st["leader"] == st["header"]["member_id"]:
-                    return port
-            except (OSError, RuntimeError, TimeoutError, ValueError, asyncio.IncompleteReadError):
-                pass
-            finally:
-                conn.close()
-        await asyncio.sleep(0.1)
-    raise RuntimeError(f"etcd elected no leader within {timeout} s")
-
-
-async def _pysyncobj_suite(out: dict[str, float], seconds: float) -> None:
-    if importlib.util.find_spec("pysyncobj") is None:
-        print("pysyncobj: not installed (pip install pysyncobj); skipped", flush=True)
-        return
-    ports = free_ports(3)
-    addresses = [f"127.0.0.1:{p}" for p in ports]
-    nodes: list[_Child] = []
-    try:
-        for a in addresses:
-            nodes.append(await _Child.start("syncobj-node", a, *[b for b in addresses if b != a]))
-        leader: _Child | None = None
-        deadline = time.monotonic() + 30
-        while leader is None and time.monotonic() < deadline:
-            await asyncio.sleep(0.2)
-            for node, a in zip(nodes, addresses, strict=True):
-                await node.send("status")
-                st = json.loads((await node.line(5))[len("status ") :])
-                if st["ready"] and st["leader"] == a:
-                    leader = node
-        if leader is None:
-            raise RuntimeError("pysyncobj elected no leader within 30 s")
-        pids = {f"syncobj{k}{'*' if n is leader else ''}": n.proc.pid for k, n in enumerate(nodes)}
-        print(
-            f"pysyncobj: 3 nodes up (load generated in the leader's process); {load_text()}",
-            flush=True,
-        )
-        for prefix, inflight in (("pysyncobj_single", 1), ("pysyncobj_inflight256", 256)):
-            meter = _CpuMeter(pids)
-            load = load_text()
-            await leader.send(f"load {inflight} {seconds}")
-            await asyncio.sleep(WARMUP)
-            meter("start")
-            result = json.loads((await leader.line(seconds + 60))[len("result ") :])
-            meter("end")
-            if result.get("not_leader"):
-                raise RuntimeError("the pysyncobj leader changed")
-            print(_line(f"{inflight} in flight", result, load), flush=True)
-            print("    " + meter.describe(0.0).replace(", client 0.00", ""), flush=True)
-            out.update(_report(prefix, result))
-    finally:
-        for node in nodes:
-            await node.reap()
+# -- peers (benchmarks/peer_etcd.py, benchmarks/peer_pysyncobj.py) -----------------------------
 
 
 async def _peer(name: str, suite: Awaitable[None]) -> None:
@@ -1000,21 +528,74 @@ async def _peer(name: str, suite: Awaitable[None]) -> None:
         print(f"{name}: could not run: {type(exc).__name__}: {exc}", flush=True)
 
 
-SYSTEMS = ("raftpy", "etcd", "pysyncobj")
+async def _start(
+    name: str,
+    stack: contextlib.AsyncExitStack,
+    cluster: AbstractAsyncContextManager[Measure | None],
+) -> Measure | None:
+    """Enter ``cluster`` on ``stack``; its measuring function, or ``None`` (noted) when it
+    could not start or is not installed."""
+    try:
+        measure: Measure | None = await stack.enter_async_context(cluster)
+    except Exception as exc:  # a peer that cannot run here is noted, not fatal
+        print(f"{name}: could not start: {type(exc).__name__}: {exc}", flush=True)
+        return None
+    return measure
+
+
+def ratios(out: dict[str, float]) -> dict[str, float]:
+    """The ``RATIOS`` whose two figures ``out`` holds (finite, the denominator not 0); a note
+    is printed for each of the others."""
+    found: dict[str, float] = {}
+    for name, (num, den) in RATIOS.items():
+        a, b = out.get(num), out.get(den)
+        if a is None or b is None or not (math.isfinite(a) and math.isfinite(b)) or b == 0:
+            missing = [key for key, v in ((num, a), (den, b)) if v is None]
+            why = f"no {' or '.join(missing)}" if missing else f"{num} / {den} is not a number"
+            print(f"{name}: not reported ({why} in this run)", flush=True)
+            continue
+        found[name] = a / b
+    return found
+
+
+SYSTEMS = ("raftpy", "floor", "etcd", "pysyncobj")
 
 
 async def _suite(systems: Sequence[str] = SYSTEMS) -> dict[str, float]:
     out: dict[str, float] = {"loadavg_1m_start": os.getloadavg()[0]}
+    peers = os.environ.get("RAFTPY_BENCH_PEERS", "1") != "0"
+    peer_s = env_float("RAFTPY_BENCH_PEER_SECONDS", 5.0)
     with scratch_dir("raftpy-bench-cluster-") as root:
-        if "raftpy" in systems:
-            (root / "raftpy").mkdir()
-            await _raftpy_suite(root / "raftpy", out)
-        peers = os.environ.get("RAFTPY_BENCH_PEERS", "1") != "0"
-        peer_s = env_float("RAFTPY_BENCH_PEER_SECONDS", 5.0)
-        if "etcd" in systems and peers:
-            await _peer("etcd", _etcd_suite(root, out, peer_s))
+        # The floor and etcd run beside raftpy's cluster, idle while it is measured, so that
+        # each of their figures is taken right after raftpy's (this machine's speed drifts
+        # from minute to minute); they are stopped before raftpy's failover trials.
+        async with contextlib.AsyncExitStack() as stack:
+            clusters: list[tuple[str, AbstractAsyncContextManager[Measure | None]]] = []
+            if "floor" in systems:
+                (root / "floor").mkdir()
+                clusters.append(("floor", floor_cluster(root / "floor")))
+            if "etcd" in systems and peers:
+                clusters.append(("etcd", etcd_cluster(root)))
+            measures: list[tuple[str, Measure]] = []
+            for name, cluster in clusters:
+                if (measure := await _start(name, stack, cluster)) is not None:
+                    measures.append((name, measure))
+
+            async def compare(inflight: int) -> None:
+                for name, measure in measures:
+                    await _peer(name, measure(inflight, peer_s, out))
+                if inflight == 256:  # the last figure: stop them
+                    await stack.aclose()
+
+            if "raftpy" in systems:
+                (root / "raftpy").mkdir()
+                await _raftpy_suite(root / "raftpy", out, compare)
+            else:
+                await compare(1)
+                await compare(256)
         if "pysyncobj" in systems and peers:
-            await _peer("pysyncobj", _pysyncobj_suite(out, peer_s))
+            await _peer("pysyncobj", pysyncobj_suite(out, peer_s))
+    out.update(ratios(out))
     out["loadavg_1m_end"] = os.getloadavg()[0]
     return out
 
@@ -1027,16 +608,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_cluster")
     sub = parser.add_subparsers(dest="mode")
     p_load = sub.add_parser("load", help="(internal) a load client process")
-    p_load.add_argument("system", choices=["raftpy", "etcd"])
+    p_load.add_argument("system", choices=["raftpy"])
     p_load.add_argument("inflight", type=int)
     p_load.add_argument("seconds", type=float)
     p_load.add_argument("addresses", nargs="+")
     p_load.add_argument("--tls-dir", help="a raftpy tls init directory: connect with TLS")
     p_fail = sub.add_parser("failover", help="(internal) the failover writer process")
     p_fail.add_argument("addresses", nargs="+")
-    p_sync = sub.add_parser("syncobj-node", help="(internal) a PySyncObj member")
-    p_sync.add_argument("self_address")
-    p_sync.add_argument("partners", nargs="+")
     parser.add_argument(
         "--only", action="append", choices=SYSTEMS, help="run only these systems (repeatable)"
     )
@@ -1047,8 +625,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     elif args.mode == "failover":
         _run_loop(_failover_client(args.addresses))
-    elif args.mode == "syncobj-node":
-        _syncobj_node(args.self_address, args.partners)
     else:
         for key, value in asyncio.run(_suite(args.only or SYSTEMS)).items():
             print(f"{key:36} {value:,.3f}")

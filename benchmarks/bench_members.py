@@ -34,12 +34,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks.bench_cluster import (
-    _hashmap_commands,
-    _kill_all,
-    free_ports,
-    spawn_server,
-)
+from benchmarks.bench_cluster import _hashmap_commands, spawn_server
+from benchmarks.loadgen import _kill_all
+from benchmarks.machine import free_ports
 
 BUCKET = 0.25
 

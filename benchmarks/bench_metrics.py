@@ -29,12 +29,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from benchmarks.bench_cluster import (
-    _CpuMeter,
-    _RaftCluster,
-    _run_load,
-    spawn_server,
-)
+from benchmarks.bench_cluster import _RaftCluster, spawn_server
+from benchmarks.loadgen import _CpuMeter, _run_load
 from benchmarks.machine import env_float, load_text
 from raftpy.transport.address import free_ports
 

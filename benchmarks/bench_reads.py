@@ -30,7 +30,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.bench_cluster import REPO, WARMUP, _CpuMeter, _drive, _RaftCluster
+from benchmarks.bench_cluster import _RaftCluster
+from benchmarks.loadgen import REPO, WARMUP, _CpuMeter, _drive
 from benchmarks.machine import load_text
 
 MODES = ("linearizable", "lease", "follower")

@@ -28,16 +28,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from benchmarks.bench_cluster import (
-    KEYS,
-    WARMUP,
-    _CpuMeter,
-    _drive,
-    _line,
-    _RaftCluster,
-    _run_load,
-    _run_loop,
-)
+from benchmarks.bench_cluster import _RaftCluster
+from benchmarks.loadgen import KEYS, WARMUP, _CpuMeter, _drive, _line, _run_load, _run_loop
 from benchmarks.machine import env_float, load_text, scratch_dir
 
 TARGETS: dict[str, tuple[str, float]] = {

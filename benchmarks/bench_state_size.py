@@ -40,18 +40,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.bench_cluster import (
-    VALUE_BYTES,
-    WARMUP,
-    _CpuMeter,
-    _drive,
-    _line,
-    _RaftCluster,
-    _run_load,
-    _run_loop,
-    spawn_server,
-)
+from benchmarks.bench_cluster import _RaftCluster, spawn_server
 from benchmarks.bench_members import fill
+from benchmarks.loadgen import VALUE_BYTES, WARMUP, _CpuMeter, _drive, _line, _run_load, _run_loop
 from benchmarks.machine import env_float, load_text, scratch_dir
 
 TARGETS: dict[str, tuple[str, float]] = {

@@ -25,7 +25,8 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from benchmarks.bench_cluster import _CpuMeter, _RaftCluster, _run_load
+from benchmarks.bench_cluster import _RaftCluster
+from benchmarks.loadgen import _CpuMeter, _run_load
 from benchmarks.machine import env_float, load_text
 
 TARGETS: dict[str, tuple[str, float]] = {"tls_writes_ratio": (">=", 0.85)}
