@@ -68,9 +68,7 @@ def test_a_driver_that_drops_a_field_is_caught(tmp_path: Path) -> None:
     (tmp_path / "node").mkdir()
     (tmp_path / "node" / "fake.py").write_text(
         "def handle(rd: Ready) -> None:\n"
-        + "".join(
-            f"    print(rd.{f})\n" for f in Ready.__struct_fields__ if f != "read_states"
-        )
+        + "".join(f"    print(rd.{f})\n" for f in Ready.__struct_fields__ if f != "read_states")
     )
     handlers = ready_handlers(tmp_path)
     assert list(handlers) == ["node/fake.py:handle"]
