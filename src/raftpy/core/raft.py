@@ -1137,7 +1137,7 @@ class Raft:
         must_sync = bool(entries)
         if self.term != prev.term or self.vote != prev.vote:
             changed_hard = self._prev_hard = self._hard_state()
-            must_sync = True  # Raft Figure 2: term and vote are durable before any answer
+            must_sync = True  # Raft Figure 2: term and vote persist before any reply
         elif log.committed != prev.commit:
             changed_hard = self._prev_hard = self._hard_state()
         changed_soft: SoftState | None = None

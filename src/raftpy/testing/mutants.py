@@ -126,17 +126,25 @@ CATALOGUE: tuple[Mutant, ...] = (
     _m(
         "vote_not_synced",
         _RAFT,
-        "and (hard.term != self._prev_hard.term or hard.vote != self._prev_hard.vote)",
-        "and hard.term != self._prev_hard.term",
+        "            must_sync = True  # Raft Figure 2: term and vote persist before any reply",
+        "            must_sync = must_sync or self.term != prev.term",
         "Raft §5.2 / Figure 2, votedFor is persistent: a vote in the current term is "
         "written but not fsynced before the reply; a power loss forgets it",
     ),
     _m(
         "term_not_persisted",
         _RAFT,
-        "changed_hard = hard if hard != self._prev_hard else None",
-        "changed_hard = (\n            hard\n            if (hard.vote, hard.commit) != "
-        "(self._prev_hard.vote, self._prev_hard.commit)\n            else None\n        )",
+        "        if self.term != prev.term or self.vote != prev.vote:\n"
+        "            changed_hard = self._prev_hard = self._hard_state()\n"
+        "            must_sync = True  # Raft Figure 2: term and vote persist before any reply\n"
+        "        elif log.committed != prev.commit:\n"
+        "            changed_hard = self._prev_hard = self._hard_state()\n",
+        "        if self.vote != prev.vote:\n"
+        "            changed_hard = self._prev_hard = self._hard_state()\n"
+        "            must_sync = True\n"
+        "        elif log.committed != prev.commit:\n"
+        "            changed_hard = self._prev_hard = self._hard_state()\n"
+        "        self._prev_hard = self._hard_state()\n",
         "Raft §5.1 / Figure 2, currentTerm is persistent: a term change alone is never "
         "written; after a restart a deposed leader's older term is accepted again",
     ),
@@ -208,8 +216,8 @@ CATALOGUE: tuple[Mutant, ...] = (
     _m(
         "ack_before_fsync",
         _RAFT,
-        "must_sync = bool(entries) or (",
-        "must_sync = (",
+        "must_sync = bool(entries)",
+        "must_sync = False",
         "Raft §5.3/Figure 2 (persist before responding) / Thesis §11.7: appended entries are "
         "acknowledged before they are fsynced; a power loss drops acknowledged entries",
     ),
