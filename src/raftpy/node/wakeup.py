@@ -39,13 +39,16 @@ class Wakeup:
     def clear(self) -> None:
         self._is_set = False
 
-    async def wait(self) -> None:
-        """Return once the flag is set (at once if it already is)."""
+    async def wait(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Return once the flag is set (at once if it already is). ``loop``: the running
+        loop, when the caller has it (asking asyncio costs a system call in Python 3.11)."""
         if self._is_set:
             return
         if self._waiter is not None:
             raise RuntimeError("Wakeup has one waiter at a time")
-        waiter = self._waiter = asyncio.get_running_loop().create_future()
+        if loop is None:
+            loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
         try:
             await waiter
         finally:
