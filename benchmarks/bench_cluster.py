@@ -40,9 +40,12 @@ Peers run for ``RAFTPY_BENCH_PEER_SECONDS`` (default 5 s) per figure.
 Alone: ``python -m benchmarks.bench_cluster [--only raftpy|etcd|pysyncobj]...`` prints the
 same sections and the result table (without writing ``bench-results/``).
 
-Profiling: ``RAFTPY_BENCH_PYSPY=<file>`` records the leader with ``py-spy record --format raw``
-(collapsed stacks) during the 256-in-flight window; ``RAFTPY_BENCH_KEEP=1`` keeps the temp dirs
-(node logs) for inspection. Every process started here is killed in a ``finally``.
+Profiling: with py-spy installed (``pip install 'raftpy[bench]'``) the leader is recorded during
+the 256-in-flight window and ``leader_cpu_split_<part>_pct`` says where its CPU went
+(:mod:`benchmarks.cpu_split`: core, codec, storage, transport, node, state machine, event loop,
+system calls...); ``RAFTPY_BENCH_PYSPY=<file>`` keeps that raw profile (collapsed stacks) in
+``<file>``, ``RAFTPY_BENCH_PYSPY=0`` records nothing. ``RAFTPY_BENCH_KEEP=1`` keeps the temp
+dirs (node logs) for inspection. Every process started here is killed in a ``finally``.
 """
 
 from __future__ import annotations
@@ -67,6 +70,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from benchmarks.cpu_split import LeaderProfile
 from benchmarks.machine import env_float, free_ports, load_text, scratch_dir
 
 if TYPE_CHECKING:
@@ -694,9 +698,8 @@ async def _raftpy_suite(root: Path, out: dict[str, float]) -> None:
     single_s = env_float("RAFTPY_BENCH_SINGLE_SECONDS", 5.0)
     full_s = env_float("RAFTPY_BENCH_SECONDS", 15.0)
     trials = int(env_float("RAFTPY_BENCH_FAILOVER_TRIALS", 10))
-    pyspy_out = os.environ.get("RAFTPY_BENCH_PYSPY")
     cluster = _RaftCluster(root)
-    pyspy: subprocess.Popen[bytes] | None = None
+    profile = LeaderProfile(root)
     try:
         for i in cluster.ids:
             cluster.start(i)
@@ -717,10 +720,9 @@ async def _raftpy_suite(root: Path, out: dict[str, float]) -> None:
         meter = _CpuMeter(pids)
 
         def on_mark(mark: str) -> None:
-            nonlocal pyspy
             meter(mark)
-            if mark == "start" and pyspy_out:
-                pyspy = _start_pyspy(cluster.procs[leader].pid, full_s, pyspy_out)
+            if mark == "start":
+                profile.start(cluster.procs[leader].pid, full_s)
 
         before = await cluster.statuses()
         seen: list[dict[int, tuple[Any, Any]]] = []
@@ -756,44 +758,15 @@ async def _raftpy_suite(root: Path, out: dict[str, float]) -> None:
         out["full_load_term_increases"] = last_term - first_term
         out["full_load_leader_changes"] = changes
         out["full_load_client_errors"] = result["errors"]
-        if pyspy is not None:
-            pyspy.wait(timeout=60)
-            print(f"    py-spy profile of the leader written to {pyspy_out}", flush=True)
+        profile.report(out)
 
         # (c) failover
         if trials > 0:
             await _failover(cluster, trials, out)
     finally:
-        if pyspy is not None and pyspy.poll() is None:
-            pyspy.kill()
+        profile.close()
         cluster.stop_all()
         await cluster.close()
-
-
-def _start_pyspy(pid: int, seconds: float, output: str) -> subprocess.Popen[bytes] | None:
-    exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    if not Path(exe).exists():
-        print("    (py-spy not installed: no profile)", flush=True)
-        return None
-    return subprocess.Popen(
-        [
-            exe,
-            "record",
-            "--pid",
-            str(pid),
-            "--duration",
-            str(max(1, int(seconds))),
-            "--rate",
-            "200",
-            "--nonblocking",
-            "--format",
-            "raw",
-            "--output",
-            output,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
 
 
 async def _failover(cluster: _RaftCluster, trials: int, out: dict[str, float]) -> None:
