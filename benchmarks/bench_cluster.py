@@ -40,12 +40,15 @@ Peers run for ``RAFTPY_BENCH_PEER_SECONDS`` (default 5 s) per figure.
 Alone: ``python -m benchmarks.bench_cluster [--only raftpy|etcd|pysyncobj]...`` prints the
 same sections and the result table (without writing ``bench-results/``).
 
-Profiling: with py-spy installed (``pip install 'raftpy[bench]'``) the leader is recorded during
-the 256-in-flight window and ``leader_cpu_split_<part>_pct`` says where its CPU went
-(:mod:`benchmarks.cpu_split`: core, codec, storage, transport, node, state machine, event loop,
-system calls...); ``RAFTPY_BENCH_PYSPY=<file>`` keeps that raw profile (collapsed stacks) in
-``<file>``, ``RAFTPY_BENCH_PYSPY=0`` records nothing. ``RAFTPY_BENCH_KEEP=1`` keeps the temp
-dirs (node logs) for inspection. Every process started here is killed in a ``finally``.
+Profiling: with py-spy installed (``pip install 'raftpy[bench]'``), a further 256-in-flight
+window of ``RAFTPY_BENCH_PROFILE_SECONDS`` (default 5 s) records the leader, and
+``leader_cpu_split_<part>_pct`` says where its CPU went (:mod:`benchmarks.cpu_split`: core,
+codec, storage, transport, node, state machine, event loop, system calls...). It is a window of
+its own because py-spy pauses the leader for each sample: in the full-load window it cost the
+leader its leadership in 3 runs of 7. ``RAFTPY_BENCH_PYSPY=<file>`` keeps the raw profile
+(collapsed stacks) in ``<file>``, ``RAFTPY_BENCH_PYSPY=0`` records nothing.
+``RAFTPY_BENCH_KEEP=1`` keeps the temp dirs (node logs) for inspection. Every process started
+here is killed in a ``finally``.
 """
 
 from __future__ import annotations
@@ -719,16 +722,11 @@ async def _raftpy_suite(root: Path, out: dict[str, float]) -> None:
         # (b) + (d): 256 in flight, watching terms and leaders
         meter = _CpuMeter(pids)
 
-        def on_mark(mark: str) -> None:
-            meter(mark)
-            if mark == "start":
-                profile.start(cluster.procs[leader].pid, full_s)
-
         before = await cluster.statuses()
         seen: list[dict[int, tuple[Any, Any]]] = []
         load = load_text()
         args = ["load", "raftpy", "256", str(full_s), *cluster.addresses]
-        task = asyncio.ensure_future(_run_load(args, full_s + 60, on_mark))
+        task = asyncio.ensure_future(_run_load(args, full_s + 60, meter))
         while not task.done():
             st = await cluster.statuses()
             seen.append({i: (s.term, s.leader) for i, s in st.items()})
@@ -758,7 +756,8 @@ async def _raftpy_suite(root: Path, out: dict[str, float]) -> None:
         out["full_load_term_increases"] = last_term - first_term
         out["full_load_leader_changes"] = changes
         out["full_load_client_errors"] = result["errors"]
-        profile.report(out)
+        if profile.enabled:
+            await _profile_leader(cluster, leader, profile, out)
 
         # (c) failover
         if trials > 0:
@@ -767,6 +766,37 @@ async def _raftpy_suite(root: Path, out: dict[str, float]) -> None:
         profile.close()
         cluster.stop_all()
         await cluster.close()
+
+
+async def _profile_leader(
+    cluster: _RaftCluster, leader: int, profile: LeaderProfile, out: dict[str, float]
+) -> None:
+    """(b') Where the leader's CPU goes (:mod:`benchmarks.cpu_split`), over a 256-in-flight
+    window of its own: py-spy pauses the process it samples (for ``--native``), which can
+    delay heartbeats past the election timeout, so it stays out of the figures and of the
+    election check above."""
+    seconds = env_float("RAFTPY_BENCH_PROFILE_SECONDS", 5.0)
+    meter = _CpuMeter({"leader": cluster.procs[leader].pid})
+
+    def on_mark(mark: str) -> None:
+        meter(mark)
+        if mark == "start":
+            profile.start(cluster.procs[leader].pid, seconds)
+
+    args = ["load", "raftpy", "256", str(seconds), *cluster.addresses]
+    before = (await cluster.statuses([leader])).get(leader)
+    result = await _run_load(args, seconds + 60, on_mark)
+    after = (await cluster.statuses([leader])).get(leader)
+    lost = None
+    if before is None or after is None or after.role != "leader" or after.term != before.term:
+        lost = f"node {leader} did not lead throughout the profiled window"
+    profiled = meter.usage.get("leader", 0.0) / max(result["writes_per_s"], 1e-9) * 1e6
+    print(
+        f"    profiled window {seconds:g} s: {result['writes_per_s']:,.0f} writes/s, "
+        f"leader {profiled:.1f} us per write",
+        flush=True,
+    )
+    profile.report(out, meter.usage.get("leader"), lost)
 
 
 async def _failover(cluster: _RaftCluster, trials: int, out: dict[str, float]) -> None:

@@ -49,6 +49,13 @@ wait (``epoll_wait``/``poll``/``select``: the event loop with nothing to do;
 queue or the GIL). py-spy leaves idle threads out itself (``--idle`` off) when it can tell,
 but in its blocking mode some blocked threads get through: measured here, an executor thread
 waiting on its queue showed in 17% of one profile's samples.
+
+The shares are of samples, not of CPU time: py-spy counts a thread that is runnable as
+active, and on a loaded machine a runnable thread often waits for a CPU. A sample then shows
+where the thread was preempted or what it is about to run, so the shares still estimate where
+the CPU goes, but the samples may add up to more than the CPU the process used (here, on a
+2-core machine at load 3, about twice as much). Microseconds per write therefore come from
+the CPU measured in ``/proc`` times each share; :class:`LeaderProfile` prints both.
 """
 
 from __future__ import annotations
@@ -301,6 +308,10 @@ class Recorder:
     def available() -> bool:
         return pyspy_exe() is not None
 
+    @property
+    def enabled(self) -> bool:
+        return self._recorder is not None
+
     def start(self, pid: int, seconds: float) -> None:
         exe = pyspy_exe()
         if exe is None:
@@ -352,14 +363,16 @@ class Recorder:
 
 
 class LeaderProfile:
-    """``benchmarks/bench_cluster.py``'s hook: records the leader over the 256-in-flight
-    window when py-spy is installed (into ``RAFTPY_BENCH_PYSPY`` when set, else a file under
-    the benchmark's scratch dir) and adds the split to the results. Without py-spy it prints
-    a note once and does nothing; ``RAFTPY_BENCH_PYSPY=0`` turns it off."""
+    """``benchmarks/bench_cluster.py``'s hook: records the leader over a 256-in-flight window
+    when py-spy is installed (into ``RAFTPY_BENCH_PYSPY`` when set, else a file under the
+    benchmark's scratch dir) and adds the split to the results, in microseconds per write of
+    ``inflight256_leader_cpu_us_per_write`` (measured without the profiler). Without py-spy it
+    prints a note once and does nothing; ``RAFTPY_BENCH_PYSPY=0`` turns it off."""
 
     def __init__(self, root: Path) -> None:
         setting = os.environ.get("RAFTPY_BENCH_PYSPY", "")
         self._recorder: Recorder | None = None
+        self._seconds = 0.0
         if setting == "0":
             return
         if not Recorder.available():
@@ -371,20 +384,39 @@ class LeaderProfile:
             return
         self._recorder = Recorder(Path(setting) if setting else root / "leader.pyspy")
 
+    @property
+    def enabled(self) -> bool:
+        return self._recorder is not None
+
     def start(self, pid: int, seconds: float) -> None:
+        self._seconds = seconds
         if self._recorder is not None:
             self._recorder.start(pid, seconds)
 
-    def report(self, out: dict[str, float]) -> None:
+    def report(
+        self, out: dict[str, float], cores: float | None = None, lost: str | None = None
+    ) -> None:
         """Wait for the recording and add ``leader_cpu_split_*`` to ``out`` (the split of
-        ``inflight256_leader_cpu_us_per_write``, when measured)."""
+        ``inflight256_leader_cpu_us_per_write``, when measured). ``cores``: the leader's CPU
+        use over the recorded window, from ``/proc``, to print beside what py-spy saw.
+        ``lost``: why the process recorded did not lead throughout (nothing is reported)."""
         if self._recorder is None:
             return
         result = self._recorder.finish()
         if result is None:
             return
+        if lost is not None:
+            print(f"    (no CPU split: {lost})", flush=True)
+            return
         us = out.get("inflight256_leader_cpu_us_per_write")
         print(f"    {result.describe(us)} ({self._recorder.output})", flush=True)
+        if cores is not None and self._seconds > 0:
+            sampled = result.cpu_samples / (self._recorder.rate * self._seconds)
+            print(
+                f"    (py-spy found the leader runnable in {sampled:.2f} cores' worth of "
+                f"samples; /proc measured {cores:.2f} cores)",
+                flush=True,
+            )
         out.update(result.results())
 
     def close(self) -> None:
