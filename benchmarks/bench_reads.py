@@ -1,8 +1,8 @@
 """Reads on real processes by consistency: ``python -m benchmarks reads``.
 
 Three ``python -m raftpy.examples.hashmap server`` processes on 127.0.0.1 (fsync on, the
-cluster benchmark's timeouts: 50 ms ticks, elections after 10-20 ticks, so a lease of
-``10 - 1 - ceil(0.1 s drift / 50 ms) = 7`` ticks). One key is written, then a separate client
+cluster benchmark's timeouts: 20 ms ticks, elections after 10-20 ticks, so a lease of
+``10 - 1 - ceil(0.1 s drift / 20 ms) = 4`` ticks). One key is written, then a separate client
 process (this module run as ``python -m benchmarks.bench_reads load ...``) reads it with
 :class:`raftpy.client.Client` for ``RAFTPY_BENCH_READ_SECONDS`` (default 3 s) after a 1 s
 warm-up, with 1 and with 64 reads in flight:

@@ -20,7 +20,6 @@ from tests.nodehelpers import FAST, KV, LocalNetwork, wait_for
 
 OLD_NODE_DEFAULTS: dict[str, object] = {
     "cluster_id": "raftpy",
-    "tick_seconds": 0.05,
     "max_frame_bytes": 64 << 20,
     "peer_queue_bytes": 64 << 20,
     "request_timeout": 5.0,
@@ -34,6 +33,10 @@ OLD_NODE_DEFAULTS: dict[str, object] = {
     "unsafe_stale_reads": False,
 }
 """NodeConfig's runtime defaults before it held a RaftConfig (copied from that version)."""
+
+TIMING: dict[str, object] = {"tick_seconds": 0.02}
+"""The tick, 0.05 s in that version: shortened so that a killed leader is replaced in about
+0.3 s (elections after 0.2-0.4 s instead of 0.5-1 s, Raft §9.3)."""
 
 RESOURCE_LIMITS: dict[str, object] = {
     "max_client_frame_bytes": None,
@@ -61,6 +64,7 @@ def test_every_runtime_default_is_unchanged() -> None:
     config = NodeConfig()
     assert {name: getattr(config, name) for name in OLD_NODE_DEFAULTS} == OLD_NODE_DEFAULTS
     assert {name: getattr(config, name) for name in RESOURCE_LIMITS} == RESOURCE_LIMITS
+    assert {name: getattr(config, name) for name in TIMING} == TIMING
     names = {f.name for f in dataclasses.fields(NodeConfig)}
     # Nothing else came or went; the security settings came later, off by default, and the
     # joining deadline with membership changes, the session limits with client sessions, the
@@ -69,6 +73,7 @@ def test_every_runtime_default_is_unchanged() -> None:
     assert names == {
         *OLD_NODE_DEFAULTS,
         *RESOURCE_LIMITS,
+        *TIMING,
         "raft",
         "tls",
         "insecure",
@@ -115,8 +120,9 @@ def test_session_limits_are_validated(field: str, bad: float) -> None:
 
 def test_lease_ticks_are_derived_from_the_election_timeout_less_a_tick_and_the_drift() -> None:
     """raftpy.core.lease: E - 1 - ceil(drift / tick); 0 without CheckQuorum or room."""
-    assert NodeConfig().lease_ticks() == 10 - 1 - 2  # 50 ms ticks, 0.1 s drift
-    assert NodeConfig().raft_config(7).lease_ticks == 7
+    assert NodeConfig().lease_ticks() == 10 - 1 - 5  # 20 ms ticks, 0.1 s drift: 80 ms
+    assert NodeConfig().raft_config(7).lease_ticks == 4
+    assert NodeConfig(tick_seconds=0.05).lease_ticks() == 10 - 1 - 2
     assert NodeConfig(max_clock_drift=0).lease_ticks() == 9
     assert NodeConfig(max_clock_drift=0.01).lease_ticks() == 8
     no_quorum = dataclasses.replace(NODE_RAFT_DEFAULTS, check_quorum=False)
@@ -153,8 +159,8 @@ def test_the_core_gets_what_it_got_before() -> None:
     """What the node hands its core is what the old ``raft_config(node_id)`` built: the
     repeated settings, and the core's defaults for the rest."""
     old = RaftConfig(id=3, **OLD_CONSENSUS_DEFAULTS)  # type: ignore[arg-type]
-    # ... and the lease the node derives (lease reads came later).
-    assert NodeConfig().raft_config(3) == dataclasses.replace(old, lease_ticks=7)
+    # ... and the lease the node derives (lease reads came later; 4 ticks of 20 ms).
+    assert NodeConfig().raft_config(3) == dataclasses.replace(old, lease_ticks=4)
     assert NodeConfig().raft_config(3).max_apply_bytes == RaftConfig(id=3).max_apply_bytes
 
 
@@ -168,7 +174,7 @@ def test_each_consensus_setting_is_written_once() -> None:
 def test_the_node_fills_in_its_id() -> None:
     config = NodeConfig(raft=dataclasses.replace(NODE_RAFT_DEFAULTS, election_ticks=20))
     assert config.raft.id == 0  # a placeholder, shared by every member
-    assert config.raft_config(7) == dataclasses.replace(config.raft, id=7, lease_ticks=17)
+    assert config.raft_config(7) == dataclasses.replace(config.raft, id=7, lease_ticks=14)
     assert FAST.raft_config(7).lease_ticks == 0  # 0.1 s elections leave no room for 0.1 s
 
     async def main() -> None:
@@ -209,8 +215,8 @@ def test_the_node_fills_in_its_id() -> None:
             id="segment-size",
         ),
         pytest.param(
-            NodeConfig(peer_idle_timeout=0.5),
-            r"peer_idle_timeout \(0.5 s\) must be well above the longest election timeout",
+            NodeConfig(peer_idle_timeout=0.4),
+            r"peer_idle_timeout \(0.4 s\) must be well above the longest election timeout",
             id="peer-idle-vs-election",
         ),
         pytest.param(

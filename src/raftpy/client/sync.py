@@ -59,7 +59,7 @@ class SyncClient:
         timeout: float = 10.0,
         connect_timeout: float = 1.0,
         backoff_initial: float = 0.02,
-        backoff_max: float = 0.2,
+        backoff_max: float = 0.1,
         sessions: bool = True,
         attempt_timeout: float = 2.0,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,

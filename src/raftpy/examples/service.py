@@ -48,6 +48,8 @@ EXIT_UNKNOWN = int(ExitStatus.UNKNOWN)
 
 # The library's defaults, shown in the usage and used when an option is not given.
 _DEFAULTS = NodeConfig()
+_RAFT = _DEFAULTS.raft
+_TICK_MS = round(_DEFAULTS.tick_seconds * 1000, 6)
 # The server option that sets each setting named in NodeConfig's validation messages.
 _OPTION_OF = {
     "cluster_id": "--cluster-id",
@@ -111,9 +113,10 @@ def usage(prog: str, commands: Sequence[ClientCommand]) -> str:
         "",
         "server options:",
         "  --data-dir D          where the node keeps its log (default ./raftpy-data/<name>-<id>)",
-        "  --tick-ms MS          tick length in milliseconds (default 50)",
-        "  --election-ticks N    election timeout in ticks, randomized up to 2N (default 10)",
-        "  --heartbeat-ticks N   heartbeat interval in ticks (default 1)",
+        f"  --tick-ms MS          tick length in milliseconds (default {_TICK_MS:g})",
+        "  --election-ticks N    election timeout in ticks, randomized up to 2N "
+        f"(default {_RAFT.election_ticks})",
+        f"  --heartbeat-ticks N   heartbeat interval in ticks (default {_RAFT.heartbeat_ticks})",
         "  --cluster-id ID       refuse peers and clients of other clusters (default raftpy)",
         "  --tls-cert F --tls-key F --tls-ca F",
         "                        mutual TLS: this node's certificate (naming its id), key, and",
@@ -186,9 +189,9 @@ def tls_from_options(
 def parse_server_args(name: str, argv: list[str]) -> tuple[int, dict[int, str], argparse.Namespace]:
     parser = argparse.ArgumentParser(add_help=False, exit_on_error=False)
     parser.add_argument("--data-dir")
-    parser.add_argument("--tick-ms", type=float, default=50.0)
-    parser.add_argument("--election-ticks", type=int, default=10)
-    parser.add_argument("--heartbeat-ticks", type=int, default=1)
+    parser.add_argument("--tick-ms", type=float, default=_TICK_MS)
+    parser.add_argument("--election-ticks", type=int, default=_RAFT.election_ticks)
+    parser.add_argument("--heartbeat-ticks", type=int, default=_RAFT.heartbeat_ticks)
     parser.add_argument("--cluster-id", default="raftpy")
     parser.add_argument("--snapshot-entries", type=int, default=_DEFAULTS.snapshot_entries or 0)
     parser.add_argument("--snapshot-bytes", type=int, default=_DEFAULTS.snapshot_bytes or 0)
