@@ -20,12 +20,14 @@ to ``THINK`` virtual seconds after each. Reported (virtual seconds simulated per
   average) per wall-clock minute.
 
 Wall time includes the linearizability check of each history. Where the time goes (sampled
-profile of 3 clients, no faults, by the file each sample was in): the node, its core, its
-storage, the client and the codec take about two thirds of it (core ~24%, node ~20%, storage
-~14%, client ~5%, codec ~3%); the loop with asyncio's tasks and futures ~15%, the network
-~7%, the simulated disk ~3% and the history ~2%; the workload itself (the key-value machine,
-the simulated clients' JSON) ~6%. Each operation costs about 18 loop callbacks, 5 of them
-passes of a node's loop (a write: the leader's, each follower's append, the leader's commit).
+profile of 3 clients, no faults, each sample given to the innermost raftpy file it was in, so
+C code counts where it was called from): the node ~28%, its core ~22%, its storage with the
+simulated disk ~12%, the client ~7%, the transport's codec ~2%; the virtual-time loop with
+asyncio's tasks and futures ~16%, the network ~7%, the workload (the key-value machine, the
+simulated clients) ~3%, the history and its check ~2%. Each operation costs about 17 loop
+callbacks, 5 of them passes of a node's loop (a write: the leader's, each follower's append,
+the leader's commit). Instructions per 10 virtual seconds (valgrind, seed 0, imports
+subtracted): 1,385M on 2026-12-06, 1,192M on 2026-12-07.
 """
 
 from __future__ import annotations
