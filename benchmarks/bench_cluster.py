@@ -10,7 +10,9 @@ text), cycling over 4,096 keys:
 - ``single_*``: 1 request in flight for ``RAFTPY_BENCH_SINGLE_SECONDS`` (default 5 s);
 - ``inflight256_*``: 256 requests in flight for ``RAFTPY_BENCH_SECONDS`` (default 15 s; set 60 s
   for a long run); ``inflight256_leader_cpu_us_per_write`` is the leader process's CPU time
-  per committed write. This is also the full-load run of the spurious-election check: every
+  per committed write, ``inflight256_leader_fsyncs_per_s`` how often its pipeline cycles (one
+  fsync per append) and ``inflight256_leader_entries_per_fsync`` how many writes a cycle
+  carries. This is also the full-load run of the spurious-election check: every
   node's status (term, leader) is polled every 0.5 s, and ``full_load_leader_changes`` /
   ``full_load_term_increases`` count what changed (target: none);
 - ``failover_*``: ``RAFTPY_BENCH_FAILOVER_TRIALS`` (default 10) times, SIGKILL of the leader
@@ -376,15 +378,23 @@ async def _raftpy_suite(
 
         # (b) + (d): 256 in flight, watching terms and leaders
         meter = _CpuMeter(pids)
+        marks: dict[str, float] = {}
+
+        def on_mark(mark: str) -> None:
+            meter(mark)
+            marks[mark] = time.monotonic()
 
         before = await cluster.statuses()
         seen: list[dict[int, tuple[Any, Any]]] = []
+        syncs: list[tuple[float, int, int]] = []  # (when, the leader's fsyncs, its applies)
         load = load_text()
         args = ["load", "raftpy", "256", str(full_s), *cluster.addresses]
-        task = asyncio.ensure_future(_run_load(args, full_s + 60, meter))
+        task = asyncio.ensure_future(_run_load(args, full_s + 60, on_mark))
         while not task.done():
             st = await cluster.statuses()
             seen.append({i: (s.term, s.leader) for i, s in st.items()})
+            if leader in st and "start" in marks and "end" not in marks:
+                syncs.append((time.monotonic(), st[leader].stats.syncs, st[leader].stats.applied))
             await asyncio.wait({task}, timeout=STATUS_POLL)
         result = task.result()
         after = await cluster.statuses()
@@ -407,6 +417,18 @@ async def _raftpy_suite(
         if leader_cores is not None and result["writes_per_s"] > 0:
             # What one committed write costs the leader's process, in CPU microseconds.
             out["inflight256_leader_cpu_us_per_write"] = leader_cores / result["writes_per_s"] * 1e6
+        if len(syncs) >= 2 and syncs[-1][1] > syncs[0][1]:
+            # One fsync per loop pass that appended: how often the pipeline cycles, and how
+            # many writes each cycle carries (between the first and last status poll inside
+            # the measured window).
+            (t0, s0, a0), (t1, s1, a1) = syncs[0], syncs[-1]
+            out["inflight256_leader_fsyncs_per_s"] = (s1 - s0) / (t1 - t0)
+            out["inflight256_leader_entries_per_fsync"] = (a1 - a0) / (s1 - s0)
+            print(
+                f"    leader: {(s1 - s0) / (t1 - t0):.1f} fsyncs/s, "
+                f"{(a1 - a0) / (s1 - s0):.1f} entries applied per fsync",
+                flush=True,
+            )
         out["full_load_seconds"] = full_s
         out["full_load_term_increases"] = last_term - first_term
         out["full_load_leader_changes"] = changes

@@ -6,12 +6,14 @@ import asyncio
 
 import pytest
 
+from raftpy.core.messages import AppendEntriesResponse, PeerMessage
 from raftpy.errors import IndeterminateError, NotLeaderError, ProposalDropped
 from raftpy.node import RaftNode
 from tests.nodehelpers import (
     FAST,
     KV,
     LocalNetwork,
+    LocalTransport,
     make_cluster,
     running,
     set_cmd,
@@ -192,3 +194,54 @@ def test_oversized_command_is_refused_as_not_retryable() -> None:
             assert answers[0].status.value == "dropped" and answers[0].retryable is False
 
     asyncio.run(main())
+
+
+def test_follower_acknowledgement_leaves_before_it_applies() -> None:
+    """A follower's AppendEntriesResponse is flushed to the transport before the follower
+    applies what the same Ready commits: the leader commits on it, and applying may take
+    long (the acknowledgement is sent after the fsync all the same)."""
+    late: list[int] = []
+
+    class Recording(LocalTransport):
+        unflushed = 0
+
+        def send(self, message: PeerMessage) -> None:
+            if isinstance(message, AppendEntriesResponse):
+                self.unflushed += 1
+            super().send(message)
+
+        def flush(self) -> None:
+            self.unflushed = 0
+
+    class Watched(KV):
+        def __init__(self, node_id: int) -> None:
+            super().__init__()
+            self.node_id = node_id
+
+        def apply(self, command: bytes) -> bytes:
+            transport = net.endpoints[self.node_id]
+            assert isinstance(transport, Recording)
+            if transport.unflushed:
+                late.append(self.node_id)
+            return super().apply(command)
+
+    net = LocalNetwork()
+    net.transport_class = Recording
+    peers = {i: f"local:{i}" for i in (1, 2, 3)}
+    nodes = [
+        RaftNode(i, peers[i], peers, Watched(i), None, FAST, transport_factory=net.factory(i))
+        for i in peers
+    ]
+
+    async def main() -> None:
+        async with running(nodes):
+            leader = await wait_leader(nodes)
+            for burst in range(5):
+                await asyncio.gather(
+                    *(leader.propose(set_cmd(f"k{i}", str(burst)), timeout=5) for i in range(50))
+                )
+            followers = [n for n in nodes if n is not leader]
+            await wait_for(lambda: all(n.stats.applied >= 250 for n in followers))
+
+    asyncio.run(main())
+    assert late == []

@@ -759,8 +759,7 @@ class RaftNode:
             if rd.messages or rd.snapshot_requests:
                 transport.flush()  # let the appends travel while we fsync our own copy
             await self._disk.sync(storage, self._raft, self._transport)
-        for m in rd.persisted_messages:
-            transport.send(m)
+        self._send_persisted(transport, rd)
         if rd.committed_entries:
             if snaps.hold_applies or self._held:
                 self._held.extend(rd.committed_entries)
@@ -768,6 +767,17 @@ class RaftNode:
                 self._apply_entries(rd.committed_entries)
         self._requests.on_read_states(rd.read_states)
         self._serve_reads()
+
+    @staticmethod
+    def _send_persisted(transport: Transport, rd: Ready) -> None:
+        """Send what may leave only once the Ready's writes are durable (they are now)."""
+        for m in rd.persisted_messages:
+            transport.send(m)
+        if rd.persisted_messages and rd.committed_entries:
+            # The acknowledgement the leader commits on (Raft §5.3) leaves now, not after the
+            # applies that follow: a follower often gets new entries and the commit of earlier
+            # ones in one AppendEntries, hence in one Ready.
+            transport.flush()
 
     def _apply_entries(self, entries: tuple[Entry, ...] | list[Entry]) -> None:
         applier = self._applier
