@@ -33,6 +33,7 @@ from raftpy.core.messages import (
     Entry,
     InstallSnapshot,
     InstallSnapshotResponse,
+    Message,
     PeerMessage,
     SnapshotMeta,
 )
@@ -759,7 +760,7 @@ class RaftNode:
             if rd.messages or rd.snapshot_requests:
                 transport.flush()  # let the appends travel while we fsync our own copy
             await self._disk.sync(storage, self._raft, self._transport)
-        self._send_persisted(transport, rd)
+        self._send_persisted(transport, rd.persisted_messages, bool(rd.committed_entries))
         if rd.committed_entries:
             if snaps.hold_applies or self._held:
                 self._held.extend(rd.committed_entries)
@@ -769,11 +770,14 @@ class RaftNode:
         self._serve_reads()
 
     @staticmethod
-    def _send_persisted(transport: Transport, rd: Ready) -> None:
-        """Send what may leave only once the Ready's writes are durable (they are now)."""
-        for m in rd.persisted_messages:
+    def _send_persisted(
+        transport: Transport, persisted: tuple[Message, ...], applying: bool
+    ) -> None:
+        """Send what may leave only once the Ready's writes are durable (they are now), before
+        its committed entries are applied (``applying``)."""
+        for m in persisted:
             transport.send(m)
-        if rd.persisted_messages and rd.committed_entries:
+        if persisted and applying:
             # The acknowledgement the leader commits on (Raft §5.3) leaves now, not after the
             # applies that follow: a follower often gets new entries and the commit of earlier
             # ones in one AppendEntries, hence in one Ready.
