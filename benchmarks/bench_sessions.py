@@ -22,14 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import statistics
-import tempfile
 from pathlib import Path
 
 from benchmarks.bench_cluster import _RaftCluster
 from benchmarks.loadgen import _CpuMeter, _run_load
-from benchmarks.machine import env_float, load_text
+from benchmarks.machine import env_float, load_text, scratch_dir
 
 SESSIONS_ENV = "RAFTPY_BENCH_SESSIONS"  # read by the cluster benchmark's load client
 
@@ -121,12 +119,8 @@ async def _suite(root: Path) -> dict[str, float]:
 
 
 def run() -> dict[str, float]:
-    root = Path(tempfile.mkdtemp(prefix="raftpy-bench-sessions-"))
-    try:
+    with scratch_dir("raftpy-bench-sessions-") as root:
         return asyncio.run(_suite(root))
-    finally:
-        if not os.environ.get("RAFTPY_BENCH_KEEP"):
-            shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":
