@@ -614,6 +614,28 @@ def test_query_that_cannot_be_answered_in_time_is_definite() -> None:
     run(scenario())
 
 
+def test_a_shorter_deadline_behind_a_longer_one_still_ends_on_time() -> None:
+    # One sweep timer per connection, set for the earliest deadline outstanding: a request
+    # with a short deadline sent after one with a long deadline must not wait for the
+    # longer one's sweep.
+    async def scenario() -> None:
+        async with nodes(1) as (a,):
+            a.handler = scripted(a, *[silent] * 100)
+            # A plain write waits for its answer until its own deadline (no attempt timeout).
+            async with Client([a.address], timeout=5, sessions=False, **FAST) as client:
+                slow = asyncio.ensure_future(client.propose(b"x", timeout=5.0))
+                await asyncio.sleep(0.05)  # the first one is sent and waits
+                start = time.monotonic()
+                with pytest.raises(ClusterUnavailableError):
+                    await client.query(b"k", timeout=0.3)
+                assert 0.28 <= time.monotonic() - start < 3.0  # not the 5 s of the first
+                slow.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await slow
+
+    run(scenario())
+
+
 def test_query_timeout_answer_is_retried() -> None:
     async def scenario() -> None:
         async with nodes(1) as (a,):

@@ -150,6 +150,7 @@ class Connection(asyncio.BufferedProtocol):
         self._next_id = 0
         self._pending: dict[int, _Slot] = {}
         self._sweeper: asyncio.TimerHandle | None = None
+        self._sweep_at = math.inf  # the deadline the sweeper is set for
         self._outbox: list[_Slot] = []
         self._flush_scheduled = False
         # What the node announced in its HelloReply (None: an older node said nothing).
@@ -353,9 +354,12 @@ class Connection(asyncio.BufferedProtocol):
         already set for an earlier one covers a new request without a new timer."""
         sweeper = self._sweeper
         if sweeper is not None:
-            if sweeper.when() <= deadline:
+            # Our own record of when, on this loop's clock (a handle's ``when()`` may be on
+            # another: the simulator keeps its timers in true time).
+            if self._sweep_at <= deadline:
                 return
             sweeper.cancel()
+        self._sweep_at = deadline
         self._sweeper = self._loop.call_at(deadline, self._sweep)
 
     def _sweep(self) -> None:
