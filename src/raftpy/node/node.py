@@ -155,7 +155,6 @@ class RaftNode:
         self._held: list[Entry] = []  # committed, held back while a snapshot reads the state
         self._task: asyncio.Task[None] | None = None
         self._wake = Wakeup()
-        self._loop: asyncio.AbstractEventLoop | None = None  # the loop it serves on, from start
         self._inbox: list[PeerMessage] = []
         self.stats = NodeStats()
         """Every counter of this node, live (see :class:`~raftpy.node.stats.NodeStats`)."""
@@ -291,7 +290,7 @@ class RaftNode:
         )
         if self._raft.voters() == {self.node_id}:
             self._raft.campaign()  # a one-member cluster need not wait for a timeout
-        loop = self._loop = self._requests.loop = asyncio.get_running_loop()
+        loop = self._requests.loop = asyncio.get_running_loop()
         self._task = loop.create_task(self._run(), name="raftpy-node")
         conf = self._raft.conf_state()
         logger.info("node %d serving on %s (%s)", self.node_id, self.address, describe(conf))
@@ -400,10 +399,9 @@ class RaftNode:
             raise self._leader_error()
         if self._disk.full:
             raise ProposalDropped("the disk is full; retry when space is free")
-        # The loop the node serves on (kept at start: asyncio.get_running_loop() makes a
-        # getpid system call on every call in Python 3.11, and this runs once per write).
-        loop = self._loop
-        return (loop if loop is not None else asyncio.get_running_loop()).time()
+        # The loop the node serves on, kept at start (asyncio.get_running_loop() makes a getpid
+        # system call on every call in Python 3.11, and this runs once per write).
+        return (self._requests.loop or asyncio.get_running_loop()).time()
 
     def _submit(self, record: bytes, timeout: float | None) -> asyncio.Future[bytes]:
         fut = self._requests.propose(record, timeout)
