@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmarks.machine import cpu_reference
 from raftpy.progress import Progress
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -138,6 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     selected = list(dict.fromkeys(args.names)) or available
 
     load_before = os.getloadavg()
+    cpu_before = cpu_reference()
     report: dict[str, dict[str, Any]] = {}
     # On a terminal with rich, a bar below the output names the benchmark that runs (n of m)
     # and its time so far; elsewhere, the header lines alone.
@@ -164,11 +166,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Other work on the machine skews wall-clock results: record how busy it was.
         "loadavg_before": load_before,
         "loadavg_after": os.getloadavg(),
+        # How fast this CPU ran a fixed Python loop (benchmarks.machine.cpu_reference): the
+        # same code's timings differ from day to day on this virtual machine.
+        "cpu_reference_mops_before": cpu_before,
+        "cpu_reference_mops_after": cpu_reference(),
         "benchmarks": report,
     }
     RESULTS.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    print(f"\nload average {load} on {os.cpu_count()} CPUs; wrote {RESULTS.relative_to(REPO)}")
+    print(
+        f"\nload average {load} on {os.cpu_count()} CPUs; CPU reference "
+        f"{document['cpu_reference_mops_before']:.2f} -> {document['cpu_reference_mops_after']:.2f}"
+        f" M loops/s (benchmarks/machine.py); wrote {RESULTS.relative_to(REPO)}"
+    )
     return 1 if any("error" in entry for entry in report.values()) else 0
 
 

@@ -17,7 +17,10 @@ to ``THINK`` virtual seconds after each. Reported (virtual seconds simulated per
   and the client included;
 - ``virtual_per_wall_faults``: 3 clients under the default random fault mix;
 - ``seeds_per_min``: seeds of the CI sweep (2 virtual seconds, a fault every 0.5 s on
-  average) per wall-clock minute.
+  average) per wall-clock minute;
+- ``cpu_reference_mops``: how fast this CPU ran a fixed Python loop just before
+  (:func:`benchmarks.machine.cpu_reference`). The same code's speed differs by up to 1.6 times
+  from one day to another on this virtual machine; compare figures across days next to it.
 
 Wall time includes the linearizability check of each history. Where the time goes (sampled
 profile of 3 clients, no faults, each sample given to the innermost raftpy file it was in, so
@@ -36,6 +39,7 @@ import logging
 import time
 from dataclasses import replace
 
+from benchmarks.machine import cpu_reference
 from raftpy.testing.stack_sim import StackFaults, run_kv
 
 TARGETS = {"virtual_per_wall": (">=", 20.0)}
@@ -59,6 +63,7 @@ def _load(clients: int, faults: StackFaults) -> tuple[float, float, float, int]:
 
 def run() -> dict[str, float]:
     logging.disable(logging.CRITICAL)
+    reference = cpu_reference()
     try:
         v3, w3, c3, ops3 = _load(3, StackFaults.none())
         v1, w1, _, _ = _load(1, StackFaults.none())
@@ -78,6 +83,7 @@ def run() -> dict[str, float]:
         "cpu_ms_per_op": 1000 * c3 / ops3,
         "virtual_per_wall_faults": vf / wf,
         "seeds_per_min": 10 / sweep_wall * 60,
+        "cpu_reference_mops": reference,
     }
     for name, value in results.items():
         print(f"{name}: {value:.2f}")
