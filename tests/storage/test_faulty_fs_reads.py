@@ -42,6 +42,19 @@ def test_corrupted_reads_spare_other_files_and_zero_reads() -> None:
     assert fs.read_faults == 1
 
 
+def test_corrupted_reads_can_let_the_first_reads_through() -> None:
+    data = bytes(range(1, 33))
+    fs = _fs_with(data)
+    fs.corrupt_next_reads(1, skip=2)
+    f = fs.open("/d/x.wal")
+    assert f.read_at(0, 32) == data  # skipped
+    assert f.read_at(0, 32) == data  # skipped
+    assert f.read_at(0, 32) != data  # the one corrupted
+    assert f.read_at(0, 32) == data and fs.read_faults == 0
+    with pytest.raises(ValueError):
+        fs.corrupt_next_reads(1, skip=-1)
+
+
 def test_flip_bit_damages_the_disk_for_good() -> None:
     fs = _fs_with(b"hello")
     fs.flip_bit("/d/x.wal", 1, 0)

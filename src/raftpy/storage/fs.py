@@ -634,6 +634,7 @@ class FaultyFileSystem(MemoryFileSystem):
         self._armed_after = 0
         self.read_faults = 0  # reads still to corrupt (corrupt_next_reads)
         self._read_fault_where: Callable[[str], bool] = _any_path
+        self._read_fault_skip = 0  # matching reads to let through before corrupting
         self.corrupted_reads: list[tuple[str, int]] = []  # (path, byte of the read) flipped
 
     def _file(self, inode: _Inode, path: str) -> File:
@@ -659,20 +660,29 @@ class FaultyFileSystem(MemoryFileSystem):
         self._armed = mode
         self._armed_after = after
 
-    def corrupt_next_reads(self, count: int = 1, where: Callable[[str], bool] = _any_path) -> None:
-        """Make the next ``count`` reads of files whose path ``where`` accepts return their data
-        with one bit flipped, somewhere before the read's trailing zeros (in what the file
-        holds, not in preallocated space). The disk keeps its content: reading again gives the
-        right bytes, as after a transient error the device did not report (only a checksum
-        tells). Each flip is recorded in :attr:`corrupted_reads`."""
+    def corrupt_next_reads(
+        self, count: int = 1, where: Callable[[str], bool] = _any_path, skip: int = 0
+    ) -> None:
+        """Make the next ``count`` reads of files whose path ``where`` accepts, after the first
+        ``skip`` of them, return their data with one bit flipped, somewhere before the read's
+        trailing zeros (in what the file holds, not in preallocated space). The disk keeps its
+        content: reading again gives the right bytes, as after a transient error the device did
+        not report (only a checksum tells). Each flip is recorded in
+        :attr:`corrupted_reads`."""
+        if count < 0 or skip < 0:
+            raise ValueError(f"count and skip must not be negative, not {count} and {skip}")
         self.read_faults = count
         self._read_fault_where = where
+        self._read_fault_skip = skip
 
     def corrupt_read(self, path: str, data: bytes) -> bytes:
         if not self._read_fault_where(path):
             return data
         used = len(data.rstrip(b"\0"))
         if used == 0:
+            return data
+        if self._read_fault_skip:
+            self._read_fault_skip -= 1
             return data
         self.read_faults -= 1
         pos = self.rng.randrange(used)

@@ -250,9 +250,13 @@ class Nemesis:
         ids = sorted(self.c.members)
         if kind == "corrupt_read":
             # A bit flipped on its way from the disk; a restart makes the node read its whole
-            # log back (at run time it reads the log only for followers that lag).
+            # log back (at run time it reads the log only for followers that lag). The restart
+            # scans each segment in one read to rebuild its index, and only then reads records
+            # back whole to apply or send them: skipping a few reads puts flips in both.
             victim = rng.choice(ids)
-            self.c.members[victim].disk.corrupt_next_reads(rng.randint(1, 3), _checksummed)
+            self.c.members[victim].disk.corrupt_next_reads(
+                rng.randint(1, 3), _checksummed, skip=rng.choice((0, rng.randint(1, 12)))
+            )
             if rng.random() < 0.5:
                 await self._restart_now(victim)
             return

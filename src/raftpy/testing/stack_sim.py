@@ -52,6 +52,7 @@ import json
 import logging
 import random
 import time
+import zlib
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, BinaryIO, Final
@@ -147,12 +148,21 @@ _COMMANDS: dict[bytes, Any] = {}
 class SimKV:
     """The key-value machine :func:`run_kv` checks: ``["w", key, value]`` sets,
     ``["c", key, from, to]`` swaps when the value is ``from`` (answers ``1`` or ``0``); a
-    query for ``key`` answers its value as JSON (``null``: absent)."""
+    query for ``key`` answers its value as JSON (``null``: absent).
+
+    It also counts the commands it applied and chains their checksums (``applied`` and
+    ``digest``, kept in its snapshots): replicas that end on the same values may still have
+    applied different commands (the three keys are overwritten all the time), and Raft's State
+    Machine Safety (§5.4.3) says they never do. :func:`run_kv` compares all three."""
 
     def __init__(self) -> None:
         self.data: dict[str, int] = {}
+        self.applied = 0
+        self.digest = 0
 
     def apply(self, command: bytes) -> bytes:
+        self.applied += 1
+        self.digest = zlib.crc32(command, self.digest)
         # Every replica applies the same commands: parse each once (read only below).
         op = _COMMANDS.get(command)
         if op is None:
@@ -170,11 +180,20 @@ class SimKV:
     def query(self, query: bytes) -> bytes:
         return msgspec.json.encode(self.data.get(query.decode()))
 
+    def fingerprint(self) -> str:
+        """What replicas that applied the same commands share (compared after a run)."""
+        return json.dumps(
+            {"data": self.data, "applied": self.applied, "digest": self.digest}, sort_keys=True
+        )
+
     def snapshot(self, out: BinaryIO) -> None:
-        out.write(json.dumps(self.data, sort_keys=True).encode())
+        out.write(self.fingerprint().encode())
 
     def restore(self, inp: BinaryIO) -> None:
-        self.data = json.loads(inp.read())
+        state = json.loads(inp.read())
+        self.data = state["data"]
+        self.applied = state["applied"]
+        self.digest = state["digest"]
 
 
 def _refusal_file(exc: StorageError) -> str | None:
@@ -634,7 +653,11 @@ def run_kv(
             c.problems.append("the nodes did not converge within 20 virtual s after healing")
             return
         states = {
-            m.node_id: json.dumps(getattr(m.machine, "data", None), sort_keys=True)
+            m.node_id: (
+                m.machine.fingerprint()
+                if isinstance(m.machine, SimKV)
+                else json.dumps(getattr(m.machine, "data", None), sort_keys=True)
+            )
             for m in c.members.values()
         }
         if len(set(states.values())) > 1:
