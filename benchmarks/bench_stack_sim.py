@@ -30,7 +30,7 @@ asyncio's tasks and futures ~16%, the network ~7%, the workload (the key-value m
 simulated clients) ~3%, the history and its check ~2%. Each operation costs about 17 loop
 callbacks, 5 of them passes of a node's loop (a write: the leader's, each follower's append,
 the leader's commit). Instructions per 10 virtual seconds (valgrind, seed 0, imports
-subtracted): 1,385M on 2026-12-06, 1,192M on 2026-12-07. On 2026-12-07 at 09:00 UTC, CPU
+subtracted): 1,385M on 2026-12-06, 1,192M on 2026-12-07. On 2026-12-07 at 08:35 UTC, CPU
 reference 2.6-2.7: ``virtual_per_wall`` 25.4-26.4, ``cpu_ms_per_op`` 0.43 (the same code gave
 14-15 the day before, at a moment with no reference figure).
 """
