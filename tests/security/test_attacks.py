@@ -44,6 +44,7 @@ from raftpy.core.messages import (
 )
 from raftpy.errors import ClusterUnavailableError, IndeterminateError, RaftError
 from raftpy.examples.hashmap import HashMapStateMachine
+from raftpy.examples.versioned_map import VersionedMap
 from raftpy.node.status import NodeStatus
 from raftpy.storage.fs import MemoryFileSystem
 from raftpy.storage.snapshots import SnapshotStore
@@ -293,7 +294,7 @@ def test_heartbeat_of_the_leaders_term_from_another_id_is_refused(
 def _snapshot_file(meta: SnapshotMeta, data: dict[str, str]) -> bytes:
     """A valid snapshot file (header, state, checksummed trailer) holding ``data``."""
     sm = HashMapStateMachine()
-    sm.data = dict(data)
+    sm.data = VersionedMap(dict(data))
     store = SnapshotStore("/forged", fs=MemoryFileSystem())
     size = store.create(meta, sm.snapshot)
     with store.open_source(meta) as source:
