@@ -50,21 +50,23 @@ def test_a_reader_thread_sees_one_moment_while_the_owner_writes() -> None:
     m: VersionedMap[int, int] = VersionedMap({k: 0 for k in range(20_000)})
     view = m.freeze()
     seen: list[dict[int, int]] = []
-    started = threading.Event()
+    go = threading.Event()
 
     def read() -> None:
-        started.set()
+        go.wait(10)
         seen.append(dict(zip(view.data.keys(), view.data.values(), strict=True)))
         view.release()
 
     reader = threading.Thread(target=read)
     reader.start()
-    started.wait(10)
+    for k in range(0, 20_000, 2):
+        m[k] = 1  # before the reader begins: it must not see these
+    go.set()
     for k in range(40_000):
-        m[k % 20_000 if k % 2 else 20_000 + k] = 1  # changed keys and new keys
+        m[k % 20_000 if k % 2 else 20_000 + k] = 1  # while it reads: changed and new keys
     reader.join(10)
-    assert seen == [{k: 0 for k in range(20_000)}]  # no write of the owner, whatever the timing
-    assert m.get(1) == 1 and m.get(20_000) == 1 and m.get(0) == 0
+    assert seen == [{k: 0 for k in range(20_000)}]
+    assert m.get(1) == 1 and m.get(20_000) == 1 and m.get(0) == 1 and len(m) == 40_000
 
 
 def _state(sm: HashMapStateMachine) -> dict[str, str]:
