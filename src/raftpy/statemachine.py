@@ -24,8 +24,9 @@ applied index, and the file is written in a worker thread so the event loop keep
   calls it on the event loop between two ``apply`` calls. It must return quickly a function that
   writes the state *as of that moment*; that function runs in a worker thread while ``apply``
   and ``query`` go on in the event loop's thread. It must therefore not see later applies: take
-  a cheap copy (``dict(self.data)`` when values are immutable), or use copy-on-write or
-  versioned storage. Both examples do this.
+  a copy (``dict(self.data)`` when values are immutable, though a large one pauses the
+  event loop), or use copy-on-write or versioned storage
+  (:class:`raftpy.examples.versioned_map.VersionedMap`, as the hashmap example does).
 - Otherwise ``snapshot(out)`` runs in a worker thread while the node holds back applies (reads
   and writes wait, peers and clients are still served), so it sees a frozen state; ``query``
   may still be called concurrently from the event loop and must not mutate.
