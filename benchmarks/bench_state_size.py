@@ -12,8 +12,9 @@ settings, the cluster benchmark's timeouts) and a separate client process keepin
 3. ``large_writes_per_s``: as 1, over all those keys (each write replaces one; a stride walks
    the whole map), for the same time; ``large_vs_small`` is its ratio to 1. What a large state
    costs is the snapshots: the example freezes its map (raftpy.examples.versioned_map; it
-   copied it on the event loop before 2026-12-07) and encodes it in a worker thread; ``NodeConfig.snapshot_ratio`` (README "Snapshots") paces them by their size.
-   The snapshots each node took in 1 and 3 are printed;
+   copied it on the event loop before 2026-12-07) and encodes it in a worker thread;
+   ``NodeConfig.snapshot_ratio`` (README "Snapshots") paces them by their size. The
+   snapshots each node took in 1 and 3 are printed;
 4. ``large_restart_*``: a follower is killed (SIGKILL) and started again on its data dir.
    ``*_serving_s``: from its start to its first answer (the process started, the newest
    snapshot restored and the log after it replayed); ``*_s``: to the moment it reports applied
