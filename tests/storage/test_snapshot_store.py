@@ -36,7 +36,7 @@ from raftpy.storage.fs import (
     OsFileSystem,
     SimulatedCrash,
 )
-from raftpy.storage.snapshots import SnapshotStore, snapshot_file_name
+from raftpy.storage.snapshots import SYNC_EVERY, SnapshotStore, snapshot_file_name
 
 D = "/snaps"
 MODES: tuple[CrashMode, ...] = ("drop", "torn", "partial", "keep")
@@ -198,8 +198,9 @@ def test_small_writes_are_gathered_into_large_ones() -> None:
     counting = CountingFs(FaultyFileSystem())
     store = SnapshotStore(D, fs=counting)
     store.create(META, writes([b"0123456789"] * 300_000))  # 3 MB in 10-byte pieces
-    # open, 3 or 4 body writes of about 1 MiB, the trailer, fdatasync, rename, sync_dir
-    assert counting.steps <= 10
+    # open, 3 or 4 body writes of about 1 MiB (each followed by an fdatasync, SYNC_EVERY), the
+    # trailer, fdatasync, rename, sync_dir
+    assert counting.steps <= 13
     with store.open_body(META) as stream:
         assert stream.read() == b"0123456789" * 300_000
 
@@ -380,12 +381,36 @@ def with_old(seed: int) -> FaultyFileSystem:
     return fs
 
 
-def test_create_syncs_once_and_the_directory_once() -> None:
+def test_create_of_a_small_snapshot_syncs_once_and_the_directory_once() -> None:
     fs = with_old(0)
     store = SnapshotStore(D, fs=fs)
     syncs, dir_syncs = fs.syncs, fs.dir_syncs
     store.create(META, writes(pieces(small=100, big=100_000)))
     assert (fs.syncs - syncs, fs.dir_syncs - dir_syncs) == (1, 1)
+
+
+def test_create_of_a_large_snapshot_syncs_every_mib_on_the_way() -> None:
+    # So that no large amount of dirty pages piles up for one final flush, which stalls the
+    # log's fdatasyncs meanwhile (SYNC_EVERY).
+    fs = with_old(0)
+    store = SnapshotStore(D, fs=fs)
+    syncs = fs.syncs
+    body = bytes(range(256)) * (14 * SYNC_EVERY // 1024)  # 3.5 MiB
+    store.create(META, writes([body[i : i + 4096] for i in range(0, len(body), 4096)]))
+    assert fs.syncs - syncs == 3 + 1  # after each whole MiB, and the final one
+    with store.open_body(META) as stream:
+        assert stream.read() == body
+
+
+def test_a_failed_fsync_on_the_way_is_fatal_and_leaves_nothing() -> None:
+    fs = FaultyFileSystem()
+    store = SnapshotStore(D, fs=fs)
+    fs.fail_next_fsync()
+    with pytest.raises(FatalStorageError, match="fdatasync"):
+        store.create(META, writes([b"x" * (2 * SYNC_EVERY)]))
+    assert fs.listdir(D) == []
+    with pytest.raises(FatalStorageError, match="unusable"):
+        store.create(META, writes([b"x"]))
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -91,6 +91,13 @@ CHUNK = 1 << 20
 """Bytes per ``pwrite`` when creating and per ``pread`` when reading back: large enough that
 a state machine writing tiny pieces costs one system call per MiB, small enough to keep
 memory flat whatever the snapshot's size."""
+SYNC_EVERY = CHUNK
+"""Bytes after which :meth:`SnapshotStore.create` syncs what it wrote so far, so that dirty
+pages never pile up. Written whole and synced once at the end, a 113 MB snapshot left up to
+113 MB to flush at once, and the log's fdatasyncs in the meantime (ext4 commits its journal for
+them) stalled for up to 170-210 ms; synced every MiB, the longest stall measured 66-80 ms and
+the snapshot took about 10% longer to write (2026-12-07, this project's test machine). The
+snapshot is written in a worker thread, so the waits cost the event loop nothing."""
 MAX_META_BYTES = 16 << 20
 """A header claiming a longer meta is damaged (a membership of thousands of nodes encodes in
 kilobytes); the limit keeps a flipped length bit from making us read gigabytes."""
@@ -248,13 +255,17 @@ class _BodyWriter(io.BufferedIOBase):
     the file, keeps the running CRC, and gathers small writes into writes of ``CHUNK`` bytes (a
     state machine may write millions of tiny pieces). Not seekable."""
 
-    def __init__(self, f: File, header: bytes) -> None:
+    def __init__(
+        self, f: File, header: bytes, sync_failed: Callable[[OSError], BaseException]
+    ) -> None:
         super().__init__()
         self._f = f
+        self._sync_failed = sync_failed  # what a failed fdatasync raises (the store's fatal)
         self._buf = bytearray(header)
         self._off = 0  # file offset of self._buf[0]
         self._crc = 0
         self._start = len(header)
+        self._unsynced = 0  # bytes written since the last sync (SYNC_EVERY)
         self.error: OSError | None = None  # the write failure, even if the caller wraps it
 
     def writable(self) -> bool:
@@ -268,11 +279,15 @@ class _BodyWriter(io.BufferedIOBase):
         if len(self._buf) + n < CHUNK:
             self._buf += view
             return n
+        # Whole chunks only, so the file is synced every SYNC_EVERY bytes exactly.
+        room = CHUNK - len(self._buf)
+        self._buf += view[:room]
+        view = view[room:]
         self._drain()
-        if n >= CHUNK:
-            self._put(view)
-        else:
-            self._buf += view
+        while len(view) >= CHUNK:
+            self._put(view[:CHUNK])
+            view = view[CHUNK:]
+        self._buf += view
         return n
 
     def tell(self) -> int:
@@ -308,6 +323,14 @@ class _BodyWriter(io.BufferedIOBase):
         if crc:
             self._crc = zlib.crc32(view, self._crc)
         self._off += len(view)
+        self._unsynced += len(view)
+        if self._unsynced >= SYNC_EVERY:
+            self._unsynced = 0
+            try:
+                self._f.datasync()
+            except OSError as exc:
+                self.error = exc
+                raise self._sync_failed(exc) from exc
 
     def discard(self) -> None:
         """Close without writing anything more (the file is being thrown away or is done)."""
@@ -682,7 +705,7 @@ class SnapshotStore:
         tmp = final + ".tmp"
         header = _encode_header(meta)
         f = self._fs.open(tmp, create=True)
-        writer = _BodyWriter(f, header)
+        writer = _BodyWriter(f, header, lambda exc: self._die(f"fdatasync of {tmp} failed: {exc}"))
         try:
             f.truncate(0)  # a leftover of an earlier failed attempt
             write_body(cast(BinaryIO, writer))
