@@ -14,10 +14,19 @@ from typing import BinaryIO
 
 import pytest
 
+from raftpy.client import Client
+from raftpy.errors import ProposalDropped
 from raftpy.storage import segments
 from raftpy.storage.wal import FileStorage
+from raftpy.testing.history import Operation
 from raftpy.testing.linearizability import Verdict
-from raftpy.testing.stack_sim import FAULT_KINDS, STACK_CONFIG, StackFaults, run_kv
+from raftpy.testing.stack_sim import (
+    FAULT_KINDS,
+    STACK_CONFIG,
+    StackFaults,
+    _durability_problems,
+    run_kv,
+)
 
 DEFAULT_SEEDS = 200  # RAFTPY_STACK_SEEDS=10000 for the long sweep
 DURATION = 2.0  # virtual seconds of load per seed; faults come faster to keep the mix
@@ -100,6 +109,42 @@ def test_a_planted_durability_bug_is_caught(monkeypatch: pytest.MonkeyPatch) -> 
             assert "replay: python -m raftpy.testing.stack_sim" in result.summary()
             return
     pytest.fail("60 seeds of the stack simulation did not catch skipped fsyncs")
+
+
+def test_durability_problems_name_lost_and_wrongly_refused_writes() -> None:
+    history = [
+        Operation(client=1, op="write", key="a", call=1, ret=2, value=5),
+        Operation(client=2, op="cas", key="a", call=3, ret=4, from_=5, to=7, ok=True),
+        Operation(client=2, op="cas", key="a", call=5, ret=6, from_=1, to=9, ok=False),
+        Operation(client=1, op="write", key="b", call=7, ret=None, value=11),  # unknown
+        Operation(client=1, op="write", key="b", call=8, ret=9, value=12, unknown=True),
+    ]
+    written = {1: {5, 7, 11}, 2: {5}, 3: {5, 7, 13}}
+    assert _durability_problems(history, {13}, written) == [
+        "node 2 lacks 1 acknowledged write(s): 7 (client 2)",
+        "node 3 applied 1 write(s) the client was told definitely failed: [13]",
+    ]
+    assert _durability_problems(history, set(), {1: {5, 7}}) == []
+
+
+def test_a_planted_false_failure_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The bug: the client says a write definitely failed (raftpy.errors: nothing was done)
+    # after it was applied.
+    propose = Client.propose
+    calls = 0
+
+    async def lying(self: Client, command: bytes, *args: object, **kwargs: object) -> bytes:
+        nonlocal calls
+        result = await propose(self, command, *args, **kwargs)  # type: ignore[arg-type]
+        calls += 1
+        if calls % 7 == 0:
+            raise ProposalDropped("planted: said dropped after it was applied")
+        return result
+
+    monkeypatch.setattr(Client, "propose", lying)
+    result = run_kv(0, duration=2.0, faults=StackFaults.none())
+    assert not result.ok
+    assert "the client was told definitely failed" in result.summary()
 
 
 def test_a_planted_checksum_bug_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -159,6 +159,10 @@ class SimKV:
         self.data: dict[str, int] = {}
         self.applied = 0
         self.digest = 0
+        self.written: set[int] = set()
+        """Every value a write or a successful compare-and-set stored (the workload's values
+        are unique): :func:`run_kv` checks that each acknowledged one is here, on every
+        replica, and that no write the client was told failed is."""
 
     def apply(self, command: bytes) -> bytes:
         self.applied += 1
@@ -171,9 +175,11 @@ class SimKV:
             op = _COMMANDS[command] = msgspec.json.decode(command)
         if op[0] == "w":
             self.data[op[1]] = op[2]
+            self.written.add(op[2])
             return b""
         if self.data.get(op[1]) == op[2]:
             self.data[op[1]] = op[3]
+            self.written.add(op[3])
             return b"1"
         return b"0"
 
@@ -187,13 +193,20 @@ class SimKV:
         )
 
     def snapshot(self, out: BinaryIO) -> None:
-        out.write(self.fingerprint().encode())
+        state = {
+            "data": self.data,
+            "applied": self.applied,
+            "digest": self.digest,
+            "written": sorted(self.written),
+        }
+        out.write(json.dumps(state, sort_keys=True).encode())
 
     def restore(self, inp: BinaryIO) -> None:
         state = json.loads(inp.read())
         self.data = state["data"]
         self.applied = state["applied"]
         self.digest = state["digest"]
+        self.written = set(state["written"])
 
 
 def _refusal_file(exc: StorageError) -> str | None:
@@ -570,7 +583,10 @@ async def _kv_client(
     until: float,
     reads: str,
     think: float,
+    refused: set[int],
 ) -> None:
+    """One simulated client (see :func:`run_kv`); the values of its writes that definitely
+    failed go into ``refused``."""
     loop = asyncio.get_running_loop()
     rng = random.Random(cluster.rng.getrandbits(64))
     seen: dict[str, list[int]] = {k: [] for k in KEYS}
@@ -609,6 +625,7 @@ async def _kv_client(
                     SessionExpiredError,
                 ):
                     recorder.fail(h)  # definite: not done (raftpy.errors)
+                    refused.add(new)
                 except IndeterminateError:
                     recorder.indeterminate(h)
                 else:
@@ -643,7 +660,7 @@ def run_kv(
         until = asyncio.get_running_loop().time() + duration
         tasks = [
             asyncio.get_running_loop().create_task(
-                _kv_client(c, cid, recorder, until, reads, think)
+                _kv_client(c, cid, recorder, until, reads, think, refused)
             )
             for cid in range(1, clients + 1)
         ]
@@ -662,9 +679,15 @@ def run_kv(
         }
         if len(set(states.values())) > 1:
             c.problems.append(f"replicas diverged: {states}")
+        for m in c.members.values():
+            if isinstance(m.machine, SimKV):
+                written[m.node_id] = m.machine.written
 
+    refused: set[int] = set()
+    written: dict[int, set[int]] = {}
     virtual = cluster.run(workload, duration)
     history = recorder.operations()
+    cluster.problems.extend(_durability_problems(history, refused, written))
     options = _options(n, clients, duration, faults, reads, think)
     result = check(history, timeout=check_timeout)
     return StackResult(
@@ -677,6 +700,34 @@ def run_kv(
         cluster.problems,
         options,
     )
+
+
+def _durability_problems(
+    history: list[Operation], refused: set[int], written: dict[int, set[int]]
+) -> list[str]:
+    """Writes acknowledged but missing from a replica (lost: Raft §5.3, an acknowledged entry
+    is committed and stays), and writes the client was told definitely failed but that a
+    replica applied (raftpy.errors: a definite failure did nothing). Checked on the replicas'
+    final state, so a lost write shows even when a later write to its key hid it from reads."""
+    acked = [
+        (o.client, o.value if o.op == "write" else o.to)
+        for o in history
+        if not o.indeterminate and (o.op == "write" or (o.op == "cas" and o.ok))
+    ]
+    problems: list[str] = []
+    for node_id, values in sorted(written.items()):
+        lost = [f"{value} (client {client})" for client, value in acked if value not in values]
+        if lost:
+            problems.append(
+                f"node {node_id} lacks {len(lost)} acknowledged write(s): {', '.join(lost[:5])}"
+            )
+        done = sorted(refused & values)
+        if done:
+            problems.append(
+                f"node {node_id} applied {len(done)} write(s) the client was told definitely "
+                f"failed: {done[:5]}"
+            )
+    return problems
 
 
 def _options(
