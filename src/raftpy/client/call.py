@@ -176,7 +176,7 @@ class Call:
         """Send the request until a node answers it, within ``budget`` seconds (or until
         ``deadline``, loop time, when given: ``budget`` is then the call's whole budget, for
         the error message)."""
-        loop = asyncio.get_running_loop()
+        loop = self.pool.loop
         if deadline is None:
             deadline = loop.time() + budget
         backoff = self.policy.backoff()
@@ -312,7 +312,7 @@ class Call:
         status = resp.status
         if status is ResponseStatus.OK:
             if self.session is not None:
-                self.session.last_active = asyncio.get_running_loop().time()
+                self.session.last_active = self.pool.loop.time()
             # Only a leader answers writes, lease reads and membership reads that are not
             # stale; followers answer linearizable reads too (ReadIndex through the leader,
             # Thesis §6.4). A node that just handed leadership over does not lead.

@@ -184,7 +184,7 @@ class Client:
                 ClientOp.PROPOSE, command, Consistency.LINEARIZABLE, timeout, None, False
             )
             return resp.result if resp.result is not None else b""
-        deadline = asyncio.get_running_loop().time() + budget
+        deadline = self._pool.loop.time() + budget
         session = self._session
         if session is None or session.expired:  # checked here too: every write passes by
             session = await self._open_session(deadline, budget)
