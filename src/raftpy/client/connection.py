@@ -337,16 +337,33 @@ class Connection(asyncio.BufferedProtocol):
         """One request/response exchange, bounded by ``deadline`` (loop time). Raises
         :class:`ConnectionLost` or :class:`AttemptTimeout`, each saying whether the request
         was written. ``session`` is the request's ``(session, seq, ack)``."""
-        timeout = max(deadline - self._loop.time(), 1e-3)
-        slot = self.submit(op, data, consistency, timeout, deadline, session)
+        slot = self.send(op, data, consistency, deadline, session)
         try:
             # No per-request timer: the connection's sweep fails the slot at its deadline
             # (a timer per request cost about a quarter of the client's CPU at load).
             return await slot.future
         finally:
-            # Cancelled or timed out: forget the slot so a late answer is dropped. An unsent
-            # slot's future is done (cancelled), so _flush will not write it.
-            self._pending.pop(slot.id, None)
+            self.forget(slot)
+
+    def send(
+        self,
+        op: ClientOp,
+        data: bytes,
+        consistency: Consistency,
+        deadline: float,
+        session: tuple[int, int, int] = (0, 0, 0),
+    ) -> _Slot:
+        """:meth:`request` without its coroutine: queue the request and return its slot, whose
+        future ends as :meth:`request` does; the caller awaits it, then calls :meth:`forget`
+        whatever happened."""
+        timeout = max(deadline - self._loop.time(), 1e-3)
+        return self.submit(op, data, consistency, timeout, deadline, session)
+
+    def forget(self, slot: _Slot) -> None:
+        """The caller is done with ``slot`` (answered, cancelled or timed out): a late answer
+        is dropped. An unsent slot's future is done (cancelled), so _flush will not write
+        it."""
+        self._pending.pop(slot.id, None)
 
     def _arm_sweep(self, deadline: float) -> None:
         """Have the sweep run by ``deadline``: one timer per connection, set for the earliest

@@ -50,6 +50,14 @@ class ConnectionPool:
             loop = self._loop = asyncio.get_running_loop()
         return loop
 
+    def ready(self, address: str) -> Connection | None:
+        """The open, usable connection to ``address``, or ``None`` (then ask
+        :meth:`connection`, which opens one)."""
+        conn = self._conns.get(address)
+        if conn is not None and conn.usable:
+            return conn
+        return None
+
     async def connection(self, address: str, deadline: float) -> Connection:
         """The open connection to ``address``, opening it if needed. Raises
         :class:`~raftpy.client.connection.ConnectFailed`, or ``TimeoutError`` at
