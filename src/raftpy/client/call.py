@@ -211,26 +211,54 @@ class Call:
             attempt_deadline = deadline
             if self.bounded:
                 attempt_deadline = min(deadline, loop.time() + self.policy.attempt_timeout)
+            outcome: ClientResponse | ConnectionLost | AttemptTimeout
             try:
                 # conn.request() inlined: one coroutine less per attempt.
                 slot = conn.send(
                     self.op, self.data, self.consistency, attempt_deadline, self.fields()
                 )
                 try:
-                    resp = await slot.future
+                    outcome = await slot.future
+                except AttemptTimeout as exc:
+                    outcome = exc
                 finally:
                     conn.forget(slot)
-            except ConnectionLost as exc:
-                self.on_connection_lost(exc)
-                continue
-            except AttemptTimeout as exc:
-                self.on_attempt_timeout(exc.sent, final=attempt_deadline >= deadline)
-                continue
+            except ConnectionLost as exc:  # from send (not sent) or from the future
+                outcome = exc
             except RequestTooLarge as exc:
                 self.on_too_large(exc)
-            if self.on_response(resp):
+            resp = self.judge(outcome, final=attempt_deadline >= deadline)
+            if resp is not None:
                 return resp
         raise self.final_error(budget)
+
+    def judge(
+        self, outcome: ClientResponse | ConnectionLost | AttemptTimeout, *, final: bool
+    ) -> ClientResponse | None:
+        """How the attempt at ``self.target`` ended: the answer to return, or ``None`` to go
+        on (``target`` is then the next address), or raise the call's final error.
+        ``final``: the attempt's deadline was the call's."""
+        if isinstance(outcome, ConnectionLost):
+            self.on_connection_lost(outcome)
+            return None
+        if isinstance(outcome, AttemptTimeout):
+            self.on_attempt_timeout(outcome.sent, final=final)
+            return None
+        return outcome if self.on_response(outcome) else None
+
+    def first_attempt_was(
+        self,
+        target: str,
+        outcome: ClientResponse | ConnectionLost | AttemptTimeout,
+        *,
+        final: bool,
+    ) -> ClientResponse | None:
+        """The call's first attempt went to ``target`` outside :meth:`run` (the client's fast
+        path for writes) and ended with ``outcome``: judge it as :meth:`run` would have, so
+        that :meth:`run` goes on from there."""
+        self.target = target
+        self.tried.add(target)
+        return self.judge(outcome, final=final)
 
     async def _pause(self, backoff: Backoff | None, deadline: float) -> Backoff:
         """Sleep the next pause of ``backoff`` (made now if ``None``), at most until

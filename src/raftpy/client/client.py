@@ -21,6 +21,7 @@ from typing import Final, Self
 import msgspec
 
 from raftpy.client.call import Call, RetryPolicy, take_snapshot
+from raftpy.client.connection import AttemptTimeout, ConnectionLost, RequestTooLarge
 from raftpy.client.pool import ConnectionPool
 from raftpy.client.session import ClientSession
 from raftpy.client.targets import Targets
@@ -43,6 +44,7 @@ from raftpy.transport.protocol import (
     Consistency,
     MemberRequest,
     Members,
+    ResponseStatus,
     decode_members,
     decode_session_granted,
 )
@@ -190,6 +192,38 @@ class Client:
             session = await self._open_session(deadline, budget)
         seq = session.begin()
         try:
+            leader = self._targets.leader
+            conn = None if leader is None else self._pool.ready(leader)
+            first = None
+            loop = self._pool.loop
+            if conn is not None and loop.time() < deadline:
+                # The common case: the known leader's connection is open. The first attempt
+                # goes out at once, as Call.run would send it, and the call's retry state is
+                # built only when that attempt does not end the write.
+                attempt_deadline = min(deadline, loop.time() + self._policy.attempt_timeout)
+                fields = (session.id, seq, session.ack())
+                try:
+                    slot = conn.send(
+                        ClientOp.PROPOSE,
+                        command,
+                        Consistency.LINEARIZABLE,
+                        attempt_deadline,
+                        fields,
+                    )
+                except (ConnectionLost, RequestTooLarge):
+                    pass  # nothing was sent: the call below starts from scratch
+                else:
+                    outcome: ClientResponse | ConnectionLost | AttemptTimeout
+                    try:
+                        outcome = await slot.future
+                    except (ConnectionLost, AttemptTimeout) as exc:
+                        outcome = exc
+                    finally:
+                        conn.forget(slot)
+                    if type(outcome) is ClientResponse and outcome.status is ResponseStatus.OK:
+                        session.last_active = loop.time()
+                        return outcome.result if outcome.result is not None else b""
+                    first = outcome, attempt_deadline >= deadline
             call = Call(
                 self._pool,
                 self._targets,
@@ -202,6 +236,11 @@ class Client:
                 session=session,
                 seq=seq,
             )
+            if first is not None:
+                assert leader is not None
+                done = call.first_attempt_was(leader, first[0], final=first[1])
+                if done is not None:
+                    return done.result if done.result is not None else b""
             resp = await call.run(budget, deadline)
         finally:
             session.end(seq)
