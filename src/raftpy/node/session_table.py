@@ -51,6 +51,12 @@ class Answer(NamedTuple):
 _EMPTY = Answer(b"", None, False)
 
 
+def _applied(result: bytes, _new: Callable[..., Answer] = tuple.__new__) -> Answer:
+    """``Answer(result, None, True)``, built as a tuple: a NamedTuple's own constructor is a
+    Python function, about 0.3 us of the ~3 us every replica spends per write."""
+    return _new(Answer, (result, None, True))
+
+
 @dataclass(slots=True)
 class _Session:
     id: int
@@ -127,7 +133,7 @@ class SessionTable:
         if type(record) is SessionCommand:
             if record.session == 0:  # a plain write: once per entry, as without sessions
                 try:
-                    return Answer(apply(record.data), None, True)
+                    return _applied(apply(record.data))
                 except Exception as exc:
                     return Answer(b"", exc, True)
             return self._command(record, apply)
@@ -255,7 +261,7 @@ class SessionTable:
             return Answer(b"", exc, True)
         results[seq] = CachedResult(seq, result)
         s.order.append(seq)
-        return Answer(result, None, True)
+        return _applied(result)
 
     # -- snapshots ------------------------------------------------------------------------------
 
