@@ -70,7 +70,12 @@ class ClientConnection:
         encode_into(response, buf, start + HEADER_SIZE)
         pack_header_into(buf, start, len(buf) - start - HEADER_SIZE)
         self._owner._stats.client_responses += 1
-        if not self._dirty:
+        if not self._outstanding:
+            # The client awaits nothing else here (a single writer, or the last answer of a
+            # burst): write now. Marked dirty, the answers would wait for the flush at the end
+            # of the loop pass after this one.
+            self._flush()
+        elif not self._dirty:
             self._dirty = True
             self._owner._mark_dirty(self)
 
