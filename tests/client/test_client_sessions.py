@@ -232,6 +232,25 @@ def test_a_write_to_the_known_leader_follows_its_first_answer_like_any_attempt()
     run(scenario())
 
 
+def test_without_sessions_a_write_to_the_known_leader_is_never_resent() -> None:
+    # The fast path serves writes without a session too: its first attempt's unknown
+    # outcome must end the write (IndeterminateError), never be resent.
+    async def scenario() -> None:
+        async with nodes(1) as (a,):
+            client = Client([a.address], timeout=5, sessions=False, **FAST)
+            async with client:
+                assert await client.propose(b"one") == b"applied:one"
+                assert client.leader_address == a.address
+                a.handler = scripted(a, hang_up)
+                with pytest.raises(IndeterminateError, match="broke after it was sent"):
+                    await client.propose(b"two")
+                assert await client.propose(b"three") == b"applied:three"
+            assert [r.data for r in a.requests] == [b"one", b"two", b"three"]
+            assert fields(a.requests) == [(0, 0, 0)] * 3 and a.session_requests == []
+
+    run(scenario())
+
+
 def test_unknown_outcomes_until_the_deadline_are_indeterminate() -> None:
     async def scenario() -> None:
         async with nodes(1) as (a,):

@@ -65,6 +65,7 @@ may be lost without the session expiring."""
 _PROPOSE: Final = ClientOp.PROPOSE
 _LINEARIZABLE: Final = Consistency.LINEARIZABLE
 _OK: Final = ResponseStatus.OK
+_NO_SESSION: Final = (0, 0, 0)
 
 
 def parse_consistency(consistency: str | Consistency) -> Consistency:
@@ -188,27 +189,31 @@ class Client:
         or may not be done) or ``RemoteProtocolError``.
         """
         budget = self._budget(timeout)
-        if not self._sessions:
-            resp = await self._call(
-                ClientOp.PROPOSE, command, Consistency.LINEARIZABLE, timeout, None, False
-            )
-            return resp.result if resp.result is not None else b""
-        deadline = self._pool.loop.time() + budget
-        session = self._session
-        if session is None or session.expired:  # checked here too: every write passes by
-            session = await self._open_session(deadline, budget)
-        seq = session.begin()
+        loop = self._pool.loop
+        deadline = loop.time() + budget
+        session = None
+        seq = 0
+        if self._sessions:
+            session = self._session
+            if session is None or session.expired:  # checked here too: every write passes by
+                session = await self._open_session(deadline, budget)
+            seq = session.begin()
         try:
             leader = self._targets.leader
             conn = None if leader is None else self._pool.ready(leader)
             first = None
-            loop = self._pool.loop
             if conn is not None and loop.time() < deadline:
                 # The common case: the known leader's connection is open. The first attempt
                 # goes out at once, as Call.run would send it, and the call's retry state is
-                # built only when that attempt does not end the write.
-                attempt_deadline = min(deadline, loop.time() + self._policy.attempt_timeout)
-                fields = (session.id, seq, session.ack())
+                # built only when that attempt does not end the write. A session's write
+                # gives up on a silent node after attempt_timeout (it is resent); a write
+                # without one waits until the deadline (Call.bounded).
+                if session is not None:
+                    attempt_deadline = min(deadline, loop.time() + self._policy.attempt_timeout)
+                    fields = (session.id, seq, session.ack())
+                else:
+                    attempt_deadline = deadline
+                    fields = _NO_SESSION
                 try:
                     slot = conn.send(_PROPOSE, command, _LINEARIZABLE, attempt_deadline, fields)
                 except (ConnectionLost, RequestTooLarge):
@@ -222,7 +227,8 @@ class Client:
                     finally:
                         conn.forget(slot)
                     if type(outcome) is ClientResponse and outcome.status is _OK:
-                        session.last_active = loop.time()
+                        if session is not None:
+                            session.last_active = loop.time()
                         return outcome.result if outcome.result is not None else b""
                     first = outcome, attempt_deadline >= deadline
             call = Call(
@@ -233,7 +239,7 @@ class Client:
                 command,
                 Consistency.LINEARIZABLE,
                 pinned=None,
-                resend=True,
+                resend=session is not None,
                 session=session,
                 seq=seq,
             )
@@ -244,7 +250,8 @@ class Client:
                     return done.result if done.result is not None else b""
             resp = await call.run(budget, deadline)
         finally:
-            session.end(seq)
+            if session is not None:
+                session.end(seq)
         return resp.result if resp.result is not None else b""
 
     async def query(
