@@ -7,8 +7,9 @@ but the node having no room for another connection, or a node certificate this c
 trust). Requests are
 pipelined: any number may be outstanding, each matched to its response by a per-connection
 ``id``, and the requests issued in one event-loop iteration are written with one ``write``
-call. A connection that breaks fails its outstanding requests with :class:`ConnectionLost`,
-which says whether each had been written: a proposal that was written may have been appended.
+call (a lone writer's request, with nothing else outstanding, at once). A connection that
+breaks fails its outstanding requests with :class:`ConnectionLost`, which says whether each
+had been written: a proposal that was written may have been appended.
 A request with no answer by its deadline fails with :class:`AttemptTimeout`.
 
 Internal to :mod:`raftpy.client`; the retry logic that reads these errors is in

@@ -24,7 +24,9 @@ class ClientConnection:
     """One accepted client connection, handed to ``on_client_request`` with each request.
 
     :meth:`respond` may be called any number of times, in any order, from the event loop's
-    thread; responses queued in one loop iteration go out in one write.
+    thread; responses queued in one loop iteration go out in one write, at the end of the
+    iteration, or at once with the response that leaves the client awaiting nothing else on
+    this connection.
     """
 
     __slots__ = (
