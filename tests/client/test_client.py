@@ -687,6 +687,31 @@ def test_200_concurrent_proposes_pipelined_on_one_connection_answered_in_reverse
     run(scenario())
 
 
+def test_writes_after_the_first_do_not_ask_asyncio_for_the_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The client keeps its loop: ``asyncio.get_running_loop()`` costs a getpid system call
+    in Python 3.11, and a write used to ask three times."""
+    asked = 0
+    real = asyncio.get_running_loop
+
+    def counting() -> asyncio.AbstractEventLoop:
+        nonlocal asked
+        asked += 1
+        return real()
+
+    async def scenario() -> None:
+        async with nodes(1) as (a,), Client([a.address], timeout=5, **FAST) as client:
+            assert await client.propose(b"first") == b"applied:first"
+            monkeypatch.setattr(asyncio, "get_running_loop", counting)
+            for i in range(20):
+                assert await client.propose(b"w%d" % i) == b"applied:w%d" % i
+            monkeypatch.undo()
+
+    run(scenario())
+    assert asked == 0
+
+
 def test_cancelled_propose_leaves_the_connection_usable() -> None:
     async def scenario() -> None:
         async with nodes(1) as (a,):

@@ -197,6 +197,60 @@ def test_same_session_and_seq_resent_through_every_unknown_outcome() -> None:
     run(scenario())
 
 
+def test_a_write_to_the_known_leader_follows_its_first_answer_like_any_attempt() -> None:
+    # Once the leader is known, a write's first attempt goes out before the call's retry
+    # state exists (the client's fast path); its answer must still be judged as Call.run
+    # judges any: a redirect is followed with the same (session, seq), a refusal that retrying
+    # cannot help ends the write at once, definitely.
+    async def scenario() -> None:
+        async with nodes(2) as (a, b):
+            client = Client([a.address], timeout=5, **FAST)
+            async with client:
+                assert await client.propose(b"one") == b"applied:one"
+                assert client.leader_address == a.address
+
+                def moved(conn: FakeConn, req: ClientRequest) -> None:
+                    conn.respond(
+                        answer(
+                            req,
+                            ResponseStatus.NOT_LEADER,
+                            leader_id=b.node_id,
+                            leader_address=b.address,
+                        )
+                    )
+
+                a.handler = scripted(a, moved)
+                assert await client.propose(b"two") == b"applied:two"
+                assert client.leader_address == b.address
+                b.handler = scripted(b, status_of(ResponseStatus.DROPPED, "too big", False))
+                with pytest.raises(ProposalDropped, match="too big") as info:
+                    await client.propose(b"three")
+                assert not info.value.retryable
+            assert fields(a.ops(ClientOp.PROPOSE)) == [(101, 1, 1), (101, 2, 2)]
+            assert fields(b.ops(ClientOp.PROPOSE)) == [(101, 2, 2), (101, 3, 3)]
+
+    run(scenario())
+
+
+def test_without_sessions_a_write_to_the_known_leader_is_never_resent() -> None:
+    # The fast path serves writes without a session too: its first attempt's unknown
+    # outcome must end the write (IndeterminateError), never be resent.
+    async def scenario() -> None:
+        async with nodes(1) as (a,):
+            client = Client([a.address], timeout=5, sessions=False, **FAST)
+            async with client:
+                assert await client.propose(b"one") == b"applied:one"
+                assert client.leader_address == a.address
+                a.handler = scripted(a, hang_up)
+                with pytest.raises(IndeterminateError, match="broke after it was sent"):
+                    await client.propose(b"two")
+                assert await client.propose(b"three") == b"applied:three"
+            assert [r.data for r in a.requests] == [b"one", b"two", b"three"]
+            assert fields(a.requests) == [(0, 0, 0)] * 3 and a.session_requests == []
+
+    run(scenario())
+
+
 def test_unknown_outcomes_until_the_deadline_are_indeterminate() -> None:
     async def scenario() -> None:
         async with nodes(1) as (a,):

@@ -339,6 +339,31 @@ def test_snapshot_round_trip_keeps_the_table_beside_the_user_state(concurrent: b
     assert fresh.user.commands == [b"a"]  # type: ignore[attr-defined]
 
 
+def test_a_restored_table_drops_acknowledged_results_as_the_original_does() -> None:
+    # The table finds the oldest results to drop through a queue of their seqs beside the
+    # results; a restore rebuilds it, or acknowledged results would stay and fill the session.
+    machine = with_sessions(Counter())
+    machine.apply_entry(entry(1, opener(10, max_results=3)))
+    for seq in (1, 2, 3):
+        assert machine.apply_entry(entry(1 + seq, SessionCommand(11, 1, seq, 1, b"%d" % seq)))[2]
+    out = io.BytesIO()
+    machine.snapshot(out)
+    fresh = with_sessions(Counter())
+    fresh.restore(io.BytesIO(out.getvalue()))
+    # seq 4 acknowledges 1..3: room is made, it applies, and 2 is refused as acknowledged.
+    assert fresh.apply_entry(entry(5, SessionCommand(12, 1, 4, 4, b"4"))).applied
+    again = fresh.apply_entry(entry(6, SessionCommand(12, 1, 2, 2, b"2")))
+    assert isinstance(again.failure, SessionExpiredError) and not again.applied
+    # 6 overtakes 5: acknowledging 5 drops 4 and stops at 6 (the front); 7 drops both.
+    assert fresh.apply_entry(entry(7, SessionCommand(13, 1, 6, 4, b"6"))).applied
+    assert fresh.apply_entry(entry(8, SessionCommand(13, 1, 5, 5, b"5"))).applied
+    assert fresh.apply_entry(entry(9, SessionCommand(14, 1, 7, 7, b"7"))).applied
+    for seq in (4, 5, 6):
+        late = fresh.apply_entry(entry(10, SessionCommand(15, 1, seq, seq, b"%d" % seq)))
+        assert isinstance(late.failure, SessionExpiredError) and not late.applied, seq
+    assert fresh.user.commands == [b"1", b"2", b"3", b"4", b"6", b"5", b"7"]  # type: ignore[attr-defined]
+
+
 def test_old_snapshot_without_marker_restores_with_an_empty_table() -> None:
     old = Counter()
     old.apply(b"a")

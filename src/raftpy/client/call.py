@@ -176,20 +176,19 @@ class Call:
         """Send the request until a node answers it, within ``budget`` seconds (or until
         ``deadline``, loop time, when given: ``budget`` is then the call's whole budget, for
         the error message)."""
-        loop = asyncio.get_running_loop()
+        pool = self.pool
+        loop = pool.loop
         if deadline is None:
             deadline = loop.time() + budget
-        backoff = self.policy.backoff()
-        while not self.pool.closed:
+        backoff: Backoff | None = None  # made at the first pause: most calls never pause
+        while not pool.closed:
             if self.target in self.refused:
                 self._move_on()  # another address is left: on_refused ends the call otherwise
                 continue
             if self.target in self.tried:
                 # Back at a node that already failed since the last pause: a whole round went
                 # by, a redirect loop, or the leader shedding load. Wait before going on.
-                delay = min(backoff.pause(), deadline - loop.time())
-                if delay > 0:
-                    await self.pool.pause(delay)
+                backoff = await self._pause(backoff, deadline)
                 self.tried.clear()
                 continue
             if loop.time() >= deadline:
@@ -197,7 +196,8 @@ class Call:
             target = self.target
             self.tried.add(target)
             try:
-                conn = await self.pool.connection(target, deadline)
+                # The open connection without a coroutine when there is one (most attempts).
+                conn = pool.ready(target) or await pool.connection(target, deadline)
             except TimeoutError:
                 # Keep the earlier, more telling reason (a refusal, a redirect) in front.
                 self.last = f"{self.last}; then still connecting to {target} at the deadline"
@@ -211,21 +211,64 @@ class Call:
             attempt_deadline = deadline
             if self.bounded:
                 attempt_deadline = min(deadline, loop.time() + self.policy.attempt_timeout)
+            outcome: ClientResponse | ConnectionLost | AttemptTimeout
             try:
-                resp = await conn.request(
+                # conn.request() inlined: one coroutine less per attempt.
+                slot = conn.send(
                     self.op, self.data, self.consistency, attempt_deadline, self.fields()
                 )
-            except ConnectionLost as exc:
-                self.on_connection_lost(exc)
-                continue
-            except AttemptTimeout as exc:
-                self.on_attempt_timeout(exc.sent, final=attempt_deadline >= deadline)
-                continue
+                try:
+                    outcome = await slot.future
+                except AttemptTimeout as exc:
+                    outcome = exc
+                finally:
+                    conn.forget(slot)
+            except ConnectionLost as exc:  # from send (not sent) or from the future
+                outcome = exc
             except RequestTooLarge as exc:
                 self.on_too_large(exc)
-            if self.on_response(resp):
+            resp = self.judge(outcome, final=attempt_deadline >= deadline)
+            if resp is not None:
                 return resp
         raise self.final_error(budget)
+
+    def judge(
+        self, outcome: ClientResponse | ConnectionLost | AttemptTimeout, *, final: bool
+    ) -> ClientResponse | None:
+        """How the attempt at ``self.target`` ended: the answer to return, or ``None`` to go
+        on (``target`` is then the next address), or raise the call's final error.
+        ``final``: the attempt's deadline was the call's."""
+        if isinstance(outcome, ConnectionLost):
+            self.on_connection_lost(outcome)
+            return None
+        if isinstance(outcome, AttemptTimeout):
+            self.on_attempt_timeout(outcome.sent, final=final)
+            return None
+        return outcome if self.on_response(outcome) else None
+
+    def first_attempt_was(
+        self,
+        target: str,
+        outcome: ClientResponse | ConnectionLost | AttemptTimeout,
+        *,
+        final: bool,
+    ) -> ClientResponse | None:
+        """The call's first attempt went to ``target`` outside :meth:`run` (the client's fast
+        path for writes) and ended with ``outcome``: judge it as :meth:`run` would have, so
+        that :meth:`run` goes on from there."""
+        self.target = target
+        self.tried.add(target)
+        return self.judge(outcome, final=final)
+
+    async def _pause(self, backoff: Backoff | None, deadline: float) -> Backoff:
+        """Sleep the next pause of ``backoff`` (made now if ``None``), at most until
+        ``deadline``; the backoff, for the next pause."""
+        if backoff is None:
+            backoff = self.policy.backoff()
+        delay = min(backoff.pause(), deadline - self.pool.loop.time())
+        if delay > 0:
+            await self.pool.pause(delay)
+        return backoff
 
     def fields(self) -> tuple[int, int, int]:
         """This attempt's ``(session, seq, ack)``: the ack is read now, since writes that
@@ -312,7 +355,7 @@ class Call:
         status = resp.status
         if status is ResponseStatus.OK:
             if self.session is not None:
-                self.session.last_active = asyncio.get_running_loop().time()
+                self.session.last_active = self.pool.loop.time()
             # Only a leader answers writes, lease reads and membership reads that are not
             # stale; followers answer linearizable reads too (ReadIndex through the leader,
             # Thesis §6.4). A node that just handed leadership over does not lead.

@@ -7,8 +7,9 @@ but the node having no room for another connection, or a node certificate this c
 trust). Requests are
 pipelined: any number may be outstanding, each matched to its response by a per-connection
 ``id``, and the requests issued in one event-loop iteration are written with one ``write``
-call. A connection that breaks fails its outstanding requests with :class:`ConnectionLost`,
-which says whether each had been written: a proposal that was written may have been appended.
+call (a lone writer's request, with nothing else outstanding, at once). A connection that
+breaks fails its outstanding requests with :class:`ConnectionLost`, which says whether each
+had been written: a proposal that was written may have been appended.
 A request with no answer by its deadline fails with :class:`AttemptTimeout`.
 
 Internal to :mod:`raftpy.client`; the retry logic that reads these errors is in
@@ -153,6 +154,7 @@ class Connection(asyncio.BufferedProtocol):
         self._sweep_at = math.inf  # the deadline the sweeper is set for
         self._outbox: list[_Slot] = []
         self._flush_scheduled = False
+        self._last_burst = 0  # requests in the last write
         # What the node announced in its HelloReply (None: an older node said nothing).
         self.max_request_bytes: int | None = None
         self._idle_limit: float | None = None
@@ -306,13 +308,20 @@ class Connection(asyncio.BufferedProtocol):
         if deadline != math.inf:
             self._arm_sweep(deadline)
         self._outbox.append(slot)
-        if not self._flush_scheduled:
+        if self._last_burst <= 1 and len(self._pending) == 1 and len(self._outbox) == 1:
+            # A lone writer (nothing else outstanding, and the last write carried one
+            # request): write now rather than on the next loop pass, which costs a single
+            # writer a loop pass (a poll) of latency per request. Under load the requests of
+            # one loop pass still go out in one write.
+            self._flush()
+        elif not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
         return slot
 
     def _flush(self) -> None:
-        """Write every queued request still wanted in one call (one syscall for a burst)."""
+        """Write every queued request still wanted in one call (one syscall for a burst):
+        on the loop pass after they were queued, or at once for a lone writer (submit)."""
         self._flush_scheduled = False
         outbox, self._outbox = self._outbox, []
         if self._closing or self._transport is None or self._transport.is_closing():
@@ -323,6 +332,7 @@ class Connection(asyncio.BufferedProtocol):
                 frames.append(slot.frame)
                 slot.sent = True
             slot.frame = b""
+        self._last_burst = len(frames)
         if frames:
             self._write(b"".join(frames))
 
@@ -337,16 +347,33 @@ class Connection(asyncio.BufferedProtocol):
         """One request/response exchange, bounded by ``deadline`` (loop time). Raises
         :class:`ConnectionLost` or :class:`AttemptTimeout`, each saying whether the request
         was written. ``session`` is the request's ``(session, seq, ack)``."""
-        timeout = max(deadline - self._loop.time(), 1e-3)
-        slot = self.submit(op, data, consistency, timeout, deadline, session)
+        slot = self.send(op, data, consistency, deadline, session)
         try:
             # No per-request timer: the connection's sweep fails the slot at its deadline
             # (a timer per request cost about a quarter of the client's CPU at load).
             return await slot.future
         finally:
-            # Cancelled or timed out: forget the slot so a late answer is dropped. An unsent
-            # slot's future is done (cancelled), so _flush will not write it.
-            self._pending.pop(slot.id, None)
+            self.forget(slot)
+
+    def send(
+        self,
+        op: ClientOp,
+        data: bytes,
+        consistency: Consistency,
+        deadline: float,
+        session: tuple[int, int, int] = (0, 0, 0),
+    ) -> _Slot:
+        """:meth:`request` without its coroutine: queue the request and return its slot, whose
+        future ends as :meth:`request` does; the caller awaits it, then calls :meth:`forget`
+        whatever happened."""
+        timeout = max(deadline - self._loop.time(), 1e-3)
+        return self.submit(op, data, consistency, timeout, deadline, session)
+
+    def forget(self, slot: _Slot) -> None:
+        """The caller is done with ``slot`` (answered, cancelled or timed out): a late answer
+        is dropped. An unsent slot's future is done (cancelled), so _flush will not write
+        it."""
+        self._pending.pop(slot.id, None)
 
     def _arm_sweep(self, deadline: float) -> None:
         """Have the sweep run by ``deadline``: one timer per connection, set for the earliest

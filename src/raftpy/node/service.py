@@ -205,56 +205,75 @@ class ClientService:
 
     def handle(self, conn: ClientConnectionLike, req: ClientRequest) -> None:
         """Serve ``req``; the answer goes to ``conn``, now or when the request resolves."""
-        node = self._node
         problem = session_fields_problem(req)
         if problem is not None:
             # The request's own fault: it fails alone, and the same request would fail again.
             self._respond(conn, req.op, _refuse(req.id, f"bad session fields: {problem}"))
             return
+        op = req.op
+        fut: asyncio.Future[bytes] | None
         try:
-            if req.op is ClientOp.STATUS:
-                data = msgspec.msgpack.encode(node.status())
-                self._respond(conn, req.op, ClientResponse(req.id, ResponseStatus.OK, data))
-                return
-            if req.op is ClientOp.SNAPSHOT:
-                task = self._spawn(node.snapshot())
-                task.add_done_callback(
-                    lambda t: self._respond(conn, req.op, _snapshot_response(req.id, t))
-                )
-                return
-            if req.op is ClientOp.MEMBERS or req.op in MEMBERSHIP_CHANGES:
-                self._membership(conn, req)
-                return
-            if req.op in _SESSION_REQUESTS or (req.op is ClientOp.PROPOSE and req.session):
-                if not self._session_checked:
-                    self._session_checked = True
-                    self._session_node = node if isinstance(node, SessionNode) else None
-                sessions = self._session_node
-                if sessions is None:
-                    self._respond(
-                        conn,
-                        req.op,
-                        _refuse(req.id, f"node {node.node_id} does not serve sessions"),
-                    )
-                    return
-                if req.op is ClientOp.PROPOSE:
+            if op is _PROPOSE:  # nearly every request: tested first, on a module constant
+                if req.session:
+                    sessions = self._sessions()
+                    if sessions is None:
+                        self._respond(conn, op, self._no_sessions(req))
+                        return
                     fut = sessions.submit(
                         req.data, req.timeout, session=req.session, seq=req.seq, ack=req.ack
                     )
                 else:
-                    task = self._spawn(_session_op(sessions, req))
-                    task.add_done_callback(
-                        lambda t: self._respond(conn, req.op, _session_response(req.id, t))
-                    )
-                    return
-            elif req.op is ClientOp.PROPOSE:
-                fut = node.submit(req.data, req.timeout)
+                    fut = self._node.submit(req.data, req.timeout)
             else:
-                fut = node.submit_query(req.data, req.consistency, req.timeout)
+                fut = self._serve_other(conn, req)
+                if fut is None:
+                    return  # answered, or answered when its task ends
         except RaftError as exc:
-            self._respond(conn, req.op, response_for_error(req.id, exc))
+            self._respond(conn, op, response_for_error(req.id, exc))
             return
-        fut.add_done_callback(lambda f: self._respond(conn, req.op, _future_response(req.id, f)))
+        fut.add_done_callback(lambda f: self._respond(conn, op, _future_response(req.id, f)))
+
+    def _sessions(self) -> SessionNode | None:
+        """The node, if it keeps sessions (checked at the first session request)."""
+        if not self._session_checked:
+            self._session_checked = True
+            node = self._node
+            self._session_node = node if isinstance(node, SessionNode) else None
+        return self._session_node
+
+    def _no_sessions(self, req: ClientRequest) -> ClientResponse:
+        return _refuse(req.id, f"node {self._node.node_id} does not serve sessions")
+
+    def _serve_other(
+        self, conn: ClientConnectionLike, req: ClientRequest
+    ) -> asyncio.Future[bytes] | None:
+        """Serve a request other than ``PROPOSE``: the future of a query (the caller answers
+        when it resolves), or ``None`` when it was answered or will be by its own task.
+        Raises a RaftError the caller answers with."""
+        node = self._node
+        op = req.op
+        if op is ClientOp.STATUS:
+            data = msgspec.msgpack.encode(node.status())
+            self._respond(conn, op, ClientResponse(req.id, _OK, data))
+            return None
+        if op is ClientOp.SNAPSHOT:
+            task = self._spawn(node.snapshot())
+            task.add_done_callback(lambda t: self._respond(conn, op, _snapshot_response(req.id, t)))
+            return None
+        if op is ClientOp.MEMBERS or op in MEMBERSHIP_CHANGES:
+            self._membership(conn, req)
+            return None
+        if op in _SESSION_REQUESTS:
+            sessions = self._sessions()
+            if sessions is None:
+                self._respond(conn, op, self._no_sessions(req))
+                return None
+            session_task = self._spawn(_session_op(sessions, req))
+            session_task.add_done_callback(
+                lambda t: self._respond(conn, op, _session_response(req.id, t))
+            )
+            return None
+        return node.submit_query(req.data, req.consistency, req.timeout)
 
     def _membership(self, conn: ClientConnectionLike, req: ClientRequest) -> None:
         """Serve a ``MEMBERS`` request at once, or start a membership change."""
@@ -282,6 +301,10 @@ class ClientService:
 
 
 _SESSION_REQUESTS = frozenset({ClientOp.OPEN_SESSION, ClientOp.KEEP_ALIVE, ClientOp.CLOSE_SESSION})
+# Read on every request: in Python 3.11 ``ClientOp.PROPOSE`` costs ~0.1 us (EnumType's
+# __getattr__ sends every class attribute lookup through a Python-level hook), a global ~0.01.
+_PROPOSE = ClientOp.PROPOSE
+_OK = ResponseStatus.OK
 
 
 async def _session_op(node: SessionNode, req: ClientRequest) -> bytes:
@@ -392,7 +415,7 @@ def _future_response(request_id: int, fut: asyncio.Future[bytes]) -> ClientRespo
     exc = fut.exception()
     if exc is not None:
         return _error_response(request_id, exc, "the state machine raised")
-    return ClientResponse(request_id, ResponseStatus.OK, fut.result())
+    return ClientResponse(request_id, _OK, fut.result())
 
 
 def _error_response(request_id: int, exc: BaseException, what: str) -> ClientResponse:

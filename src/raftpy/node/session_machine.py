@@ -43,6 +43,7 @@ MARKER: Final = b"\xc1raftpy-sessions\x01"
 msgpack-encoded user state cannot start with it; the last byte is the image's version."""
 
 _MAX_IMAGE_RECORD: Final = 1 << 31
+_SESSION: Final = EntryKind.SESSION  # a global: ~0.1 us less per entry than the enum's lookup
 _encoder = msgspec.msgpack.Encoder()
 _head_decoder = msgspec.msgpack.Decoder(TableHead)
 _session_decoder = msgspec.msgpack.Decoder(SessionImage)
@@ -58,7 +59,7 @@ class SessionStateMachine:
 
     def apply_entry(self, entry: Entry) -> Answer:
         """Apply a COMMAND or SESSION entry (other kinds are not the state machine's)."""
-        if entry.kind is EntryKind.SESSION:
+        if entry.kind is _SESSION:
             return self.table.apply_bytes(entry.index, entry.data, self.user.apply)
         try:
             return Answer(self.user.apply(entry.data), None, True)

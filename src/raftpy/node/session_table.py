@@ -15,7 +15,7 @@ log, never on a replica's own clock. What the table keeps is bounded: sessions b
 from __future__ import annotations
 
 import heapq
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -51,6 +51,12 @@ class Answer(NamedTuple):
 _EMPTY = Answer(b"", None, False)
 
 
+def _applied(result: bytes, _new: Callable[..., Answer] = tuple.__new__) -> Answer:
+    """``Answer(result, None, True)``, built as a tuple: a NamedTuple's own constructor is a
+    Python function, about 0.3 us of the ~3 us every replica spends per write."""
+    return _new(Answer, (result, None, True))
+
+
 @dataclass(slots=True)
 class _Session:
     id: int
@@ -59,6 +65,10 @@ class _Session:
     last_ms: int  # cluster time of its last request
     floor: int = 1  # every seq below it is acknowledged: its result is gone
     results: dict[int, CachedResult] = field(default_factory=dict)
+    # The keys of ``results`` in its order, to find its front in O(1): ``next(iter(dict))``
+    # walks over the holes its deletions at the front leave until the dict is rebuilt, about
+    # as many as the results kept (0.5 us per write at 256 outstanding, 3 us at 2,000).
+    order: deque[int] = field(default_factory=deque)
 
     @property
     def deadline(self) -> int:
@@ -123,7 +133,7 @@ class SessionTable:
         if type(record) is SessionCommand:
             if record.session == 0:  # a plain write: once per entry, as without sessions
                 try:
-                    return Answer(apply(record.data), None, True)
+                    return _applied(apply(record.data))
                 except Exception as exc:
                     return Answer(b"", exc, True)
             return self._command(record, apply)
@@ -194,10 +204,12 @@ class SessionTable:
             # the results dropped, not the results kept. One that overtook stays behind a
             # newer one until that goes (still answered right, and still bounded).
             results = s.results
-            while results:
-                seq = next(iter(results))
+            order = s.order
+            while order:
+                seq = order[0]
                 if seq >= ack:
                     break
+                order.popleft()
                 del results[seq]
 
     def _command(self, record: SessionCommand, apply: Callable[[bytes], bytes]) -> Answer:
@@ -245,9 +257,11 @@ class SessionTable:
             # the exception, and a duplicate gets it again from the cache.
             f = failure_of(exc)
             results[seq] = CachedResult(seq, b"", f.error_type, f.error_message)
+            s.order.append(seq)
             return Answer(b"", exc, True)
         results[seq] = CachedResult(seq, result)
-        return Answer(result, None, True)
+        s.order.append(seq)
+        return _applied(result)
 
     # -- snapshots ------------------------------------------------------------------------------
 
@@ -271,7 +285,7 @@ class SessionTable:
                 raise ValueError(f"session table image holds session {im.id} twice")
             results = {r.seq: r for r in im.results}
             sessions[im.id] = _Session(
-                im.id, im.timeout_ms, im.max_results, im.last_ms, im.floor, results
+                im.id, im.timeout_ms, im.max_results, im.last_ms, im.floor, results, deque(results)
             )
         self.clock_ms = head.clock_ms
         self._sessions = sessions

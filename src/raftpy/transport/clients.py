@@ -24,7 +24,9 @@ class ClientConnection:
     """One accepted client connection, handed to ``on_client_request`` with each request.
 
     :meth:`respond` may be called any number of times, in any order, from the event loop's
-    thread; responses queued in one loop iteration go out in one write.
+    thread; responses queued in one loop iteration go out in one write, at the end of the
+    iteration, or at once with the response that leaves the client awaiting nothing else on
+    this connection.
     """
 
     __slots__ = (
@@ -70,7 +72,12 @@ class ClientConnection:
         encode_into(response, buf, start + HEADER_SIZE)
         pack_header_into(buf, start, len(buf) - start - HEADER_SIZE)
         self._owner._stats.client_responses += 1
-        if not self._dirty:
+        if not self._outstanding:
+            # The client awaits nothing else here (a single writer, or the last answer of a
+            # burst): write now. Marked dirty, the answers would wait for the flush at the end
+            # of the loop pass after this one.
+            self._flush()
+        elif not self._dirty:
             self._dirty = True
             self._owner._mark_dirty(self)
 

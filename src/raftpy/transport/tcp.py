@@ -26,7 +26,8 @@ by :class:`~raftpy.transport.protocol.HelloReply`.
   for a connection plus bytes the socket has not taken yet); a message that does not fit is
   dropped and counted. Raft retries, so a drop costs time, never safety.
 - **Write coalescing.** Everything sent to one connection during one event-loop iteration goes
-  out in one ``transport.write``, from a single ``loop.call_soon`` flush per iteration.
+  out in one ``transport.write``, from a single ``loop.call_soon`` flush per iteration (a
+  client's answers go out at once when it awaits nothing else on that connection).
 - **Reading** uses :class:`asyncio.BufferedProtocol` with one reusable ``bytearray`` per
   connection; payloads are decoded straight from ``memoryview`` slices of it (no copy).
 
