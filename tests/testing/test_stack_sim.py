@@ -20,13 +20,8 @@ from raftpy.storage import segments
 from raftpy.storage.wal import FileStorage
 from raftpy.testing.history import Operation
 from raftpy.testing.linearizability import Verdict
-from raftpy.testing.stack_sim import (
-    FAULT_KINDS,
-    STACK_CONFIG,
-    StackFaults,
-    _durability_problems,
-    run_kv,
-)
+from raftpy.testing.stack_sim import FAULT_KINDS, STACK_CONFIG, StackFaults, run_kv
+from raftpy.testing.stack_workload import durability_problems
 
 DEFAULT_SEEDS = 200  # RAFTPY_STACK_SEEDS=10000 for the long sweep
 DURATION = 2.0  # virtual seconds of load per seed; faults come faster to keep the mix
@@ -120,11 +115,11 @@ def test_durability_problems_name_lost_and_wrongly_refused_writes() -> None:
         Operation(client=1, op="write", key="b", call=8, ret=9, value=12, unknown=True),
     ]
     written = {1: {5, 7, 11}, 2: {5}, 3: {5, 7, 13}}
-    assert _durability_problems(history, {13}, written) == [
+    assert durability_problems(history, {13}, written) == [
         "node 2 lacks 1 acknowledged write(s): 7 (client 2)",
         "node 3 applied 1 write(s) the client was told definitely failed: [13]",
     ]
-    assert _durability_problems(history, set(), {1: {5, 7}}) == []
+    assert durability_problems(history, set(), {1: {5, 7}}) == []
 
 
 def test_a_planted_false_failure_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:

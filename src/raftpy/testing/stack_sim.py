@@ -52,21 +52,13 @@ import json
 import logging
 import random
 import time
-import zlib
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
-from typing import Any, BinaryIO, Final
-
-import msgspec
+from typing import Final
 
 from raftpy.client import Client
 from raftpy.errors import (
-    ClusterUnavailableError,
-    IndeterminateError,
-    NotLeaderError,
-    ProposalDropped,
     RaftError,
-    SessionExpiredError,
 )
 from raftpy.node import RaftNode
 from raftpy.node.config import NODE_RAFT_DEFAULTS, NodeConfig
@@ -90,6 +82,7 @@ from raftpy.testing.stack_nemesis import (
     drift_bound,
 )
 from raftpy.testing.stack_net import SimNetwork, client_end, node_address
+from raftpy.testing.stack_workload import READS, SimKV, durability_problems, kv_client
 
 __all__ = [
     "CLIENT_ENDS",
@@ -139,74 +132,6 @@ class SimDisk(FaultyFileSystem):
         super().count_sync()
         if self.slow:
             self.loop.advance(self.rng.uniform(0.0, self.slow))
-
-
-_COMMANDS: dict[bytes, Any] = {}
-"""Commands :class:`SimKV` parsed lately, by their bytes."""
-
-
-class SimKV:
-    """The key-value machine :func:`run_kv` checks: ``["w", key, value]`` sets,
-    ``["c", key, from, to]`` swaps when the value is ``from`` (answers ``1`` or ``0``); a
-    query for ``key`` answers its value as JSON (``null``: absent).
-
-    It also counts the commands it applied and chains their checksums (``applied`` and
-    ``digest``, kept in its snapshots): replicas that end on the same values may still have
-    applied different commands (the three keys are overwritten all the time), and Raft's State
-    Machine Safety (§5.4.3) says they never do. :func:`run_kv` compares all three."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, int] = {}
-        self.applied = 0
-        self.digest = 0
-        self.written: set[int] = set()
-        """Every value a write or a successful compare-and-set stored (the workload's values
-        are unique): :func:`run_kv` checks that each acknowledged one is here, on every
-        replica, and that no write the client was told failed is."""
-
-    def apply(self, command: bytes) -> bytes:
-        self.applied += 1
-        self.digest = zlib.crc32(command, self.digest)
-        # Every replica applies the same commands: parse each once (read only below).
-        op = _COMMANDS.get(command)
-        if op is None:
-            if len(_COMMANDS) >= 4096:
-                _COMMANDS.clear()
-            op = _COMMANDS[command] = msgspec.json.decode(command)
-        if op[0] == "w":
-            self.data[op[1]] = op[2]
-            self.written.add(op[2])
-            return b""
-        if self.data.get(op[1]) == op[2]:
-            self.data[op[1]] = op[3]
-            self.written.add(op[3])
-            return b"1"
-        return b"0"
-
-    def query(self, query: bytes) -> bytes:
-        return msgspec.json.encode(self.data.get(query.decode()))
-
-    def fingerprint(self) -> str:
-        """What replicas that applied the same commands share (compared after a run)."""
-        return json.dumps(
-            {"data": self.data, "applied": self.applied, "digest": self.digest}, sort_keys=True
-        )
-
-    def snapshot(self, out: BinaryIO) -> None:
-        state = {
-            "data": self.data,
-            "applied": self.applied,
-            "digest": self.digest,
-            "written": sorted(self.written),
-        }
-        out.write(json.dumps(state, sort_keys=True).encode())
-
-    def restore(self, inp: BinaryIO) -> None:
-        state = json.loads(inp.read())
-        self.data = state["data"]
-        self.applied = state["applied"]
-        self.digest = state["digest"]
-        self.written = set(state["written"])
 
 
 def _refusal_file(exc: StorageError) -> str | None:
@@ -566,74 +491,6 @@ class StackCluster:
                     await self.restart(m.node_id, mode)
 
 
-# -- the key-value workload -------------------------------------------------------------------
-
-KEYS: Final = ("a", "b", "c")
-
-
-READS: Final = ("linearizable", "lease", "mixed")
-"""How :func:`run_kv`'s clients read: ReadIndex, the leader's lease, or either at random per
-read (README.md, "Reads")."""
-
-
-async def _kv_client(
-    cluster: StackCluster,
-    cid: int,
-    recorder: HistoryRecorder,
-    until: float,
-    reads: str,
-    think: float,
-    refused: set[int],
-) -> None:
-    """One simulated client (see :func:`run_kv`); the values of its writes that definitely
-    failed go into ``refused``."""
-    loop = asyncio.get_running_loop()
-    rng = random.Random(cluster.rng.getrandbits(64))
-    seen: dict[str, list[int]] = {k: [] for k in KEYS}
-    counter = 0
-    async with cluster.client() as client:
-        while loop.time() < until:
-            key = rng.choice(KEYS)
-            r = rng.random()
-            if r < 0.4:
-                h = recorder.invoke(cid, "read", key)
-                level = reads if reads != "mixed" else rng.choice(READS[:2])
-                try:
-                    value = msgspec.json.decode(await client.query(key.encode(), consistency=level))
-                except RaftError:
-                    recorder.fail(h)  # a read that did not answer did nothing
-                else:
-                    recorder.complete(h, value)
-                    if isinstance(value, int):
-                        seen[key].append(value)
-            else:
-                counter += 1
-                new = cid * 1_000_000 + counter
-                if r < 0.75 or not seen[key]:
-                    h = recorder.invoke(cid, "write", key, value=new)
-                    command = ["w", key, new]
-                else:
-                    old = rng.choice(seen[key][-5:])
-                    h = recorder.invoke(cid, "cas", key, from_=old, to=new)
-                    command = ["c", key, old, new]
-                try:
-                    result = await client.propose(msgspec.json.encode(command))
-                except (
-                    ClusterUnavailableError,
-                    NotLeaderError,
-                    ProposalDropped,
-                    SessionExpiredError,
-                ):
-                    recorder.fail(h)  # definite: not done (raftpy.errors)
-                    refused.add(new)
-                except IndeterminateError:
-                    recorder.indeterminate(h)
-                else:
-                    recorder.complete(h, result == b"1" if command[0] == "c" else None)
-                    seen[key].append(new)
-            await asyncio.sleep(rng.uniform(0.0, think))
-
-
 def run_kv(
     seed: int,
     n: int = 3,
@@ -660,7 +517,7 @@ def run_kv(
         until = asyncio.get_running_loop().time() + duration
         tasks = [
             asyncio.get_running_loop().create_task(
-                _kv_client(c, cid, recorder, until, reads, think, refused)
+                kv_client(c, cid, recorder, until, reads, think, refused)
             )
             for cid in range(1, clients + 1)
         ]
@@ -687,7 +544,7 @@ def run_kv(
     written: dict[int, set[int]] = {}
     virtual = cluster.run(workload, duration)
     history = recorder.operations()
-    cluster.problems.extend(_durability_problems(history, refused, written))
+    cluster.problems.extend(durability_problems(history, refused, written))
     options = _options(n, clients, duration, faults, reads, think)
     result = check(history, timeout=check_timeout)
     return StackResult(
@@ -700,34 +557,6 @@ def run_kv(
         cluster.problems,
         options,
     )
-
-
-def _durability_problems(
-    history: list[Operation], refused: set[int], written: dict[int, set[int]]
-) -> list[str]:
-    """Writes acknowledged but missing from a replica (lost: Raft §5.3, an acknowledged entry
-    is committed and stays), and writes the client was told definitely failed but that a
-    replica applied (raftpy.errors: a definite failure did nothing). Checked on the replicas'
-    final state, so a lost write shows even when a later write to its key hid it from reads."""
-    acked = [
-        (o.client, o.value if o.op == "write" else o.to)
-        for o in history
-        if not o.indeterminate and (o.op == "write" or (o.op == "cas" and o.ok))
-    ]
-    problems: list[str] = []
-    for node_id, values in sorted(written.items()):
-        lost = [f"{value} (client {client})" for client, value in acked if value not in values]
-        if lost:
-            problems.append(
-                f"node {node_id} lacks {len(lost)} acknowledged write(s): {', '.join(lost[:5])}"
-            )
-        done = sorted(refused & values)
-        if done:
-            problems.append(
-                f"node {node_id} applied {len(done)} write(s) the client was told definitely "
-                f"failed: {done[:5]}"
-            )
-    return problems
 
 
 def _options(
