@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -44,6 +45,22 @@ pytestmark = pytest.mark.timeout(60)
 
 def fields(reqs: list[ClientRequest]) -> list[tuple[int, int, int]]:
     return [(r.session, r.seq, r.ack) for r in reqs]
+
+
+def redirect_to(leader: FakeNode) -> Callable[[FakeConn, ClientRequest], None]:
+    """A scripted action: "not the leader; ``leader`` is"."""
+
+    def not_leader(conn: FakeConn, req: ClientRequest) -> None:
+        conn.respond(
+            answer(
+                req,
+                ResponseStatus.NOT_LEADER,
+                leader_id=leader.node_id,
+                leader_address=leader.address,
+            )
+        )
+
+    return not_leader
 
 
 def held_writes(node: FakeNode) -> list[tuple[FakeConn, ClientRequest]]:
@@ -168,19 +185,9 @@ def test_same_session_and_seq_resent_through_every_unknown_outcome() -> None:
         async with nodes(2) as (a, b):
             indeterminate = status_of(ResponseStatus.INDETERMINATE, "leadership lost")
 
-            def not_leader(conn: FakeConn, req: ClientRequest) -> None:
-                conn.respond(
-                    answer(
-                        req,
-                        ResponseStatus.NOT_LEADER,
-                        leader_id=b.node_id,
-                        leader_address=b.address,
-                    )
-                )
-
             # a: answer lost with the connection, then INDETERMINATE, then silence (the
             # attempt times out), then "not the leader, b is"; b answers.
-            a.handler = scripted(a, hang_up, indeterminate, silent, not_leader)
+            a.handler = scripted(a, hang_up, indeterminate, silent, redirect_to(b))
             client = Client([a.address], timeout=10, attempt_timeout=0.3, **FAST)
             async with client:
                 start = time.monotonic()
@@ -209,17 +216,7 @@ def test_a_write_to_the_known_leader_follows_its_first_answer_like_any_attempt()
                 assert await client.propose(b"one") == b"applied:one"
                 assert client.leader_address == a.address
 
-                def moved(conn: FakeConn, req: ClientRequest) -> None:
-                    conn.respond(
-                        answer(
-                            req,
-                            ResponseStatus.NOT_LEADER,
-                            leader_id=b.node_id,
-                            leader_address=b.address,
-                        )
-                    )
-
-                a.handler = scripted(a, moved)
+                a.handler = scripted(a, redirect_to(b))
                 assert await client.propose(b"two") == b"applied:two"
                 assert client.leader_address == b.address
                 b.handler = scripted(b, status_of(ResponseStatus.DROPPED, "too big", False))
