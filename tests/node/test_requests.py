@@ -4,6 +4,7 @@ transport, no storage) so every outcome is exact."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import pytest
 
@@ -261,5 +262,73 @@ def test_latencies_are_counted_once_per_proposal_at_the_end_of_the_batch() -> No
         assert latency.count == 3 and latency.sum >= 0
         reqs.end_of_batch()  # a batch without proposals counts nothing
         assert latency.count == 3
+
+    asyncio.run(main())
+
+
+def test_on_done_is_told_at_once_for_every_way_a_proposal_ends(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``on_done`` runs the moment the future resolves, before the loop runs again (a server
+    answers its client from it): on apply, on each failure path, and a raising one is logged
+    without reaching the node's loop."""
+
+    async def main() -> None:
+        kv = KV()
+        reqs = pending(kv)
+        raft = single_leader()
+        told: list[tuple[str, asyncio.Future[bytes]]] = []
+
+        def tell(name: str) -> Callable[[asyncio.Future[bytes]], None]:
+            return lambda f: told.append((name, f))
+
+        applied = reqs.propose(set_cmd("a", "1"), None, tell("applied"))
+        reqs.append_proposals(raft, 64)
+        committed: list[Entry] = []
+        while raft.has_ready():
+            committed.extend(drive(raft).committed_entries)
+        (entry,) = [e for e in committed if e.kind is EntryKind.SESSION]
+        reqs.on_applied(entry, kv.apply(entry.data), None)
+        # No await in between: told synchronously, with the future already resolved.
+        assert told == [("applied", applied)] and applied.result() == b""
+
+        expiring = reqs.propose(b"e", 0.5, tell("expired"))
+        reqs.append_proposals(raft, 64)
+        reqs.expire(asyncio.get_running_loop().time() + 1.0)
+        dropped = reqs.propose(b"d", None, tell("dropped"))
+        reqs.drop_queued("the disk is full")
+        appended = reqs.propose(b"l", None, tell("lost"))
+        reqs.append_proposals(raft, 64)
+        queued = reqs.propose(b"q", None, tell("queued"))
+        reqs.on_leadership_lost()
+        stopped = reqs.propose(b"s", None, tell("stopped"))
+        reqs.fail_all("the node stopped")
+        assert [name for name, _ in told[1:]] == ["expired", "dropped", "lost", "queued", "stopped"]
+        assert [f for _, f in told[1:]] == [expiring, dropped, appended, queued, stopped]
+        assert isinstance(error_of(expiring), IndeterminateError)
+        assert isinstance(error_of(dropped), ProposalDropped)
+        assert isinstance(error_of(appended), IndeterminateError)
+        assert isinstance(error_of(queued), NotLeaderError)
+        assert isinstance(error_of(stopped), ProposalDropped)
+
+        def broken(f: asyncio.Future[bytes]) -> None:
+            raise RuntimeError("a bug in the caller")
+
+        failing = reqs.propose(b"b", None, broken)
+        reqs.drop_queued("refused")  # must not raise: the node's loop goes on
+        assert isinstance(error_of(failing), ProposalDropped)
+        assert "on_done callback failed" in caplog.text
+
+    asyncio.run(main())
+
+
+def test_a_cancelled_proposal_does_not_call_on_done() -> None:
+    async def main() -> None:
+        reqs = pending()
+        told: list[asyncio.Future[bytes]] = []
+        fut = reqs.propose(b"x", None, told.append)
+        fut.cancel()
+        reqs.drop_queued("refused")
+        assert told == [] and fut.cancelled()
 
     asyncio.run(main())

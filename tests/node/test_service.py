@@ -4,6 +4,7 @@ status raftpy.outcomes gives its error."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import msgspec
@@ -52,9 +53,23 @@ class FakeNode:
         self.futures.append(fut)
         return fut
 
-    def submit(self, command: bytes, timeout: float | None = None) -> asyncio.Future[bytes]:
+    def submit(
+        self,
+        command: bytes,
+        timeout: float | None = None,
+        *,
+        on_done: Callable[[asyncio.Future[bytes]], None] | None = None,
+    ) -> asyncio.Future[bytes]:
         self.calls.append(("submit", command, timeout))
-        return self._future()
+        return self._answered_by(on_done)
+
+    def _answered_by(
+        self, on_done: Callable[[asyncio.Future[bytes]], None] | None
+    ) -> asyncio.Future[bytes]:
+        fut = self._future()
+        if on_done is not None:  # the real node calls it as it resolves the future
+            fut.add_done_callback(on_done)
+        return fut
 
     def submit_query(
         self, query: bytes, consistency: str | Consistency, timeout: float | None = None
@@ -110,6 +125,40 @@ def test_propose_and_query_are_answered_when_their_future_resolves() -> None:
         assert [(a.id, a.status, a.result) for a in conn.answers] == [
             (2, ResponseStatus.OK, b"answer"),
             (1, ResponseStatus.INDETERMINATE, None),
+        ]
+
+    asyncio.run(main())
+
+
+def test_a_write_is_answered_the_moment_the_node_resolves_it() -> None:
+    """The service hands the node an ``on_done`` and answers from it: the answer is written
+    while the node applies, not a loop pass later (before the AppendEntries that carry the new
+    commit index leave)."""
+
+    class Node(FakeNode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.done: list[Callable[[asyncio.Future[bytes]], None] | None] = []
+
+        def submit(
+            self,
+            command: bytes,
+            timeout: float | None = None,
+            *,
+            on_done: Callable[[asyncio.Future[bytes]], None] | None = None,
+        ) -> asyncio.Future[bytes]:
+            self.done.append(on_done)
+            return self._future()
+
+    async def main() -> None:
+        node, conn = Node(), Conn()
+        ClientService(node).handle(conn, ClientRequest(1, ClientOp.PROPOSE, b"cmd"))
+        (on_done,) = node.done
+        assert on_done is not None
+        node.futures[0].set_result(b"applied")
+        on_done(node.futures[0])  # as the node does, with no loop pass in between
+        assert [(a.id, a.status, a.result) for a in conn.answers] == [
+            (1, ResponseStatus.OK, b"applied")
         ]
 
     asyncio.run(main())
@@ -378,9 +427,10 @@ class FakeSessionNode(FakeNode):
         session: int = 0,
         seq: int = 0,
         ack: int = 0,
+        on_done: Callable[[asyncio.Future[bytes]], None] | None = None,
     ) -> asyncio.Future[bytes]:
         self.calls.append(("submit", command, timeout, session, seq, ack))
-        return self._future()
+        return self._answered_by(on_done)
 
     async def _session_call(self, *call: object) -> None:
         self.calls.append(call)

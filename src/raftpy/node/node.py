@@ -59,7 +59,7 @@ from raftpy.node.members import NodeMembers, describe
 from raftpy.node.opening import open_log, open_snapshot_store, tcp_transport
 from raftpy.node.peer_rtt import PeerRtt
 from raftpy.node.rejections import PeerRejections
-from raftpy.node.requests import PendingRequests
+from raftpy.node.requests import Answered, PendingRequests
 from raftpy.node.service import ClientService
 from raftpy.node.sessions import NodeSessions, SessionGrant
 from raftpy.node.snapshots import NodeSnapshots
@@ -385,12 +385,18 @@ class RaftNode:
         session: int = 0,
         seq: int = 0,
         ack: int = 0,
+        on_done: Answered | None = None,
     ) -> asyncio.Future[bytes]:
         """Queue ``command`` for the next append; the future resolves with the state
         machine's result or a typed error. Raises at once when this node is not the leader.
-        ``session`` (:meth:`open_session`), ``seq`` (>= 1), ``ack``: README.md, "Sessions"."""
+        ``session`` (:meth:`open_session`), ``seq`` (>= 1), ``ack``: README.md, "Sessions".
+        ``on_done(future)`` is called on the node's loop the moment the node resolves the
+        future (before the loop goes on, unlike a done-callback: a server answers its client
+        from there); it must not block, and what it raises is logged. A future the caller
+        cancels does not call it."""
         now = self._accepting()
-        return self._submit(self._sessions.command(command, session, seq, ack, now), timeout)
+        record = self._sessions.command(command, session, seq, ack, now)
+        return self._submit(record, timeout, on_done)
 
     def _accepting(self) -> float:
         """Check that this node takes writes now; the time to stamp their records with."""
@@ -403,8 +409,10 @@ class RaftNode:
         # system call on every call in Python 3.11, and this runs once per write).
         return (self._requests.loop or asyncio.get_running_loop()).time()
 
-    def _submit(self, record: bytes, timeout: float | None) -> asyncio.Future[bytes]:
-        fut = self._requests.propose(record, timeout)
+    def _submit(
+        self, record: bytes, timeout: float | None, on_done: Answered | None = None
+    ) -> asyncio.Future[bytes]:
+        fut = self._requests.propose(record, timeout, on_done)
         self._wake.set()
         return fut
 
@@ -740,6 +748,10 @@ class RaftNode:
             transport.send(m)  # Thesis §10.2.1: replicate while we persist our own copy
         for request in rd.snapshot_requests:
             snaps.on_request(request)  # streams the file in chunks, also while we persist
+        if rd.must_sync and (rd.messages or rd.snapshot_requests):
+            # Let the appends travel now, before we encode and fsync our own copy: the
+            # followers' fsyncs, not ours, are the longest part of a commit.
+            transport.flush()
         if rd.snapshot is not None:
             await snaps.install(rd.snapshot)
             # The snapshot holds everything up to its index, held-back entries included.
@@ -755,8 +767,6 @@ class RaftNode:
             if rd.entries and self._role is Role.LEADER:
                 self._appends.appended(rd.entries[-1].index)
         if rd.must_sync:
-            if rd.messages or rd.snapshot_requests:
-                transport.flush()  # let the appends travel while we fsync our own copy
             await self._disk.sync(storage, self._raft, self._transport)
         self._send_persisted(transport, rd.persisted_messages, bool(rd.committed_entries))
         if rd.committed_entries:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -27,6 +28,12 @@ from raftpy.errors import (
 from raftpy.node.latency import Histogram
 from raftpy.statemachine import StateMachine
 
+logger = logging.getLogger("raftpy.node")
+
+Answered = Callable[["asyncio.Future[bytes]"], None]
+"""Called with a proposal's future as soon as the node resolves it (``RaftNode.submit``'s
+``on_done``)."""
+
 
 @dataclass(eq=False)
 class _Proposal:
@@ -36,6 +43,22 @@ class _Proposal:
     arrived: float  # loop time
     index: int = 0  # 0 until appended
     term: int = 0
+    on_done: Answered | None = None
+
+    def fail(self, exc: BaseException) -> None:
+        """End with ``exc`` (unless the caller cancelled the future) and tell ``on_done``."""
+        if not self.future.done():
+            self.future.set_exception(exc)
+            self.notify()
+
+    def notify(self) -> None:
+        """Tell ``on_done`` at once that the future holds its outcome: a client's answer
+        leaves from here, not one loop pass later through a done-callback."""
+        if self.on_done is not None:
+            try:
+                self.on_done(self.future)
+            except Exception:  # the caller's bug: it must not end the node's loop
+                logger.exception("a proposal's on_done callback failed")
 
 
 @dataclass(eq=False)
@@ -124,13 +147,16 @@ class PendingRequests:
     def _deadline(self, loop: asyncio.AbstractEventLoop, timeout: float | None) -> float:
         return loop.time() + (self._request_timeout if timeout is None else timeout)
 
-    def propose(self, command: bytes, timeout: float | None) -> asyncio.Future[bytes]:
-        """Queue ``command`` for the next append; the future resolves as the class says."""
+    def propose(
+        self, command: bytes, timeout: float | None, on_done: Answered | None = None
+    ) -> asyncio.Future[bytes]:
+        """Queue ``command`` for the next append; the future resolves as the class says, and
+        ``on_done`` (if given) is called with it right then, before the loop goes on."""
         loop = self.loop or asyncio.get_running_loop()
         fut: asyncio.Future[bytes] = loop.create_future()
         now = loop.time()
         deadline = now + (self._request_timeout if timeout is None else timeout)
-        self._queued.append(_Proposal(command, fut, deadline, now))
+        self._queued.append(_Proposal(command, fut, deadline, now, on_done=on_done))
         return fut
 
     def read(
@@ -172,7 +198,7 @@ class PendingRequests:
                 if isinstance(exc, NotLeaderError):
                     exc = self._leader_error()
                 for p in batch:
-                    p.future.set_exception(exc)
+                    p.fail(exc)
                 continue
             for k, p in enumerate(batch):
                 p.index = first + k
@@ -243,14 +269,14 @@ class PendingRequests:
         if p.term != entry.term:
             # Another leader's entry took this index: ours was overwritten and can never
             # commit (Raft §5.3: an entry lives or dies at its index and term).
-            p.future.set_exception(
-                ProposalDropped("overwritten by a newer leader's entry; not applied")
-            )
+            p.fail(ProposalDropped("overwritten by a newer leader's entry; not applied"))
         else:
             if failure is not None:
                 p.future.set_exception(failure)
             else:
                 p.future.set_result(result)
+            if p.on_done is not None:
+                p.notify()
             if self._latency is not None:
                 if not self._answered:
                     self._answered_loop = p.future.get_loop()
@@ -291,11 +317,9 @@ class PendingRequests:
         if self._pending:
             expired = [i for i, p in self._pending.items() if p.deadline <= now]
             for i in expired:
-                p = self._pending.pop(i)
-                if not p.future.done():
-                    p.future.set_exception(
-                        IndeterminateError("deadline passed after the command was appended")
-                    )
+                self._pending.pop(i).fail(
+                    IndeterminateError("deadline passed after the command was appended")
+                )
         for batch in list(self._read_batches.values()) + [b for _, _, b in self._waiting_reads]:
             for r in batch.reads:
                 if r.deadline <= now and not r.future.done():
@@ -306,8 +330,7 @@ class PendingRequests:
     def drop_queued(self, reason: str) -> None:
         """Refuse the proposals not appended yet (definite: ProposalDropped)."""
         for p in self._queued:
-            if not p.future.done():
-                p.future.set_exception(ProposalDropped(reason))
+            p.fail(ProposalDropped(reason))
         self._queued = []
 
     def on_leadership_lost(self) -> None:
@@ -317,13 +340,11 @@ class PendingRequests:
         """
         err = IndeterminateError("leadership lost before the command committed")
         for p in self._pending.values():
-            if not p.future.done():
-                p.future.set_exception(err)
+            p.fail(err)
         self._pending.clear()
         not_leader = self._leader_error()
         for p in self._queued:
-            if not p.future.done():
-                p.future.set_exception(not_leader)
+            p.fail(not_leader)
         self._queued = []
         self._fail_reads(self._queued_reads, not_leader)
         self._queued_reads = []
@@ -332,8 +353,7 @@ class PendingRequests:
         """The node stops or failed: fail everything, appended proposals as indeterminate."""
         indeterminate = IndeterminateError(f"{reason}; the command may still commit")
         for p in self._pending.values():
-            if not p.future.done():
-                p.future.set_exception(indeterminate)
+            p.fail(indeterminate)
         self._pending.clear()
         self.drop_queued(f"{reason}; the command was not appended")
         unavailable = ClusterUnavailableError(reason)

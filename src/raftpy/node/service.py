@@ -28,7 +28,7 @@ would raise again (README.md, "Failures").
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, Protocol, runtime_checkable
 
 import msgspec
@@ -64,8 +64,15 @@ from raftpy.transport.protocol import (
 class ServedNode(Protocol):
     """What the service needs from the node it serves (:class:`~raftpy.node.RaftNode`)."""
 
-    def submit(self, command: bytes, timeout: float | None = None) -> asyncio.Future[bytes]:
-        """Queue a command; raises a RaftError at once when the node refuses it."""
+    def submit(
+        self,
+        command: bytes,
+        timeout: float | None = None,
+        *,
+        on_done: Callable[[asyncio.Future[bytes]], None] | None = None,
+    ) -> asyncio.Future[bytes]:
+        """Queue a command; raises a RaftError at once when the node refuses it. The node
+        calls ``on_done`` with the future the moment it resolves it."""
         ...
 
     def submit_query(
@@ -116,6 +123,7 @@ class SessionNode(ServedNode, Protocol):
         session: int = 0,
         seq: int = 0,
         ack: int = 0,
+        on_done: Callable[[asyncio.Future[bytes]], None] | None = None,
     ) -> asyncio.Future[bytes]:
         """Queue a command, deduplicated by its ``(session, seq)`` when ``session`` is set."""
         ...
@@ -211,27 +219,37 @@ class ClientService:
             self._respond(conn, req.op, _refuse(req.id, f"bad session fields: {problem}"))
             return
         op = req.op
-        fut: asyncio.Future[bytes] | None
+
+        def answer(f: asyncio.Future[bytes]) -> None:
+            self._respond(conn, op, _future_response(req.id, f))
+
         try:
             if op is _PROPOSE:  # nearly every request: tested first, on a module constant
+                # The node answers from its apply step (on_done), not a loop pass later:
+                # the answer leaves before the AppendEntries that carry the new commit index.
                 if req.session:
                     sessions = self._sessions()
                     if sessions is None:
                         self._respond(conn, op, self._no_sessions(req))
                         return
-                    fut = sessions.submit(
-                        req.data, req.timeout, session=req.session, seq=req.seq, ack=req.ack
+                    sessions.submit(
+                        req.data,
+                        req.timeout,
+                        session=req.session,
+                        seq=req.seq,
+                        ack=req.ack,
+                        on_done=answer,
                     )
                 else:
-                    fut = self._node.submit(req.data, req.timeout)
-            else:
-                fut = self._serve_other(conn, req)
-                if fut is None:
-                    return  # answered, or answered when its task ends
+                    self._node.submit(req.data, req.timeout, on_done=answer)
+                return
+            fut = self._serve_other(conn, req)
+            if fut is None:
+                return  # answered, or answered when its task ends
         except RaftError as exc:
             self._respond(conn, op, response_for_error(req.id, exc))
             return
-        fut.add_done_callback(lambda f: self._respond(conn, op, _future_response(req.id, f)))
+        fut.add_done_callback(answer)
 
     def _sessions(self) -> SessionNode | None:
         """The node, if it keeps sessions (checked at the first session request)."""
