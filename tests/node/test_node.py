@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 import pytest
 
-from raftpy.core.messages import AppendEntriesResponse, PeerMessage
+from raftpy.core.messages import AppendEntries, AppendEntriesResponse, Entry, PeerMessage
 from raftpy.errors import IndeterminateError, NotLeaderError, ProposalDropped
 from raftpy.node import RaftNode
+from raftpy.storage.memory import MemoryStorage
 from tests.nodehelpers import (
     FAST,
     KV,
@@ -242,6 +244,70 @@ def test_follower_acknowledgement_leaves_before_it_applies() -> None:
                 )
             followers = [n for n in nodes if n is not leader]
             await wait_for(lambda: all(n.stats.applied >= 250 for n in followers))
+
+    asyncio.run(main())
+    assert late == []
+
+
+def test_leader_appends_leave_before_it_writes_and_syncs_its_own_copy() -> None:
+    """Thesis §10.2.1: the leader replicates while it persists. Its AppendEntries carrying new
+    entries are handed to the transport (flushed) before it encodes its own copy into the log
+    and before its fsync: a commit waits for a follower's fsync as much as for the leader's."""
+    late: list[str] = []
+
+    class Recording(LocalTransport):
+        unflushed = 0
+
+        def send(self, message: PeerMessage) -> None:
+            if isinstance(message, AppendEntries) and message.entries:
+                self.unflushed += 1
+            super().send(message)
+
+        def flush(self) -> None:
+            self.unflushed = 0
+
+    class Watched(MemoryStorage):
+        def __init__(self, node_id: int, voters: tuple[int, ...]) -> None:
+            super().__init__(voters)
+            self.node_id = node_id
+
+        def _check(self, what: str) -> None:
+            transport = net.endpoints.get(self.node_id)
+            if isinstance(transport, Recording) and transport.unflushed:
+                late.append(f"node {self.node_id}: {what} with appends not yet flushed")
+
+        def append(self, entries: Sequence[Entry]) -> None:
+            self._check("append")
+            super().append(entries)
+
+        def sync(self) -> None:
+            self._check("sync")
+            super().sync()
+
+    net = LocalNetwork()
+    net.transport_class = Recording
+    peers = {i: f"local:{i}" for i in (1, 2, 3)}
+    nodes = [
+        RaftNode(
+            i,
+            peers[i],
+            peers,
+            KV(),
+            None,
+            FAST,
+            storage=Watched(i, (1, 2, 3)),
+            transport_factory=net.factory(i),
+        )
+        for i in peers
+    ]
+
+    async def main() -> None:
+        async with running(nodes):
+            leader = await wait_leader(nodes)
+            for burst in range(5):
+                await asyncio.gather(
+                    *(leader.propose(set_cmd(f"k{i}", str(burst)), timeout=5) for i in range(20))
+                )
 
     asyncio.run(main())
     assert late == []
