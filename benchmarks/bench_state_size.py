@@ -14,7 +14,9 @@ settings, the cluster benchmark's timeouts) and a separate client process keepin
    costs is the snapshots: the example freezes its map (raftpy.examples.versioned_map; it
    copied it on the event loop before 2026-12-07) and encodes it in a worker thread;
    ``NodeConfig.snapshot_ratio`` (README "Snapshots") paces them by their size. The
-   snapshots each node took in 1 and 3 are printed;
+   snapshots each node took in 1 and 3 are printed: at the default ratio (1) a node with a
+   million keys snapshots about once a minute at these rates, so a 15 s window often holds
+   none; ``RAFTPY_BENCH_SECONDS=90`` averages over at least one;
 4. ``large_restart_*``: a follower is killed (SIGKILL) and started again on its data dir.
    ``*_serving_s``: from its start to its first answer (the process started, the newest
    snapshot restored and the log after it replayed); ``*_s``: to the moment it reports applied

@@ -277,8 +277,8 @@ def test_server_snapshot_options_parse() -> None:
     _, _, opts = service.parse_server_args("hashmap", [*argv, "4096"])
     assert (opts.snapshot_entries, opts.snapshot_bytes, opts.segment_size) == (0, 5, 4096)
     # The ratio: the default, a value, and 0 for off (None in the config).
-    assert service.server_config(opts).snapshot_ratio == default.snapshot_ratio == 0.1
-    for given, used in (("0.5", 0.5), ("0", None)):
+    assert service.server_config(opts).snapshot_ratio == default.snapshot_ratio == 1.0
+    for given, used in (("0.1", 0.1), ("2.5", 2.5), ("0", None)):
         _, _, opts = service.parse_server_args("hashmap", [*MEMBERS, "--snapshot-ratio", given])
         assert service.server_config(opts).snapshot_ratio == used
 

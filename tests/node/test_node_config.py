@@ -86,7 +86,7 @@ def test_every_runtime_default_is_unchanged() -> None:
         "metrics_address",
         "snapshot_ratio",
     }
-    assert config.snapshot_ratio == 0.1
+    assert config.snapshot_ratio == 1.0
     assert config.metrics_address is None
     assert config.tls is None and config.insecure is False
     assert config.join_timeout == 300.0

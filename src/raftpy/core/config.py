@@ -25,7 +25,11 @@ class RaftConfig:
       appends in replicate state.
     - ``max_uncommitted_bytes``: the leader refuses proposals beyond this many bytes appended
       but not committed (back-pressure; ``None`` disables it).
-    - ``max_apply_bytes``: committed entry bytes handed out per Ready.
+    - ``max_apply_bytes``: committed entry bytes handed out per Ready. A node applies one
+      Ready's entries as one batch, all decoded in memory at once: a restart that replays a
+      long log, or a follower catching up, holds this many bytes of entries (about twice that
+      as Python objects), so it stays small, as etcd's ``MaxCommittedSizePerReady`` (which
+      defaults to its message size).
     - ``max_entry_bytes``: the largest single command accepted.
     - ``max_learner_lag``: a membership change making a server a voter is refused (unless
       forced) while it is more than this many entries behind the leader (Thesis §4.2.1).
@@ -44,7 +48,7 @@ class RaftConfig:
     max_inflight_msgs: int = 256
     max_inflight_bytes: int | None = None
     max_uncommitted_bytes: int | None = 64 << 20
-    max_apply_bytes: int = 64 << 20
+    max_apply_bytes: int = 1 << 20
     max_entry_bytes: int = 16 << 20
     max_learner_lag: int = 1000
     lease_ticks: int = 0
