@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import replace
 
 import pytest
 
@@ -311,3 +312,31 @@ def test_leader_appends_leave_before_it_writes_and_syncs_its_own_copy() -> None:
 
     asyncio.run(main())
     assert late == []
+
+
+def test_a_long_replay_at_restart_leaves_the_loop_free_between_batches(tmp_path: object) -> None:
+    """A restart applies its log in Readys of at most ``max_apply_bytes``; between them the
+    event loop runs (sockets are read, requests answered), rather than the node going silent
+    until the whole log is replayed."""
+    config = replace(FAST, raft=replace(FAST.raft, max_apply_bytes=8192))
+    data_dir = str(tmp_path)
+
+    def node(net: LocalNetwork) -> RaftNode:
+        return RaftNode(
+            1, "local:1", {1: "local:1"}, KV(), data_dir, config, transport_factory=net.factory(1)
+        )
+
+    async def main() -> list[int]:
+        async with node(LocalNetwork()) as n1:
+            await wait_for(lambda: n1.role.value == "leader", timeout=2)
+            await asyncio.gather(*(n1.propose(set_cmd(f"k{i}", "v" * 1000)) for i in range(200)))
+        seen: list[int] = []
+        async with node(LocalNetwork()) as n2:
+            while n2.stats.applied < 200:
+                seen.append(n2.stats.applied)
+                await asyncio.sleep(0)
+            assert await n2.query(b"k199") == b"v" * 1000
+        return seen
+
+    seen = asyncio.run(main())
+    assert any(0 < applied < 200 for applied in seen), seen

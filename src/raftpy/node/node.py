@@ -732,6 +732,10 @@ class RaftNode:
             self._members.after_ready(raft)  # the transport must know new members first
             await self._handle_ready(raft, rd)
             raft.advance(rd)
+            if rd.committed_entries and raft.has_ready():
+                # A long catch-up (a restart replaying its log, at most max_apply_bytes of
+                # entries a Ready): between batches the loop answers requests and reads sockets.
+                await asyncio.sleep(0)
         self._requests.on_dropped_reads(raft.take_dropped_reads())
 
     async def _handle_ready(self, raft: Raft, rd: Ready) -> None:
