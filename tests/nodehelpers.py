@@ -20,6 +20,7 @@ from raftpy.node import RaftNode
 from raftpy.node.config import NODE_RAFT_DEFAULTS, NodeConfig
 from raftpy.node.stats import NodeStats
 from raftpy.node.status import NodeStatus
+from raftpy.storage.base import LogStore
 from raftpy.transport.base import ClientConnectionLike, Transport
 from raftpy.transport.protocol import ClientRequest
 
@@ -135,10 +136,25 @@ FAST = NodeConfig(
 )
 
 
-def make_cluster(net: LocalNetwork, n: int = 3, config: NodeConfig = FAST) -> list[RaftNode]:
+def make_cluster(
+    net: LocalNetwork,
+    n: int = 3,
+    config: NodeConfig = FAST,
+    storage: Callable[[int], LogStore] | None = None,
+) -> list[RaftNode]:
+    """``n`` nodes on ``net``; ``storage(node_id)`` gives each its log (default: in memory)."""
     peers = {i: f"local:{i}" for i in range(1, n + 1)}
     return [
-        RaftNode(i, peers[i], peers, KV(), None, config, transport_factory=net.factory(i))
+        RaftNode(
+            i,
+            peers[i],
+            peers,
+            KV(),
+            None,
+            config,
+            storage=None if storage is None else storage(i),
+            transport_factory=net.factory(i),
+        )
         for i in peers
     ]
 

@@ -199,6 +199,15 @@ def test_oversized_command_is_refused_as_not_retryable() -> None:
     asyncio.run(main())
 
 
+async def propose_bursts(leader: RaftNode, bursts: int, size: int) -> None:
+    """``bursts`` rounds of ``size`` concurrent writes through ``leader``, each round awaited
+    (so each goes out as one batch)."""
+    for burst in range(bursts):
+        await asyncio.gather(
+            *(leader.propose(set_cmd(f"k{i}", str(burst)), timeout=5) for i in range(size))
+        )
+
+
 def test_follower_acknowledgement_leaves_before_it_applies() -> None:
     """A follower's AppendEntriesResponse is flushed to the transport before the follower
     applies what the same Ready commits: the leader commits on it, and applying may take
@@ -239,10 +248,7 @@ def test_follower_acknowledgement_leaves_before_it_applies() -> None:
     async def main() -> None:
         async with running(nodes):
             leader = await wait_leader(nodes)
-            for burst in range(5):
-                await asyncio.gather(
-                    *(leader.propose(set_cmd(f"k{i}", str(burst)), timeout=5) for i in range(50))
-                )
+            await propose_bursts(leader, 5, 50)
             followers = [n for n in nodes if n is not leader]
             await wait_for(lambda: all(n.stats.applied >= 250 for n in followers))
 
@@ -287,28 +293,11 @@ def test_leader_appends_leave_before_it_writes_and_syncs_its_own_copy() -> None:
 
     net = LocalNetwork()
     net.transport_class = Recording
-    peers = {i: f"local:{i}" for i in (1, 2, 3)}
-    nodes = [
-        RaftNode(
-            i,
-            peers[i],
-            peers,
-            KV(),
-            None,
-            FAST,
-            storage=Watched(i, (1, 2, 3)),
-            transport_factory=net.factory(i),
-        )
-        for i in peers
-    ]
+    nodes = make_cluster(net, 3, FAST, storage=lambda i: Watched(i, (1, 2, 3)))
 
     async def main() -> None:
         async with running(nodes):
-            leader = await wait_leader(nodes)
-            for burst in range(5):
-                await asyncio.gather(
-                    *(leader.propose(set_cmd(f"k{i}", str(burst)), timeout=5) for i in range(20))
-                )
+            await propose_bursts(await wait_leader(nodes), 5, 20)
 
     asyncio.run(main())
     assert late == []
