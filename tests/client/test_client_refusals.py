@@ -4,6 +4,7 @@ is still retried. Against the scripted nodes of tests/client/test_client.py."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 
@@ -109,3 +110,40 @@ def test_escapes_what_the_node_sent() -> None:
             assert "\n" not in str(refused.value)
 
     run(scenario())
+
+
+def test_a_snapshot_cut_short_while_connecting_keeps_the_earlier_refusal_in_front() -> None:
+    """A node nobody answers for: the connection is refused, and the attempt the deadline cuts
+    short is only the last of several, so the error still says why (as a call does)."""
+    from raftpy.client.call import RetryPolicy, take_snapshot
+    from raftpy.client.connection import ConnectFailed
+
+    class Pool:
+        closed = False
+
+        def __init__(self, outcomes: list[BaseException]) -> None:
+            self.outcomes = outcomes
+
+        async def connection(self, address: str, deadline: float) -> object:
+            raise self.outcomes.pop(0)
+
+        async def pause(self, delay: float) -> None:
+            pass
+
+    policy = RetryPolicy(0.001, 0.001, 1.0, random.Random(0))
+
+    async def ask(outcomes: list[BaseException]) -> str:
+        with pytest.raises(ClusterUnavailableError) as failed:
+            await take_snapshot(Pool(outcomes), policy, "127.0.0.1:9", 10.0)  # type: ignore[arg-type]
+        return str(failed.value)
+
+    refused = ConnectFailed("127.0.0.1:9", "cannot connect: [Errno 111] Connection refused")
+    message = asyncio.run(ask([refused, TimeoutError()]))
+    assert message == (
+        "no snapshot from 127.0.0.1:9 within 10.0s (last: 127.0.0.1:9: cannot connect: "
+        "[Errno 111] Connection refused; then still connecting to 127.0.0.1:9 at the deadline)"
+    )
+    # With no earlier failure, the cut-short attempt is the whole story.
+    assert asyncio.run(ask([TimeoutError()])).endswith(
+        "(last: still connecting to 127.0.0.1:9 at the deadline)"
+    )

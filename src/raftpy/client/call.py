@@ -448,19 +448,23 @@ async def take_snapshot(
     deadline = loop.time() + budget
     backoff = policy.backoff()
     last = "no attempt was made in time"
+    failed = False  # an attempt ended with a reason worth keeping in front
     while not pool.closed and loop.time() < deadline:
         try:
             conn = await pool.connection(address, deadline)
             resp = await conn.request(ClientOp.SNAPSHOT, b"", Consistency.LINEARIZABLE, deadline)
         except TimeoutError:
-            last = f"still connecting to {address} at the deadline"
+            # Keep an earlier, more telling reason (a refused connection) in front, as a
+            # call does: the attempt the deadline cut short is only the last of several.
+            still = f"still connecting to {address} at the deadline"
+            last = f"{last}; then {still}" if failed else still
             break
         except ConnectFailed as exc:
             if exc.permanent:
                 raise refused_error({address: exc.reason}) from None
-            last = str(exc)
+            last, failed = str(exc), True
         except ConnectionLost as exc:
-            last = str(exc)
+            last, failed = str(exc), True
         except AttemptTimeout:
             last = f"{address}: no answer in time"
             break
