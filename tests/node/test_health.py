@@ -25,7 +25,16 @@ from raftpy.storage.fs import FaultyFileSystem
 from raftpy.storage.memory import MemoryStorage
 from raftpy.storage.wal import FileStorage
 from tests.corehelpers import Network
-from tests.nodehelpers import FAST, KV, LocalNetwork, running, set_cmd, wait_for, wait_leader
+from tests.nodehelpers import (
+    FAST,
+    KV,
+    LocalNetwork,
+    make_cluster,
+    running,
+    set_cmd,
+    wait_for,
+    wait_leader,
+)
 
 BOUND = 1.0
 ELECTION = 10
@@ -355,20 +364,7 @@ def slow_cluster(net: LocalNetwork) -> tuple[list[RaftNode], dict[int, SlowStora
     peers = {i: f"local:{i}" for i in (1, 2, 3)}
     config = replace(FAST, max_fsync_p99=SLOW_BOUND)
     storages = {i: SlowStorage(sorted(peers), peers) for i in peers}
-    nodes = [
-        RaftNode(
-            i,
-            peers[i],
-            peers,
-            KV(),
-            None,
-            config,
-            storage=storages[i],
-            transport_factory=net.factory(i),
-        )
-        for i in peers
-    ]
-    return nodes, storages
+    return make_cluster(net, 3, config, storage=storages.__getitem__), storages
 
 
 async def writes(node: RaftNode, count: int, key: str = "k") -> None:
