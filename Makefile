@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: test test-fast lint typecheck pytest bench demo demo-sim clean
+.PHONY: test test-fast lint typecheck bytecode pytest bench demo demo-sim clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,15 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy src
 
-pytest: $(STAMP)
+# The servers and command lines that tests, benchmarks and the demo start import raftpy at
+# every start. Where PYTHONDONTWRITEBYTECODE is set (some CI and container images set it),
+# nothing caches an editable install's compiled modules, and each start compiles them all
+# again: 0.3-0.5 s of CPU on a 2-core machine, about 30% of the process tests' time. compileall
+# writes them once (a few ms when up to date); Python still checks each against its source.
+bytecode: $(STAMP)
+	$(BIN)/python -m compileall -q src
+
+pytest: $(STAMP) bytecode
 	$(BIN)/pytest
 
 test: lint typecheck pytest
@@ -37,10 +45,10 @@ $(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	touch $(BENCH_STAMP)
 
-bench: $(BENCH_STAMP)
+bench: $(BENCH_STAMP) bytecode
 	$(BIN)/python -m benchmarks
 
-demo: $(STAMP)
+demo: $(STAMP) bytecode
 	$(BIN)/python -m raftpy.demos.cluster
 
 demo-sim: $(STAMP)
@@ -48,3 +56,4 @@ demo-sim: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
+	find src tests benchmarks -name __pycache__ -prune -exec rm -rf {} +

@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.machine import cpu_reference
+from benchmarks.machine import compile_raftpy, cpu_reference
 from raftpy.progress import Progress
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -138,6 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unknown benchmark {', '.join(unknown)} (available: {', '.join(available)})")
     selected = list(dict.fromkeys(args.names)) or available
 
+    compile_raftpy()  # the processes the benchmarks start must not compile raftpy each time
     load_before = os.getloadavg()
     cpu_before = cpu_reference()
     report: dict[str, dict[str, Any]] = {}

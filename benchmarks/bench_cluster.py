@@ -100,7 +100,7 @@ from benchmarks.loadgen import (
     _run_loop,
     _wait_listening,
 )
-from benchmarks.machine import env_float, free_ports, load_text, scratch_dir
+from benchmarks.machine import compile_raftpy, env_float, free_ports, load_text, scratch_dir
 from benchmarks.peer_etcd import etcd_cluster
 from benchmarks.peer_pysyncobj import pysyncobj_suite
 
@@ -240,6 +240,7 @@ async def _failover_client(addresses: list[str]) -> None:
 def spawn_server(root: Path, i: int, port: int, args: list[str]) -> subprocess.Popen[bytes]:
     """Start hashmap server ``i`` (``args``: its member list and further options) with its data
     dir and log under ``root`` and the benchmark's timeouts; return once it listens."""
+    compile_raftpy()  # its start-up, as in a restart, without compiling raftpy's sources
     log = open(root / f"node{i}.log", "ab")  # noqa: SIM115 - the child owns it
     try:
         proc = subprocess.Popen(
