@@ -20,8 +20,6 @@ The simulator lives in :mod:`raftpy.testing` (``from raftpy.testing import SimCl
 
 from __future__ import annotations
 
-from importlib import metadata as _metadata
-
 from raftpy.client import Client, SyncClient
 from raftpy.core.config import RaftConfig
 from raftpy.core.messages import ConfState, Entry, EntryKind, Message, PeerMessage, SnapshotMeta
@@ -67,11 +65,7 @@ from raftpy.storage.memory import MemoryStorage
 from raftpy.storage.wal import FileStorage
 from raftpy.transport.protocol import Members
 from raftpy.transport.tls import TlsConfig
-
-try:
-    __version__ = _metadata.version("raftpy")
-except _metadata.PackageNotFoundError:  # pragma: no cover - run from a source tree, not installed
-    __version__ = "0+unknown"
+from raftpy.version import __version__
 
 __all__ = [
     "FATAL_EXIT_STATUS",
