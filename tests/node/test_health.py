@@ -27,7 +27,6 @@ from raftpy.storage.wal import FileStorage
 from tests.corehelpers import Network
 from tests.nodehelpers import (
     FAST,
-    KV,
     LocalNetwork,
     make_cluster,
     running,
@@ -424,21 +423,13 @@ def test_full_disk_leader_hands_over_at_once_and_the_cluster_keeps_taking_writes
     async def main() -> None:
         net = LocalNetwork()
         fss = {i: FaultyFileSystem(seed=i) for i in (1, 2, 3)}
-        peers = {i: f"local:{i}" for i in (1, 2, 3)}
         config = replace(FAST, raft=replace(FAST.raft, election_ticks=100))  # 1-2 s
-        nodes = [
-            RaftNode(
-                i,
-                peers[i],
-                peers,
-                KV(),
-                None,
-                config,
-                storage=FileStorage(f"/d{i}", sorted(peers), fs=fss[i], segment_size=1 << 16),
-                transport_factory=net.factory(i),
-            )
-            for i in peers
-        ]
+        nodes = make_cluster(
+            net,
+            3,
+            config,
+            storage=lambda i: FileStorage(f"/d{i}", [1, 2, 3], fs=fss[i], segment_size=1 << 16),
+        )
         async with running(nodes):
             old = await wait_leader(nodes, timeout=10)
             await old.propose(set_cmd("a", "1"), timeout=2)
