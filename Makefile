@@ -22,11 +22,12 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy src
 
-# The servers and command lines that tests, benchmarks and the demo start import raftpy at
-# every start. Where PYTHONDONTWRITEBYTECODE is set (some CI and container images set it),
-# nothing caches an editable install's compiled modules, and each start compiles them all
-# again: 0.3-0.5 s of CPU on a 2-core machine, about 30% of the process tests' time. compileall
-# writes them once (a few ms when up to date); Python still checks each against its source.
+# The servers and command lines that tests and the demo start import raftpy at every start.
+# Where PYTHONDONTWRITEBYTECODE is set (some CI and container images set it), nothing caches
+# an editable install's compiled modules, and each start compiles them all again: 0.3-0.5 s of
+# CPU on a 2-core machine, about 30% of the process tests' time. compileall writes them once (a
+# few ms when up to date); Python still checks each against its source. (The benchmarks do
+# the same for themselves: benchmarks.machine.compile_raftpy.)
 bytecode: $(STAMP)
 	$(BIN)/python -m compileall -q src
 
@@ -45,7 +46,7 @@ $(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	touch $(BENCH_STAMP)
 
-bench: $(BENCH_STAMP) bytecode
+bench: $(BENCH_STAMP)
 	$(BIN)/python -m benchmarks
 
 demo: $(STAMP) bytecode
