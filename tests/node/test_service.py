@@ -4,7 +4,6 @@ status raftpy.outcomes gives its error."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import msgspec
@@ -19,6 +18,7 @@ from raftpy.errors import (
     ProposalDropped,
     SessionExpiredError,
 )
+from raftpy.node.requests import Answered
 from raftpy.node.service import ClientService, MembershipNode, SessionNode
 from raftpy.transport.protocol import (
     ClientOp,
@@ -58,14 +58,12 @@ class FakeNode:
         command: bytes,
         timeout: float | None = None,
         *,
-        on_done: Callable[[asyncio.Future[bytes]], None] | None = None,
+        on_done: Answered | None = None,
     ) -> asyncio.Future[bytes]:
         self.calls.append(("submit", command, timeout))
         return self._answered_by(on_done)
 
-    def _answered_by(
-        self, on_done: Callable[[asyncio.Future[bytes]], None] | None
-    ) -> asyncio.Future[bytes]:
+    def _answered_by(self, on_done: Answered | None) -> asyncio.Future[bytes]:
         fut = self._future()
         if on_done is not None:  # the real node calls it as it resolves the future
             fut.add_done_callback(on_done)
@@ -138,14 +136,14 @@ def test_a_write_is_answered_the_moment_the_node_resolves_it() -> None:
     class Node(FakeNode):
         def __init__(self) -> None:
             super().__init__()
-            self.done: list[Callable[[asyncio.Future[bytes]], None] | None] = []
+            self.done: list[Answered | None] = []
 
         def submit(
             self,
             command: bytes,
             timeout: float | None = None,
             *,
-            on_done: Callable[[asyncio.Future[bytes]], None] | None = None,
+            on_done: Answered | None = None,
         ) -> asyncio.Future[bytes]:
             self.done.append(on_done)
             return self._future()
@@ -427,7 +425,7 @@ class FakeSessionNode(FakeNode):
         session: int = 0,
         seq: int = 0,
         ack: int = 0,
-        on_done: Callable[[asyncio.Future[bytes]], None] | None = None,
+        on_done: Answered | None = None,
     ) -> asyncio.Future[bytes]:
         self.calls.append(("submit", command, timeout, session, seq, ack))
         return self._answered_by(on_done)

@@ -28,7 +28,7 @@ would raise again (README.md, "Failures").
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from typing import Any, Protocol, runtime_checkable
 
 import msgspec
@@ -42,6 +42,7 @@ from raftpy.errors import (
     RaftError,
     RemoteProtocolError,
 )
+from raftpy.node.requests import Answered
 from raftpy.outcomes import response_for_error
 from raftpy.transport.address import parse_address
 from raftpy.transport.base import ClientConnectionLike
@@ -69,7 +70,7 @@ class ServedNode(Protocol):
         command: bytes,
         timeout: float | None = None,
         *,
-        on_done: Callable[[asyncio.Future[bytes]], None] | None = None,
+        on_done: Answered | None = None,
     ) -> asyncio.Future[bytes]:
         """Queue a command; raises a RaftError at once when the node refuses it. The node
         calls ``on_done`` with the future the moment it resolves it."""
@@ -123,7 +124,7 @@ class SessionNode(ServedNode, Protocol):
         session: int = 0,
         seq: int = 0,
         ack: int = 0,
-        on_done: Callable[[asyncio.Future[bytes]], None] | None = None,
+        on_done: Answered | None = None,
     ) -> asyncio.Future[bytes]:
         """Queue a command, deduplicated by its ``(session, seq)`` when ``session`` is set."""
         ...
